@@ -1,0 +1,601 @@
+//! Request and response shapes of every operation, as AWS KMS names them on
+//! the wire (JSON 1.1, PascalCase fields, blobs as base64).
+//!
+//! The CLI, the server, the remote client and the rotation worker all speak
+//! these types, so a local and a remote KMS are interchangeable.
+
+use crate::secret::Secret;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// An encryption context: string pairs bound to a ciphertext as AAD.
+pub type EncryptionContext = BTreeMap<String, String>;
+
+/// Non-secret bytes (ciphertext), base64 in JSON.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Blob(pub Vec<u8>);
+
+impl std::fmt::Debug for Blob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Blob({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for Blob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine;
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Blob, D::Error> {
+        use base64::Engine;
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map(Blob)
+            .map_err(|_| serde::de::Error::custom("blob is not valid base64"))
+    }
+}
+
+/// Every operation rewrap serves. The name is the `X-Amz-Target` suffix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[allow(missing_docs)] // reason: each variant is the AWS operation of the same name
+pub enum Operation {
+    CreateKey,
+    DescribeKey,
+    ListKeys,
+    EnableKey,
+    DisableKey,
+    ScheduleKeyDeletion,
+    CancelKeyDeletion,
+    CreateAlias,
+    UpdateAlias,
+    DeleteAlias,
+    ListAliases,
+    EnableKeyRotation,
+    DisableKeyRotation,
+    GetKeyRotationStatus,
+    RotateKeyOnDemand,
+    ListKeyRotations,
+    Encrypt,
+    Decrypt,
+    ReEncrypt,
+    GenerateDataKey,
+    GenerateDataKeyWithoutPlaintext,
+    GenerateRandom,
+    GetKeyPolicy,
+    ListKeyPolicies,
+    CreatePrincipal,
+    DeletePrincipal,
+    ListPrincipals,
+    CreateAccessKey,
+    DeleteAccessKey,
+}
+
+impl Operation {
+    /// Every operation.
+    pub const ALL: &'static [Operation] = &[
+        Operation::CreateKey,
+        Operation::DescribeKey,
+        Operation::ListKeys,
+        Operation::EnableKey,
+        Operation::DisableKey,
+        Operation::ScheduleKeyDeletion,
+        Operation::CancelKeyDeletion,
+        Operation::CreateAlias,
+        Operation::UpdateAlias,
+        Operation::DeleteAlias,
+        Operation::ListAliases,
+        Operation::EnableKeyRotation,
+        Operation::DisableKeyRotation,
+        Operation::GetKeyRotationStatus,
+        Operation::RotateKeyOnDemand,
+        Operation::ListKeyRotations,
+        Operation::Encrypt,
+        Operation::Decrypt,
+        Operation::ReEncrypt,
+        Operation::GenerateDataKey,
+        Operation::GenerateDataKeyWithoutPlaintext,
+        Operation::GenerateRandom,
+        Operation::GetKeyPolicy,
+        Operation::ListKeyPolicies,
+        Operation::CreatePrincipal,
+        Operation::DeletePrincipal,
+        Operation::ListPrincipals,
+        Operation::CreateAccessKey,
+        Operation::DeleteAccessKey,
+    ];
+
+    /// The operation's AWS name, e.g. `ReEncrypt`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::CreateKey => "CreateKey",
+            Operation::DescribeKey => "DescribeKey",
+            Operation::ListKeys => "ListKeys",
+            Operation::EnableKey => "EnableKey",
+            Operation::DisableKey => "DisableKey",
+            Operation::ScheduleKeyDeletion => "ScheduleKeyDeletion",
+            Operation::CancelKeyDeletion => "CancelKeyDeletion",
+            Operation::CreateAlias => "CreateAlias",
+            Operation::UpdateAlias => "UpdateAlias",
+            Operation::DeleteAlias => "DeleteAlias",
+            Operation::ListAliases => "ListAliases",
+            Operation::EnableKeyRotation => "EnableKeyRotation",
+            Operation::DisableKeyRotation => "DisableKeyRotation",
+            Operation::GetKeyRotationStatus => "GetKeyRotationStatus",
+            Operation::RotateKeyOnDemand => "RotateKeyOnDemand",
+            Operation::ListKeyRotations => "ListKeyRotations",
+            Operation::Encrypt => "Encrypt",
+            Operation::Decrypt => "Decrypt",
+            Operation::ReEncrypt => "ReEncrypt",
+            Operation::GenerateDataKey => "GenerateDataKey",
+            Operation::GenerateDataKeyWithoutPlaintext => "GenerateDataKeyWithoutPlaintext",
+            Operation::GenerateRandom => "GenerateRandom",
+            Operation::GetKeyPolicy => "GetKeyPolicy",
+            Operation::ListKeyPolicies => "ListKeyPolicies",
+            Operation::CreatePrincipal => "CreatePrincipal",
+            Operation::DeletePrincipal => "DeletePrincipal",
+            Operation::ListPrincipals => "ListPrincipals",
+            Operation::CreateAccessKey => "CreateAccessKey",
+            Operation::DeleteAccessKey => "DeleteAccessKey",
+        }
+    }
+
+    /// Looks an operation up by its AWS name.
+    pub fn from_name(name: &str) -> Option<Operation> {
+        Operation::ALL.iter().copied().find(|o| o.name() == name)
+    }
+}
+
+/// Metadata of a customer master key, as DescribeKey returns it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: fields are AWS KeyMetadata fields of the same name
+pub struct KeyMetadata {
+    #[serde(rename = "AWSAccountId")]
+    pub aws_account_id: String,
+    pub key_id: String,
+    pub arn: String,
+    /// Seconds since the Unix epoch.
+    pub creation_date: f64,
+    pub enabled: bool,
+    pub description: String,
+    pub key_usage: String,
+    pub key_state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_date: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_deletion_window_in_days: Option<u32>,
+    pub origin: String,
+    pub key_manager: String,
+    pub customer_master_key_spec: String,
+    pub key_spec: String,
+    pub encryption_algorithms: Vec<String>,
+    pub multi_region: bool,
+    /// rewrap extension: number of key-material versions.
+    #[serde(default)]
+    pub key_material_versions: u32,
+    /// rewrap extension: when the key was last used for a cryptographic operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_date: Option<f64>,
+}
+
+/// CreateKey request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct CreateKeyRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_usage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_spec: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_master_key_spec: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<Tag>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_region: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bypass_policy_lockout_safety_check: Option<bool>,
+}
+
+/// A key tag (accepted, stored with the key).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct Tag {
+    pub tag_key: String,
+    pub tag_value: String,
+}
+
+/// Responses that carry one key's metadata (CreateKey, DescribeKey).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct KeyMetadataResponse {
+    pub key_metadata: KeyMetadata,
+}
+
+/// Requests that name just one key (DescribeKey, EnableKey, DisableKey, ...).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct KeyIdRequest {
+    pub key_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_tokens: Option<Vec<String>>,
+}
+
+/// Responses that name just one key (CancelKeyDeletion, RotateKeyOnDemand).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct KeyIdResponse {
+    pub key_id: String,
+}
+
+/// An empty response body (`{}`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Empty {}
+
+/// Paging parameters of List* calls.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct ListRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marker: Option<String>,
+}
+
+/// ListKeys entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct KeyListEntry {
+    pub key_id: String,
+    pub key_arn: String,
+}
+
+/// ListKeys response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct ListKeysResponse {
+    pub keys: Vec<KeyListEntry>,
+    pub truncated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
+}
+
+/// ScheduleKeyDeletion request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct ScheduleKeyDeletionRequest {
+    pub key_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_window_in_days: Option<u32>,
+}
+
+/// ScheduleKeyDeletion response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct ScheduleKeyDeletionResponse {
+    pub key_id: String,
+    pub deletion_date: f64,
+    pub key_state: String,
+    pub pending_window_in_days: u32,
+}
+
+/// CreateAlias and UpdateAlias request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct AliasRequest {
+    pub alias_name: String,
+    #[serde(default)]
+    pub target_key_id: String,
+}
+
+/// DeleteAlias request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct DeleteAliasRequest {
+    pub alias_name: String,
+}
+
+/// ListAliases entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct AliasListEntry {
+    pub alias_name: String,
+    pub alias_arn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_date: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_updated_date: Option<f64>,
+}
+
+/// ListAliases response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct ListAliasesResponse {
+    pub aliases: Vec<AliasListEntry>,
+    pub truncated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
+}
+
+/// EnableKeyRotation request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct EnableKeyRotationRequest {
+    pub key_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_period_in_days: Option<u32>,
+}
+
+/// GetKeyRotationStatus response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct KeyRotationStatusResponse {
+    pub key_id: String,
+    pub key_rotation_enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_period_in_days: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_date: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_demand_rotation_start_date: Option<f64>,
+}
+
+/// ListKeyRotations entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct RotationEntry {
+    pub key_id: String,
+    pub rotation_date: f64,
+    /// `AUTOMATIC` or `ON_DEMAND`.
+    pub rotation_type: String,
+}
+
+/// ListKeyRotations response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct ListKeyRotationsResponse {
+    pub rotations: Vec<RotationEntry>,
+    pub truncated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
+}
+
+/// Encrypt request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct EncryptRequest {
+    pub key_id: String,
+    pub plaintext: Secret,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_context: Option<EncryptionContext>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_tokens: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_algorithm: Option<String>,
+}
+
+/// Encrypt response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct EncryptResponse {
+    pub ciphertext_blob: Blob,
+    pub key_id: String,
+    pub encryption_algorithm: String,
+}
+
+/// Decrypt request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct DecryptRequest {
+    pub ciphertext_blob: Blob,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_context: Option<EncryptionContext>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_tokens: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_algorithm: Option<String>,
+}
+
+/// Decrypt response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct DecryptResponse {
+    pub key_id: String,
+    pub plaintext: Secret,
+    pub encryption_algorithm: String,
+}
+
+/// ReEncrypt request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct ReEncryptRequest {
+    pub ciphertext_blob: Blob,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_encryption_context: Option<EncryptionContext>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_key_id: Option<String>,
+    pub destination_key_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_encryption_context: Option<EncryptionContext>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_encryption_algorithm: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_encryption_algorithm: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_tokens: Option<Vec<String>>,
+}
+
+/// ReEncrypt response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct ReEncryptResponse {
+    pub ciphertext_blob: Blob,
+    pub source_key_id: String,
+    pub key_id: String,
+    pub source_encryption_algorithm: String,
+    pub destination_encryption_algorithm: String,
+}
+
+/// GenerateDataKey and GenerateDataKeyWithoutPlaintext request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct GenerateDataKeyRequest {
+    pub key_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_context: Option<EncryptionContext>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number_of_bytes: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_spec: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_tokens: Option<Vec<String>>,
+}
+
+/// GenerateDataKey response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct GenerateDataKeyResponse {
+    pub ciphertext_blob: Blob,
+    pub plaintext: Secret,
+    pub key_id: String,
+}
+
+/// GenerateDataKeyWithoutPlaintext response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct GenerateDataKeyWithoutPlaintextResponse {
+    pub ciphertext_blob: Blob,
+    pub key_id: String,
+}
+
+/// GenerateRandom request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct GenerateRandomRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number_of_bytes: Option<u32>,
+}
+
+/// GenerateRandom response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct GenerateRandomResponse {
+    pub plaintext: Secret,
+}
+
+/// GetKeyPolicy request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct GetKeyPolicyRequest {
+    pub key_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_name: Option<String>,
+}
+
+/// GetKeyPolicy response: the policy statements that name this key, as JSON text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct GetKeyPolicyResponse {
+    pub policy: String,
+    pub policy_name: String,
+}
+
+/// ListKeyPolicies response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct ListKeyPoliciesResponse {
+    pub policy_names: Vec<String>,
+    pub truncated: bool,
+}
+
+/// CreatePrincipal / DeletePrincipal / CreateAccessKey request (rewrap extension).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: field names follow AWS IAM
+pub struct PrincipalRequest {
+    pub principal_name: String,
+}
+
+/// DeleteAccessKey request (rewrap extension).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: field names follow AWS IAM
+pub struct DeleteAccessKeyRequest {
+    pub principal_name: String,
+    pub access_key_id: String,
+}
+
+/// A new access key; the secret is shown once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: field names follow AWS IAM
+pub struct AccessKeyResponse {
+    pub principal_name: String,
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+}
+
+/// ListPrincipals entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: field names follow AWS IAM
+pub struct PrincipalEntry {
+    pub principal_name: String,
+    pub access_key_ids: Vec<String>,
+    pub creation_date: f64,
+}
+
+/// ListPrincipals response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: field names follow AWS IAM
+pub struct ListPrincipalsResponse {
+    pub principals: Vec<PrincipalEntry>,
+}

@@ -1,0 +1,202 @@
+//! The one error type of rewrap's KMS operations, named after AWS KMS errors.
+//!
+//! Every failure a caller can see maps 1:1 to an AWS error name, so the CLI,
+//! the server and remote clients agree on what went wrong. Cryptographic
+//! failures carry no detail about why they failed.
+
+use std::fmt;
+
+/// AWS error names, as sent in `__type` on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The named key, alias or principal does not exist.
+    NotFound,
+    /// The key is disabled.
+    Disabled,
+    /// The key's state (for example PendingDeletion) forbids the operation.
+    InvalidState,
+    /// The ciphertext is malformed, tampered with, or its context does not match.
+    InvalidCiphertext,
+    /// The ciphertext was not made under the key the caller named.
+    IncorrectKey,
+    /// The policy does not allow the caller this action.
+    AccessDenied,
+    /// A parameter is out of range or malformed.
+    Validation,
+    /// The name is taken.
+    AlreadyExists,
+    /// The alias name is malformed or reserved.
+    InvalidAliasName,
+    /// The ARN is malformed.
+    InvalidArn,
+    /// The marker of a paged list call is not one we issued.
+    InvalidMarker,
+    /// A limit (grant tokens, request size) was exceeded.
+    LimitExceeded,
+    /// The key's usage does not allow this operation.
+    InvalidKeyUsage,
+    /// The request body is not well-formed JSON of the expected shape.
+    Serialization,
+    /// The access key id is unknown.
+    UnrecognizedClient,
+    /// The request signature does not match.
+    InvalidSignature,
+    /// The authorization header is missing parts.
+    IncompleteSignature,
+    /// No credentials were presented.
+    MissingAuthenticationToken,
+    /// The request time is too far from the server's.
+    RequestExpired,
+    /// The operation is not supported.
+    UnsupportedOperation,
+    /// The key store or another dependency failed; the message says which.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, for tables and tests.
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::NotFound,
+        ErrorCode::Disabled,
+        ErrorCode::InvalidState,
+        ErrorCode::InvalidCiphertext,
+        ErrorCode::IncorrectKey,
+        ErrorCode::AccessDenied,
+        ErrorCode::Validation,
+        ErrorCode::AlreadyExists,
+        ErrorCode::InvalidAliasName,
+        ErrorCode::InvalidArn,
+        ErrorCode::InvalidMarker,
+        ErrorCode::LimitExceeded,
+        ErrorCode::InvalidKeyUsage,
+        ErrorCode::Serialization,
+        ErrorCode::UnrecognizedClient,
+        ErrorCode::InvalidSignature,
+        ErrorCode::IncompleteSignature,
+        ErrorCode::MissingAuthenticationToken,
+        ErrorCode::RequestExpired,
+        ErrorCode::UnsupportedOperation,
+        ErrorCode::Internal,
+    ];
+
+    /// The AWS name, e.g. `NotFoundException`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::NotFound => "NotFoundException",
+            ErrorCode::Disabled => "DisabledException",
+            ErrorCode::InvalidState => "KMSInvalidStateException",
+            ErrorCode::InvalidCiphertext => "InvalidCiphertextException",
+            ErrorCode::IncorrectKey => "IncorrectKeyException",
+            ErrorCode::AccessDenied => "AccessDeniedException",
+            ErrorCode::Validation => "ValidationException",
+            ErrorCode::AlreadyExists => "AlreadyExistsException",
+            ErrorCode::InvalidAliasName => "InvalidAliasNameException",
+            ErrorCode::InvalidArn => "InvalidArnException",
+            ErrorCode::InvalidMarker => "InvalidMarkerException",
+            ErrorCode::LimitExceeded => "LimitExceededException",
+            ErrorCode::InvalidKeyUsage => "InvalidKeyUsageException",
+            ErrorCode::Serialization => "SerializationException",
+            ErrorCode::UnrecognizedClient => "UnrecognizedClientException",
+            ErrorCode::InvalidSignature => "InvalidSignatureException",
+            ErrorCode::IncompleteSignature => "IncompleteSignature",
+            ErrorCode::MissingAuthenticationToken => "MissingAuthenticationTokenException",
+            ErrorCode::RequestExpired => "RequestExpired",
+            ErrorCode::UnsupportedOperation => "UnsupportedOperationException",
+            ErrorCode::Internal => "KMSInternalException",
+        }
+    }
+
+    /// Parses an AWS name; tolerates the `namespace#Name` form some services send.
+    pub fn parse(name: &str) -> Option<ErrorCode> {
+        let name = name.rsplit('#').next().unwrap_or(name);
+        let name = name.split(':').next().unwrap_or(name);
+        ErrorCode::ALL.iter().copied().find(|c| c.as_str() == name)
+    }
+
+    /// The HTTP status AWS uses for this error.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::Internal => 500,
+            _ => 400,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error of a KMS operation: an AWS error name and a message.
+///
+/// Messages never contain plaintext, key material or ciphertext bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmsError {
+    /// The AWS error name.
+    pub code: ErrorCode,
+    /// A human-readable message.
+    pub message: String,
+}
+
+impl KmsError {
+    /// A new error with the given code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> KmsError {
+        KmsError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The one error every cryptographic failure collapses to.
+    pub fn invalid_ciphertext() -> KmsError {
+        KmsError::new(
+            ErrorCode::InvalidCiphertext,
+            "The ciphertext is invalid, was tampered with, or its encryption context does not match",
+        )
+    }
+
+    /// A ValidationException.
+    pub fn validation(message: impl Into<String>) -> KmsError {
+        KmsError::new(ErrorCode::Validation, message)
+    }
+
+    /// A KMSInternalException.
+    pub fn internal(message: impl Into<String>) -> KmsError {
+        KmsError::new(ErrorCode::Internal, message)
+    }
+
+    /// A NotFoundException.
+    pub fn not_found(message: impl Into<String>) -> KmsError {
+        KmsError::new(ErrorCode::NotFound, message)
+    }
+}
+
+impl fmt::Display for KmsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for KmsError {}
+
+/// Result of a KMS operation.
+pub type Result<T, E = KmsError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips_through_its_name() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(*code));
+        }
+        assert_eq!(
+            ErrorCode::parse("com.amazonaws.kms#NotFoundException"),
+            Some(ErrorCode::NotFound)
+        );
+        assert_eq!(ErrorCode::parse("NoSuchThing"), None);
+    }
+}

@@ -1,0 +1,12 @@
+//! rewrap: a key-management service with AWS KMS semantics and a
+//! role-separated re-encryption batch worker.
+//!
+//! Data flows one way: CLI / server -> [`service`] (policy check + audit) ->
+//! [`keystore`]. Workers talk to a KMS only through the [`kms::Kms`] trait.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod error;
+pub mod kms;
+pub mod secret;
