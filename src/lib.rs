@@ -10,3 +10,5 @@ pub mod api;
 pub mod error;
 pub mod kms;
 pub mod secret;
+pub mod audit;
+pub mod policy;
