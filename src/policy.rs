@@ -1,1 +1,734 @@
-//! (being written)
+//! The policy engine: who may call which KMS action on which key.
+//!
+//! Policies are TOML files, one or more `[[statement]]` tables each:
+//!
+//! ```toml
+//! [[statement]]
+//! sid = "reader-decrypt"                 # optional, shown in explanations
+//! effect = "allow"                       # "allow" or "deny"
+//! principals = ["app-reader"]            # names or globs
+//! actions = ["decrypt"]                  # groups, AWS names, or wildcards ("kms:GenerateDataKey*")
+//! resources = ["alias/app-data", "arn:aws:kms:*:key/*"]  # key ids, ARNs, aliases, globs
+//! [statement.condition]                  # optional; every part must hold
+//! context_equals = { purpose = "app-data" }
+//! context_keys_required = ["file-id"]
+//! ```
+//!
+//! Evaluation follows AWS: an explicit deny wins, otherwise some statement
+//! must allow, otherwise the request is denied implicitly. A condition
+//! restricts a deny the same way it restricts an allow: the deny applies only
+//! when the condition holds.
+//!
+//! Loading is all or nothing: a file that does not parse, names an unknown
+//! action, group, effect or field, or holds an invalid glob refuses the whole
+//! set, with an error naming the file and the line.
+//!
+//! [`PolicySet::evaluate`] runs on every KMS call, so everything is compiled at
+//! load time: actions to a bitset over [`ACTIONS`], globs to literal fast paths
+//! or a [`globset::GlobMatcher`], and statements indexed by literal principal.
+
+use globset::{GlobBuilder, GlobMatcher};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use toml::Spanned;
+
+/// Every action a policy can name, by its AWS name (rewrap extensions included).
+pub const ACTIONS: &[&str] = &[
+    "kms:Encrypt",
+    "kms:Decrypt",
+    "kms:ReEncryptFrom",
+    "kms:ReEncryptTo",
+    "kms:GenerateDataKey",
+    "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:GenerateRandom",
+    "kms:CreateKey",
+    "kms:DescribeKey",
+    "kms:ListKeys",
+    "kms:ListAliases",
+    "kms:EnableKey",
+    "kms:DisableKey",
+    "kms:ScheduleKeyDeletion",
+    "kms:CancelKeyDeletion",
+    "kms:CreateAlias",
+    "kms:UpdateAlias",
+    "kms:DeleteAlias",
+    "kms:EnableKeyRotation",
+    "kms:DisableKeyRotation",
+    "kms:GetKeyRotationStatus",
+    "kms:RotateKeyOnDemand",
+    "kms:ListKeyRotations",
+    "kms:GetKeyPolicy",
+    "kms:ListKeyPolicies",
+    "kms:CreatePrincipal",
+    "kms:DeletePrincipal",
+    "kms:ListPrincipals",
+    "kms:CreateAccessKey",
+    "kms:DeleteAccessKey",
+    "rewrap:ReadAuditTrail",
+];
+
+// An action set is a bitset over ACTIONS.
+const _: () = assert!(ACTIONS.len() <= 64);
+
+/// The names of the action groups a policy may use instead of action names.
+pub const GROUPS: &[&str] = &["administer", "encrypt", "decrypt", "re-encrypt", "audit"];
+
+/// Key and alias lifecycle, rotation, deletion, principals, policy reads,
+/// Describe and List. Deliberately no cryptographic use.
+const ADMINISTER: &[&str] = &[
+    "kms:CreateKey",
+    "kms:DescribeKey",
+    "kms:ListKeys",
+    "kms:ListAliases",
+    "kms:EnableKey",
+    "kms:DisableKey",
+    "kms:ScheduleKeyDeletion",
+    "kms:CancelKeyDeletion",
+    "kms:CreateAlias",
+    "kms:UpdateAlias",
+    "kms:DeleteAlias",
+    "kms:EnableKeyRotation",
+    "kms:DisableKeyRotation",
+    "kms:GetKeyRotationStatus",
+    "kms:RotateKeyOnDemand",
+    "kms:ListKeyRotations",
+    "kms:GetKeyPolicy",
+    "kms:ListKeyPolicies",
+    "kms:CreatePrincipal",
+    "kms:DeletePrincipal",
+    "kms:ListPrincipals",
+    "kms:CreateAccessKey",
+    "kms:DeleteAccessKey",
+];
+const ENCRYPT: &[&str] = &[
+    "kms:Encrypt",
+    "kms:GenerateDataKey",
+    "kms:GenerateDataKeyWithoutPlaintext",
+];
+const DECRYPT: &[&str] = &["kms:Decrypt"];
+const RE_ENCRYPT: &[&str] = &["kms:ReEncryptFrom", "kms:ReEncryptTo"];
+/// Read-only: what an auditor needs to see keys, rotations, policies and the trail.
+const AUDIT: &[&str] = &[
+    "kms:DescribeKey",
+    "kms:ListKeys",
+    "kms:ListAliases",
+    "kms:GetKeyRotationStatus",
+    "kms:ListKeyRotations",
+    "kms:GetKeyPolicy",
+    "kms:ListKeyPolicies",
+    "rewrap:ReadAuditTrail",
+];
+
+/// The actions of a group in [`GROUPS`], or `None` for an unknown group name.
+pub fn group_members(group: &str) -> Option<&'static [&'static str]> {
+    match group {
+        "administer" => Some(ADMINISTER),
+        "encrypt" => Some(ENCRYPT),
+        "decrypt" => Some(DECRYPT),
+        "re-encrypt" => Some(RE_ENCRYPT),
+        "audit" => Some(AUDIT),
+        _ => None,
+    }
+}
+
+/// Whether `action` is one of [`ACTIONS`] (AWS action names are case-insensitive).
+pub fn is_known_action(action: &str) -> bool {
+    action_index(action).is_some()
+}
+
+fn action_index(action: &str) -> Option<usize> {
+    // The exact spelling is what callers send; the case-insensitive scan is the rare path.
+    ACTIONS
+        .iter()
+        .position(|a| *a == action)
+        .or_else(|| ACTIONS.iter().position(|a| a.eq_ignore_ascii_case(action)))
+}
+
+fn action_bits(names: &[&str]) -> u64 {
+    names
+        .iter()
+        .filter_map(|n| action_index(n))
+        .fold(0, |bits, i| bits | 1 << i)
+}
+
+/// Whether a statement allows or denies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Effect {
+    /// The statement grants the actions.
+    Allow,
+    /// The statement forbids the actions, whatever else allows them.
+    Deny,
+}
+
+/// Conditions on the request's encryption context; all must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Condition {
+    /// Context keys that must be present with exactly these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub context_equals: BTreeMap<String, String>,
+    /// Context keys that must be present, with any value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context_keys_required: Vec<String>,
+}
+
+impl Condition {
+    fn holds(&self, context: Option<&BTreeMap<String, String>>) -> bool {
+        if self.context_equals.is_empty() && self.context_keys_required.is_empty() {
+            return true;
+        }
+        let Some(context) = context else {
+            return false;
+        };
+        self.context_equals
+            .iter()
+            .all(|(k, v)| context.get(k) == Some(v))
+            && self
+                .context_keys_required
+                .iter()
+                .all(|k| context.contains_key(k))
+    }
+}
+
+/// One statement as written, with where it came from; what GetKeyPolicy shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatementRef {
+    /// The file name the statement was loaded from (e.g. `app-reader.toml`).
+    pub file: String,
+    /// The statement's position in its file, counting `[[statement]]` tables from 1.
+    pub index: usize,
+    /// The statement's `sid`, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// Allow or deny.
+    pub effect: Effect,
+    /// Principal names or globs, as written.
+    pub principals: Vec<String>,
+    /// Actions, groups or action wildcards, as written.
+    pub actions: Vec<String>,
+    /// Resource names or globs, as written.
+    pub resources: Vec<String>,
+    /// The condition, if the statement has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Condition>,
+}
+
+/// One access check: who wants to do what to which key, under which context.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessRequest<'a> {
+    /// The authenticated principal's name.
+    pub principal: &'a str,
+    /// The full AWS action name, e.g. `kms:Decrypt`.
+    pub action: &'a str,
+    /// Every name of the key (key id, key ARN, each alias name and alias ARN),
+    /// or `["*"]` for account-level actions such as CreateKey or ListKeys.
+    pub resources: &'a [&'a str],
+    /// The encryption context of the request, if it has one.
+    pub context: Option<&'a BTreeMap<String, String>>,
+}
+
+/// The outcome of [`PolicySet::evaluate`] and what decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the request is allowed.
+    pub allowed: bool,
+    /// The deciding statement, as `file#index (sid)`, or why the request was
+    /// denied implicitly (`implicit deny: no statement allows`).
+    pub decided_by: String,
+}
+
+/// What `decided_by` says when no statement matched.
+pub const IMPLICIT_DENY: &str = "implicit deny: no statement allows";
+
+/// Why a policy set could not be loaded. Every variant names the file as given.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The policy directory or a policy file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path as given.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or not a valid policy shape (unknown field,
+    /// unknown effect, missing field, wrong type).
+    #[error("{path} line {line}: {message}")]
+    Parse {
+        /// The file path as given.
+        path: String,
+        /// The 1-based line of the problem.
+        line: usize,
+        /// The parser's description of the problem.
+        message: String,
+    },
+    /// An action name or action wildcard matches no known action.
+    #[error("{path} line {line}: unknown action {action:?}")]
+    UnknownAction {
+        /// The file path as given.
+        path: String,
+        /// The 1-based line of the action.
+        line: usize,
+        /// The action as written.
+        action: String,
+    },
+    /// A name without a `service:` prefix is not one of [`GROUPS`].
+    #[error("{path} line {line}: unknown action group {group:?}")]
+    UnknownGroup {
+        /// The file path as given.
+        path: String,
+        /// The 1-based line of the group name.
+        line: usize,
+        /// The group as written.
+        group: String,
+    },
+    /// A principal, resource or action glob does not compile.
+    #[error("{path} line {line}: invalid glob {glob:?}: {reason}")]
+    InvalidGlob {
+        /// The file path as given.
+        path: String,
+        /// The 1-based line of the glob.
+        line: usize,
+        /// The glob as written.
+        glob: String,
+        /// Why it does not compile.
+        reason: String,
+    },
+    /// The statement parses but cannot mean anything sensible (an empty list,
+    /// a duplicate sid).
+    #[error("{path} line {line}: {message}")]
+    Invalid {
+        /// The file path as given.
+        path: String,
+        /// The 1-based line of the problem.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+// ---------------------------------------------------------------- parsing
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    statement: Vec<RawStatement>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStatement {
+    sid: Option<Spanned<String>>,
+    effect: Effect,
+    principals: Spanned<Vec<Spanned<String>>>,
+    actions: Spanned<Vec<Spanned<String>>>,
+    resources: Spanned<Vec<Spanned<String>>>,
+    condition: Option<Condition>,
+}
+
+/// Where a file's errors point: its path as given and its text, for line numbers.
+struct Source<'a> {
+    path: &'a str,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn line(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn line_of<T>(&self, spanned: &Spanned<T>) -> usize {
+        self.line(spanned.span().start)
+    }
+
+    fn parse_error(&self, err: toml::de::Error) -> PolicyError {
+        let line = err.span().map_or(1, |s| self.line(s.start));
+        // toml's messages can span lines; an error is one line in logs.
+        let message = err.message().trim().replace('\n', "; ");
+        PolicyError::Parse {
+            path: self.path.to_string(),
+            line,
+            message,
+        }
+    }
+}
+
+/// A compiled name pattern. Most patterns are literals, `*`, or a literal with
+/// one `*` at an end; those skip the regex engine.
+#[derive(Debug, Clone)]
+enum Pattern {
+    Any,
+    Exact(Box<str>),
+    Prefix(Box<str>),
+    Suffix(Box<str>),
+    Glob(GlobMatcher),
+}
+
+const GLOB_META: &[char] = &['*', '?', '[', ']', '{', '}', '\\'];
+
+impl Pattern {
+    fn compile(src: &Source<'_>, glob: &Spanned<String>) -> Result<Pattern, PolicyError> {
+        let text = glob.get_ref().as_str();
+        let matcher = GlobBuilder::new(text)
+            .literal_separator(false)
+            .build()
+            .map_err(|e| PolicyError::InvalidGlob {
+                path: src.path.to_string(),
+                line: src.line_of(glob),
+                glob: text.to_string(),
+                reason: e.kind().to_string(),
+            })?
+            .compile_matcher();
+        let is_literal = |s: &str| !s.contains(GLOB_META);
+        Ok(if text == "*" {
+            Pattern::Any
+        } else if is_literal(text) {
+            Pattern::Exact(text.into())
+        } else if let Some(prefix) = text.strip_suffix('*').filter(|p| is_literal(p)) {
+            Pattern::Prefix(prefix.into())
+        } else if let Some(suffix) = text.strip_prefix('*').filter(|s| is_literal(s)) {
+            Pattern::Suffix(suffix.into())
+        } else {
+            Pattern::Glob(matcher)
+        })
+    }
+
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            Pattern::Any => true,
+            Pattern::Exact(s) => **s == *name,
+            Pattern::Prefix(p) => name.starts_with(&**p),
+            Pattern::Suffix(s) => name.ends_with(&**s),
+            Pattern::Glob(m) => m.is_match(name),
+        }
+    }
+}
+
+/// Expands one entry of `actions` (a group, an AWS name, or a wildcard) to a bitset.
+fn compile_action(src: &Source<'_>, action: &Spanned<String>) -> Result<u64, PolicyError> {
+    let text = action.get_ref().as_str();
+    if text == "*" {
+        return Ok(action_bits(ACTIONS));
+    }
+    if !text.contains(':') {
+        return group_members(text)
+            .map(action_bits)
+            .ok_or_else(|| PolicyError::UnknownGroup {
+                path: src.path.to_string(),
+                line: src.line_of(action),
+                group: text.to_string(),
+            });
+    }
+    let unknown = || PolicyError::UnknownAction {
+        path: src.path.to_string(),
+        line: src.line_of(action),
+        action: text.to_string(),
+    };
+    if !text.contains(GLOB_META) {
+        return action_index(text).map(|i| 1 << i).ok_or_else(unknown);
+    }
+    let matcher = GlobBuilder::new(text)
+        .literal_separator(false)
+        .case_insensitive(true)
+        .build()
+        .map_err(|e| PolicyError::InvalidGlob {
+            path: src.path.to_string(),
+            line: src.line_of(action),
+            glob: text.to_string(),
+            reason: e.kind().to_string(),
+        })?
+        .compile_matcher();
+    let bits = ACTIONS
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| matcher.is_match(a))
+        .fold(0, |bits, (i, _)| bits | 1 << i);
+    // A wildcard that matches nothing is a typo, not a rule.
+    if bits == 0 {
+        return Err(unknown());
+    }
+    Ok(bits)
+}
+
+// ---------------------------------------------------------------- the set
+
+/// One statement, compiled for evaluation.
+#[derive(Debug, Clone)]
+struct Statement {
+    source: StatementRef,
+    effect: Effect,
+    actions: u64,
+    principals: Vec<Pattern>,
+    resources: Vec<Pattern>,
+    condition: Condition,
+    /// `file#index (sid)`, built once so a decision is one copy.
+    label: Box<str>,
+}
+
+impl Statement {
+    fn compile(src: &Source<'_>, index: usize, raw: RawStatement) -> Result<Statement, PolicyError> {
+        for (field, list) in [
+            ("principals", &raw.principals),
+            ("actions", &raw.actions),
+            ("resources", &raw.resources),
+        ] {
+            if list.get_ref().is_empty() {
+                return Err(PolicyError::Invalid {
+                    path: src.path.to_string(),
+                    line: src.line_of(list),
+                    message: format!("statement {index} has no {field}"),
+                });
+            }
+        }
+        let patterns = |list: &Spanned<Vec<Spanned<String>>>| {
+            list.get_ref()
+                .iter()
+                .map(|p| Pattern::compile(src, p))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let principals = patterns(&raw.principals)?;
+        let resources = patterns(&raw.resources)?;
+        let mut actions = 0;
+        for action in raw.actions.get_ref() {
+            actions |= compile_action(src, action)?;
+        }
+        let strings = |list: &Spanned<Vec<Spanned<String>>>| {
+            list.get_ref()
+                .iter()
+                .map(|s| s.get_ref().clone())
+                .collect::<Vec<_>>()
+        };
+        let file = Path::new(src.path)
+            .file_name()
+            .map_or_else(|| src.path.to_string(), |f| f.to_string_lossy().into_owned());
+        let sid = raw.sid.map(Spanned::into_inner);
+        let label = match &sid {
+            Some(sid) => format!("{file}#{index} ({sid})"),
+            None => format!("{file}#{index}"),
+        };
+        let condition = raw.condition.unwrap_or_default();
+        Ok(Statement {
+            source: StatementRef {
+                file,
+                index,
+                sid,
+                effect: raw.effect,
+                principals: strings(&raw.principals),
+                actions: strings(&raw.actions),
+                resources: strings(&raw.resources),
+                condition: (condition != Condition::default()).then(|| condition.clone()),
+            },
+            effect: raw.effect,
+            actions,
+            principals,
+            resources,
+            condition,
+            label: label.into(),
+        })
+    }
+
+    fn matches_principal(&self, principal: &str) -> bool {
+        self.principals.iter().any(|p| p.matches(principal))
+    }
+
+    fn matches_resources(&self, resources: &[&str]) -> bool {
+        resources
+            .iter()
+            .any(|name| self.resources.iter().any(|p| p.matches(name)))
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Inner {
+    statements: Vec<Statement>,
+    /// Statements with a literal principal, by that principal, in load order.
+    by_principal: HashMap<Box<str>, Vec<u32>>,
+    /// Statements with at least one glob principal, in load order.
+    glob_principal: Vec<u32>,
+}
+
+impl Inner {
+    fn reindex(&mut self) {
+        self.by_principal.clear();
+        self.glob_principal.clear();
+        for (i, s) in self.statements.iter().enumerate() {
+            let i = u32::try_from(i).expect("fewer than 2^32 statements");
+            let mut globbed = false;
+            for p in &s.principals {
+                match p {
+                    Pattern::Exact(name) => {
+                        let list = self.by_principal.entry(name.clone()).or_default();
+                        if list.last() != Some(&i) {
+                            list.push(i);
+                        }
+                    }
+                    _ => globbed = true,
+                }
+            }
+            if globbed {
+                self.glob_principal.push(i);
+            }
+        }
+    }
+}
+
+/// A loaded, compiled set of policy statements. Cloning is cheap (shared).
+#[derive(Debug, Clone, Default)]
+pub struct PolicySet {
+    inner: Arc<Inner>,
+}
+
+impl PolicySet {
+    /// Loads every `*.toml` file of `dir` (sorted by name, not recursive).
+    ///
+    /// A missing directory is an error; an empty one yields a set that denies
+    /// everything. Any bad file refuses the whole set.
+    pub fn load_dir(dir: &Path) -> Result<PolicySet, PolicyError> {
+        let io_error = |path: &Path, source| PolicyError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
+            let path = entry.map_err(|e| io_error(dir, e))?.path();
+            if path.extension().is_some_and(|e| e == "toml") && path.is_file() {
+                files.push(path);
+            }
+        }
+        files.sort();
+        let mut set = PolicySet::default();
+        for path in files {
+            let text = std::fs::read_to_string(&path).map_err(|e| io_error(&path, e))?;
+            set.merge(PolicySet::from_toml(&path.display().to_string(), &text)?);
+        }
+        Ok(set)
+    }
+
+    /// Parses one policy file. `file_name` is used in errors as given and, by
+    /// its last component, in explanations.
+    pub fn from_toml(file_name: &str, text: &str) -> Result<PolicySet, PolicyError> {
+        let src = Source {
+            path: file_name,
+            text,
+        };
+        let raw: RawFile = toml::from_str(text).map_err(|e| src.parse_error(e))?;
+        let mut statements = Vec::with_capacity(raw.statement.len());
+        let mut sids: HashMap<String, usize> = HashMap::new();
+        for (i, raw) in raw.statement.into_iter().enumerate() {
+            if let Some(sid) = &raw.sid {
+                if let Some(first) = sids.insert(sid.get_ref().clone(), i + 1) {
+                    return Err(PolicyError::Invalid {
+                        path: file_name.to_string(),
+                        line: src.line_of(sid),
+                        message: format!(
+                            "duplicate sid {:?} (also statement {first})",
+                            sid.get_ref()
+                        ),
+                    });
+                }
+            }
+            statements.push(Statement::compile(&src, i + 1, raw)?);
+        }
+        let mut inner = Inner {
+            statements,
+            ..Inner::default()
+        };
+        inner.reindex();
+        Ok(PolicySet {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Appends `other`'s statements after this set's.
+    pub fn merge(&mut self, other: PolicySet) {
+        let inner = Arc::make_mut(&mut self.inner);
+        inner.statements.extend(other.inner.statements.iter().cloned());
+        inner.reindex();
+    }
+
+    /// The number of statements.
+    pub fn len(&self) -> usize {
+        self.inner.statements.len()
+    }
+
+    /// Whether the set has no statements (and so denies everything).
+    pub fn is_empty(&self) -> bool {
+        self.inner.statements.is_empty()
+    }
+
+    /// Decides a request: an explicit deny wins, otherwise the first allowing
+    /// statement decides, otherwise the request is denied implicitly.
+    pub fn evaluate(&self, req: &AccessRequest<'_>) -> Decision {
+        let Some(bit) = action_index(req.action).map(|i| 1u64 << i) else {
+            return Decision {
+                allowed: false,
+                decided_by: format!("implicit deny: unknown action {:?}", req.action),
+            };
+        };
+        let inner = &*self.inner;
+        let mut deny: Option<u32> = None;
+        let mut allow: Option<u32> = None;
+        let literal = inner
+            .by_principal
+            .get(req.principal)
+            .map_or(&[][..], Vec::as_slice);
+        for (list, principal_known) in [(literal, true), (&inner.glob_principal[..], false)] {
+            for &i in list {
+                // Lists are in load order: past the first deny, nothing can change the outcome.
+                if deny.is_some_and(|d| i >= d) {
+                    break;
+                }
+                let s = &inner.statements[i as usize];
+                if s.actions & bit == 0
+                    || (s.effect == Effect::Allow && allow.is_some_and(|a| a <= i))
+                    || !(principal_known || s.matches_principal(req.principal))
+                    || !s.matches_resources(req.resources)
+                    || !s.condition.holds(req.context)
+                {
+                    continue;
+                }
+                match s.effect {
+                    Effect::Deny => deny = Some(i),
+                    Effect::Allow => allow = Some(i),
+                }
+            }
+        }
+        match (deny, allow) {
+            (Some(i), _) => self.decided(false, i),
+            (None, Some(i)) => self.decided(true, i),
+            (None, None) => Decision {
+                allowed: false,
+                decided_by: IMPLICIT_DENY.to_string(),
+            },
+        }
+    }
+
+    fn decided(&self, allowed: bool, statement: u32) -> Decision {
+        Decision {
+            allowed,
+            decided_by: self.inner.statements[statement as usize].label.to_string(),
+        }
+    }
+
+    /// The statements any of whose resource patterns match one of `resources`
+    /// (for GetKeyPolicy), in load order.
+    pub fn statements_for_resources(&self, resources: &[&str]) -> Vec<StatementRef> {
+        self.inner
+            .statements
+            .iter()
+            .filter(|s| s.matches_resources(resources))
+            .map(|s| s.source.clone())
+            .collect()
+    }
+}
