@@ -7,14 +7,17 @@
 #![warn(missing_docs)]
 
 pub mod api;
-pub mod error;
-pub mod kms;
-pub mod secret;
 pub mod audit;
-pub mod policy;
+pub mod blob;
 pub mod blobstore;
 pub mod client;
 pub mod envelope;
+pub mod error;
+pub mod keystore;
+pub mod kms;
+pub mod policy;
+pub mod root;
 pub mod rotate;
+pub mod secret;
 pub mod server;
 pub mod sigv4;

@@ -1,0 +1,514 @@
+//! The embedded keystore: CMKs, their key material, aliases and principals,
+//! sealed at rest under the root key, updated atomically and safely between
+//! processes.
+//!
+//! # Folder
+//! ```text
+//! <home>/root.key          32-byte root key, mode 0600 (see crate::root)
+//! <home>/keystore.sealed   the sealed state (layout below)
+//! <home>/keystore.lock     flock(2) target: shared to read, exclusive to update
+//! <home>/config.toml       region and account used in ARNs
+//! ```
+//!
+//! # Sealed file layout
+//! ```text
+//! offset  size  field
+//! 0       4     magic "RWKS"
+//! 4       1     format version, 0x01
+//! 5       3     reserved, zero
+//! 8       8     generation (u64, big-endian), +1 on every update
+//! 16      12    AES-GCM nonce
+//! 28      n     AES-256-GCM ciphertext of the JSON state
+//! 28+n    16    tag
+//! ```
+//! The 16 header bytes are the additional authenticated data. A file that
+//! fails to parse or authenticate is reported as corrupt; rewrap never starts
+//! over with an empty keystore in its place.
+//!
+//! # Updates
+//! Under the exclusive lock: read and unseal the current file, apply the
+//! change, seal, write `keystore.sealed.tmp`, fsync it, rename it over the
+//! old file, fsync the folder. A crash at any instant leaves either the old
+//! or the new state.
+
+use crate::error::{KmsError, Result};
+use crate::root::{FileRootKey, RootKey};
+use crate::secret::Secret;
+use fs4::fs_std::FileExt;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use uuid::Uuid;
+
+const MAGIC: &[u8; 4] = b"RWKS";
+const FORMAT: u8 = 1;
+const HEADER_LEN: usize = 16;
+
+/// Lifecycle state of a CMK, with AWS's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyState {
+    /// Usable.
+    Enabled,
+    /// Refuses cryptographic operations (DisabledException).
+    Disabled,
+    /// Scheduled for deletion; refuses cryptographic operations (KMSInvalidStateException).
+    PendingDeletion,
+}
+
+impl KeyState {
+    /// The AWS name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Enabled => "Enabled",
+            KeyState::Disabled => "Disabled",
+            KeyState::PendingDeletion => "PendingDeletion",
+        }
+    }
+}
+
+/// One version of a key's material.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyVersion {
+    /// 1-based version number.
+    pub version: u32,
+    /// Creation time, seconds since the epoch.
+    pub created: f64,
+    /// `AUTOMATIC`, `ON_DEMAND`, or `CREATE` for the first.
+    pub origin: String,
+    /// 32 bytes of AES-256 key material.
+    pub material: Secret,
+}
+
+/// Automatic rotation settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RotationConfig {
+    /// Period in days (90 to 2560).
+    pub period_days: u32,
+    /// When the next automatic rotation is due, seconds since the epoch.
+    pub next_rotation: f64,
+}
+
+/// A customer master key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// The key id.
+    pub id: Uuid,
+    /// Free text.
+    pub description: String,
+    /// Creation time, seconds since the epoch.
+    pub created: f64,
+    /// Lifecycle state.
+    pub state: KeyState,
+    /// When a pending deletion takes effect.
+    pub deletion_date: Option<f64>,
+    /// The pending window that was asked for.
+    pub pending_window_days: Option<u32>,
+    /// Automatic rotation, when enabled.
+    pub rotation: Option<RotationConfig>,
+    /// Key material, oldest first; the last is used to encrypt.
+    pub versions: Vec<KeyVersion>,
+    /// Tags given at creation.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl KeyRecord {
+    /// The newest key material version.
+    pub fn current(&self) -> &KeyVersion {
+        self.versions
+            .last()
+            .expect("a key always has at least one version")
+    }
+
+    /// A given version of the key material.
+    pub fn version(&self, version: u32) -> Option<&KeyVersion> {
+        let index = usize::try_from(version).ok()?.checked_sub(1)?;
+        self.versions.get(index)
+    }
+}
+
+/// An alias.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AliasRecord {
+    /// The key it points at.
+    pub target: Uuid,
+    /// Creation time.
+    pub created: f64,
+    /// Last retarget time.
+    pub updated: f64,
+}
+
+/// An access key of a principal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessKeyRecord {
+    /// The public id.
+    pub id: String,
+    /// The secret access key (sealed at rest with the whole state).
+    pub secret: Secret,
+    /// Creation time.
+    pub created: f64,
+}
+
+/// A principal: a named identity with credentials. Its rights come from the
+/// policy files only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrincipalRecord {
+    /// Creation time.
+    pub created: f64,
+    /// Its access keys (at most two, as in AWS IAM).
+    pub access_keys: Vec<AccessKeyRecord>,
+}
+
+/// Everything the keystore holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct State {
+    /// Keys by id.
+    pub keys: BTreeMap<Uuid, KeyRecord>,
+    /// Aliases by full name (`alias/x`).
+    pub aliases: BTreeMap<String, AliasRecord>,
+    /// Principals by name.
+    pub principals: BTreeMap<String, PrincipalRecord>,
+}
+
+/// Where ARNs say the keys live.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Config {
+    /// AWS-style region.
+    pub region: String,
+    /// 12-digit account id.
+    pub account: String,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            region: "us-east-1".into(),
+            account: "111122223333".into(),
+        }
+    }
+}
+
+/// Identifies one version of the sealed file on disk, to notice updates by
+/// other processes without reading the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    ino: u64,
+    mtime_ns: i128,
+    len: u64,
+}
+
+/// A keystore folder.
+pub struct Keystore {
+    dir: PathBuf,
+    root: Box<dyn RootKey>,
+    config: Config,
+}
+
+impl std::fmt::Debug for Keystore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Keystore({})", self.dir.display())
+    }
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> KmsError {
+    KmsError::internal(format!("keystore {}: {e}", path.display()))
+}
+
+impl Keystore {
+    /// Creates a new keystore in `dir` (created if missing). Refuses a folder
+    /// that already holds a keystore.
+    pub fn create(dir: &Path, config: Config) -> Result<Keystore> {
+        fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        let sealed = dir.join("keystore.sealed");
+        if sealed.exists() || dir.join("root.key").exists() {
+            return Err(KmsError::new(
+                crate::error::ErrorCode::AlreadyExists,
+                format!("a keystore already exists in {}", dir.display()),
+            ));
+        }
+        let root = FileRootKey::create(&dir.join("root.key"))
+            .map_err(|e| KmsError::internal(e.to_string()))?;
+        let text = toml::to_string(&config).map_err(|e| KmsError::internal(e.to_string()))?;
+        write_atomic(&dir.join("config.toml"), text.as_bytes())?;
+        let store = Keystore {
+            dir: dir.to_path_buf(),
+            root: Box::new(root),
+            config,
+        };
+        let _lock = store.lock(true)?;
+        store.write(&State::default(), 1)?;
+        Ok(store)
+    }
+
+    /// Opens the keystore in `dir` with its root key file.
+    pub fn open(dir: &Path) -> Result<Keystore> {
+        let sealed = dir.join("keystore.sealed");
+        if !sealed.exists() {
+            return Err(KmsError::internal(format!(
+                "no keystore in {}: run `rewrap init` first (or pass --keystore DIR)",
+                dir.display()
+            )));
+        }
+        let root = FileRootKey::load(&dir.join("root.key"))
+            .map_err(|e| KmsError::internal(e.to_string()))?;
+        let config_path = dir.join("config.toml");
+        let text = fs::read_to_string(&config_path).map_err(|e| io_err(&config_path, e))?;
+        let config: Config = toml::from_str(&text)
+            .map_err(|e| KmsError::internal(format!("keystore {}: {e}", config_path.display())))?;
+        Ok(Keystore {
+            dir: dir.to_path_buf(),
+            root: Box::new(root),
+            config,
+        })
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Region and account.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn sealed_path(&self) -> PathBuf {
+        self.dir.join("keystore.sealed")
+    }
+
+    fn lock(&self, exclusive: bool) -> Result<File> {
+        let path = self.dir.join("keystore.lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io_err(&path, e))?;
+        let locked = if exclusive {
+            file.lock_exclusive()
+        } else {
+            FileExt::lock_shared(&file)
+        };
+        locked.map_err(|e| io_err(&path, e))?;
+        Ok(file)
+    }
+
+    /// The fingerprint of the sealed file as it is now.
+    pub fn fingerprint(&self) -> Result<Fingerprint> {
+        let path = self.sealed_path();
+        let meta = fs::metadata(&path).map_err(|e| io_err(&path, e))?;
+        Ok(Fingerprint {
+            ino: meta.ino(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            len: meta.len(),
+        })
+    }
+
+    /// Reads and unseals the state.
+    pub fn load(&self) -> Result<(State, Fingerprint)> {
+        let _lock = self.lock(false)?;
+        let (state, _) = self.read()?;
+        Ok((state, self.fingerprint()?))
+    }
+
+    /// Applies `change` to the current state under the exclusive lock and
+    /// persists the result atomically. Nothing is written if `change` fails.
+    pub fn update<R>(
+        &self,
+        change: impl FnOnce(&mut State) -> Result<R>,
+    ) -> Result<(R, State, Fingerprint)> {
+        let _lock = self.lock(true)?;
+        let (mut state, generation) = self.read()?;
+        let out = change(&mut state)?;
+        self.write(&state, generation + 1)?;
+        Ok((out, state, self.fingerprint()?))
+    }
+
+    fn read(&self) -> Result<(State, u64)> {
+        let path = self.sealed_path();
+        let bytes = fs::read(&path).map_err(|e| io_err(&path, e))?;
+        let corrupt = |why: &str| {
+            KmsError::internal(format!(
+                "keystore {} is corrupt or was tampered with ({why}); refusing to use it. \
+                 Restore it from a backup",
+                path.display()
+            ))
+        };
+        if bytes.len() < HEADER_LEN + 28 || &bytes[..4] != MAGIC {
+            return Err(corrupt("not a sealed keystore file"));
+        }
+        if bytes[4] != FORMAT || bytes[5..8] != [0, 0, 0] {
+            return Err(corrupt("unknown format version"));
+        }
+        let generation = u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes"));
+        let plain = self
+            .root
+            .unseal(&bytes[..HEADER_LEN], &bytes[HEADER_LEN..])
+            .map_err(|_| corrupt("authentication failed"))?;
+        let state: State =
+            serde_json::from_slice(plain.expose()).map_err(|_| corrupt("state does not parse"))?;
+        Ok((state, generation))
+    }
+
+    fn write(&self, state: &State, generation: u64) -> Result<()> {
+        let mut header = Vec::with_capacity(HEADER_LEN);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&[FORMAT, 0, 0, 0]);
+        header.extend_from_slice(&generation.to_be_bytes());
+        let estimate = 4096
+            + state
+                .keys
+                .values()
+                .map(|k| k.versions.len() * 200 + 400)
+                .sum::<usize>()
+            + state.principals.len() * 300;
+        let mut json = Secret::new(Vec::with_capacity(estimate));
+        serde_json::to_writer(json.expose_mut(), state)
+            .map_err(|e| KmsError::internal(format!("cannot serialize keystore: {e}")))?;
+        let sealed = self
+            .root
+            .seal(&header, json.expose())
+            .map_err(|e| KmsError::internal(e.to_string()))?;
+        header.extend_from_slice(&sealed);
+        write_atomic(&self.sealed_path(), &header)
+    }
+}
+
+/// Writes `bytes` to `path` atomically and durably: temporary file, fsync,
+/// rename, fsync of the folder. Mode 0600.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(|e| io_err(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: u128) -> KeyRecord {
+        KeyRecord {
+            id: Uuid::from_u128(id),
+            description: "t".into(),
+            created: 0.0,
+            state: KeyState::Enabled,
+            deletion_date: None,
+            pending_window_days: None,
+            rotation: None,
+            versions: vec![KeyVersion {
+                version: 1,
+                created: 0.0,
+                origin: "CREATE".into(),
+                material: Secret::random(32),
+            }],
+            tags: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn update_persists_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Keystore::create(dir.path(), Config::default()).unwrap();
+        store
+            .update(|s| {
+                s.keys.insert(Uuid::from_u128(1), key(1));
+                Ok(())
+            })
+            .unwrap();
+        let reopened = Keystore::open(dir.path()).unwrap();
+        let (state, _) = reopened.load().unwrap();
+        assert_eq!(state.keys.len(), 1);
+        let raw = fs::read(dir.path().join("keystore.sealed")).unwrap();
+        let material = state.keys[&Uuid::from_u128(1)].current().material.clone();
+        assert!(
+            !raw.windows(32).any(|w| w == material.expose()),
+            "key material must not appear unsealed"
+        );
+    }
+
+    #[test]
+    fn failed_change_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Keystore::create(dir.path(), Config::default()).unwrap();
+        let before = fs::read(dir.path().join("keystore.sealed")).unwrap();
+        let err = store
+            .update(|s| {
+                s.keys.insert(Uuid::from_u128(1), key(1));
+                Err::<(), _>(KmsError::validation("no"))
+            })
+            .unwrap_err();
+        assert_eq!(err.message, "no");
+        assert_eq!(
+            fs::read(dir.path().join("keystore.sealed")).unwrap(),
+            before
+        );
+    }
+
+    #[test]
+    fn tampered_file_is_refused_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        Keystore::create(dir.path(), Config::default()).unwrap();
+        let path = dir.path().join("keystore.sealed");
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        let store = Keystore::open(dir.path()).unwrap();
+        let err = store.load().unwrap_err();
+        assert!(
+            err.message
+                .contains("is corrupt or was tampered with (authentication failed)"),
+            "{}",
+            err.message
+        );
+        assert!(store.update(|_| Ok(())).is_err());
+        assert_eq!(fs::read(&path).unwrap(), bytes, "never overwritten");
+    }
+
+    #[test]
+    fn concurrent_updates_from_many_handles_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        Keystore::create(dir.path(), Config::default()).unwrap();
+        let threads: Vec<_> = (0..8u128)
+            .map(|t| {
+                let dir = dir.path().to_path_buf();
+                std::thread::spawn(move || {
+                    let store = Keystore::open(&dir).unwrap();
+                    for i in 0..10u128 {
+                        store
+                            .update(|s| {
+                                s.keys
+                                    .insert(Uuid::from_u128(t * 100 + i), key(t * 100 + i));
+                                Ok(())
+                            })
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let (state, _) = Keystore::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(state.keys.len(), 80);
+    }
+}
