@@ -1,1 +1,697 @@
-//! (being written)
+//! The envelope file header and its two key slots: one codec, strict parsing.
+//!
+//! An envelope is a header followed by a STREAM-encrypted body (see
+//! [`crate::stream`]). The header has an immutable part, bound as additional
+//! authenticated data into every body chunk, and two fixed-size key slots that
+//! are *not* bound, so a slot can be rewritten (re-wrapped under another key)
+//! without touching the body. `docs/FORMAT.md` is the prose version of this
+//! layout; `tests/vectors/envelope/` holds test vectors.
+//!
+//! All integers are big-endian.
+//!
+//! ```text
+//! immutable part (H = 80 + C bytes)
+//!   0   8  magic            89 52 57 50 0D 0A 1A 0A  ("\x89RWP\r\n\x1a\n")
+//!   8   2  format version   1
+//!  10   2  algorithm suite  1 = AES-256-GCM STREAM, 32-byte data key
+//!  12   4  chunk size       plaintext bytes per body chunk, 64 ..= 16 MiB
+//!  16  16  file id          random (UUID v4 bytes)
+//!  32   7  nonce prefix     random, first 7 bytes of every chunk nonce
+//!  39   1  reserved         0
+//!  40   4  slot size        1024
+//!  44   4  C                length of the context encoding, <= 8192
+//!  48   C  user context     u16 count, then per pair: u16 len, key, u16 len,
+//!                           value (UTF-8, keys strictly ascending, non-empty,
+//!                           not starting with "rewrap:")
+//!  48+C 32 header checksum  SHA-256 of bytes [0, 48+C)
+//! key slots
+//!   H       1024  slot 0
+//!   H+1024  1024  slot 1
+//! body
+//!   H+2048  ...   STREAM chunks, then an 8-byte end record
+//! ```
+//!
+//! A key slot (1024 bytes; all zero = empty / wiped):
+//!
+//! ```text
+//!   0   4  slot magic       "SLOT"
+//!   4   8  sequence number  >= 1; the valid slot with the highest one is active
+//!  12   8  wrap time        seconds since the Unix epoch
+//!  20   4  key version      key-material version of the wrapping key, 0 = unknown
+//!  24   2  A                length of the key ARN, 1 ..= 512
+//!  26   2  W                length of the wrapped data key, 1 ..= 964 - A
+//!  28   A  key ARN          as the KMS returned it (KeyId of the response)
+//!  28+A W  wrapped data key a KMS ciphertext blob
+//!  ...     zero padding up to byte 992
+//! 992  32  slot checksum    SHA-256 of bytes [0, 992)
+//! ```
+//!
+//! The data key is wrapped with the encryption context returned by
+//! [`Header::kms_context`]: the user pairs plus `rewrap:file-id`, so a slot
+//! copied from another envelope is refused by the KMS.
+
+use crate::api::EncryptionContext;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// The 8 magic bytes every envelope starts with.
+pub const MAGIC: [u8; 8] = *b"\x89RWP\r\n\x1a\n";
+/// The only format version this code reads and writes.
+pub const FORMAT_VERSION: u16 = 1;
+/// Algorithm suite 1: AES-256-GCM in the STREAM construction, 32-byte data key.
+pub const SUITE_AES256GCM_STREAM: u16 = 1;
+/// Size of one key slot in bytes.
+pub const SLOT_SIZE: usize = 1024;
+/// Default plaintext bytes per body chunk.
+pub const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
+/// Smallest chunk size accepted.
+pub const MIN_CHUNK_SIZE: u32 = 64;
+/// Largest chunk size accepted (bounds the reader's memory).
+pub const MAX_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
+/// Largest encoding of the user context.
+pub const MAX_CONTEXT_LEN: usize = 8192;
+/// Length of the fixed part of the header, before the user context.
+pub const FIXED_LEN: usize = 48;
+/// Length of the nonce prefix.
+pub const NONCE_PREFIX_LEN: usize = 7;
+/// The encryption-context key that carries the file id.
+pub const FILE_ID_CONTEXT_KEY: &str = "rewrap:file-id";
+/// Byte length of the largest possible header (immutable part and slots).
+pub const MAX_HEADER_LEN: usize = FIXED_LEN + MAX_CONTEXT_LEN + 32 + 2 * SLOT_SIZE;
+
+const SLOT_MAGIC: [u8; 4] = *b"SLOT";
+const SLOT_FIXED: usize = 28;
+const SLOT_BODY: usize = SLOT_SIZE - 32;
+const MAX_ARN_LEN: usize = 512;
+
+/// Everything that can be wrong with an envelope or its body. Messages never
+/// contain key or plaintext bytes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// The input does not start with the envelope magic.
+    #[error("not a rewrap envelope (bad magic)")]
+    NotEnvelope,
+    /// The format version is not one this code reads.
+    #[error("unsupported envelope format version {0}")]
+    UnsupportedVersion(u16),
+    /// The algorithm suite is not one this code knows.
+    #[error("unsupported algorithm suite {0}")]
+    UnsupportedSuite(u16),
+    /// The header ends before its declared length.
+    #[error("truncated: header incomplete")]
+    TruncatedHeader,
+    /// A header field is malformed; the text says which.
+    #[error("corrupt header: {0}")]
+    CorruptHeader(&'static str),
+    /// A body chunk did not authenticate (tampered, reordered, swapped, or
+    /// decrypted with the wrong data key).
+    #[error("chunk {0} failed authentication")]
+    ChunkAuth(u64),
+    /// The body ends before its final chunk.
+    #[error("truncated: final chunk missing")]
+    Truncated,
+    /// Bytes follow the final chunk.
+    #[error("trailing data after final chunk")]
+    TrailingData,
+    /// The body has more chunks than the nonce counter can number.
+    #[error("too many chunks for one envelope")]
+    TooManyChunks,
+    /// A user-supplied encryption context is not acceptable.
+    #[error("invalid encryption context: {0}")]
+    InvalidContext(String),
+    /// A parameter (chunk size, ...) is out of range.
+    #[error("invalid parameter: {0}")]
+    InvalidParameter(String),
+    /// The wrapped key and key ARN do not fit in a slot.
+    #[error("wrapped key too large for a key slot ({0} bytes of ARN and blob)")]
+    SlotOverflow(usize),
+    /// Reading or writing the underlying stream failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The immutable part of an envelope header.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Header {
+    chunk_size: u32,
+    file_id: Uuid,
+    nonce_prefix: [u8; NONCE_PREFIX_LEN],
+    context: EncryptionContext,
+    encoded: Vec<u8>,
+}
+
+impl std::fmt::Debug for Header {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Header")
+            .field("chunk_size", &self.chunk_size)
+            .field("file_id", &self.file_id)
+            .field("context", &self.context)
+            .finish()
+    }
+}
+
+impl Header {
+    /// A fresh header with a random file id and nonce prefix.
+    pub fn new(chunk_size: u32, context: EncryptionContext) -> Result<Header, EnvelopeError> {
+        use rand::RngCore;
+        let mut prefix = [0u8; NONCE_PREFIX_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut prefix);
+        Header::with_ids(chunk_size, Uuid::new_v4(), prefix, context)
+    }
+
+    /// A header with the given file id and nonce prefix (for test vectors).
+    pub fn with_ids(
+        chunk_size: u32,
+        file_id: Uuid,
+        nonce_prefix: [u8; NONCE_PREFIX_LEN],
+        context: EncryptionContext,
+    ) -> Result<Header, EnvelopeError> {
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
+            return Err(EnvelopeError::InvalidParameter(format!(
+                "chunk size must be between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE} bytes"
+            )));
+        }
+        validate_context(&context)?;
+        let ctx = encode_context(&context)?;
+        let mut out = Vec::with_capacity(FIXED_LEN + ctx.len() + 32);
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+        out.extend_from_slice(&SUITE_AES256GCM_STREAM.to_be_bytes());
+        out.extend_from_slice(&chunk_size.to_be_bytes());
+        out.extend_from_slice(file_id.as_bytes());
+        out.extend_from_slice(&nonce_prefix);
+        out.push(0);
+        out.extend_from_slice(&(SLOT_SIZE as u32).to_be_bytes());
+        out.extend_from_slice(&(ctx.len() as u32).to_be_bytes());
+        out.extend_from_slice(&ctx);
+        let sum = Sha256::digest(&out);
+        out.extend_from_slice(&sum);
+        Ok(Header {
+            chunk_size,
+            file_id,
+            nonce_prefix,
+            context,
+            encoded: out,
+        })
+    }
+
+    /// Parses the immutable part from the start of `bytes`. Trailing bytes
+    /// (slots, body) are left alone; [`Header::len`] says where they start.
+    pub fn parse(bytes: &[u8]) -> Result<Header, EnvelopeError> {
+        let need = Header::encoded_len_from_prefix(bytes)?;
+        if bytes.len() < need {
+            return Err(EnvelopeError::TruncatedHeader);
+        }
+        let bytes = &bytes[..need];
+        let ctx_end = need - 32;
+        if Sha256::digest(&bytes[..ctx_end]).as_slice() != &bytes[ctx_end..] {
+            return Err(EnvelopeError::CorruptHeader("header checksum mismatch"));
+        }
+        let chunk_size = be_u32(&bytes[12..16]);
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
+            return Err(EnvelopeError::CorruptHeader("chunk size out of range"));
+        }
+        if bytes[39] != 0 {
+            return Err(EnvelopeError::CorruptHeader("reserved byte is not zero"));
+        }
+        if be_u32(&bytes[40..44]) as usize != SLOT_SIZE {
+            return Err(EnvelopeError::CorruptHeader("unsupported slot size"));
+        }
+        let file_id = Uuid::from_slice(&bytes[16..32])
+            .map_err(|_| EnvelopeError::CorruptHeader("file id"))?;
+        let mut nonce_prefix = [0u8; NONCE_PREFIX_LEN];
+        nonce_prefix.copy_from_slice(&bytes[32..39]);
+        let context = decode_context(&bytes[FIXED_LEN..ctx_end])?;
+        Ok(Header {
+            chunk_size,
+            file_id,
+            nonce_prefix,
+            context,
+            encoded: bytes.to_vec(),
+        })
+    }
+
+    /// From the first [`FIXED_LEN`] bytes, the length of the immutable part.
+    /// Checks magic, version and suite; says `TruncatedHeader` if too short.
+    pub fn encoded_len_from_prefix(bytes: &[u8]) -> Result<usize, EnvelopeError> {
+        let magic_len = bytes.len().min(MAGIC.len());
+        if bytes[..magic_len] != MAGIC[..magic_len] || bytes.is_empty() {
+            return Err(EnvelopeError::NotEnvelope);
+        }
+        if bytes.len() < FIXED_LEN {
+            return Err(EnvelopeError::TruncatedHeader);
+        }
+        let version = be_u16(&bytes[8..10]);
+        if version != FORMAT_VERSION {
+            return Err(EnvelopeError::UnsupportedVersion(version));
+        }
+        let suite = be_u16(&bytes[10..12]);
+        if suite != SUITE_AES256GCM_STREAM {
+            return Err(EnvelopeError::UnsupportedSuite(suite));
+        }
+        let ctx_len = be_u32(&bytes[44..48]) as usize;
+        if ctx_len > MAX_CONTEXT_LEN || ctx_len < 2 {
+            return Err(EnvelopeError::CorruptHeader("context length out of range"));
+        }
+        Ok(FIXED_LEN + ctx_len + 32)
+    }
+
+    /// The encoded immutable part: the body's additional authenticated data.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.encoded
+    }
+
+    /// Length of the immutable part; slot 0 starts here.
+    pub fn len(&self) -> usize {
+        self.encoded.len()
+    }
+
+    /// Always false: a header is never empty. (Clippy wants it next to `len`.)
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Byte offset of slot `index` (0 or 1) in the file.
+    pub fn slot_offset(&self, index: usize) -> u64 {
+        (self.len() + index * SLOT_SIZE) as u64
+    }
+
+    /// Byte offset of the body in the file.
+    pub fn body_offset(&self) -> u64 {
+        (self.len() + 2 * SLOT_SIZE) as u64
+    }
+
+    /// Plaintext bytes per chunk.
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+
+    /// The random id of this file.
+    pub fn file_id(&self) -> Uuid {
+        self.file_id
+    }
+
+    /// The per-file nonce prefix.
+    pub fn nonce_prefix(&self) -> [u8; NONCE_PREFIX_LEN] {
+        self.nonce_prefix
+    }
+
+    /// The user's encryption-context pairs.
+    pub fn user_context(&self) -> &EncryptionContext {
+        &self.context
+    }
+
+    /// The encryption context the data key is wrapped with: the user pairs
+    /// plus `rewrap:file-id`.
+    pub fn kms_context(&self) -> EncryptionContext {
+        let mut ctx = self.context.clone();
+        ctx.insert(
+            FILE_ID_CONTEXT_KEY.to_string(),
+            self.file_id.hyphenated().to_string(),
+        );
+        ctx
+    }
+}
+
+/// One key slot's content: a wrapped data key and what wrapped it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Slot {
+    /// Sequence number, at least 1; the valid slot with the highest wins.
+    pub sequence: u64,
+    /// When the data key was wrapped, seconds since the Unix epoch.
+    pub wrapped_at: i64,
+    /// Key-material version of the wrapping key, 0 when unknown.
+    pub key_version: u32,
+    /// ARN of the wrapping key, as the KMS returned it.
+    pub key_arn: String,
+    /// The KMS ciphertext blob of the data key.
+    pub wrapped_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("sequence", &self.sequence)
+            .field("wrapped_at", &self.wrapped_at)
+            .field("key_version", &self.key_version)
+            .field("key_arn", &self.key_arn)
+            .field(
+                "wrapped_key",
+                &format_args!("{} bytes", self.wrapped_key.len()),
+            )
+            .finish()
+    }
+}
+
+/// What one slot's bytes turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotState {
+    /// All zero: never written, or wiped after a rotation.
+    Empty,
+    /// Checksum and fields are valid.
+    Valid(Slot),
+    /// Torn or corrupt; ignored when the other slot is valid.
+    Corrupt,
+}
+
+/// The bytes of a wiped slot.
+pub const EMPTY_SLOT: [u8; SLOT_SIZE] = [0u8; SLOT_SIZE];
+
+impl Slot {
+    /// Encodes the slot into its fixed-size form.
+    pub fn encode(&self) -> Result<[u8; SLOT_SIZE], EnvelopeError> {
+        let (a, w) = (self.key_arn.len(), self.wrapped_key.len());
+        if a == 0 || a > MAX_ARN_LEN || w == 0 || SLOT_FIXED + a + w > SLOT_BODY {
+            return Err(EnvelopeError::SlotOverflow(a + w));
+        }
+        if self.sequence == 0 {
+            return Err(EnvelopeError::InvalidParameter(
+                "slot sequence must be at least 1".into(),
+            ));
+        }
+        let mut out = [0u8; SLOT_SIZE];
+        out[0..4].copy_from_slice(&SLOT_MAGIC);
+        out[4..12].copy_from_slice(&self.sequence.to_be_bytes());
+        out[12..20].copy_from_slice(&self.wrapped_at.to_be_bytes());
+        out[20..24].copy_from_slice(&self.key_version.to_be_bytes());
+        out[24..26].copy_from_slice(&(a as u16).to_be_bytes());
+        out[26..28].copy_from_slice(&(w as u16).to_be_bytes());
+        out[SLOT_FIXED..SLOT_FIXED + a].copy_from_slice(self.key_arn.as_bytes());
+        out[SLOT_FIXED + a..SLOT_FIXED + a + w].copy_from_slice(&self.wrapped_key);
+        let sum = Sha256::digest(&out[..SLOT_BODY]);
+        out[SLOT_BODY..].copy_from_slice(&sum);
+        Ok(out)
+    }
+
+    /// Decodes one slot. Never fails: a bad slot is [`SlotState::Corrupt`].
+    pub fn decode(bytes: &[u8]) -> SlotState {
+        if bytes.len() != SLOT_SIZE {
+            return SlotState::Corrupt;
+        }
+        if bytes.iter().all(|&b| b == 0) {
+            return SlotState::Empty;
+        }
+        match Slot::decode_strict(bytes) {
+            Some(slot) => SlotState::Valid(slot),
+            None => SlotState::Corrupt,
+        }
+    }
+
+    fn decode_strict(bytes: &[u8]) -> Option<Slot> {
+        if bytes[0..4] != SLOT_MAGIC
+            || Sha256::digest(&bytes[..SLOT_BODY]).as_slice() != &bytes[SLOT_BODY..]
+        {
+            return None;
+        }
+        let sequence = u64::from_be_bytes(bytes[4..12].try_into().ok()?);
+        let wrapped_at = i64::from_be_bytes(bytes[12..20].try_into().ok()?);
+        let key_version = be_u32(&bytes[20..24]);
+        let a = be_u16(&bytes[24..26]) as usize;
+        let w = be_u16(&bytes[26..28]) as usize;
+        if sequence == 0 || a == 0 || a > MAX_ARN_LEN || w == 0 || SLOT_FIXED + a + w > SLOT_BODY {
+            return None;
+        }
+        if bytes[SLOT_FIXED + a + w..SLOT_BODY].iter().any(|&b| b != 0) {
+            return None;
+        }
+        let key_arn = std::str::from_utf8(&bytes[SLOT_FIXED..SLOT_FIXED + a])
+            .ok()?
+            .to_string();
+        let wrapped_key = bytes[SLOT_FIXED + a..SLOT_FIXED + a + w].to_vec();
+        Some(Slot {
+            sequence,
+            wrapped_at,
+            key_version,
+            key_arn,
+            wrapped_key,
+        })
+    }
+}
+
+/// The two slots of an envelope, as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slots(pub [SlotState; 2]);
+
+impl Slots {
+    /// Decodes both slots from `2 * SLOT_SIZE` bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Slots, EnvelopeError> {
+        if bytes.len() < 2 * SLOT_SIZE {
+            return Err(EnvelopeError::TruncatedHeader);
+        }
+        Ok(Slots([
+            Slot::decode(&bytes[..SLOT_SIZE]),
+            Slot::decode(&bytes[SLOT_SIZE..2 * SLOT_SIZE]),
+        ]))
+    }
+
+    /// The active slot: the valid one with the highest sequence number.
+    pub fn active(&self) -> Result<(usize, &Slot), EnvelopeError> {
+        match (&self.0[0], &self.0[1]) {
+            (SlotState::Valid(a), SlotState::Valid(b)) => {
+                if a.sequence == b.sequence {
+                    Err(EnvelopeError::CorruptHeader(
+                        "both key slots have the same sequence number",
+                    ))
+                } else if a.sequence > b.sequence {
+                    Ok((0, a))
+                } else {
+                    Ok((1, b))
+                }
+            }
+            (SlotState::Valid(a), _) => Ok((0, a)),
+            (_, SlotState::Valid(b)) => Ok((1, b)),
+            (SlotState::Empty, SlotState::Empty) => {
+                Err(EnvelopeError::CorruptHeader("no key slot is in use"))
+            }
+            _ => Err(EnvelopeError::CorruptHeader("both key slots invalid")),
+        }
+    }
+}
+
+/// A parsed header and its slots.
+#[derive(Debug, Clone)]
+pub struct ParsedHeader {
+    /// The immutable part.
+    pub header: Header,
+    /// Both key slots.
+    pub slots: Slots,
+}
+
+impl ParsedHeader {
+    /// Parses header and slots from a prefix of an envelope.
+    pub fn parse(bytes: &[u8]) -> Result<ParsedHeader, EnvelopeError> {
+        let header = Header::parse(bytes)?;
+        let slots = Slots::decode(&bytes[header.len()..])?;
+        Ok(ParsedHeader { header, slots })
+    }
+
+    /// Reads header and slots from a stream, leaving it at the body.
+    pub fn read_from<R: std::io::Read>(r: &mut R) -> Result<ParsedHeader, EnvelopeError> {
+        let mut buf = vec![0u8; FIXED_LEN];
+        let n = read_full(r, &mut buf)?;
+        let need = Header::encoded_len_from_prefix(&buf[..n])?;
+        buf.resize(need + 2 * SLOT_SIZE, 0);
+        let got = read_full(r, &mut buf[FIXED_LEN..])?;
+        if FIXED_LEN + got < buf.len() {
+            // Check what we have first: a bad checksum is a better message.
+            if FIXED_LEN + got >= need {
+                Header::parse(&buf[..need])?;
+            }
+            return Err(EnvelopeError::TruncatedHeader);
+        }
+        ParsedHeader::parse(&buf)
+    }
+
+    /// Byte length of the immutable part and both slots.
+    pub fn total_len(&self) -> usize {
+        self.header.len() + 2 * SLOT_SIZE
+    }
+}
+
+/// Fills `buf` from `r` until it is full or the stream ends; returns the count.
+pub fn read_full<R: std::io::Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Checks a user context: non-empty keys, no reserved `rewrap:` prefix.
+pub fn validate_context(ctx: &EncryptionContext) -> Result<(), EnvelopeError> {
+    for k in ctx.keys() {
+        if k.is_empty() {
+            return Err(EnvelopeError::InvalidContext("empty key".into()));
+        }
+        if k.starts_with("rewrap:") {
+            return Err(EnvelopeError::InvalidContext(format!(
+                "key {k:?} uses the reserved prefix \"rewrap:\""
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn encode_context(ctx: &EncryptionContext) -> Result<Vec<u8>, EnvelopeError> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(ctx.len() as u16).to_be_bytes());
+    for (k, v) in ctx {
+        for s in [k, v] {
+            let len = u16::try_from(s.len())
+                .map_err(|_| EnvelopeError::InvalidContext("a key or value is too long".into()))?;
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
+    if out.len() > MAX_CONTEXT_LEN || ctx.len() > u16::MAX as usize {
+        return Err(EnvelopeError::InvalidContext(format!(
+            "encoded context is larger than {MAX_CONTEXT_LEN} bytes"
+        )));
+    }
+    Ok(out)
+}
+
+fn decode_context(bytes: &[u8]) -> Result<EncryptionContext, EnvelopeError> {
+    const BAD: EnvelopeError = EnvelopeError::CorruptHeader("malformed encryption context");
+    let mut pos = 0usize;
+    let mut take = |n: usize| -> Result<&[u8], EnvelopeError> {
+        let s = bytes.get(pos..pos + n).ok_or(BAD)?;
+        pos += n;
+        Ok(s)
+    };
+    let count = be_u16(take(2)?);
+    let mut ctx = EncryptionContext::new();
+    let mut last: Option<String> = None;
+    for _ in 0..count {
+        let klen = be_u16(take(2)?) as usize;
+        let k = std::str::from_utf8(take(klen)?)
+            .map_err(|_| BAD)?
+            .to_string();
+        let vlen = be_u16(take(2)?) as usize;
+        let v = std::str::from_utf8(take(vlen)?)
+            .map_err(|_| BAD)?
+            .to_string();
+        if k.is_empty() || k.starts_with("rewrap:") || last.as_ref().is_some_and(|l| *l >= k) {
+            return Err(BAD);
+        }
+        last = Some(k.clone());
+        ctx.insert(k, v);
+    }
+    if pos != bytes.len() {
+        return Err(BAD);
+    }
+    Ok(ctx)
+}
+
+fn be_u16(b: &[u8]) -> u16 {
+    u16::from_be_bytes([b[0], b[1]])
+}
+
+fn be_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> EncryptionContext {
+        [("purpose".to_string(), "app-data".to_string())].into()
+    }
+
+    fn slot(seq: u64) -> Slot {
+        Slot {
+            sequence: seq,
+            wrapped_at: 1_700_000_000,
+            key_version: 2,
+            key_arn: "arn:aws:kms:us-east-1:111122223333:key/abc".into(),
+            wrapped_key: vec![7u8; 200],
+        }
+    }
+
+    #[test]
+    fn header_round_trips() {
+        let h = Header::new(4096, ctx()).unwrap();
+        let back = Header::parse(h.as_bytes()).unwrap();
+        assert_eq!(back, h);
+        assert_eq!(back.kms_context().len(), 2);
+        assert_eq!(h.len(), 80 + 2 + 2 + 7 + 2 + 8);
+    }
+
+    #[test]
+    fn header_rejects_each_corruption() {
+        let h = Header::new(4096, ctx()).unwrap();
+        let mut b = h.as_bytes().to_vec();
+        b[0] ^= 1;
+        assert!(matches!(Header::parse(&b), Err(EnvelopeError::NotEnvelope)));
+        let mut b = h.as_bytes().to_vec();
+        b[9] = 2;
+        assert!(matches!(
+            Header::parse(&b),
+            Err(EnvelopeError::UnsupportedVersion(2))
+        ));
+        let mut b = h.as_bytes().to_vec();
+        b[20] ^= 1;
+        assert!(matches!(
+            Header::parse(&b),
+            Err(EnvelopeError::CorruptHeader("header checksum mismatch"))
+        ));
+        assert!(matches!(
+            Header::parse(&h.as_bytes()[..60]),
+            Err(EnvelopeError::TruncatedHeader)
+        ));
+    }
+
+    #[test]
+    fn reserved_context_keys_are_refused() {
+        let c: EncryptionContext = [("rewrap:file-id".to_string(), "x".to_string())].into();
+        assert!(matches!(
+            Header::new(4096, c),
+            Err(EnvelopeError::InvalidContext(_))
+        ));
+    }
+
+    #[test]
+    fn slot_round_trips_and_detects_torn_writes() {
+        let s = slot(3);
+        let enc = s.encode().unwrap();
+        assert_eq!(Slot::decode(&enc), SlotState::Valid(s));
+        let mut torn = enc;
+        torn[600..].fill(0);
+        assert_eq!(Slot::decode(&torn), SlotState::Corrupt);
+        assert_eq!(Slot::decode(&EMPTY_SLOT), SlotState::Empty);
+    }
+
+    #[test]
+    fn active_slot_is_highest_valid_sequence() {
+        let a = SlotState::Valid(slot(1));
+        let b = SlotState::Valid(slot(2));
+        assert_eq!(Slots([a.clone(), b.clone()]).active().unwrap().0, 1);
+        assert_eq!(
+            Slots([a.clone(), SlotState::Corrupt]).active().unwrap().0,
+            0
+        );
+        assert_eq!(Slots([SlotState::Empty, b]).active().unwrap().0, 1);
+        assert!(matches!(
+            Slots([SlotState::Corrupt, SlotState::Empty]).active(),
+            Err(EnvelopeError::CorruptHeader("both key slots invalid"))
+        ));
+        assert!(matches!(
+            Slots([a.clone(), a]).active(),
+            Err(EnvelopeError::CorruptHeader(_))
+        ));
+    }
+
+    #[test]
+    fn oversized_slot_is_refused() {
+        let mut s = slot(1);
+        s.wrapped_key = vec![1u8; 1000];
+        assert!(matches!(s.encode(), Err(EnvelopeError::SlotOverflow(_))));
+    }
+}

@@ -21,3 +21,4 @@ pub mod rotate;
 pub mod secret;
 pub mod server;
 pub mod sigv4;
+pub mod stream;
