@@ -20,5 +20,6 @@ pub mod root;
 pub mod rotate;
 pub mod secret;
 pub mod server;
+pub mod service;
 pub mod sigv4;
 pub mod stream;
