@@ -131,6 +131,27 @@ pub enum EnvelopeError {
     Io(#[from] std::io::Error),
 }
 
+impl EnvelopeError {
+    /// The variant's name, stable for reports and tests (e.g. `ChunkAuth`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            EnvelopeError::NotEnvelope => "NotEnvelope",
+            EnvelopeError::UnsupportedVersion(_) => "UnsupportedVersion",
+            EnvelopeError::UnsupportedSuite(_) => "UnsupportedSuite",
+            EnvelopeError::TruncatedHeader => "TruncatedHeader",
+            EnvelopeError::CorruptHeader(_) => "CorruptHeader",
+            EnvelopeError::ChunkAuth(_) => "ChunkAuth",
+            EnvelopeError::Truncated => "Truncated",
+            EnvelopeError::TrailingData => "TrailingData",
+            EnvelopeError::TooManyChunks => "TooManyChunks",
+            EnvelopeError::InvalidContext(_) => "InvalidContext",
+            EnvelopeError::InvalidParameter(_) => "InvalidParameter",
+            EnvelopeError::SlotOverflow(_) => "SlotOverflow",
+            EnvelopeError::Io(_) => "Io",
+        }
+    }
+}
+
 /// The immutable part of an envelope header.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Header {
@@ -487,7 +508,7 @@ impl ParsedHeader {
     }
 
     /// Reads header and slots from a stream, leaving it at the body.
-    pub fn read_from<R: std::io::Read>(r: &mut R) -> Result<ParsedHeader, EnvelopeError> {
+    pub fn read_from<R: std::io::Read + ?Sized>(r: &mut R) -> Result<ParsedHeader, EnvelopeError> {
         let mut buf = vec![0u8; FIXED_LEN];
         let n = read_full(r, &mut buf)?;
         let need = Header::encoded_len_from_prefix(&buf[..n])?;

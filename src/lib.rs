@@ -13,6 +13,7 @@ pub mod blobstore;
 pub mod client;
 pub mod envelope;
 pub mod error;
+pub mod files;
 pub mod keystore;
 pub mod kms;
 pub mod policy;

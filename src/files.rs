@@ -1,0 +1,440 @@
+//! Encrypting and decrypting files, streams and trees as envelopes.
+//!
+//! Each envelope gets a fresh data key from the KMS (GenerateDataKey under
+//! the caller's key, with the envelope's encryption context), the body is
+//! sealed by [`crate::stream`], and the wrapped key goes into slot 0.
+//! Decryption asks the KMS to unwrap the active slot's key (Decrypt, same
+//! context) and verifies each chunk before writing it.
+//!
+//! Files are written crash-safely: to a temporary file in the destination
+//! folder, flushed and fsynced, then renamed over the destination, and the
+//! folder fsynced. A failure at any point removes the temporary file, so no
+//! output that looks complete is ever left behind, and an original being
+//! encrypted in place is never half-overwritten.
+
+use crate::api::{DecryptRequest, EncryptionContext, GenerateDataKeyRequest};
+use crate::envelope::{
+    validate_context, EnvelopeError, Header, ParsedHeader, Slot, EMPTY_SLOT, MAGIC,
+};
+use crate::error::KmsError;
+use crate::kms::Kms;
+use crate::secret::Secret;
+use serde::Serialize;
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Prefix of the temporary files this module writes (walks skip them).
+pub const TEMP_PREFIX: &str = ".rewrap-tmp-";
+const IO_BUFFER: usize = 256 * 1024;
+
+/// Why an encryption or decryption failed. Messages never contain key or
+/// plaintext bytes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    /// The envelope is malformed or did not authenticate.
+    #[error("{0}")]
+    Format(#[from] EnvelopeError),
+    /// The KMS refused or failed (wrong key, missing rights, ...).
+    #[error("{0}")]
+    Kms(#[from] KmsError),
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The envelope's encryption context is not the one the caller expects.
+    #[error("encryption context mismatch: {0}")]
+    ContextMismatch(String),
+    /// The request itself is not possible (e.g. a folder without `--recursive`).
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl FileError {
+    fn io(path: &Path, source: std::io::Error) -> FileError {
+        FileError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// A short, stable name for the kind of failure (for reports and tests):
+    /// the AWS error name for KMS failures, else e.g. `ChunkAuth`.
+    pub fn kind(&self) -> String {
+        match self {
+            FileError::Format(e) => e.name().to_string(),
+            FileError::Kms(e) => e.code.as_str().to_string(),
+            FileError::Io { .. } => "Io".into(),
+            FileError::ContextMismatch(_) => "ContextMismatch".into(),
+            FileError::Usage(_) => "Usage".into(),
+        }
+    }
+}
+
+/// Result of file operations.
+pub type Result<T, E = FileError> = std::result::Result<T, E>;
+
+/// How to encrypt.
+#[derive(Debug, Clone)]
+pub struct EncryptOptions {
+    /// The KMS key (id, ARN, alias name or alias ARN) that wraps data keys.
+    pub key_id: String,
+    /// User encryption-context pairs, stored in the header and bound to the
+    /// data key and the body.
+    pub context: EncryptionContext,
+    /// Plaintext bytes per chunk.
+    pub chunk_size: u32,
+}
+
+impl EncryptOptions {
+    /// Options with the default chunk size and no context.
+    pub fn new(key_id: impl Into<String>) -> EncryptOptions {
+        EncryptOptions {
+            key_id: key_id.into(),
+            context: EncryptionContext::new(),
+            chunk_size: crate::envelope::DEFAULT_CHUNK_SIZE,
+        }
+    }
+}
+
+/// How to decrypt.
+#[derive(Debug, Clone, Default)]
+pub struct DecryptOptions {
+    /// If set, the KMS refuses (IncorrectKeyException) unless the data key
+    /// is wrapped under this key.
+    pub key_id: Option<String>,
+    /// Pairs the envelope's context must contain (checked before the KMS is
+    /// asked).
+    pub expect_context: EncryptionContext,
+}
+
+/// What an encryption or decryption produced.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct EnvelopeInfo {
+    /// The envelope's file id.
+    pub file_id: String,
+    /// ARN of the key that wraps the data key.
+    pub key_arn: String,
+    /// Key-material version of that key (0 when unknown).
+    pub key_version: u32,
+    /// Plaintext bytes.
+    pub plaintext_bytes: u64,
+}
+
+/// Writes a new envelope of `input` onto `output`.
+pub fn encrypt_stream(
+    kms: &dyn Kms,
+    opts: &EncryptOptions,
+    input: &mut dyn Read,
+    output: &mut dyn Write,
+) -> Result<EnvelopeInfo> {
+    validate_context(&opts.context)?;
+    let header = Header::new(opts.chunk_size, opts.context.clone())?;
+    let resp = kms.generate_data_key(&GenerateDataKeyRequest {
+        key_id: opts.key_id.clone(),
+        encryption_context: Some(header.kms_context()),
+        key_spec: Some("AES_256".into()),
+        ..Default::default()
+    })?;
+    if resp.plaintext.len() != 32 {
+        return Err(KmsError::internal("GenerateDataKey returned a key that is not 32 bytes").into());
+    }
+    let key_version = crate::blob::peek(&resp.ciphertext_blob.0).map_or(0, |b| b.key_version);
+    let slot = Slot {
+        sequence: 1,
+        wrapped_at: chrono::Utc::now().timestamp(),
+        key_version,
+        key_arn: resp.key_id.clone(),
+        wrapped_key: resp.ciphertext_blob.0,
+    }
+    .encode()?;
+    let mut out = BufWriter::with_capacity(IO_BUFFER, output);
+    let io = |e: std::io::Error| FileError::Format(EnvelopeError::Io(e));
+    out.write_all(header.as_bytes()).map_err(io)?;
+    out.write_all(&slot).map_err(io)?;
+    out.write_all(&EMPTY_SLOT).map_err(io)?;
+    let n = crate::stream::encrypt(&resp.plaintext, &header, input, &mut out)?;
+    out.flush().map_err(io)?;
+    Ok(EnvelopeInfo {
+        file_id: header.file_id().hyphenated().to_string(),
+        key_arn: resp.key_id,
+        key_version,
+        plaintext_bytes: n,
+    })
+}
+
+/// Asks the KMS to unwrap the data key of the active slot.
+pub fn unwrap_data_key(
+    kms: &dyn Kms,
+    opts: &DecryptOptions,
+    parsed: &ParsedHeader,
+) -> Result<(Secret, Slot)> {
+    check_context(&opts.expect_context, parsed.header.user_context())?;
+    let (_, slot) = parsed.slots.active()?;
+    let resp = kms.decrypt(&DecryptRequest {
+        ciphertext_blob: crate::api::Blob(slot.wrapped_key.clone()),
+        encryption_context: Some(parsed.header.kms_context()),
+        key_id: opts.key_id.clone(),
+        ..Default::default()
+    })?;
+    if resp.plaintext.len() != 32 {
+        return Err(EnvelopeError::CorruptHeader("the wrapped data key is not 32 bytes").into());
+    }
+    Ok((resp.plaintext, slot.clone()))
+}
+
+fn check_context(expect: &EncryptionContext, actual: &EncryptionContext) -> Result<()> {
+    for (k, v) in expect {
+        match actual.get(k) {
+            Some(a) if a == v => {}
+            Some(_) => {
+                return Err(FileError::ContextMismatch(format!(
+                    "the envelope's {k:?} is not {v:?}"
+                )))
+            }
+            None => {
+                return Err(FileError::ContextMismatch(format!(
+                    "the envelope has no {k:?}"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Decrypts an envelope from `input` onto `output`. Only authenticated
+/// plaintext is written, but on an error `output` may have received the
+/// chunks before the bad one: write to a temporary file when that matters
+/// (as [`decrypt_file`] does).
+pub fn decrypt_stream(
+    kms: &dyn Kms,
+    opts: &DecryptOptions,
+    input: &mut dyn Read,
+    output: &mut dyn Write,
+) -> Result<EnvelopeInfo> {
+    let parsed = ParsedHeader::read_from(input)?;
+    let (key, slot) = unwrap_data_key(kms, opts, &parsed)?;
+    let mut out = BufWriter::with_capacity(IO_BUFFER, output);
+    let n = crate::stream::decrypt(&key, &parsed.header, input, &mut out)?;
+    out.flush().map_err(EnvelopeError::Io)?;
+    Ok(EnvelopeInfo {
+        file_id: parsed.header.file_id().hyphenated().to_string(),
+        key_arn: slot.key_arn,
+        key_version: slot.key_version,
+        plaintext_bytes: n,
+    })
+}
+
+/// Where a file operation writes.
+#[derive(Debug, Clone, Copy)]
+pub enum Output<'a> {
+    /// Replace the input (atomically).
+    InPlace,
+    /// Write this path (atomically replacing it if it exists).
+    To(&'a Path),
+}
+
+/// Encrypts the file `input` (crash-safe, see the module docs).
+pub fn encrypt_file(
+    kms: &dyn Kms,
+    opts: &EncryptOptions,
+    input: &Path,
+    output: Output<'_>,
+) -> Result<EnvelopeInfo> {
+    let mut src = File::open(input).map_err(|e| FileError::io(input, e))?;
+    let dest = match output {
+        Output::InPlace => input,
+        Output::To(p) => p,
+    };
+    let perms = src.metadata().map(|m| m.permissions()).ok();
+    write_atomically(dest, perms, |out| encrypt_stream(kms, opts, &mut src, out))
+}
+
+/// Decrypts the envelope file `input` (crash-safe: nothing is left at the
+/// destination unless the whole envelope authenticated).
+pub fn decrypt_file(
+    kms: &dyn Kms,
+    opts: &DecryptOptions,
+    input: &Path,
+    output: Output<'_>,
+) -> Result<EnvelopeInfo> {
+    let mut src = File::open(input).map_err(|e| FileError::io(input, e))?;
+    let dest = match output {
+        Output::InPlace => input,
+        Output::To(p) => p,
+    };
+    let perms = src.metadata().map(|m| m.permissions()).ok();
+    write_atomically(dest, perms, |out| decrypt_stream(kms, opts, &mut src, out))
+}
+
+/// Runs `fill` on a temporary file next to `dest`; on success fsyncs it,
+/// renames it to `dest` and fsyncs the folder. On failure the temporary file
+/// is removed and `dest` is untouched.
+pub fn write_atomically<T>(
+    dest: &Path,
+    perms: Option<std::fs::Permissions>,
+    fill: impl FnOnce(&mut dyn Write) -> Result<T>,
+) -> Result<T> {
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| FileError::io(dir, e))?;
+    let value = fill(tmp.as_file_mut())?;
+    if let Some(p) = perms {
+        tmp.as_file()
+            .set_permissions(p)
+            .map_err(|e| FileError::io(tmp.path(), e))?;
+    }
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| FileError::io(tmp.path(), e))?;
+    tmp.persist(dest)
+        .map_err(|e| FileError::io(dest, e.error))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| FileError::io(dir, e))?;
+    Ok(value)
+}
+
+/// True when the file at `path` starts with the envelope magic.
+pub fn is_envelope(path: &Path) -> std::io::Result<bool> {
+    let mut f = File::open(path)?;
+    let mut magic = [0u8; 8];
+    Ok(crate::envelope::read_full(&mut f, &mut magic)? == magic.len() && magic == MAGIC)
+}
+
+/// Counts of a tree operation.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct TreeReport {
+    /// Files encrypted or decrypted.
+    pub done: u64,
+    /// Files left alone (already envelopes when encrypting, not envelopes
+    /// when decrypting).
+    pub skipped: u64,
+    /// Files that failed, with the reason.
+    pub failed: Vec<TreeFailure>,
+}
+
+/// One failed file of a tree operation.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TreeFailure {
+    /// The input path.
+    pub path: PathBuf,
+    /// Why (never contains key or plaintext bytes).
+    pub error: String,
+}
+
+/// What to do to every file of a tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeOp {
+    /// Encrypt plain files; envelopes are skipped.
+    Encrypt,
+    /// Decrypt envelopes; other files are skipped.
+    Decrypt,
+}
+
+/// Options of a tree operation.
+#[derive(Debug, Clone)]
+pub struct TreeOptions {
+    /// Follow symbolic links.
+    pub follow_links: bool,
+    /// Worker threads (0: one per core).
+    pub jobs: usize,
+}
+
+/// Encrypts or decrypts every regular file under `root`, in parallel, in
+/// place or into `out_root` (same relative paths). One bad file never stops
+/// the walk; the report lists it.
+pub fn process_tree(
+    kms: &dyn Kms,
+    op: TreeOp,
+    enc: Option<&EncryptOptions>,
+    dec: &DecryptOptions,
+    root: &Path,
+    out_root: Option<&Path>,
+    tree: &TreeOptions,
+) -> Result<TreeReport> {
+    use rayon::prelude::*;
+    use std::sync::Mutex;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(tree.jobs)
+        .build()
+        .map_err(|e| FileError::Usage(format!("cannot start worker threads: {e}")))?;
+    let report = Mutex::new(TreeReport::default());
+    let walker = walkdir::WalkDir::new(root)
+        .follow_links(tree.follow_links)
+        .into_iter()
+        .filter_entry(|e| !e.file_name().to_string_lossy().starts_with(TEMP_PREFIX));
+    let record = |r: Result<bool>, path: &Path| {
+        let mut rep = report.lock().unwrap_or_else(|p| p.into_inner());
+        match r {
+            Ok(true) => rep.done += 1,
+            Ok(false) => rep.skipped += 1,
+            Err(e) => rep.failed.push(TreeFailure {
+                path: path.to_path_buf(),
+                error: e.to_string(),
+            }),
+        }
+    };
+    pool.install(|| {
+        walker.par_bridge().for_each(|entry| match entry {
+            Err(e) => {
+                let path = e.path().map(Path::to_path_buf).unwrap_or_default();
+                let err = FileError::Usage(format!("cannot walk: {e}"));
+                record(Err(err), &path);
+            }
+            Ok(entry) if entry.file_type().is_file() => {
+                let path = entry.path();
+                let r = process_one(kms, op, enc, dec, root, path, out_root);
+                record(r, path);
+            }
+            Ok(_) => {}
+        })
+    });
+    let mut rep = report.into_inner().unwrap_or_else(|p| p.into_inner());
+    rep.failed.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(rep)
+}
+
+fn process_one(
+    kms: &dyn Kms,
+    op: TreeOp,
+    enc: Option<&EncryptOptions>,
+    dec: &DecryptOptions,
+    root: &Path,
+    path: &Path,
+    out_root: Option<&Path>,
+) -> Result<bool> {
+    let envelope = is_envelope(path).map_err(|e| FileError::io(path, e))?;
+    let dest = match out_root {
+        Some(out) => {
+            let rel = path.strip_prefix(root).unwrap_or(path);
+            let dest = out.join(rel);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| FileError::io(parent, e))?;
+            }
+            Some(dest)
+        }
+        None => None,
+    };
+    let output = dest.as_deref().map_or(Output::InPlace, Output::To);
+    match op {
+        TreeOp::Encrypt if envelope => Ok(false),
+        TreeOp::Decrypt if !envelope => Ok(false),
+        TreeOp::Encrypt => {
+            let enc = enc.ok_or_else(|| FileError::Usage("no encryption key given".into()))?;
+            encrypt_file(kms, enc, path, output).map(|_| true)
+        }
+        TreeOp::Decrypt => decrypt_file(kms, dec, path, output).map(|_| true),
+    }
+}
