@@ -579,6 +579,7 @@ pub struct DeleteAccessKeyRequest {
 pub struct AccessKeyResponse {
     pub principal_name: String,
     pub access_key_id: String,
+    #[serde(with = "crate::secret::as_text")]
     pub secret_access_key: Secret,
 }
 

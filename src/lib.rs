@@ -10,6 +10,7 @@ pub mod api;
 pub mod audit;
 pub mod blob;
 pub mod blobstore;
+pub mod cli;
 pub mod client;
 pub mod envelope;
 pub mod error;

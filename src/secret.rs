@@ -106,3 +106,24 @@ mod tests {
         assert!(serde_json::from_str::<Secret>("\"!!\"").is_err());
     }
 }
+
+/// Serde adapter for secrets that are text (secret access keys): serialized
+/// as the string itself rather than base64. Use with
+/// `#[serde(with = "crate::secret::as_text")]`.
+pub mod as_text {
+    use super::Secret;
+    use zeroize::Zeroizing;
+
+    /// Serializes the secret as a UTF-8 string.
+    pub fn serialize<S: serde::Serializer>(secret: &Secret, s: S) -> Result<S::Ok, S::Error> {
+        let text = std::str::from_utf8(secret.expose())
+            .map_err(|_| serde::ser::Error::custom("secret is not UTF-8 text"))?;
+        s.serialize_str(text)
+    }
+
+    /// Deserializes a secret from a string.
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+        let text: Zeroizing<String> = Zeroizing::new(serde::Deserialize::deserialize(d)?);
+        Ok(Secret::from_slice(text.as_bytes()))
+    }
+}

@@ -546,13 +546,22 @@ impl KmsService {
         op: Operation,
         body: impl FnOnce(&mut Trail) -> Result<R>,
     ) -> Result<R> {
+        self.audited_named(caller, op.name(), body)
+    }
+
+    fn audited_named<R>(
+        &self,
+        caller: &Caller,
+        operation: &str,
+        body: impl FnOnce(&mut Trail) -> Result<R>,
+    ) -> Result<R> {
         let mut trail = Trail::default();
         let result = body(&mut trail);
         let allowed = !trail.decisions.is_empty() && trail.decisions.iter().all(|d| d.allowed);
         let record = AuditRecord {
             request_id: Uuid::new_v4().to_string(),
             principal: caller.principal.clone(),
-            operation: op.name().into(),
+            operation: operation.into(),
             keys: trail.keys,
             encryption_context: trail.context,
             destination_encryption_context: trail.destination_context,
@@ -636,6 +645,45 @@ impl KmsService {
             Ok(rotated)
         })?;
         Ok(rotated.iter().map(|id| self.key_arn(id)).collect())
+    }
+
+    /// Explains the decision for `principal` doing `action` on `key` (any
+    /// name of it; `None` for account-level actions), without doing it.
+    pub fn explain(
+        &self,
+        principal: &str,
+        action: &str,
+        key: Option<&str>,
+        context: Option<&EncryptionContext>,
+    ) -> Result<Decision> {
+        if !crate::policy::is_known_action(action) {
+            return Err(KmsError::validation(format!("unknown action {action:?}")));
+        }
+        let snap = self.snapshot()?;
+        let names = match key {
+            Some(name) => self.resource_names(&snap, self.lookup(&snap, name)?),
+            None => vec!["*".to_string()],
+        };
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        Ok(self.policies().evaluate(&AccessRequest {
+            principal,
+            action,
+            resources: &refs,
+            context,
+        }))
+    }
+
+    /// Checks an account-level action (such as `rewrap:ReadAuditTrail`) for
+    /// `principal`, and records the attempt in the audit trail.
+    pub fn check_access(&self, principal: &str, action: &str) -> Result<()> {
+        let caller = Caller {
+            principal: principal.to_string(),
+            ..Caller::default()
+        };
+        let name = action.rsplit(':').next().unwrap_or(action).to_string();
+        self.audited_named(&caller, &name, |trail| {
+            self.authorize(trail, &caller, action, &["*".into()], None)
+        })
     }
 
     // ----- key lifecycle -------------------------------------------------

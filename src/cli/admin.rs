@@ -1,0 +1,212 @@
+//! Keystore set-up, policy and audit trail commands.
+
+use super::{ConfigError, Context, OpError};
+use crate::audit::{self, ReportFilter};
+use crate::kms::to_json;
+use crate::policy::PolicySet;
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+/// `rewrap init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Region written into key ARNs.
+    #[arg(long, default_value = "us-east-1")]
+    pub arn_region: String,
+    /// Account id written into key ARNs.
+    #[arg(long, default_value = "111122223333")]
+    pub account: String,
+}
+
+/// `rewrap policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Explains whether a principal may perform an action on a key, and which statement decided.
+    Check {
+        /// Principal name.
+        #[arg(long)]
+        principal: String,
+        /// Action, e.g. kms:Decrypt.
+        #[arg(long)]
+        action: String,
+        /// Key id, ARN or alias; omit for account-level actions.
+        #[arg(long)]
+        key: Option<String>,
+        /// Encryption context pair KEY=VALUE (repeatable).
+        #[arg(long = "context", value_name = "KEY=VALUE")]
+        context: Vec<String>,
+    },
+    /// Parses every policy file of a folder and reports the first error.
+    Validate {
+        /// The folder [default: <keystore>/policies and --policies].
+        dir: Option<PathBuf>,
+    },
+}
+
+/// `rewrap audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Checks the hash chain of the audit trail; names the first changed, removed, inserted or reordered record.
+    Verify {
+        /// The audit file [default: <keystore>/audit.log].
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Summarises key use per key, principal and operation.
+    Report {
+        /// Only records at or after this time (RFC 3339 or YYYY-MM-DD).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this key (ARN or key id).
+        #[arg(long)]
+        key: Option<String>,
+        /// Only this principal.
+        #[arg(long)]
+        principal: Option<String>,
+        /// The audit file [default: <keystore>/audit.log].
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
+/// Creates the keystore and prints the owner's credentials.
+pub fn init(args: InitArgs, ctx: &Context) -> anyhow::Result<i32> {
+    let home = ctx.home();
+    let config = crate::keystore::Config {
+        region: args.arn_region,
+        account: args.account,
+    };
+    let creds = crate::service::KmsService::init_with(&home, config).map_err(|error| OpError {
+        operation: "Init",
+        error,
+    })?;
+    eprintln!(
+        "Created keystore {}. The owner's secret access key is shown only now: store it safely.\n\
+         Use it with: export REWRAP_HOME={} REWRAP_ACCESS_KEY_ID=... REWRAP_SECRET_ACCESS_KEY=...",
+        home.display(),
+        home.display()
+    );
+    let body = to_json(&creds).map_err(|e| anyhow::anyhow!(e.message))?;
+    ctx.print_json(body.expose())?;
+    Ok(0)
+}
+
+/// Runs a policy subcommand.
+pub fn policy(cmd: PolicyCommand, ctx: &Context) -> anyhow::Result<i32> {
+    match cmd {
+        PolicyCommand::Validate { dir } => {
+            let dirs = match dir {
+                Some(d) => vec![d],
+                None => std::iter::once(ctx.home().join("policies"))
+                    .chain(ctx.extra_policies())
+                    .collect(),
+            };
+            let mut total = 0;
+            for d in &dirs {
+                let set = PolicySet::load_dir(d).map_err(|e| ConfigError(e.to_string()))?;
+                total += set.len();
+            }
+            println!("ok: {total} statements");
+            Ok(0)
+        }
+        PolicyCommand::Check {
+            principal,
+            action,
+            key,
+            context,
+        } => {
+            let service = ctx.service()?;
+            let context = if context.is_empty() {
+                None
+            } else {
+                super::kms::context_arg(Some(&context.join(",")))?
+            };
+            let decision = service
+                .explain(&principal, &action, key.as_deref(), context.as_ref())
+                .map_err(|error| OpError {
+                    operation: "PolicyCheck",
+                    error,
+                })?;
+            let value = serde_json::json!({
+                "Decision": if decision.allowed { "allow" } else { "deny" },
+                "DecidedBy": decision.decided_by,
+            });
+            ctx.print_value(&value)?;
+            Ok(if decision.allowed { 0 } else { 1 })
+        }
+    }
+}
+
+/// Runs an audit subcommand. Reading the trail needs `rewrap:ReadAuditTrail`.
+pub fn audit(cmd: AuditCommand, ctx: &Context) -> anyhow::Result<i32> {
+    let file = match &cmd {
+        AuditCommand::Verify { file } | AuditCommand::Report { file, .. } => file.clone(),
+    };
+    let path = match file {
+        Some(p) => p,
+        None => {
+            let service = ctx.service()?;
+            let creds = ctx.credentials()?;
+            let principal = service
+                .authenticate(&creds.access_key_id, creds.secret_access_key.expose())
+                .map_err(|e| ConfigError(format!("{}: {}", e.code, e.message)))?;
+            service
+                .check_access(&principal, "rewrap:ReadAuditTrail")
+                .map_err(|error| OpError {
+                    operation: "ReadAuditTrail",
+                    error,
+                })?;
+            service.audit_path()
+        }
+    };
+    match cmd {
+        AuditCommand::Verify { .. } => match audit::verify(&path) {
+            Ok(summary) => {
+                println!(
+                    "ok: {} records, hash chain intact ({})",
+                    summary.records,
+                    path.display()
+                );
+                Ok(0)
+            }
+            Err(e) => {
+                eprintln!(
+                    "rewrap: audit trail {} FAILED verification: {e}",
+                    path.display()
+                );
+                Ok(1)
+            }
+        },
+        AuditCommand::Report {
+            since,
+            key,
+            principal,
+            ..
+        } => {
+            let since = since.map(|s| parse_since(&s)).transpose()?;
+            let report = audit::report(
+                &path,
+                &ReportFilter {
+                    since,
+                    key,
+                    principal,
+                },
+            )?;
+            if ctx.json_output() {
+                ctx.print_value(&serde_json::to_value(&report)?)?;
+            } else {
+                print!("{}", report.to_table());
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn parse_since(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let day = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| ConfigError(format!("--since {s:?}: use RFC 3339 or YYYY-MM-DD")))?;
+    Ok(day.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
+}

@@ -1,0 +1,576 @@
+//! `aws kms`-style subcommands: each builds one request, calls the KMS and
+//! prints the response.
+
+use super::{Context, OpError};
+use crate::api::*;
+use crate::kms::{to_json, Kms};
+use crate::secret::Secret;
+use anyhow::Context as _;
+use clap::Subcommand;
+
+/// KMS operations, named as in `aws kms`.
+#[derive(Debug, Subcommand)]
+#[allow(missing_docs)] // reason: clap shows the doc of each field as its help
+pub enum KmsCommand {
+    /// Creates a customer master key (AES-256, SYMMETRIC_DEFAULT).
+    CreateKey {
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        key_usage: Option<String>,
+        #[arg(long)]
+        key_spec: Option<String>,
+        /// Tags as KEY=VALUE,...
+        #[arg(long)]
+        tags: Option<String>,
+    },
+    /// Shows a key's metadata.
+    DescribeKey {
+        #[arg(long)]
+        key_id: String,
+    },
+    /// Lists keys.
+    ListKeys {
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        marker: Option<String>,
+    },
+    /// Enables a key.
+    EnableKey {
+        #[arg(long)]
+        key_id: String,
+    },
+    /// Disables a key; it refuses cryptographic operations until enabled.
+    DisableKey {
+        #[arg(long)]
+        key_id: String,
+        /// Disable even if known envelopes are still wrapped under the key.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Schedules a key for deletion after 7 to 30 days.
+    ScheduleKeyDeletion {
+        #[arg(long)]
+        key_id: String,
+        #[arg(long)]
+        pending_window_in_days: Option<u32>,
+        /// Schedule even if known envelopes are still wrapped under the key.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Cancels a scheduled deletion; the key comes back disabled.
+    CancelKeyDeletion {
+        #[arg(long)]
+        key_id: String,
+    },
+    /// Creates an alias for a key.
+    CreateAlias {
+        #[arg(long)]
+        alias_name: String,
+        #[arg(long)]
+        target_key_id: String,
+    },
+    /// Points an alias at another key.
+    UpdateAlias {
+        #[arg(long)]
+        alias_name: String,
+        #[arg(long)]
+        target_key_id: String,
+    },
+    /// Deletes an alias.
+    DeleteAlias {
+        #[arg(long)]
+        alias_name: String,
+    },
+    /// Lists aliases.
+    ListAliases {
+        #[arg(long)]
+        key_id: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        marker: Option<String>,
+    },
+    /// Turns on automatic rotation.
+    EnableKeyRotation {
+        #[arg(long)]
+        key_id: String,
+        #[arg(long)]
+        rotation_period_in_days: Option<u32>,
+    },
+    /// Turns off automatic rotation.
+    DisableKeyRotation {
+        #[arg(long)]
+        key_id: String,
+    },
+    /// Shows whether automatic rotation is on.
+    GetKeyRotationStatus {
+        #[arg(long)]
+        key_id: String,
+    },
+    /// Adds a new version of key material now.
+    RotateKeyOnDemand {
+        #[arg(long)]
+        key_id: String,
+    },
+    /// Lists a key's rotations.
+    ListKeyRotations {
+        #[arg(long)]
+        key_id: String,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        marker: Option<String>,
+    },
+    /// Encrypts up to 4096 bytes.
+    Encrypt {
+        #[arg(long)]
+        key_id: String,
+        /// fileb://PATH, file://PATH or the text itself.
+        #[arg(long)]
+        plaintext: String,
+        /// KEY=VALUE,... or JSON.
+        #[arg(long)]
+        encryption_context: Option<String>,
+        #[arg(long, value_delimiter = ' ', num_args = 1..)]
+        grant_tokens: Option<Vec<String>>,
+        #[arg(long)]
+        encryption_algorithm: Option<String>,
+    },
+    /// Decrypts a ciphertext blob; the blob names its key.
+    Decrypt {
+        /// fileb://PATH (raw bytes).
+        #[arg(long)]
+        ciphertext_blob: String,
+        #[arg(long)]
+        encryption_context: Option<String>,
+        #[arg(long)]
+        key_id: Option<String>,
+        #[arg(long, value_delimiter = ' ', num_args = 1..)]
+        grant_tokens: Option<Vec<String>>,
+        #[arg(long)]
+        encryption_algorithm: Option<String>,
+    },
+    /// Re-encrypts a blob under another key; the plaintext never leaves the KMS.
+    ReEncrypt {
+        #[arg(long)]
+        ciphertext_blob: String,
+        #[arg(long)]
+        source_encryption_context: Option<String>,
+        #[arg(long)]
+        source_key_id: Option<String>,
+        #[arg(long)]
+        destination_key_id: String,
+        #[arg(long)]
+        destination_encryption_context: Option<String>,
+    },
+    /// Returns a data key in plaintext and wrapped under a key.
+    GenerateDataKey {
+        #[arg(long)]
+        key_id: String,
+        #[arg(long)]
+        key_spec: Option<String>,
+        #[arg(long)]
+        number_of_bytes: Option<u32>,
+        #[arg(long)]
+        encryption_context: Option<String>,
+    },
+    /// Returns a data key wrapped under a key, without its plaintext.
+    GenerateDataKeyWithoutPlaintext {
+        #[arg(long)]
+        key_id: String,
+        #[arg(long)]
+        key_spec: Option<String>,
+        #[arg(long)]
+        number_of_bytes: Option<u32>,
+        #[arg(long)]
+        encryption_context: Option<String>,
+    },
+    /// Returns random bytes.
+    GenerateRandom {
+        #[arg(long)]
+        number_of_bytes: Option<u32>,
+    },
+    /// Shows the policy statements that apply to a key.
+    GetKeyPolicy {
+        #[arg(long)]
+        key_id: String,
+        #[arg(long)]
+        policy_name: Option<String>,
+    },
+    /// Lists a key's policy names.
+    ListKeyPolicies {
+        #[arg(long)]
+        key_id: String,
+    },
+    /// Creates a principal with one access key (its rights come from policy files).
+    CreatePrincipal {
+        #[arg(long)]
+        principal_name: String,
+    },
+    /// Deletes a principal and its access keys.
+    DeletePrincipal {
+        #[arg(long)]
+        principal_name: String,
+    },
+    /// Lists principals.
+    ListPrincipals,
+    /// Adds an access key to a principal (at most two).
+    CreateAccessKey {
+        #[arg(long)]
+        principal_name: String,
+    },
+    /// Deletes an access key.
+    DeleteAccessKey {
+        #[arg(long)]
+        principal_name: String,
+        #[arg(long)]
+        access_key_id: String,
+    },
+}
+
+/// Reads a blob argument as the AWS CLI v1 does: `fileb://` raw bytes,
+/// `file://` the file's contents, anything else the text itself.
+pub fn blob_arg(arg: &str) -> anyhow::Result<Secret> {
+    let path = arg
+        .strip_prefix("fileb://")
+        .or_else(|| arg.strip_prefix("file://"));
+    match path {
+        Some(path) => Ok(Secret::new(
+            std::fs::read(path).with_context(|| format!("cannot read {path}"))?,
+        )),
+        None => Ok(Secret::from_slice(arg.as_bytes())),
+    }
+}
+
+/// Parses `--encryption-context`: `k=v,k2=v2`, a JSON object, or `file://PATH` of either.
+pub fn context_arg(arg: Option<&str>) -> anyhow::Result<Option<EncryptionContext>> {
+    let Some(arg) = arg else { return Ok(None) };
+    let text = match arg.strip_prefix("file://") {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?
+        }
+        None => arg.to_string(),
+    };
+    let text = text.trim();
+    if text.starts_with('{') {
+        return serde_json::from_str(text).map(Some).map_err(|e| {
+            super::ConfigError(format!(
+                "--encryption-context is not a JSON object of strings: {e}"
+            ))
+            .into()
+        });
+    }
+    let mut map = EncryptionContext::new();
+    for pair in text.split(',').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').ok_or_else(|| {
+            super::ConfigError(format!("--encryption-context: {pair:?} is not KEY=VALUE"))
+        })?;
+        map.insert(k.to_string(), v.to_string());
+    }
+    Ok(Some(map))
+}
+
+fn ciphertext_arg(arg: &str) -> anyhow::Result<Blob> {
+    Ok(Blob(blob_arg(arg)?.expose().to_vec()))
+}
+
+fn tags_arg(arg: Option<&str>) -> anyhow::Result<Option<Vec<Tag>>> {
+    Ok(context_arg(arg)?.map(|m| {
+        m.into_iter()
+            .map(|(tag_key, tag_value)| Tag { tag_key, tag_value })
+            .collect()
+    }))
+}
+
+/// Builds the request of a command as (operation, JSON body).
+fn request(cmd: &KmsCommand) -> anyhow::Result<(Operation, Secret)> {
+    use KmsCommand as C;
+    use Operation as O;
+    let key = |k: &String| KeyIdRequest {
+        key_id: k.clone(),
+        grant_tokens: None,
+    };
+    let list =
+        |key_id: Option<&String>, limit: &Option<u32>, marker: &Option<String>| ListRequest {
+            key_id: key_id.cloned(),
+            limit: *limit,
+            marker: marker.clone(),
+        };
+    let gdk =
+        |key_id: &String, key_spec: &Option<String>, n: &Option<u32>, ctx: &Option<String>| {
+            anyhow::Ok(GenerateDataKeyRequest {
+                key_id: key_id.clone(),
+                encryption_context: context_arg(ctx.as_deref())?,
+                number_of_bytes: *n,
+                key_spec: key_spec.clone(),
+                grant_tokens: None,
+            })
+        };
+    let out = match cmd {
+        C::CreateKey {
+            description,
+            key_usage,
+            key_spec,
+            tags,
+        } => (
+            O::CreateKey,
+            to_json(&CreateKeyRequest {
+                description: description.clone(),
+                key_usage: key_usage.clone(),
+                key_spec: key_spec.clone(),
+                tags: tags_arg(tags.as_deref())?,
+                ..Default::default()
+            }),
+        ),
+        C::DescribeKey { key_id } => (O::DescribeKey, to_json(&key(key_id))),
+        C::ListKeys { limit, marker } => (O::ListKeys, to_json(&list(None, limit, marker))),
+        C::EnableKey { key_id } => (O::EnableKey, to_json(&key(key_id))),
+        C::DisableKey { key_id, .. } => (O::DisableKey, to_json(&key(key_id))),
+        C::ScheduleKeyDeletion {
+            key_id,
+            pending_window_in_days,
+            ..
+        } => (
+            O::ScheduleKeyDeletion,
+            to_json(&ScheduleKeyDeletionRequest {
+                key_id: key_id.clone(),
+                pending_window_in_days: *pending_window_in_days,
+            }),
+        ),
+        C::CancelKeyDeletion { key_id } => (O::CancelKeyDeletion, to_json(&key(key_id))),
+        C::CreateAlias {
+            alias_name,
+            target_key_id,
+        }
+        | C::UpdateAlias {
+            alias_name,
+            target_key_id,
+        } => {
+            let op = if matches!(cmd, C::CreateAlias { .. }) {
+                O::CreateAlias
+            } else {
+                O::UpdateAlias
+            };
+            (
+                op,
+                to_json(&AliasRequest {
+                    alias_name: alias_name.clone(),
+                    target_key_id: target_key_id.clone(),
+                }),
+            )
+        }
+        C::DeleteAlias { alias_name } => (
+            O::DeleteAlias,
+            to_json(&DeleteAliasRequest {
+                alias_name: alias_name.clone(),
+            }),
+        ),
+        C::ListAliases {
+            key_id,
+            limit,
+            marker,
+        } => (
+            O::ListAliases,
+            to_json(&list(key_id.as_ref(), limit, marker)),
+        ),
+        C::EnableKeyRotation {
+            key_id,
+            rotation_period_in_days,
+        } => (
+            O::EnableKeyRotation,
+            to_json(&EnableKeyRotationRequest {
+                key_id: key_id.clone(),
+                rotation_period_in_days: *rotation_period_in_days,
+            }),
+        ),
+        C::DisableKeyRotation { key_id } => (O::DisableKeyRotation, to_json(&key(key_id))),
+        C::GetKeyRotationStatus { key_id } => (O::GetKeyRotationStatus, to_json(&key(key_id))),
+        C::RotateKeyOnDemand { key_id } => (O::RotateKeyOnDemand, to_json(&key(key_id))),
+        C::ListKeyRotations {
+            key_id,
+            limit,
+            marker,
+        } => (
+            O::ListKeyRotations,
+            to_json(&list(Some(key_id), limit, marker)),
+        ),
+        C::Encrypt {
+            key_id,
+            plaintext,
+            encryption_context,
+            grant_tokens,
+            encryption_algorithm,
+        } => (
+            O::Encrypt,
+            to_json(&EncryptRequest {
+                key_id: key_id.clone(),
+                plaintext: blob_arg(plaintext)?,
+                encryption_context: context_arg(encryption_context.as_deref())?,
+                grant_tokens: grant_tokens.clone(),
+                encryption_algorithm: encryption_algorithm.clone(),
+            }),
+        ),
+        C::Decrypt {
+            ciphertext_blob,
+            encryption_context,
+            key_id,
+            grant_tokens,
+            encryption_algorithm,
+        } => (
+            O::Decrypt,
+            to_json(&DecryptRequest {
+                ciphertext_blob: ciphertext_arg(ciphertext_blob)?,
+                encryption_context: context_arg(encryption_context.as_deref())?,
+                key_id: key_id.clone(),
+                grant_tokens: grant_tokens.clone(),
+                encryption_algorithm: encryption_algorithm.clone(),
+            }),
+        ),
+        C::ReEncrypt {
+            ciphertext_blob,
+            source_encryption_context,
+            source_key_id,
+            destination_key_id,
+            destination_encryption_context,
+        } => (
+            O::ReEncrypt,
+            to_json(&ReEncryptRequest {
+                ciphertext_blob: ciphertext_arg(ciphertext_blob)?,
+                source_encryption_context: context_arg(source_encryption_context.as_deref())?,
+                source_key_id: source_key_id.clone(),
+                destination_key_id: destination_key_id.clone(),
+                destination_encryption_context: context_arg(
+                    destination_encryption_context.as_deref(),
+                )?,
+                ..Default::default()
+            }),
+        ),
+        C::GenerateDataKey {
+            key_id,
+            key_spec,
+            number_of_bytes,
+            encryption_context,
+        } => (
+            O::GenerateDataKey,
+            to_json(&gdk(key_id, key_spec, number_of_bytes, encryption_context)?),
+        ),
+        C::GenerateDataKeyWithoutPlaintext {
+            key_id,
+            key_spec,
+            number_of_bytes,
+            encryption_context,
+        } => (
+            O::GenerateDataKeyWithoutPlaintext,
+            to_json(&gdk(key_id, key_spec, number_of_bytes, encryption_context)?),
+        ),
+        C::GenerateRandom { number_of_bytes } => (
+            O::GenerateRandom,
+            to_json(&GenerateRandomRequest {
+                number_of_bytes: *number_of_bytes,
+            }),
+        ),
+        C::GetKeyPolicy {
+            key_id,
+            policy_name,
+        } => (
+            O::GetKeyPolicy,
+            to_json(&GetKeyPolicyRequest {
+                key_id: key_id.clone(),
+                policy_name: policy_name.clone(),
+            }),
+        ),
+        C::ListKeyPolicies { key_id } => (
+            O::ListKeyPolicies,
+            to_json(&list(Some(key_id), &None, &None)),
+        ),
+        C::CreatePrincipal { principal_name } => {
+            (O::CreatePrincipal, to_json(&principal(principal_name)))
+        }
+        C::DeletePrincipal { principal_name } => {
+            (O::DeletePrincipal, to_json(&principal(principal_name)))
+        }
+        C::ListPrincipals => (O::ListPrincipals, to_json(&Empty {})),
+        C::CreateAccessKey { principal_name } => {
+            (O::CreateAccessKey, to_json(&principal(principal_name)))
+        }
+        C::DeleteAccessKey {
+            principal_name,
+            access_key_id,
+        } => (
+            O::DeleteAccessKey,
+            to_json(&DeleteAccessKeyRequest {
+                principal_name: principal_name.clone(),
+                access_key_id: access_key_id.clone(),
+            }),
+        ),
+    };
+    let (op, body) = out;
+    Ok((op, body.map_err(|e| anyhow::anyhow!(e.message))?))
+}
+
+fn principal(name: &str) -> PrincipalRequest {
+    PrincipalRequest {
+        principal_name: name.to_string(),
+    }
+}
+
+/// Calls `op` and wraps a KMS error with the operation's name.
+pub fn call(kms: &dyn Kms, op: Operation, body: &Secret) -> anyhow::Result<Secret> {
+    kms.call(op, body.expose()).map_err(|error| {
+        OpError {
+            operation: op.name(),
+            error,
+        }
+        .into()
+    })
+}
+
+/// Refuses to disable or delete a key that known envelopes still depend on,
+/// unless `--force` is given.
+fn guard_key_in_use(ctx: &Context, kms: &dyn Kms, key_id: &str, force: bool) -> anyhow::Result<()> {
+    let described = kms.describe_key(&KeyIdRequest {
+        key_id: key_id.to_string(),
+        grant_tokens: None,
+    });
+    let Ok(described) = described else {
+        return Ok(());
+    };
+    let arn = described.key_metadata.arn;
+    let known = known_envelopes(ctx, &arn);
+    if known == 0 {
+        return Ok(());
+    }
+    eprintln!(
+        "warning: the last rotation or inventory saw {known} envelope(s) whose data key is wrapped under {arn}; \
+         they cannot be decrypted without it. Rotate them to another key first (rewrap rotate --to KEY)."
+    );
+    if force {
+        Ok(())
+    } else {
+        Err(super::ConfigError(format!("refusing to go on with {known} envelope(s) still under {arn}: pass --force to override")).into())
+    }
+}
+
+/// Runs one KMS subcommand.
+pub fn run(cmd: KmsCommand, ctx: &Context) -> anyhow::Result<i32> {
+    let (op, body) = request(&cmd)?;
+    let kms = ctx.kms()?;
+    match &cmd {
+        KmsCommand::DisableKey { key_id, force }
+        | KmsCommand::ScheduleKeyDeletion { key_id, force, .. } => {
+            guard_key_in_use(ctx, kms.as_ref(), key_id, *force)?
+        }
+        _ => {}
+    }
+    let response = call(kms.as_ref(), op, &body)?;
+    if response.expose() != b"{}" {
+        ctx.print_json(response.expose())?;
+    }
+    Ok(0)
+}
+
+fn known_envelopes(_ctx: &Context, _arn: &str) -> u64 {
+    0
+}
