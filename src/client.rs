@@ -1,1 +1,565 @@
-//! (being written)
+//! [`RemoteKms`]: the [`Kms`] trait over the AWS KMS JSON 1.1 wire protocol,
+//! signed with SigV4, so every rewrap command can use a remote KMS: a
+//! `rewrap serve`, AWS KMS itself, or any server that speaks the protocol.
+//!
+//! `Kms` is synchronous and is called from many worker threads at once, so a
+//! `RemoteKms` owns a small tokio runtime and one connection pool that all
+//! callers share; each call blocks only its own thread, and many calls are in
+//! flight together. Transient failures (a pooled connection closed by the
+//! server, HTTP 5xx, throttling) are retried with backoff, re-signed each time.
+
+use crate::api::Operation;
+use crate::error::{ErrorCode, KmsError, Result};
+use crate::kms::Kms;
+use crate::secret::Secret;
+use crate::sigv4::{self, Credentials};
+use anyhow::{anyhow, bail, Context as _};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Attempts per call, the first included.
+const MAX_ATTEMPTS: u32 = 4;
+
+/// The SigV4 service name of KMS.
+const SERVICE: &str = "kms";
+
+/// A KMS reached over HTTP(S) with SigV4-signed requests.
+pub struct RemoteKms {
+    http: reqwest::Client,
+    url: reqwest::Url,
+    host: String,
+    region: String,
+    creds: Credentials,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for RemoteKms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteKms")
+            .field("url", &self.url.as_str())
+            .field("region", &self.region)
+            .field("access_key_id", &self.creds.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where credentials and settings are read from: the process environment, or
+/// a fixed map in tests.
+pub trait Env {
+    /// The value of variable `name`, if set and not empty.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl<const N: usize> Env for [(&str, &str); N] {
+    fn var(&self, name: &str) -> Option<String> {
+        self.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    }
+}
+
+/// The region: `region`, else `AWS_REGION`, else `AWS_DEFAULT_REGION`, else `us-east-1`.
+pub fn resolve_region(env: &dyn Env, region: Option<&str>) -> String {
+    region
+        .map(str::to_string)
+        .or_else(|| env.var("AWS_REGION"))
+        .or_else(|| env.var("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|| "us-east-1".to_string())
+}
+
+/// Credentials from, in order: `REWRAP_ACCESS_KEY_ID` / `REWRAP_SECRET_ACCESS_KEY`;
+/// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (/ `AWS_SESSION_TOKEN`); the
+/// shared credentials file (`AWS_SHARED_CREDENTIALS_FILE` or `~/.aws/credentials`),
+/// profile `profile`, else `AWS_PROFILE`, else `default`.
+pub fn resolve_credentials(env: &dyn Env, profile: Option<&str>) -> anyhow::Result<Credentials> {
+    let pair = |id: &str, secret: &str| -> anyhow::Result<Option<Credentials>> {
+        match (env.var(id), env.var(secret)) {
+            (Some(access_key_id), Some(secret)) => Ok(Some(Credentials {
+                access_key_id,
+                secret_access_key: Secret::new(secret.into_bytes()),
+                session_token: None,
+            })),
+            (None, None) => Ok(None),
+            _ => bail!("{id} and {secret} must be set together"),
+        }
+    };
+    if let Some(c) = pair("REWRAP_ACCESS_KEY_ID", "REWRAP_SECRET_ACCESS_KEY")? {
+        return Ok(c);
+    }
+    if let Some(mut c) = pair("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")? {
+        c.session_token = env.var("AWS_SESSION_TOKEN");
+        return Ok(c);
+    }
+    let profile = profile
+        .map(str::to_string)
+        .or_else(|| env.var("AWS_PROFILE"))
+        .unwrap_or_else(|| "default".to_string());
+    let path = env
+        .var("AWS_SHARED_CREDENTIALS_FILE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            env.var("HOME")
+                .map(|h| PathBuf::from(h).join(".aws/credentials"))
+        });
+    let Some(path) = path else {
+        bail!("no credentials: set REWRAP_ACCESS_KEY_ID and REWRAP_SECRET_ACCESS_KEY")
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => zeroize::Zeroizing::new(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "no credentials: set REWRAP_ACCESS_KEY_ID and REWRAP_SECRET_ACCESS_KEY, \
+             AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or profile [{profile}] in {}",
+            path.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    credentials_from_ini(&text, &profile)
+        .with_context(|| format!("profile [{profile}] in {}", path.display()))
+}
+
+/// Reads one profile of a shared credentials file (INI: `[name]` then `key = value`).
+fn credentials_from_ini(text: &str, profile: &str) -> anyhow::Result<Credentials> {
+    let mut in_profile = false;
+    let mut found = false;
+    let (mut id, mut secret, mut token) = (None, None, None);
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            let name = name.trim();
+            in_profile = name == profile || name.strip_prefix("profile ") == Some(profile);
+            found |= in_profile;
+            continue;
+        }
+        if !in_profile {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            let v = v.trim().to_string();
+            match k.trim() {
+                "aws_access_key_id" => id = Some(v),
+                "aws_secret_access_key" => secret = Some(Secret::new(v.into_bytes())),
+                "aws_session_token" => token = Some(v),
+                _ => {}
+            }
+        }
+    }
+    match (id, secret) {
+        (Some(access_key_id), Some(secret_access_key)) => Ok(Credentials {
+            access_key_id,
+            secret_access_key,
+            session_token: token,
+        }),
+        _ if !found => Err(anyhow!("no such profile")),
+        _ => Err(anyhow!(
+            "the profile lacks aws_access_key_id or aws_secret_access_key"
+        )),
+    }
+}
+
+impl RemoteKms {
+    /// A client of the KMS at `endpoint_url`, with credentials and region from
+    /// the usual sources (see [`resolve_credentials`], [`resolve_region`]).
+    /// A CA bundle for a private TLS certificate is read from
+    /// `REWRAP_CA_BUNDLE` or `AWS_CA_BUNDLE`.
+    pub fn from_env(
+        endpoint_url: &str,
+        region: Option<&str>,
+        profile: Option<&str>,
+    ) -> anyhow::Result<RemoteKms> {
+        let env = ProcessEnv;
+        let creds = resolve_credentials(&env, profile)?;
+        let region = resolve_region(&env, region);
+        let ca = env
+            .var("REWRAP_CA_BUNDLE")
+            .or_else(|| env.var("AWS_CA_BUNDLE"));
+        RemoteKms::new(
+            endpoint_url,
+            &region,
+            creds,
+            ca.map(PathBuf::from).as_deref(),
+        )
+    }
+
+    /// A client of the KMS at `endpoint_url` in `region`, signing with `creds`;
+    /// `ca_bundle` adds trusted PEM certificates for TLS.
+    pub fn new(
+        endpoint_url: &str,
+        region: &str,
+        creds: Credentials,
+        ca_bundle: Option<&std::path::Path>,
+    ) -> anyhow::Result<RemoteKms> {
+        let url = reqwest::Url::parse(endpoint_url)
+            .with_context(|| format!("endpoint URL {endpoint_url:?}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            bail!("endpoint URL {endpoint_url:?}: the scheme must be http or https");
+        }
+        let host = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => bail!("endpoint URL {endpoint_url:?} has no host"),
+        };
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("rewrap/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            // Below the server's header timeout, so a pooled connection is
+            // rarely reused just as the server closes it.
+            .pool_idle_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        if let Some(path) = ca_bundle {
+            let pem =
+                std::fs::read(path).with_context(|| format!("CA bundle {}", path.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("CA bundle {}", path.display()))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().context("building the HTTP client")?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("rewrap-kms-client")
+            .enable_all()
+            .build()
+            .context("starting the HTTP client runtime")?;
+        Ok(RemoteKms {
+            http,
+            url,
+            host,
+            region: region.to_string(),
+            creds,
+            runtime: Some(runtime),
+        })
+    }
+
+    /// The endpoint this client calls.
+    pub fn endpoint(&self) -> &str {
+        self.url.as_str()
+    }
+
+    /// The region requests are signed for.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// Calls `op` asynchronously (for callers that already run in tokio).
+    pub async fn call_async(&self, op: Operation, request: &[u8]) -> Result<Secret> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.attempt(op, request).await {
+                Err(Failure::Transient(e)) if attempt < MAX_ATTEMPTS => {
+                    let backoff = Duration::from_millis(25 << attempt);
+                    tokio::time::sleep(backoff).await;
+                    drop(e);
+                }
+                Err(Failure::Transient(e)) | Err(Failure::Final(e)) => return Err(e),
+                Ok(body) => return Ok(body),
+            }
+        }
+    }
+
+    async fn attempt(&self, op: Operation, request: &[u8]) -> std::result::Result<Secret, Failure> {
+        let target = format!("TrentService.{}", op.name());
+        let base: [(&str, &str); 3] = [
+            ("host", &self.host),
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", &target),
+        ];
+        let parts = sigv4::RequestParts {
+            method: "POST",
+            path: self.url.path(),
+            query: self.url.query().unwrap_or(""),
+            headers: &base,
+        };
+        let signed = sigv4::sign(
+            &parts,
+            request,
+            &self.creds,
+            &self.region,
+            SERVICE,
+            chrono::Utc::now(),
+        );
+        let mut req = self
+            .http
+            .post(self.url.clone())
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amz-target", &target);
+        for (name, value) in &signed {
+            req = req.header(*name, value);
+        }
+        // reqwest needs an owned body; this copy is outside rewrap's zeroizing reach.
+        let resp = req
+            .body(request.to_vec())
+            .send()
+            .await
+            .map_err(|e| transport_failure(&self.url, e))?;
+        let status = resp.status();
+        let mut body = Secret::new(Vec::with_capacity(
+            resp.content_length().unwrap_or(1024) as usize
+        ));
+        let mut resp = resp;
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| transport_failure(&self.url, e))?
+        {
+            body.expose_mut().extend_from_slice(&chunk);
+        }
+        if status.is_success() {
+            return Ok(body);
+        }
+        let err = error_from_response(status.as_u16(), body.expose());
+        let transient = status.is_server_error()
+            || matches!(
+                err.1.as_str(),
+                "ThrottlingException" | "RequestTimeoutException"
+            );
+        if transient {
+            Err(Failure::Transient(err.0))
+        } else {
+            Err(Failure::Final(err.0))
+        }
+    }
+}
+
+enum Failure {
+    Transient(KmsError),
+    Final(KmsError),
+}
+
+fn transport_failure(url: &reqwest::Url, e: reqwest::Error) -> Failure {
+    let host = url.host_str().unwrap_or("?");
+    let err = KmsError::internal(format!(
+        "cannot reach the KMS at {host}: {}",
+        error_chain(&e)
+    ));
+    // Timeouts, refused or reset connections: all worth another try.
+    if e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() {
+        Failure::Transient(err)
+    } else {
+        Failure::Final(err)
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Maps an AWS error response to a [`KmsError`]; also returns the bare AWS
+/// error name as sent, for retry decisions.
+pub fn error_from_response(status: u16, body: &[u8]) -> (KmsError, String) {
+    #[derive(serde::Deserialize)]
+    struct AwsError {
+        #[serde(rename = "__type", default)]
+        kind: String,
+        #[serde(default, alias = "Message")]
+        message: String,
+    }
+    let parsed: Option<AwsError> = serde_json::from_slice(body).ok();
+    let Some(parsed) = parsed.filter(|p| !p.kind.is_empty()) else {
+        return (
+            KmsError::internal(format!(
+                "the KMS answered HTTP {status} without an AWS error"
+            )),
+            String::new(),
+        );
+    };
+    let name = parsed.kind.rsplit('#').next().unwrap_or(&parsed.kind);
+    let name = name.split(':').next().unwrap_or(name).to_string();
+    let code = ErrorCode::parse(&name).unwrap_or(match name.as_str() {
+        "UnknownOperationException" => ErrorCode::UnsupportedOperation,
+        "IncompleteSignatureException" => ErrorCode::IncompleteSignature,
+        "SignatureDoesNotMatch" => ErrorCode::InvalidSignature,
+        "ExpiredTokenException" => ErrorCode::RequestExpired,
+        "KMSInvalidSignatureException" => ErrorCode::InvalidSignature,
+        _ => ErrorCode::Internal,
+    });
+    let message = if code == ErrorCode::Internal && name != ErrorCode::Internal.as_str() {
+        format!("{name}: {}", parsed.message)
+    } else {
+        parsed.message
+    };
+    (KmsError::new(code, message), name)
+}
+
+impl Kms for RemoteKms {
+    fn call(&self, op: Operation, request: &[u8]) -> Result<Secret> {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| KmsError::internal("the client is shut down"))?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            // The common case: a worker thread. The request runs on this
+            // thread; the runtime's threads drive the sockets.
+            return runtime.block_on(self.call_async(op, request));
+        }
+        // Called from inside some tokio runtime: block_on would panic there.
+        std::thread::scope(|s| {
+            s.spawn(|| runtime.block_on(self.call_async(op, request)))
+                .join()
+                .unwrap_or_else(|_| Err(KmsError::internal("the KMS call panicked")))
+        })
+    }
+}
+
+impl Drop for RemoteKms {
+    fn drop(&mut self) {
+        // Dropping a runtime inside another one panics; this never does.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrap_variables_win_over_aws_ones() {
+        let env = [
+            ("REWRAP_ACCESS_KEY_ID", "RK"),
+            ("REWRAP_SECRET_ACCESS_KEY", "rs"),
+            ("AWS_ACCESS_KEY_ID", "AK"),
+            ("AWS_SECRET_ACCESS_KEY", "as"),
+        ];
+        let c = resolve_credentials(&env, None).unwrap();
+        assert_eq!(c.access_key_id, "RK");
+        assert_eq!(c.secret_access_key.expose(), b"rs");
+        assert_eq!(c.session_token, None);
+    }
+
+    #[test]
+    fn aws_variables_carry_the_session_token() {
+        let env = [
+            ("AWS_ACCESS_KEY_ID", "AK"),
+            ("AWS_SECRET_ACCESS_KEY", "as"),
+            ("AWS_SESSION_TOKEN", "tok"),
+        ];
+        let c = resolve_credentials(&env, None).unwrap();
+        assert_eq!(c.access_key_id, "AK");
+        assert_eq!(c.session_token.as_deref(), Some("tok"));
+    }
+
+    #[test]
+    fn half_a_pair_is_an_error() {
+        let env = [("AWS_ACCESS_KEY_ID", "AK")];
+        let e = resolve_credentials(&env, None).unwrap_err().to_string();
+        assert!(e.contains("must be set together"), "{e}");
+    }
+
+    #[test]
+    fn the_shared_file_is_read_by_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials");
+        std::fs::write(
+            &path,
+            "[default]\naws_access_key_id = D\naws_secret_access_key = ds\n\n\
+             # rotator\n[rotator]\naws_access_key_id=R\naws_secret_access_key=rs\naws_session_token = t\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let env = [("AWS_SHARED_CREDENTIALS_FILE", file)];
+        assert_eq!(resolve_credentials(&env, None).unwrap().access_key_id, "D");
+        let r = resolve_credentials(&env, Some("rotator")).unwrap();
+        assert_eq!(r.access_key_id, "R");
+        assert_eq!(r.secret_access_key.expose(), b"rs");
+        assert_eq!(r.session_token.as_deref(), Some("t"));
+        let env = [
+            ("AWS_SHARED_CREDENTIALS_FILE", file),
+            ("AWS_PROFILE", "rotator"),
+        ];
+        assert_eq!(resolve_credentials(&env, None).unwrap().access_key_id, "R");
+        let e = format!(
+            "{:#}",
+            resolve_credentials(&env, Some("nobody")).unwrap_err()
+        );
+        assert!(e.contains("no such profile"), "{e}");
+    }
+
+    #[test]
+    fn region_order() {
+        let env = [
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_DEFAULT_REGION", "eu-west-2"),
+        ];
+        assert_eq!(resolve_region(&env, Some("ap-south-1")), "ap-south-1");
+        assert_eq!(resolve_region(&env, None), "eu-west-1");
+        assert_eq!(
+            resolve_region(&[("AWS_DEFAULT_REGION", "eu-west-2")], None),
+            "eu-west-2"
+        );
+        assert_eq!(resolve_region(&[("X", "y")], None), "us-east-1");
+    }
+
+    #[test]
+    fn aws_errors_map_to_codes() {
+        let (e, name) = error_from_response(
+            400,
+            br#"{"__type":"com.amazonaws.kms#NotFoundException","message":"no key"}"#,
+        );
+        assert_eq!(
+            (e.code, e.message.as_str(), name.as_str()),
+            (ErrorCode::NotFound, "no key", "NotFoundException")
+        );
+        let (e, _) = error_from_response(
+            400,
+            br#"{"__type":"KMSInvalidStateException","Message":"pending"}"#,
+        );
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (ErrorCode::InvalidState, "pending")
+        );
+        let (e, name) =
+            error_from_response(400, br#"{"__type":"ThrottlingException","message":"slow"}"#);
+        assert_eq!(
+            (e.code, name.as_str()),
+            (ErrorCode::Internal, "ThrottlingException")
+        );
+        assert_eq!(e.message, "ThrottlingException: slow");
+        let (e, _) = error_from_response(502, b"<html>bad gateway</html>");
+        assert_eq!(e.code, ErrorCode::Internal);
+        assert!(e.message.contains("HTTP 502"));
+    }
+
+    #[test]
+    fn endpoints_must_be_http_urls() {
+        let creds = || Credentials {
+            access_key_id: "A".into(),
+            secret_access_key: Secret::from_slice(b"s"),
+            session_token: None,
+        };
+        assert!(RemoteKms::new("ftp://x", "us-east-1", creds(), None).is_err());
+        assert!(RemoteKms::new("not a url", "us-east-1", creds(), None).is_err());
+        let k = RemoteKms::new("http://127.0.0.1:9/", "us-east-1", creds(), None).unwrap();
+        assert_eq!(k.host, "127.0.0.1:9");
+        let k = RemoteKms::new(
+            "https://kms.us-east-1.amazonaws.com",
+            "us-east-1",
+            creds(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(k.host, "kms.us-east-1.amazonaws.com");
+    }
+}

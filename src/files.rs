@@ -142,7 +142,9 @@ pub fn encrypt_stream(
         ..Default::default()
     })?;
     if resp.plaintext.len() != 32 {
-        return Err(KmsError::internal("GenerateDataKey returned a key that is not 32 bytes").into());
+        return Err(
+            KmsError::internal("GenerateDataKey returned a key that is not 32 bytes").into(),
+        );
     }
     let key_version = crate::blob::peek(&resp.ciphertext_blob.0).map_or(0, |b| b.key_version);
     let slot = Slot {

@@ -130,7 +130,11 @@ pub fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<Secret> {
 
 /// Parses a JSON request or response body. Errors never quote the body.
 pub fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
-    let body = if body.is_empty() { b"{}" as &[u8] } else { body };
+    let body = if body.is_empty() {
+        b"{}" as &[u8]
+    } else {
+        body
+    };
     serde_json::from_slice(body).map_err(|e| {
         // serde_json's messages name the field and position, never the value.
         KmsError::new(

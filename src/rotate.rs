@@ -1,1 +1,760 @@
-//! (being written)
+//! The rotation pipeline: re-wrap envelope data keys under the newest version
+//! of a target key, through the KMS ReEncrypt operation, and the inventory of
+//! what keys wrap which envelopes.
+//!
+//! One pipeline, several sources. A source of envelopes implements
+//! [`EnvelopeStore`] (read the header, compare-and-swap slot writes, group
+//! commit); [`FileStore`] is the file-tree source, a blob-store source plugs
+//! in the same way. [`rotate`] holds the per-envelope decision, the
+//! ReEncrypt call and the crash-safe slot protocol, written once:
+//!
+//! 1. read header and slots; the active slot is the valid one with the
+//!    highest sequence number;
+//! 2. if the active slot is not under the newest version of the target key,
+//!    ReEncrypt its blob (source context = destination context = the
+//!    envelope's context) and write the result into the *other* slot with
+//!    sequence + 1, compare-and-swap against what step 1 read;
+//! 3. group commit: make a batch of such writes durable at once;
+//! 4. wipe the old slot (all zeros), so the retired key can no longer open
+//!    the file, compare-and-swap against what step 2 wrote;
+//! 5. group commit again; only now is the file reported as rotated.
+//!
+//! A crash between any two steps leaves a file that opens with its old or
+//! its new slot; a re-run sees "active slot current, stale slot still
+//! present" and finishes with steps 3 to 5. The data key never leaves the
+//! KMS: the worker only handles wrapped blobs, so a principal allowed
+//! ReEncrypt and nothing else can run it.
+
+use crate::api::{KeyIdRequest, ReEncryptRequest};
+use crate::envelope::{
+    EnvelopeError, Header, ParsedHeader, Slot, SlotState, EMPTY_SLOT, FIXED_LEN, MAGIC, SLOT_SIZE,
+};
+use crate::error::{ErrorCode, KmsError};
+use crate::kms::Kms;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The item changed since it was read (another writer, or it was
+    /// replaced): the write was not made. The pipeline re-reads and decides
+    /// again.
+    #[error("changed concurrently: {0}")]
+    Conflict(String),
+    /// The item looks like an envelope but its header is unusable.
+    #[error("{0}")]
+    Format(#[from] EnvelopeError),
+    /// The storage failed; the text says how.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// A source of envelopes the rotation pipeline can re-wrap in place.
+///
+/// Implementations: [`FileStore`] (files on a local file system); a blob
+/// store (S3 and the like) implements the same four methods, with the ETag
+/// as its [`EnvelopeStore::Version`], conditional puts for
+/// [`EnvelopeStore::write_slots`], and [`EnvelopeStore::atomic_writes`]
+/// returning true.
+///
+/// Contract the pipeline relies on:
+/// - `read_header` never modifies anything; `Ok(None)` means "not an
+///   envelope" (wrong magic), which is counted and left untouched.
+/// - `write_slots` writes only the named slots, only if the item is still
+///   exactly as `expected` says (else [`StoreError::Conflict`] and no
+///   write), and returns the version that now describes the item.
+/// - a write need not be durable until `commit` returns for its version
+///   (unless `atomic_writes`, where each `write_slots` is atomic and durable
+///   on return); `commit` makes every write before it durable.
+pub trait EnvelopeStore: Send + Sync {
+    /// One envelope location (a path, an object key).
+    type Item: Send;
+    /// What a read or write saw, for compare-and-swap: for files the open
+    /// file, its inode and the slot bytes; for objects an ETag.
+    type Version: Send;
+
+    /// How the item is named in reports.
+    fn display(&self, item: &Self::Item) -> String;
+
+    /// Reads the header and both slots; `Ok(None)` if not an envelope.
+    fn read_header(
+        &self,
+        item: &Self::Item,
+    ) -> Result<Option<(ParsedHeader, Self::Version)>, StoreError>;
+
+    /// Writes `(slot index, slot bytes)` pairs if the item is still as
+    /// `expected`; returns the new version.
+    fn write_slots(
+        &self,
+        item: &Self::Item,
+        writes: &[(usize, &[u8; SLOT_SIZE])],
+        expected: &Self::Version,
+    ) -> Result<Self::Version, StoreError>;
+
+    /// Group commit: makes the writes that produced `written` durable.
+    fn commit(&self, written: &[&Self::Version]) -> Result<(), StoreError>;
+
+    /// True when each `write_slots` call is atomic and durable on return
+    /// (object stores): the pipeline then writes the new slot and wipes the
+    /// old one in a single call.
+    fn atomic_writes(&self) -> bool {
+        false
+    }
+}
+
+/// An item a source could not even list (walk error, permission denied).
+#[derive(Debug, Clone)]
+pub struct ItemError {
+    /// Where.
+    pub location: String,
+    /// Why.
+    pub error: String,
+}
+
+/// How to rotate.
+#[derive(Debug, Clone)]
+pub struct RotateOptions {
+    /// The target key: id, ARN, alias name or alias ARN.
+    pub to: String,
+    /// If not empty, only envelopes whose active slot is under one of these
+    /// keys are rotated; others are counted as `other_key`.
+    pub from: Vec<String>,
+    /// Decide and report, write nothing.
+    pub dry_run: bool,
+    /// Worker threads (0: two per core, as workers mostly wait on I/O or a
+    /// remote KMS).
+    pub jobs: usize,
+    /// Envelopes per group commit.
+    pub batch: usize,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+    /// Expected number of items, for the progress bar's ETA (0: unknown).
+    pub expected_items: u64,
+}
+
+impl RotateOptions {
+    /// Options for rotating to `to` with defaults.
+    pub fn new(to: impl Into<String>) -> RotateOptions {
+        RotateOptions {
+            to: to.into(),
+            from: Vec::new(),
+            dry_run: false,
+            jobs: 0,
+            batch: 256,
+            progress: false,
+            expected_items: 0,
+        }
+    }
+}
+
+/// Counts for one source key version.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VersionCounts {
+    /// Envelopes seen under this key version.
+    pub seen: u64,
+    /// Of those, rotated (or, in a dry run, that would be rotated).
+    pub rotated: u64,
+    /// Of those, already current.
+    pub already_current: u64,
+    /// Of those, skipped because the key is not in `--from`.
+    pub other_key: u64,
+    /// Of those, failed.
+    pub failed: u64,
+}
+
+/// One item that failed, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Failure {
+    /// The item (path or object key).
+    pub path: String,
+    /// Why; never contains key or plaintext bytes.
+    pub error: String,
+}
+
+/// What a rotation run did, for `--report` and the exit code. The same type
+/// serves every [`EnvelopeStore`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RotationReport {
+    /// ARN of the target key.
+    pub target_key: String,
+    /// Newest key-material version of the target key (0 when unknown).
+    pub target_version: u32,
+    /// True when nothing was written.
+    pub dry_run: bool,
+    /// When the run started (RFC 3339).
+    pub started_at: String,
+    /// When the run finished (RFC 3339).
+    pub finished_at: String,
+    /// Items looked at.
+    pub scanned: u64,
+    /// Envelopes re-wrapped (new slot durable, old slot wiped). In a dry
+    /// run: envelopes that would be.
+    pub rotated: u64,
+    /// Envelopes already under the newest version of the target key
+    /// (including those whose stale slot this run only had to wipe).
+    pub already_current: u64,
+    /// Envelopes under a key not named by `--from`.
+    pub other_key: u64,
+    /// Items that are not envelopes (left untouched).
+    pub not_envelope: u64,
+    /// Items that failed (see `failures`).
+    pub failed: u64,
+    /// Per source key ARN, per key-material version: counts.
+    pub by_source: BTreeMap<String, BTreeMap<String, VersionCounts>>,
+    /// Per key ARN, per version: envelopes as they are after the run.
+    pub after: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Every failure with its reason.
+    pub failures: Vec<Failure>,
+}
+
+impl RotationReport {
+    /// The process exit code: 0 all done, 1 some items failed.
+    pub fn exit_code(&self) -> i32 {
+        i32::from(self.failed > 0)
+    }
+
+    fn source(&mut self, slot: &Slot) -> &mut VersionCounts {
+        self.by_source
+            .entry(slot.key_arn.clone())
+            .or_default()
+            .entry(slot.key_version.to_string())
+            .or_default()
+    }
+
+    fn after(&mut self, arn: &str, version: u32) {
+        *self
+            .after
+            .entry(arn.to_string())
+            .or_default()
+            .entry(version.to_string())
+            .or_default() += 1;
+    }
+
+    fn fail(&mut self, path: String, error: String, slot: Option<&Slot>) {
+        self.failed += 1;
+        if let Some(s) = slot {
+            self.source(s).failed += 1;
+            self.after(&s.key_arn, s.key_version);
+        }
+        self.failures.push(Failure { path, error });
+    }
+
+    fn merge(&mut self, other: RotationReport) {
+        self.scanned += other.scanned;
+        self.rotated += other.rotated;
+        self.already_current += other.already_current;
+        self.other_key += other.other_key;
+        self.not_envelope += other.not_envelope;
+        self.failed += other.failed;
+        for (arn, versions) in other.by_source {
+            let mine = self.by_source.entry(arn).or_default();
+            for (v, c) in versions {
+                let m = mine.entry(v).or_default();
+                m.seen += c.seen;
+                m.rotated += c.rotated;
+                m.already_current += c.already_current;
+                m.other_key += c.other_key;
+                m.failed += c.failed;
+            }
+        }
+        for (arn, versions) in other.after {
+            let mine = self.after.entry(arn).or_default();
+            for (v, n) in versions {
+                *mine.entry(v).or_default() += n;
+            }
+        }
+        self.failures.extend(other.failures);
+    }
+}
+
+/// The target key as resolved by DescribeKey, or learned from ReEncrypt
+/// responses when the caller may not describe it.
+struct Target {
+    requested: String,
+    known: RwLock<Option<(String, String, u32)>>,
+}
+
+impl Target {
+    fn resolve(kms: &dyn Kms, requested: &str) -> Result<Target, KmsError> {
+        let known = match kms.describe_key(&KeyIdRequest {
+            key_id: requested.to_string(),
+            grant_tokens: None,
+        }) {
+            Ok(r) => {
+                let m = r.key_metadata;
+                Some((m.arn, m.key_id, m.key_material_versions))
+            }
+            Err(e) if e.code == ErrorCode::AccessDenied => None,
+            Err(e) => return Err(e),
+        };
+        Ok(Target {
+            requested: requested.to_string(),
+            known: RwLock::new(known),
+        })
+    }
+
+    fn destination(&self) -> String {
+        match &*self.known.read().unwrap_or_else(|p| p.into_inner()) {
+            Some((arn, _, _)) => arn.clone(),
+            None => self.requested.clone(),
+        }
+    }
+
+    /// True when `slot` is under the newest known version of the target.
+    fn is_current(&self, slot: &Slot) -> bool {
+        match &*self.known.read().unwrap_or_else(|p| p.into_inner()) {
+            Some((arn, id, version)) => {
+                (slot.key_arn == *arn || slot.key_arn == *id)
+                    && (*version == 0 || slot.key_version >= *version)
+            }
+            None => false,
+        }
+    }
+
+    fn learn(&self, arn: &str, version: u32) {
+        let mut k = self.known.write().unwrap_or_else(|p| p.into_inner());
+        let newer = match &*k {
+            Some((a, _, v)) => a != arn || version > *v,
+            None => true,
+        };
+        if newer {
+            let id = arn.rsplit('/').next().unwrap_or(arn).to_string();
+            *k = Some((arn.to_string(), id, version));
+        }
+    }
+
+    fn snapshot(&self) -> (String, u32) {
+        match &*self.known.read().unwrap_or_else(|p| p.into_inner()) {
+            Some((arn, _, v)) => (arn.clone(), *v),
+            None => (self.requested.clone(), 0),
+        }
+    }
+}
+
+/// Matches a slot's key ARN against the `--from` keys (ARNs or key ids).
+struct FromFilter(Vec<String>);
+
+impl FromFilter {
+    fn resolve(kms: &dyn Kms, keys: &[String]) -> Result<FromFilter, KmsError> {
+        let mut out = Vec::new();
+        for k in keys {
+            match kms.describe_key(&KeyIdRequest {
+                key_id: k.clone(),
+                grant_tokens: None,
+            }) {
+                Ok(r) => out.push(r.key_metadata.arn),
+                Err(e) if e.code == ErrorCode::AccessDenied && !k.starts_with("alias/") => {
+                    out.push(k.clone())
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(FromFilter(out))
+    }
+
+    fn admits(&self, arn: &str) -> bool {
+        self.0.is_empty()
+            || self
+                .0
+                .iter()
+                .any(|k| k == arn || arn.rsplit('/').next() == Some(k.as_str()))
+    }
+}
+
+/// What step 2 did to one item.
+struct Written<V> {
+    version: V,
+    wipe: usize,
+    source: Slot,
+    written: Slot,
+    /// True when this run re-wrapped it (false: only a stale slot to wipe).
+    rotated: bool,
+}
+
+/// A decided item waiting for its group commit.
+struct Pending<S: EnvelopeStore> {
+    item: S::Item,
+    w: Written<S::Version>,
+}
+
+enum Decision<S: EnvelopeStore> {
+    NotEnvelope,
+    Current(Slot),
+    OtherKey(Slot),
+    WouldRotate(Slot),
+    Write(Written<S::Version>),
+}
+
+/// Everything the workers share.
+struct Run<'a, S: EnvelopeStore> {
+    kms: &'a dyn Kms,
+    store: &'a S,
+    target: Target,
+    from: FromFilter,
+    opts: &'a RotateOptions,
+    done: AtomicU64,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+/// Rotates every envelope `items` yields. Errors only when the run cannot
+/// start (the target key cannot be resolved); per-item failures are in the
+/// report.
+pub fn rotate<S, I>(
+    kms: &dyn Kms,
+    store: &S,
+    items: I,
+    opts: &RotateOptions,
+) -> Result<RotationReport, KmsError>
+where
+    S: EnvelopeStore,
+    I: Iterator<Item = Result<S::Item, ItemError>> + Send,
+{
+    let started = chrono::Utc::now();
+    let run = Run {
+        kms,
+        store,
+        target: Target::resolve(kms, &opts.to)?,
+        from: FromFilter::resolve(kms, &opts.from)?,
+        opts,
+        done: AtomicU64::new(0),
+        bar: opts.progress.then(|| progress_bar(opts.expected_items)),
+    };
+    let jobs = worker_count(opts.jobs);
+    let mut report = run_workers(jobs, items, |rx| run.worker(rx));
+    if let Some(bar) = &run.bar {
+        bar.finish_and_clear();
+    }
+    let (arn, version) = run.target.snapshot();
+    report.target_key = arn;
+    report.target_version = version;
+    report.dry_run = opts.dry_run;
+    report.started_at = started.to_rfc3339();
+    report.finished_at = chrono::Utc::now().to_rfc3339();
+    report.failures.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(report)
+}
+
+fn worker_count(jobs: usize) -> usize {
+    if jobs > 0 {
+        return jobs;
+    }
+    std::thread::available_parallelism().map_or(2, |n| n.get() * 2)
+}
+
+/// Feeds `items` through a bounded queue to `jobs` workers; merges their
+/// reports.
+fn run_workers<T, I, W>(jobs: usize, items: I, worker: W) -> RotationReport
+where
+    T: Send,
+    I: Iterator<Item = Result<T, ItemError>> + Send,
+    W: Fn(&Mutex<std::sync::mpsc::Receiver<Result<T, ItemError>>>) -> RotationReport + Sync,
+{
+    let (tx, rx) = std::sync::mpsc::sync_channel(1024);
+    let rx = Mutex::new(rx);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            for item in items {
+                if tx.send(item).is_err() {
+                    break;
+                }
+            }
+        });
+        let handles: Vec<_> = (0..jobs).map(|_| s.spawn(|| worker(&rx))).collect();
+        let mut total = RotationReport::default();
+        for h in handles {
+            match h.join() {
+                Ok(r) => total.merge(r),
+                Err(_) => total.fail("<worker>".into(), "a worker thread panicked".into(), None),
+            }
+        }
+        total
+    })
+}
+
+fn next<T>(rx: &Mutex<std::sync::mpsc::Receiver<T>>) -> Option<T> {
+    rx.lock().unwrap_or_else(|p| p.into_inner()).recv().ok()
+}
+
+impl<S: EnvelopeStore> Run<'_, S> {
+    fn worker(
+        &self,
+        rx: &Mutex<std::sync::mpsc::Receiver<Result<S::Item, ItemError>>>,
+    ) -> RotationReport {
+        let mut report = RotationReport::default();
+        let mut pending: Vec<Pending<S>> = Vec::new();
+        while let Some(item) = next(rx) {
+            report.scanned += 1;
+            match item {
+                Err(e) => {
+                    report.fail(e.location, e.error, None);
+                    self.tick(1);
+                }
+                Ok(item) => self.handle(item, &mut report, &mut pending),
+            }
+            if pending.len() >= self.opts.batch.max(1) {
+                self.flush(&mut pending, &mut report);
+            }
+        }
+        self.flush(&mut pending, &mut report);
+        report
+    }
+
+    fn tick(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
+        }
+    }
+
+    fn handle(&self, item: S::Item, report: &mut RotationReport, pending: &mut Vec<Pending<S>>) {
+        let name = self.store.display(&item);
+        // A conflict means someone else wrote between our read and write:
+        // read again and decide again (it is probably current now).
+        let mut attempts = 0;
+        let decision = loop {
+            attempts += 1;
+            match self.decide(&item) {
+                Err((StoreError::Conflict(_), _)) if attempts < 4 => continue,
+                other => break other,
+            }
+        };
+        let done = match decision {
+            Ok(Decision::NotEnvelope) => {
+                report.not_envelope += 1;
+                true
+            }
+            Ok(Decision::Current(slot)) => {
+                report.already_current += 1;
+                report.source(&slot).seen += 1;
+                report.source(&slot).already_current += 1;
+                report.after(&slot.key_arn, slot.key_version);
+                true
+            }
+            Ok(Decision::OtherKey(slot)) => {
+                report.other_key += 1;
+                report.source(&slot).seen += 1;
+                report.source(&slot).other_key += 1;
+                report.after(&slot.key_arn, slot.key_version);
+                true
+            }
+            Ok(Decision::WouldRotate(slot)) => {
+                report.rotated += 1;
+                report.source(&slot).seen += 1;
+                report.source(&slot).rotated += 1;
+                let (arn, v) = self.target.snapshot();
+                report.after(&arn, v);
+                true
+            }
+            Ok(Decision::Write(w)) => {
+                pending.push(Pending { item, w });
+                false
+            }
+            Err((e, slot)) => {
+                if let Some(s) = &slot {
+                    report.source(s).seen += 1;
+                }
+                report.fail(name, e.to_string(), slot.as_ref());
+                true
+            }
+        };
+        if done {
+            self.tick(1);
+        }
+    }
+
+    /// Steps 1 and 2 of the protocol for one item.
+    fn decide(&self, item: &S::Item) -> Result<Decision<S>, (StoreError, Option<Slot>)> {
+        let Some((parsed, version)) = self.store.read_header(item).map_err(|e| (e, None))? else {
+            return Ok(Decision::NotEnvelope);
+        };
+        let (active, slot) = parsed
+            .slots
+            .active()
+            .map_err(|e| (StoreError::Format(e), None))?;
+        let slot = slot.clone();
+        let other = 1 - active;
+        if !self.from.admits(&slot.key_arn) && !self.target.is_current(&slot) {
+            return Ok(Decision::OtherKey(slot));
+        }
+        let stale_other = matches!(parsed.slots.0[other], SlotState::Valid(_));
+        if self.target.is_current(&slot) {
+            if !stale_other || self.opts.dry_run {
+                return Ok(Decision::Current(slot));
+            }
+            // An interrupted earlier run: the new slot is in place, the old
+            // one still has to be wiped (after a commit, see `flush`).
+            return Ok(self.pending(version, other, slot.clone(), slot, false));
+        }
+        if self.opts.dry_run {
+            return Ok(Decision::WouldRotate(slot));
+        }
+        let new = self
+            .rewrap_slot(&parsed.header, &slot)
+            .map_err(|e| (StoreError::Io(e.to_string()), Some(slot.clone())))?;
+        if new.key_arn == slot.key_arn && new.key_version == slot.key_version && new.key_version > 0
+        {
+            return Ok(Decision::Current(slot));
+        }
+        let bytes = new
+            .encode()
+            .map_err(|e| (StoreError::Format(e), Some(slot.clone())))?;
+        let mut writes = vec![(other, &bytes)];
+        if self.store.atomic_writes() {
+            writes.push((active, &EMPTY_SLOT));
+        }
+        let version = self
+            .store
+            .write_slots(item, &writes, &version)
+            .map_err(|e| (e, Some(slot.clone())))?;
+        Ok(self.pending(version, active, slot, new, true))
+    }
+
+    fn pending(
+        &self,
+        version: S::Version,
+        wipe: usize,
+        source: Slot,
+        written: Slot,
+        rotated: bool,
+    ) -> Decision<S> {
+        Decision::Write(Pending {
+            // Filled in by `handle`, which owns the item.
+            item: unsafe_placeholder(),
+            version,
+            wipe,
+            source,
+            written,
+            rotated,
+        })
+    }
+
+    /// ReEncrypt of one slot's blob to the target; the data key stays in
+    /// the KMS.
+    fn rewrap_slot(&self, header: &Header, slot: &Slot) -> Result<Slot, KmsError> {
+        let ctx = header.kms_context();
+        let resp = self.kms.re_encrypt(&ReEncryptRequest {
+            ciphertext_blob: crate::api::Blob(slot.wrapped_key.clone()),
+            source_encryption_context: Some(ctx.clone()),
+            destination_key_id: self.target.destination(),
+            destination_encryption_context: Some(ctx),
+            ..Default::default()
+        })?;
+        let version = crate::blob::peek(&resp.ciphertext_blob.0).map_or(0, |b| b.key_version);
+        self.target.learn(&resp.key_id, version);
+        Ok(Slot {
+            sequence: slot.sequence + 1,
+            wrapped_at: chrono::Utc::now().timestamp(),
+            key_version: version,
+            key_arn: resp.key_id,
+            wrapped_key: resp.ciphertext_blob.0,
+        })
+    }
+
+    /// Steps 3 to 5 for a batch.
+    fn flush(&self, pending: &mut Vec<Pending<S>>, report: &mut RotationReport) {
+        if pending.is_empty() {
+            return;
+        }
+        let batch: Vec<Pending<S>> = std::mem::take(pending);
+        let n = batch.len() as u64;
+        let versions: Vec<&S::Version> = batch.iter().map(|p| &p.w.version).collect();
+        if let Err(e) = self.store.commit(&versions) {
+            for p in &batch {
+                let name = self.store.display(&p.item);
+                report.source(&p.w.source).seen += 1;
+                report.fail(name, format!("group commit failed: {e}"), Some(&p.w.source));
+            }
+            self.tick(n);
+            return;
+        }
+        let mut wiped = Vec::with_capacity(batch.len());
+        for p in batch {
+            if self.store.atomic_writes() && p.w.rotated {
+                wiped.push((p, Ok(None)));
+                continue;
+            }
+            let r = self.wipe(&p).map(Some);
+            wiped.push((p, r));
+        }
+        let versions: Vec<&S::Version> = wiped
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok().and_then(Option::as_ref))
+            .collect();
+        let commit = self.store.commit(&versions);
+        for (p, r) in &wiped {
+            let name = self.store.display(&p.item);
+            let counts = report.source(&p.w.source);
+            counts.seen += 1;
+            match (r, &commit) {
+                (Ok(_), Ok(())) => {
+                    if p.w.rotated {
+                        counts.rotated += 1;
+                        report.rotated += 1;
+                    } else {
+                        counts.already_current += 1;
+                        report.already_current += 1;
+                    }
+                    report.after(&p.w.written.key_arn, p.w.written.key_version);
+                }
+                (Err(e), _) => {
+                    let error = format!("new key slot written, old slot not wiped: {e}");
+                    report.fail(name, error, Some(&p.w.written));
+                }
+                (_, Err(e)) => {
+                    let error = format!("group commit of the wipe failed: {e}");
+                    report.fail(name, error, Some(&p.w.written));
+                }
+            }
+        }
+        self.tick(n);
+    }
+
+    /// Step 4 for one item, re-reading on conflict: another run may have
+    /// wiped the old slot already, which is success.
+    fn wipe(&self, p: &Pending<S>) -> Result<S::Version, StoreError> {
+        let mut expected = None;
+        for _ in 0..4 {
+            let v = expected.as_ref().unwrap_or(&p.w.version);
+            match self.store.write_slots(&p.item, &[(p.w.wipe, &EMPTY_SLOT)], v) {
+                Ok(v) => return Ok(v),
+                Err(StoreError::Conflict(why)) => {
+                    let Some((parsed, v)) = self.store.read_header(&p.item)? else {
+                        return Err(StoreError::Conflict(why));
+                    };
+                    let (active, slot) = parsed.slots.active()?;
+                    if *slot != p.w.written {
+                        return Err(StoreError::Conflict(
+                            "the envelope was rewritten by another writer during rotation".into(),
+                        ));
+                    }
+                    if !matches!(parsed.slots.0[1 - active], SlotState::Valid(_)) {
+                        return Ok(v);
+                    }
+                    expected = Some(v);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Conflict("too many concurrent writers".into()))
+    }
+}
+
+fn progress_bar(len: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(len).filter(|&n| n > 0),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} {pos}/{len} files  {per_sec}  ETA {eta}  [{elapsed_precise}]",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}

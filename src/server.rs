@@ -1,1 +1,837 @@
-//! (being written)
+//! The KMS server: the AWS KMS JSON 1.1 wire protocol over HTTP/1.1 (plain on
+//! loopback, TLS with rustls elsewhere), SigV4-authenticated principals.
+//!
+//! One request is `POST /` with `X-Amz-Target: TrentService.<Operation>` and a
+//! JSON body. In order, the server refuses a body over the limit (413), a body
+//! not received in time (408), a request whose SigV4 signature does not verify
+//! (see [`crate::sigv4`]), an unknown target and a wrong content type; only
+//! then does the [`Backend`] run the operation, with the field limits, policy
+//! check and audit record of the authenticated principal. Errors go back
+//! as AWS sends them: an HTTP status and `{"__type": "...", "message": "..."}`.
+//!
+//! Bodies, signatures and secrets are never logged; request and response
+//! bodies are held in zeroizing buffers as far as rewrap controls them (hyper's
+//! own socket buffers are outside its reach).
+
+use crate::api::Operation;
+use crate::error::{ErrorCode, KmsError, Result};
+use crate::kms::Kms;
+use crate::secret::Secret;
+use crate::service::{Caller, KmsService};
+use crate::sigv4;
+use hyper::body::{Body, Buf, Frame, Incoming, SizeHint};
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, USER_AGENT};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Semaphore};
+
+/// The `X-Amz-Target` prefix of every KMS operation.
+pub const TARGET_PREFIX: &str = "TrentService.";
+
+/// The content type of the JSON 1.1 protocol.
+pub const CONTENT_TYPE_JSON: &str = "application/x-amz-json-1.1";
+
+/// The SigV4 service name of KMS.
+pub const SERVICE: &str = "kms";
+
+/// Who is calling: the authenticated principal and where the call came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerInfo {
+    /// The principal whose access key signed the request.
+    pub principal: String,
+    /// The peer address of the connection.
+    pub source_ip: Option<String>,
+    /// The `User-Agent` header, if any.
+    pub user_agent: Option<String>,
+}
+
+/// What the server needs of a KMS: access keys, operations, automatic rotation.
+pub trait Backend: Send + Sync + 'static {
+    /// The principal and secret of an access key, or `UnrecognizedClientException`.
+    fn lookup_access_key(&self, access_key_id: &str) -> Result<(String, Secret)>;
+    /// Runs `op` for `caller` (policy check and audit record included).
+    fn call(&self, caller: CallerInfo, op: Operation, body: &[u8]) -> Result<Secret>;
+    /// Adds a key version to every key whose rotation period has passed;
+    /// returns their ids.
+    fn rotate_due_keys(&self) -> Result<Vec<String>>;
+}
+
+/// The embedded [`KmsService`] as a server backend: every request runs in a
+/// [`crate::service::LocalSession`] of its authenticated principal, so policy
+/// checks, field limits and audit records are exactly the CLI's.
+#[derive(Debug, Clone)]
+pub struct ServiceBackend(pub Arc<KmsService>);
+
+impl Backend for ServiceBackend {
+    fn lookup_access_key(&self, access_key_id: &str) -> Result<(String, Secret)> {
+        self.0.secret_for_access_key(access_key_id)
+    }
+
+    fn call(&self, caller: CallerInfo, op: Operation, body: &[u8]) -> Result<Secret> {
+        let session = self.0.session(Caller {
+            principal: caller.principal,
+            source_ip: caller.source_ip,
+            user_agent: caller.user_agent,
+        });
+        session.call(op, body)
+    }
+
+    fn rotate_due_keys(&self) -> Result<Vec<String>> {
+        self.0.rotate_due_keys()
+    }
+}
+
+/// Limits and options of a server.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// TLS configuration; `None` serves plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Time allowed for a request's headers (and a TLS handshake).
+    pub header_timeout: Duration,
+    /// Time allowed for a request's body once its headers arrived.
+    pub body_timeout: Duration,
+    /// How often to add key versions to keys due for automatic rotation;
+    /// `None` disables the background task.
+    pub rotation_check_interval: Option<Duration>,
+    /// Most connections served at once; further ones wait in the backlog.
+    pub max_connections: usize,
+    /// How long shutdown waits for requests in flight.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            tls: None,
+            max_body_bytes: 256 * 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            rotation_check_interval: Some(Duration::from_secs(3600)),
+            max_connections: 4096,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Loads a PEM certificate chain and private key into a rustls server
+/// configuration (TLS 1.2 and 1.3, HTTP/1.1 over ALPN).
+pub fn load_tls(cert: &Path, key: &Path) -> std::io::Result<Arc<rustls::ServerConfig>> {
+    use std::io::{Error, ErrorKind};
+    let open = |p: &Path| {
+        std::fs::File::open(p)
+            .map(std::io::BufReader::new)
+            .map_err(|e| Error::new(e.kind(), format!("{}: {e}", p.display())))
+    };
+    let certs = rustls_pemfile::certs(&mut open(cert)?).collect::<std::io::Result<Vec<_>>>()?;
+    if certs.is_empty() {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("{}: no PEM certificate", cert.display()),
+        ));
+    }
+    let key_der = rustls_pemfile::private_key(&mut open(key)?)?.ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidData,
+            format!("{}: no PEM private key", key.display()),
+        )
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::new(ErrorKind::InvalidData, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidData,
+                format!("TLS key or certificate: {e}"),
+            )
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Resolves when the process receives SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+struct Shared<B> {
+    backend: Arc<B>,
+    config: ServerConfig,
+}
+
+/// Serves `listener` until `shutdown` resolves, then stops accepting, lets
+/// requests in flight finish (up to [`ServerConfig::shutdown_grace`]) and returns.
+pub async fn serve<B: Backend>(
+    listener: TcpListener,
+    backend: Arc<B>,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let shared = Arc::new(Shared { backend, config });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Each connection holds a clone of `alive`; `recv` returns None once all are gone.
+    let (alive, mut all_done) = mpsc::channel::<()>(1);
+    let permits = Arc::new(Semaphore::new(shared.config.max_connections.max(1)));
+    let rotation = shared
+        .config
+        .rotation_check_interval
+        .map(|every| tokio::spawn(rotate_periodically(shared.clone(), every, stop_rx.clone())));
+    let tls = shared
+        .config
+        .tls
+        .clone()
+        .map(tokio_rustls::TlsAcceptor::from);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                // Out of descriptors or a connection reset before accept: keep serving.
+                Err(e) => {
+                    eprintln!("rewrap serve: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let (shared, stop_rx, alive, tls) =
+            (shared.clone(), stop_rx.clone(), alive.clone(), tls.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _alive = alive;
+            match tls {
+                None => serve_connection(stream, peer, shared, stop_rx).await,
+                Some(acceptor) => {
+                    let timeout = shared.config.header_timeout;
+                    if let Ok(Ok(tls_stream)) =
+                        tokio::time::timeout(timeout, acceptor.accept(stream)).await
+                    {
+                        serve_connection(tls_stream, peer, shared, stop_rx).await;
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(alive);
+    let grace = shared.config.shutdown_grace;
+    let _ = tokio::time::timeout(grace, all_done.recv()).await;
+    if let Some(task) = rotation {
+        task.abort();
+    }
+    Ok(())
+}
+
+async fn serve_connection<B, I>(
+    io: I,
+    peer: SocketAddr,
+    shared: Arc<Shared<B>>,
+    mut stop: watch::Receiver<bool>,
+) where
+    B: Backend,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let header_timeout = shared.config.header_timeout;
+    let service = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(handle(req, peer, &shared).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    if *stop.borrow() {
+        conn.as_mut().graceful_shutdown();
+    }
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+async fn rotate_periodically<B: Backend>(
+    shared: Arc<Shared<B>>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let backend = shared.backend.clone();
+        match tokio::task::spawn_blocking(move || backend.rotate_due_keys()).await {
+            Ok(Ok(rotated)) => {
+                for key in rotated {
+                    eprintln!("rewrap serve: automatic rotation added a key version to {key}");
+                }
+            }
+            Ok(Err(e)) => eprintln!("rewrap serve: automatic rotation failed: {e}"),
+            Err(e) => eprintln!("rewrap serve: automatic rotation task failed: {e}"),
+        }
+    }
+}
+
+/// An error on the wire: HTTP status, AWS error name, message.
+struct WireError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+impl From<KmsError> for WireError {
+    fn from(e: KmsError) -> Self {
+        WireError {
+            status: StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST),
+            kind: e.code.as_str(),
+            message: e.message,
+        }
+    }
+}
+
+impl WireError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        WireError {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+async fn handle<B: Backend>(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    shared: &Shared<B>,
+) -> Response<SecretBody> {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let (status, body) = match process(req, peer, shared).await {
+        Ok(body) => (StatusCode::OK, body),
+        Err(e) => {
+            let json = serde_json::json!({ "__type": e.kind, "message": e.message });
+            (e.status, Secret::new(json.to_string().into_bytes()))
+        }
+    };
+    let mut resp = Response::new(SecretBody::new(body));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_JSON));
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert("x-amzn-requestid", v);
+    }
+    resp
+}
+
+async fn process<B: Backend>(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    shared: &Shared<B>,
+) -> std::result::Result<Secret, WireError> {
+    if req.method() != Method::POST {
+        return Err(WireError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::UnsupportedOperation.as_str(),
+            "Only POST is supported",
+        ));
+    }
+    let (parts, incoming) = req.into_parts();
+    let body = read_body(&parts.headers, incoming, &shared.config).await?;
+    let headers: Vec<(&str, &str)> = parts
+        .headers
+        .iter()
+        .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str(), v)))
+        .collect();
+    let request = sigv4::RequestParts {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &headers,
+    };
+    let backend = &shared.backend;
+    let verified = sigv4::verify(&request, body.expose(), SERVICE, chrono::Utc::now(), |id| {
+        backend.lookup_access_key(id)
+    })?;
+    let op = operation(&parts.headers)?;
+    check_content_type(&parts.headers)?;
+    let caller = CallerInfo {
+        principal: verified.principal,
+        source_ip: Some(peer.ip().to_string()),
+        user_agent: parts
+            .headers
+            .get(USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    };
+    let backend = shared.backend.clone();
+    // Operations may write an audit record with fsync: keep them off the reactor.
+    tokio::task::spawn_blocking(move || backend.call(caller, op, body.expose()))
+        .await
+        .map_err(|_| WireError::from(KmsError::internal("the operation did not complete")))?
+        .map_err(WireError::from)
+}
+
+fn too_large(limit: usize) -> WireError {
+    WireError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::Validation.as_str(),
+        format!("The request body is larger than {limit} bytes"),
+    )
+}
+
+async fn read_body(
+    headers: &hyper::HeaderMap,
+    mut incoming: Incoming,
+    config: &ServerConfig,
+) -> std::result::Result<Secret, WireError> {
+    let limit = config.max_body_bytes;
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large(limit));
+    }
+    let capacity = declared.map_or(4096, |n| n as usize);
+    let mut body = Secret::new(Vec::with_capacity(capacity));
+    let read = async {
+        use http_body_util::BodyExt;
+        while let Some(frame) = incoming.frame().await {
+            let frame = frame.map_err(|_| {
+                WireError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::Serialization.as_str(),
+                    "The request body could not be read",
+                )
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if body.len() + data.len() > limit {
+                    return Err(too_large(limit));
+                }
+                body.expose_mut().extend_from_slice(&data);
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(config.body_timeout, read).await {
+        Ok(Ok(())) => Ok(body),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(WireError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "RequestTimeoutException",
+            "The request body was not received in time",
+        )),
+    }
+}
+
+fn operation(headers: &hyper::HeaderMap) -> std::result::Result<Operation, WireError> {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    target
+        .strip_prefix(TARGET_PREFIX)
+        .and_then(Operation::from_name)
+        .ok_or_else(|| {
+            WireError::new(
+                StatusCode::BAD_REQUEST,
+                "UnknownOperationException",
+                "The X-Amz-Target header does not name a supported operation",
+            )
+        })
+}
+
+fn check_content_type(headers: &hyper::HeaderMap) -> Result<()> {
+    let value = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = value.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case(CONTENT_TYPE_JSON)
+        || media.eq_ignore_ascii_case("application/x-amz-json-1.0")
+    {
+        Ok(())
+    } else {
+        Err(KmsError::new(
+            ErrorCode::Serialization,
+            format!("Content-Type must be {CONTENT_TYPE_JSON}"),
+        ))
+    }
+}
+
+/// A response body held in a zeroizing buffer until hyper has written it.
+pub struct SecretBody(Option<SecretBuf>);
+
+impl SecretBody {
+    fn new(data: Secret) -> SecretBody {
+        SecretBody(Some(SecretBuf { data, pos: 0 }))
+    }
+}
+
+/// The one data frame of a [`SecretBody`].
+pub struct SecretBuf {
+    data: Secret,
+    pos: usize,
+}
+
+impl Buf for SecretBuf {
+    fn remaining(&self) -> usize {
+        self.data.len() - self.pos
+    }
+    fn chunk(&self) -> &[u8] {
+        &self.data.expose()[self.pos..]
+    }
+    fn advance(&mut self, cnt: usize) {
+        self.pos = (self.pos + cnt).min(self.data.len());
+    }
+}
+
+impl Body for SecretBody {
+    type Data = SecretBuf;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<SecretBuf>, Infallible>>> {
+        Poll::Ready(self.get_mut().0.take().map(|b| Ok(Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.0.as_ref().map_or(0, |b| b.remaining() as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{EncryptRequest, EncryptResponse, KeyIdRequest};
+    use crate::client::RemoteKms;
+    use crate::sigv4::Credentials;
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    const AKID: &str = "AKFAKE";
+    const SECRET: &[u8] = b"fake-secret";
+
+    /// Encrypt "encrypts" by reversing; DescribeKey is NotFound; GenerateRandom
+    /// takes 300 ms (for shutdown tests).
+    #[derive(Default)]
+    struct Fake {
+        callers: Mutex<Vec<(CallerInfo, Operation)>>,
+        rotations: AtomicUsize,
+    }
+
+    impl Backend for Fake {
+        fn lookup_access_key(&self, id: &str) -> Result<(String, Secret)> {
+            if id == AKID {
+                Ok(("alice".into(), Secret::from_slice(SECRET)))
+            } else {
+                Err(KmsError::new(ErrorCode::UnrecognizedClient, "unknown access key"))
+            }
+        }
+        fn call(&self, caller: CallerInfo, op: Operation, body: &[u8]) -> Result<Secret> {
+            self.callers.lock().unwrap().push((caller, op));
+            match op {
+                Operation::Encrypt => {
+                    let r: EncryptRequest = crate::kms::from_json(body)?;
+                    let mut c = r.plaintext.expose().to_vec();
+                    c.reverse();
+                    crate::kms::to_json(&EncryptResponse {
+                        ciphertext_blob: crate::api::Blob(c),
+                        key_id: r.key_id,
+                        encryption_algorithm: "SYMMETRIC_DEFAULT".into(),
+                    })
+                }
+                Operation::GenerateRandom => {
+                    std::thread::sleep(Duration::from_millis(300));
+                    Ok(Secret::from_slice(br#"{"Plaintext":"AAAA"}"#))
+                }
+                _ => Err(KmsError::not_found("no such key")),
+            }
+        }
+        fn rotate_due_keys(&self) -> Result<Vec<String>> {
+            self.rotations.fetch_add(1, Ordering::SeqCst);
+            Ok(vec![])
+        }
+    }
+
+    struct Running {
+        addr: SocketAddr,
+        fake: Arc<Fake>,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        done: Option<std::sync::mpsc::Receiver<()>>,
+        rt: tokio::runtime::Runtime,
+    }
+
+    impl Running {
+        fn url(&self) -> String {
+            format!("http://{}/", self.addr)
+        }
+        fn stop(&mut self) -> std::sync::mpsc::Receiver<()> {
+            let _ = self.stop.take().unwrap().send(());
+            self.done.take().unwrap()
+        }
+    }
+
+    fn start(config: ServerConfig) -> Running {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let fake = Arc::new(Fake::default());
+        let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let backend = fake.clone();
+        rt.spawn(async move {
+            serve(listener, backend, config, async {
+                let _ = stop_rx.await;
+            })
+            .await
+            .unwrap();
+            let _ = done_tx.send(());
+        });
+        Running {
+            addr,
+            fake,
+            stop: Some(stop),
+            done: Some(done),
+            rt,
+        }
+    }
+
+    fn quick() -> ServerConfig {
+        ServerConfig {
+            header_timeout: Duration::from_millis(300),
+            body_timeout: Duration::from_millis(300),
+            rotation_check_interval: None,
+            max_body_bytes: 1024,
+            ..ServerConfig::default()
+        }
+    }
+
+    fn client(url: &str, secret: &[u8], akid: &str) -> RemoteKms {
+        let creds = Credentials {
+            access_key_id: akid.into(),
+            secret_access_key: Secret::from_slice(secret),
+            session_token: None,
+        };
+        RemoteKms::new(url, "us-east-1", creds, None).unwrap()
+    }
+
+    /// A raw request: `(status, __type or "", body)`.
+    fn raw(server: &Running, target: &str, body: &[u8], sign: bool) -> (u16, String) {
+        let host = server.addr.to_string();
+        let base = [
+            ("host", host.as_str()),
+            ("content-type", CONTENT_TYPE_JSON),
+            ("x-amz-target", target),
+        ];
+        let mut headers: Vec<(String, String)> = base
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        if sign {
+            let parts = sigv4::RequestParts {
+                method: "POST",
+                path: "/",
+                query: "",
+                headers: &base,
+            };
+            let creds = Credentials {
+                access_key_id: AKID.into(),
+                secret_access_key: Secret::from_slice(SECRET),
+                session_token: None,
+            };
+            for (n, v) in sigv4::sign(&parts, body, &creds, "us-east-1", "kms", chrono::Utc::now()) {
+                headers.push((n.to_string(), v));
+            }
+        }
+        let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+        let mut req = format!("POST / HTTP/1.1\r\ncontent-length: {}\r\nconnection: close\r\n", body.len());
+        for (n, v) in &headers {
+            req.push_str(&format!("{n}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let status: u16 = out[9..12].parse().unwrap();
+        let json = out.split("\r\n\r\n").nth(1).unwrap_or("");
+        let kind = serde_json::from_str::<serde_json::Value>(json)
+            .ok()
+            .and_then(|v| v["__type"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        (status, kind)
+    }
+
+    #[test]
+    fn a_signed_call_runs_as_its_principal_with_its_address() {
+        let server = start(quick());
+        let kms = client(&server.url(), SECRET, AKID);
+        let out = kms
+            .encrypt(&EncryptRequest {
+                key_id: "k".into(),
+                plaintext: Secret::from_slice(b"abc"),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(out.ciphertext_blob.0, b"cba");
+        let e = kms
+            .describe_key(&KeyIdRequest {
+                key_id: "nope".into(),
+                grant_tokens: None,
+            })
+            .unwrap_err();
+        assert_eq!((e.code, e.message.as_str()), (ErrorCode::NotFound, "no such key"));
+        let callers = server.fake.callers.lock().unwrap();
+        assert_eq!(callers.len(), 2);
+        let (caller, op) = &callers[0];
+        assert_eq!(*op, Operation::Encrypt);
+        assert_eq!(caller.principal, "alice");
+        assert_eq!(caller.source_ip.as_deref(), Some("127.0.0.1"));
+        assert!(caller.user_agent.as_deref().unwrap().starts_with("rewrap/"));
+    }
+
+    #[test]
+    fn bad_credentials_are_refused_before_the_backend_runs() {
+        let server = start(quick());
+        let e = client(&server.url(), b"wrong", AKID)
+            .describe_key(&KeyIdRequest::default())
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidSignature);
+        let e = client(&server.url(), SECRET, "AKOTHER")
+            .describe_key(&KeyIdRequest::default())
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnrecognizedClient);
+        assert_eq!(
+            raw(&server, "TrentService.Encrypt", b"{}", false),
+            (400, "MissingAuthenticationTokenException".into())
+        );
+        assert!(server.fake.callers.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn framing_errors_have_aws_names() {
+        let server = start(quick());
+        assert_eq!(
+            raw(&server, "TrentService.Encrypt", &[b' '; 2000], false),
+            (413, "ValidationException".into())
+        );
+        assert_eq!(
+            raw(&server, "TrentService.Encrypt", b"{not json", true),
+            (400, "SerializationException".into())
+        );
+        assert_eq!(
+            raw(&server, "TrentService.Encrypt", br#"{"KeyId":"k","Plaintext":"!!!"}"#, true),
+            (400, "SerializationException".into())
+        );
+        assert_eq!(
+            raw(&server, "TrentService.Nope", b"{}", true),
+            (400, "UnknownOperationException".into())
+        );
+        assert_eq!(
+            raw(&server, "Other.Encrypt", b"{}", true),
+            (400, "UnknownOperationException".into())
+        );
+    }
+
+    #[test]
+    fn a_slow_header_or_body_is_cut_off() {
+        let server = start(quick());
+        let started = std::time::Instant::now();
+        let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+        s.write_all(b"POST / HTTP/1.1\r\nhost: x\r\n").unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        assert!(started.elapsed() < Duration::from_secs(3), "header timeout");
+
+        let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+        s.write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{").unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+        assert!(out.contains("RequestTimeoutException"));
+    }
+
+    #[test]
+    fn shutdown_finishes_requests_in_flight() {
+        let mut server = start(quick());
+        let kms = client(&server.url(), SECRET, AKID);
+        let slow = std::thread::spawn(move || {
+            kms.generate_random(&crate::api::GenerateRandomRequest::default())
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let done = server.stop();
+        let out = slow.join().unwrap().unwrap();
+        assert_eq!(out.plaintext.expose(), &[0, 0, 0]);
+        done.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(std::net::TcpStream::connect(server.addr).is_err());
+        drop(server.rt);
+    }
+
+    #[test]
+    fn rotation_runs_on_its_interval() {
+        let server = start(ServerConfig {
+            rotation_check_interval: Some(Duration::from_millis(50)),
+            ..quick()
+        });
+        std::thread::sleep(Duration::from_millis(400));
+        let n = server.fake.rotations.load(Ordering::SeqCst);
+        assert!((3..=10).contains(&n), "{n} rotation checks");
+    }
+}

@@ -46,13 +46,16 @@ impl<'h> ChunkCipher<'h> {
     /// A cipher for the body of the envelope with `header`, under `data_key`
     /// (32 bytes).
     pub fn new(data_key: &Secret, header: &'h Header) -> Result<ChunkCipher<'h>, EnvelopeError> {
-        let aead = Aes256Gcm::new_from_slice(data_key.expose()).map_err(|_| {
-            EnvelopeError::InvalidParameter("the data key is not 32 bytes".into())
-        })?;
+        let aead = Aes256Gcm::new_from_slice(data_key.expose())
+            .map_err(|_| EnvelopeError::InvalidParameter("the data key is not 32 bytes".into()))?;
         Ok(ChunkCipher { aead, header })
     }
 
-    fn nonce(&self, index: u64, last: bool) -> Result<Nonce<aes_gcm::aead::consts::U12>, EnvelopeError> {
+    fn nonce(
+        &self,
+        index: u64,
+        last: bool,
+    ) -> Result<Nonce<aes_gcm::aead::consts::U12>, EnvelopeError> {
         let counter = u32::try_from(index).map_err(|_| EnvelopeError::TooManyChunks)?;
         let mut n = [0u8; 12];
         n[..7].copy_from_slice(&self.header.nonce_prefix());
@@ -62,7 +65,12 @@ impl<'h> ChunkCipher<'h> {
     }
 
     /// Seals chunk `index` in place; returns its tag.
-    pub fn seal(&self, index: u64, last: bool, buf: &mut [u8]) -> Result<[u8; TAG_LEN], EnvelopeError> {
+    pub fn seal(
+        &self,
+        index: u64,
+        last: bool,
+        buf: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], EnvelopeError> {
         let nonce = self.nonce(index, last)?;
         let tag = self
             .aead
@@ -296,7 +304,10 @@ mod tests {
                 let mut ct = seal(&key, &h, &pt);
                 ct.extend(std::iter::repeat_n(0xAA, extra));
                 let err = open(&key, &h, &ct).unwrap_err();
-                assert!(matches!(err, EnvelopeError::TrailingData), "{n}+{extra}: {err}");
+                assert!(
+                    matches!(err, EnvelopeError::TrailingData),
+                    "{n}+{extra}: {err}"
+                );
             }
         }
     }
@@ -308,16 +319,25 @@ mod tests {
         let ct = seal(&key, &h, &pt);
         let mut bad = ct.clone();
         bad[100] ^= 1;
-        assert!(matches!(open(&key, &h, &bad), Err(EnvelopeError::ChunkAuth(1))));
+        assert!(matches!(
+            open(&key, &h, &bad),
+            Err(EnvelopeError::ChunkAuth(1))
+        ));
         let mut swapped = ct.clone();
         let (a, b) = swapped.split_at_mut(80);
         a.swap_with_slice(&mut b[..80]);
-        assert!(matches!(open(&key, &h, &swapped), Err(EnvelopeError::ChunkAuth(0))));
+        assert!(matches!(
+            open(&key, &h, &swapped),
+            Err(EnvelopeError::ChunkAuth(0))
+        ));
         assert!(matches!(
             open(&Secret::random(32), &h, &ct),
             Err(EnvelopeError::ChunkAuth(0))
         ));
         let other = Header::new(CHUNK, EncryptionContext::new()).unwrap();
-        assert!(matches!(open(&key, &other, &ct), Err(EnvelopeError::ChunkAuth(0))));
+        assert!(matches!(
+            open(&key, &other, &ct),
+            Err(EnvelopeError::ChunkAuth(0))
+        ));
     }
 }
