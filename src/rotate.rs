@@ -448,13 +448,29 @@ fn worker_count(jobs: usize) -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get() * 2)
 }
 
+/// Per-worker results that add up.
+trait Merge: Default {
+    fn merge(&mut self, other: Self);
+    fn worker_panicked(&mut self);
+}
+
+impl Merge for RotationReport {
+    fn merge(&mut self, other: Self) {
+        RotationReport::merge(self, other)
+    }
+    fn worker_panicked(&mut self) {
+        self.fail("<worker>".into(), "a worker thread panicked".into(), None);
+    }
+}
+
 /// Feeds `items` through a bounded queue to `jobs` workers; merges their
-/// reports.
-fn run_workers<T, I, W>(jobs: usize, items: I, worker: W) -> RotationReport
+/// results.
+fn run_workers<T, I, R, W>(jobs: usize, items: I, worker: W) -> R
 where
     T: Send,
     I: Iterator<Item = Result<T, ItemError>> + Send,
-    W: Fn(&Mutex<std::sync::mpsc::Receiver<Result<T, ItemError>>>) -> RotationReport + Sync,
+    R: Merge + Send,
+    W: Fn(&Mutex<std::sync::mpsc::Receiver<Result<T, ItemError>>>) -> R + Sync,
 {
     let (tx, rx) = std::sync::mpsc::sync_channel(1024);
     let rx = Mutex::new(rx);
@@ -467,11 +483,11 @@ where
             }
         });
         let handles: Vec<_> = (0..jobs).map(|_| s.spawn(|| worker(&rx))).collect();
-        let mut total = RotationReport::default();
+        let mut total = R::default();
         for h in handles {
             match h.join() {
                 Ok(r) => total.merge(r),
-                Err(_) => total.fail("<worker>".into(), "a worker thread panicked".into(), None),
+                Err(_) => total.worker_panicked(),
             }
         }
         total
@@ -624,9 +640,7 @@ impl<S: EnvelopeStore> Run<'_, S> {
         written: Slot,
         rotated: bool,
     ) -> Decision<S> {
-        Decision::Write(Pending {
-            // Filled in by `handle`, which owns the item.
-            item: unsafe_placeholder(),
+        Decision::Write(Written {
             version,
             wipe,
             source,
@@ -690,28 +704,29 @@ impl<S: EnvelopeStore> Run<'_, S> {
         let commit = self.store.commit(&versions);
         for (p, r) in &wiped {
             let name = self.store.display(&p.item);
+            let error = match (r, &commit) {
+                (Ok(_), Ok(())) => None,
+                (Err(e), _) => Some(format!("new key slot written, old slot not wiped: {e}")),
+                (_, Err(e)) => Some(format!("group commit of the wipe failed: {e}")),
+            };
             let counts = report.source(&p.w.source);
             counts.seen += 1;
-            match (r, &commit) {
-                (Ok(_), Ok(())) => {
-                    if p.w.rotated {
-                        counts.rotated += 1;
-                        report.rotated += 1;
-                    } else {
-                        counts.already_current += 1;
-                        report.already_current += 1;
-                    }
-                    report.after(&p.w.written.key_arn, p.w.written.key_version);
+            match error {
+                None if p.w.rotated => {
+                    counts.rotated += 1;
+                    report.rotated += 1;
                 }
-                (Err(e), _) => {
-                    let error = format!("new key slot written, old slot not wiped: {e}");
-                    report.fail(name, error, Some(&p.w.written));
+                None => {
+                    counts.already_current += 1;
+                    report.already_current += 1;
                 }
-                (_, Err(e)) => {
-                    let error = format!("group commit of the wipe failed: {e}");
-                    report.fail(name, error, Some(&p.w.written));
+                Some(error) => {
+                    counts.failed += 1;
+                    report.failed += 1;
+                    report.failures.push(Failure { path: name, error });
                 }
             }
+            report.after(&p.w.written.key_arn, p.w.written.key_version);
         }
         self.tick(n);
     }
@@ -722,7 +737,10 @@ impl<S: EnvelopeStore> Run<'_, S> {
         let mut expected = None;
         for _ in 0..4 {
             let v = expected.as_ref().unwrap_or(&p.w.version);
-            match self.store.write_slots(&p.item, &[(p.w.wipe, &EMPTY_SLOT)], v) {
+            match self
+                .store
+                .write_slots(&p.item, &[(p.w.wipe, &EMPTY_SLOT)], v)
+            {
                 Ok(v) => return Ok(v),
                 Err(StoreError::Conflict(why)) => {
                     let Some((parsed, v)) = self.store.read_header(&p.item)? else {
@@ -757,4 +775,472 @@ fn progress_bar(len: u64) -> indicatif::ProgressBar {
     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     bar.set_style(style);
     bar
+}
+
+/// Envelopes as files on a local file system: the file-tree source.
+///
+/// Reads use one positioned read of the header; writes take an exclusive
+/// `flock` on the file for the few microseconds of a compare-and-swap
+/// (same inode as read, same slot bytes as read, then a positioned write of
+/// the slot), so concurrent rotations and a file replaced by a rename
+/// never lose a write. `commit` is one `syncfs` per file system touched
+/// (falling back to `fdatasync` per file where `syncfs` fails).
+#[derive(Debug, Clone, Default)]
+pub struct FileStore {
+    /// Open files read-only (dry runs, inventory): writes then fail.
+    pub read_only: bool,
+}
+
+/// What [`FileStore`] saw of a file: the open file, its identity and slots.
+#[derive(Debug)]
+pub struct FileVersion {
+    file: File,
+    dev: u64,
+    ino: u64,
+    slots_offset: u64,
+    slots: Vec<u8>,
+}
+
+/// Bytes read at once for a header (most headers and both slots fit).
+const HEADER_READ: usize = 4096;
+
+impl FileStore {
+    fn io(path: &Path, what: &str, e: std::io::Error) -> StoreError {
+        StoreError::Io(format!("{what} {}: {e}", path.display()))
+    }
+}
+
+impl EnvelopeStore for FileStore {
+    type Item = PathBuf;
+    type Version = FileVersion;
+
+    fn display(&self, item: &PathBuf) -> String {
+        item.display().to_string()
+    }
+
+    fn read_header(
+        &self,
+        path: &PathBuf,
+    ) -> Result<Option<(ParsedHeader, FileVersion)>, StoreError> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(!self.read_only)
+            .open(path)
+            .map_err(|e| FileStore::io(path, "cannot open", e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| FileStore::io(path, "cannot stat", e))?;
+        let mut buf = vec![0u8; HEADER_READ];
+        let n =
+            read_at_full(&file, &mut buf, 0).map_err(|e| FileStore::io(path, "cannot read", e))?;
+        if n < MAGIC.len() || buf[..MAGIC.len()] != MAGIC {
+            return Ok(None);
+        }
+        let need = Header::encoded_len_from_prefix(&buf[..n.min(FIXED_LEN)])? + 2 * SLOT_SIZE;
+        if need > n && n == HEADER_READ {
+            buf.resize(need, 0);
+            let more = read_at_full(&file, &mut buf[n..], n as u64)
+                .map_err(|e| FileStore::io(path, "cannot read", e))?;
+            buf.truncate(n + more);
+        } else {
+            buf.truncate(n);
+        }
+        let parsed = ParsedHeader::parse(&buf)?;
+        let slots_offset = parsed.header.slot_offset(0);
+        let slots = buf[slots_offset as usize..slots_offset as usize + 2 * SLOT_SIZE].to_vec();
+        let version = FileVersion {
+            file,
+            dev: meta.dev(),
+            ino: meta.ino(),
+            slots_offset,
+            slots,
+        };
+        Ok(Some((parsed, version)))
+    }
+
+    fn write_slots(
+        &self,
+        path: &PathBuf,
+        writes: &[(usize, &[u8; SLOT_SIZE])],
+        expected: &FileVersion,
+    ) -> Result<FileVersion, StoreError> {
+        let file = expected
+            .file
+            .try_clone()
+            .map_err(|e| FileStore::io(path, "cannot reopen", e))?;
+        file.lock()
+            .map_err(|e| FileStore::io(path, "cannot lock", e))?;
+        let result = compare_and_write(path, &file, writes, expected);
+        let _ = file.unlock();
+        let slots = result?;
+        Ok(FileVersion {
+            file,
+            dev: expected.dev,
+            ino: expected.ino,
+            slots_offset: expected.slots_offset,
+            slots,
+        })
+    }
+
+    fn commit(&self, written: &[&FileVersion]) -> Result<(), StoreError> {
+        let mut synced: Vec<u64> = Vec::new();
+        for v in written {
+            if synced.contains(&v.dev) {
+                continue;
+            }
+            if rustix::fs::syncfs(&v.file).is_err() {
+                // No syncfs here (or it failed): fall back to one fdatasync
+                // per file, which reports the error per file.
+                for w in written {
+                    rustix::fs::fdatasync(&w.file)
+                        .map_err(|e| StoreError::Io(format!("fdatasync failed: {e}")))?;
+                }
+                return Ok(());
+            }
+            synced.push(v.dev);
+        }
+        Ok(())
+    }
+}
+
+/// Under the lock: same inode at the path, same slot bytes, then write.
+fn compare_and_write(
+    path: &Path,
+    file: &File,
+    writes: &[(usize, &[u8; SLOT_SIZE])],
+    expected: &FileVersion,
+) -> Result<Vec<u8>, StoreError> {
+    let now = std::fs::symlink_metadata(path).map_err(|e| FileStore::io(path, "cannot stat", e))?;
+    if now.dev() != expected.dev || now.ino() != expected.ino {
+        return Err(StoreError::Conflict("the file was replaced".into()));
+    }
+    let mut slots = vec![0u8; 2 * SLOT_SIZE];
+    let n = read_at_full(file, &mut slots, expected.slots_offset)
+        .map_err(|e| FileStore::io(path, "cannot read", e))?;
+    if n != slots.len() || slots != expected.slots {
+        return Err(StoreError::Conflict("the key slots changed".into()));
+    }
+    for (index, bytes) in writes {
+        let at = expected.slots_offset + (*index * SLOT_SIZE) as u64;
+        file.write_all_at(&bytes[..], at)
+            .map_err(|e| FileStore::io(path, "cannot write", e))?;
+        slots[index * SLOT_SIZE..(index + 1) * SLOT_SIZE].copy_from_slice(&bytes[..]);
+    }
+    Ok(slots)
+}
+
+fn read_at_full(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Walks `roots` lazily (depth first, no list of the tree in memory) and
+/// yields every regular file; symbolic links are followed only if asked.
+/// Temporary files of [`crate::files`] are skipped.
+pub fn walk_files(
+    roots: &[PathBuf],
+    follow_links: bool,
+) -> impl Iterator<Item = Result<PathBuf, ItemError>> + Send {
+    let roots = roots.to_vec();
+    roots.into_iter().flat_map(move |root| {
+        walkdir::WalkDir::new(root)
+            .follow_links(follow_links)
+            .into_iter()
+            .filter_entry(|e| {
+                !e.file_name()
+                    .to_string_lossy()
+                    .starts_with(crate::files::TEMP_PREFIX)
+            })
+            .filter_map(|entry| match entry {
+                Ok(e) if e.file_type().is_file() => Some(Ok(e.into_path())),
+                Ok(_) => None,
+                Err(e) => Some(Err(ItemError {
+                    location: e
+                        .path()
+                        .map_or_else(String::new, |p| p.display().to_string()),
+                    error: format!("cannot walk: {e}"),
+                })),
+            })
+    })
+}
+
+/// Counts the regular files under `roots` (for the progress bar's ETA).
+pub fn count_files(roots: &[PathBuf], follow_links: bool) -> u64 {
+    walk_files(roots, follow_links).count() as u64
+}
+
+/// Envelopes under one key, as an inventory counts them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyInventory {
+    /// Envelopes whose active slot is under this key.
+    pub envelopes: u64,
+    /// Per key-material version ("0" = unknown): envelopes.
+    pub versions: BTreeMap<String, u64>,
+    /// The oldest wrap time among them (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_wrap: Option<String>,
+    /// The oldest wrap time, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_wrap_unix: Option<i64>,
+}
+
+/// What `rewrap inventory` found: envelopes per key and version.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Inventory {
+    /// The roots walked.
+    pub roots: Vec<String>,
+    /// When (RFC 3339).
+    pub seen_at: String,
+    /// Items looked at.
+    pub scanned: u64,
+    /// Envelopes with a usable active slot.
+    pub envelopes: u64,
+    /// Items that are not envelopes.
+    pub not_envelope: u64,
+    /// Envelopes whose header or slots are unusable, and unreadable items.
+    pub failed: u64,
+    /// Per key ARN.
+    pub keys: BTreeMap<String, KeyInventory>,
+    /// The key staleness is measured against (ARN), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_against: Option<String>,
+    /// Its newest key-material version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_against_version: Option<u32>,
+    /// Envelopes not under the newest version of `stale_against`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale: Option<u64>,
+    /// Envelopes that still hold a valid old slot (an interrupted rotation).
+    pub stale_slots: u64,
+    /// Every failure with its reason.
+    pub failures: Vec<Failure>,
+}
+
+impl Merge for Inventory {
+    fn merge(&mut self, o: Self) {
+        self.scanned += o.scanned;
+        self.envelopes += o.envelopes;
+        self.not_envelope += o.not_envelope;
+        self.failed += o.failed;
+        self.stale_slots += o.stale_slots;
+        self.stale = match (self.stale, o.stale) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        };
+        for (arn, k) in o.keys {
+            let mine = self.keys.entry(arn).or_default();
+            mine.envelopes += k.envelopes;
+            for (v, n) in k.versions {
+                *mine.versions.entry(v).or_default() += n;
+            }
+            if let Some(t) = k.oldest_wrap_unix {
+                if mine.oldest_wrap_unix.is_none_or(|m| t < m) {
+                    mine.oldest_wrap_unix = Some(t);
+                    mine.oldest_wrap = k.oldest_wrap;
+                }
+            }
+        }
+        self.failures.extend(o.failures);
+    }
+    fn worker_panicked(&mut self) {
+        self.failed += 1;
+        self.failures.push(Failure {
+            path: "<worker>".into(),
+            error: "a worker thread panicked".into(),
+        });
+    }
+}
+
+impl Inventory {
+    fn count(&mut self, slot: &Slot) {
+        self.envelopes += 1;
+        let k = self.keys.entry(slot.key_arn.clone()).or_default();
+        k.envelopes += 1;
+        *k.versions.entry(slot.key_version.to_string()).or_default() += 1;
+        if k.oldest_wrap_unix.is_none_or(|t| slot.wrapped_at < t) {
+            k.oldest_wrap_unix = Some(slot.wrapped_at);
+            k.oldest_wrap = chrono::DateTime::from_timestamp(slot.wrapped_at, 0)
+                .map(|d| d.to_rfc3339());
+        }
+    }
+}
+
+/// Counts envelopes per key and version. With `stale_against` (a key the
+/// caller may describe), also counts envelopes not under its newest
+/// version. Reads headers only; needs no KMS rights otherwise.
+pub fn inventory<S, I>(
+    kms: Option<&dyn Kms>,
+    store: &S,
+    items: I,
+    stale_against: Option<&str>,
+    jobs: usize,
+) -> Result<Inventory, KmsError>
+where
+    S: EnvelopeStore,
+    I: Iterator<Item = Result<S::Item, ItemError>> + Send,
+{
+    let target = match (kms, stale_against) {
+        (Some(kms), Some(key)) => Some(Target::resolve(kms, key)?),
+        (None, Some(_)) => {
+            return Err(KmsError::validation(
+                "measuring staleness needs a KMS to describe the key",
+            ))
+        }
+        _ => None,
+    };
+    let mut inv: Inventory = run_workers(worker_count(jobs), items, |rx| {
+        let mut inv = Inventory {
+            stale: target.as_ref().map(|_| 0),
+            ..Default::default()
+        };
+        while let Some(item) = next(rx) {
+            inv.scanned += 1;
+            let (name, r) = match item {
+                Ok(item) => (store.display(&item), store.read_header(&item)),
+                Err(e) => (e.location, Err(StoreError::Io(e.error))),
+            };
+            let parsed = match r {
+                Ok(None) => {
+                    inv.not_envelope += 1;
+                    continue;
+                }
+                Ok(Some((parsed, _))) => parsed,
+                Err(e) => {
+                    inv.failed += 1;
+                    inv.failures.push(Failure { path: name, error: e.to_string() });
+                    continue;
+                }
+            };
+            match parsed.slots.active() {
+                Ok((active, slot)) => {
+                    inv.count(slot);
+                    if matches!(parsed.slots.0[1 - active], SlotState::Valid(_)) {
+                        inv.stale_slots += 1;
+                    }
+                    if let (Some(t), Some(stale)) = (&target, inv.stale.as_mut()) {
+                        *stale += u64::from(!t.is_current(slot));
+                    }
+                }
+                Err(e) => {
+                    inv.failed += 1;
+                    inv.failures.push(Failure { path: name, error: e.to_string() });
+                }
+            }
+        }
+        inv
+    });
+    if let Some(t) = &target {
+        let (arn, v) = t.snapshot();
+        inv.stale_against = Some(arn);
+        inv.stale_against_version = Some(v);
+    }
+    inv.seen_at = chrono::Utc::now().to_rfc3339();
+    inv.failures.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(inv)
+}
+
+/// What rotation and inventory runs leave in `<home>/inventory/`: one file
+/// per set of roots (a later run over the same roots replaces it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InventorySummary {
+    /// The roots walked.
+    pub roots: Vec<String>,
+    /// When (RFC 3339).
+    pub seen_at: String,
+    /// `inventory` or `rotate`.
+    pub recorded_by: String,
+    /// Per key ARN, per version: envelopes.
+    pub keys: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+impl InventorySummary {
+    /// The summary of an inventory run.
+    pub fn from_inventory(inv: &Inventory) -> InventorySummary {
+        InventorySummary {
+            roots: inv.roots.clone(),
+            seen_at: inv.seen_at.clone(),
+            recorded_by: "inventory".into(),
+            keys: inv
+                .keys
+                .iter()
+                .map(|(k, v)| (k.clone(), v.versions.clone()))
+                .collect(),
+        }
+    }
+
+    /// The summary of a rotation run (the state after it).
+    pub fn from_rotation(roots: &[PathBuf], report: &RotationReport) -> InventorySummary {
+        InventorySummary {
+            roots: canonical_roots(roots),
+            seen_at: report.finished_at.clone(),
+            recorded_by: "rotate".into(),
+            keys: report.after.clone(),
+        }
+    }
+
+    /// Writes the summary into `<home>/inventory/` (atomically).
+    pub fn record(&self, home: &Path) -> std::io::Result<PathBuf> {
+        use sha2::{Digest, Sha256};
+        let dir = home.join("inventory");
+        std::fs::create_dir_all(&dir)?;
+        let id = Sha256::digest(self.roots.join("\n").as_bytes());
+        let path = dir.join(format!("{}.json", hex::encode(&id[..8])));
+        let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
+        serde_json::to_writer_pretty(tmp.as_file_mut(), self)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&path).map_err(|e| e.error)?;
+        Ok(path)
+    }
+}
+
+/// The roots as absolute paths, sorted: the identity of a summary.
+pub fn canonical_roots(roots: &[PathBuf]) -> Vec<String> {
+    let mut out: Vec<String> = roots
+        .iter()
+        .map(|r| {
+            std::fs::canonicalize(r)
+                .unwrap_or_else(|_| r.clone())
+                .display()
+                .to_string()
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// How many envelopes the summaries in `<home>/inventory/` last saw under
+/// `key` (an ARN or a key id): for warnings before disabling or deleting a
+/// key. Unreadable summaries are ignored; 0 when there are none.
+pub fn known_envelopes_for_key(home: &Path, key_arn_or_id: &str) -> u64 {
+    let Ok(dir) = std::fs::read_dir(home.join("inventory")) else {
+        return 0;
+    };
+    let mut total = 0;
+    for entry in dir.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let Ok(text) = std::fs::read(&path) else {
+            continue;
+        };
+        let Ok(summary) = serde_json::from_slice::<InventorySummary>(&text) else {
+            continue;
+        };
+        for (arn, versions) in &summary.keys {
+            if arn == key_arn_or_id || arn.rsplit('/').next() == Some(key_arn_or_id) {
+                total += versions.values().sum::<u64>();
+            }
+        }
+    }
+    total
 }
