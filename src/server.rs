@@ -577,7 +577,10 @@ mod tests {
             if id == AKID {
                 Ok(("alice".into(), Secret::from_slice(SECRET)))
             } else {
-                Err(KmsError::new(ErrorCode::UnrecognizedClient, "unknown access key"))
+                Err(KmsError::new(
+                    ErrorCode::UnrecognizedClient,
+                    "unknown access key",
+                ))
             }
         }
         fn call(&self, caller: CallerInfo, op: Operation, body: &[u8]) -> Result<Secret> {
@@ -696,12 +699,16 @@ mod tests {
                 secret_access_key: Secret::from_slice(SECRET),
                 session_token: None,
             };
-            for (n, v) in sigv4::sign(&parts, body, &creds, "us-east-1", "kms", chrono::Utc::now()) {
+            for (n, v) in sigv4::sign(&parts, body, &creds, "us-east-1", "kms", chrono::Utc::now())
+            {
                 headers.push((n.to_string(), v));
             }
         }
         let mut s = std::net::TcpStream::connect(server.addr).unwrap();
-        let mut req = format!("POST / HTTP/1.1\r\ncontent-length: {}\r\nconnection: close\r\n", body.len());
+        let mut req = format!(
+            "POST / HTTP/1.1\r\ncontent-length: {}\r\nconnection: close\r\n",
+            body.len()
+        );
         for (n, v) in &headers {
             req.push_str(&format!("{n}: {v}\r\n"));
         }
@@ -737,7 +744,10 @@ mod tests {
                 grant_tokens: None,
             })
             .unwrap_err();
-        assert_eq!((e.code, e.message.as_str()), (ErrorCode::NotFound, "no such key"));
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (ErrorCode::NotFound, "no such key")
+        );
         let callers = server.fake.callers.lock().unwrap();
         assert_eq!(callers.len(), 2);
         let (caller, op) = &callers[0];
@@ -777,7 +787,12 @@ mod tests {
             (400, "SerializationException".into())
         );
         assert_eq!(
-            raw(&server, "TrentService.Encrypt", br#"{"KeyId":"k","Plaintext":"!!!"}"#, true),
+            raw(
+                &server,
+                "TrentService.Encrypt",
+                br#"{"KeyId":"k","Plaintext":"!!!"}"#,
+                true
+            ),
             (400, "SerializationException".into())
         );
         assert_eq!(
@@ -801,7 +816,8 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(3), "header timeout");
 
         let mut s = std::net::TcpStream::connect(server.addr).unwrap();
-        s.write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{").unwrap();
+        s.write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{")
+            .unwrap();
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         assert!(out.starts_with("HTTP/1.1 408"), "{out}");

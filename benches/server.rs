@@ -1,0 +1,273 @@
+//! Server benchmarks, run only by `cargo bench --bench server`.
+//!
+//! 1. ReEncrypt requests/s through `rewrap serve` (SigV4 verified, policy,
+//!    audit) against a bare hyper server that returns a fixed ReEncrypt
+//!    response, in the same run, with the same client ([`RemoteKms`]) and
+//!    the same concurrency. Goal: at least 0.5 of the bare server.
+//! 2. A sustained load: `REWRAP_BENCH_SUSTAINED_CLIENTS` (64) clients for
+//!    `REWRAP_BENCH_SUSTAINED_SECS` (60) seconds; reports errors (must be 0)
+//!    and p50 / p99 / max latency.
+//!
+//! Settings (environment): `REWRAP_BENCH_SECS` (5) per throughput phase,
+//! `REWRAP_BENCH_CONCURRENCY` (32) client threads for phase 1.
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use rewrap::api::*;
+use rewrap::client::RemoteKms;
+use rewrap::kms::{to_json, Kms};
+use rewrap::secret::Secret;
+use rewrap::server::{self, ServerConfig, ServiceBackend};
+use rewrap::service::{Caller, KmsService};
+use rewrap::sigv4::Credentials;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Fixture {
+    _home: tempfile::TempDir,
+    service: Arc<KmsService>,
+    creds: (String, Secret),
+    request: ReEncryptRequest,
+}
+
+fn fixture() -> Fixture {
+    let home = tempfile::tempdir().unwrap();
+    let owner = KmsService::init(home.path()).unwrap();
+    let service = KmsService::open(home.path(), None).unwrap();
+    let session = service.session(Caller {
+        principal: owner.principal_name.clone(),
+        ..Default::default()
+    });
+    let k1 = session
+        .create_key(&CreateKeyRequest::default())
+        .unwrap()
+        .key_metadata;
+    let k2 = session
+        .create_key(&CreateKeyRequest::default())
+        .unwrap()
+        .key_metadata;
+    let ct = session
+        .encrypt(&EncryptRequest {
+            key_id: k1.key_id,
+            plaintext: Secret::random(32),
+            ..Default::default()
+        })
+        .unwrap();
+    Fixture {
+        _home: home,
+        service,
+        creds: (owner.access_key_id, owner.secret_access_key),
+        request: ReEncryptRequest {
+            ciphertext_blob: ct.ciphertext_blob,
+            destination_key_id: k2.key_id,
+            ..Default::default()
+        },
+    }
+}
+
+fn client(url: &str, creds: &(String, Secret)) -> Arc<RemoteKms> {
+    Arc::new(
+        RemoteKms::new(
+            url,
+            "us-east-1",
+            Credentials {
+                access_key_id: creds.0.clone(),
+                secret_access_key: creds.1.clone(),
+                session_token: None,
+            },
+            None,
+        )
+        .unwrap(),
+    )
+}
+
+/// Starts `rewrap serve` in this process; returns its URL.
+fn start_rewrap(rt: &tokio::runtime::Runtime, service: Arc<KmsService>) -> String {
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = ServerConfig {
+        rotation_check_interval: None,
+        ..ServerConfig::default()
+    };
+    rt.spawn(server::serve(
+        listener,
+        Arc::new(ServiceBackend(service)),
+        config,
+        std::future::pending(),
+    ));
+    format!("http://{addr}/")
+}
+
+/// Starts a bare hyper server that answers every request with `body`.
+fn start_bare(rt: &tokio::runtime::Runtime, body: Bytes) -> String {
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    rt.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let body = body.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| {
+                    let body = body.clone();
+                    async move {
+                        let mut resp = hyper::Response::new(Full::new(body));
+                        resp.headers_mut().insert(
+                            "content-type",
+                            hyper::header::HeaderValue::from_static("application/x-amz-json-1.1"),
+                        );
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}/")
+}
+
+struct Load {
+    ok: u64,
+    errors: u64,
+    elapsed: Duration,
+    latencies_us: Vec<u64>,
+}
+
+/// `threads` clients call ReEncrypt back to back for `duration`.
+fn run_load(
+    kms: &Arc<RemoteKms>,
+    req: &ReEncryptRequest,
+    threads: usize,
+    duration: Duration,
+) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (kms, req, stop, ok, errors) = (
+                kms.clone(),
+                req.clone(),
+                stop.clone(),
+                ok.clone(),
+                errors.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut lat = Vec::with_capacity(1 << 16);
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    match kms.re_encrypt(&req) {
+                        Ok(_) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            if errors.fetch_add(1, Ordering::Relaxed) < 5 {
+                                eprintln!("error: {e}");
+                            }
+                        }
+                    }
+                    lat.push(t.elapsed().as_micros() as u64);
+                }
+                lat
+            })
+        })
+        .collect();
+    std::thread::sleep(duration);
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies_us: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    latencies_us.sort_unstable();
+    Load {
+        ok: ok.load(Ordering::Relaxed),
+        errors: errors.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+        latencies_us,
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; any other invocation (e.g. `cargo test
+    // --benches`) must not start a minute-long load.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let secs = Duration::from_secs(setting("REWRAP_BENCH_SECS", 5));
+    let threads = setting("REWRAP_BENCH_CONCURRENCY", 32) as usize;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let fx = fixture();
+    let rewrap_url = start_rewrap(&rt, fx.service.clone());
+    let rewrap = client(&rewrap_url, &fx.creds);
+    // The bare server answers with a real ReEncrypt response, so the client
+    // does the same parsing work against both.
+    let sample = to_json(&rewrap.re_encrypt(&fx.request).unwrap()).unwrap();
+    let bare_url = start_bare(&rt, Bytes::from(sample.expose().to_vec()));
+    let bare = client(&bare_url, &fx.creds);
+
+    println!("ReEncrypt over loopback HTTP, {threads} client threads, {secs:?} each:");
+    let _ = run_load(&bare, &fx.request, threads, Duration::from_millis(500));
+    let b = run_load(&bare, &fx.request, threads, secs);
+    let _ = run_load(&rewrap, &fx.request, threads, Duration::from_millis(500));
+    let r = run_load(&rewrap, &fx.request, threads, secs);
+    let b_rps = b.ok as f64 / b.elapsed.as_secs_f64();
+    let r_rps = r.ok as f64 / r.elapsed.as_secs_f64();
+    println!(
+        "  bare hyper (fixed response): {b_rps:>9.0} req/s  p99 {:.2} ms  errors {}",
+        percentile(&b.latencies_us, 0.99),
+        b.errors
+    );
+    println!(
+        "  rewrap serve (SigV4+policy+audit): {r_rps:>9.0} req/s  p99 {:.2} ms  errors {}",
+        percentile(&r.latencies_us, 0.99),
+        r.errors
+    );
+    println!("  ratio rewrap / bare: {:.2} (goal >= 0.5)", r_rps / b_rps);
+
+    let clients = setting("REWRAP_BENCH_SUSTAINED_CLIENTS", 64) as usize;
+    let sustained = Duration::from_secs(setting("REWRAP_BENCH_SUSTAINED_SECS", 60));
+    println!("Sustained ReEncrypt load: {clients} clients for {sustained:?}:");
+    let s = run_load(&rewrap, &fx.request, clients, sustained);
+    println!(
+        "  {} requests, {} errors, {:.0} req/s, latency p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        s.ok,
+        s.errors,
+        s.ok as f64 / s.elapsed.as_secs_f64(),
+        percentile(&s.latencies_us, 0.5),
+        percentile(&s.latencies_us, 0.99),
+        percentile(&s.latencies_us, 1.0)
+    );
+    assert_eq!(
+        s.errors, 0,
+        "well-formed requests failed under sustained load"
+    );
+}

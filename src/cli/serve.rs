@@ -1,0 +1,123 @@
+//! `rewrap serve`: runs the keystore as a KMS server speaking the AWS KMS
+//! JSON 1.1 protocol (see [`crate::server`]).
+
+use crate::server::{self, ServerConfig, ServiceBackend};
+use crate::service::KmsService;
+use anyhow::{bail, Context as _};
+use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The `serve` command.
+#[derive(Debug, clap::Subcommand)]
+pub enum ServeCommand {
+    /// Serves the keystore over the AWS KMS wire protocol (SigV4-authenticated).
+    Serve(ServeArgs),
+}
+
+/// Options of `rewrap serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:4000", value_name = "ADDR")]
+    pub listen: String,
+    /// PEM certificate chain for TLS (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS (with --tls-cert).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback address (credentials stay signed,
+    /// but plaintext and data keys cross the network unencrypted).
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// Largest request body accepted, in bytes (larger: HTTP 413).
+    #[arg(long, default_value_t = 256 * 1024, value_name = "BYTES")]
+    pub max_body_bytes: usize,
+    /// Seconds allowed for a request's headers (and a TLS handshake).
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub header_timeout: u64,
+    /// Seconds allowed for a request's body.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub body_timeout: u64,
+    /// Seconds between checks for keys due for automatic rotation (0: never).
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    pub rotation_check_interval: u64,
+    /// Most connections served at once.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub max_connections: usize,
+    /// Seconds to let requests in flight finish after SIGTERM / SIGINT.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub shutdown_grace: u64,
+    /// TEST ONLY: shifts the service clock by this many days, to exercise
+    /// automatic rotation without waiting a year. Never use in production.
+    #[arg(long, hide = true, value_name = "DAYS", allow_hyphen_values = true)]
+    pub debug_clock_offset_days: Option<i64>,
+}
+
+/// Runs `rewrap serve` until SIGTERM or SIGINT; returns the exit code.
+pub fn run(cmd: ServeCommand, ctx: &super::Context) -> anyhow::Result<i32> {
+    let ServeCommand::Serve(args) = cmd;
+    let addr = resolve(&args.listen)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(server::load_tls(cert, key).context("loading TLS files")?),
+        _ => None,
+    };
+    if tls.is_none() && !addr.ip().is_loopback() && !args.insecure_http {
+        bail!(
+            "refusing plain HTTP on {addr}, which is not a loopback address: \
+             pass --tls-cert and --tls-key, or --insecure-http"
+        );
+    }
+    let service = KmsService::open(&ctx.home(), ctx.extra_policies().as_deref())
+        .map_err(|e| super::ConfigError(e.message))?;
+    if let Some(days) = args.debug_clock_offset_days {
+        eprintln!("rewrap serve: TEST ONLY: service clock shifted by {days} days");
+        service.set_clock_offset_days(days);
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let config = ServerConfig {
+        tls,
+        max_body_bytes: args.max_body_bytes,
+        header_timeout: Duration::from_secs(args.header_timeout.max(1)),
+        body_timeout: Duration::from_secs(args.body_timeout.max(1)),
+        rotation_check_interval: (args.rotation_check_interval > 0)
+            .then(|| Duration::from_secs(args.rotation_check_interval)),
+        max_connections: args.max_connections.max(1),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("rewrap-serve")
+        .build()
+        .context("starting the server runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "rewrap serve listening on {scheme}://{local}")?;
+        out.flush()?;
+        drop(out);
+        server::serve(
+            listener,
+            std::sync::Arc::new(ServiceBackend(service)),
+            config,
+            server::shutdown_signal(),
+        )
+        .await
+        .context("serving")?;
+        eprintln!("rewrap serve: stopped");
+        Ok(0)
+    })
+}
+
+fn resolve(listen: &str) -> anyhow::Result<SocketAddr> {
+    listen
+        .to_socket_addrs()
+        .with_context(|| format!("--listen {listen:?}: not an address"))?
+        .next()
+        .with_context(|| format!("--listen {listen:?}: resolves to no address"))
+}
