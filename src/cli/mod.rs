@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod kms;
+pub mod serve;
 
 use crate::error::KmsError;
 use crate::kms::Kms;
@@ -80,6 +81,9 @@ pub enum Command {
     /// KMS operations, named as in `aws kms`.
     #[command(flatten)]
     Kms(kms::KmsCommand),
+    /// The KMS server.
+    #[command(flatten)]
+    Serve(serve::ServeCommand),
 }
 
 /// What every command gets: the global options and ways to reach a KMS.
@@ -339,6 +343,7 @@ pub fn main() -> i32 {
         Command::Policy(cmd) => admin::policy(cmd, &ctx),
         Command::Audit(cmd) => admin::audit(cmd, &ctx),
         Command::Kms(cmd) => kms::run(cmd, &ctx),
+        Command::Serve(cmd) => serve::run(cmd, &ctx),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,128 @@
+//! Shared harness for tests that drive the real `rewrap` binary.
+#![allow(dead_code)] // reason: each test file uses a different part of the harness
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Credentials of one principal.
+#[derive(Clone, Debug)]
+pub struct Creds {
+    pub name: String,
+    pub id: String,
+    pub secret: String,
+}
+
+/// A keystore in a temporary folder, with the shipped policies.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub home: PathBuf,
+    pub owner: Creds,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rewrap")
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "command failed: {}\n{}",
+        stderr(out),
+        stdout(out)
+    );
+    if out.stdout.is_empty() {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
+
+/// Asserts the command failed with the AWS CLI's message for `code`.
+pub fn assert_aws_error(out: &Output, code: &str, operation: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(254), "stderr: {err}");
+    let want = format!("An error occurred ({code}) when calling the {operation} operation: ");
+    assert!(err.contains(&want), "want {want:?} in stderr: {err}");
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("keystore");
+        let out = Command::new(bin())
+            .args(["--keystore"])
+            .arg(&home)
+            .arg("init")
+            .env_remove("REWRAP_HOME")
+            .output()
+            .unwrap();
+        let v = json(&out);
+        let owner = Creds {
+            name: "owner".into(),
+            id: v["AccessKeyId"].as_str().unwrap().into(),
+            secret: v["SecretAccessKey"].as_str().unwrap().into(),
+        };
+        Env { dir, home, owner }
+    }
+
+    /// A command acting as `who`, with the shipped policies.
+    pub fn command(&self, who: &Creds) -> Command {
+        let mut c = Command::new(bin());
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("REWRAP_HOME", &self.home)
+            .env("REWRAP_POLICIES", repo().join("policies"))
+            .env("REWRAP_ACCESS_KEY_ID", &who.id)
+            .env("REWRAP_SECRET_ACCESS_KEY", &who.secret)
+            .current_dir(self.dir.path());
+        c
+    }
+
+    pub fn run(&self, who: &Creds, args: &[&str]) -> Output {
+        self.command(who).args(args).output().unwrap()
+    }
+
+    pub fn ok(&self, who: &Creds, args: &[&str]) -> serde_json::Value {
+        json(&self.run(who, args))
+    }
+
+    /// Creates a principal (as the owner) and returns its credentials.
+    pub fn principal(&self, name: &str) -> Creds {
+        let v = self.ok(&self.owner, &["create-principal", "--principal-name", name]);
+        Creds {
+            name: name.into(),
+            id: v["AccessKeyId"].as_str().unwrap().into(),
+            secret: v["SecretAccessKey"].as_str().unwrap().into(),
+        }
+    }
+
+    /// Creates a key as the owner; returns its id.
+    pub fn key(&self, description: &str) -> String {
+        let v = self.ok(&self.owner, &["create-key", "--description", description]);
+        v["KeyMetadata"]["KeyId"].as_str().unwrap().into()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn audit_log(&self) -> String {
+        std::fs::read_to_string(self.home.join("audit.log")).unwrap_or_default()
+    }
+}
+
+pub fn write(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap();
+}
