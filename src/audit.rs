@@ -56,6 +56,10 @@
 //! `hash` before appending. Readers ([`verify`], [`report`]) take no lock; an
 //! append in progress looks to them like a torn final line.
 //!
+//! An append costs one JSON serialization into a reused buffer, one SHA-256,
+//! and four syscalls: `flock`, `fstat`, one `write`, unlock. The tail of the
+//! file is re-read only when another writer appended in between.
+//!
 //! # No secrets
 //!
 //! A record has no field for plaintext, data keys, secrets or ciphertext: it
@@ -601,13 +605,14 @@ pub fn verify(path: &Path) -> Result<VerifySummary, AuditError> {
             }
             Line::End => return Ok(summary(expected, None)),
         };
-        let record = parse_record(line, bytes)?;
+        let mut record = parse_record(line, bytes)?;
+        let problem = record_problem(&mut record, bytes, &mut buf);
         let tampered = |problem: String| AuditError::Tampered {
             line,
             seq: record.seq,
             problem,
         };
-        if let Some(problem) = record_problem(&record, bytes, &mut buf) {
+        if let Some(problem) = problem {
             return Err(tampered(problem.to_string()));
         }
         if record.seq != expected.seq {
@@ -640,10 +645,15 @@ fn summary(expected: Expected, torn: Option<u64>) -> VerifySummary {
 }
 
 /// Checks a record against its own hash and its line against the canonical form.
-fn record_problem(record: &AuditRecord, line: &[u8], buf: &mut Vec<u8>) -> Option<&'static str> {
-    let mut unhashed = record.clone();
-    unhashed.hash.clear();
-    let hash = encode_line(&unhashed, buf);
+/// `record.hash` is taken out for the canonical serialization and put back.
+fn record_problem(
+    record: &mut AuditRecord,
+    line: &[u8],
+    buf: &mut Vec<u8>,
+) -> Option<&'static str> {
+    let claimed = std::mem::take(&mut record.hash);
+    let hash = encode_line(record, buf);
+    record.hash = claimed;
     if hash != record.hash {
         return Some("hash mismatch (record changed)");
     }
