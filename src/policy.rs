@@ -372,7 +372,13 @@ enum Pattern {
     Exact(Box<str>),
     Prefix(Box<str>),
     Suffix(Box<str>),
-    Glob(GlobMatcher),
+    /// A full glob, behind a cheap test of its literal ends: most names a
+    /// resource glob sees (other keys' ids and ARNs) fail on those.
+    Glob {
+        prefix: Box<str>,
+        suffix: Box<str>,
+        matcher: GlobMatcher,
+    },
 }
 
 const GLOB_META: &[char] = &['*', '?', '[', ']', '{', '}', '\\'];
@@ -400,7 +406,13 @@ impl Pattern {
         } else if let Some(suffix) = text.strip_prefix('*').filter(|s| is_literal(s)) {
             Pattern::Suffix(suffix.into())
         } else {
-            Pattern::Glob(matcher)
+            let prefix = &text[..text.find(GLOB_META).unwrap_or(0)];
+            let suffix = &text[text.rfind(GLOB_META).map_or(text.len(), |i| i + 1)..];
+            Pattern::Glob {
+                prefix: prefix.into(),
+                suffix: suffix.into(),
+                matcher,
+            }
         })
     }
 
@@ -410,7 +422,11 @@ impl Pattern {
             Pattern::Exact(s) => **s == *name,
             Pattern::Prefix(p) => name.starts_with(&**p),
             Pattern::Suffix(s) => name.ends_with(&**s),
-            Pattern::Glob(m) => m.is_match(name),
+            Pattern::Glob {
+                prefix,
+                suffix,
+                matcher,
+            } => name.starts_with(&**prefix) && name.ends_with(&**suffix) && matcher.is_match(name),
         }
     }
 }
