@@ -89,13 +89,25 @@ pub fn seal(
     context: Option<&EncryptionContext>,
     plaintext: &[u8],
 ) -> Result<Vec<u8>> {
+    // A fresh random nonce per blob from the thread-local CSPRNG (ChaCha,
+    // seeded and periodically reseeded from the OS): no syscall per call.
+    seal_with_nonce(key, header, context, plaintext, rand::random())
+}
+
+/// [`seal`] with a given nonce, for test vectors only: a nonce must never be
+/// used twice with one key.
+pub fn seal_with_nonce(
+    key: &Secret,
+    header: BlobHeader,
+    context: Option<&EncryptionContext>,
+    plaintext: &[u8],
+    nonce: [u8; 12],
+) -> Result<Vec<u8>> {
     if plaintext.len() + OVERHEAD > MAX_BLOB {
         return Err(KmsError::validation("plaintext is too large for a blob"));
     }
     let cipher = Aes256Gcm::new_from_slice(key.expose())
         .map_err(|_| KmsError::internal("key material has the wrong length"))?;
-    let mut nonce = [0u8; 12];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
     let mut out = Vec::with_capacity(plaintext.len() + OVERHEAD);
     out.push(VERSION);
     out.push(0);

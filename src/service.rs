@@ -48,27 +48,35 @@ struct Snapshot {
     fingerprint: Fingerprint,
     /// access key id -> principal name.
     access_keys: HashMap<String, String>,
-    /// key id -> alias names pointing at it.
-    aliases_of: HashMap<Uuid, Vec<String>>,
+    /// key id -> every name of the key, as policy resources: key id, key
+    /// ARN, then each alias name and alias ARN. Index 1 is the key ARN.
+    names: HashMap<Uuid, Vec<String>>,
 }
 
 impl Snapshot {
-    fn new(state: State, fingerprint: Fingerprint) -> Snapshot {
+    fn new(state: State, fingerprint: Fingerprint, config: &Config) -> Snapshot {
         let mut access_keys = HashMap::new();
         for (name, p) in &state.principals {
             for k in &p.access_keys {
                 access_keys.insert(k.id.clone(), name.clone());
             }
         }
-        let mut aliases_of: HashMap<Uuid, Vec<String>> = HashMap::new();
+        let mut names: HashMap<Uuid, Vec<String>> = state
+            .keys
+            .keys()
+            .map(|id| (*id, vec![id.to_string(), key_arn(config, id)]))
+            .collect();
         for (name, a) in &state.aliases {
-            aliases_of.entry(a.target).or_default().push(name.clone());
+            if let Some(list) = names.get_mut(&a.target) {
+                list.push(name.clone());
+                list.push(alias_arn(config, name));
+            }
         }
         Snapshot {
             state,
             fingerprint,
             access_keys,
-            aliases_of,
+            names,
         }
     }
 }
@@ -97,12 +105,25 @@ pub struct KmsService {
     audit: AuditLog,
     clock_offset_secs: AtomicI64,
     usage: Mutex<HashMap<Uuid, f64>>,
+    /// When the keystore file was last checked for updates by others.
+    checked: Mutex<std::time::Instant>,
 }
+
+/// How long an update by another process may go unnoticed.
+const FRESHNESS: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl std::fmt::Debug for KmsService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "KmsService({})", self.keystore.dir().display())
     }
+}
+
+fn key_arn(c: &Config, id: &Uuid) -> String {
+    format!("arn:aws:kms:{}:{}:key/{id}", c.region, c.account)
+}
+
+fn alias_arn(c: &Config, name: &str) -> String {
+    format!("arn:aws:kms:{}:{}:{name}", c.region, c.account)
 }
 
 fn now_secs() -> f64 {
@@ -268,9 +289,11 @@ impl KmsService {
         let audit = AuditLog::open(&audit_path).map_err(|e| {
             KmsError::internal(format!("audit trail {}: {e}", audit_path.display()))
         })?;
+        let snapshot = Snapshot::new(state, fingerprint, keystore.config());
         Ok(Arc::new(KmsService {
             keystore,
-            snapshot: RwLock::new(Arc::new(Snapshot::new(state, fingerprint))),
+            snapshot: RwLock::new(Arc::new(snapshot)),
+            checked: Mutex::new(std::time::Instant::now()),
             policies: RwLock::new(Arc::new(policies)),
             policy_dirs,
             audit,
@@ -362,11 +385,20 @@ impl KmsService {
 
     fn snapshot(&self) -> Result<Arc<Snapshot>> {
         let current = Arc::clone(&self.snapshot.read().expect("snapshot lock"));
+        {
+            // Another process's update is noticed within FRESHNESS; checking
+            // the file on every call would cost a stat per operation.
+            let mut checked = self.checked.lock().expect("check lock");
+            if checked.elapsed() < FRESHNESS {
+                return Ok(current);
+            }
+            *checked = std::time::Instant::now();
+        }
         if self.keystore.fingerprint()? == current.fingerprint {
             return Ok(current);
         }
         let (state, fingerprint) = self.keystore.load()?;
-        let fresh = Arc::new(Snapshot::new(state, fingerprint));
+        let fresh = Arc::new(Snapshot::new(state, fingerprint, self.keystore.config()));
         *self.snapshot.write().expect("snapshot lock") = Arc::clone(&fresh);
         Ok(fresh)
     }
@@ -380,18 +412,16 @@ impl KmsService {
             change(state, now)
         })?;
         *self.snapshot.write().expect("snapshot lock") =
-            Arc::new(Snapshot::new(state, fingerprint));
+            Arc::new(Snapshot::new(state, fingerprint, self.keystore.config()));
         Ok(out)
     }
 
     fn key_arn(&self, id: &Uuid) -> String {
-        let c = self.keystore.config();
-        format!("arn:aws:kms:{}:{}:key/{id}", c.region, c.account)
+        key_arn(self.keystore.config(), id)
     }
 
     fn alias_arn(&self, name: &str) -> String {
-        let c = self.keystore.config();
-        format!("arn:aws:kms:{}:{}:{name}", c.region, c.account)
+        alias_arn(self.keystore.config(), name)
     }
 
     /// Parses any form of key name to a key id or an alias name.
@@ -451,13 +481,8 @@ impl KmsService {
     }
 
     /// Every name of a key, as policy resources.
-    fn resource_names(&self, snap: &Snapshot, key: &KeyRecord) -> Vec<String> {
-        let mut names = vec![key.id.to_string(), self.key_arn(&key.id)];
-        for alias in snap.aliases_of.get(&key.id).into_iter().flatten() {
-            names.push(alias.clone());
-            names.push(self.alias_arn(alias));
-        }
-        names
+    fn resource_names<'s>(&self, snap: &'s Snapshot, key: &KeyRecord) -> &'s [String] {
+        snap.names.get(&key.id).map_or(&[], Vec::as_slice)
     }
 
     fn authorize(
@@ -508,9 +533,9 @@ impl KmsService {
     ) -> Result<&'s KeyRecord> {
         match self.lookup(snap, name) {
             Ok(key) => {
-                trail.key(self.key_arn(&key.id), None);
                 let names = self.resource_names(snap, key);
-                self.authorize(trail, caller, action, &names, context)?;
+                trail.key(names[1].clone(), None);
+                self.authorize(trail, caller, action, names, context)?;
                 Ok(key)
             }
             Err(e) => {
@@ -559,7 +584,9 @@ impl KmsService {
         let result = body(&mut trail);
         let allowed = !trail.decisions.is_empty() && trail.decisions.iter().all(|d| d.allowed);
         let record = AuditRecord {
-            request_id: Uuid::new_v4().to_string(),
+            request_id: uuid::Builder::from_random_bytes(rand::random())
+                .into_uuid()
+                .to_string(),
             principal: caller.principal.clone(),
             operation: operation.into(),
             keys: trail.keys,
@@ -661,7 +688,9 @@ impl KmsService {
         }
         let snap = self.snapshot()?;
         let names = match key {
-            Some(name) => self.resource_names(&snap, self.lookup(&snap, name)?),
+            Some(name) => self
+                .resource_names(&snap, self.lookup(&snap, name)?)
+                .to_vec(),
             None => vec!["*".to_string()],
         };
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -1366,8 +1395,11 @@ impl KmsService {
             if name != "default" {
                 return Err(KmsError::not_found(format!("No such policy: {name}")));
             }
-            let names = self.resource_names(&snap, key);
-            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let refs: Vec<&str> = self
+                .resource_names(&snap, key)
+                .iter()
+                .map(String::as_str)
+                .collect();
             let statements = self.policies().statements_for_resources(&refs);
             let policy = serde_json::to_string_pretty(&serde_json::json!({
                 "Version": "rewrap-2026",
