@@ -1072,6 +1072,9 @@ resources = ["*"]
             ),
             ("*:alias/app-data", &[ALIAS_ARN], &[ALIAS]),
             ("arn:*:alias/app-{data,logs}", &[ALIAS_ARN], &[KEY_ARN]),
+            ("alias/app-?ata", &[ALIAS], &["alias/app-data2"]),
+            (r"alias/\*", &["alias/*"], &[ALIAS]),
+            (r"*/app-\*", &["alias/app-*"], &[ALIAS]),
             ("*", &[KEY_ID, ALIAS, "*"], &[]),
         ];
         for (pattern, yes, no) in cases {
