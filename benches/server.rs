@@ -4,7 +4,10 @@
 //!    audit) against a bare hyper server that returns a fixed ReEncrypt
 //!    response, in the same run, with the same client ([`RemoteKms`]) and
 //!    the same concurrency. Goal: at least 0.5 of the bare server.
-//! 2. A sustained load: `REWRAP_BENCH_SUSTAINED_CLIENTS` (64) clients for
+//! 2. Remote rotation (`rotate` through [`RemoteKms`] and `rewrap serve`)
+//!    files/s against embedded rotation (a local session) on the same tree,
+//!    `REWRAP_BENCH_FILES` (2000) files of 1 KiB. Goal: at least 0.3.
+//! 3. A sustained load: `REWRAP_BENCH_SUSTAINED_CLIENTS` (64) clients for
 //!    `REWRAP_BENCH_SUSTAINED_SECS` (60) seconds; reports errors (must be 0)
 //!    and p50 / p99 / max latency.
 //!
@@ -74,7 +77,7 @@ fn fixture() -> Fixture {
     }
 }
 
-fn client(url: &str, creds: &(String, Secret)) -> Arc<RemoteKms> {
+fn client(url: &str, creds: &(String, Secret)) -> Arc<dyn Kms> {
     Arc::new(
         RemoteKms::new(
             url,
@@ -152,7 +155,7 @@ struct Load {
 
 /// `threads` clients call ReEncrypt back to back for `duration`.
 fn run_load(
-    kms: &Arc<RemoteKms>,
+    kms: &Arc<dyn Kms>,
     req: &ReEncryptRequest,
     threads: usize,
     duration: Duration,
@@ -213,6 +216,37 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
+/// Encrypts `n` files of 1 KiB under `key` into a fresh folder.
+fn sealed_tree(session: &dyn Kms, key: &str, n: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = rewrap::files::EncryptOptions::new(key);
+    opts.context.insert("purpose".into(), "app-data".into());
+    for i in 0..n {
+        let path = dir.path().join(format!("d{}/f{i}", i % 16));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, vec![b'x'; 1024]).unwrap();
+        rewrap::files::encrypt_file(session, &opts, &path, rewrap::files::Output::InPlace).unwrap();
+    }
+    dir
+}
+
+/// Rotates every file under `root` to `to`; returns files/s.
+fn rotate_tree(kms: &dyn Kms, root: &std::path::Path, to: &str, jobs: usize, n: usize) -> f64 {
+    use rewrap::rotate::{self, FileStore, RotateOptions};
+    let mut opts = RotateOptions::new(to);
+    opts.jobs = jobs;
+    let items = rotate::walk_files(&[root.to_path_buf()], false);
+    let started = Instant::now();
+    let report = rotate::rotate(kms, &FileStore { read_only: false }, items, &opts).unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(
+        (report.rotated, report.failed),
+        (n as u64, 0),
+        "rotation incomplete"
+    );
+    n as f64 / secs
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; any other invocation (e.g. `cargo test
     // --benches`) must not start a minute-long load.
@@ -252,6 +286,40 @@ fn main() {
         r.errors
     );
     println!("  ratio rewrap / bare: {:.2} (goal >= 0.5)", r_rps / b_rps);
+    let direct: Arc<dyn Kms> = Arc::new(fx.service.session(Caller {
+        principal: "owner".into(),
+        ..Default::default()
+    }));
+    let d = run_load(&direct, &fx.request, threads, secs);
+    let d_rps = d.ok as f64 / d.elapsed.as_secs_f64();
+    println!("  for reference, the service in-process (no HTTP, same threads): {d_rps:>9.0} req/s");
+
+    let files = setting("REWRAP_BENCH_FILES", 2000) as usize;
+    let session = fx.service.session(Caller {
+        principal: "owner".into(),
+        ..Default::default()
+    });
+    let from = session
+        .create_key(&CreateKeyRequest::default())
+        .unwrap()
+        .key_metadata
+        .key_id;
+    let to = session
+        .create_key(&CreateKeyRequest::default())
+        .unwrap()
+        .key_metadata
+        .key_id;
+    let local_tree = sealed_tree(&session, &from, files);
+    let remote_tree = sealed_tree(&session, &from, files);
+    println!("Rotation of {files} files of 1 KiB, same tree shape, same run:");
+    let local = rotate_tree(&session, local_tree.path(), &to, 0, files);
+    let remote = rotate_tree(&*rewrap, remote_tree.path(), &to, 64, files);
+    println!("  embedded (local session, default jobs): {local:>8.0} files/s");
+    println!("  remote (RemoteKms -> rewrap serve, 64 jobs): {remote:>8.0} files/s");
+    println!(
+        "  ratio remote / embedded: {:.2} (goal >= 0.3)",
+        remote / local
+    );
 
     let clients = setting("REWRAP_BENCH_SUSTAINED_CLIENTS", 64) as usize;
     let sustained = Duration::from_secs(setting("REWRAP_BENCH_SUSTAINED_SECS", 60));
