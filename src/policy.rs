@@ -744,6 +744,32 @@ impl PolicySet {
         }
     }
 
+    /// True when `holder` holds, unconditionally and on every resource, every
+    /// action that any statement could ever allow `target` (on any resource,
+    /// under any context). Used to refuse credentials for a principal to a
+    /// caller who would gain rights through them.
+    pub fn covers(&self, holder: &str, target: &str) -> bool {
+        let statements = &self.inner.statements;
+        let target_may: u64 = statements
+            .iter()
+            .filter(|s| s.effect == Effect::Allow && s.matches_principal(target))
+            .fold(0, |acc, s| acc | s.actions);
+        let holder_always: u64 = statements
+            .iter()
+            .filter(|s| {
+                s.effect == Effect::Allow
+                    && s.matches_principal(holder)
+                    && s.resources.iter().any(|r| matches!(r, Pattern::Any))
+                    && s.condition.holds(None)
+            })
+            .fold(0, |acc, s| acc | s.actions);
+        let holder_denied: u64 = statements
+            .iter()
+            .filter(|s| s.effect == Effect::Deny && s.matches_principal(holder))
+            .fold(0, |acc, s| acc | s.actions);
+        target_may & !(holder_always & !holder_denied) == 0
+    }
+
     /// The statements any of whose resource patterns match one of `resources`
     /// (for GetKeyPolicy), in load order.
     pub fn statements_for_resources(&self, resources: &[&str]) -> Vec<StatementRef> {
@@ -759,6 +785,26 @@ impl PolicySet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn covers_refuses_credentials_that_would_add_rights() {
+        let set = PolicySet::from_toml(
+            "p.toml",
+            "[[statement]]\neffect = \"allow\"\nprincipals = [\"admin\"]\nactions = [\"administer\"]\nresources = [\"*\"]\n\
+             [[statement]]\neffect = \"allow\"\nprincipals = [\"owner\"]\nactions = [\"*\"]\nresources = [\"*\"]\n\
+             [[statement]]\neffect = \"allow\"\nprincipals = [\"reader\"]\nactions = [\"decrypt\"]\nresources = [\"alias/x\"]\n\
+             [statement.condition]\ncontext_equals = { a = \"b\" }\n",
+        )
+        .unwrap();
+        assert!(!set.covers("admin", "reader"), "admin would gain decrypt");
+        assert!(set.covers("owner", "reader"));
+        assert!(
+            set.covers("admin", "nobody"),
+            "a principal with no rights adds nothing"
+        );
+        assert!(set.covers("admin", "admin"));
+        assert!(!set.covers("reader", "admin"));
+    }
 
     const KEY_ID: &str = "1234abcd-12ab-34cd-56ef-1234567890ab";
     const KEY_ARN: &str =

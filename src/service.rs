@@ -1450,9 +1450,27 @@ impl KmsService {
         })
     }
 
+    /// Credentials for `target` handed to `caller` must not give the caller
+    /// rights it does not already hold: no principal grants itself more
+    /// than a policy file gives it.
+    fn no_escalation(&self, caller: &Caller, target: &str) -> Result<()> {
+        if caller.principal == target || self.policies().covers(&caller.principal, target) {
+            return Ok(());
+        }
+        Err(KmsError::new(
+            ErrorCode::AccessDenied,
+            format!(
+                "principal '{}' may not obtain credentials of '{target}': the policies allow \
+                 '{target}' actions that '{}' does not hold on every key",
+                caller.principal, caller.principal
+            ),
+        ))
+    }
+
     fn create_principal(&self, caller: &Caller, r: &PrincipalRequest) -> Result<AccessKeyResponse> {
         let name = r.principal_name.clone();
         self.principal_op(caller, Operation::CreatePrincipal, &name, |state, now| {
+            self.no_escalation(caller, &name)?;
             if state.principals.contains_key(&name) {
                 return Err(KmsError::new(
                     ErrorCode::AlreadyExists,
@@ -1497,6 +1515,7 @@ impl KmsService {
     ) -> Result<AccessKeyResponse> {
         let name = r.principal_name.clone();
         self.principal_op(caller, Operation::CreateAccessKey, &name, |state, now| {
+            self.no_escalation(caller, &name)?;
             let p = state
                 .principals
                 .get_mut(&name)

@@ -887,31 +887,48 @@ fn principals_are_managed_by_administrators_only() {
         "AccessDeniedException",
         "CreatePrincipal",
     );
-    let made = env.ok(
+    // The key admin may make principals that the policies give nothing...
+    let made = env.ok(&admin, &["create-principal", "--principal-name", "ops-2"]);
+    assert_eq!(made["PrincipalName"], "ops-2");
+    env.ok(&admin, &["create-access-key", "--principal-name", "ops-2"]);
+    assert_aws_error(
+        &env.run(&admin, &["create-access-key", "--principal-name", "ops-2"]),
+        "LimitExceededException",
+        "CreateAccessKey",
+    );
+    assert_aws_error(
+        &env.run(&admin, &["create-principal", "--principal-name", "ops-2"]),
+        "AlreadyExistsException",
+        "CreatePrincipal",
+    );
+    // ...but never credentials that would give it rights it lacks (decrypt).
+    let out = env.run(
         &admin,
         &["create-principal", "--principal-name", "app-reader"],
     );
-    assert_eq!(made["PrincipalName"], "app-reader");
-    env.ok(
-        &admin,
-        &["create-access-key", "--principal-name", "app-reader"],
-    );
+    assert_aws_error(&out, "AccessDeniedException", "CreatePrincipal");
+    assert!(stderr(&out).contains("may not obtain credentials of 'app-reader'"));
+    let reader = env.principal("app-reader");
     assert_aws_error(
         &env.run(
             &admin,
             &["create-access-key", "--principal-name", "app-reader"],
         ),
-        "LimitExceededException",
+        "AccessDeniedException",
         "CreateAccessKey",
     );
-    assert_aws_error(
-        &env.run(
-            &admin,
-            &["create-principal", "--principal-name", "app-reader"],
-        ),
-        "AlreadyExistsException",
-        "CreatePrincipal",
+    let listed = env.ok(&admin, &["list-principals"]);
+    let names: Vec<&str> = listed["Principals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["PrincipalName"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["app-reader", "app-writer", "key-admin", "ops-2", "owner"]
     );
+    assert_eq!(reader.name, "app-reader");
     assert_aws_error(
         &env.run(
             &admin,
