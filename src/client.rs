@@ -319,7 +319,7 @@ impl RemoteKms {
             body.expose_mut().extend_from_slice(&chunk);
         }
         if status.is_success() {
-            return Ok(body);
+            return normalize_response(op, body).map_err(Failure::Final);
         }
         let err = error_from_response(status.as_u16(), body.expose());
         let transient = status.is_server_error()
@@ -400,6 +400,97 @@ pub fn error_from_response(status: u16, body: &[u8]) -> (KmsError, String) {
         parsed.message
     };
     (KmsError::new(code, message), name)
+}
+
+/// Fields AWS KMS always returns but other servers (moto) omit or send as
+/// `null`, with the value AWS documents as the default; per operation.
+fn defaults_for(op: Operation) -> &'static [(&'static str, DefaultValue)] {
+    use DefaultValue::{False, Str};
+    const ALG: DefaultValue = Str("SYMMETRIC_DEFAULT");
+    match op {
+        Operation::Encrypt | Operation::Decrypt => &[("EncryptionAlgorithm", ALG)],
+        Operation::ReEncrypt => &[
+            ("SourceEncryptionAlgorithm", ALG),
+            ("DestinationEncryptionAlgorithm", ALG),
+        ],
+        Operation::CreateKey | Operation::DescribeKey => &[
+            ("KeyUsage", Str("ENCRYPT_DECRYPT")),
+            ("MultiRegion", False),
+            ("Description", Str("")),
+            ("KeyManager", Str("CUSTOMER")),
+            ("Origin", Str("AWS_KMS")),
+            ("CustomerMasterKeySpec", ALG),
+            ("KeySpec", ALG),
+        ],
+        _ => &[],
+    }
+}
+
+#[derive(Clone, Copy)]
+enum DefaultValue {
+    Str(&'static str),
+    False,
+}
+
+/// Makes a response of another KMS implementation parse like AWS's, the way
+/// botocore reads it: `null` members are absent, and absent members that
+/// rewrap's types require get AWS's documented defaults. Responses that need
+/// nothing (rewrap's, AWS's) are returned untouched without being parsed.
+fn normalize_response(op: Operation, body: Secret) -> Result<Secret> {
+    let text = body.expose();
+    // Base64 blobs never contain ':' or spaces, so this finds only JSON nulls.
+    let has_null = contains(text, b": null") || contains(text, b":null");
+    let defaults = defaults_for(op);
+    let missing = defaults
+        .iter()
+        .any(|(name, _)| !contains(text, format!("\"{name}\"").as_bytes()));
+    if !has_null && !missing {
+        return Ok(body);
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(text)
+        .map_err(|_| KmsError::internal("the KMS sent a response that is not JSON"))?;
+    drop_nulls(&mut value);
+    let target = match value.get_mut("KeyMetadata") {
+        Some(inner) => inner,
+        None => &mut value,
+    };
+    if let Some(map) = target.as_object_mut() {
+        for (name, default) in defaults {
+            map.entry(name.to_string())
+                .or_insert_with(|| match default {
+                    DefaultValue::Str(s) => serde_json::Value::String(s.to_string()),
+                    DefaultValue::False => serde_json::Value::Bool(false),
+                });
+        }
+    }
+    let out = crate::kms::to_json(&value);
+    wipe(&mut value);
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn drop_nulls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
+}
+
+/// Zeroizes every string of a parsed response (a plaintext may be one).
+fn wipe(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => zeroize::Zeroize::zeroize(s),
+        serde_json::Value::Object(map) => map.values_mut().for_each(wipe),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(wipe),
+        _ => {}
+    }
 }
 
 impl Kms for RemoteKms {
@@ -540,6 +631,29 @@ mod tests {
         let (e, _) = error_from_response(502, b"<html>bad gateway</html>");
         assert_eq!(e.code, ErrorCode::Internal);
         assert!(e.message.contains("HTTP 502"));
+    }
+
+    #[test]
+    fn responses_of_other_kms_servers_get_aws_defaults() {
+        // moto: KeyUsage and MultiRegion null, no EncryptionAlgorithm.
+        let moto = br#"{"KeyMetadata": {"KeyId": "k", "KeyUsage": null, "MultiRegion": null, "Enabled": true}}"#;
+        let out = normalize_response(Operation::DescribeKey, Secret::from_slice(moto)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(out.expose()).unwrap();
+        assert_eq!(v["KeyMetadata"]["KeyUsage"], "ENCRYPT_DECRYPT");
+        assert_eq!(v["KeyMetadata"]["MultiRegion"], false);
+        assert_eq!(v["KeyMetadata"]["KeyId"], "k");
+        let out = normalize_response(
+            Operation::ReEncrypt,
+            Secret::from_slice(br#"{"CiphertextBlob": "AAEC", "KeyId": "b", "SourceKeyId": "a"}"#),
+        )
+        .unwrap();
+        let r: crate::api::ReEncryptResponse = crate::kms::from_json(out.expose()).unwrap();
+        assert_eq!(r.destination_encryption_algorithm, "SYMMETRIC_DEFAULT");
+        assert_eq!(r.ciphertext_blob.0, [0, 1, 2]);
+        // A complete response is passed through byte for byte.
+        let full = br#"{"KeyId":"k","Plaintext":"AAEC","EncryptionAlgorithm":"SYMMETRIC_DEFAULT"}"#;
+        let out = normalize_response(Operation::Decrypt, Secret::from_slice(full)).unwrap();
+        assert_eq!(out.expose(), full);
     }
 
     #[test]
