@@ -281,6 +281,10 @@ pub fn rotate_location(
     let items = progress::list_items(loc, blob.shard, &tracker);
     let mut opts = opts.clone();
     opts.jobs = blob.concurrency.max(1);
+    // Each conditional put is durable on return (commit is a no-op), so a
+    // batch only delays the moment an object counts as done for the
+    // checkpoint.
+    opts.batch = 1;
     let report = crate::rotate::rotate(kms, &store, items, &opts)?;
     tracker.finish()?;
     Ok(BlobRotationReport {
