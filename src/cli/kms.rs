@@ -538,7 +538,7 @@ fn guard_key_in_use(ctx: &Context, kms: &dyn Kms, key_id: &str, force: bool) -> 
         return Ok(());
     };
     let arn = described.key_metadata.arn;
-    let known = known_envelopes(ctx, &arn);
+    let known = crate::rotate::known_envelopes_for_key(&ctx.home(), &arn);
     if known == 0 {
         return Ok(());
     }
@@ -569,8 +569,4 @@ pub fn run(cmd: KmsCommand, ctx: &Context) -> anyhow::Result<i32> {
         ctx.print_json(response.expose())?;
     }
     Ok(0)
-}
-
-fn known_envelopes(_ctx: &Context, _arn: &str) -> u64 {
-    0
 }

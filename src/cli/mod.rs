@@ -7,6 +7,8 @@
 //! commands (rotate, inventory) use 0 / 1 (some items failed) / 2 (could not start).
 
 pub mod admin;
+pub mod demo;
+pub mod files;
 pub mod kms;
 pub mod serve;
 
@@ -81,9 +83,14 @@ pub enum Command {
     /// KMS operations, named as in `aws kms`.
     #[command(flatten)]
     Kms(kms::KmsCommand),
+    /// Envelope files, rotation and inventory.
+    #[command(flatten)]
+    Files(files::FileCommand),
     /// The KMS server.
     #[command(flatten)]
     Serve(serve::ServeCommand),
+    /// Runs the main job end to end on an embedded default, in a temporary folder.
+    Demo(demo::DemoArgs),
 }
 
 /// What every command gets: the global options and ways to reach a KMS.
@@ -344,6 +351,8 @@ pub fn main() -> i32 {
         Command::Audit(cmd) => admin::audit(cmd, &ctx),
         Command::Kms(cmd) => kms::run(cmd, &ctx),
         Command::Serve(cmd) => serve::run(cmd, &ctx),
+        Command::Files(cmd) => files::run(cmd, &ctx),
+        Command::Demo(args) => demo::run(args),
     };
     match result {
         Ok(code) => code,
