@@ -1067,8 +1067,8 @@ impl Inventory {
         *k.versions.entry(slot.key_version.to_string()).or_default() += 1;
         if k.oldest_wrap_unix.is_none_or(|t| slot.wrapped_at < t) {
             k.oldest_wrap_unix = Some(slot.wrapped_at);
-            k.oldest_wrap = chrono::DateTime::from_timestamp(slot.wrapped_at, 0)
-                .map(|d| d.to_rfc3339());
+            k.oldest_wrap =
+                chrono::DateTime::from_timestamp(slot.wrapped_at, 0).map(|d| d.to_rfc3339());
         }
     }
 }
@@ -1115,7 +1115,10 @@ where
                 Ok(Some((parsed, _))) => parsed,
                 Err(e) => {
                     inv.failed += 1;
-                    inv.failures.push(Failure { path: name, error: e.to_string() });
+                    inv.failures.push(Failure {
+                        path: name,
+                        error: e.to_string(),
+                    });
                     continue;
                 }
             };
@@ -1131,7 +1134,10 @@ where
                 }
                 Err(e) => {
                     inv.failed += 1;
-                    inv.failures.push(Failure { path: name, error: e.to_string() });
+                    inv.failures.push(Failure {
+                        path: name,
+                        error: e.to_string(),
+                    });
                 }
             }
         }

@@ -95,7 +95,10 @@ fn slot(seq: u64, version: u32) -> [u8; SLOT_SIZE] {
 }
 
 fn build(chunk: u32, ctx: &[(&str, &str)], plain: &[u8], slots: [[u8; SLOT_SIZE]; 2]) -> Vec<u8> {
-    let ctx: EncryptionContext = ctx.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let ctx: EncryptionContext = ctx
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let file_id = uuid::Uuid::from_u128(0x0123_4567_89ab_4cde_8f01_2345_6789_abcd);
     let h = Header::with_ids(chunk, file_id, [1, 2, 3, 4, 5, 6, 7], ctx).unwrap();
     let mut out = h.as_bytes().to_vec();
@@ -109,7 +112,13 @@ fn plain(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 % 251) as u8).collect()
 }
 
-fn vector(description: &str, env: Vec<u8>, expect: &str, pt: Option<&[u8]>, active: Option<usize>) -> Vector {
+fn vector(
+    description: &str,
+    env: Vec<u8>,
+    expect: &str,
+    pt: Option<&[u8]>,
+    active: Option<usize>,
+) -> Vector {
     Vector {
         description: description.into(),
         data_key_hex: hex::encode(KEY),
@@ -128,69 +137,144 @@ fn vectors() -> Vec<(&'static str, Vector)> {
     let base = ok(130);
     let b = body(&base);
     let mut v = Vec::new();
-    v.push(("ok-empty", vector("empty plaintext: one empty final chunk", ok(0), "ok", Some(&[]), Some(0))));
-    v.push(("ok-1-byte", vector("one byte", ok(1), "ok", Some(&plain(1)), Some(0))));
-    v.push(("ok-2-full-chunks", vector("exactly two chunks of 64 bytes; the second is final", ok(128), "ok", Some(&plain(128)), Some(0))));
-    v.push(("ok-3-chunks", vector("130 bytes: 64 + 64 + 2", base.clone(), "ok", Some(&plain(130)), Some(0))));
-    v.push(("ok-context", vector(
-        "user context purpose=app-data in the header",
-        build(64, &[("purpose", "app-data")], &plain(10), one),
-        "ok",
-        Some(&plain(10)),
-        Some(0),
-    )));
-    v.push(("ok-rotated", vector(
-        "after a rotation: slot 0 wiped, slot 1 active with sequence 2",
-        build(64, &[], &plain(10), [EMPTY_SLOT, slot(2, 2)]),
-        "ok",
-        Some(&plain(10)),
-        Some(1),
-    )));
-    v.push(("ok-both-slots-valid", vector(
-        "interrupted rotation: both slots valid, the higher sequence (slot 1) wins",
-        build(64, &[], &plain(10), [slot(1, 1), slot(2, 2)]),
-        "ok",
-        Some(&plain(10)),
-        Some(1),
-    )));
+    v.push((
+        "ok-empty",
+        vector(
+            "empty plaintext: one empty final chunk",
+            ok(0),
+            "ok",
+            Some(&[]),
+            Some(0),
+        ),
+    ));
+    v.push((
+        "ok-1-byte",
+        vector("one byte", ok(1), "ok", Some(&plain(1)), Some(0)),
+    ));
+    v.push((
+        "ok-2-full-chunks",
+        vector(
+            "exactly two chunks of 64 bytes; the second is final",
+            ok(128),
+            "ok",
+            Some(&plain(128)),
+            Some(0),
+        ),
+    ));
+    v.push((
+        "ok-3-chunks",
+        vector(
+            "130 bytes: 64 + 64 + 2",
+            base.clone(),
+            "ok",
+            Some(&plain(130)),
+            Some(0),
+        ),
+    ));
+    v.push((
+        "ok-context",
+        vector(
+            "user context purpose=app-data in the header",
+            build(64, &[("purpose", "app-data")], &plain(10), one),
+            "ok",
+            Some(&plain(10)),
+            Some(0),
+        ),
+    ));
+    v.push((
+        "ok-rotated",
+        vector(
+            "after a rotation: slot 0 wiped, slot 1 active with sequence 2",
+            build(64, &[], &plain(10), [EMPTY_SLOT, slot(2, 2)]),
+            "ok",
+            Some(&plain(10)),
+            Some(1),
+        ),
+    ));
+    v.push((
+        "ok-both-slots-valid",
+        vector(
+            "interrupted rotation: both slots valid, the higher sequence (slot 1) wins",
+            build(64, &[], &plain(10), [slot(1, 1), slot(2, 2)]),
+            "ok",
+            Some(&plain(10)),
+            Some(1),
+        ),
+    ));
     let mut torn = slot(2, 2);
     torn[512..].fill(0);
-    v.push(("ok-torn-slot", vector(
-        "torn write of slot 1 (only its first 512 bytes): slot 0 is used",
-        build(64, &[], &plain(10), [slot(1, 1), torn]),
-        "ok",
-        Some(&plain(10)),
-        Some(0),
-    )));
+    v.push((
+        "ok-torn-slot",
+        vector(
+            "torn write of slot 1 (only its first 512 bytes): slot 0 is used",
+            build(64, &[], &plain(10), [slot(1, 1), torn]),
+            "ok",
+            Some(&plain(10)),
+            Some(0),
+        ),
+    ));
     let mut e = base.clone();
     e[0] = b'X';
-    v.push(("err-bad-magic", vector("first byte changed", e, "NotEnvelope", None, None)));
+    v.push((
+        "err-bad-magic",
+        vector("first byte changed", e, "NotEnvelope", None, None),
+    ));
     let mut e = base.clone();
     e[9] = 2;
-    v.push(("err-version", vector("format version 2", e, "UnsupportedVersion", None, None)));
+    v.push((
+        "err-version",
+        vector("format version 2", e, "UnsupportedVersion", None, None),
+    ));
     let mut e = base.clone();
     e[20] ^= 1;
-    v.push(("err-header-checksum", vector("a file-id bit flipped", e, "CorruptHeader", None, None)));
+    v.push((
+        "err-header-checksum",
+        vector("a file-id bit flipped", e, "CorruptHeader", None, None),
+    ));
     let mut e = base.clone();
     let s0 = b - 2 * SLOT_SIZE;
     e[s0 + 30] ^= 1;
-    v.push(("err-no-valid-slot", vector("slot 0 corrupt, slot 1 empty", e, "CorruptHeader", None, None)));
+    v.push((
+        "err-no-valid-slot",
+        vector(
+            "slot 0 corrupt, slot 1 empty",
+            e,
+            "CorruptHeader",
+            None,
+            None,
+        ),
+    ));
     let mut e = base.clone();
     e[b + 80 + 3] ^= 1;
-    v.push(("err-chunk-1", vector("a bit of chunk 1 flipped", e, "ChunkAuth", None, None)));
+    v.push((
+        "err-chunk-1",
+        vector("a bit of chunk 1 flipped", e, "ChunkAuth", None, None),
+    ));
     let mut e = base.clone();
     e.truncate(b + 2 * 80);
-    v.push(("err-truncated", vector("cut after chunk 1 (not final)", e, "Truncated", None, None)));
+    v.push((
+        "err-truncated",
+        vector("cut after chunk 1 (not final)", e, "Truncated", None, None),
+    ));
     let mut e = base.clone();
     e.extend_from_slice(b"garbage");
-    v.push(("err-trailing", vector("bytes after the end record", e, "TrailingData", None, None)));
+    v.push((
+        "err-trailing",
+        vector("bytes after the end record", e, "TrailingData", None, None),
+    ));
     let mut e = base.clone();
     let (x, y) = e[b..].split_at_mut(80);
     x.swap_with_slice(&mut y[..80]);
-    v.push(("err-reordered", vector("chunks 0 and 1 swapped", e, "ChunkAuth", None, None)));
+    v.push((
+        "err-reordered",
+        vector("chunks 0 and 1 swapped", e, "ChunkAuth", None, None),
+    ));
     let mut e = base;
     let n = e.len();
     e[n - 5] ^= 1;
-    v.push(("err-end-record", vector("end record length changed", e, "Truncated", None, None)));
+    v.push((
+        "err-end-record",
+        vector("end record length changed", e, "Truncated", None, None),
+    ));
     v
 }

@@ -64,7 +64,11 @@ fn assert_all_under(t: &Tree, key: &str, version: u32) {
     for (path, data) in &t.plain {
         let p = slots(path);
         let (active, slot) = p.slots.active().unwrap();
-        assert_eq!((slot.key_arn.as_str(), slot.key_version), (key, version), "{path:?}");
+        assert_eq!(
+            (slot.key_arn.as_str(), slot.key_version),
+            (key, version),
+            "{path:?}"
+        );
         assert_eq!(p.slots.0[1 - active], SlotState::Empty, "{path:?}");
         assert_eq!(&open(&reader, path).unwrap(), data, "{path:?}");
     }
@@ -84,7 +88,13 @@ fn rotates_a_tree_then_does_nothing_on_a_rerun() {
     let rotator = t.env.principal("storage-rotator");
     let r = run(&t, &rotator, &RotateOptions::new(&t.key_b));
     assert_eq!(
-        (r.scanned, r.rotated, r.already_current, r.not_envelope, r.failed),
+        (
+            r.scanned,
+            r.rotated,
+            r.already_current,
+            r.not_envelope,
+            r.failed
+        ),
         (63, 60, 0, 3, 0),
         "{:?}",
         r.failures
@@ -97,7 +107,10 @@ fn rotates_a_tree_then_does_nothing_on_a_rerun() {
     assert_all_under(&t, &t.key_b, 1);
     notes_untouched(&t);
     let again = run(&t, &rotator, &RotateOptions::new(&t.key_b));
-    assert_eq!((again.rotated, again.already_current, again.failed), (0, 60, 0));
+    assert_eq!(
+        (again.rotated, again.already_current, again.failed),
+        (0, 60, 0)
+    );
 }
 
 #[test]
@@ -116,13 +129,21 @@ fn new_key_material_of_the_same_key_is_a_rotation() {
 fn dry_run_writes_nothing() {
     let t = tree(12);
     let rotator = t.env.principal("storage-rotator");
-    let before: Vec<Vec<u8>> = t.plain.iter().map(|(p, _)| std::fs::read(p).unwrap()).collect();
+    let before: Vec<Vec<u8>> = t
+        .plain
+        .iter()
+        .map(|(p, _)| std::fs::read(p).unwrap())
+        .collect();
     let mut opts = RotateOptions::new(&t.key_b);
     opts.dry_run = true;
     let r = run(&t, &rotator, &opts);
     assert!(r.dry_run);
     assert_eq!((r.rotated, r.not_envelope, r.failed), (12, 3, 0));
-    let after: Vec<Vec<u8>> = t.plain.iter().map(|(p, _)| std::fs::read(p).unwrap()).collect();
+    let after: Vec<Vec<u8>> = t
+        .plain
+        .iter()
+        .map(|(p, _)| std::fs::read(p).unwrap())
+        .collect();
     assert!(before == after, "a dry run changed a file");
 }
 
@@ -171,7 +192,11 @@ fn one_bad_file_never_stops_the_run() {
             ("short.rwp", "truncated: header incomplete")
         ]
     );
-    assert_eq!(std::fs::read(&bad).unwrap(), b, "a failed file was modified");
+    assert_eq!(
+        std::fs::read(&bad).unwrap(),
+        b,
+        "a failed file was modified"
+    );
 }
 
 #[test]
@@ -226,14 +251,26 @@ fn an_interrupted_rotation_is_finished_by_the_next_run() {
     t.env.principal("app-reader");
     let rotator = t.env.principal("storage-rotator");
     let items = rotate::walk_files(std::slice::from_ref(&t.root), false);
-    let r = rotate::rotate(&rotator, &NoWipe(FileStore::default()), items, &RotateOptions::new(&t.key_b))
-        .unwrap();
+    let r = rotate::rotate(
+        &rotator,
+        &NoWipe(FileStore::default()),
+        items,
+        &RotateOptions::new(&t.key_b),
+    )
+    .unwrap();
     assert_eq!((r.rotated, r.failed), (0, 15));
-    assert!(r.failures[0].error.contains("old slot not wiped"), "{:?}", r.failures[0]);
+    assert!(
+        r.failures[0].error.contains("old slot not wiped"),
+        "{:?}",
+        r.failures[0]
+    );
     // Both slots valid, the new one active: readable, and the inventory sees it.
     for (path, _) in &t.plain {
         let p = slots(path);
-        assert!(matches!(p.slots.0, [SlotState::Valid(_), SlotState::Valid(_)]));
+        assert!(matches!(
+            p.slots.0,
+            [SlotState::Valid(_), SlotState::Valid(_)]
+        ));
         assert_eq!(p.slots.active().unwrap().1.key_arn, t.key_b);
     }
     let inv = rotate::inventory(
@@ -263,7 +300,13 @@ fn concurrent_runs_never_clobber_each_other() {
         let b = s.spawn(|| run(&t, &rotator, &opts));
         (a.join().unwrap(), b.join().unwrap())
     });
-    assert_eq!((a.failed, b.failed), (0, 0), "{:?} {:?}", a.failures, b.failures);
+    assert_eq!(
+        (a.failed, b.failed),
+        (0, 0),
+        "{:?} {:?}",
+        a.failures,
+        b.failures
+    );
     assert_eq!(a.rotated + a.already_current, 200);
     assert_eq!(b.rotated + b.already_current, 200);
     assert!(a.rotated + b.rotated >= 200);
@@ -283,7 +326,9 @@ fn a_file_replaced_after_the_read_is_not_written() {
     std::fs::rename(&newer, &path).unwrap();
     let before = std::fs::read(&path).unwrap();
     let slot = [7u8; SLOT_SIZE];
-    let err = store.write_slots(&path, &[(1, &slot)], &version).unwrap_err();
+    let err = store
+        .write_slots(&path, &[(1, &slot)], &version)
+        .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), before);
     // And a slot change since the read is a conflict too.
