@@ -264,6 +264,26 @@ fn s3_errors_name_the_missing_bucket_the_missing_object_and_the_existing_blob() 
 }
 
 #[test]
+fn s3_refused_credentials_stop_the_run_before_it_starts() {
+    // moto checks signatures against its own IAM when asked to: the test
+    // credentials are unknown there, so every request is refused (403).
+    let moto = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
+    let kms = Kms3::new();
+    let loc = moto.open("s3://locked/p");
+    let rotator = kms.as_role("storage-rotator");
+    let e = rotate_location(&rotator, &loc, &rotate_opts(&kms), &blob_opts(2)).unwrap_err();
+    assert_eq!(e.name(), "AccessDenied", "{e}");
+    assert!(e.to_string().contains("check credentials"), "{e}");
+    let e = inventory_location(None, &loc, None, &blob_opts(2)).unwrap_err();
+    assert_eq!(e.name(), "AccessDenied", "{e}");
+    let reader = kms.as_role("app-reader");
+    assert_eq!(
+        decrypt(&reader, &loc, "x").unwrap_err().name(),
+        "AccessDenied"
+    );
+}
+
+#[test]
 fn s3_conflicting_writer_is_counted_and_its_newer_key_object_kept() {
     let moto = Moto::start();
     moto.create_bucket("race");

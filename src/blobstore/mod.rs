@@ -134,6 +134,19 @@ impl BlobError {
         {
             return BlobError::BucketNotFound(format!("{what}: {text}"));
         }
+        // Listing errors arrive as `Generic` with the HTTP status and the
+        // store's error code in the text.
+        let refused = [
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "AuthenticationFailed",
+            "AuthorizationFailure",
+            "403 Forbidden",
+            "401 Unauthorized",
+        ];
+        if refused.iter().any(|r| text.contains(r)) {
+            return BlobError::AccessDenied(format!("{what}: {text}"));
+        }
         match e {
             E::NotFound { .. } => BlobError::NotFound(what.to_string()),
             E::AlreadyExists { .. } => BlobError::AlreadyExists(what.to_string()),

@@ -76,11 +76,18 @@ pub fn http(port: u16, method: &str, path: &str) -> std::io::Result<u16> {
 
 impl Moto {
     pub fn start() -> Moto {
+        Moto::start_with(&[])
+    }
+
+    /// A moto server with extra environment (e.g. enforced authentication:
+    /// `INITIAL_NO_AUTH_ACTION_COUNT=0`).
+    pub fn start_with(env: &[(&str, &str)]) -> Moto {
         set_test_credentials();
         let bin = moto_server_bin();
         let port = free_port();
         let child = Command::new(&bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -1,0 +1,156 @@
+//! Blob stores on `file://` locations (no server needed): the same API and
+//! pipeline as S3, with the lock-based conditional update.
+
+mod blob_support;
+
+use blob_support::*;
+use rewrap::blobstore::{
+    decrypt_object, encrypt_object, inventory_location, is_blob_url, open_location,
+    rotate_location, BlobOptions, BlobRotateOptions,
+};
+use rewrap::files::{DecryptOptions, EncryptOptions};
+use rewrap::rotate::RotateOptions;
+
+fn file_url(dir: &std::path::Path) -> String {
+    format!("file://{}", dir.display())
+}
+
+fn read_opts() -> DecryptOptions {
+    DecryptOptions {
+        expect_context: app_context(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn blob_urls_are_told_from_paths() {
+    for url in [
+        "s3://b/p",
+        "S3://b",
+        "s3a://b",
+        "az://c/p",
+        "azure://c",
+        "gs://b/p",
+        "file:///x",
+    ] {
+        assert!(is_blob_url(url), "{url}");
+    }
+    for path in [
+        "/tmp/x",
+        "s3",
+        "relative/s3://x",
+        "C:\\x",
+        "-",
+        "http://x/y",
+    ] {
+        assert!(!is_blob_url(path), "{path}");
+    }
+    let e = open_location("s3:///no-bucket", &BlobOptions::default()).unwrap_err();
+    assert_eq!(e.name(), "InvalidUrl");
+    let e = open_location("file://host/x", &BlobOptions::default()).unwrap_err();
+    assert_eq!(e.name(), "InvalidUrl");
+}
+
+#[test]
+fn file_location_round_trips_and_rotates_only_key_objects() {
+    let kms = Kms3::new();
+    let root = kms.dir.path().join("blobs");
+    let loc = open_location(&file_url(&root), &BlobOptions::default()).unwrap();
+    let mut opts = EncryptOptions::new(kms.old.clone());
+    opts.context = app_context();
+    let writer = kms.as_role("app-writer");
+    let sizes = [0usize, 3, 64 * 1024, 300_000];
+    for (i, n) in sizes.iter().enumerate() {
+        let data = pattern(*n, i as u8);
+        encrypt_object(&writer, &mut &data[..], &loc, &format!("d/o{i}"), &opts).unwrap();
+    }
+    let body = root.join("d/o3");
+    let body_before = std::fs::read(&body).unwrap();
+    let body_meta = std::fs::metadata(&body).unwrap().modified().unwrap();
+    let rotator = kms.as_role("storage-rotator");
+    let to = RotateOptions::new(kms.new.clone());
+    let r = rotate_location(&rotator, &loc, &to, &BlobRotateOptions::default()).unwrap();
+    assert_eq!(
+        (r.report.scanned, r.report.rotated, r.conflicts),
+        (4, 4, 0),
+        "{r:#?}"
+    );
+    assert_eq!(std::fs::read(&body).unwrap(), body_before);
+    assert_eq!(
+        std::fs::metadata(&body).unwrap().modified().unwrap(),
+        body_meta
+    );
+    let reader = kms.as_role("app-reader");
+    for (i, n) in sizes.iter().enumerate() {
+        let mut out = Vec::new();
+        decrypt_object(&reader, &loc, &format!("d/o{i}"), &mut out, &read_opts()).unwrap();
+        assert_eq!(out, pattern(*n, i as u8));
+    }
+    let inv = inventory_location(
+        Some(&rotator),
+        &loc,
+        Some(&kms.new),
+        &BlobRotateOptions::default(),
+    )
+    .unwrap();
+    assert_eq!((inv.envelopes, inv.stale, inv.failed), (4, Some(0), 0));
+    assert_eq!(inv.roots, vec![file_url(&root)]);
+}
+
+#[test]
+fn file_location_keeps_a_concurrent_writers_key_object() {
+    let kms = Kms3::new();
+    let url = file_url(&kms.dir.path().join("race"));
+    let loc = open_location(&url, &BlobOptions::default()).unwrap();
+    let mut opts = EncryptOptions::new(kms.old.clone());
+    opts.context = app_context();
+    let writer = kms.as_role("app-writer");
+    for i in 0..4 {
+        encrypt_object(&writer, &mut &b"data"[..], &loc, &format!("o{i}"), &opts).unwrap();
+    }
+    let service = kms.service.clone();
+    let to = kms.new.clone();
+    let url2 = url.clone();
+    let interfering = InterferingKms {
+        inner: kms.as_role("storage-rotator"),
+        fired: Default::default(),
+        hook: Box::new(move || {
+            let other = open_location(&url2, &BlobOptions::default()).unwrap();
+            let s = session(&service, "storage-rotator");
+            let one = BlobRotateOptions {
+                concurrency: 1,
+                ..Default::default()
+            };
+            let r = rotate_location(&s, &other, &RotateOptions::new(to.clone()), &one).unwrap();
+            assert_eq!(r.report.rotated, 4);
+        }),
+    };
+    let one = BlobRotateOptions {
+        concurrency: 1,
+        ..Default::default()
+    };
+    let to = RotateOptions::new(kms.new.clone());
+    let r = rotate_location(&interfering, &loc, &to, &one).unwrap();
+    assert_eq!(r.conflicts, 1, "{r:#?}");
+    assert_eq!((r.report.rotated, r.report.already_current), (0, 4));
+}
+
+#[test]
+fn checkpoints_are_refused_for_local_folders_and_bad_shards_for_everyone() {
+    let kms = Kms3::new();
+    let loc = open_location(
+        &file_url(&kms.dir.path().join("cp")),
+        &BlobOptions::default(),
+    )
+    .unwrap();
+    let rotator = kms.as_role("storage-rotator");
+    let opts = BlobRotateOptions {
+        checkpoint: Some(kms.dir.path().join("x.checkpoint")),
+        ..Default::default()
+    };
+    let to = RotateOptions::new(kms.new.clone());
+    let e = rotate_location(&rotator, &loc, &to, &opts).unwrap_err();
+    assert_eq!(e.name(), "Usage", "{e}");
+    assert!(!kms.dir.path().join("x.checkpoint").exists());
+    assert!("3/3".parse::<rewrap::blobstore::Shard>().is_err());
+}
