@@ -109,6 +109,10 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
+    /// Run operations on the connection's task instead of tokio's blocking
+    /// pool: faster for CPU-light operations, but a slow operation (an audit
+    /// trail on a slow disk) then holds up a reactor thread.
+    pub inline_operations: bool,
 }
 
 impl Default for ServerConfig {
@@ -121,6 +125,7 @@ impl Default for ServerConfig {
             rotation_check_interval: Some(Duration::from_secs(3600)),
             max_connections: 4096,
             shutdown_grace: Duration::from_secs(30),
+            inline_operations: false,
         }
     }
 }
@@ -408,8 +413,13 @@ async fn process<B: Backend>(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
     };
+    if shared.config.inline_operations {
+        return shared
+            .backend
+            .call(caller, op, body.expose())
+            .map_err(WireError::from);
+    }
     let backend = shared.backend.clone();
-    // Operations may write an audit record with fsync: keep them off the reactor.
     tokio::task::spawn_blocking(move || backend.call(caller, op, body.expose()))
         .await
         .map_err(|_| WireError::from(KmsError::internal("the operation did not complete")))?

@@ -86,6 +86,7 @@ pub fn run(cmd: ServeCommand, ctx: &super::Context) -> anyhow::Result<i32> {
             .then(|| Duration::from_secs(args.rotation_check_interval)),
         max_connections: args.max_connections.max(1),
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        inline_operations: false,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
