@@ -9,9 +9,17 @@ fn demo_runs_end_to_end() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("\"rotated\": 20"), "{stdout}");
-    assert_eq!(stdout.matches("(refused, as the policy says").count(), 3, "{stdout}");
+    assert_eq!(
+        stdout.matches("(refused, as the policy says").count(),
+        3,
+        "{stdout}"
+    );
     assert!(stdout.contains("reader decrypted data/team-0/doc-0000.txt: first line \"record 0: patient notes, confidential\""));
     assert!(stdout.contains("records, chain intact, last hash"));
     assert!(stdout.ends_with("demo finished: every step behaved as the policies say.\n"));
