@@ -145,6 +145,8 @@ struct Marks {
     since_save: u64,
     /// The first write error, reported at the end of the run.
     error: Option<String>,
+    /// The listing stopped on an error: the pass is not complete.
+    listing_failed: bool,
 }
 
 struct TrackerInner {
@@ -250,6 +252,13 @@ impl Tracker {
         })
     }
 
+    /// The listing failed midway: a later run must resume, not restart.
+    fn listing_failed(&self) {
+        if let Some(t) = &self.0 {
+            t.lock().listing_failed = true;
+        }
+    }
+
     /// Where the run resumed (from the checkpoint), if it did.
     pub(crate) fn resumed_after(&self) -> Option<String> {
         self.offset()
@@ -267,7 +276,7 @@ impl Tracker {
         if let Some(e) = m.error.take() {
             return Err(BlobError::Checkpoint(e));
         }
-        m.cp.complete = m.keys.is_empty();
+        m.cp.complete = m.keys.is_empty() && !m.listing_failed;
         m.cp.updated_at = chrono::Utc::now().to_rfc3339();
         m.cp.save(&t.path)
     }
@@ -319,6 +328,7 @@ pub(crate) fn list_items(
     let names = NameOf {
         prefix: loc.prefix.as_ref().to_string(),
     };
+    let listing_tracker = tracker.clone();
     loc.rt.spawn(async move {
         let mut listing = match &offset {
             Some(o) => store.list_with_offset(prefix.as_ref(), o),
@@ -335,10 +345,13 @@ pub(crate) fn list_items(
                     }
                     Ok((name, meta.location))
                 }
-                Err(e) => Err(ItemError {
-                    location: url.clone(),
-                    error: format!("listing failed: {}", BlobError::from_store(&url, e)),
-                }),
+                Err(e) => {
+                    listing_tracker.listing_failed();
+                    Err(ItemError {
+                        location: url.clone(),
+                        error: format!("listing failed: {}", BlobError::from_store(&url, e)),
+                    })
+                }
             };
             let stop = item.is_err();
             if tx.send(item).await.is_err() || stop {
