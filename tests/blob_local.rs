@@ -154,3 +154,84 @@ fn checkpoints_are_refused_for_local_folders_and_bad_shards_for_everyone() {
     assert!(!kms.dir.path().join("x.checkpoint").exists());
     assert!("3/3".parse::<rewrap::blobstore::Shard>().is_err());
 }
+
+#[test]
+fn damaged_blobs_fail_alone_with_their_exact_error() {
+    let kms = Kms3::new();
+    let root = kms.dir.path().join("damaged");
+    let loc = open_location(&file_url(&root), &BlobOptions::default()).unwrap();
+    let mut opts = EncryptOptions::new(kms.old.clone());
+    opts.context = app_context();
+    let writer = kms.as_role("app-writer");
+    for name in ["a", "b", "c", "d"] {
+        let data = pattern(1000, name.as_bytes()[0]);
+        encrypt_object(&writer, &mut &data[..], &loc, name, &opts).unwrap();
+    }
+    let reader = kms.as_role("app-reader");
+    let decrypt = |name: &str, opts: &DecryptOptions| {
+        let mut out = Vec::new();
+        decrypt_object(&reader, &loc, name, &mut out, opts).map(|_| out)
+    };
+    // b's key object on c's body: the header is c's AAD no more.
+    std::fs::copy(root.join("b.rewrap-key"), root.join("c.rewrap-key")).unwrap();
+    assert_eq!(decrypt("c", &read_opts()).unwrap_err().name(), "ChunkAuth");
+    // A torn key object (its header checksum breaks).
+    let mut torn = std::fs::read(root.join("d.rewrap-key")).unwrap();
+    torn[20] ^= 1;
+    std::fs::write(root.join("d.rewrap-key"), &torn).unwrap();
+    assert_eq!(
+        decrypt("d", &read_opts()).unwrap_err().name(),
+        "CorruptHeader"
+    );
+    // A key object with bytes after the slots.
+    let mut long = std::fs::read(root.join("a.rewrap-key")).unwrap();
+    long.push(0);
+    std::fs::write(root.join("e.rewrap-key"), &long).unwrap();
+    assert_eq!(
+        decrypt("e", &read_opts()).unwrap_err().name(),
+        "CorruptHeader"
+    );
+    // Not an envelope at all.
+    std::fs::write(root.join("f.rewrap-key"), b"hello").unwrap();
+    assert_eq!(
+        decrypt("f", &read_opts()).unwrap_err().name(),
+        "NotEnvelope"
+    );
+    // The wrong context is refused before the KMS is asked.
+    let other = DecryptOptions {
+        expect_context: [("purpose".to_string(), "billing".to_string())].into(),
+        ..Default::default()
+    };
+    assert_eq!(decrypt("a", &other).unwrap_err().name(), "ContextMismatch");
+    assert_eq!(decrypt("a", &read_opts()).unwrap(), pattern(1000, b'a'));
+
+    // A rotation goes on past the damaged ones and says which failed.
+    let rotator = kms.as_role("storage-rotator");
+    let to = RotateOptions::new(kms.new.clone());
+    let r = rotate_location(&rotator, &loc, &to, &BlobRotateOptions::default()).unwrap();
+    let rep = &r.report;
+    assert_eq!(
+        (rep.scanned, rep.rotated, rep.not_envelope, rep.failed),
+        (6, 3, 1, 2),
+        "{r:#?}"
+    );
+    assert_eq!(r.exit_code(), 1);
+    let failed: Vec<&str> = rep.failures.iter().map(|f| f.path.as_str()).collect();
+    let url = file_url(&root);
+    assert_eq!(failed, vec![format!("{url}/d"), format!("{url}/e")]);
+}
+
+#[test]
+fn an_unreachable_store_is_a_store_error() {
+    let port = free_port();
+    let opts = BlobOptions {
+        s3_endpoint: Some(format!("http://127.0.0.1:{port}")),
+        max_retries: 0,
+        retry_timeout: std::time::Duration::from_secs(1),
+        ..BlobOptions::default()
+    };
+    set_test_credentials();
+    let loc = open_location("s3://nobody/p", &opts).unwrap();
+    let e = inventory_location(None, &loc, None, &BlobRotateOptions::default()).unwrap_err();
+    assert_eq!(e.name(), "Store", "{e}");
+}
