@@ -5,14 +5,17 @@
 //!    response, in the same run, with the same client ([`RemoteKms`]) and
 //!    the same concurrency. Goal: at least 0.5 of the bare server.
 //! 2. Remote rotation (`rotate` through [`RemoteKms`] and `rewrap serve`)
-//!    files/s against embedded rotation (a local session) on the same tree,
-//!    `REWRAP_BENCH_FILES` (2000) files of 1 KiB. Goal: at least 0.3.
+//!    files/s against embedded rotation (a local session) on trees of the same shape,
+//!    `REWRAP_BENCH_FILES` (2000) files of 1 KiB, `REWRAP_BENCH_ROTATE_JOBS` (32)
+//!    workers each. Goal: at least 0.3.
 //! 3. A sustained load: `REWRAP_BENCH_SUSTAINED_CLIENTS` (64) clients for
 //!    `REWRAP_BENCH_SUSTAINED_SECS` (60) seconds; reports errors (must be 0)
 //!    and p50 / p99 / max latency.
 //!
-//! Settings (environment): `REWRAP_BENCH_SECS` (5) per throughput phase,
-//! `REWRAP_BENCH_CONCURRENCY` (32) client threads for phase 1.
+//! Settings (environment): `REWRAP_BENCH_SECS` (5) per throughput round,
+//! `REWRAP_BENCH_ROUNDS` (3) alternating bare / rewrap rounds,
+//! `REWRAP_BENCH_CONCURRENCY` (32) client threads for phase 1,
+//! `REWRAP_BENCH_INLINE` (1; 0 runs every operation on the blocking pool).
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -100,6 +103,7 @@ fn start_rewrap(rt: &tokio::runtime::Runtime, service: Arc<KmsService>) -> Strin
         .unwrap();
     let addr = listener.local_addr().unwrap();
     let config = ServerConfig {
+        inline_operations: setting("REWRAP_BENCH_INLINE", 1) == 1,
         rotation_check_interval: None,
         ..ServerConfig::default()
     };
@@ -268,24 +272,51 @@ fn main() {
     let bare_url = start_bare(&rt, Bytes::from(sample.expose().to_vec()));
     let bare = client(&bare_url, &fx.creds);
 
-    println!("ReEncrypt over loopback HTTP, {threads} client threads, {secs:?} each:");
+    let rounds = setting("REWRAP_BENCH_ROUNDS", 3).max(1);
+    println!(
+        "ReEncrypt over loopback HTTP, {threads} client threads, {rounds} alternating rounds of {secs:?}:"
+    );
     let _ = run_load(&bare, &fx.request, threads, Duration::from_millis(500));
-    let b = run_load(&bare, &fx.request, threads, secs);
     let _ = run_load(&rewrap, &fx.request, threads, Duration::from_millis(500));
-    let r = run_load(&rewrap, &fx.request, threads, secs);
-    let b_rps = b.ok as f64 / b.elapsed.as_secs_f64();
-    let r_rps = r.ok as f64 / r.elapsed.as_secs_f64();
+    // Alternating rounds, so load from elsewhere on the machine hits both alike.
+    let (mut b_ok, mut b_secs, mut r_ok, mut r_secs) = (0u64, 0f64, 0u64, 0f64);
+    let (mut b_lat, mut r_lat, mut errors) = (Vec::new(), Vec::new(), 0u64);
+    for round in 1..=rounds {
+        let b = run_load(&bare, &fx.request, threads, secs);
+        let r = run_load(&rewrap, &fx.request, threads, secs);
+        let (b_rps, r_rps) = (
+            b.ok as f64 / b.elapsed.as_secs_f64(),
+            r.ok as f64 / r.elapsed.as_secs_f64(),
+        );
+        println!(
+            "  round {round}: bare {b_rps:>8.0} req/s, rewrap {r_rps:>8.0} req/s, ratio {:.2}",
+            r_rps / b_rps
+        );
+        (b_ok, b_secs, r_ok, r_secs) = (
+            b_ok + b.ok,
+            b_secs + b.elapsed.as_secs_f64(),
+            r_ok + r.ok,
+            r_secs + r.elapsed.as_secs_f64(),
+        );
+        errors += b.errors + r.errors;
+        b_lat.extend(b.latencies_us);
+        r_lat.extend(r.latencies_us);
+    }
+    b_lat.sort_unstable();
+    r_lat.sort_unstable();
+    let (b_rps, r_rps) = (b_ok as f64 / b_secs, r_ok as f64 / r_secs);
     println!(
-        "  bare hyper (fixed response): {b_rps:>9.0} req/s  p99 {:.2} ms  errors {}",
-        percentile(&b.latencies_us, 0.99),
-        b.errors
+        "  bare hyper (fixed response):       {b_rps:>8.0} req/s  p99 {:.2} ms",
+        percentile(&b_lat, 0.99)
     );
     println!(
-        "  rewrap serve (SigV4+policy+audit): {r_rps:>9.0} req/s  p99 {:.2} ms  errors {}",
-        percentile(&r.latencies_us, 0.99),
-        r.errors
+        "  rewrap serve (SigV4+policy+audit): {r_rps:>8.0} req/s  p99 {:.2} ms",
+        percentile(&r_lat, 0.99)
     );
-    println!("  ratio rewrap / bare: {:.2} (goal >= 0.5)", r_rps / b_rps);
+    println!(
+        "  ratio rewrap / bare: {:.2} (goal >= 0.5), errors {errors}",
+        r_rps / b_rps
+    );
     let direct: Arc<dyn Kms> = Arc::new(fx.service.session(Caller {
         principal: "owner".into(),
         ..Default::default()
@@ -309,13 +340,36 @@ fn main() {
         .unwrap()
         .key_metadata
         .key_id;
-    let local_tree = sealed_tree(&session, &from, files);
-    let remote_tree = sealed_tree(&session, &from, files);
-    println!("Rotation of {files} files of 1 KiB, same tree shape, same run:");
-    let local = rotate_tree(&session, local_tree.path(), &to, 0, files);
-    let remote = rotate_tree(&*rewrap, remote_tree.path(), &to, 64, files);
-    println!("  embedded (local session, default jobs): {local:>8.0} files/s");
-    println!("  remote (RemoteKms -> rewrap serve, 64 jobs): {remote:>8.0} files/s");
+    let jobs = setting("REWRAP_BENCH_ROTATE_JOBS", 32) as usize;
+    println!("Rotation of {files} files of 1 KiB, {jobs} jobs, two rounds in swapped order:");
+    let (mut local, mut remote) = (0.0, 0.0);
+    for round in 0..2 {
+        let local_tree = sealed_tree(&session, &from, files);
+        let remote_tree = sealed_tree(&session, &from, files);
+        // The first rotation of a run also flushes whatever the file system
+        // had dirty: alternate which side goes first.
+        let (l, r) = if round == 0 {
+            let l = rotate_tree(&session, local_tree.path(), &to, jobs, files);
+            (
+                l,
+                rotate_tree(&*rewrap, remote_tree.path(), &to, jobs, files),
+            )
+        } else {
+            let r = rotate_tree(&*rewrap, remote_tree.path(), &to, jobs, files);
+            (
+                rotate_tree(&session, local_tree.path(), &to, jobs, files),
+                r,
+            )
+        };
+        println!(
+            "  round {}: embedded {l:>7.0} files/s, remote {r:>7.0} files/s",
+            round + 1
+        );
+        local += l / 2.0;
+        remote += r / 2.0;
+    }
+    println!("  embedded (local session):           {local:>8.0} files/s");
+    println!("  remote (RemoteKms -> rewrap serve): {remote:>8.0} files/s");
     println!(
         "  ratio remote / embedded: {:.2} (goal >= 0.3)",
         remote / local
