@@ -31,6 +31,17 @@
 //! - [`BlobArgs`]: `--checkpoint`, `--shard I/N`, `--s3-endpoint`,
 //!   `--concurrency` for the `rotate` and `inventory` commands.
 //!
+//! Wiring a command (sketch):
+//!
+//! ```text
+//! if blobstore::is_blob_url(&path) {
+//!     let loc = blobstore::open_location(&path, &args.blob.options())?;     // exit 2 on error
+//!     let r = blobstore::rotate_location(&kms, &loc, &rotate_opts, &args.blob.rotate_options())?;
+//!     r.summary().record(home)?;   // <home>/inventory/, as for file trees
+//!     print_json(&r); exit(r.exit_code())
+//! }
+//! ```
+//!
 //! Errors are [`BlobError`]s; a run that cannot start (bad URL, missing
 //! bucket, bad credentials, unusable checkpoint) fails before it touches
 //! anything, per-object failures are counted in the report (exit code 1).
@@ -196,8 +207,9 @@ impl Default for BlobRotateOptions {
 }
 
 /// Blob-store flags of the `rotate` and `inventory` commands (flatten into
-/// their arguments).
-#[derive(Debug, Clone, Default, clap::Args)]
+/// their arguments). `inventory` uses only `--shard`, `--s3-endpoint` and
+/// `--concurrency`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct BlobArgs {
     /// Record progress in FILE every --checkpoint-every objects and resume
     /// from it (blob-store locations only).
@@ -216,6 +228,18 @@ pub struct BlobArgs {
     /// Objects in flight at once.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
+}
+
+impl Default for BlobArgs {
+    fn default() -> BlobArgs {
+        BlobArgs {
+            checkpoint: None,
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+            shard: None,
+            s3_endpoint: None,
+            concurrency: DEFAULT_CONCURRENCY,
+        }
+    }
 }
 
 impl BlobArgs {
