@@ -24,10 +24,15 @@ pub struct Moto {
 
 /// Dummy credentials: moto accepts any; object_store must not go looking
 /// for instance credentials.
+/// Set once per process, so tests running in parallel never write the
+/// environment while another reads it.
 pub fn set_test_credentials() {
-    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-    std::env::set_var("AWS_REGION", "us-east-1");
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        std::env::set_var("AWS_REGION", "us-east-1");
+    });
 }
 
 /// The moto_server of the test venv. Panics (never skips) when it is
