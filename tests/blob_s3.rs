@@ -383,6 +383,18 @@ fn s3_shards_split_a_bucket_without_overlap() {
     let loc = moto.open("s3://shards");
     encrypt_all(&kms.as_role("app-writer"), &loc, &kms.old, &names(n, 10));
     let rotator = kms.as_role("storage-rotator");
+    let before = heads(&loc);
+    let checkpoint = kms.dir.path().join("dry.checkpoint");
+    let dry = BlobRotateOptions {
+        checkpoint: Some(checkpoint.clone()),
+        ..blob_opts(2)
+    };
+    let mut dry_run = rotate_opts(&kms);
+    dry_run.dry_run = true;
+    let r = rotate_location(&rotator, &loc, &dry_run, &dry).unwrap();
+    assert_eq!((r.report.scanned, r.report.rotated), (n as u64, n as u64));
+    assert_eq!(heads(&loc), before, "a dry run writes nothing");
+    assert!(!checkpoint.exists(), "a dry run keeps no checkpoint");
     let mut total = 0;
     for index in 0..3 {
         let opts = BlobRotateOptions {

@@ -305,7 +305,8 @@ impl BlobRotationReport {
 
 /// Rotates every blob under `loc` (this shard, after the checkpoint) with
 /// the one [`crate::rotate::rotate`] pipeline. Errors only when the run
-/// cannot start; per-object failures are in the report.
+/// cannot start; per-object failures are in the report. A dry run neither
+/// reads nor writes the checkpoint.
 pub fn rotate_location(
     kms: &dyn Kms,
     loc: &BlobLocation,
@@ -313,7 +314,12 @@ pub fn rotate_location(
     blob: &BlobRotateOptions,
 ) -> Result<BlobRotationReport, BlobError> {
     loc.probe()?;
-    let tracker = progress::Tracker::start(loc, blob)?;
+    // A dry run changes nothing, so it must not move a checkpoint either.
+    let tracker = if opts.dry_run {
+        progress::Tracker::disabled()
+    } else {
+        progress::Tracker::start(loc, blob)?
+    };
     let store = BlobEnvelopeStore::new(loc);
     let items = progress::list_items(loc, blob.shard, &tracker);
     let mut opts = opts.clone();
