@@ -525,3 +525,46 @@ fn s3_killed_rotation_resumes_from_checkpoint() {
     let e = rotate_location(&rotator, &other, &rotate_opts(&kms), &opts).unwrap_err();
     assert_eq!(e.name(), "Checkpoint", "{e}");
 }
+
+/// A source that fails after `ok` bytes (a broken pipe, a dying disk).
+struct FailingAfter {
+    ok: usize,
+    sent: usize,
+}
+
+impl std::io::Read for FailingAfter {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.sent >= self.ok {
+            return Err(std::io::Error::other("source failed"));
+        }
+        let n = buf.len().min(self.ok - self.sent);
+        buf[..n].fill(0x5a);
+        self.sent += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn s3_failed_upload_leaves_no_partial_blob() {
+    let moto = Moto::start();
+    moto.create_bucket("partial");
+    let kms = Kms3::new();
+    let loc = moto.open("s3://partial/p");
+    let mut opts = EncryptOptions::new(kms.old.clone());
+    opts.context = app_context();
+    let writer = kms.as_role("app-writer");
+    // Fails after the first multipart part went up.
+    let mut src = FailingAfter { ok: BIG, sent: 0 };
+    let e = encrypt_object(&writer, &mut src, &loc, "broken", &opts).unwrap_err();
+    assert_eq!(e.name(), "Io", "{e}");
+    assert!(heads(&loc).is_empty(), "{:?}", heads(&loc));
+    let uploads = http_get(moto.port, "/partial?uploads");
+    assert!(uploads.contains("ListMultipartUploadsResult"), "{uploads}");
+    assert!(
+        !uploads.contains("<Upload>"),
+        "multipart upload left open: {uploads}"
+    );
+    // The name is free again.
+    encrypt_all(&writer, &loc, &kms.old, &[("broken".into(), 10)]);
+    assert_eq!(heads(&loc).len(), 2);
+}

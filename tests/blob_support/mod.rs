@@ -79,6 +79,20 @@ pub fn http(port: u16, method: &str, path: &str) -> std::io::Result<u16> {
         .map_err(|_| std::io::Error::other(format!("bad status line {text:?}")))
 }
 
+/// One raw HTTP/1.1 GET without auth; returns the whole response.
+pub fn http_get(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 impl Moto {
     pub fn start() -> Moto {
         Moto::start_with(&[])
