@@ -235,3 +235,72 @@ fn an_unreachable_store_is_a_store_error() {
     let e = inventory_location(None, &loc, None, &BlobRotateOptions::default()).unwrap_err();
     assert_eq!(e.name(), "Store", "{e}");
 }
+
+/// A stand-in S3 endpoint: answers the first `throttle` requests with 503
+/// SlowDown, then every listing with an empty result. Returns its port and
+/// the request counter.
+fn throttling_endpoint(throttle: usize) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, Write};
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = std::io::BufReader::new(stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let n = seen.fetch_add(1, Ordering::SeqCst);
+            let (status, body) = if n < throttle {
+                (
+                    "503 Slow Down",
+                    "<Error><Code>SlowDown</Code></Error>".to_string(),
+                )
+            } else {
+                (
+                    "200 OK",
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult \
+                     xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>b</Name>\
+                     <Prefix>p/</Prefix><KeyCount>0</KeyCount><MaxKeys>1000</MaxKeys>\
+                     <IsTruncated>false</IsTruncated></ListBucketResult>"
+                        .to_string(),
+                )
+            };
+            let mut stream = reader.into_inner();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, count)
+}
+
+#[test]
+fn throttling_is_retried_with_backoff_up_to_the_limit() {
+    set_test_credentials();
+    let opts = |port: u16, retries: usize| BlobOptions {
+        s3_endpoint: Some(format!("http://127.0.0.1:{port}")),
+        max_retries: retries,
+        initial_backoff: std::time::Duration::from_millis(5),
+        ..BlobOptions::default()
+    };
+    let (port, count) = throttling_endpoint(3);
+    let loc = open_location("s3://b/p", &opts(port, 3)).unwrap();
+    let inv = inventory_location(None, &loc, None, &BlobRotateOptions::default()).unwrap();
+    assert_eq!((inv.scanned, inv.failed), (0, 0));
+    // 3 throttled + the probe + the listing.
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 5);
+
+    let (port, count) = throttling_endpoint(3);
+    let loc = open_location("s3://b/p", &opts(port, 2)).unwrap();
+    let e = inventory_location(None, &loc, None, &BlobRotateOptions::default()).unwrap_err();
+    assert_eq!(e.name(), "Store", "{e}");
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
