@@ -116,7 +116,10 @@ pub struct RotateArgs {
     /// Never show a progress bar.
     #[arg(long)]
     pub no_progress: bool,
-    /// Files or folders.
+    /// Blob-store options (checkpoint, shard, endpoint, concurrency).
+    #[command(flatten)]
+    pub blob: crate::blobstore::BlobArgs,
+    /// Files or folders, or one blob-store location (s3://bucket/prefix, az://, gs://, file://).
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
 }
@@ -133,7 +136,10 @@ pub struct InventoryArgs {
     /// Follow symbolic links.
     #[arg(long)]
     pub follow_symlinks: bool,
-    /// Files or folders.
+    /// Blob-store options (shard, endpoint, concurrency).
+    #[command(flatten)]
+    pub blob: crate::blobstore::BlobArgs,
+    /// Files or folders, or one blob-store location.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
 }
@@ -180,6 +186,11 @@ fn encrypt(a: EncryptArgs, ctx: &Context) -> anyhow::Result<i32> {
         Ok(k) => k,
         Err(code) => return Ok(code),
     };
+    if let Some(url) = a.io.out.as_ref().map(|o| o.to_string_lossy().into_owned()) {
+        if crate::blobstore::is_blob_url(&url) && !a.io.recursive {
+            return super::blob::encrypt_to(&*kms, &a.io.input, &url, &opts, ctx);
+        }
+    }
     if a.io.recursive {
         return tree(
             ctx,
@@ -216,6 +227,10 @@ fn decrypt(a: DecryptArgs, ctx: &Context) -> anyhow::Result<i32> {
         Ok(k) => k,
         Err(code) => return Ok(code),
     };
+    let input = a.io.input.to_string_lossy().into_owned();
+    if crate::blobstore::is_blob_url(&input) && !a.io.recursive {
+        return super::blob::decrypt_from(&*kms, &input, a.io.out.as_deref(), &opts, ctx);
+    }
     if a.io.recursive {
         return tree(ctx, &*kms, TreeOp::Decrypt, None, &opts, &a.io);
     }
@@ -360,8 +375,16 @@ fn rotate_cmd(a: RotateArgs, ctx: &Context) -> anyhow::Result<i32> {
     opts.jobs = a.jobs;
     opts.batch = a.batch;
     opts.progress = progress;
-    if progress {
+    if progress && matches!(super::blob::blob_url(&a.paths), Ok(None)) {
         opts.expected_items = rotate::count_files(&a.paths, a.follow_symlinks);
+    }
+    match super::blob::blob_url(&a.paths) {
+        Ok(Some(url)) => return super::blob::rotate(&*kms, &url, &opts, &a, ctx),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("rewrap: {e}");
+            return Ok(2);
+        }
     }
     let store = FileStore {
         read_only: a.dry_run,
@@ -412,6 +435,14 @@ fn inventory_cmd(a: InventoryArgs, ctx: &Context) -> anyhow::Result<i32> {
         },
         None => None,
     };
+    match super::blob::blob_url(&a.paths) {
+        Ok(Some(url)) => return super::blob::inventory(kms.as_deref(), &url, &a, ctx),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("rewrap: {e}");
+            return Ok(2);
+        }
+    }
     let store = FileStore { read_only: true };
     let items = rotate::walk_files(&a.paths, a.follow_symlinks);
     let inv = rotate::inventory(

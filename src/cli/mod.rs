@@ -7,6 +7,7 @@
 //! commands (rotate, inventory) use 0 / 1 (some items failed) / 2 (could not start).
 
 pub mod admin;
+pub mod blob;
 pub mod demo;
 pub mod files;
 pub mod kms;
