@@ -272,7 +272,7 @@ impl Header {
             return Err(EnvelopeError::UnsupportedSuite(suite));
         }
         let ctx_len = be_u32(&bytes[44..48]) as usize;
-        if ctx_len > MAX_CONTEXT_LEN || ctx_len < 2 {
+        if !(2..=MAX_CONTEXT_LEN).contains(&ctx_len) {
             return Err(EnvelopeError::CorruptHeader("context length out of range"));
         }
         Ok(FIXED_LEN + ctx_len + 32)

@@ -136,71 +136,72 @@ fn vectors() -> Vec<(&'static str, Vector)> {
     let body = |e: &Vec<u8>| e.len() - rewrap::stream::body_len(130, 64) as usize;
     let base = ok(130);
     let b = body(&base);
-    let mut v = Vec::new();
-    v.push((
-        "ok-empty",
-        vector(
-            "empty plaintext: one empty final chunk",
-            ok(0),
-            "ok",
-            Some(&[]),
-            Some(0),
+    let mut v = vec![
+        (
+            "ok-empty",
+            vector(
+                "empty plaintext: one empty final chunk",
+                ok(0),
+                "ok",
+                Some(&[]),
+                Some(0),
+            ),
         ),
-    ));
-    v.push((
-        "ok-1-byte",
-        vector("one byte", ok(1), "ok", Some(&plain(1)), Some(0)),
-    ));
-    v.push((
-        "ok-2-full-chunks",
-        vector(
-            "exactly two chunks of 64 bytes; the second is final",
-            ok(128),
-            "ok",
-            Some(&plain(128)),
-            Some(0),
+        (
+            "ok-1-byte",
+            vector("one byte", ok(1), "ok", Some(&plain(1)), Some(0)),
         ),
-    ));
-    v.push((
-        "ok-3-chunks",
-        vector(
-            "130 bytes: 64 + 64 + 2",
-            base.clone(),
-            "ok",
-            Some(&plain(130)),
-            Some(0),
+        (
+            "ok-2-full-chunks",
+            vector(
+                "exactly two chunks of 64 bytes; the second is final",
+                ok(128),
+                "ok",
+                Some(&plain(128)),
+                Some(0),
+            ),
         ),
-    ));
-    v.push((
-        "ok-context",
-        vector(
-            "user context purpose=app-data in the header",
-            build(64, &[("purpose", "app-data")], &plain(10), one),
-            "ok",
-            Some(&plain(10)),
-            Some(0),
+        (
+            "ok-3-chunks",
+            vector(
+                "130 bytes: 64 + 64 + 2",
+                base.clone(),
+                "ok",
+                Some(&plain(130)),
+                Some(0),
+            ),
         ),
-    ));
-    v.push((
-        "ok-rotated",
-        vector(
-            "after a rotation: slot 0 wiped, slot 1 active with sequence 2",
-            build(64, &[], &plain(10), [EMPTY_SLOT, slot(2, 2)]),
-            "ok",
-            Some(&plain(10)),
-            Some(1),
+        (
+            "ok-context",
+            vector(
+                "user context purpose=app-data in the header",
+                build(64, &[("purpose", "app-data")], &plain(10), one),
+                "ok",
+                Some(&plain(10)),
+                Some(0),
+            ),
         ),
-    ));
-    v.push((
-        "ok-both-slots-valid",
-        vector(
-            "interrupted rotation: both slots valid, the higher sequence (slot 1) wins",
-            build(64, &[], &plain(10), [slot(1, 1), slot(2, 2)]),
-            "ok",
-            Some(&plain(10)),
-            Some(1),
+        (
+            "ok-rotated",
+            vector(
+                "after a rotation: slot 0 wiped, slot 1 active with sequence 2",
+                build(64, &[], &plain(10), [EMPTY_SLOT, slot(2, 2)]),
+                "ok",
+                Some(&plain(10)),
+                Some(1),
+            ),
         ),
-    ));
+        (
+            "ok-both-slots-valid",
+            vector(
+                "interrupted rotation: both slots valid, the higher sequence (slot 1) wins",
+                build(64, &[], &plain(10), [slot(1, 1), slot(2, 2)]),
+                "ok",
+                Some(&plain(10)),
+                Some(1),
+            ),
+        ),
+    ];
     let mut torn = slot(2, 2);
     torn[512..].fill(0);
     v.push((
