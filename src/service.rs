@@ -81,6 +81,16 @@ impl Snapshot {
     }
 }
 
+/// How an operation means to use the key a ciphertext blob names.
+struct BlobUse<'a> {
+    /// The key the caller says the blob is under (IncorrectKeyException if not).
+    expected: Option<&'a str>,
+    /// The policy action to check on that key.
+    action: &'a str,
+    /// The encryption context presented.
+    context: Option<&'a EncryptionContext>,
+}
+
 /// What one operation did, for its audit record.
 #[derive(Default)]
 struct Trail {
@@ -1170,9 +1180,7 @@ impl KmsService {
         caller: &Caller,
         snap: &'s Snapshot,
         ciphertext: &[u8],
-        expected: Option<&str>,
-        action: &str,
-        context: Option<&EncryptionContext>,
+        want: BlobUse<'_>,
     ) -> Result<(&'s KeyRecord, &'s KeyVersion)> {
         if ciphertext.len() > blob::MAX_BLOB {
             return Err(KmsError::validation(format!(
@@ -1181,6 +1189,11 @@ impl KmsService {
                 blob::MAX_BLOB
             )));
         }
+        let BlobUse {
+            expected,
+            action,
+            context,
+        } = want;
         let header = blob::peek(ciphertext).ok_or_else(KmsError::invalid_ciphertext)?;
         let key = self.authorized_key(
             trail,
@@ -1253,9 +1266,11 @@ impl KmsService {
                 caller,
                 &snap,
                 &r.ciphertext_blob.0,
-                r.key_id.as_deref(),
-                "kms:Decrypt",
-                ctx,
+                BlobUse {
+                    expected: r.key_id.as_deref(),
+                    action: "kms:Decrypt",
+                    context: ctx,
+                },
             )?;
             let plaintext = blob::open(&version.material, &r.ciphertext_blob.0, ctx)?;
             self.note_use(key);
@@ -1282,9 +1297,11 @@ impl KmsService {
                 caller,
                 &snap,
                 &r.ciphertext_blob.0,
-                r.source_key_id.as_deref(),
-                "kms:ReEncryptFrom",
-                src_ctx,
+                BlobUse {
+                    expected: r.source_key_id.as_deref(),
+                    action: "kms:ReEncryptFrom",
+                    context: src_ctx,
+                },
             )?;
             let dest = self.authorized_key(
                 trail,
