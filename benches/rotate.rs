@@ -1,0 +1,275 @@
+//! Rotation throughput, each figure against a baseline measured in the same
+//! run:
+//!
+//! 1. rotating N small envelope files (default 100,000; `REWRAP_BENCH_FILES`)
+//!    against the same file I/O with no crypto and no KMS: open, read the
+//!    header, write the slot bytes back, one `syncfs` at the end, with the
+//!    same walker and thread count;
+//! 2. re-wrapping a 1 GiB envelope against a 1 KiB one (median of
+//!    `REWRAP_BENCH_REPS` single-file rotations each, alternating keys).
+//!
+//! `cargo bench --bench rotate`. Files go under `REWRAP_BENCH_DIR` (default:
+//! a temporary folder). The page cache is warm for every measurement.
+
+use rewrap::api::{CreateKeyRequest, PrincipalRequest};
+use rewrap::envelope::{ParsedHeader, SLOT_SIZE};
+use rewrap::files::EncryptOptions;
+use rewrap::kms::Kms;
+use rewrap::rotate::{self, FileStore, RotateOptions};
+use rewrap::service::{Caller, KmsService, LocalSession};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Setup {
+    _dir: Option<tempfile::TempDir>,
+    base: PathBuf,
+    service: Arc<KmsService>,
+    owner: LocalSession,
+    rotator: LocalSession,
+    keys: [String; 2],
+}
+
+fn setup() -> Setup {
+    let (dir, base) = match std::env::var_os("REWRAP_BENCH_DIR") {
+        Some(d) => {
+            let base = PathBuf::from(d).join(format!("rotate-{}", std::process::id()));
+            (None, base)
+        }
+        None => {
+            let d = tempfile::tempdir().unwrap();
+            let base = d.path().to_path_buf();
+            (Some(d), base)
+        }
+    };
+    let home = base.join("home");
+    KmsService::init(&home).unwrap();
+    let policies = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let service = KmsService::open(&home, Some(&policies)).unwrap();
+    let owner = service.session(Caller {
+        principal: "owner".into(),
+        ..Default::default()
+    });
+    owner
+        .create_principal(&PrincipalRequest {
+            principal_name: "storage-rotator".into(),
+        })
+        .unwrap();
+    let rotator = service.session(Caller {
+        principal: "storage-rotator".into(),
+        ..Default::default()
+    });
+    let key = |d: &str| {
+        owner
+            .create_key(&CreateKeyRequest {
+                description: Some(d.into()),
+                ..Default::default()
+            })
+            .unwrap()
+            .key_metadata
+            .arn
+    };
+    let keys = [key("a"), key("b")];
+    Setup {
+        _dir: dir,
+        base,
+        service,
+        owner,
+        rotator,
+        keys,
+    }
+}
+
+/// Writes `n` small envelopes (100 bytes of plaintext) under `keys[0]`.
+fn make_tree(s: &Setup, root: &Path, n: usize) {
+    use rayon::prelude::*;
+    let opts = EncryptOptions::new(&s.keys[0]);
+    (0..n).into_par_iter().for_each(|i| {
+        let dir = root.join(format!("{:04}", i / 1000));
+        if i % 1000 == 0 {
+            std::fs::create_dir_all(&dir).unwrap();
+        }
+        let path = dir.join(format!("{i}.rwp"));
+        let mut f = std::fs::File::create(&path).unwrap();
+        rewrap::files::encrypt_stream(&s.owner, &opts, &mut &[7u8; 100][..], &mut f).unwrap();
+    });
+    sync(root);
+}
+
+fn sync(path: &Path) {
+    let f = std::fs::File::open(path).unwrap();
+    rustix::fs::syncfs(&f).unwrap();
+}
+
+/// The baseline: the same walk and threads, per file open + header read +
+/// slot write-back, and one syncfs at the end.
+fn baseline(root: &Path, jobs: usize) -> (u64, Duration) {
+    let start = Instant::now();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<PathBuf>(1024);
+    let rx = std::sync::Mutex::new(rx);
+    let count = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            for p in rotate::walk_files(&[root.to_path_buf()], false).flatten() {
+                tx.send(p).unwrap();
+            }
+        });
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                let Ok(path) = rx.lock().unwrap().recv() else {
+                    break;
+                };
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .unwrap();
+                let mut buf = [0u8; 4096];
+                let n = f.read_at(&mut buf, 0).unwrap();
+                let h = ParsedHeader::parse(&buf[..n]).unwrap().header;
+                let at = h.slot_offset(1) as usize;
+                f.write_all_at(&buf[at..at + SLOT_SIZE], at as u64).unwrap();
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+    });
+    sync(root);
+    (count.into_inner(), start.elapsed())
+}
+
+fn rotation(
+    s: &Setup,
+    roots: &[PathBuf],
+    to: &str,
+    jobs: usize,
+) -> (rotate::RotationReport, Duration) {
+    let start = Instant::now();
+    let mut opts = RotateOptions::new(to);
+    opts.jobs = jobs;
+    let r = rotate::rotate(
+        &s.rotator,
+        &FileStore::default(),
+        rotate::walk_files(roots, false),
+        &opts,
+    )
+    .unwrap();
+    (r, start.elapsed())
+}
+
+fn small_files(s: &Setup) {
+    let n = env_usize("REWRAP_BENCH_FILES", 100_000);
+    let jobs = env_usize("REWRAP_BENCH_JOBS", 4);
+    let root = s.base.join("tree");
+    let t = Instant::now();
+    make_tree(s, &root, n);
+    println!("setup: {n} envelopes in {:.1} s", t.elapsed().as_secs_f64());
+    let (c1, b1) = baseline(&root, jobs);
+    let (r, rt) = rotation(s, std::slice::from_ref(&root), &s.keys[1], jobs);
+    let (c2, b2) = baseline(&root, jobs);
+    assert_eq!((c1, c2), (n as u64, n as u64));
+    assert_eq!(
+        (r.rotated, r.failed),
+        (n as u64, 0),
+        "{:?}",
+        r.failures.first()
+    );
+    let rate = |c: u64, d: Duration| c as f64 / d.as_secs_f64();
+    let base = (rate(c1, b1) + rate(c2, b2)) / 2.0;
+    println!("rotate {n} small files, {jobs} threads, batch 256:");
+    println!(
+        "  baseline before  {:>10.0} files/s  ({:.2} s)",
+        rate(c1, b1),
+        b1.as_secs_f64()
+    );
+    println!(
+        "  rotation         {:>10.0} files/s  ({:.2} s)",
+        rate(n as u64, rt),
+        rt.as_secs_f64()
+    );
+    println!(
+        "  baseline after   {:>10.0} files/s  ({:.2} s)",
+        rate(c2, b2),
+        b2.as_secs_f64()
+    );
+    println!(
+        "  rotation / baseline = {:.2} (goal >= 0.70)",
+        rate(n as u64, rt) / base
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// An endless pseudo-random reader, `len` bytes long.
+struct Noise {
+    left: u64,
+    x: u64,
+}
+
+impl Read for Noise {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.left) as usize;
+        for b in buf[..n].chunks_mut(8) {
+            self.x ^= self.x << 13;
+            self.x ^= self.x >> 7;
+            self.x ^= self.x << 17;
+            b.copy_from_slice(&self.x.to_le_bytes()[..b.len()]);
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+fn big_vs_small(s: &Setup) {
+    let reps = env_usize("REWRAP_BENCH_REPS", 15);
+    let opts = EncryptOptions::new(&s.keys[0]);
+    let mut medians = Vec::new();
+    for (name, len) in [("1 KiB", 1u64 << 10), ("1 GiB", 1u64 << 30)] {
+        let path = s.base.join(format!("one-{len}.rwp"));
+        let mut f = std::fs::File::create(&path).unwrap();
+        let mut noise = Noise { left: len, x: 1 };
+        rewrap::files::encrypt_stream(&s.owner, &opts, &mut noise, &mut f).unwrap();
+        f.sync_all().unwrap();
+        let mut times = Vec::new();
+        for i in 0..reps {
+            let to = &s.keys[(i + 1) % 2];
+            let (r, t) = rotation(s, std::slice::from_ref(&path), to, 1);
+            assert_eq!(r.rotated, 1, "{:?}", r.failures);
+            times.push(t);
+        }
+        times.sort();
+        let median = times[reps / 2];
+        println!(
+            "re-wrap one {name} envelope: median {:.3} ms, min {:.3} ms ({reps} runs)",
+            median.as_secs_f64() * 1e3,
+            times[0].as_secs_f64() * 1e3
+        );
+        medians.push(median);
+        std::fs::remove_file(&path).unwrap();
+    }
+    println!(
+        "  1 GiB / 1 KiB = {:.2} (goal <= 2)",
+        medians[1].as_secs_f64() / medians[0].as_secs_f64()
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not run us.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let s = setup();
+    small_files(&s);
+    big_vs_small(&s);
+    drop(s.service);
+    if s._dir.is_none() {
+        let _ = std::fs::remove_dir_all(&s.base);
+    }
+}
