@@ -1,9 +1,7 @@
 //! Blob stores over Azure Blob Storage: Azurite (npm package `azurite`) on
-//! loopback. scripts/test does not install Node packages, so this test is
-//! opt-in: `npm install azurite` somewhere, then
-//! `REWRAP_TEST_AZURITE=/path/to/node_modules/.bin/azurite-blob cargo test
-//! --test blob_azurite -- --ignored`. Run that way it fails (never skips)
-//! when Azurite cannot be started.
+//! loopback. scripts/test installs it into `.node/` and exports
+//! `REWRAP_TEST_AZURITE` (the `azurite-blob` executable); without it the
+//! test fails, it never skips.
 
 mod blob_support;
 
@@ -101,7 +99,6 @@ impl Azurite {
 }
 
 #[test]
-#[ignore = "needs Azurite (npm): set REWRAP_TEST_AZURITE and run with --ignored"]
 fn azurite_rotation_rewrites_only_key_objects() {
     let azurite = Azurite::start();
     azurite.create_container("data");
