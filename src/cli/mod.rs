@@ -15,7 +15,6 @@ pub mod serve;
 
 use crate::error::KmsError;
 use crate::kms::Kms;
-use crate::secret::Secret;
 use crate::service::{Caller, KmsService};
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -127,13 +126,7 @@ impl std::error::Error for OpError {}
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-/// Access key id and secret of the caller.
-pub struct Credentials {
-    /// The access key id.
-    pub access_key_id: String,
-    /// The secret access key.
-    pub secret_access_key: Secret,
-}
+pub use crate::sigv4::Credentials;
 
 impl Context {
     /// The keystore folder.
@@ -162,43 +155,12 @@ impl Context {
     }
 
     /// The caller's credentials, from the environment or the shared
-    /// credentials file, as the AWS CLI finds them.
+    /// credentials file, as the AWS CLI finds them (see
+    /// [`crate::client::resolve_credentials`]).
     pub fn credentials(&self) -> anyhow::Result<Credentials> {
-        for (id, secret) in [
-            ("REWRAP_ACCESS_KEY_ID", "REWRAP_SECRET_ACCESS_KEY"),
-            ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
-        ] {
-            if let (Ok(id), Some(secret)) = (std::env::var(id), std::env::var_os(secret)) {
-                return Ok(Credentials {
-                    access_key_id: id,
-                    secret_access_key: Secret::new(secret.into_encoded_bytes()),
-                });
-            }
-        }
-        let profile = self
-            .global
-            .profile
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let path = std::env::var_os("AWS_SHARED_CREDENTIALS_FILE")
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".aws/credentials"))
-            });
-        if let Some(path) = path.filter(|p| p.exists()) {
-            let text = Secret::new(
-                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
-            );
-            if let Some(c) = profile_credentials(text.expose(), &profile) {
-                return Ok(c);
-            }
-        }
-        Err(ConfigError(format!(
-            "Unable to locate credentials: set REWRAP_ACCESS_KEY_ID and REWRAP_SECRET_ACCESS_KEY \
-             (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), or add profile [{profile}] to the \
-             shared credentials file"
-        ))
-        .into())
+        let env = crate::client::ProcessEnv;
+        crate::client::resolve_credentials(&env, self.global.profile.as_deref())
+            .map_err(|e| ConfigError(format!("Unable to locate credentials: {e:#}")).into())
     }
 
     /// The KMS the caller talks to: a local session, authenticated against
@@ -260,33 +222,6 @@ fn remote_kms(url: &str, global: &GlobalArgs) -> anyhow::Result<Arc<dyn Kms>> {
         global.profile.as_deref(),
     )?;
     Ok(Arc::new(client))
-}
-
-/// Finds `[profile]` in an AWS shared credentials file.
-fn profile_credentials(text: &[u8], profile: &str) -> Option<Credentials> {
-    let text = std::str::from_utf8(text).ok()?;
-    let mut in_profile = false;
-    let (mut id, mut secret) = (None, None);
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_profile = line.trim_matches(['[', ']']).trim() == profile;
-            continue;
-        }
-        if !in_profile {
-            continue;
-        }
-        if let Some((k, v)) = line.split_once('=') {
-            match k.trim() {
-                "aws_access_key_id" => id = Some(v.trim().to_string()),
-                "aws_secret_access_key" => secret = Some(Secret::from_slice(v.trim().as_bytes())),
-                _ => {}
-            }
-        }
-    }
-    Some(Credentials {
-        access_key_id: id?,
-        secret_access_key: secret?,
-    })
 }
 
 /// The AWS CLI's text output: scalars as they are, lists tab-separated,
