@@ -794,7 +794,7 @@ pub struct FileStore {
 /// What [`FileStore`] saw of a file: the open file, its identity and slots.
 #[derive(Debug)]
 pub struct FileVersion {
-    file: File,
+    file: std::sync::Arc<File>,
     dev: u64,
     ino: u64,
     slots_offset: u64,
@@ -849,7 +849,7 @@ impl EnvelopeStore for FileStore {
         let slots_offset = parsed.header.slot_offset(0);
         let slots = buf[slots_offset as usize..slots_offset as usize + 2 * SLOT_SIZE].to_vec();
         let version = FileVersion {
-            file,
+            file: std::sync::Arc::new(file),
             dev: meta.dev(),
             ino: meta.ino(),
             slots_offset,
@@ -864,10 +864,7 @@ impl EnvelopeStore for FileStore {
         writes: &[(usize, &[u8; SLOT_SIZE])],
         expected: &FileVersion,
     ) -> Result<FileVersion, StoreError> {
-        let file = expected
-            .file
-            .try_clone()
-            .map_err(|e| FileStore::io(path, "cannot reopen", e))?;
+        let file = std::sync::Arc::clone(&expected.file);
         file.lock()
             .map_err(|e| FileStore::io(path, "cannot lock", e))?;
         let result = compare_and_write(path, &file, writes, expected);
@@ -904,15 +901,23 @@ impl EnvelopeStore for FileStore {
 }
 
 /// Under the lock: same inode at the path, same slot bytes, then write.
+///
+/// A write that only wipes slots skips the path check: it touches the
+/// inode whose new slot this run wrote, whatever the path now names, and
+/// the slot comparison still guards against other writers of that inode.
 fn compare_and_write(
     path: &Path,
     file: &File,
     writes: &[(usize, &[u8; SLOT_SIZE])],
     expected: &FileVersion,
 ) -> Result<Vec<u8>, StoreError> {
-    let now = std::fs::symlink_metadata(path).map_err(|e| FileStore::io(path, "cannot stat", e))?;
-    if now.dev() != expected.dev || now.ino() != expected.ino {
-        return Err(StoreError::Conflict("the file was replaced".into()));
+    let wipe_only = writes.iter().all(|(_, b)| **b == EMPTY_SLOT);
+    if !wipe_only {
+        let now =
+            std::fs::symlink_metadata(path).map_err(|e| FileStore::io(path, "cannot stat", e))?;
+        if now.dev() != expected.dev || now.ino() != expected.ino {
+            return Err(StoreError::Conflict("the file was replaced".into()));
+        }
     }
     let mut slots = vec![0u8; 2 * SLOT_SIZE];
     let n = read_at_full(file, &mut slots, expected.slots_offset)
