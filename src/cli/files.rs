@@ -372,7 +372,11 @@ fn rotate_cmd(a: RotateArgs, ctx: &Context) -> anyhow::Result<i32> {
     let mut opts = RotateOptions::new(&a.to);
     opts.from = a.from.clone();
     opts.dry_run = a.dry_run;
-    opts.jobs = a.jobs;
+    // A remote KMS answers slower than local disk: keep many requests in flight.
+    opts.jobs = match (a.jobs, &ctx.global.endpoint_url) {
+        (0, Some(_)) => 32,
+        (jobs, _) => jobs,
+    };
     opts.batch = a.batch;
     opts.progress = progress;
     if progress && matches!(super::blob::blob_url(&a.paths), Ok(None)) {
