@@ -63,7 +63,16 @@ impl Fixture {
             .arg(&self.env.home)
             .arg("--policies")
             .arg(repo().join("policies"))
-            .args(["rotate", "--no-progress", "--batch", "8", "--jobs", "2", "--to", to])
+            .args([
+                "rotate",
+                "--no-progress",
+                "--batch",
+                "8",
+                "--jobs",
+                "2",
+                "--to",
+                to,
+            ])
             .arg(&self.root)
             .env("REWRAP_ACCESS_KEY_ID", &self.rotator_id)
             .env("REWRAP_SECRET_ACCESS_KEY", &self.rotator_secret)
@@ -104,7 +113,12 @@ fn sigkill_at_random_moments_never_loses_a_file_and_a_rerun_finishes() {
     // How long an uninterrupted run takes, to spread the kills over it.
     let t = Instant::now();
     let out = f.rotate_cmd(&f.keys[1]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let full = t.elapsed();
     assert_eq!(f.check_all("after the first run"), [0, FILES]);
 
@@ -125,12 +139,20 @@ fn sigkill_at_random_moments_never_loses_a_file_and_a_rerun_finishes() {
         child.wait().unwrap();
         f.check_all(&format!("after kill {round} at {delay:?}"));
     }
-    assert!(kills_mid_run >= KILLS / 2, "only {kills_mid_run} kills hit a running rotation");
+    assert!(
+        kills_mid_run >= KILLS / 2,
+        "only {kills_mid_run} kills hit a running rotation"
+    );
 
     // A final run completes the rotation: everything under key b, with the
     // old slot wiped.
     let out = f.rotate_cmd(&f.keys[1]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(f.check_all("after the final run"), [0, FILES]);
     for (path, _) in &f.plain {
         let p = header(path);
