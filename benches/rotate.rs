@@ -97,7 +97,9 @@ fn make_tree(s: &Setup, root: &Path, n: usize) {
         std::fs::create_dir_all(root.join(format!("{d:04}"))).unwrap();
     }
     (0..n).into_par_iter().for_each(|i| {
-        let path = root.join(format!("{:04}", i / 1000)).join(format!("{i}.rwp"));
+        let path = root
+            .join(format!("{:04}", i / 1000))
+            .join(format!("{i}.rwp"));
         let mut f = std::fs::File::create(&path).unwrap();
         rewrap::files::encrypt_stream(&s.owner, &opts, &mut &[7u8; 100][..], &mut f).unwrap();
     });
