@@ -155,13 +155,15 @@ pub fn encrypt_stream(
         wrapped_key: resp.ciphertext_blob.0,
     }
     .encode()?;
-    let mut out = BufWriter::with_capacity(IO_BUFFER, output);
     let io = |e: std::io::Error| FileError::Format(EnvelopeError::Io(e));
-    out.write_all(header.as_bytes()).map_err(io)?;
-    out.write_all(&slot).map_err(io)?;
-    out.write_all(&EMPTY_SLOT).map_err(io)?;
-    let n = crate::stream::encrypt(&resp.plaintext, &header, input, &mut out)?;
-    out.flush().map_err(io)?;
+    let mut head = Vec::with_capacity(header.len() + 2 * crate::envelope::SLOT_SIZE);
+    head.extend_from_slice(header.as_bytes());
+    head.extend_from_slice(&slot);
+    head.extend_from_slice(&EMPTY_SLOT);
+    output.write_all(&head).map_err(io)?;
+    // The body goes out in whole batches of chunks: no second buffer.
+    let n = crate::stream::encrypt(&resp.plaintext, &header, input, output)?;
+    output.flush().map_err(io)?;
     Ok(EnvelopeInfo {
         file_id: header.file_id().hyphenated().to_string(),
         key_arn: resp.key_id,
