@@ -1248,7 +1248,7 @@ impl KmsService {
             self.note_use(key);
             Ok(EncryptResponse {
                 ciphertext_blob: Blob(ciphertext),
-                key_id: self.key_arn(&key.id),
+                key_id: trail.keys[0].arn.clone(),
                 encryption_algorithm: SYMMETRIC_DEFAULT.into(),
             })
         })
@@ -1275,7 +1275,7 @@ impl KmsService {
             let plaintext = blob::open(&version.material, &r.ciphertext_blob.0, ctx)?;
             self.note_use(key);
             Ok(DecryptResponse {
-                key_id: self.key_arn(&key.id),
+                key_id: trail.keys[0].arn.clone(),
                 plaintext,
                 encryption_algorithm: SYMMETRIC_DEFAULT.into(),
             })
@@ -1320,8 +1320,8 @@ impl KmsService {
             self.note_use(dest);
             Ok(ReEncryptResponse {
                 ciphertext_blob: Blob(ciphertext),
-                source_key_id: self.key_arn(&source.id),
-                key_id: self.key_arn(&dest.id),
+                source_key_id: trail.keys[0].arn.clone(),
+                key_id: trail.keys[1].arn.clone(),
                 source_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
                 destination_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
             })
@@ -1373,7 +1373,7 @@ impl KmsService {
                 data_key,
                 EncryptResponse {
                     ciphertext_blob: Blob(ciphertext),
-                    key_id: self.key_arn(&key.id),
+                    key_id: trail.keys[0].arn.clone(),
                     encryption_algorithm: SYMMETRIC_DEFAULT.into(),
                 },
             ))
