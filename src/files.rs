@@ -250,13 +250,9 @@ pub fn encrypt_file(
     input: &Path,
     output: Output<'_>,
 ) -> Result<EnvelopeInfo> {
-    let mut src = File::open(input).map_err(|e| FileError::io(input, e))?;
-    let dest = match output {
-        Output::InPlace => input,
-        Output::To(p) => p,
-    };
-    let perms = src.metadata().map(|m| m.permissions()).ok();
-    write_atomically(dest, perms, |out| encrypt_stream(kms, opts, &mut src, out))
+    transform_file(input, output, |src, out| {
+        encrypt_stream(kms, opts, src, out)
+    })
 }
 
 /// Decrypts the envelope file `input` (crash-safe: nothing is left at the
@@ -267,13 +263,25 @@ pub fn decrypt_file(
     input: &Path,
     output: Output<'_>,
 ) -> Result<EnvelopeInfo> {
+    transform_file(input, output, |src, out| {
+        decrypt_stream(kms, opts, src, out)
+    })
+}
+
+/// Streams `input` through `transform` into `output` (or back over `input`)
+/// crash-safely, keeping the input's permissions.
+fn transform_file(
+    input: &Path,
+    output: Output<'_>,
+    transform: impl FnOnce(&mut File, &mut dyn Write) -> Result<EnvelopeInfo>,
+) -> Result<EnvelopeInfo> {
     let mut src = File::open(input).map_err(|e| FileError::io(input, e))?;
     let dest = match output {
         Output::InPlace => input,
         Output::To(p) => p,
     };
     let perms = src.metadata().map(|m| m.permissions()).ok();
-    write_atomically(dest, perms, |out| decrypt_stream(kms, opts, &mut src, out))
+    write_atomically(dest, perms, |out| transform(&mut src, out))
 }
 
 /// Runs `fill` on a temporary file next to `dest`; on success fsyncs it,

@@ -106,7 +106,7 @@ impl Demo {
 
     /// Creates a principal as the owner; its secret is kept out of the log.
     fn principal(&self, owner: &Principal, name: &str) -> anyhow::Result<Principal> {
-        println!("\n[owner]$ rewrap create-principal --principal-name {name}   (secret kept out of this log)");
+        println!("\n[owner]$ rewrap create-principal --principal-name {name}   (its access key stays out of this log)");
         let out = Command::new(&self.exe)
             .args(["create-principal", "--principal-name", name])
             .env("REWRAP_HOME", &self.home)
