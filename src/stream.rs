@@ -25,8 +25,7 @@
 
 use crate::envelope::{read_full, EnvelopeError, Header};
 use crate::secret::Secret;
-use aes_gcm::aead::AeadInPlace;
-use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use std::io::{Read, Write};
 use zeroize::Zeroizing;
 
@@ -37,8 +36,14 @@ pub const END_RECORD_LEN: usize = 8;
 const END_MAGIC: [u8; 4] = *b"REND";
 
 /// The per-file cipher: the data key and the header it is bound to.
+///
+/// The bulk AES-256-GCM is AWS-LC's (through `aws-lc-rs`): about 7 GB/s per
+/// core here against under 1 GB/s for the portable `aes-gcm` crate, which
+/// the small KMS blobs keep using. AWS-LC keeps the expanded key in memory
+/// it allocated itself and wipes (`OPENSSL_cleanse`) when the key is
+/// dropped, so the key schedule is zeroized like the rest of our secrets.
 pub struct ChunkCipher<'h> {
-    aead: Aes256Gcm,
+    aead: LessSafeKey,
     header: &'h Header,
 }
 
@@ -46,22 +51,21 @@ impl<'h> ChunkCipher<'h> {
     /// A cipher for the body of the envelope with `header`, under `data_key`
     /// (32 bytes).
     pub fn new(data_key: &Secret, header: &'h Header) -> Result<ChunkCipher<'h>, EnvelopeError> {
-        let aead = Aes256Gcm::new_from_slice(data_key.expose())
+        let key = UnboundKey::new(&AES_256_GCM, data_key.expose())
             .map_err(|_| EnvelopeError::InvalidParameter("the data key is not 32 bytes".into()))?;
-        Ok(ChunkCipher { aead, header })
+        Ok(ChunkCipher {
+            aead: LessSafeKey::new(key),
+            header,
+        })
     }
 
-    fn nonce(
-        &self,
-        index: u64,
-        last: bool,
-    ) -> Result<Nonce<aes_gcm::aead::consts::U12>, EnvelopeError> {
+    fn nonce(&self, index: u64, last: bool) -> Result<Nonce, EnvelopeError> {
         let counter = u32::try_from(index).map_err(|_| EnvelopeError::TooManyChunks)?;
         let mut n = [0u8; 12];
         n[..7].copy_from_slice(&self.header.nonce_prefix());
         n[7..11].copy_from_slice(&counter.to_be_bytes());
         n[11] = u8::from(last);
-        Ok(n.into())
+        Ok(Nonce::assume_unique_for_key(n))
     }
 
     /// Seals chunk `index` in place; returns its tag.
@@ -74,74 +78,133 @@ impl<'h> ChunkCipher<'h> {
         let nonce = self.nonce(index, last)?;
         let tag = self
             .aead
-            .encrypt_in_place_detached(&nonce, self.header.as_bytes(), buf)
+            .seal_in_place_separate_tag(nonce, Aad::from(self.header.as_bytes()), buf)
             .map_err(|_| EnvelopeError::InvalidParameter("chunk too large".into()))?;
-        Ok(tag.into())
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
     }
 
-    /// Opens chunk `index` (`ciphertext || tag`) in place; on success the
-    /// first `len - 16` bytes are the plaintext. On failure `sealed` is left
-    /// unchanged, so the caller may try another interpretation.
-    pub fn open(&self, index: u64, last: bool, sealed: &mut [u8]) -> Result<(), EnvelopeError> {
-        if sealed.len() < TAG_LEN {
+    /// Opens chunk `index` (`sealed` is `ciphertext || tag`) into
+    /// `plaintext`, which must be at least `sealed.len() - 16` bytes; returns
+    /// the plaintext length. `sealed` is never changed, so on failure the
+    /// caller may try another interpretation of the same bytes.
+    pub fn open(
+        &self,
+        index: u64,
+        last: bool,
+        sealed: &[u8],
+        plaintext: &mut [u8],
+    ) -> Result<usize, EnvelopeError> {
+        if sealed.len() < TAG_LEN || plaintext.len() < sealed.len() - TAG_LEN {
             return Err(EnvelopeError::ChunkAuth(index));
         }
         let nonce = self.nonce(index, last)?;
-        let (ct, tag) = sealed.split_at_mut(sealed.len() - TAG_LEN);
-        let tag = Tag::clone_from_slice(tag);
+        let (ct, tag) = sealed.split_at(sealed.len() - TAG_LEN);
+        let out = &mut plaintext[..ct.len()];
         self.aead
-            .decrypt_in_place_detached(&nonce, self.header.as_bytes(), ct, &tag)
-            .map_err(|_| EnvelopeError::ChunkAuth(index))
+            .open_separate_gather(nonce, Aad::from(self.header.as_bytes()), ct, tag, out)
+            .map_err(|_| EnvelopeError::ChunkAuth(index))?;
+        Ok(ct.len())
     }
 }
 
-/// Chunks sealed in parallel per batch (1 MiB of plaintext at the default
-/// chunk size): encryption uses every core, memory stays bounded.
+/// Chunks per batch (1 MiB of plaintext at the default chunk size): a batch
+/// is read, sealed or opened in parallel, and written as one unit.
 const BATCH: usize = 16;
 
+/// One batch of plaintext read into a buffer: chunk `j` lies at
+/// `j * stride` with room for its tag after it.
+struct Batch {
+    /// Index of the batch's first chunk.
+    index: u64,
+    /// Plaintext length of each chunk.
+    lens: Vec<usize>,
+    /// The batch's last chunk is the final chunk.
+    last: bool,
+}
+
+impl Batch {
+    /// Bytes of the sealed batch, from its start.
+    fn sealed_len(&self, stride: usize) -> usize {
+        let count = self.lens.len();
+        (count - 1) * stride + self.lens[count - 1] + TAG_LEN
+    }
+}
+
 /// Encrypts all of `input` as an envelope body onto `output`; returns the
-/// number of plaintext bytes. Memory: [`BATCH`] chunks.
+/// number of plaintext bytes. Memory: three batches.
+///
+/// A three-stage pipeline: while the pool seals batch `k` (its chunks in
+/// parallel), this thread writes batch `k - 1` and reads batch `k + 1`, so
+/// the copies in and out of the kernel overlap the encryption.
 pub fn encrypt<R: Read + ?Sized, W: Write + ?Sized>(
     data_key: &Secret,
     header: &Header,
     input: &mut R,
     output: &mut W,
 ) -> Result<u64, EnvelopeError> {
-    use rayon::prelude::*;
     let cipher = ChunkCipher::new(data_key, header)?;
     let chunk = header.chunk_size() as usize;
     let stride = chunk + TAG_LEN;
-    // Chunk j of a batch is read into buf[j * stride..][..chunk]; its tag
-    // goes right after it, so the batch is written as it lies.
-    let mut buf = Zeroizing::new(vec![0u8; BATCH * stride]);
+    let buffer = || Zeroizing::new(vec![0u8; BATCH * stride]);
+    let (mut sealing, mut writing, mut reading) = (buffer(), buffer(), buffer());
     let mut carry: Option<u8> = None;
-    let mut index = 0u64;
+    let mut cur = fill_batch(input, &mut sealing, chunk, stride, &mut carry, 0)?;
+    let mut prev: Option<Batch> = None;
     let mut total = 0u64;
     loop {
-        let (lens, last) = fill_batch(input, &mut buf, chunk, stride, &mut carry, index)?;
-        let count = lens.len();
-        buf[..count * stride]
-            .par_chunks_mut(stride)
-            .zip(lens.par_iter())
-            .enumerate()
-            .try_for_each(|(j, (c, &n))| {
-                let final_chunk = last && j + 1 == count;
-                let tag = cipher.seal(index + j as u64, final_chunk, &mut c[..n])?;
-                c[n..n + TAG_LEN].copy_from_slice(&tag);
-                Ok::<(), EnvelopeError>(())
-            })?;
-        // Only the batch's last chunk can be short: one write per batch.
-        let end = (count - 1) * stride + lens[count - 1] + TAG_LEN;
-        output.write_all(&buf[..end])?;
-        total += lens.iter().map(|&n| n as u64).sum::<u64>();
-        if last {
-            let n = lens[count - 1] as u32;
+        let mut sealed = Ok(());
+        let (wrote, next) = rayon::in_place_scope(|s| {
+            let (cipher, cur, buf, sealed) = (&cipher, &cur, &mut sealing, &mut sealed);
+            s.spawn(move |_| *sealed = seal_batch(cipher, cur, buf, stride));
+            let wrote = match &prev {
+                Some(p) => output.write_all(&writing[..p.sealed_len(stride)]),
+                None => Ok(()),
+            };
+            let next_index = cur.index + cur.lens.len() as u64;
+            let next = (!cur.last && wrote.is_ok())
+                .then(|| fill_batch(input, &mut reading, chunk, stride, &mut carry, next_index));
+            (wrote, next)
+        });
+        wrote?;
+        sealed?;
+        total += cur.lens.iter().map(|&n| n as u64).sum::<u64>();
+        let Some(next) = next else {
+            output.write_all(&sealing[..cur.sealed_len(stride)])?;
+            let n = cur.lens[cur.lens.len() - 1] as u32;
             output.write_all(&n.to_be_bytes())?;
             output.write_all(&END_MAGIC)?;
             return Ok(total);
-        }
-        index += count as u64;
+        };
+        // The sealed batch is written next; the batch just read is sealed
+        // next; the written buffer is free to read into.
+        std::mem::swap(&mut writing, &mut sealing);
+        std::mem::swap(&mut sealing, &mut reading);
+        prev = Some(std::mem::replace(&mut cur, next?));
     }
+}
+
+/// Seals every chunk of `batch` in place in `buf`, in parallel, each tag
+/// right after its chunk.
+fn seal_batch(
+    cipher: &ChunkCipher<'_>,
+    batch: &Batch,
+    buf: &mut [u8],
+    stride: usize,
+) -> Result<(), EnvelopeError> {
+    use rayon::prelude::*;
+    let count = batch.lens.len();
+    buf[..count * stride]
+        .par_chunks_mut(stride)
+        .zip(batch.lens.par_iter())
+        .enumerate()
+        .try_for_each(|(j, (c, &n))| {
+            let final_chunk = batch.last && j + 1 == count;
+            let tag = cipher.seal(batch.index + j as u64, final_chunk, &mut c[..n])?;
+            c[n..n + TAG_LEN].copy_from_slice(&tag);
+            Ok(())
+        })
 }
 
 /// Reads up to [`BATCH`] chunks; returns their plaintext lengths and
@@ -154,7 +217,8 @@ fn fill_batch<R: Read + ?Sized>(
     stride: usize,
     carry: &mut Option<u8>,
     index: u64,
-) -> Result<(Vec<usize>, bool), EnvelopeError> {
+) -> Result<Batch, EnvelopeError> {
+    let batch = |lens, last| Ok(Batch { index, lens, last });
     let mut lens = Vec::with_capacity(BATCH);
     for j in 0..BATCH {
         let slot = &mut buf[j * stride..j * stride + chunk];
@@ -167,64 +231,91 @@ fn fill_batch<R: Read + ?Sized>(
         if n == 0 && (j > 0 || index > 0) {
             // The previous chunk of this batch was full and final (a new
             // batch always starts with the carried byte).
-            return Ok((lens, true));
+            return batch(lens, true);
         }
         lens.push(n);
         if n < chunk {
-            return Ok((lens, true));
+            return batch(lens, true);
         }
     }
     let mut one = [0u8; 1];
     if read_full(input, &mut one)? == 0 {
-        return Ok((lens, true));
+        return batch(lens, true);
     }
     *carry = Some(one[0]);
-    Ok((lens, false))
+    batch(lens, false)
 }
 
 /// Decrypts an envelope body from `input` onto `output`; returns the number
 /// of plaintext bytes. Each chunk is verified before it is written, so
 /// `output` only ever receives authenticated plaintext (but on an error it
-/// may have received the chunks before the bad one). Memory: one chunk.
+/// may have received the chunks before the bad one). Chunks are opened in
+/// parallel, [`BATCH`] at a time. Memory: two batches.
 pub fn decrypt<R: Read + ?Sized, W: Write + ?Sized>(
     data_key: &Secret,
     header: &Header,
     input: &mut R,
     output: &mut W,
 ) -> Result<u64, EnvelopeError> {
+    use rayon::prelude::*;
     let cipher = ChunkCipher::new(data_key, header)?;
     let chunk = header.chunk_size() as usize;
     let full = chunk + TAG_LEN;
-    let mut buf = Zeroizing::new(vec![0u8; full + END_RECORD_LEN]);
+    // Every full chunk is followed by at least an end record, so a chunk is
+    // tried as a non-final one only when that much follows it.
+    let mut buf = vec![0u8; BATCH * full + END_RECORD_LEN];
+    let mut plain = Zeroizing::new(vec![0u8; BATCH * full]);
     let mut have = 0usize;
     let mut index = 0u64;
     let mut total = 0u64;
     loop {
         have += read_full(input, &mut buf[have..])?;
         let eof = have < buf.len();
-        if !eof && cipher.open(index, false, &mut buf[..full]).is_ok() {
-            output.write_all(&buf[..chunk])?;
-            total += chunk as u64;
-            buf.copy_within(full..full + END_RECORD_LEN, 0);
-            have = END_RECORD_LEN;
-            index += 1;
+        let candidates = (0..BATCH)
+            .take_while(|j| (j + 1) * full + END_RECORD_LEN <= have)
+            .count();
+        let opened: Vec<bool> = buf[..candidates * full]
+            .par_chunks(full)
+            .zip(plain[..candidates * chunk].par_chunks_mut(chunk))
+            .enumerate()
+            .map(|(j, (sealed, out))| cipher.open(index + j as u64, false, sealed, out).is_ok())
+            .collect();
+        let good = opened.iter().take_while(|&&ok| ok).count();
+        output.write_all(&plain[..good * chunk])?;
+        total += (good * chunk) as u64;
+        index += good as u64;
+        let rest = good * full;
+        if good == BATCH {
+            buf.copy_within(rest..have, 0);
+            have -= rest;
             continue;
         }
-        let len = finish(&cipher, index, &mut buf[..have], eof, input)?;
-        output.write_all(&buf[..len])?;
+        // Chunk `index` is not a valid non-final chunk (or too little
+        // follows it to be one): it must be the final chunk.
+        let tail_eof = eof && have - rest < full + END_RECORD_LEN;
+        let len = finish(
+            &cipher,
+            index,
+            &buf[rest..have],
+            tail_eof,
+            input,
+            &mut plain,
+        )?;
+        output.write_all(&plain[..len])?;
         return Ok(total + len as u64);
     }
 }
 
-/// The buffer holds what remains of the body from chunk `index` on (all of
-/// it when `eof`), and it is not a non-final chunk: it must be the final
-/// chunk and its end record. Returns the final plaintext length.
+/// `buf` holds what remains of the body from chunk `index` on (all of it
+/// when `eof`), and it is not a non-final chunk: it must be the final chunk
+/// and its end record. Opens it into `plain`; returns its plaintext length.
 fn finish<R: Read + ?Sized>(
     cipher: &ChunkCipher<'_>,
     index: u64,
-    buf: &mut [u8],
+    buf: &[u8],
     eof: bool,
     input: &mut R,
+    plain: &mut [u8],
 ) -> Result<usize, EnvelopeError> {
     let have = buf.len();
     if eof && have == 0 {
@@ -232,12 +323,11 @@ fn finish<R: Read + ?Sized>(
     }
     if eof {
         if let Some(l) = end_record_len(buf, have) {
-            cipher.open(index, true, &mut buf[..l + TAG_LEN])?;
-            return Ok(l);
+            return cipher.open(index, true, &buf[..l + TAG_LEN], plain);
         }
     }
     // Not a well-placed end record: look for the final chunk further in.
-    if let Some(l) = find_final(cipher, index, buf) {
+    if let Some(l) = find_final(cipher, index, buf, plain) {
         let mut probe = [0u8; 1];
         if l + TAG_LEN + END_RECORD_LEN < have || read_full(input, &mut probe)? > 0 {
             return Err(EnvelopeError::TrailingData);
@@ -249,7 +339,7 @@ fn finish<R: Read + ?Sized>(
         // A full chunk that is neither a valid non-final nor a final chunk.
         return Err(EnvelopeError::ChunkAuth(index));
     }
-    if have >= full && cipher.open(index, false, &mut buf[..full]).is_ok() {
+    if have >= full && cipher.open(index, false, &buf[..full], plain).is_ok() {
         // A valid non-final chunk and then the stream ends.
         return Err(EnvelopeError::Truncated);
     }
@@ -270,13 +360,13 @@ fn end_record_len(buf: &[u8], end: usize) -> Option<usize> {
 }
 
 /// Finds a final chunk followed by its end record at the start of `buf`
-/// (decrypting it in place on success); returns its plaintext length.
-fn find_final(cipher: &ChunkCipher<'_>, index: u64, buf: &mut [u8]) -> Option<usize> {
+/// (opening it into `plain` on success); returns its plaintext length.
+fn find_final(cipher: &ChunkCipher<'_>, index: u64, buf: &[u8], plain: &mut [u8]) -> Option<usize> {
     let chunk = cipher.header.chunk_size() as usize;
     let max = chunk.min(buf.len().checked_sub(TAG_LEN + END_RECORD_LEN)?);
     (0..=max).find(|&l| {
         end_record_len(buf, l + TAG_LEN + END_RECORD_LEN).is_some()
-            && cipher.open(index, true, &mut buf[..l + TAG_LEN]).is_ok()
+            && cipher.open(index, true, &buf[..l + TAG_LEN], plain).is_ok()
     })
 }
 
