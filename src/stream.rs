@@ -147,10 +147,25 @@ pub fn encrypt<R: Read + ?Sized, W: Write + ?Sized>(
     let cipher = ChunkCipher::new(data_key, header)?;
     let chunk = header.chunk_size() as usize;
     let stride = chunk + TAG_LEN;
+    let mut chunker = Chunker {
+        input,
+        chunk,
+        stride,
+        carry: None,
+    };
+    // The first chunk alone first: a small file needs no batch buffers.
+    let mut first = Zeroizing::new(vec![0u8; stride]);
+    let head = chunker.batch(&mut first, 0, 1)?;
+    if head.last {
+        seal_batch(&cipher, &head, &mut first, stride)?;
+        output.write_all(&first[..head.sealed_len(stride)])?;
+        return finish_body(output, &head);
+    }
     let buffer = || Zeroizing::new(vec![0u8; BATCH * stride]);
     let (mut sealing, mut writing, mut reading) = (buffer(), buffer(), buffer());
-    let mut carry: Option<u8> = None;
-    let mut cur = fill_batch(input, &mut sealing, chunk, stride, &mut carry, 0)?;
+    sealing[..chunk].copy_from_slice(&first[..chunk]);
+    drop(first);
+    let mut cur = chunker.fill(&mut sealing, head, BATCH)?;
     let mut prev: Option<Batch> = None;
     let mut total = 0u64;
     loop {
@@ -164,7 +179,7 @@ pub fn encrypt<R: Read + ?Sized, W: Write + ?Sized>(
             };
             let next_index = cur.index + cur.lens.len() as u64;
             let next = (!cur.last && wrote.is_ok())
-                .then(|| fill_batch(input, &mut reading, chunk, stride, &mut carry, next_index));
+                .then(|| chunker.batch(&mut reading, next_index, BATCH));
             (wrote, next)
         });
         wrote?;
@@ -172,9 +187,7 @@ pub fn encrypt<R: Read + ?Sized, W: Write + ?Sized>(
         total += cur.lens.iter().map(|&n| n as u64).sum::<u64>();
         let Some(next) = next else {
             output.write_all(&sealing[..cur.sealed_len(stride)])?;
-            let n = cur.lens[cur.lens.len() - 1] as u32;
-            output.write_all(&n.to_be_bytes())?;
-            output.write_all(&END_MAGIC)?;
+            finish_body(output, &cur)?;
             return Ok(total);
         };
         // The sealed batch is written next; the batch just read is sealed
@@ -183,6 +196,15 @@ pub fn encrypt<R: Read + ?Sized, W: Write + ?Sized>(
         std::mem::swap(&mut sealing, &mut reading);
         prev = Some(std::mem::replace(&mut cur, next?));
     }
+}
+
+/// Writes the end record after the final batch; returns the plaintext
+/// length of that batch.
+fn finish_body<W: Write + ?Sized>(output: &mut W, last: &Batch) -> Result<u64, EnvelopeError> {
+    let n = last.lens[last.lens.len() - 1] as u32;
+    output.write_all(&n.to_be_bytes())?;
+    output.write_all(&END_MAGIC)?;
+    Ok(last.lens.iter().map(|&n| n as u64).sum())
 }
 
 /// Seals every chunk of `batch` in place in `buf`, in parallel, each tag
@@ -207,43 +229,64 @@ fn seal_batch(
         })
 }
 
-/// Reads up to [`BATCH`] chunks; returns their plaintext lengths and
-/// whether the last of them is the final chunk. A full batch peeks one byte
-/// ahead (kept in `carry`) to know whether its last chunk is final.
-fn fill_batch<R: Read + ?Sized>(
-    input: &mut R,
-    buf: &mut [u8],
+/// Cuts the plaintext into chunks, batch by batch. It peeks one byte past
+/// every full batch (kept in `carry`) to know whether the batch's last
+/// chunk is the final one.
+struct Chunker<'a, R: ?Sized> {
+    input: &'a mut R,
     chunk: usize,
     stride: usize,
-    carry: &mut Option<u8>,
-    index: u64,
-) -> Result<Batch, EnvelopeError> {
-    let batch = |lens, last| Ok(Batch { index, lens, last });
-    let mut lens = Vec::with_capacity(BATCH);
-    for j in 0..BATCH {
-        let slot = &mut buf[j * stride..j * stride + chunk];
-        let mut n = 0;
-        if let Some(b) = carry.take() {
-            slot[0] = b;
-            n = 1;
+    carry: Option<u8>,
+}
+
+impl<R: Read + ?Sized> Chunker<'_, R> {
+    /// Reads chunks into `buf` until it holds `max` of them; `batch` says
+    /// which chunks it already holds (its `lens`) and where it starts.
+    fn fill(
+        &mut self,
+        buf: &mut [u8],
+        mut batch: Batch,
+        max: usize,
+    ) -> Result<Batch, EnvelopeError> {
+        let chunk = self.chunk;
+        for j in batch.lens.len()..max {
+            let slot = &mut buf[j * self.stride..j * self.stride + chunk];
+            let mut n = 0;
+            if let Some(b) = self.carry.take() {
+                slot[0] = b;
+                n = 1;
+            }
+            n += read_full(self.input, &mut slot[n..])?;
+            if n == 0 && (j > 0 || batch.index > 0) {
+                // The previous chunk was full and final (a batch after the
+                // first always starts with the carried byte).
+                batch.last = true;
+                return Ok(batch);
+            }
+            batch.lens.push(n);
+            if n < chunk {
+                batch.last = true;
+                return Ok(batch);
+            }
         }
-        n += read_full(input, &mut slot[n..])?;
-        if n == 0 && (j > 0 || index > 0) {
-            // The previous chunk of this batch was full and final (a new
-            // batch always starts with the carried byte).
-            return batch(lens, true);
+        let mut one = Zeroizing::new([0u8; 1]);
+        if read_full(self.input, &mut one[..])? == 0 {
+            batch.last = true;
+            return Ok(batch);
         }
-        lens.push(n);
-        if n < chunk {
-            return batch(lens, true);
-        }
+        self.carry = Some(one[0]);
+        Ok(batch)
     }
-    let mut one = [0u8; 1];
-    if read_full(input, &mut one)? == 0 {
-        return batch(lens, true);
+
+    /// A new batch starting at chunk `index`, read into `buf`.
+    fn batch(&mut self, buf: &mut [u8], index: u64, max: usize) -> Result<Batch, EnvelopeError> {
+        let empty = Batch {
+            index,
+            lens: Vec::with_capacity(max),
+            last: false,
+        };
+        self.fill(buf, empty, max)
     }
-    *carry = Some(one[0]);
-    batch(lens, false)
 }
 
 /// Decrypts an envelope body from `input` onto `output`; returns the number
@@ -262,10 +305,18 @@ pub fn decrypt<R: Read + ?Sized, W: Write + ?Sized>(
     let chunk = header.chunk_size() as usize;
     let full = chunk + TAG_LEN;
     // Every full chunk is followed by at least an end record, so a chunk is
-    // tried as a non-final one only when that much follows it.
-    let mut buf = vec![0u8; BATCH * full + END_RECORD_LEN];
+    // tried as a non-final one only when that much follows it. A body that
+    // ends before that is opened without batch buffers.
+    let mut buf = vec![0u8; full + END_RECORD_LEN];
+    let mut have = read_full(input, &mut buf)?;
+    if have < buf.len() {
+        let mut plain = Zeroizing::new(vec![0u8; have]);
+        let len = finish(&cipher, 0, &buf[..have], true, input, &mut plain)?;
+        output.write_all(&plain[..len])?;
+        return Ok(len as u64);
+    }
+    buf.resize(BATCH * full + END_RECORD_LEN, 0);
     let mut plain = Zeroizing::new(vec![0u8; BATCH * full]);
-    let mut have = 0usize;
     let mut index = 0u64;
     let mut total = 0u64;
     loop {
