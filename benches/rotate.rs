@@ -186,7 +186,7 @@ fn small_files(s: &Setup) {
     );
     let rate = |c: u64, d: Duration| c as f64 / d.as_secs_f64();
     let base = (rate(c1, b1) + rate(c2, b2)) / 2.0;
-    println!("rotate {n} small files, {jobs} threads, batch 256:");
+    println!("rotate {n} small files, {jobs} threads, batch 256, ReEncrypt batch 64:");
     println!(
         "  baseline before  {:>10.0} files/s  ({:.2} s)",
         rate(c1, b1),
@@ -203,19 +203,25 @@ fn small_files(s: &Setup) {
         b2.as_secs_f64()
     );
     println!(
-        "  (of which KMS ReEncrypt alone, in process: {:>10.0} calls/s)",
-        rate(n as u64, kms_alone)
+        "  (KMS ReEncrypt alone, in process, batches of 64: {:>8.0} calls/s)",
+        kms_alone
     );
     println!(
         "  rotation / baseline = {:.2} (goal >= 0.70)",
         rate(n as u64, rt) / base
     );
+    // If the rotation's file I/O cost no more than the baseline's, a file
+    // would still cost the baseline's time plus one ReEncrypt.
+    println!(
+        "  bound with baseline I/O + ReEncrypt alone = {:.2}",
+        (1.0 / (1.0 / base + 1.0 / kms_alone)) / base
+    );
     std::fs::remove_dir_all(&root).unwrap();
 }
 
-/// `n` ReEncrypt calls on one envelope's slot from `jobs` threads: the KMS
-/// share of a rotation.
-fn reencrypt_alone(s: &Setup, root: &Path, n: usize, jobs: usize) -> Duration {
+/// About `n` ReEncrypt calls on one envelope's slot from `jobs` threads, in
+/// batches of 64 as the rotation makes them: the KMS share of a rotation.
+fn reencrypt_alone(s: &Setup, root: &Path, n: usize, jobs: usize) -> f64 {
     let path = rotate::walk_files(&[root.to_path_buf()], false)
         .flatten()
         .next()
@@ -229,17 +235,22 @@ fn reencrypt_alone(s: &Setup, root: &Path, n: usize, jobs: usize) -> Duration {
         destination_encryption_context: Some(parsed.header.kms_context()),
         ..Default::default()
     };
+    // As the rotation calls it: batches of 64 (one audit group commit each).
+    let batch = vec![req; 64];
+    let rounds = (n / jobs).div_ceil(batch.len());
     let start = Instant::now();
     std::thread::scope(|sc| {
         for _ in 0..jobs {
             sc.spawn(|| {
-                for _ in 0..n / jobs {
-                    s.rotator.re_encrypt(&req).unwrap();
+                for _ in 0..rounds {
+                    for r in s.rotator.re_encrypt_many(&batch) {
+                        r.unwrap();
+                    }
                 }
             });
         }
     });
-    start.elapsed()
+    (jobs * rounds * batch.len()) as f64 / start.elapsed().as_secs_f64()
 }
 
 /// An endless pseudo-random reader, `len` bytes long.

@@ -85,6 +85,15 @@ pub trait Kms: Send + Sync {
     fn re_encrypt(&self, r: &ReEncryptRequest) -> Result<ReEncryptResponse> {
         call_typed(self, Operation::ReEncrypt, r)
     }
+    /// ReEncrypt of each request, one result per request, in order: the
+    /// batch form the rotation worker uses. Not an AWS operation: each
+    /// request is an ordinary ReEncrypt (checked, audited and answered on
+    /// its own). This default makes the calls one by one; the in-process
+    /// service overrides it to write the batch's audit records in one
+    /// group commit.
+    fn re_encrypt_many(&self, requests: &[ReEncryptRequest]) -> Vec<Result<ReEncryptResponse>> {
+        requests.iter().map(|r| self.re_encrypt(r)).collect()
+    }
     fn generate_data_key(&self, r: &GenerateDataKeyRequest) -> Result<GenerateDataKeyResponse> {
         call_typed(self, Operation::GenerateDataKey, r)
     }

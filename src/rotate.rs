@@ -54,6 +54,10 @@ pub enum StoreError {
     /// The storage failed; the text says how.
     #[error("{0}")]
     Io(String),
+    /// Another writer holds the item's lock. The pipeline releases the
+    /// locks it holds (by finishing its batch) and asks again, waiting.
+    #[error("locked by another writer")]
+    Busy,
 }
 
 /// A source of envelopes the rotation pipeline can re-wrap in place.
@@ -88,6 +92,19 @@ pub trait EnvelopeStore: Send + Sync {
         &self,
         item: &Self::Item,
     ) -> Result<Option<(ParsedHeader, Self::Version)>, StoreError>;
+
+    /// [`EnvelopeStore::read_header`] before writes: a store that locks
+    /// items takes the lock here and holds it as long as the returned
+    /// version lives. Without `wait` it returns [`StoreError::Busy`]
+    /// instead of waiting for another writer's lock.
+    fn read_for_update(
+        &self,
+        item: &Self::Item,
+        wait: bool,
+    ) -> Result<Option<(ParsedHeader, Self::Version)>, StoreError> {
+        let _ = wait;
+        self.read_header(item)
+    }
 
     /// Writes `(slot index, slot bytes)` pairs if the item is still as
     /// `expected`; returns the new version.
@@ -133,6 +150,9 @@ pub struct RotateOptions {
     pub jobs: usize,
     /// Envelopes per group commit.
     pub batch: usize,
+    /// Envelopes per ReEncrypt batch ([`Kms::re_encrypt_many`]; the
+    /// in-process KMS writes their audit records in one group commit).
+    pub kms_batch: usize,
     /// Show a progress bar on stderr.
     pub progress: bool,
     /// Expected number of items, for the progress bar's ETA (0: unknown).
@@ -148,6 +168,7 @@ impl RotateOptions {
             dry_run: false,
             jobs: 0,
             batch: 256,
+            kms_batch: 64,
             progress: false,
             expected_items: 0,
         }
@@ -384,13 +405,48 @@ struct Pending<S: EnvelopeStore> {
     w: Written<S::Version>,
 }
 
+/// An envelope whose active slot needs a ReEncrypt, read (and locked, for
+/// stores that lock) and waiting for its batch's ReEncrypt call.
+struct Ready<S: EnvelopeStore> {
+    item: S::Item,
+    header: Header,
+    version: S::Version,
+    active: usize,
+    slot: Slot,
+    attempts: u32,
+}
+
 enum Decision<S: EnvelopeStore> {
     NotEnvelope,
     Current(Slot),
     OtherKey(Slot),
     WouldRotate(Slot),
+    /// Needs a ReEncrypt of `slot` (the active one, at index `active`).
+    Rewrap {
+        header: Header,
+        version: S::Version,
+        active: usize,
+        slot: Slot,
+    },
     Write(Written<S::Version>),
 }
+
+type Decided<S> = Result<Decision<S>, (StoreError, Option<Slot>)>;
+
+/// One worker's items between steps.
+struct Queues<S: EnvelopeStore> {
+    /// Waiting for their batch's ReEncrypt (step 2).
+    ready: Vec<Ready<S>>,
+    /// New slot written, waiting for the group commit (steps 3 to 5).
+    pending: Vec<Pending<S>>,
+    /// Changed under us: to be read and decided again, with the attempts
+    /// made so far.
+    retry: Vec<(S::Item, u32)>,
+}
+
+/// Reads and decisions of one item before it is given up as changing
+/// under us too often.
+const MAX_ATTEMPTS: u32 = 4;
 
 /// Everything the workers share.
 struct Run<'a, S: EnvelopeStore> {
@@ -504,21 +560,42 @@ impl<S: EnvelopeStore> Run<'_, S> {
         rx: &Mutex<std::sync::mpsc::Receiver<Result<S::Item, ItemError>>>,
     ) -> RotationReport {
         let mut report = RotationReport::default();
-        let mut pending: Vec<Pending<S>> = Vec::new();
-        while let Some(item) = next(rx) {
-            report.scanned += 1;
-            match item {
-                Err(e) => {
-                    report.fail(e.location, e.error, None);
-                    self.tick(1);
-                }
-                Ok(item) => self.handle(item, &mut report, &mut pending),
+        let mut q = Queues {
+            ready: Vec::new(),
+            pending: Vec::new(),
+            retry: Vec::new(),
+        };
+        loop {
+            let (item, attempts) = match q.retry.pop() {
+                Some(again) => again,
+                None => match next(rx) {
+                    Some(Ok(item)) => {
+                        report.scanned += 1;
+                        (item, 1)
+                    }
+                    Some(Err(e)) => {
+                        report.scanned += 1;
+                        report.fail(e.location, e.error, None);
+                        self.tick(1);
+                        continue;
+                    }
+                    None if q.ready.is_empty() && q.pending.is_empty() => break,
+                    None => {
+                        // The input is done: finish what is in flight (which
+                        // may give items to read again).
+                        self.release(&mut q, &mut report);
+                        continue;
+                    }
+                },
+            };
+            self.handle(item, attempts, &mut q, &mut report);
+            if q.ready.len() >= self.opts.kms_batch.max(1) {
+                self.rewrap(&mut q, &mut report);
             }
-            if pending.len() >= self.opts.batch.max(1) {
-                self.flush(&mut pending, &mut report);
+            if q.pending.len() >= self.opts.batch.max(1) {
+                self.flush(&mut q.pending, &mut report);
             }
         }
-        self.flush(&mut pending, &mut report);
         report
     }
 
@@ -529,36 +606,61 @@ impl<S: EnvelopeStore> Run<'_, S> {
         }
     }
 
-    fn handle(&self, item: S::Item, report: &mut RotationReport, pending: &mut Vec<Pending<S>>) {
-        let name = self.store.display(&item);
-        // A conflict means someone else wrote between our read and write:
-        // read again and decide again (it is probably current now).
-        let mut attempts = 0;
+    /// Takes every item in flight through to its end, releasing every lock
+    /// this worker holds.
+    fn release(&self, q: &mut Queues<S>, report: &mut RotationReport) {
+        self.rewrap(q, report);
+        self.flush(&mut q.pending, report);
+    }
+
+    /// Step 1 for one item: read it and decide.
+    fn handle(
+        &self,
+        item: S::Item,
+        mut attempts: u32,
+        q: &mut Queues<S>,
+        report: &mut RotationReport,
+    ) {
+        // A conflict means someone else wrote while we read: read again
+        // and decide again. A busy item is locked by another writer: finish
+        // our own items first, so that we hold no lock while we wait (no two
+        // workers can then wait for each other), then wait for it.
+        let mut wait = false;
         let decision = loop {
-            attempts += 1;
-            match self.decide(&item) {
-                Err((StoreError::Conflict(_), _)) if attempts < 4 => continue,
+            match self.decide(&item, wait) {
+                Err((StoreError::Busy, _)) if !wait => {
+                    self.release(q, report);
+                    wait = true;
+                }
+                Err((StoreError::Conflict(_), _)) if attempts < MAX_ATTEMPTS => attempts += 1,
                 other => break other,
             }
         };
-        let done = match decision {
-            Ok(Decision::NotEnvelope) => {
-                report.not_envelope += 1;
-                true
-            }
+        self.settle(item, attempts, decision, q, report);
+    }
+
+    /// Counts a decided item, or queues it for its next step.
+    fn settle(
+        &self,
+        item: S::Item,
+        attempts: u32,
+        decision: Decided<S>,
+        q: &mut Queues<S>,
+        report: &mut RotationReport,
+    ) {
+        match decision {
+            Ok(Decision::NotEnvelope) => report.not_envelope += 1,
             Ok(Decision::Current(slot)) => {
                 report.already_current += 1;
                 report.source(&slot).seen += 1;
                 report.source(&slot).already_current += 1;
                 report.after(&slot.key_arn, slot.key_version);
-                true
             }
             Ok(Decision::OtherKey(slot)) => {
                 report.other_key += 1;
                 report.source(&slot).seen += 1;
                 report.source(&slot).other_key += 1;
                 report.after(&slot.key_arn, slot.key_version);
-                true
             }
             Ok(Decision::WouldRotate(slot)) => {
                 report.rotated += 1;
@@ -566,28 +668,45 @@ impl<S: EnvelopeStore> Run<'_, S> {
                 report.source(&slot).rotated += 1;
                 let (arn, v) = self.target.snapshot();
                 report.after(&arn, v);
-                true
+            }
+            Ok(Decision::Rewrap {
+                header,
+                version,
+                active,
+                slot,
+            }) => {
+                q.ready.push(Ready {
+                    item,
+                    header,
+                    version,
+                    active,
+                    slot,
+                    attempts,
+                });
+                return;
             }
             Ok(Decision::Write(w)) => {
-                pending.push(Pending { item, w });
-                false
+                q.pending.push(Pending { item, w });
+                return;
             }
             Err((e, slot)) => {
                 if let Some(s) = &slot {
                     report.source(s).seen += 1;
                 }
-                report.fail(name, e.to_string(), slot.as_ref());
-                true
+                report.fail(self.store.display(&item), e.to_string(), slot.as_ref());
             }
-        };
-        if done {
-            self.tick(1);
         }
+        self.tick(1);
     }
 
-    /// Steps 1 and 2 of the protocol for one item.
-    fn decide(&self, item: &S::Item) -> Result<Decision<S>, (StoreError, Option<Slot>)> {
-        let Some((parsed, version)) = self.store.read_header(item).map_err(|e| (e, None))? else {
+    /// Step 1 for one item: what it needs.
+    fn decide(&self, item: &S::Item, wait: bool) -> Decided<S> {
+        let read = if self.opts.dry_run {
+            self.store.read_header(item)
+        } else {
+            self.store.read_for_update(item, wait)
+        };
+        let Some((parsed, version)) = read.map_err(|e| (e, None))? else {
             return Ok(Decision::NotEnvelope);
         };
         let (active, slot) = parsed
@@ -606,14 +725,84 @@ impl<S: EnvelopeStore> Run<'_, S> {
             }
             // An interrupted earlier run: the new slot is in place, the old
             // one still has to be wiped (after a commit, see `flush`).
-            return Ok(self.pending(version, other, slot.clone(), slot, false));
+            return Ok(Decision::Write(Written {
+                version,
+                wipe: other,
+                source: slot.clone(),
+                written: slot,
+                rotated: false,
+            }));
         }
         if self.opts.dry_run {
             return Ok(Decision::WouldRotate(slot));
         }
-        let new = self
-            .rewrap_slot(&parsed.header, &slot)
-            .map_err(|e| (StoreError::Io(e.to_string()), Some(slot.clone())))?;
+        Ok(Decision::Rewrap {
+            header: parsed.header,
+            version,
+            active,
+            slot,
+        })
+    }
+
+    /// Step 2 for the ready items: one ReEncrypt batch, then each new slot
+    /// written into the inactive slot.
+    fn rewrap(&self, q: &mut Queues<S>, report: &mut RotationReport) {
+        if q.ready.is_empty() {
+            return;
+        }
+        let ready = std::mem::take(&mut q.ready);
+        let requests: Vec<ReEncryptRequest> = ready
+            .iter()
+            .map(|r| {
+                let ctx = r.header.kms_context();
+                ReEncryptRequest {
+                    ciphertext_blob: crate::api::Blob(r.slot.wrapped_key.clone()),
+                    source_encryption_context: Some(ctx.clone()),
+                    destination_key_id: self.target.destination(),
+                    destination_encryption_context: Some(ctx),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let mut responses = self.kms.re_encrypt_many(&requests).into_iter();
+        for r in ready {
+            let response = responses.next().unwrap_or_else(|| {
+                Err(KmsError::internal(
+                    "the KMS answered fewer requests than asked",
+                ))
+            });
+            let (item, attempts) = (r.item, r.attempts);
+            let decision = self.write_new_slot(&item, r.version, r.active, r.slot, response);
+            match decision {
+                Err((StoreError::Conflict(_), _)) if attempts < MAX_ATTEMPTS => {
+                    q.retry.push((item, attempts + 1));
+                }
+                decision => self.settle(item, attempts, decision, q, report),
+            }
+        }
+    }
+
+    /// Step 2 for one item: the re-wrapped key goes into the inactive slot
+    /// with sequence + 1 (and, where writes are atomic, the old slot is
+    /// wiped in the same write).
+    fn write_new_slot(
+        &self,
+        item: &S::Item,
+        version: S::Version,
+        active: usize,
+        slot: Slot,
+        response: Result<crate::api::ReEncryptResponse, KmsError>,
+    ) -> Decided<S> {
+        let resp = response.map_err(|e| (StoreError::Io(e.to_string()), Some(slot.clone())))?;
+        let key_version = crate::blob::peek(&resp.ciphertext_blob.0).map_or(0, |b| b.key_version);
+        self.target.learn(&resp.key_id, key_version);
+        let new = Slot {
+            sequence: slot.sequence + 1,
+            wrapped_at: chrono::Utc::now().timestamp(),
+            key_version,
+            key_arn: resp.key_id,
+            wrapped_key: resp.ciphertext_blob.0,
+        };
         if new.key_arn == slot.key_arn && new.key_version == slot.key_version && new.key_version > 0
         {
             return Ok(Decision::Current(slot));
@@ -621,7 +810,7 @@ impl<S: EnvelopeStore> Run<'_, S> {
         let bytes = new
             .encode()
             .map_err(|e| (StoreError::Format(e), Some(slot.clone())))?;
-        let mut writes = vec![(other, &bytes)];
+        let mut writes = vec![(1 - active, &bytes)];
         if self.store.atomic_writes() {
             writes.push((active, &EMPTY_SLOT));
         }
@@ -629,46 +818,13 @@ impl<S: EnvelopeStore> Run<'_, S> {
             .store
             .write_slots(item, &writes, &version)
             .map_err(|e| (e, Some(slot.clone())))?;
-        Ok(self.pending(version, active, slot, new, true))
-    }
-
-    fn pending(
-        &self,
-        version: S::Version,
-        wipe: usize,
-        source: Slot,
-        written: Slot,
-        rotated: bool,
-    ) -> Decision<S> {
-        Decision::Write(Written {
+        Ok(Decision::Write(Written {
             version,
-            wipe,
-            source,
-            written,
-            rotated,
-        })
-    }
-
-    /// ReEncrypt of one slot's blob to the target; the data key stays in
-    /// the KMS.
-    fn rewrap_slot(&self, header: &Header, slot: &Slot) -> Result<Slot, KmsError> {
-        let ctx = header.kms_context();
-        let resp = self.kms.re_encrypt(&ReEncryptRequest {
-            ciphertext_blob: crate::api::Blob(slot.wrapped_key.clone()),
-            source_encryption_context: Some(ctx.clone()),
-            destination_key_id: self.target.destination(),
-            destination_encryption_context: Some(ctx),
-            ..Default::default()
-        })?;
-        let version = crate::blob::peek(&resp.ciphertext_blob.0).map_or(0, |b| b.key_version);
-        self.target.learn(&resp.key_id, version);
-        Ok(Slot {
-            sequence: slot.sequence + 1,
-            wrapped_at: chrono::Utc::now().timestamp(),
-            key_version: version,
-            key_arn: resp.key_id,
-            wrapped_key: resp.ciphertext_blob.0,
-        })
+            wipe: active,
+            source: slot,
+            written: new,
+            rotated: true,
+        }))
     }
 
     /// Steps 3 to 5 for a batch.
@@ -779,11 +935,18 @@ fn progress_bar(len: u64) -> indicatif::ProgressBar {
 
 /// Envelopes as files on a local file system: the file-tree source.
 ///
-/// Reads use one positioned read of the header; writes take an exclusive
-/// `flock` on the file for the few microseconds of a compare-and-swap
-/// (same inode as read, same slot bytes as read, then a positioned write of
-/// the slot), so concurrent rotations and a file replaced by a rename
-/// never lose a write. `commit` is one `syncfs` per file system touched
+/// Files are opened with `O_NOATIME` where the caller owns them (reading a
+/// header for rotation or inventory is not an access by a user). Reads use
+/// one positioned read of the header.
+///
+/// Rotation ([`EnvelopeStore::read_for_update`]) takes an exclusive
+/// `flock` on the file before reading and holds it until the version is
+/// dropped, that is until the old slot is wiped: no other rotation can
+/// write the slots in between, so a write needs no re-read. The new slot's
+/// write still checks that the path names the inode that was read, so a
+/// file replaced by a rename is read again. Plain `write_slots` on an
+/// unlocked version takes the lock for a compare-and-swap (same inode, same
+/// slot bytes as read). `commit` is one `syncfs` per file system touched
 /// (falling back to `fdatasync` per file where `syncfs` fails).
 #[derive(Debug, Clone, Default)]
 pub struct FileStore {
@@ -795,6 +958,8 @@ pub struct FileStore {
 #[derive(Debug)]
 pub struct FileVersion {
     file: std::sync::Arc<File>,
+    /// This handle holds the file's `flock` (taken before the read).
+    locked: bool,
     dev: u64,
     ino: u64,
     slots_offset: u64,
@@ -808,25 +973,28 @@ impl FileStore {
     fn io(path: &Path, what: &str, e: std::io::Error) -> StoreError {
         StoreError::Io(format!("{what} {}: {e}", path.display()))
     }
-}
 
-impl EnvelopeStore for FileStore {
-    type Item = PathBuf;
-    type Version = FileVersion;
-
-    fn display(&self, item: &PathBuf) -> String {
-        item.display().to_string()
+    /// Opens `path` without updating its access time where allowed
+    /// (`O_NOATIME` needs the file's owner or `CAP_FOWNER`).
+    fn open(&self, path: &Path) -> Result<File, StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.read(true).write(!self.read_only);
+        let noatime = rustix::fs::OFlags::NOATIME.bits() as i32;
+        match opts.clone().custom_flags(noatime).open(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => opts.open(path),
+            r => r,
+        }
+        .map_err(|e| FileStore::io(path, "cannot open", e))
     }
 
-    fn read_header(
+    /// Reads the header and slots of the open `file`.
+    fn read_open(
         &self,
-        path: &PathBuf,
+        path: &Path,
+        file: File,
+        locked: bool,
     ) -> Result<Option<(ParsedHeader, FileVersion)>, StoreError> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(!self.read_only)
-            .open(path)
-            .map_err(|e| FileStore::io(path, "cannot open", e))?;
         let meta = file
             .metadata()
             .map_err(|e| FileStore::io(path, "cannot stat", e))?;
@@ -850,12 +1018,54 @@ impl EnvelopeStore for FileStore {
         let slots = buf[slots_offset as usize..slots_offset as usize + 2 * SLOT_SIZE].to_vec();
         let version = FileVersion {
             file: std::sync::Arc::new(file),
+            locked,
             dev: meta.dev(),
             ino: meta.ino(),
             slots_offset,
             slots,
         };
         Ok(Some((parsed, version)))
+    }
+}
+
+impl EnvelopeStore for FileStore {
+    type Item = PathBuf;
+    type Version = FileVersion;
+
+    fn display(&self, item: &PathBuf) -> String {
+        item.display().to_string()
+    }
+
+    fn read_header(
+        &self,
+        path: &PathBuf,
+    ) -> Result<Option<(ParsedHeader, FileVersion)>, StoreError> {
+        let file = self.open(path)?;
+        self.read_open(path, file, false)
+    }
+
+    fn read_for_update(
+        &self,
+        path: &PathBuf,
+        wait: bool,
+    ) -> Result<Option<(ParsedHeader, FileVersion)>, StoreError> {
+        let file = self.open(path)?;
+        if self.read_only {
+            return self.read_open(path, file, false);
+        }
+        if wait {
+            file.lock()
+                .map_err(|e| FileStore::io(path, "cannot lock", e))?;
+        } else {
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::Busy),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(FileStore::io(path, "cannot lock", e))
+                }
+            }
+        }
+        self.read_open(path, file, true)
     }
 
     fn write_slots(
@@ -865,13 +1075,18 @@ impl EnvelopeStore for FileStore {
         expected: &FileVersion,
     ) -> Result<FileVersion, StoreError> {
         let file = std::sync::Arc::clone(&expected.file);
-        file.lock()
-            .map_err(|e| FileStore::io(path, "cannot lock", e))?;
+        if !expected.locked {
+            file.lock()
+                .map_err(|e| FileStore::io(path, "cannot lock", e))?;
+        }
         let result = compare_and_write(path, &file, writes, expected);
-        let _ = file.unlock();
+        if !expected.locked {
+            let _ = file.unlock();
+        }
         let slots = result?;
         Ok(FileVersion {
             file,
+            locked: expected.locked,
             dev: expected.dev,
             ino: expected.ino,
             slots_offset: expected.slots_offset,
@@ -905,6 +1120,8 @@ impl EnvelopeStore for FileStore {
 /// A write that only wipes slots skips the path check: it touches the
 /// inode whose new slot this run wrote, whatever the path now names, and
 /// the slot comparison still guards against other writers of that inode.
+/// A version that has held the lock since its read skips the slot
+/// comparison: no writer that takes the lock can have changed them.
 fn compare_and_write(
     path: &Path,
     file: &File,
@@ -919,11 +1136,13 @@ fn compare_and_write(
             return Err(StoreError::Conflict("the file was replaced".into()));
         }
     }
-    let mut slots = vec![0u8; 2 * SLOT_SIZE];
-    let n = read_at_full(file, &mut slots, expected.slots_offset)
-        .map_err(|e| FileStore::io(path, "cannot read", e))?;
-    if n != slots.len() || slots != expected.slots {
-        return Err(StoreError::Conflict("the key slots changed".into()));
+    let mut slots = expected.slots.clone();
+    if !expected.locked {
+        let n = read_at_full(file, &mut slots, expected.slots_offset)
+            .map_err(|e| FileStore::io(path, "cannot read", e))?;
+        if n != slots.len() || slots != expected.slots {
+            return Err(StoreError::Conflict("the key slots changed".into()));
+        }
     }
     for (index, bytes) in writes {
         let at = expected.slots_offset + (*index * SLOT_SIZE) as u64;
@@ -945,6 +1164,31 @@ fn read_at_full(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usi
         }
     }
     Ok(n)
+}
+
+/// Makes a file-tree rotation fit the open-file limit: each worker holds an
+/// open (and locked) file for every envelope between its read and its
+/// wipe, up to `kms_batch + batch` of them. Raises the soft `RLIMIT_NOFILE`
+/// to the hard limit, then shrinks `batch` (and if need be `kms_batch`)
+/// until every worker's files fit with room to spare. Returns the limit.
+pub fn fit_open_files(opts: &mut RotateOptions) -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+    let open = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    // Descriptors for everything else: the walker, the audit log, the
+    // keystore, sockets to a KMS.
+    const SPARE: u64 = 128;
+    let jobs = worker_count(opts.jobs) as u64;
+    let per_worker = (open.saturating_sub(SPARE) / jobs).max(2) as usize;
+    if opts.kms_batch + opts.batch > per_worker {
+        opts.kms_batch = opts.kms_batch.min(per_worker / 4).max(1);
+        opts.batch = (per_worker - opts.kms_batch).max(1);
+    }
+    open
 }
 
 /// Walks `roots` lazily (depth first, no list of the tree in memory) and
@@ -1231,11 +1475,18 @@ pub fn canonical_roots(roots: &[PathBuf]) -> Vec<String> {
 /// How many envelopes the summaries in `<home>/inventory/` last saw under
 /// `key` (an ARN or a key id): for warnings before disabling or deleting a
 /// key. Unreadable summaries are ignored; 0 when there are none.
+///
+/// Summaries of nested roots (`/data` and, later, `/data/a`) are not added
+/// up twice: a summary counts as the larger of its own figure and the sum
+/// of the summaries directly inside it, whichever of them is newer. The
+/// figure may overstate (a stale outer summary wins over newer inner ones)
+/// but never misses envelopes a summary saw, which is the safe side for a
+/// warning before disabling a key.
 pub fn known_envelopes_for_key(home: &Path, key_arn_or_id: &str) -> u64 {
     let Ok(dir) = std::fs::read_dir(home.join("inventory")) else {
         return 0;
     };
-    let mut total = 0;
+    let mut found: Vec<(Vec<String>, u64)> = Vec::new();
     for entry in dir.flatten() {
         let path = entry.path();
         if path.extension().and_then(|e| e.to_str()) != Some("json") {
@@ -1247,11 +1498,85 @@ pub fn known_envelopes_for_key(home: &Path, key_arn_or_id: &str) -> u64 {
         let Ok(summary) = serde_json::from_slice::<InventorySummary>(&text) else {
             continue;
         };
-        for (arn, versions) in &summary.keys {
-            if arn == key_arn_or_id || arn.rsplit('/').next() == Some(key_arn_or_id) {
-                total += versions.values().sum::<u64>();
-            }
-        }
+        let count = summary
+            .keys
+            .iter()
+            .filter(|(arn, _)| {
+                *arn == key_arn_or_id || arn.rsplit('/').next() == Some(key_arn_or_id)
+            })
+            .map(|(_, versions)| versions.values().sum::<u64>())
+            .sum();
+        found.push((summary.roots, count));
     }
-    total
+    nested_total(&found)
+}
+
+/// The total of `(roots, count)` summaries, nested ones counted once (see
+/// [`known_envelopes_for_key`]).
+fn nested_total(summaries: &[(Vec<String>, u64)]) -> u64 {
+    let within = |inner: &str, outer: &str| Path::new(inner).starts_with(Path::new(outer));
+    // `a` covers `b`: every root of `b` lies in a root of `a`, and not the
+    // other way round (equal root sets are one summary file).
+    let covers = |a: usize, b: usize| {
+        let all_in = |x: usize, y: usize| {
+            summaries[y]
+                .0
+                .iter()
+                .all(|r| summaries[x].0.iter().any(|o| within(r, o)))
+        };
+        a != b && all_in(a, b) && !all_in(b, a)
+    };
+    let n = summaries.len();
+    // Immediate children: covered by `s`, and by nothing else `s` covers.
+    let children = |s: usize| -> Vec<usize> {
+        (0..n)
+            .filter(|&c| covers(s, c) && !(0..n).any(|m| covers(s, m) && covers(m, c)))
+            .collect()
+    };
+    fn value(s: usize, counts: &[(Vec<String>, u64)], kids: &dyn Fn(usize) -> Vec<usize>) -> u64 {
+        let inner: u64 = kids(s).into_iter().map(|c| value(c, counts, kids)).sum();
+        counts[s].1.max(inner)
+    }
+    (0..n)
+        .filter(|&s| !(0..n).any(|o| covers(o, s)))
+        .map(|s| value(s, summaries, &children))
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(roots: &[&str], count: u64) -> (Vec<String>, u64) {
+        (roots.iter().map(|r| r.to_string()).collect(), count)
+    }
+
+    #[test]
+    fn nested_summaries_are_counted_once() {
+        // Disjoint roots add up.
+        assert_eq!(nested_total(&[s(&["/a"], 3), s(&["/b"], 4)]), 7);
+        // A newer inner summary does not add to the outer one.
+        assert_eq!(
+            nested_total(&[s(&["/data"], 100), s(&["/data/x"], 30)]),
+            100
+        );
+        // Inner summaries that saw more than a stale outer one win.
+        assert_eq!(
+            nested_total(&[s(&["/data"], 10), s(&["/data/x"], 30), s(&["/data/y"], 40)]),
+            70
+        );
+        // Two levels deep, and a sibling path that only shares a prefix.
+        assert_eq!(
+            nested_total(&[
+                s(&["/d"], 5),
+                s(&["/d/x"], 8),
+                s(&["/d/x/y"], 9),
+                s(&["/dx"], 1)
+            ]),
+            10
+        );
+        // A multi-root summary covering a single-root one.
+        assert_eq!(nested_total(&[s(&["/a", "/b"], 6), s(&["/b/c"], 2)]), 6);
+        assert_eq!(nested_total(&[]), 0);
+    }
 }

@@ -252,6 +252,11 @@ fn page<T: Clone>(
     Ok((items[start..end].to_vec(), next))
 }
 
+/// The error of a key use whose audit record could not be written.
+fn audit_failed(e: crate::audit::AuditError) -> KmsError {
+    KmsError::internal(format!("cannot write the audit trail: {e}"))
+}
+
 impl KmsService {
     /// Creates a keystore in `home` with the principal `owner`, allowed
     /// everything by `home/policies/owner.toml`. Returns the owner's
@@ -590,6 +595,22 @@ impl KmsService {
         operation: &str,
         body: impl FnOnce(&mut Trail) -> Result<R>,
     ) -> Result<R> {
+        let (record, result) = self.run_audited(caller, operation, body);
+        if let Err(e) = self.audit.append(record) {
+            // No audit record, no key use: compliance needs every use on record.
+            return Err(audit_failed(e));
+        }
+        result
+    }
+
+    /// Runs `body` and builds its audit record; the caller appends it and
+    /// must not return the result unless that succeeds.
+    fn run_audited<R>(
+        &self,
+        caller: &Caller,
+        operation: &str,
+        body: impl FnOnce(&mut Trail) -> Result<R>,
+    ) -> (AuditRecord, Result<R>) {
         let mut trail = Trail::default();
         let result = body(&mut trail);
         let allowed = !trail.decisions.is_empty() && trail.decisions.iter().all(|d| d.allowed);
@@ -617,13 +638,7 @@ impl KmsService {
             user_agent: caller.user_agent.clone(),
             ..Default::default()
         };
-        if let Err(e) = self.audit.append(record) {
-            // No audit record, no key use: compliance needs every use on record.
-            return Err(KmsError::internal(format!(
-                "cannot write the audit trail: {e}"
-            )));
-        }
-        result
+        (record, result)
     }
 
     fn metadata(&self, key: &KeyRecord) -> KeyMetadata {
@@ -1284,6 +1299,43 @@ impl KmsService {
 
     fn re_encrypt(&self, caller: &Caller, r: &ReEncryptRequest) -> Result<ReEncryptResponse> {
         self.audited(caller, Operation::ReEncrypt, |trail| {
+            self.re_encrypt_checked(trail, caller, r)
+        })
+    }
+
+    /// ReEncrypt of each request, each checked and audited on its own (one
+    /// ReEncrypt record per request), the records appended in one group
+    /// commit. If the audit trail cannot be written, every request fails.
+    fn re_encrypt_many(
+        &self,
+        caller: &Caller,
+        requests: &[ReEncryptRequest],
+    ) -> Vec<Result<ReEncryptResponse>> {
+        let op = Operation::ReEncrypt.name();
+        let (records, results): (Vec<_>, Vec<_>) = requests
+            .iter()
+            .map(|r| {
+                self.run_audited(caller, op, |trail| {
+                    self.re_encrypt_checked(trail, caller, r)
+                })
+            })
+            .unzip();
+        match self.audit.append_all(records) {
+            Ok(()) => results,
+            Err(e) => {
+                let e = audit_failed(e);
+                results.iter().map(|_| Err(e.clone())).collect()
+            }
+        }
+    }
+
+    fn re_encrypt_checked(
+        &self,
+        trail: &mut Trail,
+        caller: &Caller,
+        r: &ReEncryptRequest,
+    ) -> Result<ReEncryptResponse> {
+        {
             trail.context = r.source_encryption_context.clone();
             trail.destination_context = r.destination_encryption_context.clone();
             check_grant_tokens(&r.grant_tokens)?;
@@ -1325,7 +1377,7 @@ impl KmsService {
                 source_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
                 destination_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
             })
-        })
+        }
     }
 
     fn data_key(
@@ -1739,6 +1791,9 @@ impl Kms for LocalSession {
     }
     fn re_encrypt(&self, r: &ReEncryptRequest) -> Result<ReEncryptResponse> {
         self.service.re_encrypt(&self.caller, r)
+    }
+    fn re_encrypt_many(&self, requests: &[ReEncryptRequest]) -> Vec<Result<ReEncryptResponse>> {
+        self.service.re_encrypt_many(&self.caller, requests)
     }
     fn generate_data_key(&self, r: &GenerateDataKeyRequest) -> Result<GenerateDataKeyResponse> {
         let (plaintext, e) = self

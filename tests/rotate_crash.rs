@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const FILES: usize = 300;
+const FILES: usize = 1200;
 const KILLS: usize = 16;
 
 struct Fixture {
@@ -84,10 +84,12 @@ impl Fixture {
     }
 
     /// Every file opens to its original bytes; returns how many are under
-    /// each key.
-    fn check_all(&self, moment: &str) -> [usize; 2] {
+    /// each key, and how many are mid-protocol (both slots valid: the new
+    /// slot written, the old one not yet wiped).
+    fn check_all(&self, moment: &str) -> ([usize; 2], usize) {
         let reader = self.env.session("app-reader");
         let mut under = [0, 0];
+        let mut both = 0;
         for (path, data) in &self.plain {
             // In memory: no fsync per check, the kills are what is tested.
             let mut got = Vec::new();
@@ -98,8 +100,9 @@ impl Fixture {
             let p = header(path);
             let arn = &p.slots.active().unwrap().1.key_arn;
             under[usize::from(*arn == self.keys[1])] += 1;
+            both += usize::from(p.slots.0.iter().all(|s| matches!(s, SlotState::Valid(_))));
         }
-        under
+        (under, both)
     }
 }
 
@@ -110,26 +113,35 @@ fn header(path: &Path) -> ParsedHeader {
 #[test]
 fn sigkill_at_random_moments_never_loses_a_file_and_a_rerun_finishes() {
     let f = fixture();
-    // How long an uninterrupted run takes, to spread the kills over it.
-    let t = Instant::now();
-    let out = f.rotate_cmd(&f.keys[1]).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let full = t.elapsed();
-    assert_eq!(f.check_all("after the first run"), [0, FILES]);
+    // How long an uninterrupted run takes, to spread the kills over it: the
+    // shorter of a run to key b and one back to key a (the first run also
+    // warms the caches).
+    let timed = |to: &str| {
+        let t = Instant::now();
+        let out = f.rotate_cmd(to).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        t.elapsed()
+    };
+    let to_b = timed(&f.keys[1]);
+    assert_eq!(f.check_all("after the first run"), ([0, FILES], 0));
+    let to_a = timed(&f.keys[0]);
+    assert_eq!(f.check_all("after the second run"), ([FILES, 0], 0));
+    let full = to_b.min(to_a);
 
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
     let mut kills_mid_run = 0;
-    let mut under = [0, FILES];
+    let mut kills_mid_protocol = 0;
+    let mut under = [FILES, 0];
     for round in 0..KILLS {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let delay = Duration::from_micros(seed % (full.as_micros() as u64 * 3 / 4).max(1));
+        let delay = Duration::from_micros(seed % (full.as_micros() as u64).max(1));
         // Always rotate towards the key fewer files are under: work to do.
         let to = &f.keys[usize::from(under[1] < under[0])];
         let mut child = f.rotate_cmd(to).spawn().unwrap();
@@ -139,12 +151,21 @@ fn sigkill_at_random_moments_never_loses_a_file_and_a_rerun_finishes() {
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        under = f.check_all(&format!("after kill {round} at {delay:?}"));
-        eprintln!("kill {round} at {delay:?} of {full:?}: files under a, b = {under:?}");
+        let (now, both) = f.check_all(&format!("after kill {round} at {delay:?}"));
+        under = now;
+        kills_mid_protocol += usize::from(both > 0);
+        eprintln!(
+            "kill {round} at {delay:?} of {full:?}: files under a, b = {under:?}, \
+             {both} with both slots valid"
+        );
     }
     assert!(
         kills_mid_run >= KILLS / 4,
         "only {kills_mid_run} kills hit a running rotation"
+    );
+    assert!(
+        kills_mid_protocol >= 1,
+        "no kill landed between a new slot's write and the old slot's wipe"
     );
 
     // A final run completes the rotation: everything under key b, with the
@@ -156,7 +177,7 @@ fn sigkill_at_random_moments_never_loses_a_file_and_a_rerun_finishes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(f.check_all("after the final run"), [0, FILES]);
+    assert_eq!(f.check_all("after the final run"), ([0, FILES], 0));
     for (path, _) in &f.plain {
         let p = header(path);
         let (active, _) = p.slots.active().unwrap();

@@ -375,3 +375,79 @@ fn inventory_counts_per_key_and_version_and_records_a_summary() {
     assert_eq!(rotate::known_envelopes_for_key(&t.env.home, &t.key_a), 0);
     assert_eq!(rotate::known_envelopes_for_key(&t.env.home, &t.key_b), 30);
 }
+
+#[test]
+fn a_file_locked_by_another_writer_is_waited_for_without_holding_locks() {
+    let t = tree(40);
+    let rotator = t.env.principal("storage-rotator");
+    let locked = t.plain[17].0.clone();
+    let holder = std::fs::File::open(&locked).unwrap();
+    holder.lock().unwrap();
+    let mut opts = RotateOptions::new(&t.key_b);
+    opts.jobs = 2;
+    opts.batch = 8;
+    opts.kms_batch = 4;
+    std::thread::scope(|s| {
+        let run = s.spawn(|| run(&t, &rotator, &opts));
+        // While one worker waits for the lock, every other file is rotated
+        // to its end (new slot in, old slot wiped): the waiting worker
+        // finished its own batch before it began to wait.
+        let others: Vec<&PathBuf> = t
+            .plain
+            .iter()
+            .map(|(p, _)| p)
+            .filter(|p| **p != locked)
+            .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let done = others.iter().all(|p| {
+                let h = slots(p);
+                let (active, slot) = h.slots.active().unwrap();
+                slot.key_arn == t.key_b && matches!(h.slots.0[1 - active], SlotState::Empty)
+            });
+            if done {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the other files were not rotated while one file was locked"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(
+            !run.is_finished(),
+            "the run did not wait for the locked file"
+        );
+        let (_, slot) = slots(&locked)
+            .slots
+            .active()
+            .map(|(i, s)| (i, s.clone()))
+            .unwrap();
+        assert_eq!(slot.key_arn, t.key_a);
+        holder.unlock().unwrap();
+        let r = run.join().unwrap();
+        assert_eq!(
+            (r.rotated, r.failed, r.not_envelope),
+            (40, 0, 3),
+            "{:?}",
+            r.failures
+        );
+    });
+    assert_all_under(&t, &t.key_b, 1);
+    notes_untouched(&t);
+}
+
+#[test]
+fn a_rotation_fits_its_open_files_in_the_limit() {
+    let mut opts = RotateOptions::new("alias/x");
+    opts.jobs = 4;
+    let limit = rotate::fit_open_files(&mut opts);
+    assert!(4 * (opts.kms_batch + opts.batch) as u64 + 128 <= limit);
+    if limit >= 4 * (64 + 256) + 128 {
+        assert_eq!((opts.kms_batch, opts.batch), (64, 256));
+    }
+    // Far more workers than descriptors: one file per step each.
+    opts.jobs = (limit as usize).max(1_000_000);
+    rotate::fit_open_files(&mut opts);
+    assert_eq!((opts.kms_batch, opts.batch), (1, 1));
+}

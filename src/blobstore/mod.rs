@@ -328,6 +328,11 @@ pub fn rotate_location(
     // batch only delays the moment an object counts as done for the
     // checkpoint.
     opts.batch = 1;
+    // One object from its read to its conditional put at a time per worker:
+    // batching ReEncrypt calls would only widen the window in which another
+    // writer makes the put conflict (and the network, not the audit group
+    // commit, is what an object costs).
+    opts.kms_batch = 1;
     let report = crate::rotate::rotate(kms, &store, items, &opts)?;
     tracker.finish()?;
     Ok(BlobRotationReport {

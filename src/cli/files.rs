@@ -390,6 +390,12 @@ fn rotate_cmd(a: RotateArgs, ctx: &Context) -> anyhow::Result<i32> {
             return Ok(2);
         }
     }
+    if ctx.global.endpoint_url.is_some() {
+        // No group commit to gain from batching remote calls: each worker
+        // keeps one call in flight and holds one file at that step.
+        opts.kms_batch = 1;
+    }
+    rotate::fit_open_files(&mut opts);
     let store = FileStore {
         read_only: a.dry_run,
     };
