@@ -442,6 +442,9 @@ struct Queues<S: EnvelopeStore> {
     /// Changed under us: to be read and decided again, with the attempts
     /// made so far.
     retry: Vec<(S::Item, u32)>,
+    /// Locked by another writer when we came to them: done last, each after
+    /// releasing everything we hold (see [`Run::handle`]).
+    busy: Vec<(S::Item, u32)>,
 }
 
 /// Reads and decisions of one item before it is given up as changing
@@ -483,7 +486,7 @@ where
         bar: opts.progress.then(|| progress_bar(opts.expected_items)),
     };
     let jobs = worker_count(opts.jobs);
-    let mut report = run_workers(jobs, items, |rx| run.worker(rx));
+    let mut report = run_workers(jobs, items, |feed| run.worker(feed));
     if let Some(bar) = &run.bar {
         bar.finish_and_clear();
     }
@@ -519,26 +522,97 @@ impl Merge for RotationReport {
     }
 }
 
-/// Feeds `items` through a bounded queue to `jobs` workers; merges their
-/// results.
+/// Items travel from the walker to the workers in chunks of up to this many:
+/// one queue operation (and at most one wake-up) per chunk instead of per
+/// item. The walker sends a shorter chunk whenever the queue is empty, so
+/// idle workers are never kept waiting for a chunk to fill.
+const FEED_CHUNK: usize = 64;
+
+/// The largest chunk for `jobs` workers: chunks when the workers are about
+/// as many as the cores (local work, bound by the CPU); single items when
+/// there are many more workers than cores, which wait on a remote KMS or
+/// store and need every item spread out.
+fn feed_chunk(jobs: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    if jobs > 2 * cores {
+        1
+    } else {
+        FEED_CHUNK
+    }
+}
+
+/// The workers' end of the queue from the walker.
+struct Feed<T> {
+    rx: Mutex<std::sync::mpsc::Receiver<Vec<T>>>,
+    /// Chunks sent and not yet taken.
+    queued: std::sync::atomic::AtomicUsize,
+}
+
+/// One worker's place in the [`Feed`]: the rest of the chunk it took.
+struct Cursor<'a, T> {
+    feed: &'a Feed<T>,
+    chunk: std::vec::IntoIter<T>,
+}
+
+impl<T> Iterator for Cursor<'_, T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        loop {
+            if let Some(item) = self.chunk.next() {
+                return Some(item);
+            }
+            let rx = self.feed.rx.lock().unwrap_or_else(|p| p.into_inner());
+            self.chunk = rx.recv().ok()?.into_iter();
+            self.feed.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Feeds `items` through a bounded queue (of [`FEED_CHUNK`]-item chunks) to
+/// `jobs` workers; merges their results.
 fn run_workers<T, I, R, W>(jobs: usize, items: I, worker: W) -> R
 where
     T: Send,
     I: Iterator<Item = Result<T, ItemError>> + Send,
     R: Merge + Send,
-    W: Fn(&Mutex<std::sync::mpsc::Receiver<Result<T, ItemError>>>) -> R + Sync,
+    W: Fn(&mut Cursor<'_, Result<T, ItemError>>) -> R + Sync,
 {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1024);
-    let rx = Mutex::new(rx);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Result<T, ItemError>>>(16);
+    let feed = Feed {
+        rx: Mutex::new(rx),
+        queued: Default::default(),
+    };
+    let max = feed_chunk(jobs);
     std::thread::scope(|s| {
+        let feed = &feed;
         s.spawn(move || {
+            let mut chunk = Vec::with_capacity(max);
             for item in items {
-                if tx.send(item).is_err() {
-                    break;
+                chunk.push(item);
+                if chunk.len() >= max || feed.queued.load(Ordering::Acquire) == 0 {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(max));
+                    feed.queued.fetch_add(1, Ordering::AcqRel);
+                    if tx.send(full).is_err() {
+                        return;
+                    }
                 }
             }
+            if !chunk.is_empty() {
+                feed.queued.fetch_add(1, Ordering::AcqRel);
+                let _ = tx.send(chunk);
+            }
         });
-        let handles: Vec<_> = (0..jobs).map(|_| s.spawn(|| worker(&rx))).collect();
+        let handles: Vec<_> = (0..jobs)
+            .map(|_| {
+                s.spawn(|| {
+                    worker(&mut Cursor {
+                        feed,
+                        chunk: Vec::new().into_iter(),
+                    })
+                })
+            })
+            .collect();
         let mut total = R::default();
         for h in handles {
             match h.join() {
@@ -550,25 +624,19 @@ where
     })
 }
 
-fn next<T>(rx: &Mutex<std::sync::mpsc::Receiver<T>>) -> Option<T> {
-    rx.lock().unwrap_or_else(|p| p.into_inner()).recv().ok()
-}
-
 impl<S: EnvelopeStore> Run<'_, S> {
-    fn worker(
-        &self,
-        rx: &Mutex<std::sync::mpsc::Receiver<Result<S::Item, ItemError>>>,
-    ) -> RotationReport {
+    fn worker(&self, feed: &mut Cursor<'_, Result<S::Item, ItemError>>) -> RotationReport {
         let mut report = RotationReport::default();
         let mut q = Queues {
             ready: Vec::new(),
             pending: Vec::new(),
             retry: Vec::new(),
+            busy: Vec::new(),
         };
         loop {
             let (item, attempts) = match q.retry.pop() {
                 Some(again) => again,
-                None => match next(rx) {
+                None => match feed.next() {
                     Some(Ok(item)) => {
                         report.scanned += 1;
                         (item, 1)
@@ -579,16 +647,23 @@ impl<S: EnvelopeStore> Run<'_, S> {
                         self.tick(1);
                         continue;
                     }
-                    None if q.ready.is_empty() && q.pending.is_empty() => break,
-                    None => {
+                    None if !q.ready.is_empty() || !q.pending.is_empty() => {
                         // The input is done: finish what is in flight (which
                         // may give items to read again).
                         self.release(&mut q, &mut report);
                         continue;
                     }
+                    None => match q.busy.pop() {
+                        // Holding nothing now, wait for the locked ones.
+                        Some((item, attempts)) => {
+                            self.handle(item, attempts, true, &mut q, &mut report);
+                            continue;
+                        }
+                        None => break,
+                    },
                 },
             };
-            self.handle(item, attempts, &mut q, &mut report);
+            self.handle(item, attempts, false, &mut q, &mut report);
             if q.ready.len() >= self.opts.kms_batch.max(1) {
                 self.rewrap(&mut q, &mut report);
             }
@@ -614,23 +689,29 @@ impl<S: EnvelopeStore> Run<'_, S> {
     }
 
     /// Step 1 for one item: read it and decide.
+    ///
+    /// An item locked by another writer is put aside (`wait` false) and
+    /// taken up again once the input is done, with `wait`: then this worker
+    /// first finishes everything it holds, so it holds no lock while it
+    /// waits, and no two workers can wait for each other.
     fn handle(
         &self,
         item: S::Item,
         mut attempts: u32,
+        wait: bool,
         q: &mut Queues<S>,
         report: &mut RotationReport,
     ) {
+        if wait {
+            self.release(q, report);
+        }
         // A conflict means someone else wrote while we read: read again
-        // and decide again. A busy item is locked by another writer: finish
-        // our own items first, so that we hold no lock while we wait (no two
-        // workers can then wait for each other), then wait for it.
-        let mut wait = false;
+        // and decide again.
         let decision = loop {
             match self.decide(&item, wait) {
                 Err((StoreError::Busy, _)) if !wait => {
-                    self.release(q, report);
-                    wait = true;
+                    q.busy.push((item, attempts));
+                    return;
                 }
                 Err((StoreError::Conflict(_), _)) if attempts < MAX_ATTEMPTS => attempts += 1,
                 other => break other,
@@ -1345,12 +1426,12 @@ where
         }
         _ => None,
     };
-    let mut inv: Inventory = run_workers(worker_count(jobs), items, |rx| {
+    let mut inv: Inventory = run_workers(worker_count(jobs), items, |feed| {
         let mut inv = Inventory {
             stale: target.as_ref().map(|_| 0),
             ..Default::default()
         };
-        while let Some(item) = next(rx) {
+        for item in feed {
             inv.scanned += 1;
             let (name, r) = match item {
                 Ok(item) => (store.display(&item), store.read_header(&item)),

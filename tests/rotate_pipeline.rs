@@ -377,21 +377,23 @@ fn inventory_counts_per_key_and_version_and_records_a_summary() {
 }
 
 #[test]
-fn a_file_locked_by_another_writer_is_waited_for_without_holding_locks() {
+fn a_file_locked_by_another_writer_is_waited_for_last_holding_no_locks() {
     let t = tree(40);
     let rotator = t.env.principal("storage-rotator");
     let locked = t.plain[17].0.clone();
-    let holder = std::fs::File::open(&locked).unwrap();
-    holder.lock().unwrap();
     let mut opts = RotateOptions::new(&t.key_b);
     opts.jobs = 2;
     opts.batch = 8;
     opts.kms_batch = 4;
     std::thread::scope(|s| {
+        // Held inside the scope: a failed assertion drops it (releasing the
+        // lock) before the scope waits for the run.
+        let holder = std::fs::File::open(&locked).unwrap();
+        holder.lock().unwrap();
         let run = s.spawn(|| run(&t, &rotator, &opts));
-        // While one worker waits for the lock, every other file is rotated
-        // to its end (new slot in, old slot wiped): the waiting worker
-        // finished its own batch before it began to wait.
+        // While the file is locked, every other file is rotated to its end
+        // (new slot in, old slot wiped): the locked file is put aside, and
+        // waited for only when its worker holds nothing else.
         let others: Vec<&PathBuf> = t
             .plain
             .iter()
