@@ -453,3 +453,44 @@ fn a_rotation_fits_its_open_files_in_the_limit() {
     rotate::fit_open_files(&mut opts);
     assert_eq!((opts.kms_batch, opts.batch), (1, 1));
 }
+
+#[test]
+fn inventory_and_rotation_leave_access_times_alone() {
+    let t = tree(12);
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(978_307_200);
+    for (path, _) in &t.plain {
+        let f = std::fs::File::options().write(true).open(path).unwrap();
+        f.set_times(std::fs::FileTimes::new().set_accessed(old))
+            .unwrap();
+    }
+    let accessed = |p: &Path| std::fs::metadata(p).unwrap().accessed().unwrap();
+    // A plain read does move the access time here (relatime: it is older
+    // than the modification time), so the check below can fail.
+    let probe = t.env.path("probe");
+    std::fs::write(&probe, b"x").unwrap();
+    let f = std::fs::File::options().write(true).open(&probe).unwrap();
+    f.set_times(std::fs::FileTimes::new().set_accessed(old))
+        .unwrap();
+    std::fs::read(&probe).unwrap();
+    assert_ne!(
+        accessed(&probe),
+        old,
+        "reads do not update atime on this mount"
+    );
+
+    let rotator = t.env.principal("storage-rotator");
+    let inv = rotate::inventory(
+        Some(&rotator),
+        &FileStore { read_only: true },
+        rotate::walk_files(std::slice::from_ref(&t.root), false),
+        None,
+        2,
+    )
+    .unwrap();
+    assert_eq!(inv.envelopes, 12);
+    let r = run(&t, &rotator, &RotateOptions::new(&t.key_b));
+    assert_eq!((r.rotated, r.failed), (12, 0));
+    for (path, _) in &t.plain {
+        assert_eq!(accessed(path), old, "{path:?}");
+    }
+}
