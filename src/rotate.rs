@@ -124,6 +124,14 @@ pub trait EnvelopeStore: Send + Sync {
     fn atomic_writes(&self) -> bool {
         false
     }
+
+    /// How many items a worker takes from the walker at once. One (the
+    /// default) for stores whose items each wait on the network, which need
+    /// them spread over all workers, and whose checkpoints advance over the
+    /// listed items in order; more for local stores bound by the CPU.
+    fn feed_chunk(&self) -> usize {
+        1
+    }
 }
 
 /// An item a source could not even list (walk error, permission denied).
@@ -486,7 +494,8 @@ where
         bar: opts.progress.then(|| progress_bar(opts.expected_items)),
     };
     let jobs = worker_count(opts.jobs);
-    let mut report = run_workers(jobs, items, |feed| run.worker(feed));
+    let chunk = feed_chunk(store, jobs);
+    let mut report = run_workers(jobs, chunk, items, |feed| run.worker(feed));
     if let Some(bar) = &run.bar {
         bar.finish_and_clear();
     }
@@ -528,16 +537,16 @@ impl Merge for RotationReport {
 /// idle workers are never kept waiting for a chunk to fill.
 const FEED_CHUNK: usize = 64;
 
-/// The largest chunk for `jobs` workers: chunks when the workers are about
-/// as many as the cores (local work, bound by the CPU); single items when
-/// there are many more workers than cores, which wait on a remote KMS or
-/// store and need every item spread out.
-fn feed_chunk(jobs: usize) -> usize {
+/// The largest chunk for `jobs` workers of `store`: the store's chunk when
+/// the workers are about as many as the cores; single items when there are
+/// many more workers than cores, which wait on a remote KMS and need every
+/// item spread out.
+fn feed_chunk<S: EnvelopeStore>(store: &S, jobs: usize) -> usize {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     if jobs > 2 * cores {
         1
     } else {
-        FEED_CHUNK
+        store.feed_chunk().max(1)
     }
 }
 
@@ -569,9 +578,9 @@ impl<T> Iterator for Cursor<'_, T> {
     }
 }
 
-/// Feeds `items` through a bounded queue (of [`FEED_CHUNK`]-item chunks) to
+/// Feeds `items` through a bounded queue, in chunks of up to `max` items, to
 /// `jobs` workers; merges their results.
-fn run_workers<T, I, R, W>(jobs: usize, items: I, worker: W) -> R
+fn run_workers<T, I, R, W>(jobs: usize, max: usize, items: I, worker: W) -> R
 where
     T: Send,
     I: Iterator<Item = Result<T, ItemError>> + Send,
@@ -583,7 +592,6 @@ where
         rx: Mutex::new(rx),
         queued: Default::default(),
     };
-    let max = feed_chunk(jobs);
     std::thread::scope(|s| {
         let feed = &feed;
         s.spawn(move || {
@@ -1175,6 +1183,10 @@ impl EnvelopeStore for FileStore {
         })
     }
 
+    fn feed_chunk(&self) -> usize {
+        FEED_CHUNK
+    }
+
     fn commit(&self, written: &[&FileVersion]) -> Result<(), StoreError> {
         let mut synced: Vec<u64> = Vec::new();
         for v in written {
@@ -1426,7 +1438,8 @@ where
         }
         _ => None,
     };
-    let mut inv: Inventory = run_workers(worker_count(jobs), items, |feed| {
+    let jobs = worker_count(jobs);
+    let mut inv: Inventory = run_workers(jobs, feed_chunk(store, jobs), items, |feed| {
         let mut inv = Inventory {
             stale: target.as_ref().map(|_| 0),
             ..Default::default()
