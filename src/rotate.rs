@@ -54,8 +54,8 @@ pub enum StoreError {
     /// The storage failed; the text says how.
     #[error("{0}")]
     Io(String),
-    /// Another writer holds the item's lock. The pipeline releases the
-    /// locks it holds (by finishing its batch) and asks again, waiting.
+    /// Another writer holds the item's lock. The pipeline puts the item
+    /// aside and asks again, waiting, once it holds no lock itself.
     #[error("locked by another writer")]
     Busy,
 }
@@ -413,15 +413,22 @@ struct Pending<S: EnvelopeStore> {
     w: Written<S::Version>,
 }
 
-/// An envelope whose active slot needs a ReEncrypt, read (and locked, for
-/// stores that lock) and waiting for its batch's ReEncrypt call.
+/// What step 1 read of an envelope whose active slot needs a ReEncrypt.
+struct Rewrap<V> {
+    header: Header,
+    /// As read (and locked, for stores that lock).
+    version: V,
+    /// Index of the active slot.
+    active: usize,
+    /// The active slot.
+    slot: Slot,
+}
+
+/// An envelope waiting for its batch's ReEncrypt call.
 struct Ready<S: EnvelopeStore> {
     item: S::Item,
-    header: Header,
-    version: S::Version,
-    active: usize,
-    slot: Slot,
     attempts: u32,
+    read: Rewrap<S::Version>,
 }
 
 enum Decision<S: EnvelopeStore> {
@@ -429,13 +436,8 @@ enum Decision<S: EnvelopeStore> {
     Current(Slot),
     OtherKey(Slot),
     WouldRotate(Slot),
-    /// Needs a ReEncrypt of `slot` (the active one, at index `active`).
-    Rewrap {
-        header: Header,
-        version: S::Version,
-        active: usize,
-        slot: Slot,
-    },
+    /// Needs a ReEncrypt of its active slot.
+    Rewrap(Rewrap<S::Version>),
     Write(Written<S::Version>),
 }
 
@@ -758,19 +760,11 @@ impl<S: EnvelopeStore> Run<'_, S> {
                 let (arn, v) = self.target.snapshot();
                 report.after(&arn, v);
             }
-            Ok(Decision::Rewrap {
-                header,
-                version,
-                active,
-                slot,
-            }) => {
+            Ok(Decision::Rewrap(read)) => {
                 q.ready.push(Ready {
                     item,
-                    header,
-                    version,
-                    active,
-                    slot,
                     attempts,
+                    read,
                 });
                 return;
             }
@@ -825,12 +819,12 @@ impl<S: EnvelopeStore> Run<'_, S> {
         if self.opts.dry_run {
             return Ok(Decision::WouldRotate(slot));
         }
-        Ok(Decision::Rewrap {
+        Ok(Decision::Rewrap(Rewrap {
             header: parsed.header,
             version,
             active,
             slot,
-        })
+        }))
     }
 
     /// Step 2 for the ready items: one ReEncrypt batch, then each new slot
@@ -843,9 +837,9 @@ impl<S: EnvelopeStore> Run<'_, S> {
         let requests: Vec<ReEncryptRequest> = ready
             .iter()
             .map(|r| {
-                let ctx = r.header.kms_context();
+                let ctx = r.read.header.kms_context();
                 ReEncryptRequest {
-                    ciphertext_blob: crate::api::Blob(r.slot.wrapped_key.clone()),
+                    ciphertext_blob: crate::api::Blob(r.read.slot.wrapped_key.clone()),
                     source_encryption_context: Some(ctx.clone()),
                     destination_key_id: self.target.destination(),
                     destination_encryption_context: Some(ctx),
@@ -861,7 +855,7 @@ impl<S: EnvelopeStore> Run<'_, S> {
                 ))
             });
             let (item, attempts) = (r.item, r.attempts);
-            let decision = self.write_new_slot(&item, r.version, r.active, r.slot, response);
+            let decision = self.write_new_slot(&item, r.read, response);
             match decision {
                 Err((StoreError::Conflict(_), _)) if attempts < MAX_ATTEMPTS => {
                     q.retry.push((item, attempts + 1));
@@ -877,11 +871,15 @@ impl<S: EnvelopeStore> Run<'_, S> {
     fn write_new_slot(
         &self,
         item: &S::Item,
-        version: S::Version,
-        active: usize,
-        slot: Slot,
+        read: Rewrap<S::Version>,
         response: Result<crate::api::ReEncryptResponse, KmsError>,
     ) -> Decided<S> {
+        let Rewrap {
+            version,
+            active,
+            slot,
+            ..
+        } = read;
         let resp = response.map_err(|e| (StoreError::Io(e.to_string()), Some(slot.clone())))?;
         let key_version = crate::blob::peek(&resp.ciphertext_blob.0).map_or(0, |b| b.key_version);
         self.target.learn(&resp.key_id, key_version);
