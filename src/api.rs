@@ -4,6 +4,7 @@
 //! The CLI, the server, the remote client and the rotation worker all speak
 //! these types, so a local and a remote KMS are interchangeable.
 
+pub use crate::operation::Operation;
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -36,116 +37,6 @@ impl<'de> Deserialize<'de> for Blob {
             .decode(text.as_bytes())
             .map(Blob)
             .map_err(|_| serde::de::Error::custom("blob is not valid base64"))
-    }
-}
-
-/// Every operation rewrap serves. The name is the `X-Amz-Target` suffix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[allow(missing_docs)] // reason: each variant is the AWS operation of the same name
-pub enum Operation {
-    CreateKey,
-    DescribeKey,
-    ListKeys,
-    EnableKey,
-    DisableKey,
-    ScheduleKeyDeletion,
-    CancelKeyDeletion,
-    CreateAlias,
-    UpdateAlias,
-    DeleteAlias,
-    ListAliases,
-    EnableKeyRotation,
-    DisableKeyRotation,
-    GetKeyRotationStatus,
-    RotateKeyOnDemand,
-    ListKeyRotations,
-    Encrypt,
-    Decrypt,
-    ReEncrypt,
-    GenerateDataKey,
-    GenerateDataKeyWithoutPlaintext,
-    GenerateRandom,
-    GetKeyPolicy,
-    ListKeyPolicies,
-    CreatePrincipal,
-    DeletePrincipal,
-    ListPrincipals,
-    CreateAccessKey,
-    DeleteAccessKey,
-}
-
-impl Operation {
-    /// Every operation.
-    pub const ALL: &'static [Operation] = &[
-        Operation::CreateKey,
-        Operation::DescribeKey,
-        Operation::ListKeys,
-        Operation::EnableKey,
-        Operation::DisableKey,
-        Operation::ScheduleKeyDeletion,
-        Operation::CancelKeyDeletion,
-        Operation::CreateAlias,
-        Operation::UpdateAlias,
-        Operation::DeleteAlias,
-        Operation::ListAliases,
-        Operation::EnableKeyRotation,
-        Operation::DisableKeyRotation,
-        Operation::GetKeyRotationStatus,
-        Operation::RotateKeyOnDemand,
-        Operation::ListKeyRotations,
-        Operation::Encrypt,
-        Operation::Decrypt,
-        Operation::ReEncrypt,
-        Operation::GenerateDataKey,
-        Operation::GenerateDataKeyWithoutPlaintext,
-        Operation::GenerateRandom,
-        Operation::GetKeyPolicy,
-        Operation::ListKeyPolicies,
-        Operation::CreatePrincipal,
-        Operation::DeletePrincipal,
-        Operation::ListPrincipals,
-        Operation::CreateAccessKey,
-        Operation::DeleteAccessKey,
-    ];
-
-    /// The operation's AWS name, e.g. `ReEncrypt`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Operation::CreateKey => "CreateKey",
-            Operation::DescribeKey => "DescribeKey",
-            Operation::ListKeys => "ListKeys",
-            Operation::EnableKey => "EnableKey",
-            Operation::DisableKey => "DisableKey",
-            Operation::ScheduleKeyDeletion => "ScheduleKeyDeletion",
-            Operation::CancelKeyDeletion => "CancelKeyDeletion",
-            Operation::CreateAlias => "CreateAlias",
-            Operation::UpdateAlias => "UpdateAlias",
-            Operation::DeleteAlias => "DeleteAlias",
-            Operation::ListAliases => "ListAliases",
-            Operation::EnableKeyRotation => "EnableKeyRotation",
-            Operation::DisableKeyRotation => "DisableKeyRotation",
-            Operation::GetKeyRotationStatus => "GetKeyRotationStatus",
-            Operation::RotateKeyOnDemand => "RotateKeyOnDemand",
-            Operation::ListKeyRotations => "ListKeyRotations",
-            Operation::Encrypt => "Encrypt",
-            Operation::Decrypt => "Decrypt",
-            Operation::ReEncrypt => "ReEncrypt",
-            Operation::GenerateDataKey => "GenerateDataKey",
-            Operation::GenerateDataKeyWithoutPlaintext => "GenerateDataKeyWithoutPlaintext",
-            Operation::GenerateRandom => "GenerateRandom",
-            Operation::GetKeyPolicy => "GetKeyPolicy",
-            Operation::ListKeyPolicies => "ListKeyPolicies",
-            Operation::CreatePrincipal => "CreatePrincipal",
-            Operation::DeletePrincipal => "DeletePrincipal",
-            Operation::ListPrincipals => "ListPrincipals",
-            Operation::CreateAccessKey => "CreateAccessKey",
-            Operation::DeleteAccessKey => "DeleteAccessKey",
-        }
-    }
-
-    /// Looks an operation up by its AWS name.
-    pub fn from_name(name: &str) -> Option<Operation> {
-        Operation::ALL.iter().copied().find(|o| o.name() == name)
     }
 }
 

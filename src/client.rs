@@ -13,8 +13,7 @@ use crate::error::{ErrorCode, KmsError, Result};
 use crate::kms::Kms;
 use crate::secret::Secret;
 use crate::sigv4::{self, Credentials};
-use anyhow::{anyhow, bail, Context as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Attempts per call, the first included.
@@ -22,6 +21,81 @@ const MAX_ATTEMPTS: u32 = 4;
 
 /// The SigV4 service name of KMS.
 const SERVICE: &str = "kms";
+
+/// Why a client could not be set up: credentials, endpoint or TLS settings.
+/// Failures of the calls themselves are [`KmsError`]s with AWS error names.
+/// Messages never contain a secret; each keeps its cause as its `source`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// No usable credentials in the environment or the credentials file.
+    #[error("{0}")]
+    NoCredentials(String),
+    /// The shared credentials file could not be read.
+    #[error("reading {}", path.display())]
+    CredentialsFile {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The profile is missing or incomplete.
+    #[error("profile [{profile}] in {}", path.display())]
+    Profile {
+        /// The profile name.
+        profile: String,
+        /// The credentials file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        problem: ProfileProblem,
+    },
+    /// The endpoint URL does not parse.
+    #[error("endpoint URL {url:?}")]
+    EndpointUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it does not parse.
+        #[source]
+        source: url::ParseError,
+    },
+    /// The endpoint URL parses but cannot be used (scheme, host).
+    #[error("endpoint URL {url:?}{problem}")]
+    Endpoint {
+        /// The URL as given.
+        url: String,
+        /// What is wrong, as the end of the sentence.
+        problem: &'static str,
+    },
+    /// The CA bundle could not be read or holds no usable certificate.
+    #[error("CA bundle {}", path.display())]
+    CaBundle {
+        /// The bundle file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The HTTP client could not be built.
+    #[error("building the HTTP client")]
+    HttpClient(#[source] reqwest::Error),
+    /// The client's runtime could not start.
+    #[error("starting the HTTP client runtime")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// What is wrong with a profile of the shared credentials file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProfileProblem {
+    /// No section of that name.
+    #[error("no such profile")]
+    NotFound,
+    /// The section lacks a key id or a secret.
+    #[error("the profile lacks aws_access_key_id or aws_secret_access_key")]
+    Incomplete,
+}
 
 /// A KMS reached over HTTP(S) with SigV4-signed requests.
 pub struct RemoteKms {
@@ -80,8 +154,11 @@ pub fn resolve_region(env: &dyn Env, region: Option<&str>) -> String {
 /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (/ `AWS_SESSION_TOKEN`); the
 /// shared credentials file (`AWS_SHARED_CREDENTIALS_FILE` or `~/.aws/credentials`),
 /// profile `profile`, else `AWS_PROFILE`, else `default`.
-pub fn resolve_credentials(env: &dyn Env, profile: Option<&str>) -> anyhow::Result<Credentials> {
-    let pair = |id: &str, secret: &str| -> anyhow::Result<Option<Credentials>> {
+pub fn resolve_credentials(
+    env: &dyn Env,
+    profile: Option<&str>,
+) -> std::result::Result<Credentials, ClientError> {
+    let pair = |id: &str, secret: &str| -> std::result::Result<Option<Credentials>, ClientError> {
         match (env.var(id), env.var(secret)) {
             (Some(access_key_id), Some(secret)) => Ok(Some(Credentials {
                 access_key_id,
@@ -89,7 +166,9 @@ pub fn resolve_credentials(env: &dyn Env, profile: Option<&str>) -> anyhow::Resu
                 session_token: None,
             })),
             (None, None) => Ok(None),
-            _ => bail!("{id} and {secret} must be set together"),
+            _ => Err(ClientError::NoCredentials(format!(
+                "{id} and {secret} must be set together"
+            ))),
         }
     };
     if let Some(c) = pair("REWRAP_ACCESS_KEY_ID", "REWRAP_SECRET_ACCESS_KEY")? {
@@ -111,23 +190,33 @@ pub fn resolve_credentials(env: &dyn Env, profile: Option<&str>) -> anyhow::Resu
                 .map(|h| PathBuf::from(h).join(".aws/credentials"))
         });
     let Some(path) = path else {
-        bail!("no credentials: set REWRAP_ACCESS_KEY_ID and REWRAP_SECRET_ACCESS_KEY")
+        return Err(ClientError::NoCredentials(
+            "no credentials: set REWRAP_ACCESS_KEY_ID and REWRAP_SECRET_ACCESS_KEY".into(),
+        ));
     };
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => zeroize::Zeroizing::new(t),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "no credentials: set REWRAP_ACCESS_KEY_ID and REWRAP_SECRET_ACCESS_KEY, \
-             AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or profile [{profile}] in {}",
-            path.display()
-        ),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ClientError::NoCredentials(format!(
+                "no credentials: set REWRAP_ACCESS_KEY_ID and REWRAP_SECRET_ACCESS_KEY, \
+                 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or profile [{profile}] in {}",
+                path.display()
+            )))
+        }
+        Err(source) => return Err(ClientError::CredentialsFile { path, source }),
     };
-    credentials_from_ini(&text, &profile)
-        .with_context(|| format!("profile [{profile}] in {}", path.display()))
+    credentials_from_ini(&text, &profile).map_err(|problem| ClientError::Profile {
+        profile,
+        path,
+        problem,
+    })
 }
 
 /// Reads one profile of a shared credentials file (INI: `[name]` then `key = value`).
-fn credentials_from_ini(text: &str, profile: &str) -> anyhow::Result<Credentials> {
+fn credentials_from_ini(
+    text: &str,
+    profile: &str,
+) -> std::result::Result<Credentials, ProfileProblem> {
     let mut in_profile = false;
     let mut found = false;
     let (mut id, mut secret, mut token) = (None, None, None);
@@ -161,10 +250,8 @@ fn credentials_from_ini(text: &str, profile: &str) -> anyhow::Result<Credentials
             secret_access_key,
             session_token: token,
         }),
-        _ if !found => Err(anyhow!("no such profile")),
-        _ => Err(anyhow!(
-            "the profile lacks aws_access_key_id or aws_secret_access_key"
-        )),
+        _ if !found => Err(ProfileProblem::NotFound),
+        _ => Err(ProfileProblem::Incomplete),
     }
 }
 
@@ -177,7 +264,7 @@ impl RemoteKms {
         endpoint_url: &str,
         region: Option<&str>,
         profile: Option<&str>,
-    ) -> anyhow::Result<RemoteKms> {
+    ) -> std::result::Result<RemoteKms, ClientError> {
         let env = ProcessEnv;
         let creds = resolve_credentials(&env, profile)?;
         let region = resolve_region(&env, region);
@@ -198,17 +285,23 @@ impl RemoteKms {
         endpoint_url: &str,
         region: &str,
         creds: Credentials,
-        ca_bundle: Option<&std::path::Path>,
-    ) -> anyhow::Result<RemoteKms> {
-        let url = reqwest::Url::parse(endpoint_url)
-            .with_context(|| format!("endpoint URL {endpoint_url:?}"))?;
+        ca_bundle: Option<&Path>,
+    ) -> std::result::Result<RemoteKms, ClientError> {
+        let endpoint = |problem| ClientError::Endpoint {
+            url: endpoint_url.to_string(),
+            problem,
+        };
+        let url = reqwest::Url::parse(endpoint_url).map_err(|source| ClientError::EndpointUrl {
+            url: endpoint_url.to_string(),
+            source,
+        })?;
         if !matches!(url.scheme(), "http" | "https") {
-            bail!("endpoint URL {endpoint_url:?}: the scheme must be http or https");
+            return Err(endpoint(": the scheme must be http or https"));
         }
         let host = match (url.host_str(), url.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
             (Some(h), None) => h.to_string(),
-            (None, _) => bail!("endpoint URL {endpoint_url:?} has no host"),
+            (None, _) => return Err(endpoint(" has no host")),
         };
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("rewrap/", env!("CARGO_PKG_VERSION")))
@@ -219,21 +312,22 @@ impl RemoteKms {
             .pool_idle_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
         if let Some(path) = ca_bundle {
-            let pem =
-                std::fs::read(path).with_context(|| format!("CA bundle {}", path.display()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .with_context(|| format!("CA bundle {}", path.display()))?
-            {
+            let bundle = |source: Box<dyn std::error::Error + Send + Sync>| ClientError::CaBundle {
+                path: path.to_path_buf(),
+                source,
+            };
+            let pem = std::fs::read(path).map_err(|e| bundle(e.into()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bundle(e.into()))? {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        let http = builder.build().context("building the HTTP client")?;
+        let http = builder.build().map_err(ClientError::HttpClient)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("rewrap-kms-client")
             .enable_all()
             .build()
-            .context("starting the HTTP client runtime")?;
+            .map_err(ClientError::Runtime)?;
         Ok(RemoteKms {
             http,
             url,

@@ -17,6 +17,7 @@ pub mod error;
 pub mod files;
 pub mod keystore;
 pub mod kms;
+pub mod operation;
 pub mod policy;
 pub mod root;
 pub mod rotate;

@@ -24,9 +24,10 @@
 //! set, with an error naming the file and the line.
 //!
 //! [`PolicySet::evaluate`] runs on every KMS call, so everything is compiled at
-//! load time: actions to a bitset over [`ACTIONS`], globs to literal fast paths
+//! load time: actions to a bitset over [`Action`], globs to literal fast paths
 //! or a [`globset::GlobMatcher`], and statements indexed by literal principal.
 
+pub use crate::operation::Action;
 use globset::{GlobBuilder, GlobMatcher};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -34,95 +35,57 @@ use std::path::Path;
 use std::sync::Arc;
 use toml::Spanned;
 
-/// Every action a policy can name, by its AWS name (rewrap extensions included).
-pub const ACTIONS: &[&str] = &[
-    "kms:Encrypt",
-    "kms:Decrypt",
-    "kms:ReEncryptFrom",
-    "kms:ReEncryptTo",
-    "kms:GenerateDataKey",
-    "kms:GenerateDataKeyWithoutPlaintext",
-    "kms:GenerateRandom",
-    "kms:CreateKey",
-    "kms:DescribeKey",
-    "kms:ListKeys",
-    "kms:ListAliases",
-    "kms:EnableKey",
-    "kms:DisableKey",
-    "kms:ScheduleKeyDeletion",
-    "kms:CancelKeyDeletion",
-    "kms:CreateAlias",
-    "kms:UpdateAlias",
-    "kms:DeleteAlias",
-    "kms:EnableKeyRotation",
-    "kms:DisableKeyRotation",
-    "kms:GetKeyRotationStatus",
-    "kms:RotateKeyOnDemand",
-    "kms:ListKeyRotations",
-    "kms:GetKeyPolicy",
-    "kms:ListKeyPolicies",
-    "kms:CreatePrincipal",
-    "kms:DeletePrincipal",
-    "kms:ListPrincipals",
-    "kms:CreateAccessKey",
-    "kms:DeleteAccessKey",
-    "rewrap:ReadAuditTrail",
-];
-
-// An action set is a bitset over ACTIONS.
-const _: () = assert!(ACTIONS.len() <= 64);
-
 /// The names of the action groups a policy may use instead of action names.
 pub const GROUPS: &[&str] = &["administer", "encrypt", "decrypt", "re-encrypt", "audit"];
 
 /// Key and alias lifecycle, rotation, deletion, principals, policy reads,
 /// Describe and List. Deliberately no cryptographic use.
-const ADMINISTER: &[&str] = &[
-    "kms:CreateKey",
-    "kms:DescribeKey",
-    "kms:ListKeys",
-    "kms:ListAliases",
-    "kms:EnableKey",
-    "kms:DisableKey",
-    "kms:ScheduleKeyDeletion",
-    "kms:CancelKeyDeletion",
-    "kms:CreateAlias",
-    "kms:UpdateAlias",
-    "kms:DeleteAlias",
-    "kms:EnableKeyRotation",
-    "kms:DisableKeyRotation",
-    "kms:GetKeyRotationStatus",
-    "kms:RotateKeyOnDemand",
-    "kms:ListKeyRotations",
-    "kms:GetKeyPolicy",
-    "kms:ListKeyPolicies",
-    "kms:CreatePrincipal",
-    "kms:DeletePrincipal",
-    "kms:ListPrincipals",
-    "kms:CreateAccessKey",
-    "kms:DeleteAccessKey",
+const ADMINISTER: &[Action] = &[
+    Action::CreateKey,
+    Action::DescribeKey,
+    Action::ListKeys,
+    Action::ListAliases,
+    Action::EnableKey,
+    Action::DisableKey,
+    Action::ScheduleKeyDeletion,
+    Action::CancelKeyDeletion,
+    Action::CreateAlias,
+    Action::UpdateAlias,
+    Action::DeleteAlias,
+    Action::EnableKeyRotation,
+    Action::DisableKeyRotation,
+    Action::GetKeyRotationStatus,
+    Action::RotateKeyOnDemand,
+    Action::ListKeyRotations,
+    Action::GetKeyPolicy,
+    Action::ListKeyPolicies,
+    Action::CreatePrincipal,
+    Action::DeletePrincipal,
+    Action::ListPrincipals,
+    Action::CreateAccessKey,
+    Action::DeleteAccessKey,
 ];
-const ENCRYPT: &[&str] = &[
-    "kms:Encrypt",
-    "kms:GenerateDataKey",
-    "kms:GenerateDataKeyWithoutPlaintext",
+const ENCRYPT: &[Action] = &[
+    Action::Encrypt,
+    Action::GenerateDataKey,
+    Action::GenerateDataKeyWithoutPlaintext,
 ];
-const DECRYPT: &[&str] = &["kms:Decrypt"];
-const RE_ENCRYPT: &[&str] = &["kms:ReEncryptFrom", "kms:ReEncryptTo"];
+const DECRYPT: &[Action] = &[Action::Decrypt];
+const RE_ENCRYPT: &[Action] = &[Action::ReEncryptFrom, Action::ReEncryptTo];
 /// Read-only: what an auditor needs to see keys, rotations, policies and the trail.
-const AUDIT: &[&str] = &[
-    "kms:DescribeKey",
-    "kms:ListKeys",
-    "kms:ListAliases",
-    "kms:GetKeyRotationStatus",
-    "kms:ListKeyRotations",
-    "kms:GetKeyPolicy",
-    "kms:ListKeyPolicies",
-    "rewrap:ReadAuditTrail",
+const AUDIT: &[Action] = &[
+    Action::DescribeKey,
+    Action::ListKeys,
+    Action::ListAliases,
+    Action::GetKeyRotationStatus,
+    Action::ListKeyRotations,
+    Action::GetKeyPolicy,
+    Action::ListKeyPolicies,
+    Action::ReadAuditTrail,
 ];
 
 /// The actions of a group in [`GROUPS`], or `None` for an unknown group name.
-pub fn group_members(group: &str) -> Option<&'static [&'static str]> {
+pub fn group_members(group: &str) -> Option<&'static [Action]> {
     match group {
         "administer" => Some(ADMINISTER),
         "encrypt" => Some(ENCRYPT),
@@ -131,26 +94,6 @@ pub fn group_members(group: &str) -> Option<&'static [&'static str]> {
         "audit" => Some(AUDIT),
         _ => None,
     }
-}
-
-/// Whether `action` is one of [`ACTIONS`] (AWS action names are case-insensitive).
-pub fn is_known_action(action: &str) -> bool {
-    action_index(action).is_some()
-}
-
-fn action_index(action: &str) -> Option<usize> {
-    // The exact spelling is what callers send; the case-insensitive scan is the rare path.
-    ACTIONS
-        .iter()
-        .position(|a| *a == action)
-        .or_else(|| ACTIONS.iter().position(|a| a.eq_ignore_ascii_case(action)))
-}
-
-fn action_bits(names: &[&str]) -> u64 {
-    names
-        .iter()
-        .filter_map(|n| action_index(n))
-        .fold(0, |bits, i| bits | 1 << i)
 }
 
 /// Whether a statement allows or denies.
@@ -221,8 +164,8 @@ pub struct StatementRef {
 pub struct AccessRequest<'a> {
     /// The authenticated principal's name.
     pub principal: &'a str,
-    /// The full AWS action name, e.g. `kms:Decrypt`.
-    pub action: &'a str,
+    /// The action, e.g. [`Action::Decrypt`].
+    pub action: Action,
     /// Every name of the key (key id, key ARN, each alias name and alias ARN),
     /// or `["*"]` for account-level actions such as CreateKey or ListKeys.
     pub resources: &'a [&'a str],
@@ -435,11 +378,11 @@ impl Pattern {
 fn compile_action(src: &Source<'_>, action: &Spanned<String>) -> Result<u64, PolicyError> {
     let text = action.get_ref().as_str();
     if text == "*" {
-        return Ok(action_bits(ACTIONS));
+        return Ok(Action::bits(Action::ALL));
     }
     if !text.contains(':') {
         return group_members(text)
-            .map(action_bits)
+            .map(Action::bits)
             .ok_or_else(|| PolicyError::UnknownGroup {
                 path: src.path.to_string(),
                 line: src.line_of(action),
@@ -452,7 +395,7 @@ fn compile_action(src: &Source<'_>, action: &Spanned<String>) -> Result<u64, Pol
         action: text.to_string(),
     };
     if !text.contains(GLOB_META) {
-        return action_index(text).map(|i| 1 << i).ok_or_else(unknown);
+        return Action::from_name(text).map(Action::bit).ok_or_else(unknown);
     }
     let matcher = GlobBuilder::new(text)
         .literal_separator(false)
@@ -465,11 +408,10 @@ fn compile_action(src: &Source<'_>, action: &Spanned<String>) -> Result<u64, Pol
             reason: e.kind().to_string(),
         })?
         .compile_matcher();
-    let bits = ACTIONS
+    let bits = Action::ALL
         .iter()
-        .enumerate()
-        .filter(|(_, a)| matcher.is_match(a))
-        .fold(0, |bits, (i, _)| bits | 1 << i);
+        .filter(|a| matcher.is_match(a.name()))
+        .fold(0, |bits, a| bits | a.bit());
     // A wildcard that matches nothing is a typo, not a rule.
     if bits == 0 {
         return Err(unknown());
@@ -693,12 +635,7 @@ impl PolicySet {
     /// Decides a request: an explicit deny wins, otherwise the first allowing
     /// statement decides, otherwise the request is denied implicitly.
     pub fn evaluate(&self, req: &AccessRequest<'_>) -> Decision {
-        let Some(bit) = action_index(req.action).map(|i| 1u64 << i) else {
-            return Decision {
-                allowed: false,
-                decided_by: format!("implicit deny: unknown action {:?}", req.action),
-            };
-        };
+        let bit = req.action.bit();
         let inner = &*self.inner;
         let mut deny: Option<u32> = None;
         let mut allow: Option<u32> = None;

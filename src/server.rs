@@ -414,7 +414,7 @@ async fn process<B: Backend>(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
     };
-    if shared.config.inline_operations && !writes_keystore(op) {
+    if shared.config.inline_operations && !op.writes_keystore() {
         return shared
             .backend
             .call(caller, op, body.expose())
@@ -425,28 +425,6 @@ async fn process<B: Backend>(
         .await
         .map_err(|_| WireError::from(KmsError::internal("the operation did not complete")))?
         .map_err(WireError::from)
-}
-
-/// Operations that change the keystore (an fsync'd write).
-fn writes_keystore(op: Operation) -> bool {
-    use Operation as O;
-    !matches!(
-        op,
-        O::DescribeKey
-            | O::ListKeys
-            | O::ListAliases
-            | O::GetKeyRotationStatus
-            | O::ListKeyRotations
-            | O::Encrypt
-            | O::Decrypt
-            | O::ReEncrypt
-            | O::GenerateDataKey
-            | O::GenerateDataKeyWithoutPlaintext
-            | O::GenerateRandom
-            | O::GetKeyPolicy
-            | O::ListKeyPolicies
-            | O::ListPrincipals
-    )
 }
 
 fn too_large(limit: usize) -> WireError {

@@ -511,7 +511,7 @@ impl KmsService {
         let refs: Vec<&str> = resources.iter().map(String::as_str).collect();
         let decision = self.policies().evaluate(&AccessRequest {
             principal: &caller.principal,
-            action,
+            action: crate::policy::Action::from_name(action).expect("known action"),
             resources: &refs,
             context,
         });
@@ -708,9 +708,9 @@ impl KmsService {
         key: Option<&str>,
         context: Option<&EncryptionContext>,
     ) -> Result<Decision> {
-        if !crate::policy::is_known_action(action) {
+        let Some(action) = crate::policy::Action::from_name(action) else {
             return Err(KmsError::validation(format!("unknown action {action:?}")));
-        }
+        };
         let snap = self.snapshot()?;
         let names = match key {
             Some(name) => self

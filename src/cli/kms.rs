@@ -570,3 +570,36 @@ pub fn run(cmd: KmsCommand, ctx: &Context) -> anyhow::Result<i32> {
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// `ReEncrypt` -> `re-encrypt`, as clap names subcommands.
+    fn kebab(name: &str) -> String {
+        let mut out = String::new();
+        for (i, c) in name.chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                out.push('-');
+            }
+            out.push(c.to_ascii_lowercase());
+        }
+        out
+    }
+
+    #[test]
+    fn every_operation_has_a_cli_command() {
+        let cli = super::super::Cli::command();
+        let missing: Vec<&str> = Operation::ALL
+            .iter()
+            .map(|op| op.name())
+            .filter(|name| cli.find_subcommand(kebab(name)).is_none())
+            .collect();
+        assert_eq!(missing, Vec::<&str>::new());
+        assert_eq!(
+            kebab("GenerateDataKeyWithoutPlaintext"),
+            "generate-data-key-without-plaintext"
+        );
+    }
+}

@@ -159,8 +159,10 @@ impl Context {
     /// [`crate::client::resolve_credentials`]).
     pub fn credentials(&self) -> anyhow::Result<Credentials> {
         let env = crate::client::ProcessEnv;
-        crate::client::resolve_credentials(&env, self.global.profile.as_deref())
-            .map_err(|e| ConfigError(format!("Unable to locate credentials: {e:#}")).into())
+        crate::client::resolve_credentials(&env, self.global.profile.as_deref()).map_err(|e| {
+            let e = anyhow::Error::from(e);
+            ConfigError(format!("Unable to locate credentials: {e:#}")).into()
+        })
     }
 
     /// The KMS the caller talks to: a local session, authenticated against

@@ -1,0 +1,370 @@
+//! The operations table: every KMS operation rewrap serves and every policy
+//! action, each declared once.
+//!
+//! [`for_each_operation!`] holds one row per operation:
+//!
+//! ```text
+//! /// doc
+//! Name = method(Request) -> Response, [policy actions], reads | writes;
+//! ```
+//!
+//! and hands the rows to a callback macro. Everything that used to list the
+//! operations by hand is derived from it:
+//!
+//! | derived piece | where |
+//! | --- | --- |
+//! | [`Operation`]: names, [`Operation::ALL`], [`Operation::actions`], [`Operation::writes_keystore`] | here |
+//! | the [`crate::kms::Kms`] trait's typed methods and [`crate::kms::dispatch`] (JSON in, JSON out) | `kms.rs` |
+//! | the in-process forwarder `impl Kms for LocalSession` | `service/session.rs` |
+//! | the server's dispatch and its choice of thread (keystore writers run off the I/O threads) | `server.rs` |
+//! | the remote client (it sends [`Operation::name`] as `X-Amz-Target`) | `client.rs` |
+//!
+//! Adding an operation is one row here, its request and response types in
+//! [`crate::api`], its handler (a `KmsService` method named like the row's
+//! method, `fn(&self, &Caller, &Request) -> Result<Response>`) and its CLI
+//! arguments. A row without policy actions does not match the macro and does
+//! not compile; a row without a handler does not compile; a test walks
+//! [`Operation::ALL`] against the CLI's subcommands.
+//!
+//! Policy actions are the typed [`Action`]: a handler authorizes with
+//! `Action::Decrypt`, never a string, and the policy engine compiles action
+//! names in policy files to [`Action`] bits at load time.
+
+/// Calls `$callback! { rows }` with the operations table (see the module
+/// docs for the row syntax). Each callback macro matches the rows with
+///
+/// ```text
+/// $( $(#[$meta:meta])* $op:ident = $method:ident($req:ty) -> $resp:ty,
+///    [$($action:ident),+], $effect:ident; )*
+/// ```
+macro_rules! for_each_operation {
+    ($callback:ident) => {
+        $callback! {
+            /// Creates a customer master key.
+            CreateKey = create_key(CreateKeyRequest) -> KeyMetadataResponse, [CreateKey], writes;
+            /// Returns a key's metadata.
+            DescribeKey = describe_key(KeyIdRequest) -> KeyMetadataResponse, [DescribeKey], reads;
+            /// Lists keys, paged.
+            ListKeys = list_keys(ListRequest) -> ListKeysResponse, [ListKeys], reads;
+            /// Enables a key.
+            EnableKey = enable_key(KeyIdRequest) -> Empty, [EnableKey], writes;
+            /// Disables a key (it can no longer be used for cryptography).
+            DisableKey = disable_key(KeyIdRequest) -> Empty, [DisableKey], writes;
+            /// Schedules a key's deletion after a waiting period.
+            ScheduleKeyDeletion = schedule_key_deletion(ScheduleKeyDeletionRequest)
+                -> ScheduleKeyDeletionResponse, [ScheduleKeyDeletion], writes;
+            /// Cancels a scheduled deletion (the key stays disabled).
+            CancelKeyDeletion = cancel_key_deletion(KeyIdRequest) -> KeyIdResponse,
+                [CancelKeyDeletion], writes;
+            /// Creates an alias for a key.
+            CreateAlias = create_alias(AliasRequest) -> Empty, [CreateAlias], writes;
+            /// Points an alias at another key.
+            UpdateAlias = update_alias(AliasRequest) -> Empty, [UpdateAlias], writes;
+            /// Deletes an alias.
+            DeleteAlias = delete_alias(DeleteAliasRequest) -> Empty, [DeleteAlias], writes;
+            /// Lists aliases, paged.
+            ListAliases = list_aliases(ListRequest) -> ListAliasesResponse, [ListAliases], reads;
+            /// Turns on automatic key-material rotation.
+            EnableKeyRotation = enable_key_rotation(EnableKeyRotationRequest) -> Empty,
+                [EnableKeyRotation], writes;
+            /// Turns off automatic key-material rotation.
+            DisableKeyRotation = disable_key_rotation(KeyIdRequest) -> Empty,
+                [DisableKeyRotation], writes;
+            /// Whether and when a key's material rotates automatically.
+            GetKeyRotationStatus = get_key_rotation_status(KeyIdRequest)
+                -> KeyRotationStatusResponse, [GetKeyRotationStatus], reads;
+            /// Adds a new version of a key's material now.
+            RotateKeyOnDemand = rotate_key_on_demand(KeyIdRequest) -> KeyIdResponse,
+                [RotateKeyOnDemand], writes;
+            /// Lists a key's material rotations, paged.
+            ListKeyRotations = list_key_rotations(ListRequest) -> ListKeyRotationsResponse,
+                [ListKeyRotations], reads;
+            /// Encrypts at most 4096 bytes under a key.
+            Encrypt = encrypt(EncryptRequest) -> EncryptResponse, [Encrypt], reads;
+            /// Decrypts a ciphertext blob (the blob names its key).
+            Decrypt = decrypt(DecryptRequest) -> DecryptResponse, [Decrypt], reads;
+            /// Decrypts and encrypts again inside the service, under another
+            /// key or context; the plaintext never leaves.
+            ReEncrypt = re_encrypt(ReEncryptRequest) -> ReEncryptResponse,
+                [ReEncryptFrom, ReEncryptTo], reads;
+            /// A fresh data key, in plaintext and wrapped.
+            GenerateDataKey = generate_data_key(GenerateDataKeyRequest)
+                -> GenerateDataKeyResponse, [GenerateDataKey], reads;
+            /// A fresh data key, wrapped only.
+            GenerateDataKeyWithoutPlaintext = generate_data_key_without_plaintext(
+                GenerateDataKeyRequest) -> GenerateDataKeyWithoutPlaintextResponse,
+                [GenerateDataKeyWithoutPlaintext], reads;
+            /// Random bytes.
+            GenerateRandom = generate_random(GenerateRandomRequest) -> GenerateRandomResponse,
+                [GenerateRandom], reads;
+            /// The policy that applies to a key, as TOML.
+            GetKeyPolicy = get_key_policy(GetKeyPolicyRequest) -> GetKeyPolicyResponse,
+                [GetKeyPolicy], reads;
+            /// The names of the policies that apply to a key.
+            ListKeyPolicies = list_key_policies(ListRequest) -> ListKeyPoliciesResponse,
+                [ListKeyPolicies], reads;
+            /// Creates a principal and its first access key (rewrap extension).
+            CreatePrincipal = create_principal(PrincipalRequest) -> AccessKeyResponse,
+                [CreatePrincipal], writes;
+            /// Deletes a principal (rewrap extension).
+            DeletePrincipal = delete_principal(PrincipalRequest) -> Empty,
+                [DeletePrincipal], writes;
+            /// Lists principals (rewrap extension).
+            ListPrincipals = list_principals(Empty) -> ListPrincipalsResponse,
+                [ListPrincipals], reads;
+            /// Adds an access key to a principal (rewrap extension).
+            CreateAccessKey = create_access_key(PrincipalRequest) -> AccessKeyResponse,
+                [CreateAccessKey], writes;
+            /// Deletes an access key (rewrap extension).
+            DeleteAccessKey = delete_access_key(DeleteAccessKeyRequest) -> Empty,
+                [DeleteAccessKey], writes;
+        }
+    };
+}
+pub(crate) use for_each_operation;
+
+/// `writes` or `reads` in a table row, as a bool.
+macro_rules! writes_keystore {
+    (writes) => {
+        true
+    };
+    (reads) => {
+        false
+    };
+}
+
+macro_rules! define_operations {
+    ($( $(#[$meta:meta])* $op:ident = $method:ident($req:ty) -> $resp:ty,
+        [$($action:ident),+], $effect:ident; )*) => {
+        /// Every operation rewrap serves. The name is the `X-Amz-Target` suffix.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        pub enum Operation {
+            $( $(#[$meta])* $op, )*
+        }
+
+        impl Operation {
+            /// Every operation, in table order.
+            pub const ALL: &'static [Operation] = &[$(Operation::$op),*];
+
+            /// The operation's AWS name, e.g. `ReEncrypt`.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Operation::$op => stringify!($op),)*
+                }
+            }
+
+            /// The policy actions a caller needs for this operation (on the
+            /// keys the request names, or on `*` for account-level ones).
+            pub const fn actions(self) -> &'static [Action] {
+                match self {
+                    $(Operation::$op => &[$(Action::$action),+],)*
+                }
+            }
+
+            /// Whether the operation changes the keystore (an fsync'd write):
+            /// the server runs such operations off its I/O threads.
+            pub const fn writes_keystore(self) -> bool {
+                match self {
+                    $(Operation::$op => writes_keystore!($effect),)*
+                }
+            }
+        }
+    };
+}
+for_each_operation!(define_operations);
+
+impl Operation {
+    /// Looks an operation up by its AWS name.
+    pub fn from_name(name: &str) -> Option<Operation> {
+        Operation::ALL.iter().copied().find(|o| o.name() == name)
+    }
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+macro_rules! define_actions {
+    ($( $(#[$meta:meta])* $action:ident = $name:literal, )*) => {
+        /// Every action a policy can name. A policy statement's action set is
+        /// a bitset over these ([`Action::bit`]).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Action {
+            $( $(#[$meta])* $action, )*
+        }
+
+        impl Action {
+            /// Every action, in declaration order.
+            pub const ALL: &'static [Action] = &[$(Action::$action),*];
+
+            /// The action's policy name, e.g. `kms:Decrypt`.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Action::$action => $name,)*
+                }
+            }
+        }
+    };
+}
+
+define_actions! {
+    /// Encrypt under the key.
+    Encrypt = "kms:Encrypt",
+    /// Decrypt a ciphertext made under the key.
+    Decrypt = "kms:Decrypt",
+    /// ReEncrypt from a ciphertext made under the key.
+    ReEncryptFrom = "kms:ReEncryptFrom",
+    /// ReEncrypt into a ciphertext under the key.
+    ReEncryptTo = "kms:ReEncryptTo",
+    /// GenerateDataKey under the key.
+    GenerateDataKey = "kms:GenerateDataKey",
+    /// GenerateDataKeyWithoutPlaintext under the key.
+    GenerateDataKeyWithoutPlaintext = "kms:GenerateDataKeyWithoutPlaintext",
+    /// GenerateRandom (account level).
+    GenerateRandom = "kms:GenerateRandom",
+    /// CreateKey (account level).
+    CreateKey = "kms:CreateKey",
+    /// DescribeKey.
+    DescribeKey = "kms:DescribeKey",
+    /// ListKeys (account level).
+    ListKeys = "kms:ListKeys",
+    /// ListAliases.
+    ListAliases = "kms:ListAliases",
+    /// EnableKey.
+    EnableKey = "kms:EnableKey",
+    /// DisableKey.
+    DisableKey = "kms:DisableKey",
+    /// ScheduleKeyDeletion.
+    ScheduleKeyDeletion = "kms:ScheduleKeyDeletion",
+    /// CancelKeyDeletion.
+    CancelKeyDeletion = "kms:CancelKeyDeletion",
+    /// CreateAlias (on the alias and on its key).
+    CreateAlias = "kms:CreateAlias",
+    /// UpdateAlias (on the alias and on its keys).
+    UpdateAlias = "kms:UpdateAlias",
+    /// DeleteAlias.
+    DeleteAlias = "kms:DeleteAlias",
+    /// EnableKeyRotation.
+    EnableKeyRotation = "kms:EnableKeyRotation",
+    /// DisableKeyRotation.
+    DisableKeyRotation = "kms:DisableKeyRotation",
+    /// GetKeyRotationStatus.
+    GetKeyRotationStatus = "kms:GetKeyRotationStatus",
+    /// RotateKeyOnDemand.
+    RotateKeyOnDemand = "kms:RotateKeyOnDemand",
+    /// ListKeyRotations.
+    ListKeyRotations = "kms:ListKeyRotations",
+    /// GetKeyPolicy.
+    GetKeyPolicy = "kms:GetKeyPolicy",
+    /// ListKeyPolicies.
+    ListKeyPolicies = "kms:ListKeyPolicies",
+    /// CreatePrincipal (account level; rewrap extension).
+    CreatePrincipal = "kms:CreatePrincipal",
+    /// DeletePrincipal (account level; rewrap extension).
+    DeletePrincipal = "kms:DeletePrincipal",
+    /// ListPrincipals (account level; rewrap extension).
+    ListPrincipals = "kms:ListPrincipals",
+    /// CreateAccessKey (account level; rewrap extension).
+    CreateAccessKey = "kms:CreateAccessKey",
+    /// DeleteAccessKey (account level; rewrap extension).
+    DeleteAccessKey = "kms:DeleteAccessKey",
+    /// Read the audit trail (`rewrap audit`; rewrap extension).
+    ReadAuditTrail = "rewrap:ReadAuditTrail",
+}
+
+// An action set is a bitset in a u64.
+const _: () = assert!(Action::ALL.len() <= 64);
+
+impl Action {
+    /// Looks an action up by its policy name; AWS action names are
+    /// case-insensitive, and the exact spelling is tried first.
+    pub fn from_name(name: &str) -> Option<Action> {
+        let all = Action::ALL.iter().copied();
+        all.clone().find(|a| a.name() == name).or_else(|| {
+            all.into_iter()
+                .find(|a| a.name().eq_ignore_ascii_case(name))
+        })
+    }
+
+    /// This action's bit in an action set.
+    pub const fn bit(self) -> u64 {
+        1 << self as u32
+    }
+
+    /// The bitset of `actions`.
+    pub fn bits(actions: &[Action]) -> u64 {
+        actions.iter().fold(0, |bits, a| bits | a.bit())
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_are_unique() {
+        for op in Operation::ALL {
+            assert_eq!(Operation::from_name(op.name()), Some(*op));
+        }
+        for a in Action::ALL {
+            assert_eq!(Action::from_name(a.name()), Some(*a));
+            assert_eq!(Action::from_name(&a.name().to_uppercase()), Some(*a));
+        }
+        assert_eq!(Operation::from_name("Frobnicate"), None);
+        assert_eq!(Action::from_name("kms:Frobnicate"), None);
+    }
+
+    #[test]
+    fn every_operation_needs_actions_and_every_kms_action_has_an_operation() {
+        for op in Operation::ALL {
+            assert!(!op.actions().is_empty(), "{op} needs no action");
+        }
+        let used = Operation::ALL
+            .iter()
+            .fold(0, |bits, op| bits | Action::bits(op.actions()));
+        let unused: Vec<&str> = Action::ALL
+            .iter()
+            .filter(|a| used & a.bit() == 0)
+            .map(|a| a.name())
+            .collect();
+        // The audit trail is read by the `audit` commands, not by a KMS operation.
+        assert_eq!(unused, ["rewrap:ReadAuditTrail"]);
+    }
+
+    #[test]
+    fn keystore_writers_are_exactly_the_state_changing_operations() {
+        let writers: Vec<&str> = Operation::ALL
+            .iter()
+            .filter(|o| o.writes_keystore())
+            .map(|o| o.name())
+            .collect();
+        assert_eq!(
+            writers,
+            [
+                "CreateKey",
+                "EnableKey",
+                "DisableKey",
+                "ScheduleKeyDeletion",
+                "CancelKeyDeletion",
+                "CreateAlias",
+                "UpdateAlias",
+                "DeleteAlias",
+                "EnableKeyRotation",
+                "DisableKeyRotation",
+                "RotateKeyOnDemand",
+                "CreatePrincipal",
+                "DeletePrincipal",
+                "CreateAccessKey",
+                "DeleteAccessKey",
+            ]
+        );
+    }
+}
