@@ -151,7 +151,7 @@ pub fn audit(cmd: AuditCommand, ctx: &Context) -> anyhow::Result<i32> {
                 .authenticate(&creds.access_key_id, creds.secret_access_key.expose())
                 .map_err(|e| ConfigError(format!("{}: {}", e.code, e.message)))?;
             service
-                .check_access(&principal, "rewrap:ReadAuditTrail")
+                .check_access(&principal, crate::policy::Action::ReadAuditTrail)
                 .map_err(|error| OpError {
                     operation: "ReadAuditTrail",
                     error,

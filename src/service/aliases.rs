@@ -1,0 +1,165 @@
+//! Aliases: CreateAlias, UpdateAlias, DeleteAlias, ListAliases, and the
+//! rules for alias names.
+
+use super::names::KeyName;
+use super::{page, Caller, KmsService};
+use crate::api::*;
+use crate::error::{ErrorCode, KmsError, Result};
+use crate::keystore::AliasRecord;
+use crate::operation::Action;
+
+fn check_alias_name(name: &str) -> Result<()> {
+    let invalid = |why: &str| {
+        KmsError::new(
+            ErrorCode::InvalidAliasName,
+            format!("alias name {name:?} {why}"),
+        )
+    };
+    let Some(rest) = name.strip_prefix("alias/") else {
+        return Err(invalid("must begin with \"alias/\""));
+    };
+    if rest.is_empty() || name.len() > 256 {
+        return Err(invalid("must have 1 to 250 characters after \"alias/\""));
+    }
+    if !rest
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/_-".contains(&b))
+    {
+        return Err(invalid("may contain only letters, digits, /, _ and -"));
+    }
+    if rest.starts_with("aws/") {
+        return Err(invalid(
+            "is reserved: alias/aws/ names belong to AWS managed keys",
+        ));
+    }
+    Ok(())
+}
+
+impl KmsService {
+    pub(super) fn create_alias(&self, caller: &Caller, r: &AliasRequest) -> Result<Empty> {
+        self.write_alias(caller, r, Operation::CreateAlias)
+    }
+
+    pub(super) fn update_alias(&self, caller: &Caller, r: &AliasRequest) -> Result<Empty> {
+        self.write_alias(caller, r, Operation::UpdateAlias)
+    }
+
+    /// CreateAlias and UpdateAlias: `op`'s one action on the target key and
+    /// on the alias.
+    fn write_alias(&self, caller: &Caller, r: &AliasRequest, op: Operation) -> Result<Empty> {
+        let create = op == Operation::CreateAlias;
+        let action = op.actions()[0];
+        self.audited(caller, op, |trail| {
+            check_alias_name(&r.alias_name)?;
+            if self
+                .parse_key_name(&r.target_key_id)
+                .is_ok_and(|n| matches!(n, KeyName::Alias(_)))
+            {
+                return Err(KmsError::validation(
+                    "TargetKeyId must be a key id or key ARN, not an alias",
+                ));
+            }
+            let snap = self.snapshot()?;
+            let target =
+                self.authorized_key(trail, caller, &snap, &r.target_key_id, action, None)?;
+            let alias_names = vec![r.alias_name.clone(), self.alias_arn(&r.alias_name)];
+            self.authorize(trail, caller, action, &alias_names, None)?;
+            self.not_pending(target)?;
+            let target = target.id;
+            self.mutate(|state, now| {
+                let exists = state.aliases.contains_key(&r.alias_name);
+                match (create, exists) {
+                    (true, true) => Err(KmsError::new(
+                        ErrorCode::AlreadyExists,
+                        format!(
+                            "An alias with the name {} already exists",
+                            self.alias_arn(&r.alias_name)
+                        ),
+                    )),
+                    (false, false) => Err(KmsError::not_found(format!(
+                        "Alias {} is not found.",
+                        self.alias_arn(&r.alias_name)
+                    ))),
+                    _ => {
+                        let created = state.aliases.get(&r.alias_name).map_or(now, |a| a.created);
+                        state.aliases.insert(
+                            r.alias_name.clone(),
+                            AliasRecord {
+                                target,
+                                created,
+                                updated: now,
+                            },
+                        );
+                        Ok(Empty {})
+                    }
+                }
+            })
+        })
+    }
+
+    pub(super) fn delete_alias(&self, caller: &Caller, r: &DeleteAliasRequest) -> Result<Empty> {
+        self.audited(caller, Operation::DeleteAlias, |trail| {
+            check_alias_name(&r.alias_name)?;
+            let snap = self.snapshot()?;
+            let key = self.authorized_key(
+                trail,
+                caller,
+                &snap,
+                &r.alias_name,
+                Action::DeleteAlias,
+                None,
+            )?;
+            let alias = r.alias_name.clone();
+            let target = key.id;
+            self.mutate(|state, _| match state.aliases.get(&alias) {
+                Some(a) if a.target == target => {
+                    state.aliases.remove(&alias);
+                    Ok(Empty {})
+                }
+                _ => Err(KmsError::not_found(format!(
+                    "Alias {} is not found.",
+                    self.alias_arn(&alias)
+                ))),
+            })
+        })
+    }
+
+    pub(super) fn list_aliases(
+        &self,
+        caller: &Caller,
+        r: &ListRequest,
+    ) -> Result<ListAliasesResponse> {
+        self.audited(caller, Operation::ListAliases, |trail| {
+            let snap = self.snapshot()?;
+            let only = match &r.key_id {
+                Some(name) => Some(
+                    self.authorized_key(trail, caller, &snap, name, Action::ListAliases, None)?
+                        .id,
+                ),
+                None => {
+                    self.authorize(trail, caller, Action::ListAliases, &["*".into()], None)?;
+                    None
+                }
+            };
+            let all: Vec<AliasListEntry> = snap
+                .state
+                .aliases
+                .iter()
+                .filter(|(_, a)| only.is_none_or(|id| a.target == id))
+                .map(|(name, a)| AliasListEntry {
+                    alias_name: name.clone(),
+                    alias_arn: self.alias_arn(name),
+                    target_key_id: Some(a.target.to_string()),
+                    creation_date: Some(a.created),
+                    last_updated_date: Some(a.updated),
+                })
+                .collect();
+            let (aliases, next_marker) = page(&all, r.limit, &r.marker)?;
+            Ok(ListAliasesResponse {
+                aliases,
+                truncated: next_marker.is_some(),
+                next_marker,
+            })
+        })
+    }
+}

@@ -1,0 +1,228 @@
+//! Authorization and audit: the policy check of every operation, the
+//! audit record it leaves (`Trail`, `audited`), and the policy questions
+//! asked outside an operation (`explain`, `check_access`).
+
+use super::{Caller, KmsService, Snapshot};
+use crate::api::{EncryptionContext, Operation};
+use crate::audit::{AuditKey, AuditRecord};
+use crate::error::{ErrorCode, KmsError, Result};
+use crate::keystore::{KeyRecord, KeyState};
+use crate::policy::{AccessRequest, Action, Decision};
+
+/// What one operation did, for its audit record.
+#[derive(Default)]
+pub(super) struct Trail {
+    pub(super) keys: Vec<AuditKey>,
+    pub(super) context: Option<EncryptionContext>,
+    pub(super) destination_context: Option<EncryptionContext>,
+    decisions: Vec<Decision>,
+    /// The operation's actions from the operations table, as a bitset: a
+    /// handler may check only those (asserted in debug builds, so a table
+    /// row and its handler cannot drift apart unnoticed in tests).
+    declared: u64,
+}
+
+impl Trail {
+    pub(super) fn key(&mut self, arn: String, version: Option<u32>) {
+        self.keys.push(AuditKey { arn, version });
+    }
+}
+
+/// The error of a key use whose audit record could not be written.
+pub(super) fn audit_failed(e: crate::audit::AuditError) -> KmsError {
+    KmsError::internal(format!("cannot write the audit trail: {e}"))
+}
+
+impl KmsService {
+    pub(super) fn authorize(
+        &self,
+        trail: &mut Trail,
+        caller: &Caller,
+        action: Action,
+        resources: &[String],
+        context: Option<&EncryptionContext>,
+    ) -> Result<()> {
+        debug_assert!(
+            trail.declared & action.bit() != 0,
+            "{action} is not among the actions the operations table declares"
+        );
+        let refs: Vec<&str> = resources.iter().map(String::as_str).collect();
+        let decision = self.policies().evaluate(&AccessRequest {
+            principal: &caller.principal,
+            action,
+            resources: &refs,
+            context,
+        });
+        let allowed = decision.allowed;
+        trail.decisions.push(decision);
+        if allowed {
+            Ok(())
+        } else {
+            let target = resources
+                .get(1)
+                .or(resources.first())
+                .map_or("*", String::as_str);
+            Err(KmsError::new(
+                ErrorCode::AccessDenied,
+                format!(
+                    "principal '{}' is not authorized to perform {action} on resource {target}",
+                    caller.principal
+                ),
+            ))
+        }
+    }
+
+    /// Looks a key up and checks `action` on it. A key that does not exist is
+    /// NotFound only for callers the policy would allow: others get
+    /// AccessDenied, so key ids cannot be probed.
+    pub(super) fn authorized_key<'s>(
+        &self,
+        trail: &mut Trail,
+        caller: &Caller,
+        snap: &'s Snapshot,
+        name: &str,
+        action: Action,
+        context: Option<&EncryptionContext>,
+    ) -> Result<&'s KeyRecord> {
+        match self.lookup(snap, name) {
+            Ok(key) => {
+                let names = self.resource_names(snap, key);
+                trail.key(names[1].clone(), None);
+                self.authorize(trail, caller, action, names, context)?;
+                Ok(key)
+            }
+            Err(e) => {
+                self.authorize(trail, caller, action, &[name.to_string()], context)?;
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) fn usable(&self, key: &KeyRecord) -> Result<()> {
+        match key.state {
+            KeyState::Enabled => Ok(()),
+            KeyState::Disabled => Err(KmsError::new(
+                ErrorCode::Disabled,
+                format!("{} is disabled.", self.key_arn(&key.id)),
+            )),
+            KeyState::PendingDeletion => Err(KmsError::new(
+                ErrorCode::InvalidState,
+                format!("{} is pending deletion.", self.key_arn(&key.id)),
+            )),
+        }
+    }
+
+    pub(super) fn note_use(&self, key: &KeyRecord) {
+        let now = self.now();
+        self.usage.lock().expect("usage lock").insert(key.id, now);
+    }
+
+    /// Runs one operation and writes its audit record, whatever the outcome.
+    pub(super) fn audited<R>(
+        &self,
+        caller: &Caller,
+        op: Operation,
+        body: impl FnOnce(&mut Trail) -> Result<R>,
+    ) -> Result<R> {
+        self.audited_named(caller, op.name(), Action::bits(op.actions()), body)
+    }
+
+    fn audited_named<R>(
+        &self,
+        caller: &Caller,
+        operation: &str,
+        declared: u64,
+        body: impl FnOnce(&mut Trail) -> Result<R>,
+    ) -> Result<R> {
+        let (record, result) = self.run_audited(caller, operation, declared, body);
+        if let Err(e) = self.audit.append(record) {
+            // No audit record, no key use: compliance needs every use on record.
+            return Err(audit_failed(e));
+        }
+        result
+    }
+
+    /// Runs `body` and builds its audit record; the caller appends it and
+    /// must not return the result unless that succeeds.
+    pub(super) fn run_audited<R>(
+        &self,
+        caller: &Caller,
+        operation: &str,
+        declared: u64,
+        body: impl FnOnce(&mut Trail) -> Result<R>,
+    ) -> (AuditRecord, Result<R>) {
+        let mut trail = Trail {
+            declared,
+            ..Trail::default()
+        };
+        let result = body(&mut trail);
+        let allowed = !trail.decisions.is_empty() && trail.decisions.iter().all(|d| d.allowed);
+        let record = AuditRecord {
+            request_id: uuid::Builder::from_random_bytes(rand::random())
+                .into_uuid()
+                .to_string(),
+            principal: caller.principal.clone(),
+            operation: operation.into(),
+            keys: trail.keys,
+            encryption_context: trail.context,
+            destination_encryption_context: trail.destination_context,
+            decision: if allowed { "Allow" } else { "Deny" }.into(),
+            decided_by: trail
+                .decisions
+                .iter()
+                .map(|d| d.decided_by.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+            outcome: match &result {
+                Ok(_) => "Success".into(),
+                Err(e) => e.code.as_str().into(),
+            },
+            source_ip: caller.source_ip.clone(),
+            user_agent: caller.user_agent.clone(),
+            ..Default::default()
+        };
+        (record, result)
+    }
+
+    /// Explains the decision for `principal` doing `action` on `key` (any
+    /// name of it; `None` for account-level actions), without doing it.
+    pub fn explain(
+        &self,
+        principal: &str,
+        action: &str,
+        key: Option<&str>,
+        context: Option<&EncryptionContext>,
+    ) -> Result<Decision> {
+        let Some(action) = Action::from_name(action) else {
+            return Err(KmsError::validation(format!("unknown action {action:?}")));
+        };
+        let snap = self.snapshot()?;
+        let names = match key {
+            Some(name) => self
+                .resource_names(&snap, self.lookup(&snap, name)?)
+                .to_vec(),
+            None => vec!["*".to_string()],
+        };
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        Ok(self.policies().evaluate(&AccessRequest {
+            principal,
+            action,
+            resources: &refs,
+            context,
+        }))
+    }
+
+    /// Checks an account-level action (such as `rewrap:ReadAuditTrail`) for
+    /// `principal`, and records the attempt in the audit trail.
+    pub fn check_access(&self, principal: &str, action: Action) -> Result<()> {
+        let caller = Caller {
+            principal: principal.to_string(),
+            ..Caller::default()
+        };
+        let name = action.name();
+        let name = name.rsplit(':').next().unwrap_or(name);
+        self.audited_named(&caller, name, action.bit(), |trail| {
+            self.authorize(trail, &caller, action, &["*".into()], None)
+        })
+    }
+}

@@ -1,0 +1,347 @@
+//! Cryptography: Encrypt, Decrypt, ReEncrypt (one or many), the data-key
+//! operations and GenerateRandom, and finding the key a ciphertext blob
+//! names.
+
+use super::authz::{audit_failed, Trail};
+use super::{check_grant_tokens, Caller, KmsService, Snapshot, MAX_PLAINTEXT, SYMMETRIC_DEFAULT};
+use crate::api::*;
+use crate::blob::{self, BlobHeader};
+use crate::error::{ErrorCode, KmsError, Result};
+use crate::keystore::{KeyRecord, KeyVersion};
+use crate::operation::Action;
+use crate::secret::Secret;
+
+/// How an operation means to use the key a ciphertext blob names.
+struct BlobUse<'a> {
+    /// The key the caller says the blob is under (IncorrectKeyException if not).
+    expected: Option<&'a str>,
+    /// The policy action to check on that key.
+    action: Action,
+    /// The encryption context presented.
+    context: Option<&'a EncryptionContext>,
+}
+
+fn check_algorithm(algorithm: &Option<String>) -> Result<()> {
+    match algorithm.as_deref() {
+        None | Some(SYMMETRIC_DEFAULT) => Ok(()),
+        Some(other) => Err(KmsError::validation(format!(
+            "encryption algorithm {other:?} is not supported; symmetric keys use SYMMETRIC_DEFAULT"
+        ))),
+    }
+}
+
+impl KmsService {
+    fn seal_under(
+        &self,
+        key: &KeyRecord,
+        context: Option<&EncryptionContext>,
+        plain: &[u8],
+    ) -> Result<Vec<u8>> {
+        let v = key.current();
+        blob::seal(
+            &v.material,
+            BlobHeader {
+                key_id: key.id,
+                key_version: v.version,
+            },
+            context,
+            plain,
+        )
+    }
+
+    /// Finds the key a blob names and checks `action` on it.
+    fn blob_key<'s>(
+        &self,
+        trail: &mut Trail,
+        caller: &Caller,
+        snap: &'s Snapshot,
+        ciphertext: &[u8],
+        want: BlobUse<'_>,
+    ) -> Result<(&'s KeyRecord, &'s KeyVersion)> {
+        if ciphertext.len() > blob::MAX_BLOB {
+            return Err(KmsError::validation(format!(
+                "CiphertextBlob is {} bytes; at most {} are allowed",
+                ciphertext.len(),
+                blob::MAX_BLOB
+            )));
+        }
+        let BlobUse {
+            expected,
+            action,
+            context,
+        } = want;
+        let header = blob::peek(ciphertext).ok_or_else(KmsError::invalid_ciphertext)?;
+        let key = self.authorized_key(
+            trail,
+            caller,
+            snap,
+            &header.key_id.to_string(),
+            action,
+            context,
+        )?;
+        trail
+            .keys
+            .last_mut()
+            .expect("authorized_key records the key")
+            .version = Some(header.key_version);
+        if let Some(expected) = expected {
+            let named = self.lookup(snap, expected)?;
+            if named.id != key.id {
+                return Err(KmsError::new(
+                    ErrorCode::IncorrectKey,
+                    format!(
+                        "The key ID in the request does not identify a CMK that can perform this operation: the ciphertext is under {}",
+                        self.key_arn(&key.id)
+                    ),
+                ));
+            }
+        }
+        self.usable(key)?;
+        let version = key
+            .version(header.key_version)
+            .ok_or_else(KmsError::invalid_ciphertext)?;
+        Ok((key, version))
+    }
+
+    pub(super) fn encrypt(&self, caller: &Caller, r: &EncryptRequest) -> Result<EncryptResponse> {
+        self.audited(caller, Operation::Encrypt, |trail| {
+            trail.context = r.encryption_context.clone();
+            check_grant_tokens(&r.grant_tokens)?;
+            check_algorithm(&r.encryption_algorithm)?;
+            let len = r.plaintext.len();
+            if len == 0 || len > MAX_PLAINTEXT {
+                return Err(KmsError::validation(format!(
+                    "Plaintext is {len} bytes; Encrypt takes 1 to {MAX_PLAINTEXT} bytes. To encrypt more data, \
+                     use a data key (GenerateDataKey) and envelope encryption, e.g. `rewrap encrypt-file`"
+                )));
+            }
+            let snap = self.snapshot()?;
+            let ctx = r.encryption_context.as_ref();
+            let key = self.authorized_key(trail, caller, &snap, &r.key_id, Action::Encrypt, ctx)?;
+            self.usable(key)?;
+            trail.keys.last_mut().expect("recorded").version = Some(key.current().version);
+            let ciphertext = self.seal_under(key, ctx, r.plaintext.expose())?;
+            self.note_use(key);
+            Ok(EncryptResponse {
+                ciphertext_blob: Blob(ciphertext),
+                key_id: trail.keys[0].arn.clone(),
+                encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+            })
+        })
+    }
+
+    pub(super) fn decrypt(&self, caller: &Caller, r: &DecryptRequest) -> Result<DecryptResponse> {
+        self.audited(caller, Operation::Decrypt, |trail| {
+            trail.context = r.encryption_context.clone();
+            check_grant_tokens(&r.grant_tokens)?;
+            check_algorithm(&r.encryption_algorithm)?;
+            let snap = self.snapshot()?;
+            let ctx = r.encryption_context.as_ref();
+            let (key, version) = self.blob_key(
+                trail,
+                caller,
+                &snap,
+                &r.ciphertext_blob.0,
+                BlobUse {
+                    expected: r.key_id.as_deref(),
+                    action: Action::Decrypt,
+                    context: ctx,
+                },
+            )?;
+            let plaintext = blob::open(&version.material, &r.ciphertext_blob.0, ctx)?;
+            self.note_use(key);
+            Ok(DecryptResponse {
+                key_id: trail.keys[0].arn.clone(),
+                plaintext,
+                encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+            })
+        })
+    }
+
+    pub(super) fn re_encrypt(
+        &self,
+        caller: &Caller,
+        r: &ReEncryptRequest,
+    ) -> Result<ReEncryptResponse> {
+        self.audited(caller, Operation::ReEncrypt, |trail| {
+            self.re_encrypt_checked(trail, caller, r)
+        })
+    }
+
+    /// ReEncrypt of each request, each checked and audited on its own (one
+    /// ReEncrypt record per request), the records appended in one group
+    /// commit. If the audit trail cannot be written, every request fails.
+    pub(super) fn re_encrypt_many(
+        &self,
+        caller: &Caller,
+        requests: &[ReEncryptRequest],
+    ) -> Vec<Result<ReEncryptResponse>> {
+        let op = Operation::ReEncrypt;
+        let declared = Action::bits(op.actions());
+        let (records, results): (Vec<_>, Vec<_>) = requests
+            .iter()
+            .map(|r| {
+                self.run_audited(caller, op.name(), declared, |trail| {
+                    self.re_encrypt_checked(trail, caller, r)
+                })
+            })
+            .unzip();
+        match self.audit.append_all(records) {
+            Ok(()) => results,
+            Err(e) => {
+                let e = audit_failed(e);
+                results.iter().map(|_| Err(e.clone())).collect()
+            }
+        }
+    }
+
+    fn re_encrypt_checked(
+        &self,
+        trail: &mut Trail,
+        caller: &Caller,
+        r: &ReEncryptRequest,
+    ) -> Result<ReEncryptResponse> {
+        {
+            trail.context = r.source_encryption_context.clone();
+            trail.destination_context = r.destination_encryption_context.clone();
+            check_grant_tokens(&r.grant_tokens)?;
+            check_algorithm(&r.source_encryption_algorithm)?;
+            check_algorithm(&r.destination_encryption_algorithm)?;
+            let snap = self.snapshot()?;
+            let src_ctx = r.source_encryption_context.as_ref();
+            let dst_ctx = r.destination_encryption_context.as_ref();
+            let (source, version) = self.blob_key(
+                trail,
+                caller,
+                &snap,
+                &r.ciphertext_blob.0,
+                BlobUse {
+                    expected: r.source_key_id.as_deref(),
+                    action: Action::ReEncryptFrom,
+                    context: src_ctx,
+                },
+            )?;
+            let dest = self.authorized_key(
+                trail,
+                caller,
+                &snap,
+                &r.destination_key_id,
+                Action::ReEncryptTo,
+                dst_ctx,
+            )?;
+            self.usable(dest)?;
+            trail.keys.last_mut().expect("recorded").version = Some(dest.current().version);
+            // The plaintext lives only in this zeroizing buffer, for this call.
+            let plaintext = blob::open(&version.material, &r.ciphertext_blob.0, src_ctx)?;
+            let ciphertext = self.seal_under(dest, dst_ctx, plaintext.expose())?;
+            self.note_use(source);
+            self.note_use(dest);
+            Ok(ReEncryptResponse {
+                ciphertext_blob: Blob(ciphertext),
+                source_key_id: trail.keys[0].arn.clone(),
+                key_id: trail.keys[1].arn.clone(),
+                source_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+                destination_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+            })
+        }
+    }
+
+    pub(super) fn generate_data_key(
+        &self,
+        caller: &Caller,
+        r: &GenerateDataKeyRequest,
+    ) -> Result<GenerateDataKeyResponse> {
+        let (plaintext, e) = self.data_key(caller, Operation::GenerateDataKey, r)?;
+        Ok(GenerateDataKeyResponse {
+            ciphertext_blob: e.ciphertext_blob,
+            plaintext,
+            key_id: e.key_id,
+        })
+    }
+
+    pub(super) fn generate_data_key_without_plaintext(
+        &self,
+        caller: &Caller,
+        r: &GenerateDataKeyRequest,
+    ) -> Result<GenerateDataKeyWithoutPlaintextResponse> {
+        let op = Operation::GenerateDataKeyWithoutPlaintext;
+        let (_, e) = self.data_key(caller, op, r)?;
+        Ok(GenerateDataKeyWithoutPlaintextResponse {
+            ciphertext_blob: e.ciphertext_blob,
+            key_id: e.key_id,
+        })
+    }
+
+    /// GenerateDataKey and GenerateDataKeyWithoutPlaintext: `op`'s one action
+    /// on the key, a fresh key of the requested length, sealed under it.
+    fn data_key(
+        &self,
+        caller: &Caller,
+        op: Operation,
+        r: &GenerateDataKeyRequest,
+    ) -> Result<(Secret, EncryptResponse)> {
+        let action = op.actions()[0];
+        self.audited(caller, op, |trail| {
+            trail.context = r.encryption_context.clone();
+            check_grant_tokens(&r.grant_tokens)?;
+            let len = match (r.key_spec.as_deref(), r.number_of_bytes) {
+                (Some(_), Some(_)) => {
+                    return Err(KmsError::validation(
+                        "give KeySpec or NumberOfBytes, not both",
+                    ))
+                }
+                (None, None) => {
+                    return Err(KmsError::validation("KeySpec or NumberOfBytes is required"))
+                }
+                (Some("AES_256"), None) => 32,
+                (Some("AES_128"), None) => 16,
+                (Some(other), None) => {
+                    return Err(KmsError::validation(format!(
+                        "KeySpec {other:?} is not valid; use AES_256 or AES_128"
+                    )))
+                }
+                (None, Some(n)) if (1..=1024).contains(&n) => n as usize,
+                (None, Some(n)) => {
+                    return Err(KmsError::validation(format!(
+                        "NumberOfBytes is {n}; it must be between 1 and 1024"
+                    )))
+                }
+            };
+            let snap = self.snapshot()?;
+            let ctx = r.encryption_context.as_ref();
+            let key = self.authorized_key(trail, caller, &snap, &r.key_id, action, ctx)?;
+            self.usable(key)?;
+            trail.keys.last_mut().expect("recorded").version = Some(key.current().version);
+            let data_key = Secret::random(len);
+            let ciphertext = self.seal_under(key, ctx, data_key.expose())?;
+            self.note_use(key);
+            Ok((
+                data_key,
+                EncryptResponse {
+                    ciphertext_blob: Blob(ciphertext),
+                    key_id: trail.keys[0].arn.clone(),
+                    encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+                },
+            ))
+        })
+    }
+
+    pub(super) fn generate_random(
+        &self,
+        caller: &Caller,
+        r: &GenerateRandomRequest,
+    ) -> Result<GenerateRandomResponse> {
+        self.audited(caller, Operation::GenerateRandom, |trail| {
+            self.authorize(trail, caller, Action::GenerateRandom, &["*".into()], None)?;
+            let n = r.number_of_bytes.unwrap_or(32);
+            if !(1..=1024).contains(&n) {
+                return Err(KmsError::validation(format!(
+                    "NumberOfBytes is {n}; it must be between 1 and 1024"
+                )));
+            }
+            Ok(GenerateRandomResponse {
+                plaintext: Secret::random(n as usize),
+            })
+        })
+    }
+}

@@ -1,0 +1,264 @@
+//! Key lifecycle: CreateKey, DescribeKey, ListKeys, EnableKey, DisableKey,
+//! ScheduleKeyDeletion, CancelKeyDeletion, key metadata, and the purge of
+//! keys whose deletion date has passed.
+
+use super::key_rotation::add_version;
+use super::{check_grant_tokens, page, Caller, KmsService, DAY, SYMMETRIC_DEFAULT};
+use crate::api::*;
+use crate::error::{ErrorCode, KmsError, Result};
+use crate::keystore::{KeyRecord, KeyState, State};
+use crate::operation::Action;
+use uuid::Uuid;
+
+impl KmsService {
+    fn metadata(&self, key: &KeyRecord) -> KeyMetadata {
+        let c = self.keystore.config();
+        let last_used = self.usage.lock().expect("usage lock").get(&key.id).copied();
+        KeyMetadata {
+            aws_account_id: c.account.clone(),
+            key_id: key.id.to_string(),
+            arn: self.key_arn(&key.id),
+            creation_date: key.created,
+            enabled: key.state == KeyState::Enabled,
+            description: key.description.clone(),
+            key_usage: "ENCRYPT_DECRYPT".into(),
+            key_state: key.state.as_str().into(),
+            deletion_date: key.deletion_date,
+            pending_deletion_window_in_days: key.pending_window_days,
+            origin: "AWS_KMS".into(),
+            key_manager: "CUSTOMER".into(),
+            customer_master_key_spec: SYMMETRIC_DEFAULT.into(),
+            key_spec: SYMMETRIC_DEFAULT.into(),
+            encryption_algorithms: vec![SYMMETRIC_DEFAULT.into()],
+            multi_region: false,
+            key_material_versions: key.versions.len() as u32,
+            last_used_date: last_used.or_else(|| self.last_use_from_audit(key)),
+        }
+    }
+
+    fn last_use_from_audit(&self, key: &KeyRecord) -> Option<f64> {
+        let arn = self.key_arn(&key.id);
+        crate::audit::last_use_by_key(self.audit.path())
+            .ok()?
+            .get(&arn)
+            .map(|t| t.timestamp_millis() as f64 / 1000.0)
+    }
+
+    pub(super) fn create_key(
+        &self,
+        caller: &Caller,
+        r: &CreateKeyRequest,
+    ) -> Result<KeyMetadataResponse> {
+        self.audited(caller, Operation::CreateKey, |trail| {
+            self.authorize(trail, caller, Action::CreateKey, &["*".into()], None)?;
+            if let Some(usage) = r.key_usage.as_deref().filter(|u| *u != "ENCRYPT_DECRYPT") {
+                return Err(KmsError::validation(format!(
+                    "KeyUsage {usage} is not supported; rewrap keys are ENCRYPT_DECRYPT"
+                )));
+            }
+            for spec in [&r.key_spec, &r.customer_master_key_spec].into_iter().flatten() {
+                if spec != SYMMETRIC_DEFAULT {
+                    return Err(KmsError::validation(format!(
+                        "KeySpec {spec} is not supported; rewrap keys are SYMMETRIC_DEFAULT (AES-256-GCM)"
+                    )));
+                }
+            }
+            if let Some(origin) = r.origin.as_deref().filter(|o| *o != "AWS_KMS") {
+                return Err(KmsError::new(
+                    ErrorCode::UnsupportedOperation,
+                    format!("Origin {origin} is not supported"),
+                ));
+            }
+            let description = r.description.clone().unwrap_or_default();
+            if description.len() > 8192 {
+                return Err(KmsError::validation("Description is longer than 8192 characters"));
+            }
+            let tags = r
+                .tags
+                .iter()
+                .flatten()
+                .map(|t| (t.tag_key.clone(), t.tag_value.clone()))
+                .collect();
+            let key = self.mutate(|state, now| {
+                let mut key = KeyRecord {
+                    id: Uuid::new_v4(),
+                    description,
+                    created: now,
+                    state: KeyState::Enabled,
+                    deletion_date: None,
+                    pending_window_days: None,
+                    rotation: None,
+                    versions: Vec::new(),
+                    tags,
+                };
+                add_version(&mut key, now, "CREATE");
+                state.keys.insert(key.id, key.clone());
+                Ok(key)
+            })?;
+            trail.key(self.key_arn(&key.id), Some(1));
+            Ok(KeyMetadataResponse {
+                key_metadata: self.metadata(&key),
+            })
+        })
+    }
+
+    pub(super) fn describe_key(
+        &self,
+        caller: &Caller,
+        r: &KeyIdRequest,
+    ) -> Result<KeyMetadataResponse> {
+        self.audited(caller, Operation::DescribeKey, |trail| {
+            check_grant_tokens(&r.grant_tokens)?;
+            let snap = self.snapshot()?;
+            let key =
+                self.authorized_key(trail, caller, &snap, &r.key_id, Action::DescribeKey, None)?;
+            Ok(KeyMetadataResponse {
+                key_metadata: self.metadata(key),
+            })
+        })
+    }
+
+    pub(super) fn list_keys(&self, caller: &Caller, r: &ListRequest) -> Result<ListKeysResponse> {
+        self.audited(caller, Operation::ListKeys, |trail| {
+            self.authorize(trail, caller, Action::ListKeys, &["*".into()], None)?;
+            let snap = self.snapshot()?;
+            let now = self.now();
+            let all: Vec<KeyListEntry> = snap
+                .state
+                .keys
+                .values()
+                .filter(|k| !is_past_deletion(k, now))
+                .map(|k| KeyListEntry {
+                    key_id: k.id.to_string(),
+                    key_arn: self.key_arn(&k.id),
+                })
+                .collect();
+            let (keys, next_marker) = page(&all, r.limit, &r.marker)?;
+            Ok(ListKeysResponse {
+                keys,
+                truncated: next_marker.is_some(),
+                next_marker,
+            })
+        })
+    }
+
+    /// Runs a state change on one key: checks `op`'s one action on it, then
+    /// `change`.
+    pub(super) fn change_key<R>(
+        &self,
+        caller: &Caller,
+        op: Operation,
+        key_id: &str,
+        change: impl FnOnce(&mut KeyRecord, f64) -> Result<R>,
+    ) -> Result<R> {
+        self.audited(caller, op, |trail| {
+            let snap = self.snapshot()?;
+            let id = self
+                .authorized_key(trail, caller, &snap, key_id, op.actions()[0], None)?
+                .id;
+            self.mutate(|state, now| {
+                let key = state.keys.get_mut(&id).ok_or_else(|| {
+                    KmsError::not_found(format!("Key '{}' does not exist", self.key_arn(&id)))
+                })?;
+                change(key, now)
+            })
+        })
+    }
+
+    pub(super) fn not_pending(&self, key: &KeyRecord) -> Result<()> {
+        if key.state == KeyState::PendingDeletion {
+            Err(KmsError::new(
+                ErrorCode::InvalidState,
+                format!("{} is pending deletion.", self.key_arn(&key.id)),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(super) fn enable_key(&self, caller: &Caller, r: &KeyIdRequest) -> Result<Empty> {
+        self.change_key(caller, Operation::EnableKey, &r.key_id, |key, _| {
+            self.not_pending(key)?;
+            key.state = KeyState::Enabled;
+            Ok(Empty {})
+        })
+    }
+
+    pub(super) fn disable_key(&self, caller: &Caller, r: &KeyIdRequest) -> Result<Empty> {
+        self.change_key(caller, Operation::DisableKey, &r.key_id, |key, _| {
+            self.not_pending(key)?;
+            key.state = KeyState::Disabled;
+            Ok(Empty {})
+        })
+    }
+
+    pub(super) fn schedule_key_deletion(
+        &self,
+        caller: &Caller,
+        r: &ScheduleKeyDeletionRequest,
+    ) -> Result<ScheduleKeyDeletionResponse> {
+        let days = r.pending_window_in_days.unwrap_or(30);
+        let op = Operation::ScheduleKeyDeletion;
+        self.change_key(caller, op, &r.key_id, |key, now| {
+            if !(7..=30).contains(&days) {
+                return Err(KmsError::validation(format!(
+                    "PendingWindowInDays is {days}; it must be between 7 and 30"
+                )));
+            }
+            self.not_pending(key)?;
+            let when = now + f64::from(days) * DAY;
+            key.state = KeyState::PendingDeletion;
+            key.deletion_date = Some(when);
+            key.pending_window_days = Some(days);
+            Ok(ScheduleKeyDeletionResponse {
+                key_id: self.key_arn(&key.id),
+                deletion_date: when,
+                key_state: key.state.as_str().into(),
+                pending_window_in_days: days,
+            })
+        })
+    }
+
+    pub(super) fn cancel_key_deletion(
+        &self,
+        caller: &Caller,
+        r: &KeyIdRequest,
+    ) -> Result<KeyIdResponse> {
+        let op = Operation::CancelKeyDeletion;
+        self.change_key(caller, op, &r.key_id, |key, _| {
+            if key.state != KeyState::PendingDeletion {
+                return Err(KmsError::new(
+                    ErrorCode::InvalidState,
+                    format!("{} is not pending deletion.", self.key_arn(&key.id)),
+                ));
+            }
+            // As in AWS: a key whose deletion is cancelled comes back disabled.
+            key.state = KeyState::Disabled;
+            key.deletion_date = None;
+            key.pending_window_days = None;
+            Ok(KeyIdResponse {
+                key_id: self.key_arn(&key.id),
+            })
+        })
+    }
+
+    // ----- aliases -------------------------------------------------------
+}
+
+pub(super) fn is_past_deletion(key: &KeyRecord, now: f64) -> bool {
+    key.state == KeyState::PendingDeletion && key.deletion_date.is_some_and(|d| d <= now)
+}
+
+/// Deletes for good the keys whose pending window has passed, and their aliases.
+pub(super) fn purge_deleted(state: &mut State, now: f64) {
+    let gone: Vec<Uuid> = state
+        .keys
+        .values()
+        .filter(|k| is_past_deletion(k, now))
+        .map(|k| k.id)
+        .collect();
+    for id in &gone {
+        state.keys.remove(id);
+    }
+    state.aliases.retain(|_, a| !gone.contains(&a.target));
+}

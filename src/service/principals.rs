@@ -1,0 +1,232 @@
+//! Principals and their access keys: CreatePrincipal, DeletePrincipal,
+//! CreateAccessKey, DeleteAccessKey, ListPrincipals, authentication, and
+//! the rule that no principal hands out more rights than it holds.
+
+use super::{Caller, KmsService};
+use crate::api::*;
+use crate::error::{ErrorCode, KmsError, Result};
+use crate::keystore::{AccessKeyRecord, PrincipalRecord, State};
+use crate::operation::Action;
+use crate::secret::Secret;
+
+fn random_token(len: usize, alphabet: &[u8]) -> String {
+    use rand::Rng;
+    let mut rng = rand::rngs::OsRng;
+    (0..len)
+        .map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char)
+        .collect()
+}
+
+pub(super) fn new_access_key(now: f64) -> AccessKeyRecord {
+    const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    const SECRET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    AccessKeyRecord {
+        id: format!("RWAK{}", random_token(16, UPPER)),
+        secret: Secret::new(random_token(40, SECRET).into_bytes()),
+        created: now,
+    }
+}
+
+fn check_principal_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.@-+=,".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(KmsError::validation(format!(
+            "principal name {name:?} is invalid: use 1 to 64 letters, digits or _.@-+=,"
+        )))
+    }
+}
+
+impl KmsService {
+    /// Checks an access key id and secret; returns the principal's name.
+    /// Comparison is constant-time.
+    pub fn authenticate(&self, access_key_id: &str, secret: &[u8]) -> Result<String> {
+        use subtle::ConstantTimeEq;
+        let (principal, expected) = self.secret_for_access_key(access_key_id)?;
+        if bool::from(expected.expose().ct_eq(secret)) {
+            Ok(principal)
+        } else {
+            Err(KmsError::new(
+                ErrorCode::UnrecognizedClient,
+                "the security token included in the request is invalid (wrong secret access key)",
+            ))
+        }
+    }
+
+    /// The principal and secret of an access key, for signature checks.
+    pub fn secret_for_access_key(&self, access_key_id: &str) -> Result<(String, Secret)> {
+        let snap = self.snapshot()?;
+        let unknown = || {
+            KmsError::new(
+                ErrorCode::UnrecognizedClient,
+                "the security token included in the request is invalid (unknown access key id)",
+            )
+        };
+        let principal = snap.access_keys.get(access_key_id).ok_or_else(unknown)?;
+        let secret = snap.state.principals[principal]
+            .access_keys
+            .iter()
+            .find(|k| k.id == access_key_id)
+            .ok_or_else(unknown)?
+            .secret
+            .clone();
+        Ok((principal.clone(), secret))
+    }
+
+    fn principal_op<R>(
+        &self,
+        caller: &Caller,
+        op: Operation,
+        name: &str,
+        change: impl FnOnce(&mut State, f64) -> Result<R>,
+    ) -> Result<R> {
+        self.audited(caller, op, |trail| {
+            let resources = vec![format!("principal/{name}"), "*".into()];
+            self.authorize(trail, caller, op.actions()[0], &resources, None)?;
+            check_principal_name(name)?;
+            self.mutate(change)
+        })
+    }
+
+    /// Credentials for `target` handed to `caller` must not give the caller
+    /// rights it does not already hold: no principal grants itself more
+    /// than a policy file gives it.
+    fn no_escalation(&self, caller: &Caller, target: &str) -> Result<()> {
+        if caller.principal == target || self.policies().covers(&caller.principal, target) {
+            return Ok(());
+        }
+        Err(KmsError::new(
+            ErrorCode::AccessDenied,
+            format!(
+                "principal '{}' may not obtain credentials of '{target}': the policies allow \
+                 '{target}' actions that '{}' does not hold on every key",
+                caller.principal, caller.principal
+            ),
+        ))
+    }
+
+    pub(super) fn create_principal(
+        &self,
+        caller: &Caller,
+        r: &PrincipalRequest,
+    ) -> Result<AccessKeyResponse> {
+        let name = r.principal_name.clone();
+        self.principal_op(caller, Operation::CreatePrincipal, &name, |state, now| {
+            self.no_escalation(caller, &name)?;
+            if state.principals.contains_key(&name) {
+                return Err(KmsError::new(
+                    ErrorCode::AlreadyExists,
+                    format!("principal {name} already exists"),
+                ));
+            }
+            let key = new_access_key(now);
+            let response = AccessKeyResponse {
+                principal_name: name.clone(),
+                access_key_id: key.id.clone(),
+                secret_access_key: key.secret.clone(),
+            };
+            state.principals.insert(
+                name.clone(),
+                PrincipalRecord {
+                    created: now,
+                    access_keys: vec![key],
+                },
+            );
+            Ok(response)
+        })
+    }
+
+    pub(super) fn delete_principal(&self, caller: &Caller, r: &PrincipalRequest) -> Result<Empty> {
+        let name = r.principal_name.clone();
+        self.principal_op(caller, Operation::DeletePrincipal, &name, |state, _| {
+            if name == caller.principal {
+                return Err(KmsError::validation("a principal cannot delete itself"));
+            }
+            state
+                .principals
+                .remove(&name)
+                .map(|_| Empty {})
+                .ok_or_else(|| KmsError::not_found(format!("principal {name} does not exist")))
+        })
+    }
+
+    pub(super) fn create_access_key(
+        &self,
+        caller: &Caller,
+        r: &PrincipalRequest,
+    ) -> Result<AccessKeyResponse> {
+        let name = r.principal_name.clone();
+        self.principal_op(caller, Operation::CreateAccessKey, &name, |state, now| {
+            self.no_escalation(caller, &name)?;
+            let p = state
+                .principals
+                .get_mut(&name)
+                .ok_or_else(|| KmsError::not_found(format!("principal {name} does not exist")))?;
+            if p.access_keys.len() >= 2 {
+                return Err(KmsError::new(
+                    ErrorCode::LimitExceeded,
+                    format!("principal {name} already has 2 access keys; delete one first"),
+                ));
+            }
+            let key = new_access_key(now);
+            let response = AccessKeyResponse {
+                principal_name: name.clone(),
+                access_key_id: key.id.clone(),
+                secret_access_key: key.secret.clone(),
+            };
+            p.access_keys.push(key);
+            Ok(response)
+        })
+    }
+
+    pub(super) fn delete_access_key(
+        &self,
+        caller: &Caller,
+        r: &DeleteAccessKeyRequest,
+    ) -> Result<Empty> {
+        let name = r.principal_name.clone();
+        self.principal_op(caller, Operation::DeleteAccessKey, &name, |state, _| {
+            let p = state
+                .principals
+                .get_mut(&name)
+                .ok_or_else(|| KmsError::not_found(format!("principal {name} does not exist")))?;
+            let before = p.access_keys.len();
+            p.access_keys.retain(|k| k.id != r.access_key_id);
+            if p.access_keys.len() == before {
+                return Err(KmsError::not_found(format!(
+                    "access key {} of principal {name} does not exist",
+                    r.access_key_id
+                )));
+            }
+            Ok(Empty {})
+        })
+    }
+
+    pub(super) fn list_principals(
+        &self,
+        caller: &Caller,
+        _: &Empty,
+    ) -> Result<ListPrincipalsResponse> {
+        self.audited(caller, Operation::ListPrincipals, |trail| {
+            self.authorize(trail, caller, Action::ListPrincipals, &["*".into()], None)?;
+            let snap = self.snapshot()?;
+            Ok(ListPrincipalsResponse {
+                principals: snap
+                    .state
+                    .principals
+                    .iter()
+                    .map(|(name, p)| PrincipalEntry {
+                        principal_name: name.clone(),
+                        access_key_ids: p.access_keys.iter().map(|k| k.id.clone()).collect(),
+                        creation_date: p.created,
+                    })
+                    .collect(),
+            })
+        })
+    }
+}

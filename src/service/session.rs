@@ -1,0 +1,64 @@
+//! [`LocalSession`]: one authenticated principal's view of a
+//! [`KmsService`], and its [`Kms`] implementation, which forwards each
+//! operation to the service's handler.
+
+use super::{Caller, KmsService};
+use crate::api::*;
+use crate::error::Result;
+use crate::kms::{dispatch, Kms};
+use crate::operation::for_each_operation;
+use crate::secret::Secret;
+use std::sync::Arc;
+
+/// One authenticated principal's view of a [`KmsService`].
+#[derive(Clone)]
+pub struct LocalSession {
+    pub(super) service: Arc<KmsService>,
+    pub(super) caller: Caller,
+}
+
+impl std::fmt::Debug for LocalSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LocalSession({})", self.caller.principal)
+    }
+}
+
+impl LocalSession {
+    /// The service behind this session.
+    pub fn service(&self) -> &Arc<KmsService> {
+        &self.service
+    }
+
+    /// The principal this session acts as.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+}
+
+macro_rules! forward_to_service {
+    ($( $(#[$meta:meta])* $op:ident = $method:ident($req:ty) -> $resp:ty,
+        [$($action:ident),+], $effect:ident; )*) => {
+        /// Each operation is the [`KmsService`] handler of the same name,
+        /// called as this session's principal (generated from the
+        /// operations table).
+        impl Kms for LocalSession {
+            fn call(&self, op: Operation, request: &[u8]) -> Result<Secret> {
+                dispatch(self, op, request)
+            }
+
+            $(
+                fn $method(&self, r: &$req) -> Result<$resp> {
+                    self.service.$method(&self.caller, r)
+                }
+            )*
+
+            fn re_encrypt_many(
+                &self,
+                requests: &[ReEncryptRequest],
+            ) -> Vec<Result<ReEncryptResponse>> {
+                self.service.re_encrypt_many(&self.caller, requests)
+            }
+        }
+    };
+}
+for_each_operation!(forward_to_service);

@@ -1,0 +1,181 @@
+//! Unit tests of the service: deletion windows, automatic key-material
+//! rotation, cancelled deletion, probing of unknown keys, data-key
+//! parameters.
+
+use super::*;
+use crate::api::*;
+use crate::blob;
+use crate::kms::Kms;
+
+fn owner() -> (tempfile::TempDir, LocalSession) {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("ks");
+    KmsService::init(&home).unwrap();
+    let service = KmsService::open(&home, None).unwrap();
+    let session = service.session(Caller {
+        principal: OWNER.into(),
+        ..Caller::default()
+    });
+    (dir, session)
+}
+
+fn key_id(kms: &LocalSession) -> String {
+    kms.create_key(&CreateKeyRequest::default())
+        .unwrap()
+        .key_metadata
+        .key_id
+}
+
+#[test]
+fn deletion_takes_effect_when_the_window_passes() {
+    let (_dir, kms) = owner();
+    let id = key_id(&kms);
+    let keep = key_id(&kms);
+    let scheduled = kms
+        .schedule_key_deletion(&ScheduleKeyDeletionRequest {
+            key_id: id.clone(),
+            pending_window_in_days: Some(7),
+        })
+        .unwrap();
+    assert_eq!(scheduled.key_state, "PendingDeletion");
+    assert_eq!(scheduled.pending_window_in_days, 7);
+    let describe = |k: &str| {
+        kms.describe_key(&KeyIdRequest {
+            key_id: k.into(),
+            grant_tokens: None,
+        })
+    };
+    assert_eq!(
+        describe(&id).unwrap().key_metadata.key_state,
+        "PendingDeletion"
+    );
+    kms.service().set_clock_offset_days(6);
+    assert!(describe(&id).is_ok(), "still inside the window");
+    kms.service().set_clock_offset_days(8);
+    assert_eq!(describe(&id).unwrap_err().code, ErrorCode::NotFound);
+    let listed = kms.list_keys(&ListRequest::default()).unwrap();
+    assert_eq!(listed.keys.len(), 1);
+    assert_eq!(listed.keys[0].key_id, keep);
+    // The next update purges the key from the keystore for good.
+    key_id(&kms);
+    let (state, _) = kms.service().keystore.load().unwrap();
+    assert!(!state.keys.contains_key(&Uuid::parse_str(&id).unwrap()));
+}
+
+#[test]
+fn automatic_rotation_adds_a_version_when_due() {
+    let (_dir, kms) = owner();
+    let id = key_id(&kms);
+    kms.enable_key_rotation(&EnableKeyRotationRequest {
+        key_id: id.clone(),
+        rotation_period_in_days: Some(90),
+    })
+    .unwrap();
+    assert!(kms.service().rotate_due_keys().unwrap().is_empty());
+    kms.service().set_clock_offset_days(91);
+    let rotated = kms.service().rotate_due_keys().unwrap();
+    assert_eq!(rotated.len(), 1);
+    assert!(rotated[0].ends_with(&id));
+    assert!(
+        kms.service().rotate_due_keys().unwrap().is_empty(),
+        "next one is 90 days on"
+    );
+    let rotations = kms
+        .list_key_rotations(&ListRequest {
+            key_id: Some(id.clone()),
+            ..ListRequest::default()
+        })
+        .unwrap();
+    assert_eq!(rotations.rotations.len(), 1);
+    assert_eq!(rotations.rotations[0].rotation_type, "AUTOMATIC");
+}
+
+#[test]
+fn cancelled_deletion_leaves_the_key_disabled() {
+    let (_dir, kms) = owner();
+    let id = key_id(&kms);
+    let req = KeyIdRequest {
+        key_id: id.clone(),
+        grant_tokens: None,
+    };
+    kms.schedule_key_deletion(&ScheduleKeyDeletionRequest {
+        key_id: id.clone(),
+        pending_window_in_days: None,
+    })
+    .unwrap();
+    assert_eq!(
+        kms.disable_key(&req).unwrap_err().code,
+        ErrorCode::InvalidState
+    );
+    kms.cancel_key_deletion(&req).unwrap();
+    let meta = kms.describe_key(&req).unwrap().key_metadata;
+    assert_eq!(meta.key_state, "Disabled");
+    assert_eq!(meta.deletion_date, None);
+    assert_eq!(
+        kms.cancel_key_deletion(&req).unwrap_err().code,
+        ErrorCode::InvalidState
+    );
+    kms.enable_key(&req).unwrap();
+}
+
+#[test]
+fn unknown_keys_are_access_denied_to_callers_without_rights() {
+    let (_dir, kms) = owner();
+    let stranger = kms.service().session(Caller {
+        principal: "stranger".into(),
+        ..Caller::default()
+    });
+    let req = KeyIdRequest {
+        key_id: Uuid::new_v4().to_string(),
+        grant_tokens: None,
+    };
+    assert_eq!(
+        stranger.describe_key(&req).unwrap_err().code,
+        ErrorCode::AccessDenied
+    );
+    assert_eq!(
+        kms.describe_key(&req).unwrap_err().code,
+        ErrorCode::NotFound
+    );
+}
+
+#[test]
+fn generate_data_key_checks_its_parameters() {
+    let (_dir, kms) = owner();
+    let id = key_id(&kms);
+    let req = |spec: Option<&str>, n: Option<u32>| GenerateDataKeyRequest {
+        key_id: id.clone(),
+        key_spec: spec.map(String::from),
+        number_of_bytes: n,
+        ..Default::default()
+    };
+    assert_eq!(
+        kms.generate_data_key(&req(Some("AES_128"), None))
+            .unwrap()
+            .plaintext
+            .len(),
+        16
+    );
+    assert_eq!(
+        kms.generate_data_key(&req(None, Some(1024)))
+            .unwrap()
+            .plaintext
+            .len(),
+        1024
+    );
+    for bad in [
+        req(None, None),
+        req(Some("AES_256"), Some(32)),
+        req(None, Some(1025)),
+        req(Some("RSA"), None),
+    ] {
+        assert_eq!(
+            kms.generate_data_key(&bad).unwrap_err().code,
+            ErrorCode::Validation
+        );
+    }
+    let wp = kms
+        .generate_data_key_without_plaintext(&req(Some("AES_256"), None))
+        .unwrap();
+    assert_eq!(wp.ciphertext_blob.0.len(), 32 + blob::OVERHEAD);
+}
