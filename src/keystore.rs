@@ -486,7 +486,7 @@ impl Keystore {
 /// rename, fsync of the folder. Mode 0600.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = folder_of(path);
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let result = (|| {
         let mut file = fs::OpenOptions::new()
@@ -504,6 +504,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
         let _ = fs::remove_file(&tmp);
     }
     result.map_err(KeystoreError::io(path))
+}
+
+/// The folder that holds `path`: `.` for a bare file name, whose
+/// `Path::parent()` is the empty path, which cannot be opened to fsync.
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
 }
 
 #[cfg(test)]

@@ -280,3 +280,13 @@ fn a_config_that_does_not_parse_names_the_file() {
         kms.message
     );
 }
+
+/// `rotate --report r.json s3://…` failed after rotating everything: the
+/// folder of a bare file name was the empty path, which cannot be fsynced.
+#[test]
+fn a_bare_file_name_is_synced_in_the_current_folder() {
+    assert_eq!(folder_of(Path::new("r.json")), Path::new("."));
+    assert_eq!(folder_of(Path::new("out/r.json")), Path::new("out"));
+    assert_eq!(folder_of(Path::new("/r.json")), Path::new("/"));
+    assert_eq!(folder_of(Path::new("/")), Path::new("."));
+}
