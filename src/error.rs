@@ -4,6 +4,7 @@
 //! the server and remote clients agree on what went wrong. Cryptographic
 //! failures carry no detail about why they failed.
 
+use crate::keystore::KeystoreError;
 use std::fmt;
 
 /// AWS error names, as sent in `__type` on the wire.
@@ -180,6 +181,18 @@ impl fmt::Display for KmsError {
 }
 
 impl std::error::Error for KmsError {}
+
+/// A keystore failure fails the operation as `KMSInternalException`, except
+/// a second `init`, which AWS would call `AlreadyExistsException`.
+impl From<KeystoreError> for KmsError {
+    fn from(e: KeystoreError) -> KmsError {
+        let code = match e {
+            KeystoreError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
+            _ => ErrorCode::Internal,
+        };
+        KmsError::new(code, e.to_string())
+    }
+}
 
 /// Result of a KMS operation.
 pub type Result<T, E = KmsError> = std::result::Result<T, E>;

@@ -31,14 +31,14 @@
 //! old file, fsync the folder. A crash at any instant leaves either the old
 //! or the new state.
 
-use crate::error::{KmsError, Result};
-use crate::root::{FileRootKey, RootKey};
+use crate::error::KmsError;
+use crate::root::{FileRootKey, RootKey, RootKeyError};
 use crate::secret::Secret;
 use fs4::fs_std::FileExt;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
@@ -46,6 +46,107 @@ use uuid::Uuid;
 const MAGIC: &[u8; 4] = b"RWKS";
 const FORMAT: u8 = 1;
 const HEADER_LEN: usize = 16;
+
+/// Why the keystore could not be created, opened, read or updated.
+///
+/// Messages name files and what is wrong with them, never key material or
+/// any part of the unsealed state. [`KmsError`]'s `From` impl turns every
+/// variant into the AWS error users see (`KMSInternalException`, or
+/// `AlreadyExistsException`) with this message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeystoreError {
+    /// Reading, writing or syncing a keystore file failed.
+    #[error("keystore {}: {source}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The lock file could not be opened or locked.
+    #[error("keystore {}: {source}", path.display())]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The folder holds no sealed keystore file.
+    #[error("no keystore in {}: run `rewrap init` first (or pass --keystore DIR)", dir.display())]
+    Missing {
+        /// The folder.
+        dir: PathBuf,
+    },
+    /// [`Keystore::create`] found a keystore (or a root key) in the folder.
+    #[error("a keystore already exists in {}", dir.display())]
+    AlreadyExists {
+        /// The folder.
+        dir: PathBuf,
+    },
+    /// The root key could not be created or loaded, or failed to seal.
+    #[error(transparent)]
+    RootKey(#[from] RootKeyError),
+    /// `config.toml` does not parse.
+    #[error("keystore {}: {source}", path.display())]
+    Config {
+        /// The configuration file.
+        path: PathBuf,
+        /// The parser's error.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// The configuration could not be written as TOML.
+    #[error("{0}")]
+    ConfigSerialize(#[source] toml::ser::Error),
+    /// The sealed file failed to parse or authenticate. It is never replaced:
+    /// the operator restores it from a backup.
+    #[error(
+        "keystore {} is corrupt or was tampered with ({problem}); refusing to use it. \
+         Restore it from a backup",
+        path.display()
+    )]
+    Corrupt {
+        /// The sealed file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: Corruption,
+    },
+    /// The state could not be serialized for sealing.
+    #[error("cannot serialize keystore: {0}")]
+    Serialize(#[source] serde_json::Error),
+}
+
+/// What is wrong with a sealed keystore file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Corruption {
+    /// Too short, or the magic is not `RWKS`.
+    #[error("not a sealed keystore file")]
+    NotSealed,
+    /// A format version (or reserved bytes) this build does not know.
+    #[error("unknown format version")]
+    UnknownFormat,
+    /// AES-GCM authentication failed: the file was changed, or it was sealed
+    /// under another root key (the two cannot be told apart).
+    #[error("authentication failed")]
+    Authentication,
+    /// Authentic, but the state inside is not what this build reads.
+    #[error("state does not parse")]
+    State,
+}
+
+impl KeystoreError {
+    /// Wraps an I/O error on `path`.
+    fn io(path: &Path) -> impl FnOnce(io::Error) -> KeystoreError + '_ {
+        move |source| KeystoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
 
 /// Lifecycle state of a CMK, with AWS's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,25 +314,19 @@ impl std::fmt::Debug for Keystore {
     }
 }
 
-fn io_err(path: &Path, e: std::io::Error) -> KmsError {
-    KmsError::internal(format!("keystore {}: {e}", path.display()))
-}
-
 impl Keystore {
     /// Creates a new keystore in `dir` (created if missing). Refuses a folder
     /// that already holds a keystore.
-    pub fn create(dir: &Path, config: Config) -> Result<Keystore> {
-        fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    pub fn create(dir: &Path, config: Config) -> Result<Keystore, KeystoreError> {
+        fs::create_dir_all(dir).map_err(KeystoreError::io(dir))?;
         let sealed = dir.join("keystore.sealed");
         if sealed.exists() || dir.join("root.key").exists() {
-            return Err(KmsError::new(
-                crate::error::ErrorCode::AlreadyExists,
-                format!("a keystore already exists in {}", dir.display()),
-            ));
+            return Err(KeystoreError::AlreadyExists {
+                dir: dir.to_path_buf(),
+            });
         }
-        let root = FileRootKey::create(&dir.join("root.key"))
-            .map_err(|e| KmsError::internal(e.to_string()))?;
-        let text = toml::to_string(&config).map_err(|e| KmsError::internal(e.to_string()))?;
+        let root = FileRootKey::create(&dir.join("root.key"))?;
+        let text = toml::to_string(&config).map_err(KeystoreError::ConfigSerialize)?;
         write_atomic(&dir.join("config.toml"), text.as_bytes())?;
         let store = Keystore {
             dir: dir.to_path_buf(),
@@ -244,20 +339,20 @@ impl Keystore {
     }
 
     /// Opens the keystore in `dir` with its root key file.
-    pub fn open(dir: &Path) -> Result<Keystore> {
+    pub fn open(dir: &Path) -> Result<Keystore, KeystoreError> {
         let sealed = dir.join("keystore.sealed");
         if !sealed.exists() {
-            return Err(KmsError::internal(format!(
-                "no keystore in {}: run `rewrap init` first (or pass --keystore DIR)",
-                dir.display()
-            )));
+            return Err(KeystoreError::Missing {
+                dir: dir.to_path_buf(),
+            });
         }
-        let root = FileRootKey::load(&dir.join("root.key"))
-            .map_err(|e| KmsError::internal(e.to_string()))?;
+        let root = FileRootKey::load(&dir.join("root.key"))?;
         let config_path = dir.join("config.toml");
-        let text = fs::read_to_string(&config_path).map_err(|e| io_err(&config_path, e))?;
-        let config: Config = toml::from_str(&text)
-            .map_err(|e| KmsError::internal(format!("keystore {}: {e}", config_path.display())))?;
+        let text = fs::read_to_string(&config_path).map_err(KeystoreError::io(&config_path))?;
+        let config: Config = toml::from_str(&text).map_err(|source| KeystoreError::Config {
+            path: config_path.clone(),
+            source,
+        })?;
         Ok(Keystore {
             dir: dir.to_path_buf(),
             root: Box::new(root),
@@ -279,27 +374,31 @@ impl Keystore {
         self.dir.join("keystore.sealed")
     }
 
-    fn lock(&self, exclusive: bool) -> Result<File> {
+    fn lock(&self, exclusive: bool) -> Result<File, KeystoreError> {
         let path = self.dir.join("keystore.lock");
+        let lock_error = |source| KeystoreError::Lock {
+            path: path.clone(),
+            source,
+        };
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|e| io_err(&path, e))?;
+            .map_err(lock_error)?;
         let locked = if exclusive {
             file.lock_exclusive()
         } else {
             FileExt::lock_shared(&file)
         };
-        locked.map_err(|e| io_err(&path, e))?;
+        locked.map_err(lock_error)?;
         Ok(file)
     }
 
     /// The fingerprint of the sealed file as it is now.
-    pub fn fingerprint(&self) -> Result<Fingerprint> {
+    pub fn fingerprint(&self) -> Result<Fingerprint, KeystoreError> {
         let path = self.sealed_path();
-        let meta = fs::metadata(&path).map_err(|e| io_err(&path, e))?;
+        let meta = fs::metadata(&path).map_err(KeystoreError::io(&path))?;
         Ok(Fingerprint {
             ino: meta.ino(),
             mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
@@ -308,7 +407,7 @@ impl Keystore {
     }
 
     /// Reads and unseals the state.
-    pub fn load(&self) -> Result<(State, Fingerprint)> {
+    pub fn load(&self) -> Result<(State, Fingerprint), KeystoreError> {
         let _lock = self.lock(false)?;
         let (state, _) = self.read()?;
         Ok((state, self.fingerprint()?))
@@ -316,10 +415,22 @@ impl Keystore {
 
     /// Applies `change` to the current state under the exclusive lock and
     /// persists the result atomically. Nothing is written if `change` fails.
+    ///
+    /// `change` fails with the error of the KMS operation it carries out;
+    /// the keystore's own failures become that error too.
     pub fn update<R>(
         &self,
-        change: impl FnOnce(&mut State) -> Result<R>,
-    ) -> Result<(R, State, Fingerprint)> {
+        change: impl FnOnce(&mut State) -> Result<R, KmsError>,
+    ) -> Result<(R, State, Fingerprint), KmsError> {
+        self.try_update(change)
+    }
+
+    /// [`Keystore::update`] for a `change` that fails with an error type of
+    /// its own, into which the keystore's failures convert.
+    pub fn try_update<R, E: From<KeystoreError>>(
+        &self,
+        change: impl FnOnce(&mut State) -> Result<R, E>,
+    ) -> Result<(R, State, Fingerprint), E> {
         let _lock = self.lock(true)?;
         let (mut state, generation) = self.read()?;
         let out = change(&mut state)?;
@@ -327,33 +438,31 @@ impl Keystore {
         Ok((out, state, self.fingerprint()?))
     }
 
-    fn read(&self) -> Result<(State, u64)> {
+    fn read(&self) -> Result<(State, u64), KeystoreError> {
         let path = self.sealed_path();
-        let bytes = fs::read(&path).map_err(|e| io_err(&path, e))?;
-        let corrupt = |why: &str| {
-            KmsError::internal(format!(
-                "keystore {} is corrupt or was tampered with ({why}); refusing to use it. \
-                 Restore it from a backup",
-                path.display()
-            ))
+        let bytes = fs::read(&path).map_err(KeystoreError::io(&path))?;
+        let corrupt = |problem| KeystoreError::Corrupt {
+            path: path.clone(),
+            problem,
         };
         if bytes.len() < HEADER_LEN + 28 || &bytes[..4] != MAGIC {
-            return Err(corrupt("not a sealed keystore file"));
+            return Err(corrupt(Corruption::NotSealed));
         }
         if bytes[4] != FORMAT || bytes[5..8] != [0, 0, 0] {
-            return Err(corrupt("unknown format version"));
+            return Err(corrupt(Corruption::UnknownFormat));
         }
         let generation = u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes"));
         let plain = self
             .root
             .unseal(&bytes[..HEADER_LEN], &bytes[HEADER_LEN..])
-            .map_err(|_| corrupt("authentication failed"))?;
+            .map_err(|_| corrupt(Corruption::Authentication))?;
+        // The parser's message is dropped: it could quote the unsealed state.
         let state: State =
-            serde_json::from_slice(plain.expose()).map_err(|_| corrupt("state does not parse"))?;
+            serde_json::from_slice(plain.expose()).map_err(|_| corrupt(Corruption::State))?;
         Ok((state, generation))
     }
 
-    fn write(&self, state: &State, generation: u64) -> Result<()> {
+    fn write(&self, state: &State, generation: u64) -> Result<(), KeystoreError> {
         let mut header = Vec::with_capacity(HEADER_LEN);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&[FORMAT, 0, 0, 0]);
@@ -366,12 +475,8 @@ impl Keystore {
                 .sum::<usize>()
             + state.principals.len() * 300;
         let mut json = Secret::new(Vec::with_capacity(estimate));
-        serde_json::to_writer(json.expose_mut(), state)
-            .map_err(|e| KmsError::internal(format!("cannot serialize keystore: {e}")))?;
-        let sealed = self
-            .root
-            .seal(&header, json.expose())
-            .map_err(|e| KmsError::internal(e.to_string()))?;
+        serde_json::to_writer(json.expose_mut(), state).map_err(KeystoreError::Serialize)?;
+        let sealed = self.root.seal(&header, json.expose())?;
         header.extend_from_slice(&sealed);
         write_atomic(&self.sealed_path(), &header)
     }
@@ -379,9 +484,9 @@ impl Keystore {
 
 /// Writes `bytes` to `path` atomically and durably: temporary file, fsync,
 /// rename, fsync of the folder. Mode 0600.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = folder_of(path);
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let result = (|| {
         let mut file = fs::OpenOptions::new()
@@ -398,117 +503,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result.map_err(|e| io_err(path, e))
+    result.map_err(KeystoreError::io(path))
+}
+
+/// The folder that holds `path`: `.` for a bare file name, whose
+/// `Path::parent()` is the empty path, which cannot be opened to fsync.
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(id: u128) -> KeyRecord {
-        KeyRecord {
-            id: Uuid::from_u128(id),
-            description: "t".into(),
-            created: 0.0,
-            state: KeyState::Enabled,
-            deletion_date: None,
-            pending_window_days: None,
-            rotation: None,
-            versions: vec![KeyVersion {
-                version: 1,
-                created: 0.0,
-                origin: "CREATE".into(),
-                material: Secret::random(32),
-            }],
-            tags: BTreeMap::new(),
-        }
-    }
-
-    #[test]
-    fn update_persists_and_reopens() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Keystore::create(dir.path(), Config::default()).unwrap();
-        store
-            .update(|s| {
-                s.keys.insert(Uuid::from_u128(1), key(1));
-                Ok(())
-            })
-            .unwrap();
-        let reopened = Keystore::open(dir.path()).unwrap();
-        let (state, _) = reopened.load().unwrap();
-        assert_eq!(state.keys.len(), 1);
-        let raw = fs::read(dir.path().join("keystore.sealed")).unwrap();
-        let material = state.keys[&Uuid::from_u128(1)].current().material.clone();
-        assert!(
-            !raw.windows(32).any(|w| w == material.expose()),
-            "key material must not appear unsealed"
-        );
-    }
-
-    #[test]
-    fn failed_change_writes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Keystore::create(dir.path(), Config::default()).unwrap();
-        let before = fs::read(dir.path().join("keystore.sealed")).unwrap();
-        let err = store
-            .update(|s| {
-                s.keys.insert(Uuid::from_u128(1), key(1));
-                Err::<(), _>(KmsError::validation("no"))
-            })
-            .unwrap_err();
-        assert_eq!(err.message, "no");
-        assert_eq!(
-            fs::read(dir.path().join("keystore.sealed")).unwrap(),
-            before
-        );
-    }
-
-    #[test]
-    fn tampered_file_is_refused_not_replaced() {
-        let dir = tempfile::tempdir().unwrap();
-        Keystore::create(dir.path(), Config::default()).unwrap();
-        let path = dir.path().join("keystore.sealed");
-        let mut bytes = fs::read(&path).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 1;
-        fs::write(&path, &bytes).unwrap();
-        let store = Keystore::open(dir.path()).unwrap();
-        let err = store.load().unwrap_err();
-        assert!(
-            err.message
-                .contains("is corrupt or was tampered with (authentication failed)"),
-            "{}",
-            err.message
-        );
-        assert!(store.update(|_| Ok(())).is_err());
-        assert_eq!(fs::read(&path).unwrap(), bytes, "never overwritten");
-    }
-
-    #[test]
-    fn concurrent_updates_from_many_handles_lose_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        Keystore::create(dir.path(), Config::default()).unwrap();
-        let threads: Vec<_> = (0..8u128)
-            .map(|t| {
-                let dir = dir.path().to_path_buf();
-                std::thread::spawn(move || {
-                    let store = Keystore::open(&dir).unwrap();
-                    for i in 0..10u128 {
-                        store
-                            .update(|s| {
-                                s.keys
-                                    .insert(Uuid::from_u128(t * 100 + i), key(t * 100 + i));
-                                Ok(())
-                            })
-                            .unwrap();
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        let (state, _) = Keystore::open(dir.path()).unwrap().load().unwrap();
-        assert_eq!(state.keys.len(), 80);
-    }
-}
+mod tests;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 /// Why the root key could not seal or unseal.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RootKeyError {
     /// The root key file could not be read or written.
     #[error("root key {path}: {source}")]

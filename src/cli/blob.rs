@@ -57,7 +57,7 @@ pub fn rotate(
     }
     if let Some(path) = &a.report {
         let text = serde_json::to_vec_pretty(&report)?;
-        crate::keystore::write_atomic(path, &text).map_err(|e| anyhow::anyhow!(e.message))?;
+        crate::keystore::write_atomic(path, &text).map_err(|e| anyhow::anyhow!(e.to_string()))?;
     }
     if !opts.dry_run {
         if let Err(e) = report.summary().record(&ctx.home()) {

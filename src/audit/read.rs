@@ -1,0 +1,76 @@
+//! Reading the audit file without a lock, line by line.
+
+use super::record::{parse_record, AuditRecord};
+use super::{io_error, AuditError};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+/// The lines of an audit file, read without a lock.
+pub(super) struct Lines {
+    reader: BufReader<File>,
+    path: PathBuf,
+    line: u64,
+    buf: Vec<u8>,
+}
+
+/// One line, without its `\n`.
+pub(super) enum Line<'a> {
+    Complete(u64, &'a [u8]),
+    /// The last bytes of the file, with no `\n`: a torn final line.
+    Torn(u64),
+    End,
+}
+
+impl Lines {
+    pub(super) fn open(path: &Path) -> Result<Lines, AuditError> {
+        let file = File::open(path).map_err(io_error(path))?;
+        Ok(Lines {
+            reader: BufReader::with_capacity(256 * 1024, file),
+            path: path.to_path_buf(),
+            line: 0,
+            buf: Vec::with_capacity(1024),
+        })
+    }
+
+    pub(super) fn next_line(&mut self) -> Result<Line<'_>, AuditError> {
+        self.buf.clear();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut self.buf)
+            .map_err(io_error(&self.path))?;
+        if n == 0 {
+            return Ok(Line::End);
+        }
+        self.line += 1;
+        match self.buf.split_last() {
+            Some((b'\n', line)) => Ok(Line::Complete(self.line, line)),
+            _ => Ok(Line::Torn(n as u64)),
+        }
+    }
+
+    /// Calls `visit` with every complete record; ignores a torn final line.
+    pub(super) fn for_each_record(
+        path: &Path,
+        mut visit: impl FnMut(u64, AuditRecord) -> Result<(), AuditError>,
+    ) -> Result<(), AuditError> {
+        let mut lines = Lines::open(path)?;
+        loop {
+            match lines.next_line()? {
+                Line::Complete(line, bytes) => visit(line, parse_record(line, bytes)?)?,
+                Line::Torn(_) | Line::End => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Every complete record of the audit file, in file order; a torn final line
+/// is skipped. Does not verify the chain (use [`verify`](super::verify())).
+pub fn read_records(path: &Path) -> Result<Vec<AuditRecord>, AuditError> {
+    let mut records = Vec::new();
+    Lines::for_each_record(path, |_, record| {
+        records.push(record);
+        Ok(())
+    })?;
+    Ok(records)
+}

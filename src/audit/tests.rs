@@ -1,0 +1,812 @@
+//! Unit tests of `crate::audit`.
+
+use super::record::encode_line;
+use super::writer::TAIL_WINDOW;
+use super::*;
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::sync::Arc;
+
+const KEY_A: &str = "arn:aws:kms:us-east-1:111122223333:key/aaaaaaaa-0000-0000-0000-000000000001";
+const KEY_B: &str = "arn:aws:kms:us-east-1:111122223333:key/bbbbbbbb-0000-0000-0000-000000000002";
+
+fn record(principal: &str, operation: &str, keys: &[&str]) -> AuditRecord {
+    AuditRecord {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        principal: principal.to_string(),
+        operation: operation.to_string(),
+        keys: keys
+            .iter()
+            .map(|arn| AuditKey {
+                arn: arn.to_string(),
+                version: Some(1),
+            })
+            .collect(),
+        decision: DECISION_ALLOW.to_string(),
+        decided_by: "policy.json#AllowApp".to_string(),
+        outcome: OUTCOME_SUCCESS.to_string(),
+        ..Default::default()
+    }
+}
+
+fn log_with(dir: &Path, n: u64) -> PathBuf {
+    let path = dir.join("audit.log");
+    let log = AuditLog::open(&path).unwrap();
+    for i in 0..n {
+        log.append(record(&format!("app{}", i % 3), "Encrypt", &[KEY_A]))
+            .unwrap();
+    }
+    path
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn write_lines(path: &Path, lines: &[String]) {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    std::fs::write(path, text).unwrap();
+}
+
+fn tampered(path: &Path) -> (u64, u64, String) {
+    match verify(path) {
+        Err(AuditError::Tampered { line, seq, problem }) => (line, seq, problem),
+        other => panic!("expected Tampered, got {other:?}"),
+    }
+}
+
+/// A forged line: valid own hash, chained to `prev_hash`.
+fn forged_line(seq: u64, prev_hash: &str) -> String {
+    let mut forged = record("mallory", "Decrypt", &[KEY_A]);
+    forged.seq = seq;
+    forged.time = "2025-01-01T00:00:00.000Z".to_string();
+    forged.prev_hash = prev_hash.to_string();
+    let mut buf = Vec::new();
+    encode_line(&forged, &mut buf);
+    String::from_utf8(buf).unwrap().trim_end().to_string()
+}
+
+#[test]
+fn canonical_line_and_hash_are_pinned() {
+    let mut rec = record("alice", "ReEncrypt", &[KEY_A]);
+    rec.request_id = "5f0c7c4e-1b6a-4d8e-9a59-1f2e3d4c5b6a".to_string();
+    rec.time = "2025-01-02T03:04:05.678Z".to_string();
+    rec.keys.push(AuditKey {
+        arn: KEY_B.to_string(),
+        version: None,
+    });
+    rec.encryption_context = Some(BTreeMap::from([("app".to_string(), "x".to_string())]));
+    rec.seq = 1;
+    rec.prev_hash = GENESIS_HASH.to_string();
+    let mut buf = Vec::new();
+    let hash = encode_line(&rec, &mut buf);
+    let expected_prefix = format!(
+        concat!(
+            r#"{{"seq":1,"time":"2025-01-02T03:04:05.678Z","request_id":"5f0c7c4e-1b6a-4d8e-9a59-1f2e3d4c5b6a","#,
+            r#""principal":"alice","operation":"ReEncrypt","keys":[{{"arn":"{}","version":1}},{{"arn":"{}"}}],"#,
+            r#""encryption_context":{{"app":"x"}},"destination_encryption_context":null,"decision":"Allow","#,
+            r#""decided_by":"policy.json#AllowApp","outcome":"Success","source_ip":null,"user_agent":null,"#,
+            r#""prev_hash":"{}","hash":""#
+        ),
+        KEY_A, KEY_B, GENESIS_HASH
+    );
+    let canonical = format!("{expected_prefix}\"}}");
+    assert_eq!(hash, hex::encode(Sha256::digest(canonical.as_bytes())));
+    assert_eq!(
+        String::from_utf8(buf).unwrap(),
+        format!("{expected_prefix}{hash}\"}}\n")
+    );
+}
+
+#[test]
+fn appended_records_verify_with_exact_count_and_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_with(dir.path(), 25);
+    let summary = verify(&path).unwrap();
+    assert_eq!(summary.records, 25);
+    assert_eq!(summary.truncated_final_record, None);
+    let records = read_records(&path).unwrap();
+    assert_eq!(records.len(), 25);
+    assert_eq!(records[0].prev_hash, GENESIS_HASH);
+    for (i, rec) in records.iter().enumerate() {
+        assert_eq!(rec.seq, i as u64 + 1);
+        assert_eq!(rec.hash.len(), 64);
+        assert_eq!(rec.time.len(), "2025-01-02T03:04:05.678Z".len());
+        assert!(rec.time.ends_with('Z'));
+        DateTime::parse_from_rfc3339(&rec.time).unwrap();
+        if i > 0 {
+            assert_eq!(rec.prev_hash, records[i - 1].hash);
+        }
+    }
+    assert_eq!(summary.last_hash, records[24].hash);
+}
+
+#[test]
+fn a_group_commit_writes_each_record_as_its_own_chained_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = AuditLog::open(&path).unwrap();
+    log.append(record("alice", "Encrypt", &[KEY_A])).unwrap();
+    let batch = (0..3)
+        .map(|i| record(&format!("p{i}"), "ReEncrypt", &[KEY_A]))
+        .collect();
+    log.append_all(batch).unwrap();
+    log.append_all(Vec::new()).unwrap();
+    log.append(record("bob", "Decrypt", &[KEY_A])).unwrap();
+    assert_eq!(verify(&path).unwrap().records, 5);
+    let records = read_records(&path).unwrap();
+    let who: Vec<_> = records.iter().map(|r| r.principal.as_str()).collect();
+    assert_eq!(who, ["alice", "p0", "p1", "p2", "bob"]);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r.seq, i as u64 + 1);
+        if i > 0 {
+            assert_eq!(r.prev_hash, records[i - 1].hash);
+        }
+    }
+    // Exactly one line per record.
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 5);
+}
+
+#[test]
+fn reopening_continues_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_with(dir.path(), 3);
+    let log = AuditLog::open(&path).unwrap();
+    log.append(record("bob", "Decrypt", &[KEY_B])).unwrap();
+    assert_eq!(verify(&path).unwrap().records, 4);
+    assert_eq!(read_records(&path).unwrap()[3].seq, 4);
+}
+
+#[test]
+fn empty_log_verifies_to_genesis() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_with(dir.path(), 0);
+    let summary = verify(&path).unwrap();
+    assert_eq!(summary.records, 0);
+    assert_eq!(summary.last_hash, GENESIS_HASH);
+}
+
+#[test]
+fn changed_field_names_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_with(dir.path(), 10);
+    let mut all = lines(&path);
+    assert!(all[6].contains(r#""principal":"app0""#));
+    all[6] = all[6].replace(r#""principal":"app0""#, r#""principal":"app1""#);
+    write_lines(&path, &all);
+    let (line, seq, problem) = tampered(&path);
+    assert_eq!((line, seq), (7, 7));
+    assert_eq!(problem, "hash mismatch (record changed)");
+    assert_eq!(
+        verify(&path).unwrap_err().to_string(),
+        "record 7: hash mismatch (record changed)"
+    );
+}
+
+#[test]
+fn changed_hash_field_is_a_hash_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_with(dir.path(), 5);
+    let mut all = lines(&path);
+    let records = read_records(&path).unwrap();
+    let mut bad = records[2].hash.clone().into_bytes();
+    bad[0] = if bad[0] == b'0' { b'1' } else { b'0' };
+    all[2] = all[2].replace(&records[2].hash, std::str::from_utf8(&bad).unwrap());
+    write_lines(&path, &all);
+    assert_eq!(
+        tampered(&path),
+        (3, 3, "hash mismatch (record changed)".to_string())
+    );
+}
+
+#[test]
+fn non_canonical_line_is_a_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_with(dir.path(), 5);
+    let mut all = lines(&path);
+    all[3] = all[3].replacen(r#""seq":4,"#, r#""seq": 4,"#, 1);
+    write_lines(&path, &all);
+    assert_eq!(
+        tampered(&path),
+        (
+            4,
+            4,
+            "line is not the canonical serialization of its record (record changed)".to_string()
+        )
+    );
+}
+
+#[test]
+fn removed_record_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_with(dir.path(), 10);
+    let mut all = lines(&path);
+    all.remove(7); // seq 8
+    write_lines(&path, &all);
+    assert_eq!(
+        verify(&path).unwrap_err().to_string(),
+        "record 8: seq 9 follows 7 (records removed)"
+    );
+    assert_eq!(tampered(&path).1, 9);
+}
+
+#[test]
+fn removed_records_at_the_start_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_with(dir.path(), 5);
+    let mut all = lines(&path);
+    all.drain(0..2);
+    write_lines(&path, &all);
+    assert_eq!(
+        tampered(&path),
+        (
+            1,
+            3,
+            "seq 3 follows the start of the log (records removed)".to_string()
+        )
+    );
+}
+
+#[test]
+fn swapped_records_are_a_reordering() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_with(dir.path(), 10);
+    let mut all = lines(&path);
+    all.swap(4, 5);
+    write_lines(&path, &all);
+    assert_eq!(
+        tampered(&path),
+        (5, 6, "seq 6 follows 4 (records reordered)".to_string())
+    );
+}
+
+#[test]
+fn forged_line_with_wrong_chain_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_with(dir.path(), 10);
+    let mut all = lines(&path);
+    // Own hash correct, seq plausible, prev_hash wrong; later lines renumbered
+    // would not help the forger: the chain breaks here already.
+    all.insert(5, forged_line(6, &"ab".repeat(32)));
+    write_lines(&path, &all);
+    assert_eq!(
+        verify(&path).unwrap_err().to_string(),
+        "record 6: prev_hash does not match record 5 (record removed, inserted or reordered)"
+    );
+}
+
+#[test]
+fn perfectly_chained_forged_line_breaks_its_successor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_with(dir.path(), 10);
+    let records = read_records(&path).unwrap();
+    let mut all = lines(&path);
+    all.insert(5, forged_line(6, &records[4].hash));
+    write_lines(&path, &all);
+    assert_eq!(
+        tampered(&path),
+        (
+            7,
+            6,
+            "seq 6 follows 6 (record inserted or reordered)".to_string()
+        )
+    );
+}
+
+#[test]
+fn wrong_genesis_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    write_lines(&path, &[forged_line(1, &"cd".repeat(32))]);
+    assert_eq!(
+        tampered(&path),
+        (
+            1,
+            1,
+            "prev_hash is not the genesis hash (records removed before it)".to_string()
+        )
+    );
+}
+
+fn append_torn_tail(path: &Path) -> u64 {
+    let torn = br#"{"seq":4,"time":"2025-01-02T03:04:05.678Z","request_"#;
+    let mut file = OpenOptions::new().append(true).open(path).unwrap();
+    file.write_all(torn).unwrap();
+    torn.len() as u64
+}
+
+#[test]
+fn torn_final_line_is_reported_and_repaired_by_the_appender() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_with(dir.path(), 3);
+    let torn = append_torn_tail(&path);
+    let summary = verify(&path).unwrap();
+    assert_eq!(summary.records, 3);
+    assert_eq!(summary.truncated_final_record, Some(torn));
+    assert!(summary.to_string().contains("truncated final record"));
+    assert_eq!(read_records(&path).unwrap().len(), 3);
+
+    let log = AuditLog::open(&path).unwrap();
+    assert_eq!(log.repaired_torn_bytes(), torn);
+    log.append(record("bob", "Decrypt", &[KEY_A])).unwrap();
+    let summary = verify(&path).unwrap();
+    assert_eq!(summary.records, 4);
+    assert_eq!(summary.truncated_final_record, None);
+}
+
+#[test]
+fn torn_tail_written_behind_an_open_handle_is_repaired_on_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = AuditLog::open(&path).unwrap();
+    log.append(record("bob", "Decrypt", &[KEY_A])).unwrap();
+    let torn = append_torn_tail(&path);
+    log.append(record("bob", "Decrypt", &[KEY_A])).unwrap();
+    assert_eq!(log.repaired_torn_bytes(), torn);
+    assert_eq!(verify(&path).unwrap().records, 2);
+}
+
+#[test]
+fn torn_only_line_is_truncated_to_an_empty_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    std::fs::write(&path, b"{\"seq\":1,\"ti").unwrap();
+    assert_eq!(verify(&path).unwrap().truncated_final_record, Some(12));
+    let log = AuditLog::open(&path).unwrap();
+    log.append(record("bob", "Decrypt", &[KEY_A])).unwrap();
+    let records = read_records(&path).unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].seq, 1);
+    assert_eq!(records[0].prev_hash, GENESIS_HASH);
+}
+
+#[test]
+fn torn_line_that_is_not_last_is_malformed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_with(dir.path(), 3);
+    append_torn_tail(&path);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"\n")
+        .unwrap();
+    match verify(&path) {
+        Err(AuditError::Malformed { line, problem }) => {
+            assert_eq!(line, 4);
+            assert!(problem.starts_with("not an audit record"), "{problem}");
+        }
+        other => panic!("expected Malformed, got {other:?}"),
+    }
+}
+
+#[test]
+fn malformed_last_line_makes_the_appender_fail_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_with(dir.path(), 3);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"garbage\n")
+        .unwrap();
+    match AuditLog::open(&path) {
+        Err(AuditError::Malformed { line, problem }) => {
+            assert_eq!(line, 4);
+            assert!(problem.contains("refusing to append"), "{problem}");
+        }
+        other => panic!("expected Malformed, got {other:?}"),
+    }
+}
+
+#[test]
+fn long_records_and_long_torn_tails_are_found_past_the_first_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let big: BTreeMap<String, String> = (0..400)
+        .map(|i| (format!("k{i:04}"), "v".repeat(20)))
+        .collect();
+    {
+        let log = AuditLog::open(&path).unwrap();
+        for _ in 0..2 {
+            let mut rec = record("bob", "Encrypt", &[KEY_A]);
+            rec.encryption_context = Some(big.clone());
+            log.append(rec).unwrap();
+        }
+    }
+    let torn = vec![b'x'; 3 * TAIL_WINDOW as usize];
+    OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(&torn)
+        .unwrap();
+    let log = AuditLog::open(&path).unwrap();
+    assert_eq!(log.repaired_torn_bytes(), torn.len() as u64);
+    log.append(record("bob", "Encrypt", &[KEY_A])).unwrap();
+    assert_eq!(verify(&path).unwrap().records, 3);
+}
+
+#[test]
+fn two_handles_interleaving_still_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let cli = AuditLog::open(&path).unwrap();
+    let server = AuditLog::open(&path).unwrap();
+    for i in 0..20 {
+        let log = if i % 3 == 0 { &cli } else { &server };
+        log.append(record("app", "Encrypt", &[KEY_A])).unwrap();
+    }
+    assert_eq!(verify(&path).unwrap().records, 20);
+}
+
+#[test]
+fn concurrent_handles_in_threads_still_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let path = &path;
+            s.spawn(move || {
+                let log = AuditLog::open(path).unwrap();
+                for _ in 0..250 {
+                    log.append(record(&format!("proc{t}"), "Encrypt", &[KEY_A]))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(verify(&path).unwrap().records, 1000);
+}
+
+#[test]
+fn eight_threads_share_one_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = Arc::new(AuditLog::open(&path).unwrap());
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for _ in 0..500 {
+                    log.append(record(&format!("t{t}"), "ReEncrypt", &[KEY_A, KEY_B]))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(verify(&path).unwrap().records, 4000);
+    let report = report(&path, &ReportFilter::default()).unwrap();
+    assert_eq!(report.rows.len(), 16);
+    assert!(report.rows.iter().all(|r| r.count == 500));
+}
+
+#[test]
+fn durable_log_appends_and_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = AuditLog::open_with(&path, AuditOptions { durable: true }).unwrap();
+    log.append(record("bob", "Encrypt", &[KEY_A])).unwrap();
+    log.sync().unwrap();
+    assert_eq!(verify(&path).unwrap().records, 1);
+    assert_eq!(log.path(), path.as_path());
+}
+
+#[cfg(unix)]
+#[test]
+fn new_log_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_with(dir.path(), 1);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn missing_file_is_an_io_error_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nope.log");
+    match verify(&path) {
+        Err(AuditError::Io { path: p, source }) => {
+            assert_eq!(p, path);
+            assert_eq!(source.kind(), io::ErrorKind::NotFound);
+        }
+        other => panic!("expected Io, got {other:?}"),
+    }
+    let missing_dir = dir.path().join("no/such/dir/audit.log");
+    assert!(matches!(
+        AuditLog::open(&missing_dir),
+        Err(AuditError::Io { .. })
+    ));
+}
+
+#[test]
+fn audit_failure_fails_the_operation_as_internal() {
+    let e = AuditError::Malformed {
+        line: 3,
+        problem: "x".to_string(),
+    };
+    let kms: KmsError = e.into();
+    assert_eq!(kms.code, ErrorCode::Internal);
+    assert_eq!(kms.message, "audit log: line 3: x");
+}
+
+#[test]
+fn audit_log_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<AuditLog>();
+}
+
+/// Adding a field to the record must be reviewed: none may carry
+/// plaintext, data keys, secrets or ciphertext.
+#[test]
+fn record_fields_are_the_reviewed_set() {
+    let json = serde_json::to_value(AuditRecord::default()).unwrap();
+    let fields: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut expected = vec![
+        "seq",
+        "time",
+        "request_id",
+        "principal",
+        "operation",
+        "keys",
+        "encryption_context",
+        "destination_encryption_context",
+        "decision",
+        "decided_by",
+        "outcome",
+        "source_ip",
+        "user_agent",
+        "prev_hash",
+        "hash",
+    ];
+    expected.sort_unstable();
+    let mut fields = fields;
+    fields.sort_unstable();
+    assert_eq!(fields, expected);
+    let key = serde_json::to_value(AuditKey {
+        arn: KEY_A.to_string(),
+        version: Some(2),
+    })
+    .unwrap();
+    let mut key_fields: Vec<&String> = key.as_object().unwrap().keys().collect();
+    key_fields.sort_unstable();
+    assert_eq!(key_fields, ["arn", "version"]);
+}
+
+fn at(rec: AuditRecord, time: &str) -> AuditRecord {
+    AuditRecord {
+        time: time.to_string(),
+        ..rec
+    }
+}
+
+fn denied(rec: AuditRecord) -> AuditRecord {
+    AuditRecord {
+        decision: DECISION_DENY.to_string(),
+        decided_by: "policy.json#implicit-deny".to_string(),
+        outcome: ErrorCode::AccessDenied.as_str().to_string(),
+        ..rec
+    }
+}
+
+fn failed(rec: AuditRecord) -> AuditRecord {
+    AuditRecord {
+        outcome: ErrorCode::InvalidCiphertext.as_str().to_string(),
+        ..rec
+    }
+}
+
+fn report_log(dir: &Path) -> PathBuf {
+    let path = dir.join("audit.log");
+    let log = AuditLog::open(&path).unwrap();
+    let t1 = "2025-01-01T10:00:00.000Z";
+    let t2 = "2025-01-02T10:00:00.000Z";
+    let t3 = "2025-01-03T10:00:00.000Z";
+    for rec in [
+        at(record("alice", "Encrypt", &[KEY_A]), t1),
+        at(record("alice", "Encrypt", &[KEY_A]), t2),
+        at(denied(record("alice", "Encrypt", &[KEY_A])), t3),
+        at(failed(record("alice", "Decrypt", &[KEY_A])), t2),
+        at(record("bob", "ReEncrypt", &[KEY_A, KEY_B]), t3),
+        at(record("bob", "ReEncrypt", &[KEY_B, KEY_B]), t1),
+        at(denied(record("mallory", "Decrypt", &[KEY_B])), t2),
+        at(record("alice", "ListKeys", &[]), t1),
+    ] {
+        log.append(rec).unwrap();
+    }
+    path
+}
+
+fn row(key: &str, principal: &str, op: &str, counts: [u64; 3], last: &str) -> UsageRow {
+    UsageRow {
+        key: key.to_string(),
+        principal: principal.to_string(),
+        operation: op.to_string(),
+        count: counts[0],
+        denied: counts[1],
+        errors: counts[2],
+        last_used: DateTime::parse_from_rfc3339(last)
+            .unwrap()
+            .with_timezone(&Utc),
+    }
+}
+
+#[test]
+fn report_counts_per_key_principal_and_operation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = report_log(dir.path());
+    let report = report(&path, &ReportFilter::default()).unwrap();
+    assert_eq!(
+        report.rows,
+        vec![
+            row(
+                NO_KEY,
+                "alice",
+                "ListKeys",
+                [1, 0, 0],
+                "2025-01-01T10:00:00Z"
+            ),
+            row(KEY_A, "alice", "Decrypt", [1, 0, 1], "2025-01-02T10:00:00Z"),
+            row(KEY_A, "alice", "Encrypt", [3, 1, 0], "2025-01-03T10:00:00Z"),
+            row(KEY_A, "bob", "ReEncrypt", [1, 0, 0], "2025-01-03T10:00:00Z"),
+            row(KEY_B, "bob", "ReEncrypt", [2, 0, 0], "2025-01-03T10:00:00Z"),
+            row(
+                KEY_B,
+                "mallory",
+                "Decrypt",
+                [1, 1, 0],
+                "2025-01-02T10:00:00Z"
+            ),
+        ]
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["rows"][2]["last_used"], "2025-01-03T10:00:00Z");
+    assert_eq!(json["rows"][2]["denied"], 1);
+}
+
+#[test]
+fn report_filters_by_time_key_and_principal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = report_log(dir.path());
+    let since = DateTime::parse_from_rfc3339("2025-01-02T10:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let r = report(
+        &path,
+        &ReportFilter {
+            since: Some(since),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        r.rows,
+        vec![
+            row(KEY_A, "alice", "Decrypt", [1, 0, 1], "2025-01-02T10:00:00Z"),
+            row(KEY_A, "alice", "Encrypt", [2, 1, 0], "2025-01-03T10:00:00Z"),
+            row(KEY_A, "bob", "ReEncrypt", [1, 0, 0], "2025-01-03T10:00:00Z"),
+            row(KEY_B, "bob", "ReEncrypt", [1, 0, 0], "2025-01-03T10:00:00Z"),
+            row(
+                KEY_B,
+                "mallory",
+                "Decrypt",
+                [1, 1, 0],
+                "2025-01-02T10:00:00Z"
+            ),
+        ]
+    );
+
+    let key_b_only = vec![
+        row(KEY_B, "bob", "ReEncrypt", [2, 0, 0], "2025-01-03T10:00:00Z"),
+        row(
+            KEY_B,
+            "mallory",
+            "Decrypt",
+            [1, 1, 0],
+            "2025-01-02T10:00:00Z",
+        ),
+    ];
+    for key in [
+        KEY_B,
+        "bbbbbbbb-0000-0000-0000-000000000002",
+        "key/bbbbbbbb-0000-0000-0000-000000000002",
+    ] {
+        let filter = ReportFilter {
+            key: Some(key.to_string()),
+            ..Default::default()
+        };
+        assert_eq!(report(&path, &filter).unwrap().rows, key_b_only, "{key}");
+    }
+    let partial_id = ReportFilter {
+        key: Some("0000-000000000002".to_string()),
+        ..Default::default()
+    };
+    assert_eq!(report(&path, &partial_id).unwrap().rows, vec![]);
+
+    let bob = ReportFilter {
+        principal: Some("bob".to_string()),
+        key: Some(KEY_A.to_string()),
+        ..Default::default()
+    };
+    assert_eq!(
+        report(&path, &bob).unwrap().rows,
+        vec![row(
+            KEY_A,
+            "bob",
+            "ReEncrypt",
+            [1, 0, 0],
+            "2025-01-03T10:00:00Z"
+        )]
+    );
+}
+
+#[test]
+fn report_table_is_aligned() {
+    let report = UsageReport {
+        rows: vec![
+            row("k1", "alice", "Encrypt", [12, 1, 0], "2025-01-03T10:00:00Z"),
+            row(
+                NO_KEY,
+                "bob",
+                "ListKeys",
+                [3, 0, 2],
+                "2025-01-01T10:00:00.5Z",
+            ),
+        ],
+    };
+    assert_eq!(
+        report.to_table(),
+        concat!(
+            "KEY  PRINCIPAL  OPERATION  COUNT  DENIED  ERRORS  LAST USED\n",
+            "k1   alice      Encrypt       12       1       0  2025-01-03T10:00:00.000Z\n",
+            "-    bob        ListKeys       3       0       2  2025-01-01T10:00:00.500Z\n",
+        )
+    );
+}
+
+#[test]
+fn report_rejects_a_bad_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    AuditLog::open(&path)
+        .unwrap()
+        .append(at(record("bob", "Encrypt", &[KEY_A]), "yesterday"))
+        .unwrap();
+    assert!(matches!(
+        report(&path, &ReportFilter::default()),
+        Err(AuditError::Malformed { line: 1, .. })
+    ));
+}
+
+#[test]
+fn last_use_counts_every_attempt_per_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = report_log(dir.path());
+    let last = last_use_by_key(&path).unwrap();
+    let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+    assert_eq!(
+        last,
+        HashMap::from([
+            (KEY_A.to_string(), t("2025-01-03T10:00:00Z")),
+            (KEY_B.to_string(), t("2025-01-03T10:00:00Z")),
+        ])
+    );
+}
