@@ -3,7 +3,7 @@
 //! and glob principals (every statement scanned).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use rewrap::policy::{AccessRequest, PolicySet};
+use rewrap::policy::{AccessRequest, Action, PolicySet};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 
@@ -37,7 +37,7 @@ fn evaluate(c: &mut Criterion) {
         [("purpose".to_string(), "app-data".to_string())].into();
     let req = AccessRequest {
         principal: "app-9",
-        action: "kms:ReEncryptFrom",
+        action: Action::ReEncryptFrom,
         resources: &key,
         context: Some(&context),
     };

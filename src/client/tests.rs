@@ -57,11 +57,18 @@ fn the_shared_file_is_read_by_profile() {
         ("AWS_PROFILE", "rotator"),
     ];
     assert_eq!(resolve_credentials(&env, None).unwrap().access_key_id, "R");
-    let e = format!(
-        "{:#}",
-        resolve_credentials(&env, Some("nobody")).unwrap_err()
+    let err = resolve_credentials(&env, Some("nobody")).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ClientError::Profile { profile, problem: ProfileProblem::NotFound, .. } if profile == "nobody"
+        ),
+        "{err:?}"
     );
-    assert!(e.contains("no such profile"), "{e}");
+    // What the CLI prints: the error and its source, as anyhow chains them.
+    let e = format!("{:#}", anyhow::Error::from(err));
+    assert!(e.contains("profile [nobody] in "), "{e}");
+    assert!(e.ends_with(": no such profile"), "{e}");
 }
 
 #[test]
