@@ -31,7 +31,6 @@
 //! old file, fsync the folder. A crash at any instant leaves either the old
 //! or the new state.
 
-use crate::error::KmsError;
 use crate::root::{FileRootKey, RootKey, RootKeyError};
 use crate::secret::Secret;
 use fs4::fs_std::FileExt;
@@ -50,7 +49,7 @@ const HEADER_LEN: usize = 16;
 /// Why the keystore could not be created, opened, read or updated.
 ///
 /// Messages name files and what is wrong with them, never key material or
-/// any part of the unsealed state. [`KmsError`]'s `From` impl turns every
+/// any part of the unsealed state. [`crate::error::KmsError`]'s `From` impl turns every
 /// variant into the AWS error users see (`KMSInternalException`, or
 /// `AlreadyExistsException`) with this message.
 #[derive(Debug, thiserror::Error)]
@@ -416,18 +415,9 @@ impl Keystore {
     /// Applies `change` to the current state under the exclusive lock and
     /// persists the result atomically. Nothing is written if `change` fails.
     ///
-    /// `change` fails with the error of the KMS operation it carries out;
-    /// the keystore's own failures become that error too.
-    pub fn update<R>(
-        &self,
-        change: impl FnOnce(&mut State) -> Result<R, KmsError>,
-    ) -> Result<(R, State, Fingerprint), KmsError> {
-        self.try_update(change)
-    }
-
-    /// [`Keystore::update`] for a `change` that fails with an error type of
-    /// its own, into which the keystore's failures convert.
-    pub fn try_update<R, E: From<KeystoreError>>(
+    /// `change` fails with an error of its own (the KMS operation's, for the
+    /// service), into which the keystore's own failures convert.
+    pub fn update<R, E: From<KeystoreError>>(
         &self,
         change: impl FnOnce(&mut State) -> Result<R, E>,
     ) -> Result<(R, State, Fingerprint), E> {

@@ -1,6 +1,7 @@
 //! Unit tests of `crate::keystore`.
 
 use super::*;
+use crate::error::KmsError;
 use crate::error::ErrorCode;
 
 fn key(id: u128) -> KeyRecord {
@@ -27,7 +28,7 @@ fn update_persists_and_reopens() {
     let dir = tempfile::tempdir().unwrap();
     let store = Keystore::create(dir.path(), Config::default()).unwrap();
     store
-        .update(|s| {
+        .update::<_, KeystoreError>(|s| {
             s.keys.insert(Uuid::from_u128(1), key(1));
             Ok(())
         })
@@ -49,7 +50,7 @@ fn failed_change_writes_nothing() {
     let store = Keystore::create(dir.path(), Config::default()).unwrap();
     let before = fs::read(dir.path().join("keystore.sealed")).unwrap();
     let err = store
-        .update(|s| {
+        .update::<_, KmsError>(|s| {
             s.keys.insert(Uuid::from_u128(1), key(1));
             Err::<(), _>(KmsError::validation("no"))
         })
@@ -86,7 +87,7 @@ fn tampered_file_is_refused_not_replaced() {
         "{}",
         err.message
     );
-    assert!(store.update(|_| Ok(())).is_err());
+    assert!(store.update::<_, KeystoreError>(|_| Ok(())).is_err());
     assert_eq!(fs::read(&path).unwrap(), bytes, "never overwritten");
 }
 
@@ -101,7 +102,7 @@ fn concurrent_updates_from_many_handles_lose_nothing() {
                 let store = Keystore::open(&dir).unwrap();
                 for i in 0..10u128 {
                     store
-                        .update(|s| {
+                        .update::<_, KeystoreError>(|s| {
                             s.keys
                                 .insert(Uuid::from_u128(t * 100 + i), key(t * 100 + i));
                             Ok(())

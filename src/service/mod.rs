@@ -219,7 +219,7 @@ impl KmsService {
                     access_keys: vec![key],
                 },
             );
-            Ok(())
+            Ok::<_, KmsError>(())
         })?;
         Ok(response)
     }
