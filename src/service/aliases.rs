@@ -76,10 +76,7 @@ impl KmsService {
                             self.alias_arn(&r.alias_name)
                         ),
                     )),
-                    (false, false) => Err(KmsError::not_found(format!(
-                        "Alias {} is not found.",
-                        self.alias_arn(&r.alias_name)
-                    ))),
+                    (false, false) => Err(self.alias_not_found(&r.alias_name)),
                     _ => {
                         let created = state.aliases.get(&r.alias_name).map_or(now, |a| a.created);
                         state.aliases.insert(
@@ -116,10 +113,7 @@ impl KmsService {
                     state.aliases.remove(&alias);
                     Ok(Empty {})
                 }
-                _ => Err(KmsError::not_found(format!(
-                    "Alias {} is not found.",
-                    self.alias_arn(&alias)
-                ))),
+                _ => Err(self.alias_not_found(&alias)),
             })
         })
     }

@@ -26,6 +26,11 @@ impl Trail {
     pub(super) fn key(&mut self, arn: String, version: Option<u32>) {
         self.keys.push(AuditKey { arn, version });
     }
+
+    /// Records the key version used of the key recorded last.
+    pub(super) fn version(&mut self, version: u32) {
+        self.keys.last_mut().expect("a key is recorded").version = Some(version);
+    }
 }
 
 /// The error of a key use whose audit record could not be written.

@@ -79,11 +79,7 @@ impl KmsService {
             action,
             context,
         )?;
-        trail
-            .keys
-            .last_mut()
-            .expect("authorized_key records the key")
-            .version = Some(header.key_version);
+        trail.version(header.key_version);
         if let Some(expected) = expected {
             let named = self.lookup(snap, expected)?;
             if named.id != key.id {
@@ -119,7 +115,7 @@ impl KmsService {
             let ctx = r.encryption_context.as_ref();
             let key = self.authorized_key(trail, caller, &snap, &r.key_id, Action::Encrypt, ctx)?;
             self.usable(key)?;
-            trail.keys.last_mut().expect("recorded").version = Some(key.current().version);
+            trail.version(key.current().version);
             let ciphertext = self.seal_under(key, ctx, r.plaintext.expose())?;
             self.note_use(key);
             Ok(EncryptResponse {
@@ -230,7 +226,7 @@ impl KmsService {
                 dst_ctx,
             )?;
             self.usable(dest)?;
-            trail.keys.last_mut().expect("recorded").version = Some(dest.current().version);
+            trail.version(dest.current().version);
             // The plaintext lives only in this zeroizing buffer, for this call.
             let plaintext = blob::open(&version.material, &r.ciphertext_blob.0, src_ctx)?;
             let ciphertext = self.seal_under(dest, dst_ctx, plaintext.expose())?;
@@ -311,7 +307,7 @@ impl KmsService {
             let ctx = r.encryption_context.as_ref();
             let key = self.authorized_key(trail, caller, &snap, &r.key_id, action, ctx)?;
             self.usable(key)?;
-            trail.keys.last_mut().expect("recorded").version = Some(key.current().version);
+            trail.version(key.current().version);
             let data_key = Secret::random(len);
             let ciphertext = self.seal_under(key, ctx, data_key.expose())?;
             self.note_use(key);

@@ -2,7 +2,7 @@
 //! EnableKeyRotation, DisableKeyRotation, GetKeyRotationStatus,
 //! RotateKeyOnDemand and ListKeyRotations.
 
-use super::{page, Caller, KmsService, DAY};
+use super::{page, required_key_id, Caller, KmsService, DAY};
 use crate::api::*;
 use crate::error::{KmsError, Result};
 use crate::keystore::{KeyRecord, KeyState, KeyVersion, RotationConfig};
@@ -113,10 +113,7 @@ impl KmsService {
         r: &ListRequest,
     ) -> Result<ListKeyRotationsResponse> {
         self.audited(caller, Operation::ListKeyRotations, |trail| {
-            let name = r
-                .key_id
-                .as_deref()
-                .ok_or_else(|| KmsError::validation("KeyId is required"))?;
+            let name = required_key_id(r)?;
             let snap = self.snapshot()?;
             let key =
                 self.authorized_key(trail, caller, &snap, name, Action::ListKeyRotations, None)?;

@@ -157,9 +157,10 @@ impl KmsService {
                 .authorized_key(trail, caller, &snap, key_id, op.actions()[0], None)?
                 .id;
             self.mutate(|state, now| {
-                let key = state.keys.get_mut(&id).ok_or_else(|| {
-                    KmsError::not_found(format!("Key '{}' does not exist", self.key_arn(&id)))
-                })?;
+                let key = state
+                    .keys
+                    .get_mut(&id)
+                    .ok_or_else(|| self.key_not_found(&id))?;
                 change(key, now)
             })
         })

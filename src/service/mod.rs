@@ -46,7 +46,7 @@ mod tests;
 
 pub use session::LocalSession;
 
-use crate::api::AccessKeyResponse;
+use crate::api::{AccessKeyResponse, ListRequest};
 use crate::audit::AuditLog;
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::keystore::{Config, Fingerprint, Keystore, PrincipalRecord, State};
@@ -54,7 +54,7 @@ use crate::policy::PolicySet;
 use keys::purge_deleted;
 use names::{alias_arn, key_arn};
 use policies::load_policies;
-use principals::new_access_key;
+use principals::{credentials, new_access_key};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -189,6 +189,13 @@ fn page<T: Clone>(
     Ok((items[start..end].to_vec(), next))
 }
 
+/// The KeyId of a list request whose operation needs one.
+fn required_key_id(r: &ListRequest) -> Result<&str> {
+    r.key_id
+        .as_deref()
+        .ok_or_else(|| KmsError::validation("KeyId is required"))
+}
+
 impl KmsService {
     /// Creates a keystore in `home` with the principal `owner`, allowed
     /// everything by `home/policies/owner.toml`. Returns the owner's
@@ -206,11 +213,7 @@ impl KmsService {
         crate::keystore::write_atomic(&policies.join("owner.toml"), OWNER_POLICY.as_bytes())?;
         let now = now_secs();
         let key = new_access_key(now);
-        let response = AccessKeyResponse {
-            principal_name: OWNER.into(),
-            access_key_id: key.id.clone(),
-            secret_access_key: key.secret.clone(),
-        };
+        let response = credentials(OWNER, &key);
         store.update(|s| {
             s.principals.insert(
                 OWNER.into(),

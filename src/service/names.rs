@@ -62,12 +62,7 @@ impl KmsService {
                 snap.state
                     .aliases
                     .get(alias)
-                    .ok_or_else(|| {
-                        KmsError::not_found(format!(
-                            "Alias {} is not found.",
-                            self.alias_arn(alias)
-                        ))
-                    })?
+                    .ok_or_else(|| self.alias_not_found(alias))?
                     .target
             }
         };
@@ -75,9 +70,17 @@ impl KmsService {
             .keys
             .get(&id)
             .filter(|k| !is_past_deletion(k, self.now()))
-            .ok_or_else(|| {
-                KmsError::not_found(format!("Key '{}' does not exist", self.key_arn(&id)))
-            })
+            .ok_or_else(|| self.key_not_found(&id))
+    }
+
+    /// NotFound for a key id.
+    pub(super) fn key_not_found(&self, id: &Uuid) -> KmsError {
+        KmsError::not_found(format!("Key '{}' does not exist", self.key_arn(id)))
+    }
+
+    /// NotFound for an alias name.
+    pub(super) fn alias_not_found(&self, name: &str) -> KmsError {
+        KmsError::not_found(format!("Alias {} is not found.", self.alias_arn(name)))
     }
 
     /// Every name of a key, as policy resources.

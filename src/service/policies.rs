@@ -1,7 +1,7 @@
 //! Key policies: GetKeyPolicy, ListKeyPolicies, and loading the policy
 //! files the service enforces.
 
-use super::{Caller, KmsService};
+use super::{required_key_id, Caller, KmsService};
 use crate::api::*;
 use crate::error::{KmsError, Result};
 use crate::operation::Action;
@@ -46,10 +46,7 @@ impl KmsService {
         r: &ListRequest,
     ) -> Result<ListKeyPoliciesResponse> {
         self.audited(caller, Operation::ListKeyPolicies, |trail| {
-            let name = r
-                .key_id
-                .as_deref()
-                .ok_or_else(|| KmsError::validation("KeyId is required"))?;
+            let name = required_key_id(r)?;
             let snap = self.snapshot()?;
             self.authorized_key(trail, caller, &snap, name, Action::ListKeyPolicies, None)?;
             Ok(ListKeyPoliciesResponse {

@@ -27,6 +27,19 @@ pub(super) fn new_access_key(now: f64) -> AccessKeyRecord {
     }
 }
 
+/// What CreatePrincipal and CreateAccessKey return: the new key, shown once.
+pub(super) fn credentials(principal: &str, key: &AccessKeyRecord) -> AccessKeyResponse {
+    AccessKeyResponse {
+        principal_name: principal.into(),
+        access_key_id: key.id.clone(),
+        secret_access_key: key.secret.clone(),
+    }
+}
+
+fn no_such_principal(name: &str) -> KmsError {
+    KmsError::not_found(format!("principal {name} does not exist"))
+}
+
 fn check_principal_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
@@ -125,11 +138,7 @@ impl KmsService {
                 ));
             }
             let key = new_access_key(now);
-            let response = AccessKeyResponse {
-                principal_name: name.clone(),
-                access_key_id: key.id.clone(),
-                secret_access_key: key.secret.clone(),
-            };
+            let response = credentials(&name, &key);
             state.principals.insert(
                 name.clone(),
                 PrincipalRecord {
@@ -151,7 +160,7 @@ impl KmsService {
                 .principals
                 .remove(&name)
                 .map(|_| Empty {})
-                .ok_or_else(|| KmsError::not_found(format!("principal {name} does not exist")))
+                .ok_or_else(|| no_such_principal(&name))
         })
     }
 
@@ -166,7 +175,7 @@ impl KmsService {
             let p = state
                 .principals
                 .get_mut(&name)
-                .ok_or_else(|| KmsError::not_found(format!("principal {name} does not exist")))?;
+                .ok_or_else(|| no_such_principal(&name))?;
             if p.access_keys.len() >= 2 {
                 return Err(KmsError::new(
                     ErrorCode::LimitExceeded,
@@ -174,11 +183,7 @@ impl KmsService {
                 ));
             }
             let key = new_access_key(now);
-            let response = AccessKeyResponse {
-                principal_name: name.clone(),
-                access_key_id: key.id.clone(),
-                secret_access_key: key.secret.clone(),
-            };
+            let response = credentials(&name, &key);
             p.access_keys.push(key);
             Ok(response)
         })
@@ -194,7 +199,7 @@ impl KmsService {
             let p = state
                 .principals
                 .get_mut(&name)
-                .ok_or_else(|| KmsError::not_found(format!("principal {name} does not exist")))?;
+                .ok_or_else(|| no_such_principal(&name))?;
             let before = p.access_keys.len();
             p.access_keys.retain(|k| k.id != r.access_key_id);
             if p.access_keys.len() == before {
