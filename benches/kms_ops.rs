@@ -7,7 +7,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rewrap::api::*;
-use rewrap::blob::{self, BlobHeader};
+use rewrap::ciphertext_blob::{self, BlobHeader};
 use rewrap::kms::Kms;
 use rewrap::secret::Secret;
 use rewrap::service::{Caller, KmsService};
@@ -109,10 +109,10 @@ fn kms_ops(c: &mut Criterion) {
             key_version: 1,
         };
         let ctx = context();
-        let sealed = blob::seal(&k1, h, Some(&ctx), &[7u8; 32]).unwrap();
+        let sealed = ciphertext_blob::seal(&k1, h, Some(&ctx), &[7u8; 32]).unwrap();
         bench.iter(|| {
-            let plain = blob::open(&k1, &sealed, Some(&ctx)).unwrap();
-            black_box(blob::seal(&k2, h, Some(&ctx), plain.expose()).unwrap())
+            let plain = ciphertext_blob::open(&k1, &sealed, Some(&ctx)).unwrap();
+            black_box(ciphertext_blob::seal(&k2, h, Some(&ctx), plain.expose()).unwrap())
         })
     });
     g.finish();

@@ -14,28 +14,28 @@ pub type EncryptionContext = BTreeMap<String, String>;
 
 /// Non-secret bytes (ciphertext), base64 in JSON.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Blob(pub Vec<u8>);
+pub struct CiphertextBlob(pub Vec<u8>);
 
-impl std::fmt::Debug for Blob {
+impl std::fmt::Debug for CiphertextBlob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Blob({} bytes)", self.0.len())
+        write!(f, "CiphertextBlob({} bytes)", self.0.len())
     }
 }
 
-impl Serialize for Blob {
+impl Serialize for CiphertextBlob {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use base64::Engine;
         s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
     }
 }
 
-impl<'de> Deserialize<'de> for Blob {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Blob, D::Error> {
+impl<'de> Deserialize<'de> for CiphertextBlob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<CiphertextBlob, D::Error> {
         use base64::Engine;
         let text = String::deserialize(d)?;
         base64::engine::general_purpose::STANDARD
             .decode(text.as_bytes())
-            .map(Blob)
+            .map(CiphertextBlob)
             .map_err(|_| serde::de::Error::custom("blob is not valid base64"))
     }
 }
@@ -302,7 +302,7 @@ pub struct EncryptRequest {
 #[serde(rename_all = "PascalCase")]
 #[allow(missing_docs)] // reason: AWS field names
 pub struct EncryptResponse {
-    pub ciphertext_blob: Blob,
+    pub ciphertext_blob: CiphertextBlob,
     pub key_id: String,
     pub encryption_algorithm: String,
 }
@@ -312,7 +312,7 @@ pub struct EncryptResponse {
 #[serde(rename_all = "PascalCase")]
 #[allow(missing_docs)] // reason: AWS field names
 pub struct DecryptRequest {
-    pub ciphertext_blob: Blob,
+    pub ciphertext_blob: CiphertextBlob,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption_context: Option<EncryptionContext>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -338,7 +338,7 @@ pub struct DecryptResponse {
 #[serde(rename_all = "PascalCase")]
 #[allow(missing_docs)] // reason: AWS field names
 pub struct ReEncryptRequest {
-    pub ciphertext_blob: Blob,
+    pub ciphertext_blob: CiphertextBlob,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_encryption_context: Option<EncryptionContext>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -359,7 +359,7 @@ pub struct ReEncryptRequest {
 #[serde(rename_all = "PascalCase")]
 #[allow(missing_docs)] // reason: AWS field names
 pub struct ReEncryptResponse {
-    pub ciphertext_blob: Blob,
+    pub ciphertext_blob: CiphertextBlob,
     pub source_key_id: String,
     pub key_id: String,
     pub source_encryption_algorithm: String,
@@ -387,7 +387,7 @@ pub struct GenerateDataKeyRequest {
 #[serde(rename_all = "PascalCase")]
 #[allow(missing_docs)] // reason: AWS field names
 pub struct GenerateDataKeyResponse {
-    pub ciphertext_blob: Blob,
+    pub ciphertext_blob: CiphertextBlob,
     pub plaintext: Secret,
     pub key_id: String,
 }
@@ -397,7 +397,7 @@ pub struct GenerateDataKeyResponse {
 #[serde(rename_all = "PascalCase")]
 #[allow(missing_docs)] // reason: AWS field names
 pub struct GenerateDataKeyWithoutPlaintextResponse {
-    pub ciphertext_blob: Blob,
+    pub ciphertext_blob: CiphertextBlob,
     pub key_id: String,
 }
 

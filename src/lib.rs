@@ -8,8 +8,8 @@
 
 pub mod api;
 pub mod audit;
-pub mod blob;
 pub mod blobstore;
+pub mod ciphertext_blob;
 pub mod cli;
 pub mod client;
 pub mod envelope;

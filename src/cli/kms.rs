@@ -272,8 +272,8 @@ pub fn context_arg(arg: Option<&str>) -> anyhow::Result<Option<EncryptionContext
     Ok(Some(map))
 }
 
-fn ciphertext_arg(arg: &str) -> anyhow::Result<Blob> {
-    Ok(Blob(blob_arg(arg)?.expose().to_vec()))
+fn ciphertext_arg(arg: &str) -> anyhow::Result<CiphertextBlob> {
+    Ok(CiphertextBlob(blob_arg(arg)?.expose().to_vec()))
 }
 
 fn tags_arg(arg: Option<&str>) -> anyhow::Result<Option<Vec<Tag>>> {

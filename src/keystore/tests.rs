@@ -1,8 +1,8 @@
 //! Unit tests of `crate::keystore`.
 
 use super::*;
-use crate::error::KmsError;
 use crate::error::ErrorCode;
+use crate::error::KmsError;
 
 fn key(id: u128) -> KeyRecord {
     KeyRecord {

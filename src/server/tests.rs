@@ -38,7 +38,7 @@ impl Backend for Fake {
                 let mut c = r.plaintext.expose().to_vec();
                 c.reverse();
                 crate::kms::to_json(&EncryptResponse {
-                    ciphertext_blob: crate::api::Blob(c),
+                    ciphertext_blob: crate::api::CiphertextBlob(c),
                     key_id: r.key_id,
                     encryption_algorithm: "SYMMETRIC_DEFAULT".into(),
                 })

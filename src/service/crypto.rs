@@ -5,7 +5,7 @@
 use super::authz::{audit_failed, Trail};
 use super::{check_grant_tokens, Caller, KmsService, Snapshot, MAX_PLAINTEXT, SYMMETRIC_DEFAULT};
 use crate::api::*;
-use crate::blob::{self, BlobHeader};
+use crate::ciphertext_blob::{self, BlobHeader};
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::keystore::{KeyRecord, KeyVersion};
 use crate::operation::Action;
@@ -38,7 +38,7 @@ impl KmsService {
         plain: &[u8],
     ) -> Result<Vec<u8>> {
         let v = key.current();
-        blob::seal(
+        ciphertext_blob::seal(
             &v.material,
             BlobHeader {
                 key_id: key.id,
@@ -58,11 +58,11 @@ impl KmsService {
         ciphertext: &[u8],
         want: BlobUse<'_>,
     ) -> Result<(&'s KeyRecord, &'s KeyVersion)> {
-        if ciphertext.len() > blob::MAX_BLOB {
+        if ciphertext.len() > ciphertext_blob::MAX_BLOB {
             return Err(KmsError::validation(format!(
                 "CiphertextBlob is {} bytes; at most {} are allowed",
                 ciphertext.len(),
-                blob::MAX_BLOB
+                ciphertext_blob::MAX_BLOB
             )));
         }
         let BlobUse {
@@ -70,7 +70,7 @@ impl KmsService {
             action,
             context,
         } = want;
-        let header = blob::peek(ciphertext).ok_or_else(KmsError::invalid_ciphertext)?;
+        let header = ciphertext_blob::peek(ciphertext).ok_or_else(KmsError::invalid_ciphertext)?;
         let key = self.authorized_key(
             trail,
             caller,
@@ -119,7 +119,7 @@ impl KmsService {
             let ciphertext = self.seal_under(key, ctx, r.plaintext.expose())?;
             self.note_use(key);
             Ok(EncryptResponse {
-                ciphertext_blob: Blob(ciphertext),
+                ciphertext_blob: CiphertextBlob(ciphertext),
                 key_id: trail.keys[0].arn.clone(),
                 encryption_algorithm: SYMMETRIC_DEFAULT.into(),
             })
@@ -144,7 +144,7 @@ impl KmsService {
                     context: ctx,
                 },
             )?;
-            let plaintext = blob::open(&version.material, &r.ciphertext_blob.0, ctx)?;
+            let plaintext = ciphertext_blob::open(&version.material, &r.ciphertext_blob.0, ctx)?;
             self.note_use(key);
             Ok(DecryptResponse {
                 key_id: trail.keys[0].arn.clone(),
@@ -228,12 +228,13 @@ impl KmsService {
             self.usable(dest)?;
             trail.version(dest.current().version);
             // The plaintext lives only in this zeroizing buffer, for this call.
-            let plaintext = blob::open(&version.material, &r.ciphertext_blob.0, src_ctx)?;
+            let plaintext =
+                ciphertext_blob::open(&version.material, &r.ciphertext_blob.0, src_ctx)?;
             let ciphertext = self.seal_under(dest, dst_ctx, plaintext.expose())?;
             self.note_use(source);
             self.note_use(dest);
             Ok(ReEncryptResponse {
-                ciphertext_blob: Blob(ciphertext),
+                ciphertext_blob: CiphertextBlob(ciphertext),
                 source_key_id: trail.keys[0].arn.clone(),
                 key_id: trail.keys[1].arn.clone(),
                 source_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
@@ -314,7 +315,7 @@ impl KmsService {
             Ok((
                 data_key,
                 EncryptResponse {
-                    ciphertext_blob: Blob(ciphertext),
+                    ciphertext_blob: CiphertextBlob(ciphertext),
                     key_id: trail.keys[0].arn.clone(),
                     encryption_algorithm: SYMMETRIC_DEFAULT.into(),
                 },

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::api::*;
-use crate::blob;
+use crate::ciphertext_blob;
 use crate::kms::Kms;
 
 fn owner() -> (tempfile::TempDir, LocalSession) {
@@ -177,5 +177,5 @@ fn generate_data_key_checks_its_parameters() {
     let wp = kms
         .generate_data_key_without_plaintext(&req(Some("AES_256"), None))
         .unwrap();
-    assert_eq!(wp.ciphertext_blob.0.len(), 32 + blob::OVERHEAD);
+    assert_eq!(wp.ciphertext_blob.0.len(), 32 + ciphertext_blob::OVERHEAD);
 }

@@ -1,12 +1,12 @@
-//! Ciphertext blob test vectors (tests/vectors/blob/*.json): each says what
+//! Ciphertext blob test vectors (tests/vectors/ciphertext_blob/*.json): each says what
 //! must happen: the exact bytes a seal produces, or the exact error.
 //!
 //! Regenerate the `ok` vectors' expected bytes with
-//! `REWRAP_BLESS_VECTORS=1 cargo test --test blob_vectors` (only after a
+//! `REWRAP_BLESS_VECTORS=1 cargo test --test ciphertext_blob_vectors` (only after a
 //! deliberate format change).
 
 use rewrap::api::EncryptionContext;
-use rewrap::blob::{self, BlobHeader};
+use rewrap::ciphertext_blob::{self, BlobHeader};
 use rewrap::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -30,7 +30,7 @@ struct Vector {
 }
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/blob")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/ciphertext_blob")
 }
 
 #[test]
@@ -55,8 +55,14 @@ fn blob_vectors() {
         let nonce: [u8; 12] = hex::decode(&v.nonce_hex).unwrap().try_into().unwrap();
         let plaintext = hex::decode(&v.plaintext_hex).unwrap();
         if v.expect == "ok" {
-            let sealed =
-                blob::seal_with_nonce(&key, header, v.context.as_ref(), &plaintext, nonce).unwrap();
+            let sealed = ciphertext_blob::seal_with_nonce(
+                &key,
+                header,
+                v.context.as_ref(),
+                &plaintext,
+                nonce,
+            )
+            .unwrap();
             if bless {
                 v.blob_hex = hex::encode(&sealed);
                 std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
@@ -68,11 +74,11 @@ fn blob_vectors() {
                 path.display(),
                 v.description
             );
-            assert_eq!(blob::peek(&sealed), Some(header));
+            assert_eq!(ciphertext_blob::peek(&sealed), Some(header));
         }
         let bytes = hex::decode(&v.blob_hex).unwrap();
         let ctx = v.open_context.as_ref().or(v.context.as_ref());
-        match blob::open(&key, &bytes, ctx) {
+        match ciphertext_blob::open(&key, &bytes, ctx) {
             Ok(p) => {
                 assert_eq!(v.expect, "ok", "{}: {}", path.display(), v.description);
                 assert_eq!(p.expose(), &plaintext[..]);
