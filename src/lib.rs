@@ -9,7 +9,6 @@
 pub mod api;
 pub mod audit;
 pub mod blob;
-pub mod blobstore;
 pub mod cli;
 pub mod client;
 pub mod envelope;
@@ -17,6 +16,7 @@ pub mod error;
 pub mod files;
 pub mod keystore;
 pub mod kms;
+pub mod objstore;
 pub mod policy;
 pub mod root;
 pub mod rotate;
@@ -25,6 +25,7 @@ pub mod server;
 pub mod service;
 pub mod sigv4;
 pub mod stream;
+pub mod worker;
 
 /// mimalloc: the rotation worker allocates many small short-lived objects
 /// (paths, ARNs, contexts, audit lines) from several threads at once,

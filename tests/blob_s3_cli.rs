@@ -7,9 +7,10 @@ mod blob_support;
 
 use blob_support::*;
 use rewrap::api::PrincipalRequest;
-use rewrap::blobstore::{encrypt_object, Checkpoint};
 use rewrap::files::EncryptOptions;
 use rewrap::kms::Kms;
+use rewrap::objstore::encrypt_object;
+use rewrap::worker::Checkpoint;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 

@@ -10,7 +10,7 @@ use rewrap::api::{Blob, DecryptRequest};
 use rewrap::envelope::ParsedHeader;
 use rewrap::files::DecryptOptions;
 use rewrap::kms::Kms;
-use rewrap::rotate::{self, FileStore, RotateOptions};
+use rewrap::worker::{self, FileStore, RewrapOptions};
 
 const FILES: usize = 1000;
 
@@ -34,12 +34,12 @@ fn rotator_rewraps_1000_files_but_can_read_none_and_the_reader_reads_all() {
         plain.push((path, data));
     }
 
-    let items = rotate::walk_files(std::slice::from_ref(&root), false);
-    let report = rotate::rotate(
+    let items = worker::walk_files(std::slice::from_ref(&root), false);
+    let report = worker::rewrap_items(
         &rotator,
         &FileStore::default(),
         items,
-        &RotateOptions::new(&new),
+        &RewrapOptions::new(&new),
     )
     .unwrap();
     assert_eq!(
