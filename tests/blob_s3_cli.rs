@@ -1,4 +1,4 @@
-//! Blob-store locations through the real `rewrap` binary, against moto's
+//! Object-store locations through the real `rewrap` binary, against moto's
 //! S3 server: encrypt-file / decrypt-file to and from `s3://` URLs, and a
 //! `rewrap rotate --checkpoint` process killed with SIGKILL midway, then
 //! resumed by a second process.

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ObjectStoreArgs {
     /// Record progress in FILE every --checkpoint-every objects and resume
-    /// from it (blob-store locations only).
+    /// from it (object-store locations only).
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
     /// Objects between two checkpoint writes.
@@ -135,7 +135,7 @@ fn object_url(paths: &[PathBuf]) -> Result<Option<String>, String> {
         (0, _) => Ok(None),
         (1, 1) => Ok(urls.into_iter().next()),
         _ => Err(
-            "give one blob-store location (s3://, az://, gs://, file://) and nothing else".into(),
+            "give one object-store location (s3://, az://, gs://, file://) and nothing else".into(),
         ),
     }
 }

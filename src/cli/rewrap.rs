@@ -39,10 +39,10 @@ pub struct RotateArgs {
     /// Never show a progress bar.
     #[arg(long)]
     pub no_progress: bool,
-    /// Blob-store options (checkpoint, shard, endpoint, concurrency).
+    /// Object-store options (checkpoint, shard, endpoint, concurrency).
     #[command(flatten)]
     pub objects: ObjectStoreArgs,
-    /// Files or folders, or one blob-store location (s3://bucket/prefix, az://, gs://, file://).
+    /// Files or folders, or one object-store location (s3://bucket/prefix, az://, gs://, file://).
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
 }
@@ -59,10 +59,10 @@ pub struct InventoryArgs {
     /// Follow symbolic links.
     #[arg(long)]
     pub follow_symlinks: bool,
-    /// Blob-store options (shard, endpoint, concurrency).
+    /// Object-store options (shard, endpoint, concurrency).
     #[command(flatten)]
     pub objects: ObjectStoreArgs,
-    /// Files or folders, or one blob-store location.
+    /// Files or folders, or one object-store location.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
 }

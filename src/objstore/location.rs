@@ -91,7 +91,7 @@ pub fn is_object_url(s: &str) -> bool {
 }
 
 /// Opens `url` (see the module docs). Makes no request: a missing bucket or
-/// bad credentials show at first use (rotation and inventory check first).
+/// bad credentials show at first use (re-wraps and inventories check first).
 pub fn open_location(
     url: &str,
     opts: &ObjectStoreOptions,

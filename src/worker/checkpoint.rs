@@ -9,7 +9,7 @@
 //! finished items the key at the watermark is written to the checkpoint
 //! file (temporary file, fsync, rename): every key up to it is done. On
 //! resume the listing starts after it. At most N + the objects in flight
-//! are redone after a kill (rotating them again finds them current).
+//! are redone after a kill (re-wrapping them again finds them current).
 
 use super::report::write_json;
 use super::{ObjectWalkOptions, StartError};

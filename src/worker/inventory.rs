@@ -4,8 +4,8 @@
 use super::failure::Failure;
 use super::pool::{feed_chunk, run_workers, worker_count, Merge};
 use super::report::worker_panicked;
-use super::rewrap::Target;
 use super::store::{EnvelopeStore, ItemError, StoreError};
+use super::target::Target;
 use crate::envelope::{Slot, SlotState};
 use crate::error::KmsError;
 use crate::kms::Kms;
@@ -53,7 +53,7 @@ pub struct Inventory {
     /// Envelopes not under the newest version of `stale_against`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale: Option<u64>,
-    /// Envelopes that still hold a valid old slot (an interrupted rotation).
+    /// Envelopes that still hold a valid old slot (an interrupted re-wrap).
     pub stale_slots: u64,
     /// Every failure with its reason.
     pub failures: Vec<Failure>,

@@ -11,6 +11,7 @@
 //! |---|---|
 //! | `mod.rs` | [`Source`], [`RewrapOptions`], [`StartError`], the entry points |
 //! | `rewrap.rs` | the crash-safe protocol ([`rewrap_items`]): read, ReEncrypt, write new slot, group commit, wipe old slot, group commit |
+//! | `target.rs` | the target key (and `--from` keys) as the protocol compares slots with them |
 //! | `store.rs` | the [`EnvelopeStore`] seam between the protocol and where envelopes live |
 //! | `pool.rs` | the walker feed and worker threads every job runs on |
 //! | `tree.rs` | the file-tree store ([`FileStore`]: locks, `O_NOATIME`, `syncfs`) and [`walk_files`] |
@@ -31,16 +32,14 @@ mod report;
 mod rewrap;
 mod store;
 mod summary;
+mod target;
 mod transform;
 mod tree;
 
 pub use checkpoint::{Checkpoint, Shard};
 pub use failure::{Failure, FailureKind};
 pub use inventory::{inventory_items, Inventory, KeyInventory};
-pub use objects::{
-    ObjectEnvelopeStore, ObjectItem, ObjectWalkOptions, DEFAULT_CHECKPOINT_EVERY,
-    DEFAULT_CONCURRENCY,
-};
+pub use objects::{ObjectEnvelopeStore, ObjectItem};
 pub use report::{write_json, RewrapReport, VersionCounts};
 pub use rewrap::rewrap_items;
 pub use store::{EnvelopeStore, ItemError, StoreError};
@@ -79,6 +78,36 @@ impl Source<'_> {
         match self {
             Source::Tree { roots, .. } => canonical_roots(roots),
             Source::Objects { location, .. } => vec![location.url().to_string()],
+        }
+    }
+}
+
+/// Default number of objects re-wrapped at once.
+pub const DEFAULT_CONCURRENCY: usize = 16;
+/// Default number of fully processed objects between two checkpoint writes.
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
+
+/// How a re-wrap or inventory walks an object-store location.
+#[derive(Debug, Clone)]
+pub struct ObjectWalkOptions {
+    /// Record progress in this file and resume from it (see
+    /// [`Checkpoint`]).
+    pub checkpoint: Option<PathBuf>,
+    /// Fully processed objects between two checkpoint writes.
+    pub checkpoint_every: u64,
+    /// Take only this share of the objects.
+    pub shard: Option<Shard>,
+    /// Objects in flight at once (worker threads of the pipeline).
+    pub concurrency: usize,
+}
+
+impl Default for ObjectWalkOptions {
+    fn default() -> ObjectWalkOptions {
+        ObjectWalkOptions {
+            checkpoint: None,
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+            shard: None,
+            concurrency: DEFAULT_CONCURRENCY,
         }
     }
 }

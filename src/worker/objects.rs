@@ -11,39 +11,8 @@ use crate::objstore::{
 };
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-
-/// Default number of objects re-wrapped at once.
-pub const DEFAULT_CONCURRENCY: usize = 16;
-/// Default number of fully processed objects between two checkpoint writes.
-pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
-
-/// How a re-wrap or inventory walks an object-store location.
-#[derive(Debug, Clone)]
-pub struct ObjectWalkOptions {
-    /// Record progress in this file and resume from it (see
-    /// [`super::Checkpoint`]).
-    pub checkpoint: Option<PathBuf>,
-    /// Fully processed objects between two checkpoint writes.
-    pub checkpoint_every: u64,
-    /// Take only this share of the objects.
-    pub shard: Option<Shard>,
-    /// Objects in flight at once (worker threads of the pipeline).
-    pub concurrency: usize,
-}
-
-impl Default for ObjectWalkOptions {
-    fn default() -> ObjectWalkOptions {
-        ObjectWalkOptions {
-            checkpoint: None,
-            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
-            shard: None,
-            concurrency: DEFAULT_CONCURRENCY,
-        }
-    }
-}
 
 /// One object as the pipeline sees it: its name and the path of its key
 /// object. Dropping it tells the checkpoint that the pipeline is done with

@@ -33,13 +33,13 @@ use super::failure::Failure;
 use super::pool::{feed_chunk, run_workers, worker_count, Cursor};
 use super::report::RewrapReport;
 use super::store::{EnvelopeStore, ItemError, StoreError};
+use super::target::{FromFilter, Target};
 use super::RewrapOptions;
-use crate::api::{KeyIdRequest, ReEncryptRequest, ReEncryptResponse};
+use crate::api::{ReEncryptRequest, ReEncryptResponse};
 use crate::envelope::{Header, Slot, SlotState, EMPTY_SLOT};
-use crate::error::{ErrorCode, KmsError};
+use crate::error::KmsError;
 use crate::kms::Kms;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
 
 /// Re-wraps every envelope `items` yields from `store`. Errors only when the
 /// run cannot start (the target key cannot be resolved); per-item failures
@@ -79,100 +79,6 @@ where
     report.finished_at = chrono::Utc::now().to_rfc3339();
     report.failures.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(report)
-}
-
-/// The target key as resolved by DescribeKey, or learned from ReEncrypt
-/// responses when the caller may not describe it.
-pub(super) struct Target {
-    requested: String,
-    known: RwLock<Option<(String, String, u32)>>,
-}
-
-impl Target {
-    pub(super) fn resolve(kms: &dyn Kms, requested: &str) -> Result<Target, KmsError> {
-        let known = match kms.describe_key(&KeyIdRequest {
-            key_id: requested.to_string(),
-            grant_tokens: None,
-        }) {
-            Ok(r) => {
-                let m = r.key_metadata;
-                Some((m.arn, m.key_id, m.key_material_versions))
-            }
-            Err(e) if e.code == ErrorCode::AccessDenied => None,
-            Err(e) => return Err(e),
-        };
-        Ok(Target {
-            requested: requested.to_string(),
-            known: RwLock::new(known),
-        })
-    }
-
-    fn destination(&self) -> String {
-        match &*self.known.read().unwrap_or_else(|p| p.into_inner()) {
-            Some((arn, _, _)) => arn.clone(),
-            None => self.requested.clone(),
-        }
-    }
-
-    /// True when `slot` is under the newest known version of the target.
-    pub(super) fn is_current(&self, slot: &Slot) -> bool {
-        match &*self.known.read().unwrap_or_else(|p| p.into_inner()) {
-            Some((arn, id, version)) => {
-                (slot.key_arn == *arn || slot.key_arn == *id)
-                    && (*version == 0 || slot.key_version >= *version)
-            }
-            None => false,
-        }
-    }
-
-    fn learn(&self, arn: &str, version: u32) {
-        let mut k = self.known.write().unwrap_or_else(|p| p.into_inner());
-        let newer = match &*k {
-            Some((a, _, v)) => a != arn || version > *v,
-            None => true,
-        };
-        if newer {
-            let id = arn.rsplit('/').next().unwrap_or(arn).to_string();
-            *k = Some((arn.to_string(), id, version));
-        }
-    }
-
-    pub(super) fn snapshot(&self) -> (String, u32) {
-        match &*self.known.read().unwrap_or_else(|p| p.into_inner()) {
-            Some((arn, _, v)) => (arn.clone(), *v),
-            None => (self.requested.clone(), 0),
-        }
-    }
-}
-
-/// Matches a slot's key ARN against the `--from` keys (ARNs or key ids).
-struct FromFilter(Vec<String>);
-
-impl FromFilter {
-    fn resolve(kms: &dyn Kms, keys: &[String]) -> Result<FromFilter, KmsError> {
-        let mut out = Vec::new();
-        for k in keys {
-            match kms.describe_key(&KeyIdRequest {
-                key_id: k.clone(),
-                grant_tokens: None,
-            }) {
-                Ok(r) => out.push(r.key_metadata.arn),
-                Err(e) if e.code == ErrorCode::AccessDenied && !k.starts_with("alias/") => {
-                    out.push(k.clone())
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(FromFilter(out))
-    }
-
-    fn admits(&self, arn: &str) -> bool {
-        self.0.is_empty()
-            || self
-                .0
-                .iter()
-                .any(|k| k == arn || arn.rsplit('/').next() == Some(k.as_str()))
-    }
 }
 
 /// What step 2 did to one item.

@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 /// Envelopes as files on a local file system: the file-tree store.
 ///
 /// Files are opened with `O_NOATIME` where the caller owns them (reading a
-/// header for rotation or inventory is not an access by a user). Reads use
+/// header for a re-wrap or an inventory is not an access by a user). Reads use
 /// one positioned read of the header.
 ///
-/// Rotation ([`EnvelopeStore::read_for_update`]) takes an exclusive
+/// Re-wrapping ([`EnvelopeStore::read_for_update`]) takes an exclusive
 /// `flock` on the file before reading and holds it until the version is
-/// dropped, that is until the old slot is wiped: no other rotation can
+/// dropped, that is until the old slot is wiped: no other re-wrap can
 /// write the slots in between, so a write needs no re-read. The new slot's
 /// write still checks that the path names the inode that was read, so a
 /// file replaced by a rename is read again. Plain `write_slots` on an
