@@ -2,7 +2,7 @@
 //! the dispatch of rotate and inventory, in [`super::rewrap`]).
 //!
 //! encrypt-file and decrypt-file have one code path each: their INPUT and
-//! `--out` are resolved into two [`End`]s (stdin or stdout, a file, an
+//! `--out` are resolved into two `End`s (stdin or stdout, a file, an
 //! object), then one function moves the bytes between them. Trees go to
 //! the worker's pool ([`worker::transform_tree`]).
 //!
