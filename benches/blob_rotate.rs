@@ -18,9 +18,9 @@ use blob_support::*;
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion};
-use rewrap::blobstore::{encrypt_object, rotate_location, BlobLocation, BlobRotateOptions};
 use rewrap::files::EncryptOptions;
-use rewrap::rotate::RotateOptions;
+use rewrap::objstore::{encrypt_object, ObjectLocation};
+use rewrap::worker::{ObjectWalkOptions, RewrapOptions};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,7 +33,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 
 /// N x (GET + conditional PUT of the same bytes) with `concurrency` in
 /// flight; returns pairs per second.
-fn raw_rate(loc: &BlobLocation, paths: &[ObjectPath], concurrency: usize) -> f64 {
+fn raw_rate(loc: &ObjectLocation, paths: &[ObjectPath], concurrency: usize) -> f64 {
     let store: Arc<dyn ObjectStore> = Arc::clone(loc.store());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -92,14 +92,15 @@ fn main() {
 
     let raw_before = raw_rate(&loc, &paths, concurrency);
     let rotator = kms.as_role("storage-rotator");
-    let blob = BlobRotateOptions {
+    let walk = ObjectWalkOptions {
         concurrency,
         ..Default::default()
     };
     let start = Instant::now();
-    let r = rotate_location(&rotator, &loc, &RotateOptions::new(kms.new.clone()), &blob).unwrap();
+    let to = RewrapOptions::new(kms.new.clone());
+    let r = rewrap_location(&rotator, &loc, &to, &walk).unwrap();
     let rotate = n as f64 / start.elapsed().as_secs_f64();
-    assert_eq!(r.report.rotated, n as u64, "{r:#?}");
+    assert_eq!(r.rotated, n as u64, "{r:#?}");
     let raw_after = raw_rate(&loc, &paths, concurrency);
     let raw = (raw_before + raw_after) / 2.0;
     println!("blob_rotate: {n} objects of 1 KiB, concurrency {concurrency}, moto S3 on loopback");

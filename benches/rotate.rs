@@ -15,8 +15,8 @@ use rewrap::api::{CreateKeyRequest, PrincipalRequest};
 use rewrap::envelope::{ParsedHeader, SLOT_SIZE};
 use rewrap::files::EncryptOptions;
 use rewrap::kms::Kms;
-use rewrap::rotate::{self, FileStore, RotateOptions};
 use rewrap::service::{Caller, KmsService, LocalSession};
+use rewrap::worker::{self, FileStore, RewrapOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -132,7 +132,7 @@ fn io_only(root: &Path, jobs: usize, protocol: bool) -> (u64, Duration) {
     std::thread::scope(|s| {
         s.spawn(move || {
             let mut chunk = Vec::with_capacity(64);
-            for p in rotate::walk_files(&[root.to_path_buf()], false).flatten() {
+            for p in worker::walk_files(&[root.to_path_buf()], false).flatten() {
                 chunk.push(p);
                 if chunk.len() == 64 {
                     tx.send(std::mem::take(&mut chunk)).unwrap();
@@ -197,15 +197,15 @@ fn rotation(
     roots: &[PathBuf],
     to: &str,
     jobs: usize,
-) -> (rotate::RotationReport, Duration) {
+) -> (worker::RewrapReport, Duration) {
     let start = Instant::now();
-    let mut opts = RotateOptions::new(to);
+    let mut opts = RewrapOptions::new(to);
     opts.jobs = jobs;
     opts.batch = env_usize("REWRAP_BENCH_BATCH", opts.batch);
-    let r = rotate::rotate(
+    let r = worker::rewrap_items(
         &s.rotator,
         &FileStore::default(),
-        rotate::walk_files(roots, false),
+        worker::walk_files(roots, false),
         &opts,
     )
     .unwrap();
@@ -280,14 +280,14 @@ fn small_files(s: &Setup) {
 /// About `n` ReEncrypt calls on one envelope's slot from `jobs` threads, in
 /// batches of 64 as the rotation makes them: the KMS share of a rotation.
 fn reencrypt_alone(s: &Setup, root: &Path, n: usize, jobs: usize) -> f64 {
-    let path = rotate::walk_files(&[root.to_path_buf()], false)
+    let path = worker::walk_files(&[root.to_path_buf()], false)
         .flatten()
         .next()
         .unwrap();
     let parsed = ParsedHeader::read_from(&mut std::fs::File::open(path).unwrap()).unwrap();
     let (_, slot) = parsed.slots.active().unwrap();
     let req = rewrap::api::ReEncryptRequest {
-        ciphertext_blob: rewrap::api::Blob(slot.wrapped_key.clone()),
+        ciphertext_blob: rewrap::api::CiphertextBlob(slot.wrapped_key.clone()),
         source_encryption_context: Some(parsed.header.kms_context()),
         destination_key_id: s.keys[0].clone(),
         destination_encryption_context: Some(parsed.header.kms_context()),

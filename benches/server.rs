@@ -236,15 +236,15 @@ fn sealed_tree(session: &dyn Kms, key: &str, n: usize) -> tempfile::TempDir {
 
 /// Rotates every file under `root` to `to`; returns files/s.
 fn rotate_tree(kms: &dyn Kms, root: &std::path::Path, to: &str, jobs: usize, n: usize) -> f64 {
-    use rewrap::rotate::{self, FileStore, RotateOptions};
-    let mut opts = RotateOptions::new(to);
+    use rewrap::worker::{self, FileStore, RewrapOptions};
+    let mut opts = RewrapOptions::new(to);
     opts.jobs = jobs;
-    let items = rotate::walk_files(&[root.to_path_buf()], false);
+    let items = worker::walk_files(&[root.to_path_buf()], false);
     // Flush what creating the trees left dirty, so the rotation's own group
     // commits are what is measured.
     let _ = std::process::Command::new("sync").status();
     let started = Instant::now();
-    let report = rotate::rotate(kms, &FileStore { read_only: false }, items, &opts).unwrap();
+    let report = worker::rewrap_items(kms, &FileStore { read_only: false }, items, &opts).unwrap();
     let secs = started.elapsed().as_secs_f64();
     assert_eq!(
         (report.rotated, report.failed),

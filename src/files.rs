@@ -1,4 +1,5 @@
-//! Encrypting and decrypting files, streams and trees as envelopes.
+//! Encrypting and decrypting files and streams as envelopes (whole trees:
+//! [`crate::worker::transform_tree`]).
 //!
 //! Each envelope gets a fresh data key from the KMS (GenerateDataKey under
 //! the caller's key, with the envelope's encryption context), the body is
@@ -146,7 +147,8 @@ pub fn encrypt_stream(
             KmsError::internal("GenerateDataKey returned a key that is not 32 bytes").into(),
         );
     }
-    let key_version = crate::blob::peek(&resp.ciphertext_blob.0).map_or(0, |b| b.key_version);
+    let key_version =
+        crate::ciphertext_blob::peek(&resp.ciphertext_blob.0).map_or(0, |b| b.key_version);
     let slot = Slot {
         sequence: 1,
         wrapped_at: chrono::Utc::now().timestamp(),
@@ -181,7 +183,7 @@ pub fn unwrap_data_key(
     check_context(&opts.expect_context, parsed.header.user_context())?;
     let (_, slot) = parsed.slots.active()?;
     let resp = kms.decrypt(&DecryptRequest {
-        ciphertext_blob: crate::api::Blob(slot.wrapped_key.clone()),
+        ciphertext_blob: crate::api::CiphertextBlob(slot.wrapped_key.clone()),
         encryption_context: Some(parsed.header.kms_context()),
         key_id: opts.key_id.clone(),
         ..Default::default()
@@ -323,130 +325,4 @@ pub fn is_envelope(path: &Path) -> std::io::Result<bool> {
     let mut f = File::open(path)?;
     let mut magic = [0u8; 8];
     Ok(crate::envelope::read_full(&mut f, &mut magic)? == magic.len() && magic == MAGIC)
-}
-
-/// Counts of a tree operation.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct TreeReport {
-    /// Files encrypted or decrypted.
-    pub done: u64,
-    /// Files left alone (already envelopes when encrypting, not envelopes
-    /// when decrypting).
-    pub skipped: u64,
-    /// Files that failed, with the reason.
-    pub failed: Vec<TreeFailure>,
-}
-
-/// One failed file of a tree operation.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct TreeFailure {
-    /// The input path.
-    pub path: PathBuf,
-    /// Why (never contains key or plaintext bytes).
-    pub error: String,
-}
-
-/// What to do to every file of a tree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TreeOp {
-    /// Encrypt plain files; envelopes are skipped.
-    Encrypt,
-    /// Decrypt envelopes; other files are skipped.
-    Decrypt,
-}
-
-/// Options of a tree operation.
-#[derive(Debug, Clone)]
-pub struct TreeOptions {
-    /// Follow symbolic links.
-    pub follow_links: bool,
-    /// Worker threads (0: one per core).
-    pub jobs: usize,
-}
-
-/// Encrypts or decrypts every regular file under `root`, in parallel, in
-/// place or into `out_root` (same relative paths). One bad file never stops
-/// the walk; the report lists it.
-pub fn process_tree(
-    kms: &dyn Kms,
-    op: TreeOp,
-    enc: Option<&EncryptOptions>,
-    dec: &DecryptOptions,
-    root: &Path,
-    out_root: Option<&Path>,
-    tree: &TreeOptions,
-) -> Result<TreeReport> {
-    use rayon::prelude::*;
-    use std::sync::Mutex;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(tree.jobs)
-        .build()
-        .map_err(|e| FileError::Usage(format!("cannot start worker threads: {e}")))?;
-    let report = Mutex::new(TreeReport::default());
-    let walker = walkdir::WalkDir::new(root)
-        .follow_links(tree.follow_links)
-        .into_iter()
-        .filter_entry(|e| !e.file_name().to_string_lossy().starts_with(TEMP_PREFIX));
-    let record = |r: Result<bool>, path: &Path| {
-        let mut rep = report.lock().unwrap_or_else(|p| p.into_inner());
-        match r {
-            Ok(true) => rep.done += 1,
-            Ok(false) => rep.skipped += 1,
-            Err(e) => rep.failed.push(TreeFailure {
-                path: path.to_path_buf(),
-                error: e.to_string(),
-            }),
-        }
-    };
-    pool.install(|| {
-        walker.par_bridge().for_each(|entry| match entry {
-            Err(e) => {
-                let path = e.path().map(Path::to_path_buf).unwrap_or_default();
-                let err = FileError::Usage(format!("cannot walk: {e}"));
-                record(Err(err), &path);
-            }
-            Ok(entry) if entry.file_type().is_file() => {
-                let path = entry.path();
-                let r = process_one(kms, op, enc, dec, root, path, out_root);
-                record(r, path);
-            }
-            Ok(_) => {}
-        })
-    });
-    let mut rep = report.into_inner().unwrap_or_else(|p| p.into_inner());
-    rep.failed.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(rep)
-}
-
-fn process_one(
-    kms: &dyn Kms,
-    op: TreeOp,
-    enc: Option<&EncryptOptions>,
-    dec: &DecryptOptions,
-    root: &Path,
-    path: &Path,
-    out_root: Option<&Path>,
-) -> Result<bool> {
-    let envelope = is_envelope(path).map_err(|e| FileError::io(path, e))?;
-    let dest = match out_root {
-        Some(out) => {
-            let rel = path.strip_prefix(root).unwrap_or(path);
-            let dest = out.join(rel);
-            if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| FileError::io(parent, e))?;
-            }
-            Some(dest)
-        }
-        None => None,
-    };
-    let output = dest.as_deref().map_or(Output::InPlace, Output::To);
-    match op {
-        TreeOp::Encrypt if envelope => Ok(false),
-        TreeOp::Decrypt if !envelope => Ok(false),
-        TreeOp::Encrypt => {
-            let enc = enc.ok_or_else(|| FileError::Usage("no encryption key given".into()))?;
-            encrypt_file(kms, enc, path, output).map(|_| true)
-        }
-        TreeOp::Decrypt => decrypt_file(kms, dec, path, output).map(|_| true),
-    }
 }

@@ -8,7 +8,6 @@
 
 pub mod api;
 pub mod audit;
-pub mod blobstore;
 pub mod ciphertext_blob;
 pub mod cli;
 pub mod client;
@@ -17,15 +16,16 @@ pub mod error;
 pub mod files;
 pub mod keystore;
 pub mod kms;
+pub mod objstore;
 pub mod operation;
 pub mod policy;
 pub mod root;
-pub mod rotate;
 pub mod secret;
 pub mod server;
 pub mod service;
 pub mod sigv4;
 pub mod stream;
+pub mod worker;
 
 /// mimalloc: the rotation worker allocates many small short-lived objects
 /// (paths, ARNs, contexts, audit lines) from several threads at once,

@@ -8,12 +8,9 @@ mod blob_support;
 use base64::Engine;
 use blob_support::*;
 use hmac::{Hmac, Mac};
-use rewrap::blobstore::{
-    decrypt_object, encrypt_object, inventory_location, open_location, rotate_location,
-    BlobOptions, BlobRotateOptions,
-};
 use rewrap::files::{DecryptOptions, EncryptOptions};
-use rewrap::rotate::RotateOptions;
+use rewrap::objstore::{decrypt_object, encrypt_object, open_location, ObjectStoreOptions};
+use rewrap::worker::{ObjectWalkOptions, RewrapOptions};
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -108,7 +105,7 @@ fn azurite_rotation_rewrites_only_key_objects() {
         format!("http://127.0.0.1:{}", azurite.port),
     );
     let kms = Kms3::new();
-    let loc = open_location("az://data/tenant", &BlobOptions::default()).unwrap();
+    let loc = open_location("az://data/tenant", &ObjectStoreOptions::default()).unwrap();
     let mut opts = EncryptOptions::new(kms.old.clone());
     opts.context = app_context();
     let writer = kms.as_role("app-writer");
@@ -120,18 +117,14 @@ fn azurite_rotation_rewrites_only_key_objects() {
     let e = encrypt_object(&writer, &mut &b"x"[..], &loc, "o0", &opts).unwrap_err();
     assert_eq!(e.name(), "AlreadyExists");
     let rotator = kms.as_role("storage-rotator");
-    let to = RotateOptions::new(kms.new.clone());
-    let r = rotate_location(&rotator, &loc, &to, &BlobRotateOptions::default()).unwrap();
-    assert_eq!(
-        (r.report.scanned, r.report.rotated, r.report.failed),
-        (3, 3, 0),
-        "{r:#?}"
-    );
+    let to = RewrapOptions::new(kms.new.clone());
+    let r = rewrap_location(&rotator, &loc, &to, &ObjectWalkOptions::default()).unwrap();
+    assert_eq!((r.scanned, r.rotated, r.failed), (3, 3, 0), "{r:#?}");
     let inv = inventory_location(
         Some(&rotator),
         &loc,
         Some(&kms.new),
-        &BlobRotateOptions::default(),
+        &ObjectWalkOptions::default(),
     )
     .unwrap();
     assert_eq!((inv.envelopes, inv.stale), (3, Some(0)));

@@ -1,4 +1,4 @@
-//! Blob-store locations through the real binary (file:// store): encrypt to
+//! Object-store locations through the real binary (file:// store): encrypt to
 //! a location, rotate it as the storage rotator, decrypt as the reader; the
 //! body object is never rewritten.
 

@@ -4,12 +4,11 @@
 mod blob_support;
 
 use blob_support::*;
-use rewrap::blobstore::{
-    decrypt_object, encrypt_object, inventory_location, is_blob_url, open_location,
-    rotate_location, BlobOptions, BlobRotateOptions,
-};
 use rewrap::files::{DecryptOptions, EncryptOptions};
-use rewrap::rotate::RotateOptions;
+use rewrap::objstore::{
+    decrypt_object, encrypt_object, is_object_url, open_location, ObjectStoreOptions,
+};
+use rewrap::worker::{ObjectWalkOptions, RewrapOptions};
 
 fn file_url(dir: &std::path::Path) -> String {
     format!("file://{}", dir.display())
@@ -33,7 +32,7 @@ fn blob_urls_are_told_from_paths() {
         "gs://b/p",
         "file:///x",
     ] {
-        assert!(is_blob_url(url), "{url}");
+        assert!(is_object_url(url), "{url}");
     }
     for path in [
         "/tmp/x",
@@ -43,11 +42,11 @@ fn blob_urls_are_told_from_paths() {
         "-",
         "http://x/y",
     ] {
-        assert!(!is_blob_url(path), "{path}");
+        assert!(!is_object_url(path), "{path}");
     }
-    let e = open_location("s3:///no-bucket", &BlobOptions::default()).unwrap_err();
+    let e = open_location("s3:///no-bucket", &ObjectStoreOptions::default()).unwrap_err();
     assert_eq!(e.name(), "InvalidUrl");
-    let e = open_location("file://host/x", &BlobOptions::default()).unwrap_err();
+    let e = open_location("file://host/x", &ObjectStoreOptions::default()).unwrap_err();
     assert_eq!(e.name(), "InvalidUrl");
 }
 
@@ -55,7 +54,7 @@ fn blob_urls_are_told_from_paths() {
 fn file_location_round_trips_and_rotates_only_key_objects() {
     let kms = Kms3::new();
     let root = kms.dir.path().join("blobs");
-    let loc = open_location(&file_url(&root), &BlobOptions::default()).unwrap();
+    let loc = open_location(&file_url(&root), &ObjectStoreOptions::default()).unwrap();
     let mut opts = EncryptOptions::new(kms.old.clone());
     opts.context = app_context();
     let writer = kms.as_role("app-writer");
@@ -68,10 +67,10 @@ fn file_location_round_trips_and_rotates_only_key_objects() {
     let body_before = std::fs::read(&body).unwrap();
     let body_meta = std::fs::metadata(&body).unwrap().modified().unwrap();
     let rotator = kms.as_role("storage-rotator");
-    let to = RotateOptions::new(kms.new.clone());
-    let r = rotate_location(&rotator, &loc, &to, &BlobRotateOptions::default()).unwrap();
+    let to = RewrapOptions::new(kms.new.clone());
+    let r = rewrap_location(&rotator, &loc, &to, &ObjectWalkOptions::default()).unwrap();
     assert_eq!(
-        (r.report.scanned, r.report.rotated, r.conflicts),
+        (r.scanned, r.rotated, r.conflicts.unwrap()),
         (4, 4, 0),
         "{r:#?}"
     );
@@ -90,7 +89,7 @@ fn file_location_round_trips_and_rotates_only_key_objects() {
         Some(&rotator),
         &loc,
         Some(&kms.new),
-        &BlobRotateOptions::default(),
+        &ObjectWalkOptions::default(),
     )
     .unwrap();
     assert_eq!((inv.envelopes, inv.stale, inv.failed), (4, Some(0), 0));
@@ -101,7 +100,7 @@ fn file_location_round_trips_and_rotates_only_key_objects() {
 fn file_location_keeps_a_concurrent_writers_key_object() {
     let kms = Kms3::new();
     let url = file_url(&kms.dir.path().join("race"));
-    let loc = open_location(&url, &BlobOptions::default()).unwrap();
+    let loc = open_location(&url, &ObjectStoreOptions::default()).unwrap();
     let mut opts = EncryptOptions::new(kms.old.clone());
     opts.context = app_context();
     let writer = kms.as_role("app-writer");
@@ -115,24 +114,24 @@ fn file_location_keeps_a_concurrent_writers_key_object() {
         inner: kms.as_role("storage-rotator"),
         fired: Default::default(),
         hook: Box::new(move || {
-            let other = open_location(&url2, &BlobOptions::default()).unwrap();
+            let other = open_location(&url2, &ObjectStoreOptions::default()).unwrap();
             let s = session(&service, "storage-rotator");
-            let one = BlobRotateOptions {
+            let one = ObjectWalkOptions {
                 concurrency: 1,
                 ..Default::default()
             };
-            let r = rotate_location(&s, &other, &RotateOptions::new(to.clone()), &one).unwrap();
-            assert_eq!(r.report.rotated, 4);
+            let r = rewrap_location(&s, &other, &RewrapOptions::new(to.clone()), &one).unwrap();
+            assert_eq!(r.rotated, 4);
         }),
     };
-    let one = BlobRotateOptions {
+    let one = ObjectWalkOptions {
         concurrency: 1,
         ..Default::default()
     };
-    let to = RotateOptions::new(kms.new.clone());
-    let r = rotate_location(&interfering, &loc, &to, &one).unwrap();
-    assert_eq!(r.conflicts, 1, "{r:#?}");
-    assert_eq!((r.report.rotated, r.report.already_current), (0, 4));
+    let to = RewrapOptions::new(kms.new.clone());
+    let r = rewrap_location(&interfering, &loc, &to, &one).unwrap();
+    assert_eq!(r.conflicts.unwrap(), 1, "{r:#?}");
+    assert_eq!((r.rotated, r.already_current), (0, 4));
 }
 
 #[test]
@@ -140,26 +139,26 @@ fn checkpoints_are_refused_for_local_folders_and_bad_shards_for_everyone() {
     let kms = Kms3::new();
     let loc = open_location(
         &file_url(&kms.dir.path().join("cp")),
-        &BlobOptions::default(),
+        &ObjectStoreOptions::default(),
     )
     .unwrap();
     let rotator = kms.as_role("storage-rotator");
-    let opts = BlobRotateOptions {
+    let opts = ObjectWalkOptions {
         checkpoint: Some(kms.dir.path().join("x.checkpoint")),
         ..Default::default()
     };
-    let to = RotateOptions::new(kms.new.clone());
-    let e = rotate_location(&rotator, &loc, &to, &opts).unwrap_err();
+    let to = RewrapOptions::new(kms.new.clone());
+    let e = rewrap_location(&rotator, &loc, &to, &opts).unwrap_err();
     assert_eq!(e.name(), "Usage", "{e}");
     assert!(!kms.dir.path().join("x.checkpoint").exists());
-    assert!("3/3".parse::<rewrap::blobstore::Shard>().is_err());
+    assert!("3/3".parse::<rewrap::worker::Shard>().is_err());
 }
 
 #[test]
 fn damaged_blobs_fail_alone_with_their_exact_error() {
     let kms = Kms3::new();
     let root = kms.dir.path().join("damaged");
-    let loc = open_location(&file_url(&root), &BlobOptions::default()).unwrap();
+    let loc = open_location(&file_url(&root), &ObjectStoreOptions::default()).unwrap();
     let mut opts = EncryptOptions::new(kms.old.clone());
     opts.context = app_context();
     let writer = kms.as_role("app-writer");
@@ -207,9 +206,9 @@ fn damaged_blobs_fail_alone_with_their_exact_error() {
 
     // A rotation goes on past the damaged ones and says which failed.
     let rotator = kms.as_role("storage-rotator");
-    let to = RotateOptions::new(kms.new.clone());
-    let r = rotate_location(&rotator, &loc, &to, &BlobRotateOptions::default()).unwrap();
-    let rep = &r.report;
+    let to = RewrapOptions::new(kms.new.clone());
+    let r = rewrap_location(&rotator, &loc, &to, &ObjectWalkOptions::default()).unwrap();
+    let rep = &r;
     assert_eq!(
         (rep.scanned, rep.rotated, rep.not_envelope, rep.failed),
         (6, 3, 1, 2),
@@ -224,15 +223,15 @@ fn damaged_blobs_fail_alone_with_their_exact_error() {
 #[test]
 fn an_unreachable_store_is_a_store_error() {
     let port = free_port();
-    let opts = BlobOptions {
+    let opts = ObjectStoreOptions {
         s3_endpoint: Some(format!("http://127.0.0.1:{port}")),
         max_retries: 0,
         retry_timeout: std::time::Duration::from_secs(1),
-        ..BlobOptions::default()
+        ..ObjectStoreOptions::default()
     };
     set_test_credentials();
     let loc = open_location("s3://nobody/p", &opts).unwrap();
-    let e = inventory_location(None, &loc, None, &BlobRotateOptions::default()).unwrap_err();
+    let e = inventory_location(None, &loc, None, &ObjectWalkOptions::default()).unwrap_err();
     assert_eq!(e.name(), "Store", "{e}");
 }
 
@@ -285,22 +284,22 @@ fn throttling_endpoint(throttle: usize) -> (u16, std::sync::Arc<std::sync::atomi
 #[test]
 fn throttling_is_retried_with_backoff_up_to_the_limit() {
     set_test_credentials();
-    let opts = |port: u16, retries: usize| BlobOptions {
+    let opts = |port: u16, retries: usize| ObjectStoreOptions {
         s3_endpoint: Some(format!("http://127.0.0.1:{port}")),
         max_retries: retries,
         initial_backoff: std::time::Duration::from_millis(5),
-        ..BlobOptions::default()
+        ..ObjectStoreOptions::default()
     };
     let (port, count) = throttling_endpoint(3);
     let loc = open_location("s3://b/p", &opts(port, 3)).unwrap();
-    let inv = inventory_location(None, &loc, None, &BlobRotateOptions::default()).unwrap();
+    let inv = inventory_location(None, &loc, None, &ObjectWalkOptions::default()).unwrap();
     assert_eq!((inv.scanned, inv.failed), (0, 0));
     // 3 throttled + the probe + the listing.
     assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 5);
 
     let (port, count) = throttling_endpoint(3);
     let loc = open_location("s3://b/p", &opts(port, 2)).unwrap();
-    let e = inventory_location(None, &loc, None, &BlobRotateOptions::default()).unwrap_err();
+    let e = inventory_location(None, &loc, None, &ObjectWalkOptions::default()).unwrap_err();
     assert_eq!(e.name(), "Store", "{e}");
     assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 3);
 }

@@ -6,19 +6,16 @@ mod blob_support;
 use blob_support::*;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion};
-use rewrap::blobstore::{
-    decrypt_object, encrypt_object, inventory_location, rotate_location, BlobError, BlobLocation,
-    BlobRotateOptions, Checkpoint, Shard,
-};
 use rewrap::files::{DecryptOptions, EncryptOptions};
 use rewrap::kms::Kms;
-use rewrap::rotate::RotateOptions;
+use rewrap::objstore::{decrypt_object, encrypt_object, ObjectLocation, ObjectStoreError};
+use rewrap::worker::{Checkpoint, ObjectWalkOptions, RewrapOptions, Shard};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 const BIG: usize = 6 * 1024 * 1024 + 12_345;
 
-fn encrypt_all(kms: &dyn Kms, loc: &BlobLocation, key: &str, sizes: &[(String, usize)]) {
+fn encrypt_all(kms: &dyn Kms, loc: &ObjectLocation, key: &str, sizes: &[(String, usize)]) {
     let mut opts = EncryptOptions::new(key);
     opts.context = app_context();
     for (i, (name, len)) in sizes.iter().enumerate() {
@@ -27,7 +24,7 @@ fn encrypt_all(kms: &dyn Kms, loc: &BlobLocation, key: &str, sizes: &[(String, u
     }
 }
 
-fn decrypt(kms: &dyn Kms, loc: &BlobLocation, name: &str) -> Result<Vec<u8>, BlobError> {
+fn decrypt(kms: &dyn Kms, loc: &ObjectLocation, name: &str) -> Result<Vec<u8>, ObjectStoreError> {
     let mut out = Vec::new();
     let opts = DecryptOptions {
         expect_context: app_context(),
@@ -38,7 +35,7 @@ fn decrypt(kms: &dyn Kms, loc: &BlobLocation, name: &str) -> Result<Vec<u8>, Blo
 }
 
 /// (ETag, last-modified) of every object under the location.
-fn heads(loc: &BlobLocation) -> BTreeMap<String, (String, String)> {
+fn heads(loc: &ObjectLocation) -> BTreeMap<String, (String, String)> {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         use futures::TryStreamExt;
@@ -54,12 +51,12 @@ fn heads(loc: &BlobLocation) -> BTreeMap<String, (String, String)> {
     })
 }
 
-fn rotate_opts(kms: &Kms3) -> RotateOptions {
-    RotateOptions::new(kms.new.clone())
+fn rotate_opts(kms: &Kms3) -> RewrapOptions {
+    RewrapOptions::new(kms.new.clone())
 }
 
-fn blob_opts(concurrency: usize) -> BlobRotateOptions {
-    BlobRotateOptions {
+fn blob_opts(concurrency: usize) -> ObjectWalkOptions {
+    ObjectWalkOptions {
         concurrency,
         ..Default::default()
     }
@@ -143,14 +140,9 @@ fn s3_rotation_rewrites_only_key_objects_and_the_reader_decrypts() {
     );
 
     let rotator = kms.as_role("storage-rotator");
-    let r = rotate_location(&rotator, &loc, &rotate_opts(&kms), &blob_opts(4)).unwrap();
+    let r = rewrap_location(&rotator, &loc, &rotate_opts(&kms), &blob_opts(4)).unwrap();
     assert_eq!(
-        (
-            r.report.scanned,
-            r.report.rotated,
-            r.report.failed,
-            r.conflicts
-        ),
+        (r.scanned, r.rotated, r.failed, r.conflicts.unwrap()),
         (5, 5, 0, 0),
         "{r:#?}"
     );
@@ -177,8 +169,8 @@ fn s3_rotation_rewrites_only_key_objects_and_the_reader_decrypts() {
 
     let inv = inventory_location(Some(&rotator), &loc, Some(&kms.new), &blob_opts(4)).unwrap();
     assert_eq!((inv.envelopes, inv.stale, inv.stale_slots), (5, Some(0), 0));
-    let again = rotate_location(&rotator, &loc, &rotate_opts(&kms), &blob_opts(4)).unwrap();
-    assert_eq!((again.report.rotated, again.report.already_current), (0, 5));
+    let again = rewrap_location(&rotator, &loc, &rotate_opts(&kms), &blob_opts(4)).unwrap();
+    assert_eq!((again.rotated, again.already_current), (0, 5));
     assert_eq!(heads(&loc), after, "a second run must write nothing");
 }
 
@@ -232,7 +224,7 @@ fn s3_errors_name_the_missing_bucket_the_missing_object_and_the_existing_blob() 
     let kms = Kms3::new();
     let rotator = kms.as_role("storage-rotator");
     let missing = moto.open("s3://no-such-bucket/p");
-    let e = rotate_location(&rotator, &missing, &rotate_opts(&kms), &blob_opts(2)).unwrap_err();
+    let e = rewrap_location(&rotator, &missing, &rotate_opts(&kms), &blob_opts(2)).unwrap_err();
     assert_eq!(e.name(), "BucketNotFound", "{e}");
     let e = inventory_location(None, &missing, None, &blob_opts(2)).unwrap_err();
     assert_eq!(e.name(), "BucketNotFound", "{e}");
@@ -257,7 +249,7 @@ fn s3_errors_name_the_missing_bucket_the_missing_object_and_the_existing_blob() 
     );
     let e = encrypt_object(&writer, &mut &b"x"[..], &loc, "a.rewrap-key", &opts).unwrap_err();
     assert_eq!(e.name(), "Usage");
-    let e = rewrap::blobstore::open_location("ftp://x/y", &moto.options()).unwrap_err();
+    let e = rewrap::objstore::open_location("ftp://x/y", &moto.options()).unwrap_err();
     assert_eq!(e.name(), "InvalidUrl");
     // A body whose key object is gone: NotFound, not garbage.
     assert_eq!(decrypt(&reader, &loc, "a").unwrap(), pattern(10, 0));
@@ -271,7 +263,7 @@ fn s3_refused_credentials_stop_the_run_before_it_starts() {
     let kms = Kms3::new();
     let loc = moto.open("s3://locked/p");
     let rotator = kms.as_role("storage-rotator");
-    let e = rotate_location(&rotator, &loc, &rotate_opts(&kms), &blob_opts(2)).unwrap_err();
+    let e = rewrap_location(&rotator, &loc, &rotate_opts(&kms), &blob_opts(2)).unwrap_err();
     assert_eq!(e.name(), "AccessDenied", "{e}");
     assert!(e.to_string().contains("check credentials"), "{e}");
     let e = inventory_location(None, &loc, None, &blob_opts(2)).unwrap_err();
@@ -302,23 +294,20 @@ fn s3_conflicting_writer_is_counted_and_its_newer_key_object_kept() {
         fired: Default::default(),
         hook: Box::new(move || {
             let other = session(&service, "storage-rotator");
-            let r = rotate_location(
+            let r = rewrap_location(
                 &other,
                 &other_loc,
-                &RotateOptions::new(to.clone()),
+                &RewrapOptions::new(to.clone()),
                 &blob_opts(1),
             )
             .unwrap();
-            assert_eq!(r.report.rotated, 6);
+            assert_eq!(r.rotated, 6);
             *other_heads.lock().unwrap() = heads(&other_loc);
         }),
     };
-    let r = rotate_location(&kms_wrapper, &loc, &rotate_opts(&kms), &blob_opts(1)).unwrap();
-    assert_eq!(r.conflicts, 1, "{r:#?}");
-    assert_eq!(
-        (r.report.rotated, r.report.already_current, r.report.failed),
-        (0, 6, 0)
-    );
+    let r = rewrap_location(&kms_wrapper, &loc, &rotate_opts(&kms), &blob_opts(1)).unwrap();
+    assert_eq!(r.conflicts.unwrap(), 1, "{r:#?}");
+    assert_eq!((r.rotated, r.already_current, r.failed), (0, 6, 0));
     drop(rotator);
     let InterferingKms { hook, .. } = kms_wrapper;
     drop(hook);
@@ -348,13 +337,13 @@ fn s3_two_concurrent_rotations_leave_every_blob_rotated_once() {
                 s.spawn(|| {
                     let loc = moto.open("s3://twice/p");
                     let rotator = kms.as_role("storage-rotator");
-                    rotate_location(&rotator, &loc, &rotate_opts(&kms), &blob_opts(4)).unwrap()
+                    rewrap_location(&rotator, &loc, &rotate_opts(&kms), &blob_opts(4)).unwrap()
                 })
             })
             .collect();
         runs.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let (a, b) = (&reports[0].report, &reports[1].report);
+    let (a, b) = (&reports[0], &reports[1]);
     assert_eq!((a.failed, b.failed), (0, 0), "{reports:#?}");
     assert_eq!(a.scanned + b.scanned, 2 * n as u64);
     assert_eq!(
@@ -385,27 +374,27 @@ fn s3_shards_split_a_bucket_without_overlap() {
     let rotator = kms.as_role("storage-rotator");
     let before = heads(&loc);
     let checkpoint = kms.dir.path().join("dry.checkpoint");
-    let dry = BlobRotateOptions {
+    let dry = ObjectWalkOptions {
         checkpoint: Some(checkpoint.clone()),
         ..blob_opts(2)
     };
     let mut dry_run = rotate_opts(&kms);
     dry_run.dry_run = true;
-    let r = rotate_location(&rotator, &loc, &dry_run, &dry).unwrap();
-    assert_eq!((r.report.scanned, r.report.rotated), (n as u64, n as u64));
+    let r = rewrap_location(&rotator, &loc, &dry_run, &dry).unwrap();
+    assert_eq!((r.scanned, r.rotated), (n as u64, n as u64));
     assert_eq!(heads(&loc), before, "a dry run writes nothing");
     assert!(!checkpoint.exists(), "a dry run keeps no checkpoint");
     let mut total = 0;
     for index in 0..3 {
-        let opts = BlobRotateOptions {
+        let opts = ObjectWalkOptions {
             shard: Some(Shard { index, count: 3 }),
             ..blob_opts(2)
         };
-        let r = rotate_location(&rotator, &loc, &rotate_opts(&kms), &opts).unwrap();
-        assert_eq!(r.report.rotated, r.report.scanned, "{r:#?}");
-        assert!(r.report.scanned > 0);
+        let r = rewrap_location(&rotator, &loc, &rotate_opts(&kms), &opts).unwrap();
+        assert_eq!(r.rotated, r.scanned, "{r:#?}");
+        assert!(r.scanned > 0);
         assert_eq!(r.shard.as_deref(), Some(format!("{index}/3").as_str()));
-        total += r.report.scanned;
+        total += r.scanned;
     }
     assert_eq!(total, n as u64);
     let inv = inventory_location(Some(&rotator), &loc, Some(&kms.new), &blob_opts(2)).unwrap();
@@ -421,9 +410,9 @@ fn child_rotation_process() {
         serde_json::from_str(&std::env::var("REWRAP_BLOB_CHILD").expect("child config")).unwrap();
     let s = |k: &str| cfg[k].as_str().unwrap().to_string();
     let kms = Kms3::open(std::path::Path::new(&s("home")), &s("old"), &s("new"));
-    let loc = rewrap::blobstore::open_location(
+    let loc = rewrap::objstore::open_location(
         &s("url"),
-        &rewrap::blobstore::BlobOptions {
+        &rewrap::objstore::ObjectStoreOptions {
             s3_endpoint: Some(s("endpoint")),
             ..Default::default()
         },
@@ -433,13 +422,13 @@ fn child_rotation_process() {
         inner: kms.as_role("storage-rotator"),
         delay: Duration::from_millis(40),
     };
-    let opts = BlobRotateOptions {
+    let opts = ObjectWalkOptions {
         checkpoint: Some(s("checkpoint").into()),
         checkpoint_every: 5,
         concurrency: 2,
         ..Default::default()
     };
-    rotate_location(&slow, &loc, &rotate_opts(&kms), &opts).unwrap();
+    rewrap_location(&slow, &loc, &rotate_opts(&kms), &opts).unwrap();
     panic!("the child rotation was expected to be killed before it finished");
 }
 
@@ -498,23 +487,20 @@ fn s3_killed_rotation_resumes_from_checkpoint() {
     assert!(!at_kill.complete);
     assert!(at_kill.objects < n, "{at_kill:?}");
     let rotator = kms.as_role("storage-rotator");
-    let opts = BlobRotateOptions {
+    let opts = ObjectWalkOptions {
         checkpoint: Some(checkpoint.clone()),
         checkpoint_every: 5,
         concurrency: 2,
         ..Default::default()
     };
-    let r = rotate_location(&rotator, &loc, &rotate_opts(&kms), &opts).unwrap();
-    assert_eq!(r.resumed_objects, at_kill.objects);
+    let r = rewrap_location(&rotator, &loc, &rotate_opts(&kms), &opts).unwrap();
+    assert_eq!(r.resumed_objects.unwrap(), at_kill.objects);
     assert_eq!(r.resumed_after, at_kill.last_key);
     // Nothing up to the checkpoint is looked at again ...
-    assert_eq!(r.report.scanned, n - at_kill.objects, "{r:#?}");
+    assert_eq!(r.scanned, n - at_kill.objects, "{r:#?}");
     // ... and only what finished after the last checkpoint write is found done.
-    assert!(r.report.already_current <= 5 + 2 + 2, "{r:#?}");
-    assert_eq!(
-        r.report.rotated + r.report.already_current,
-        r.report.scanned
-    );
+    assert!(r.already_current <= 5 + 2 + 2, "{r:#?}");
+    assert_eq!(r.rotated + r.already_current, r.scanned);
     let done = Checkpoint::load(&checkpoint).unwrap().unwrap();
     assert!(done.complete);
     assert_eq!(done.objects, n);
@@ -522,7 +508,7 @@ fn s3_killed_rotation_resumes_from_checkpoint() {
     assert_eq!((inv.envelopes, inv.stale, inv.stale_slots), (n, Some(0), 0));
     // A checkpoint of another location is refused.
     let other = moto.open("s3://resume/other");
-    let e = rotate_location(&rotator, &other, &rotate_opts(&kms), &opts).unwrap_err();
+    let e = rewrap_location(&rotator, &other, &rotate_opts(&kms), &opts).unwrap_err();
     assert_eq!(e.name(), "Checkpoint", "{e}");
 }
 

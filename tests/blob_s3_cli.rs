@@ -1,4 +1,4 @@
-//! Blob-store locations through the real `rewrap` binary, against moto's
+//! Object-store locations through the real `rewrap` binary, against moto's
 //! S3 server: encrypt-file / decrypt-file to and from `s3://` URLs, and a
 //! `rewrap rotate --checkpoint` process killed with SIGKILL midway, then
 //! resumed by a second process.
@@ -7,9 +7,10 @@ mod blob_support;
 
 use blob_support::*;
 use rewrap::api::PrincipalRequest;
-use rewrap::blobstore::{encrypt_object, Checkpoint};
 use rewrap::files::EncryptOptions;
 use rewrap::kms::Kms;
+use rewrap::objstore::encrypt_object;
+use rewrap::worker::Checkpoint;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 

@@ -5,9 +5,8 @@ mod files_support;
 
 use files_support::*;
 use rewrap::envelope::DEFAULT_CHUNK_SIZE;
-use rewrap::files::{
-    decrypt_stream, encrypt_stream, process_tree, DecryptOptions, Output, TreeOp, TreeOptions,
-};
+use rewrap::files::{decrypt_stream, encrypt_stream, DecryptOptions, Output};
+use rewrap::worker::{transform_tree, TreeOp, TreeOptions};
 
 #[test]
 fn round_trips_at_chunk_boundaries() {
@@ -126,33 +125,15 @@ fn trees_encrypt_and_decrypt_in_place_and_to_another_folder() {
         follow_links: false,
         jobs: 2,
     };
-    let dec = DecryptOptions::default();
+    let dec = TreeOp::Decrypt(DecryptOptions::default());
     let sealed = env.path("sealed");
-    let enc = app_opts(&key);
-    let r = process_tree(
-        &writer,
-        TreeOp::Encrypt,
-        Some(&enc),
-        &dec,
-        &src,
-        Some(&sealed),
-        &tree,
-    )
-    .unwrap();
+    let enc = TreeOp::Encrypt(app_opts(&key));
+    let r = transform_tree(&writer, &enc, &src, Some(&sealed), &tree);
     assert_eq!((r.done, r.skipped, r.failed.len()), (40, 0, 0));
     // Encrypting the sealed tree again in place skips every envelope.
-    let r = process_tree(
-        &writer,
-        TreeOp::Encrypt,
-        Some(&enc),
-        &dec,
-        &sealed,
-        None,
-        &tree,
-    )
-    .unwrap();
+    let r = transform_tree(&writer, &enc, &sealed, None, &tree);
     assert_eq!((r.done, r.skipped, r.failed.len()), (0, 40, 0));
-    let r = process_tree(&reader, TreeOp::Decrypt, None, &dec, &sealed, None, &tree).unwrap();
+    let r = transform_tree(&reader, &dec, &sealed, None, &tree);
     assert_eq!((r.done, r.skipped, r.failed.len()), (40, 0, 0));
     for i in 0..40 {
         let rel = format!("d{}/f{i}", i % 4);

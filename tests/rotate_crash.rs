@@ -185,7 +185,7 @@ fn sigkill_at_random_moments_never_loses_a_file_and_a_rerun_finishes() {
     }
     // The run recorded what it saw for the key-deletion warning.
     assert_eq!(
-        rewrap::rotate::known_envelopes_for_key(&f.env.home, &f.keys[1]),
+        rewrap::worker::known_envelopes_for_key(&f.env.home, &f.keys[1]),
         FILES as u64
     );
 }

@@ -6,8 +6,8 @@ mod files_support;
 
 use files_support::*;
 use rewrap::envelope::{ParsedHeader, SlotState, SLOT_SIZE};
-use rewrap::rotate::{
-    self, EnvelopeStore, FileStore, FileVersion, RotateOptions, RotationReport, StoreError,
+use rewrap::worker::{
+    self, EnvelopeStore, FileStore, FileVersion, RewrapOptions, RewrapReport, StoreError,
 };
 use std::path::{Path, PathBuf};
 
@@ -48,9 +48,9 @@ fn tree(n: usize) -> Tree {
     }
 }
 
-fn run(t: &Tree, kms: &dyn rewrap::kms::Kms, opts: &RotateOptions) -> RotationReport {
-    let items = rotate::walk_files(std::slice::from_ref(&t.root), false);
-    rotate::rotate(kms, &FileStore::default(), items, opts).unwrap()
+fn run(t: &Tree, kms: &dyn rewrap::kms::Kms, opts: &RewrapOptions) -> RewrapReport {
+    let items = worker::walk_files(std::slice::from_ref(&t.root), false);
+    worker::rewrap_items(kms, &FileStore::default(), items, opts).unwrap()
 }
 
 fn slots(path: &Path) -> ParsedHeader {
@@ -86,7 +86,7 @@ fn rotates_a_tree_then_does_nothing_on_a_rerun() {
     let t = tree(60);
     t.env.principal("app-reader");
     let rotator = t.env.principal("storage-rotator");
-    let r = run(&t, &rotator, &RotateOptions::new(&t.key_b));
+    let r = run(&t, &rotator, &RewrapOptions::new(&t.key_b));
     assert_eq!(
         (
             r.scanned,
@@ -106,7 +106,7 @@ fn rotates_a_tree_then_does_nothing_on_a_rerun() {
     assert_eq!(r.exit_code(), 0);
     assert_all_under(&t, &t.key_b, 1);
     notes_untouched(&t);
-    let again = run(&t, &rotator, &RotateOptions::new(&t.key_b));
+    let again = run(&t, &rotator, &RewrapOptions::new(&t.key_b));
     assert_eq!(
         (again.rotated, again.already_current, again.failed),
         (0, 60, 0)
@@ -119,7 +119,7 @@ fn new_key_material_of_the_same_key_is_a_rotation() {
     t.env.principal("app-reader");
     let rotator = t.env.principal("storage-rotator");
     assert_eq!(t.env.rotate_key(&t.key_a), 2);
-    let r = run(&t, &rotator, &RotateOptions::new(&t.key_a));
+    let r = run(&t, &rotator, &RewrapOptions::new(&t.key_a));
     assert_eq!((r.rotated, r.target_version), (10, 2));
     assert_eq!(r.by_source[&t.key_a]["1"].rotated, 10);
     assert_all_under(&t, &t.key_a, 2);
@@ -134,7 +134,7 @@ fn dry_run_writes_nothing() {
         .iter()
         .map(|(p, _)| std::fs::read(p).unwrap())
         .collect();
-    let mut opts = RotateOptions::new(&t.key_b);
+    let mut opts = RewrapOptions::new(&t.key_b);
     opts.dry_run = true;
     let r = run(&t, &rotator, &opts);
     assert!(r.dry_run);
@@ -156,7 +156,7 @@ fn from_filter_leaves_other_keys_alone() {
     seal(&writer, &app_opts(&key_c), &other, b"under C");
     let before = std::fs::read(&other).unwrap();
     let rotator = t.env.principal("storage-rotator");
-    let mut opts = RotateOptions::new(&t.key_b);
+    let mut opts = RewrapOptions::new(&t.key_b);
     opts.from = vec![t.key_a.rsplit('/').next().unwrap().to_string()];
     let r = run(&t, &rotator, &opts);
     assert_eq!((r.rotated, r.other_key, r.failed), (10, 1, 0));
@@ -177,7 +177,7 @@ fn one_bad_file_never_stops_the_run() {
     let truncated = t.root.join("d1/short.rwp");
     std::fs::write(&truncated, &b[..30]).unwrap();
     let rotator = t.env.principal("storage-rotator");
-    let r = run(&t, &rotator, &RotateOptions::new(&t.key_b));
+    let r = run(&t, &rotator, &RewrapOptions::new(&t.key_b));
     assert_eq!((r.rotated, r.failed), (20, 2), "{:?}", r.failures);
     assert_eq!(r.exit_code(), 1);
     let reasons: Vec<(&str, &str)> = r
@@ -208,7 +208,7 @@ fn symlinks_are_not_followed() {
     std::os::unix::fs::symlink(&outside, t.root.join("link.rwp")).unwrap();
     let before = std::fs::read(&outside).unwrap();
     let rotator = t.env.principal("storage-rotator");
-    let r = run(&t, &rotator, &RotateOptions::new(&t.key_b));
+    let r = run(&t, &rotator, &RewrapOptions::new(&t.key_b));
     assert_eq!((r.scanned, r.rotated), (6, 3));
     assert_eq!(std::fs::read(&outside).unwrap(), before);
 }
@@ -236,7 +236,8 @@ impl EnvelopeStore for NoWipe {
         expected: &FileVersion,
     ) -> Result<FileVersion, StoreError> {
         if writes.iter().any(|(_, b)| b.iter().all(|&x| x == 0)) {
-            return Err(StoreError::Io("simulated crash".into()));
+            let crash = std::io::Error::other("simulated crash");
+            return Err(StoreError::io("cannot wipe", crash));
         }
         self.0.write_slots(item, writes, expected)
     }
@@ -250,12 +251,12 @@ fn an_interrupted_rotation_is_finished_by_the_next_run() {
     let t = tree(15);
     t.env.principal("app-reader");
     let rotator = t.env.principal("storage-rotator");
-    let items = rotate::walk_files(std::slice::from_ref(&t.root), false);
-    let r = rotate::rotate(
+    let items = worker::walk_files(std::slice::from_ref(&t.root), false);
+    let r = worker::rewrap_items(
         &rotator,
         &NoWipe(FileStore::default()),
         items,
-        &RotateOptions::new(&t.key_b),
+        &RewrapOptions::new(&t.key_b),
     )
     .unwrap();
     assert_eq!((r.rotated, r.failed), (0, 15));
@@ -273,16 +274,16 @@ fn an_interrupted_rotation_is_finished_by_the_next_run() {
         ));
         assert_eq!(p.slots.active().unwrap().1.key_arn, t.key_b);
     }
-    let inv = rotate::inventory(
+    let inv = worker::inventory_items(
         None,
         &FileStore { read_only: true },
-        rotate::walk_files(std::slice::from_ref(&t.root), false),
+        worker::walk_files(std::slice::from_ref(&t.root), false),
         None,
         2,
     )
     .unwrap();
     assert_eq!(inv.stale_slots, 15);
-    let r = run(&t, &rotator, &RotateOptions::new(&t.key_b));
+    let r = run(&t, &rotator, &RewrapOptions::new(&t.key_b));
     assert_eq!((r.rotated, r.already_current, r.failed), (0, 15, 0));
     assert_all_under(&t, &t.key_b, 1);
 }
@@ -292,7 +293,7 @@ fn concurrent_runs_never_clobber_each_other() {
     let t = tree(200);
     t.env.principal("app-reader");
     let rotator = t.env.principal("storage-rotator");
-    let mut opts = RotateOptions::new(&t.key_b);
+    let mut opts = RewrapOptions::new(&t.key_b);
     opts.batch = 16;
     opts.jobs = 3;
     let (a, b) = std::thread::scope(|s| {
@@ -346,10 +347,10 @@ fn a_file_replaced_after_the_read_is_not_written() {
 fn inventory_counts_per_key_and_version_and_records_a_summary() {
     let t = tree(30);
     let rotator = t.env.principal("storage-rotator");
-    let inv = rotate::inventory(
+    let inv = worker::inventory_items(
         Some(&rotator),
         &FileStore { read_only: true },
-        rotate::walk_files(std::slice::from_ref(&t.root), false),
+        worker::walk_files(std::slice::from_ref(&t.root), false),
         Some(&t.key_b),
         2,
     )
@@ -359,21 +360,25 @@ fn inventory_counts_per_key_and_version_and_records_a_summary() {
     assert!(inv.keys[&t.key_a].oldest_wrap.is_some());
     assert_eq!(inv.stale, Some(30));
     let mut inv = inv;
-    inv.roots = rotate::canonical_roots(std::slice::from_ref(&t.root));
-    rotate::InventorySummary::from_inventory(&inv)
+    inv.roots = worker::canonical_roots(std::slice::from_ref(&t.root));
+    worker::InventorySummary::from_inventory(&inv)
         .record(&t.env.home)
         .unwrap();
     let key_a_id = t.key_a.rsplit('/').next().unwrap();
-    assert_eq!(rotate::known_envelopes_for_key(&t.env.home, &t.key_a), 30);
-    assert_eq!(rotate::known_envelopes_for_key(&t.env.home, key_a_id), 30);
-    assert_eq!(rotate::known_envelopes_for_key(&t.env.home, &t.key_b), 0);
+    assert_eq!(worker::known_envelopes_for_key(&t.env.home, &t.key_a), 30);
+    assert_eq!(worker::known_envelopes_for_key(&t.env.home, key_a_id), 30);
+    assert_eq!(worker::known_envelopes_for_key(&t.env.home, &t.key_b), 0);
     // A rotation over the same roots replaces the summary with the new state.
-    let r = run(&t, &rotator, &RotateOptions::new(&t.key_b));
-    rotate::InventorySummary::from_rotation(std::slice::from_ref(&t.root), &r)
+    let r = run(&t, &rotator, &RewrapOptions::new(&t.key_b));
+    let source = worker::Source::Tree {
+        roots: vec![t.root.clone()],
+        follow_links: false,
+    };
+    worker::InventorySummary::from_rewrap(&source, &r)
         .record(&t.env.home)
         .unwrap();
-    assert_eq!(rotate::known_envelopes_for_key(&t.env.home, &t.key_a), 0);
-    assert_eq!(rotate::known_envelopes_for_key(&t.env.home, &t.key_b), 30);
+    assert_eq!(worker::known_envelopes_for_key(&t.env.home, &t.key_a), 0);
+    assert_eq!(worker::known_envelopes_for_key(&t.env.home, &t.key_b), 30);
 }
 
 #[test]
@@ -381,7 +386,7 @@ fn a_file_locked_by_another_writer_is_waited_for_last_holding_no_locks() {
     let t = tree(40);
     let rotator = t.env.principal("storage-rotator");
     let locked = t.plain[17].0.clone();
-    let mut opts = RotateOptions::new(&t.key_b);
+    let mut opts = RewrapOptions::new(&t.key_b);
     opts.jobs = 2;
     opts.batch = 8;
     opts.kms_batch = 4;
@@ -441,16 +446,18 @@ fn a_file_locked_by_another_writer_is_waited_for_last_holding_no_locks() {
 
 #[test]
 fn a_rotation_fits_its_open_files_in_the_limit() {
-    let mut opts = RotateOptions::new("alias/x");
+    let mut opts = RewrapOptions::new("alias/x");
     opts.jobs = 4;
-    let limit = rotate::fit_open_files(&mut opts);
+    let limit = 1024;
+    opts.fit_open_files(limit);
     assert!(4 * (opts.kms_batch + opts.batch) as u64 + 128 <= limit);
-    if limit >= 4 * (64 + 256) + 128 {
-        assert_eq!((opts.kms_batch, opts.batch), (64, 256));
-    }
+    let mut roomy = RewrapOptions::new("alias/x");
+    roomy.jobs = 4;
+    roomy.fit_open_files(4 * (64 + 256) + 128);
+    assert_eq!((roomy.kms_batch, roomy.batch), (64, 256));
     // Far more workers than descriptors: one file per step each.
-    opts.jobs = (limit as usize).max(1_000_000);
-    rotate::fit_open_files(&mut opts);
+    opts.jobs = 1_000_000;
+    opts.fit_open_files(limit);
     assert_eq!((opts.kms_batch, opts.batch), (1, 1));
 }
 
@@ -479,16 +486,16 @@ fn inventory_and_rotation_leave_access_times_alone() {
     );
 
     let rotator = t.env.principal("storage-rotator");
-    let inv = rotate::inventory(
+    let inv = worker::inventory_items(
         Some(&rotator),
         &FileStore { read_only: true },
-        rotate::walk_files(std::slice::from_ref(&t.root), false),
+        worker::walk_files(std::slice::from_ref(&t.root), false),
         None,
         2,
     )
     .unwrap();
     assert_eq!(inv.envelopes, 12);
-    let r = run(&t, &rotator, &RotateOptions::new(&t.key_b));
+    let r = run(&t, &rotator, &RewrapOptions::new(&t.key_b));
     assert_eq!((r.rotated, r.failed), (12, 0));
     for (path, _) in &t.plain {
         assert_eq!(accessed(path), old, "{path:?}");

@@ -6,11 +6,11 @@
 mod files_support;
 
 use files_support::*;
-use rewrap::api::{Blob, DecryptRequest};
+use rewrap::api::{CiphertextBlob, DecryptRequest};
 use rewrap::envelope::ParsedHeader;
 use rewrap::files::DecryptOptions;
 use rewrap::kms::Kms;
-use rewrap::rotate::{self, FileStore, RotateOptions};
+use rewrap::worker::{self, FileStore, RewrapOptions};
 
 const FILES: usize = 1000;
 
@@ -34,12 +34,12 @@ fn rotator_rewraps_1000_files_but_can_read_none_and_the_reader_reads_all() {
         plain.push((path, data));
     }
 
-    let items = rotate::walk_files(std::slice::from_ref(&root), false);
-    let report = rotate::rotate(
+    let items = worker::walk_files(std::slice::from_ref(&root), false);
+    let report = worker::rewrap_items(
         &rotator,
         &FileStore::default(),
         items,
-        &RotateOptions::new(&new),
+        &RewrapOptions::new(&new),
     )
     .unwrap();
     assert_eq!(
@@ -61,7 +61,7 @@ fn rotator_rewraps_1000_files_but_can_read_none_and_the_reader_reads_all() {
     assert_eq!(slot.key_arn, new);
     let err = rotator
         .decrypt(&DecryptRequest {
-            ciphertext_blob: Blob(slot.wrapped_key.clone()),
+            ciphertext_blob: CiphertextBlob(slot.wrapped_key.clone()),
             encryption_context: Some(parsed.header.kms_context()),
             ..Default::default()
         })

@@ -1,19 +1,27 @@
-//! Envelope commands: encrypt-file, decrypt-file, rotate, inventory,
-//! inspect-envelope.
+//! Envelope commands: encrypt-file, decrypt-file, inspect-envelope (and
+//! the dispatch of rotate and inventory, in [`super::rewrap`]).
+//!
+//! encrypt-file and decrypt-file have one code path each: their INPUT and
+//! `--out` are resolved into two `End`s (stdin or stdout, a file, an
+//! object), then one function moves the bytes between them. Trees go to
+//! the worker's pool ([`worker::transform_tree`]).
 //!
 //! Exit codes: 0 success; 1 the operation failed (single file) or some
-//! files failed (trees, rotate, inventory); 2 the run could not start (no
-//! credentials, unknown target key, bad arguments).
+//! files failed (trees); 2 the run could not start (no credentials, bad
+//! arguments).
 
+use super::objects::{open_object, ObjectRef};
+use super::report::{kms_or_exit, print_failures, print_summary, usage};
+use super::rewrap::{InventoryArgs, RotateArgs};
 use super::Context;
 use crate::api::EncryptionContext;
 use crate::envelope::{ParsedHeader, SlotState, DEFAULT_CHUNK_SIZE};
-use crate::files::{self, DecryptOptions, EncryptOptions, Output, TreeOp, TreeOptions};
+use crate::files::{self, DecryptOptions, EncryptOptions, EnvelopeInfo, FileError, Output};
 use crate::kms::Kms;
-use crate::rotate::{self, FileStore, InventorySummary, RotateOptions};
-use std::io::IsTerminal;
+use crate::objstore::{self, ObjectStoreError};
+use crate::worker::{self, TreeOp, TreeOptions};
+use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// Envelope commands.
 #[derive(Debug, clap::Subcommand)]
@@ -89,61 +97,6 @@ pub struct DecryptArgs {
     pub io: IoArgs,
 }
 
-/// rotate arguments.
-#[derive(Debug, Clone, clap::Args)]
-pub struct RotateArgs {
-    /// Target key: envelopes end up under its newest key-material version.
-    #[arg(long, value_name = "KEY")]
-    pub to: String,
-    /// Only rotate envelopes currently under this key (repeatable).
-    #[arg(long, value_name = "KEY")]
-    pub from: Vec<String>,
-    /// List what would change; write nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Write a JSON report to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub report: Option<PathBuf>,
-    /// Worker threads (0: two per core; more help with a remote KMS).
-    #[arg(long, default_value_t = 0)]
-    pub jobs: usize,
-    /// Envelopes per group commit (one syncfs per batch).
-    #[arg(long, default_value_t = 256)]
-    pub batch: usize,
-    /// Follow symbolic links.
-    #[arg(long)]
-    pub follow_symlinks: bool,
-    /// Never show a progress bar.
-    #[arg(long)]
-    pub no_progress: bool,
-    /// Blob-store options (checkpoint, shard, endpoint, concurrency).
-    #[command(flatten)]
-    pub blob: crate::blobstore::BlobArgs,
-    /// Files or folders, or one blob-store location (s3://bucket/prefix, az://, gs://, file://).
-    #[arg(required = true, value_name = "PATH")]
-    pub paths: Vec<PathBuf>,
-}
-
-/// inventory arguments.
-#[derive(Debug, Clone, clap::Args)]
-pub struct InventoryArgs {
-    /// Also count envelopes not under the newest version of this key.
-    #[arg(long, value_name = "KEY")]
-    pub stale_against: Option<String>,
-    /// Worker threads (0: two per core).
-    #[arg(long, default_value_t = 0)]
-    pub jobs: usize,
-    /// Follow symbolic links.
-    #[arg(long)]
-    pub follow_symlinks: bool,
-    /// Blob-store options (shard, endpoint, concurrency).
-    #[command(flatten)]
-    pub blob: crate::blobstore::BlobArgs,
-    /// Files or folders, or one blob-store location.
-    #[arg(required = true, value_name = "PATH")]
-    pub paths: Vec<PathBuf>,
-}
-
 /// inspect-envelope arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct InspectArgs {
@@ -163,17 +116,40 @@ pub fn run(cmd: FileCommand, ctx: &Context) -> anyhow::Result<i32> {
     match cmd {
         FileCommand::EncryptFile(a) => encrypt(a, ctx),
         FileCommand::DecryptFile(a) => decrypt(a, ctx),
-        FileCommand::Rotate(a) => rotate_cmd(a, ctx),
-        FileCommand::Inventory(a) => inventory_cmd(a, ctx),
+        FileCommand::Rotate(a) => super::rewrap::rotate(a, ctx),
+        FileCommand::Inventory(a) => super::rewrap::inventory(a, ctx),
         FileCommand::InspectEnvelope(a) => inspect(a, ctx),
     }
 }
 
-fn kms_or_exit(ctx: &Context) -> Result<Arc<dyn Kms>, i32> {
-    ctx.kms().map_err(|e| {
-        eprintln!("rewrap: {e}");
-        2
-    })
+/// One end of encrypt-file or decrypt-file.
+enum End<'a> {
+    /// stdin (input) or stdout (output).
+    Std,
+    /// A local file (an output equal to the input means in place).
+    File(&'a Path),
+    /// An object in an object store.
+    Object(ObjectRef),
+}
+
+impl End<'_> {
+    /// How the end is named in messages.
+    fn name(&self) -> String {
+        match self {
+            End::Std => "<stdin>".into(),
+            End::File(p) => p.display().to_string(),
+            End::Object(o) => o.url.clone(),
+        }
+    }
+}
+
+/// Why moving one envelope failed.
+#[derive(Debug, thiserror::Error)]
+enum OneError {
+    #[error("{0}")]
+    File(#[from] FileError),
+    #[error("{0}")]
+    Object(#[from] ObjectStoreError),
 }
 
 fn encrypt(a: EncryptArgs, ctx: &Context) -> anyhow::Result<i32> {
@@ -186,35 +162,18 @@ fn encrypt(a: EncryptArgs, ctx: &Context) -> anyhow::Result<i32> {
         Ok(k) => k,
         Err(code) => return Ok(code),
     };
-    if let Some(url) = a.io.out.as_ref().map(|o| o.to_string_lossy().into_owned()) {
-        if crate::blobstore::is_blob_url(&url) && !a.io.recursive {
-            return super::blob::encrypt_to(&*kms, &a.io.input, &url, &opts, ctx);
-        }
-    }
     if a.io.recursive {
-        return tree(
-            ctx,
-            &*kms,
-            TreeOp::Encrypt,
-            Some(&opts),
-            &DecryptOptions::default(),
-            &a.io,
-        );
+        return tree(ctx, &*kms, TreeOp::Encrypt(opts), &a.io);
     }
-    single(ctx, &a.io, |input, output| match (input, output) {
-        (None, None) => files::encrypt_stream(
-            &*kms,
-            &opts,
-            &mut std::io::stdin().lock(),
-            &mut std::io::stdout().lock(),
-        ),
-        (Some(i), None) => {
-            files::encrypt_stream(&*kms, &opts, &mut open(i)?, &mut std::io::stdout().lock())
-        }
-        (None, Some(o)) => files::write_atomically(o, None, |out| {
-            files::encrypt_stream(&*kms, &opts, &mut std::io::stdin().lock(), out)
-        }),
-        (Some(i), Some(o)) => files::encrypt_file(&*kms, &opts, i, out_of(i, o)),
+    let (input, output) = match ends(&a.io)? {
+        Ok(ends) => ends,
+        Err(code) => return Ok(code),
+    };
+    if matches!(input, End::Object(_)) {
+        return usage("encrypt-file reads a file or stdin, not an object");
+    }
+    one(ctx, &input, &output, || {
+        encrypt_one(&*kms, &opts, &input, &output)
     })
 }
 
@@ -227,32 +186,174 @@ fn decrypt(a: DecryptArgs, ctx: &Context) -> anyhow::Result<i32> {
         Ok(k) => k,
         Err(code) => return Ok(code),
     };
-    let input = a.io.input.to_string_lossy().into_owned();
-    if crate::blobstore::is_blob_url(&input) && !a.io.recursive {
-        return super::blob::decrypt_from(&*kms, &input, a.io.out.as_deref(), &opts, ctx);
-    }
     if a.io.recursive {
-        return tree(ctx, &*kms, TreeOp::Decrypt, None, &opts, &a.io);
+        return tree(ctx, &*kms, TreeOp::Decrypt(opts), &a.io);
     }
-    single(ctx, &a.io, |input, output| match (input, output) {
-        (None, None) => files::decrypt_stream(
-            &*kms,
-            &opts,
-            &mut std::io::stdin().lock(),
-            &mut std::io::stdout().lock(),
-        ),
-        (Some(i), None) => {
-            files::decrypt_stream(&*kms, &opts, &mut open(i)?, &mut std::io::stdout().lock())
+    let (input, output) = match ends(&a.io)? {
+        Ok(ends) => ends,
+        Err(code) => return Ok(code),
+    };
+    if matches!(output, End::Object(_)) {
+        return usage("decrypt-file writes a file or stdout, not an object");
+    }
+    one(ctx, &input, &output, || {
+        decrypt_one(&*kms, &opts, &input, &output)
+    })
+}
+
+/// Resolves INPUT and `--out` / `--in-place`; `Ok(Err(code))` on a usage
+/// problem (printed).
+fn ends(io: &IoArgs) -> anyhow::Result<Result<(End<'_>, End<'_>), i32>> {
+    let stdin = io.input.as_os_str() == "-";
+    let input_url = io.input.to_string_lossy();
+    let input = if stdin {
+        End::Std
+    } else if objstore::is_object_url(&input_url) {
+        match open_object(&input_url)? {
+            Ok(o) => End::Object(o),
+            Err(code) => return Ok(Err(code)),
         }
-        (None, Some(o)) => files::write_atomically(o, None, |out| {
-            files::decrypt_stream(&*kms, &opts, &mut std::io::stdin().lock(), out)
-        }),
-        (Some(i), Some(o)) => files::decrypt_file(&*kms, &opts, i, out_of(i, o)),
+    } else {
+        End::File(&io.input)
+    };
+    let output = match (&io.out, io.in_place, &input) {
+        (_, true, End::File(i)) => End::File(i),
+        (_, true, _) => return Ok(Err(usage("--in-place needs a file, not stdin")?)),
+        (Some(o), false, _) if o.as_os_str() == "-" => End::Std,
+        (Some(o), false, _) if objstore::is_object_url(&o.to_string_lossy()) => {
+            match open_object(&o.to_string_lossy())? {
+                Ok(o) => End::Object(o),
+                Err(code) => return Ok(Err(code)),
+            }
+        }
+        (Some(o), false, _) => End::File(o),
+        (None, false, End::File(_)) => {
+            return Ok(Err(usage(
+                "give --out PATH (or `-o -` for stdout) or --in-place",
+            )?))
+        }
+        (None, false, _) => End::Std,
+    };
+    if let End::File(i) = input {
+        if i.is_dir() {
+            let msg = format!("{} is a folder: add --recursive", i.display());
+            return Ok(Err(usage(&msg)?));
+        }
+        if matches!(output, End::Std) && std::io::stdout().is_terminal() {
+            // Binary or plaintext to a terminal is never what anyone wants.
+            let msg = "refusing to write to a terminal: redirect stdout or give --out";
+            return Ok(Err(usage(msg)?));
+        }
+    }
+    Ok(Ok((input, output)))
+}
+
+/// Runs `f` on one envelope and reports it: the summary when the output is
+/// not stdout, else nothing; the error on stderr (exit code 1).
+fn one(
+    ctx: &Context,
+    input: &End<'_>,
+    output: &End<'_>,
+    f: impl FnOnce() -> Result<EnvelopeInfo, OneError>,
+) -> anyhow::Result<i32> {
+    let name = match (input, output) {
+        (_, End::Object(o)) => o.url.clone(),
+        (i, _) => i.name(),
+    };
+    match f() {
+        Ok(info) => {
+            let mut v = serde_json::to_value(&info)?;
+            match output {
+                End::Std => return Ok(0),
+                End::File(o) => v["output"] = o.display().to_string().into(),
+                End::Object(_) => {}
+            }
+            print_summary(ctx, &v)?;
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("rewrap: {name}: {e}");
+            Ok(1)
+        }
+    }
+}
+
+/// The bytes of a local input.
+fn reader(input: &End<'_>) -> Result<Box<dyn Read>, FileError> {
+    match input {
+        End::File(i) => Ok(Box::new(open(i)?)),
+        _ => Ok(Box::new(std::io::stdin().lock())),
+    }
+}
+
+fn encrypt_one(
+    kms: &dyn Kms,
+    opts: &EncryptOptions,
+    input: &End<'_>,
+    output: &End<'_>,
+) -> Result<EnvelopeInfo, OneError> {
+    Ok(match (input, output) {
+        (_, End::Object(o)) => {
+            objstore::encrypt_object(kms, &mut reader(input)?, &o.location, &o.name, opts)?
+        }
+        (End::File(i), End::File(o)) => files::encrypt_file(kms, opts, i, out_of(i, o))?,
+        (_, End::File(o)) => files::write_atomically(o, None, |out| {
+            files::encrypt_stream(kms, opts, &mut reader(input)?, out)
+        })?,
+        (_, End::Std) => files::encrypt_stream(
+            kms,
+            opts,
+            &mut reader(input)?,
+            &mut std::io::stdout().lock(),
+        )?,
+    })
+}
+
+fn decrypt_one(
+    kms: &dyn Kms,
+    opts: &DecryptOptions,
+    input: &End<'_>,
+    output: &End<'_>,
+) -> Result<EnvelopeInfo, OneError> {
+    Ok(match (input, output) {
+        (End::Object(o), End::File(path)) => {
+            // Decrypt beside the target and rename only when every chunk verified.
+            let mut object_err = None;
+            let written = files::write_atomically(path, None, |w| {
+                objstore::decrypt_object(kms, &o.location, &o.name, w, opts).map_err(|e| {
+                    let message = e.to_string();
+                    object_err = Some(e);
+                    FileError::Io {
+                        path: path.to_path_buf(),
+                        source: std::io::Error::other(message),
+                    }
+                })
+            });
+            match (written, object_err) {
+                (Ok(info), _) => info,
+                (Err(_), Some(e)) => return Err(e.into()),
+                (Err(e), None) => return Err(e.into()),
+            }
+        }
+        (End::Object(o), _) => {
+            let mut out = std::io::stdout().lock();
+            objstore::decrypt_object(kms, &o.location, &o.name, &mut out, opts)?
+        }
+        (End::File(i), End::File(o)) => files::decrypt_file(kms, opts, i, out_of(i, o))?,
+        (_, End::File(o)) => files::write_atomically(o, None, |out| {
+            files::decrypt_stream(kms, opts, &mut reader(input)?, out)
+        })?,
+        (_, _) => files::decrypt_stream(
+            kms,
+            opts,
+            &mut reader(input)?,
+            &mut std::io::stdout().lock(),
+        )?,
     })
 }
 
 fn open(path: &Path) -> files::Result<std::fs::File> {
-    std::fs::File::open(path).map_err(|source| files::FileError::Io {
+    std::fs::File::open(path).map_err(|source| FileError::Io {
         path: path.to_path_buf(),
         source,
     })
@@ -267,76 +368,9 @@ fn out_of<'a>(input: &Path, o: &'a Path) -> Output<'a> {
     }
 }
 
-/// One file or stream: `f(input, output)` with `None` for stdin / stdout.
-fn single(
-    ctx: &Context,
-    io: &IoArgs,
-    f: impl FnOnce(Option<&Path>, Option<&Path>) -> files::Result<files::EnvelopeInfo>,
-) -> anyhow::Result<i32> {
-    let stdin = io.input.as_os_str() == "-";
-    let input = (!stdin).then_some(io.input.as_path());
-    let output = match (&io.out, io.in_place) {
-        (_, true) if stdin => return usage("--in-place needs a file, not stdin"),
-        (_, true) => Some(io.input.as_path()),
-        (Some(o), false) if o.as_os_str() == "-" => None,
-        (Some(o), false) => Some(o.as_path()),
-        (None, false) if stdin => None,
-        (None, false) => return usage("give --out PATH (or `-o -` for stdout) or --in-place"),
-    };
-    if let Some(i) = input {
-        if i.is_dir() {
-            return usage(&format!("{} is a folder: add --recursive", i.display()));
-        }
-    }
-    if output.is_none() && std::io::stdout().is_terminal() && !stdin {
-        // Binary or plaintext to a terminal is never what anyone wants.
-        return usage("refusing to write to a terminal: redirect stdout or give --out");
-    }
-    let name = input.map_or_else(|| "<stdin>".to_string(), |p| p.display().to_string());
-    match f(input, output) {
-        Ok(info) => {
-            if output.is_some() {
-                let mut v = serde_json::to_value(&info)?;
-                if let Some(o) = output {
-                    v["output"] = o.display().to_string().into();
-                }
-                print_summary(ctx, &v)?;
-            }
-            Ok(0)
-        }
-        Err(e) => {
-            eprintln!("rewrap: {name}: {e}");
-            Ok(1)
-        }
-    }
-}
-
-fn usage(msg: &str) -> anyhow::Result<i32> {
-    eprintln!("rewrap: {msg}");
-    Ok(2)
-}
-
-fn print_summary(ctx: &Context, v: &serde_json::Value) -> anyhow::Result<()> {
-    if ctx.json_output() {
-        println!("{}", serde_json::to_string_pretty(v)?);
-    } else if let Some(obj) = v.as_object() {
-        let cells: Vec<String> = obj
-            .values()
-            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
-            .collect();
-        println!("{}", cells.join("\t"));
-    }
-    Ok(())
-}
-
-fn tree(
-    ctx: &Context,
-    kms: &dyn Kms,
-    op: TreeOp,
-    enc: Option<&EncryptOptions>,
-    dec: &DecryptOptions,
-    io: &IoArgs,
-) -> anyhow::Result<i32> {
+/// `encrypt-file -r` / `decrypt-file -r`: every file of a tree, on the
+/// worker's pool.
+fn tree(ctx: &Context, kms: &dyn Kms, op: TreeOp, io: &IoArgs) -> anyhow::Result<i32> {
     if !io.input.is_dir() {
         return usage(&format!("{} is not a folder", io.input.display()));
     }
@@ -349,158 +383,10 @@ fn tree(
         follow_links: io.follow_symlinks,
         jobs: io.jobs,
     };
-    let report = match files::process_tree(kms, op, enc, dec, &io.input, out_root, &opts) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("rewrap: {e}");
-            return Ok(2);
-        }
-    };
-    for f in &report.failed {
-        eprintln!("rewrap: {}: {}", f.path.display(), f.error);
-    }
-    print_summary(ctx, &serde_json::to_value(&report)?)?;
-    Ok(i32::from(!report.failed.is_empty()))
-}
-
-fn rotate_cmd(a: RotateArgs, ctx: &Context) -> anyhow::Result<i32> {
-    let kms = match kms_or_exit(ctx) {
-        Ok(k) => k,
-        Err(code) => return Ok(code),
-    };
-    let progress = !a.no_progress && std::io::stderr().is_terminal();
-    let mut opts = RotateOptions::new(&a.to);
-    opts.from = a.from.clone();
-    opts.dry_run = a.dry_run;
-    // A remote KMS answers slower than local disk: keep many requests in flight.
-    opts.jobs = match (a.jobs, &ctx.global.endpoint_url) {
-        (0, Some(_)) => 32,
-        (jobs, _) => jobs,
-    };
-    opts.batch = a.batch;
-    opts.progress = progress;
-    if progress && matches!(super::blob::blob_url(&a.paths), Ok(None)) {
-        opts.expected_items = rotate::count_files(&a.paths, a.follow_symlinks);
-    }
-    match super::blob::blob_url(&a.paths) {
-        Ok(Some(url)) => return super::blob::rotate(&*kms, &url, &opts, &a, ctx),
-        Ok(None) => {}
-        Err(e) => {
-            eprintln!("rewrap: {e}");
-            return Ok(2);
-        }
-    }
-    if ctx.global.endpoint_url.is_some() {
-        // No group commit to gain from batching remote calls: each worker
-        // keeps one call in flight and holds one file at that step.
-        opts.kms_batch = 1;
-    }
-    rotate::fit_open_files(&mut opts);
-    let store = FileStore {
-        read_only: a.dry_run,
-    };
-    let items = rotate::walk_files(&a.paths, a.follow_symlinks);
-    let report = match rotate::rotate(&*kms, &store, items, &opts) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("rewrap: rotation could not start: {e}");
-            return Ok(2);
-        }
-    };
-    for f in &report.failures {
-        eprintln!("rewrap: {}: {}", f.path, f.error);
-    }
-    if let Some(path) = &a.report {
-        let text = serde_json::to_vec_pretty(&report)?;
-        files::write_atomically(path, None, |out| {
-            out.write_all(&text).map_err(|source| files::FileError::Io {
-                path: path.clone(),
-                source,
-            })
-        })?;
-    }
-    if !a.dry_run {
-        let summary = InventorySummary::from_rotation(&a.paths, &report);
-        if let Err(e) = summary.record(&ctx.home()) {
-            eprintln!("rewrap: warning: cannot record the inventory summary: {e}");
-        }
-    }
-    let mut brief = serde_json::to_value(&report)?;
-    if let Some(o) = brief.as_object_mut() {
-        o.remove("failures");
-        o.remove("after");
-        if !ctx.json_output() {
-            o.remove("by_source");
-        }
-    }
-    print_summary(ctx, &brief)?;
+    let report = worker::transform_tree(kms, &op, &io.input, out_root, &opts);
+    print_failures(&report.failed);
+    print_summary(ctx, &report)?;
     Ok(report.exit_code())
-}
-
-fn inventory_cmd(a: InventoryArgs, ctx: &Context) -> anyhow::Result<i32> {
-    let kms = match &a.stale_against {
-        Some(_) => match kms_or_exit(ctx) {
-            Ok(k) => Some(k),
-            Err(code) => return Ok(code),
-        },
-        None => None,
-    };
-    match super::blob::blob_url(&a.paths) {
-        Ok(Some(url)) => return super::blob::inventory(kms.as_deref(), &url, &a, ctx),
-        Ok(None) => {}
-        Err(e) => {
-            eprintln!("rewrap: {e}");
-            return Ok(2);
-        }
-    }
-    let store = FileStore { read_only: true };
-    let items = rotate::walk_files(&a.paths, a.follow_symlinks);
-    let inv = rotate::inventory(
-        kms.as_deref(),
-        &store,
-        items,
-        a.stale_against.as_deref(),
-        a.jobs,
-    );
-    let mut inv = match inv {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("rewrap: inventory could not start: {e}");
-            return Ok(2);
-        }
-    };
-    inv.roots = rotate::canonical_roots(&a.paths);
-    if let Err(e) = InventorySummary::from_inventory(&inv).record(&ctx.home()) {
-        eprintln!("rewrap: warning: cannot record the inventory summary: {e}");
-    }
-    for f in &inv.failures {
-        eprintln!("rewrap: {}: {}", f.path, f.error);
-    }
-    if ctx.json_output() {
-        println!("{}", serde_json::to_string_pretty(&inv)?);
-    } else {
-        print_inventory_table(&inv);
-    }
-    Ok(i32::from(inv.failed > 0))
-}
-
-fn print_inventory_table(inv: &rotate::Inventory) {
-    println!("KEY\tVERSION\tENVELOPES\tOLDEST WRAP");
-    for (arn, k) in &inv.keys {
-        for (v, n) in &k.versions {
-            println!(
-                "{arn}\t{v}\t{n}\t{}",
-                k.oldest_wrap.as_deref().unwrap_or("-")
-            );
-        }
-    }
-    println!(
-        "total: {} envelopes, {} not envelopes, {} failed, {} with a stale slot",
-        inv.envelopes, inv.not_envelope, inv.failed, inv.stale_slots
-    );
-    if let (Some(key), Some(stale)) = (&inv.stale_against, inv.stale) {
-        println!("stale against {key}: {stale}");
-    }
 }
 
 fn inspect(a: InspectArgs, ctx: &Context) -> anyhow::Result<i32> {

@@ -538,7 +538,7 @@ fn guard_key_in_use(ctx: &Context, kms: &dyn Kms, key_id: &str, force: bool) -> 
         return Ok(());
     };
     let arn = described.key_metadata.arn;
-    let known = crate::rotate::known_envelopes_for_key(&ctx.home(), &arn);
+    let known = crate::worker::known_envelopes_for_key(&ctx.home(), &arn);
     if known == 0 {
         return Ok(());
     }

@@ -7,10 +7,12 @@
 //! commands (rotate, inventory) use 0 / 1 (some items failed) / 2 (could not start).
 
 pub mod admin;
-pub mod blob;
 pub mod demo;
 pub mod files;
 pub mod kms;
+pub mod objects;
+pub mod report;
+pub mod rewrap;
 pub mod serve;
 
 use crate::error::KmsError;

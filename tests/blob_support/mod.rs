@@ -3,11 +3,14 @@
 #![allow(dead_code)] // reason: each blob test file uses a different part of the harness
 
 use rewrap::api::{CreateKeyRequest, EncryptionContext, Operation, PrincipalRequest};
-use rewrap::blobstore::{open_location, BlobLocation, BlobOptions};
 use rewrap::error::Result as KmsResult;
 use rewrap::kms::Kms;
+use rewrap::objstore::{open_location, ObjectLocation, ObjectStoreOptions};
 use rewrap::secret::Secret;
 use rewrap::service::{Caller, KmsService, LocalSession};
+use rewrap::worker::{
+    Inventory, ObjectWalkOptions, RewrapOptions, RewrapReport, Source, StartError,
+};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -133,16 +136,16 @@ impl Moto {
         assert_eq!(status, 200, "create bucket {bucket}");
     }
 
-    pub fn options(&self) -> BlobOptions {
-        BlobOptions {
+    pub fn options(&self) -> ObjectStoreOptions {
+        ObjectStoreOptions {
             s3_endpoint: Some(self.endpoint.clone()),
             max_retries: 3,
             part_size: 5 * 1024 * 1024,
-            ..BlobOptions::default()
+            ..ObjectStoreOptions::default()
         }
     }
 
-    pub fn open(&self, url: &str) -> BlobLocation {
+    pub fn open(&self, url: &str) -> ObjectLocation {
         open_location(url, &self.options()).unwrap()
     }
 }
@@ -271,4 +274,32 @@ impl<K: Kms> Kms for InterferingKms<K> {
         }
         self.inner.call(op, request)
     }
+}
+
+/// Re-wraps every object under `loc`: the worker over an object-store source.
+pub fn rewrap_location(
+    kms: &dyn Kms,
+    loc: &ObjectLocation,
+    opts: &RewrapOptions,
+    walk: &ObjectWalkOptions,
+) -> Result<RewrapReport, StartError> {
+    let source = Source::Objects {
+        location: loc,
+        walk: walk.clone(),
+    };
+    rewrap::worker::rewrap(kms, &source, opts)
+}
+
+/// The inventory of the objects under `loc`.
+pub fn inventory_location(
+    kms: Option<&dyn Kms>,
+    loc: &ObjectLocation,
+    stale_against: Option<&str>,
+    walk: &ObjectWalkOptions,
+) -> Result<Inventory, StartError> {
+    let source = Source::Objects {
+        location: loc,
+        walk: walk.clone(),
+    };
+    rewrap::worker::inventory(kms, &source, stale_against, walk.concurrency)
 }

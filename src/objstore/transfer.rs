@@ -1,4 +1,4 @@
-//! Encrypting into and decrypting from a blob store, in bounded memory.
+//! Encrypting into and decrypting from an object store, in bounded memory.
 //!
 //! Both directions reuse [`crate::files`]: encryption runs
 //! [`crate::files::encrypt_stream`] into a [`SplitUpload`], which sends the
@@ -6,11 +6,11 @@
 //! upload; decryption runs [`crate::files::decrypt_stream`] over the key
 //! object's bytes chained with a streaming download of the body. Memory is
 //! one envelope chunk plus the upload parts in flight
-//! ([`super::BlobOptions::part_size`] times
-//! [`super::BlobOptions::upload_concurrency`]).
+//! ([`super::ObjectStoreOptions::part_size`] times
+//! [`super::ObjectStoreOptions::upload_concurrency`]).
 
-use super::store::read_key_object;
-use super::{BlobError, BlobLocation};
+use super::key_object::read_key_object;
+use super::{ObjectLocation, ObjectStoreError};
 use crate::envelope::{EnvelopeError, Header, FIXED_LEN, SLOT_SIZE};
 use crate::files::{DecryptOptions, EncryptOptions, EnvelopeInfo};
 use crate::kms::Kms;
@@ -23,7 +23,7 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
-/// Encrypts all of `src` into the new blob `name` of `loc` (fresh data key
+/// Encrypts all of `src` into the new object `name` of `loc` (fresh data key
 /// from the KMS under `opts.key_id`). The key object is created first and
 /// only if absent (`AlreadyExists` otherwise, and nothing is written); the
 /// body is then streamed, in parts above the part size. If the body upload
@@ -31,10 +31,10 @@ use tokio::io::AsyncWriteExt;
 pub fn encrypt_object(
     kms: &dyn Kms,
     src: &mut dyn Read,
-    loc: &BlobLocation,
+    loc: &ObjectLocation,
     name: &str,
     opts: &EncryptOptions,
-) -> Result<EnvelopeInfo, BlobError> {
+) -> Result<EnvelopeInfo, ObjectStoreError> {
     let mut sink = SplitUpload {
         loc,
         key_path: loc.key_path(name)?,
@@ -61,16 +61,16 @@ pub fn encrypt_object(
     }
 }
 
-/// Decrypts blob `name` of `loc` onto `dst`. Only authenticated plaintext
+/// Decrypts object `name` of `loc` onto `dst`. Only authenticated plaintext
 /// is written, but on an error `dst` may have received the chunks before
 /// the bad one.
 pub fn decrypt_object(
     kms: &dyn Kms,
-    loc: &BlobLocation,
+    loc: &ObjectLocation,
     name: &str,
     dst: &mut dyn Write,
     opts: &DecryptOptions,
-) -> Result<EnvelopeInfo, BlobError> {
+) -> Result<EnvelopeInfo, ObjectStoreError> {
     let key_path = loc.key_path(name)?;
     let Some((_, version)) = read_key_object(loc, &key_path)? else {
         return Err(EnvelopeError::NotEnvelope.into());
@@ -97,7 +97,7 @@ pub fn decrypt_object(
 /// header and slots, whose length the first [`FIXED_LEN`] bytes tell) and
 /// the body upload.
 struct SplitUpload<'a> {
-    loc: &'a BlobLocation,
+    loc: &'a ObjectLocation,
     key_path: ObjectPath,
     body_path: ObjectPath,
     head: Vec<u8>,
@@ -106,17 +106,17 @@ struct SplitUpload<'a> {
     body: Option<UploadWriter>,
     /// The typed reason of a failed write (the envelope writer only passes
     /// an `io::Error` on).
-    error: Option<BlobError>,
+    error: Option<ObjectStoreError>,
 }
 
 impl SplitUpload<'_> {
-    fn fail(&mut self, e: BlobError) -> std::io::Error {
+    fn fail(&mut self, e: ObjectStoreError) -> std::io::Error {
         let io = std::io::Error::other(e.to_string());
         self.error = Some(e);
         io
     }
 
-    fn take_head(&mut self, buf: &[u8]) -> Result<usize, BlobError> {
+    fn take_head(&mut self, buf: &[u8]) -> Result<usize, ObjectStoreError> {
         let want = self.need.unwrap_or(FIXED_LEN);
         let take = (want - self.head.len()).min(buf.len());
         self.head.extend_from_slice(&buf[..take]);
@@ -129,7 +129,7 @@ impl SplitUpload<'_> {
         Ok(take)
     }
 
-    fn create_key_object(&mut self) -> Result<(), BlobError> {
+    fn create_key_object(&mut self) -> Result<(), ObjectStoreError> {
         let payload = PutPayload::from(std::mem::take(&mut self.head));
         let opts = PutOptions {
             mode: PutMode::Create,
@@ -138,12 +138,12 @@ impl SplitUpload<'_> {
         let path = &self.key_path;
         self.loc
             .block_on(self.loc.store.put_opts(path, payload, opts))
-            .map_err(|e| BlobError::from_store(path.as_ref(), e))?;
+            .map_err(|e| ObjectStoreError::from_store(path.as_ref(), e))?;
         self.key_created = true;
         Ok(())
     }
 
-    fn put_body(&mut self, buf: &[u8]) -> Result<(), BlobError> {
+    fn put_body(&mut self, buf: &[u8]) -> Result<(), ObjectStoreError> {
         let loc = self.loc;
         let body = self.body.get_or_insert_with(|| {
             UploadWriter::with_capacity(
@@ -154,17 +154,17 @@ impl SplitUpload<'_> {
             .with_max_concurrency(loc.upload_concurrency)
         });
         loc.block_on(body.put(buf.to_vec().into()))
-            .map_err(|e| BlobError::from_store(self.body_path.as_ref(), e))
+            .map_err(|e| ObjectStoreError::from_store(self.body_path.as_ref(), e))
     }
 
     /// Completes the body upload (one put, or the multipart completion).
-    fn finish(&mut self) -> Result<(), BlobError> {
+    fn finish(&mut self) -> Result<(), ObjectStoreError> {
         let Some(mut body) = self.body.take() else {
             return Err(EnvelopeError::Truncated.into());
         };
         self.loc
             .block_on(body.shutdown())
-            .map_err(|e| BlobError::Store(format!("{}: {e}", self.body_path)))
+            .map_err(|e| ObjectStoreError::io(&self.body_path, e))
     }
 
     /// After a failure: abort the multipart upload and remove the key
@@ -205,17 +205,17 @@ type Chunk = Box<dyn AsRef<[u8]> + Send>;
 /// A streaming download of a body as a sync reader. The request is made at
 /// the first read (after the KMS unwrapped the data key).
 struct BodyReader<'a> {
-    loc: &'a BlobLocation,
+    loc: &'a ObjectLocation,
     path: ObjectPath,
     stream: Option<BoxStream<'static, object_store::Result<Chunk>>>,
     chunk: Option<Chunk>,
     pos: usize,
-    error: Option<BlobError>,
+    error: Option<ObjectStoreError>,
 }
 
 impl BodyReader<'_> {
     fn fail(&mut self, e: object_store::Error) -> std::io::Error {
-        let e = BlobError::from_store(self.path.as_ref(), e);
+        let e = ObjectStoreError::from_store(self.path.as_ref(), e);
         let io = std::io::Error::other(e.to_string());
         self.error = Some(e);
         io

@@ -1,7 +1,7 @@
-//! Blob-store locations: URL parsing, store construction (credentials,
+//! Object-store locations: URL parsing, store construction (credentials,
 //! endpoint, retries) and the tokio runtime the sync API runs on.
 
-use super::BlobError;
+use super::ObjectStoreError;
 use object_store::path::Path as ObjectPath;
 use object_store::{BackoffConfig, ObjectStore, RetryConfig};
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use std::time::Duration;
 /// / AWS_SESSION_TOKEN / AWS_REGION / web identity; AZURE_STORAGE_*;
 /// GOOGLE_SERVICE_ACCOUNT / application default credentials).
 #[derive(Debug, Clone)]
-pub struct BlobOptions {
+pub struct ObjectStoreOptions {
     /// S3 endpoint URL; default AWS_ENDPOINT_URL_S3, then AWS_ENDPOINT_URL,
     /// then AWS itself. Plain `http://` endpoints are allowed only here.
     pub s3_endpoint: Option<String>,
@@ -32,9 +32,9 @@ pub struct BlobOptions {
     pub upload_concurrency: usize,
 }
 
-impl Default for BlobOptions {
-    fn default() -> BlobOptions {
-        BlobOptions {
+impl Default for ObjectStoreOptions {
+    fn default() -> ObjectStoreOptions {
+        ObjectStoreOptions {
             s3_endpoint: None,
             max_retries: 10,
             retry_timeout: Duration::from_secs(180),
@@ -46,7 +46,7 @@ impl Default for BlobOptions {
     }
 }
 
-impl BlobOptions {
+impl ObjectStoreOptions {
     fn retry(&self) -> RetryConfig {
         RetryConfig {
             backoff: BackoffConfig {
@@ -62,7 +62,7 @@ impl BlobOptions {
 
 /// One opened location: a store, a prefix in it, and the runtime its
 /// requests run on. Cheap to share by reference across threads.
-pub struct BlobLocation {
+pub struct ObjectLocation {
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) prefix: ObjectPath,
     url: String,
@@ -74,34 +74,38 @@ pub struct BlobLocation {
     pub(crate) rt: tokio::runtime::Runtime,
 }
 
-impl std::fmt::Debug for BlobLocation {
+impl std::fmt::Debug for ObjectLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlobLocation")
+        f.debug_struct("ObjectLocation")
             .field("url", &self.url)
             .finish()
     }
 }
 
-/// True when `s` is a blob-store URL this module opens (`s3://`, `s3a://`,
+/// True when `s` is a object-store URL this module opens (`s3://`, `s3a://`,
 /// `az://`, `azure://`, `gs://`, `file://`), false for plain paths.
-pub fn is_blob_url(s: &str) -> bool {
+pub fn is_object_url(s: &str) -> bool {
     ["s3://", "s3a://", "az://", "azure://", "gs://", "file://"]
         .iter()
         .any(|p| s.len() >= p.len() && s[..p.len()].eq_ignore_ascii_case(p))
 }
 
 /// Opens `url` (see the module docs). Makes no request: a missing bucket or
-/// bad credentials show at first use (rotation and inventory check first).
-pub fn open_location(url: &str, opts: &BlobOptions) -> Result<BlobLocation, BlobError> {
-    let parsed = url::Url::parse(url).map_err(|e| BlobError::InvalidUrl(format!("{url}: {e}")))?;
+/// bad credentials show at first use (re-wraps and inventories check first).
+pub fn open_location(
+    url: &str,
+    opts: &ObjectStoreOptions,
+) -> Result<ObjectLocation, ObjectStoreError> {
+    let parsed =
+        url::Url::parse(url).map_err(|e| ObjectStoreError::InvalidUrl(format!("{url}: {e}")))?;
     let scheme = parsed.scheme().to_ascii_lowercase();
     let bucket = parsed.host_str().unwrap_or_default().to_string();
     if scheme != "file" && bucket.is_empty() {
-        return Err(BlobError::InvalidUrl(format!(
+        return Err(ObjectStoreError::InvalidUrl(format!(
             "{url}: no bucket or container name"
         )));
     }
-    let bad = |e: object_store::Error| BlobError::InvalidUrl(format!("{url}: {e}"));
+    let bad = |e: object_store::Error| ObjectStoreError::InvalidUrl(format!("{url}: {e}"));
     let mut local = None;
     let (store, prefix): (Arc<dyn ObjectStore>, String) = match scheme.as_str() {
         "s3" | "s3a" => (
@@ -126,30 +130,29 @@ pub fn open_location(url: &str, opts: &BlobOptions) -> Result<BlobLocation, Blob
         }
         "file" => {
             if !bucket.is_empty() && bucket != "localhost" {
-                return Err(BlobError::InvalidUrl(format!(
+                return Err(ObjectStoreError::InvalidUrl(format!(
                     "{url}: file URLs name a local folder (file:///path)"
                 )));
             }
             let dir = parsed
                 .to_file_path()
-                .map_err(|_| BlobError::InvalidUrl(format!("{url}: not a local path")))?;
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| BlobError::Store(format!("{}: {e}", dir.display())))?;
-            let dir = std::fs::canonicalize(&dir)
-                .map_err(|e| BlobError::Store(format!("{}: {e}", dir.display())))?;
+                .map_err(|_| ObjectStoreError::InvalidUrl(format!("{url}: not a local path")))?;
+            std::fs::create_dir_all(&dir).map_err(|e| ObjectStoreError::io(dir.display(), e))?;
+            let dir =
+                std::fs::canonicalize(&dir).map_err(|e| ObjectStoreError::io(dir.display(), e))?;
             let store = object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(bad)?;
             let store = Arc::new(store);
             local = Some(Arc::clone(&store));
             (store, String::new())
         }
         other => {
-            return Err(BlobError::InvalidUrl(format!(
+            return Err(ObjectStoreError::InvalidUrl(format!(
                 "{url}: unsupported scheme {other:?} (use s3, az, gs or file)"
             )))
         }
     };
     let prefix = ObjectPath::parse(prefix.trim_matches('/')).map_err(|e| bad(e.into()))?;
-    let mut loc = BlobLocation::from_store(store, prefix, opts)?;
+    let mut loc = ObjectLocation::from_store(store, prefix, opts)?;
     loc.url = url.trim_end_matches('/').to_string();
     loc.local = local;
     Ok(loc)
@@ -157,7 +160,7 @@ pub fn open_location(url: &str, opts: &BlobOptions) -> Result<BlobLocation, Blob
 
 fn s3_store(
     bucket: &str,
-    opts: &BlobOptions,
+    opts: &ObjectStoreOptions,
 ) -> Result<object_store::aws::AmazonS3, object_store::Error> {
     let endpoint = opts
         .s3_endpoint
@@ -178,22 +181,22 @@ fn s3_store(
     b.build()
 }
 
-impl BlobLocation {
+impl ObjectLocation {
     /// A location over an already built store (tests, embedding, or a
     /// store configured in ways the URL cannot say). `prefix` is the folder
     /// inside the store.
     pub fn from_store(
         store: Arc<dyn ObjectStore>,
         prefix: ObjectPath,
-        opts: &BlobOptions,
-    ) -> Result<BlobLocation, BlobError> {
+        opts: &ObjectStoreOptions,
+    ) -> Result<ObjectLocation, ObjectStoreError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
-            .thread_name("rewrap-blob")
+            .thread_name("rewrap-objstore")
             .enable_all()
             .build()
-            .map_err(|e| BlobError::Store(format!("cannot start the I/O runtime: {e}")))?;
-        Ok(BlobLocation {
+            .map_err(|e| ObjectStoreError::Store(format!("cannot start the I/O runtime: {e}")))?;
+        Ok(ObjectLocation {
             url: format!("{store}/{prefix}"),
             store,
             prefix,
@@ -214,11 +217,11 @@ impl BlobLocation {
         &self.store
     }
 
-    /// The store path of the body of blob `name` (relative to the prefix).
-    pub fn body_path(&self, name: &str) -> Result<ObjectPath, BlobError> {
+    /// The store path of the body of object `name` (relative to the prefix).
+    pub fn body_path(&self, name: &str) -> Result<ObjectPath, ObjectStoreError> {
         let name = name.trim_start_matches('/');
         if name.is_empty() || name.ends_with(super::KEY_SUFFIX) {
-            return Err(BlobError::Usage(format!(
+            return Err(ObjectStoreError::Usage(format!(
                 "{name:?} is not a blob name (empty, or ends with {:?})",
                 super::KEY_SUFFIX
             )));
@@ -228,16 +231,16 @@ impl BlobLocation {
         } else {
             format!("{}/{name}", self.prefix)
         };
-        ObjectPath::parse(&full).map_err(|e| BlobError::Usage(format!("{name:?}: {e}")))
+        ObjectPath::parse(&full).map_err(|e| ObjectStoreError::Usage(format!("{name:?}: {e}")))
     }
 
-    /// The store path of the key object of blob `name`.
-    pub fn key_path(&self, name: &str) -> Result<ObjectPath, BlobError> {
+    /// The store path of the key object of object `name`.
+    pub fn key_path(&self, name: &str) -> Result<ObjectPath, ObjectStoreError> {
         let body = self.body_path(name)?;
         Ok(ObjectPath::from(format!("{body}{}", super::KEY_SUFFIX)))
     }
 
-    /// The blob name (relative to the prefix) of a key object's path, or
+    /// The object name (relative to the prefix) of a key object's path, or
     /// `None` if the path is not a key object under the prefix.
     pub fn name_of_key_path(&self, path: &ObjectPath) -> Option<String> {
         let body = path.as_ref().strip_suffix(super::KEY_SUFFIX)?;
@@ -250,7 +253,7 @@ impl BlobLocation {
         (!rel.is_empty()).then(|| rel.to_string())
     }
 
-    /// How blob `name` is shown in reports: the location URL and the name.
+    /// How object `name` is shown in reports: the location URL and the name.
     pub fn display_name(&self, name: &str) -> String {
         format!("{}/{name}", self.url)
     }
@@ -262,10 +265,10 @@ impl BlobLocation {
 
     /// One listing request: says clearly if the bucket is missing or the
     /// credentials are refused, before a run starts.
-    pub fn probe(&self) -> Result<(), BlobError> {
+    pub fn probe(&self) -> Result<(), ObjectStoreError> {
         let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
         self.block_on(self.store.list_with_delimiter(prefix))
             .map(|_| ())
-            .map_err(|e| BlobError::from_store(&self.url, e))
+            .map_err(|e| ObjectStoreError::from_store(&self.url, e))
     }
 }

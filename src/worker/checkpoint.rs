@@ -1,20 +1,19 @@
-//! Listing a location for the pipeline: shards, and the checkpoint that
-//! lets a killed run resume.
+//! Shards of an object-store location, and the checkpoint that lets a
+//! killed run over it resume.
 //!
 //! Stores list keys in lexicographic order (S3, Azure, GCS). Each listed
-//! key object gets a sequence number; the pipeline drops a [`BlobItem`] when
+//! key object gets a sequence number; the pipeline drops a
+//! [`super::ObjectItem`] (and with it its [`Ticket`]) when
 //! it is done with it (counted in the report), and the [`Tracker`] advances
 //! a watermark over the sequence numbers of finished items. Every N
 //! finished items the key at the watermark is written to the checkpoint
 //! file (temporary file, fsync, rename): every key up to it is done. On
 //! resume the listing starts after it. At most N + the objects in flight
-//! are redone after a kill (rotating them again finds them current).
+//! are redone after a kill (re-wrapping them again finds them current).
 
-use super::store::BlobItem;
-use super::{BlobError, BlobLocation, BlobRotateOptions, KEY_SUFFIX};
-use crate::rotate::ItemError;
-use futures::StreamExt;
-use object_store::path::Path as ObjectPath;
+use super::report::write_json;
+use super::{ObjectWalkOptions, StartError};
+use crate::objstore::ObjectLocation;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, VecDeque};
@@ -23,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 /// One share of the objects of a location: shard `index` of `count`
 /// (0-based). An object belongs to shard `h mod count`, where `h` is the
-/// first 8 bytes (big-endian) of the SHA-256 of its blob name: every worker
+/// first 8 bytes (big-endian) of the SHA-256 of its object name: every worker
 /// computes the same split with no coordination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
@@ -34,7 +33,7 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// True when blob `name` belongs to this shard.
+    /// True when object `name` belongs to this shard.
     pub fn admits(&self, name: &str) -> bool {
         let h = Sha256::digest(name.as_bytes());
         let mut first = [0u8; 8];
@@ -89,17 +88,17 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// Reads the checkpoint at `path`; `Ok(None)` if there is none.
-    pub fn load(path: &Path) -> Result<Option<Checkpoint>, BlobError> {
+    pub fn load(path: &Path) -> Result<Option<Checkpoint>, StartError> {
         let text = match std::fs::read(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(BlobError::Checkpoint(format!("{}: {e}", path.display()))),
+            Err(e) => return Err(StartError::Checkpoint(format!("{}: {e}", path.display()))),
         };
         let cp: Checkpoint = serde_json::from_slice(&text).map_err(|e| {
-            BlobError::Checkpoint(format!("{}: not a checkpoint: {e}", path.display()))
+            StartError::Checkpoint(format!("{}: not a checkpoint: {e}", path.display()))
         })?;
         if cp.format != 1 {
-            return Err(BlobError::Checkpoint(format!(
+            return Err(StartError::Checkpoint(format!(
                 "{}: unsupported format {}",
                 path.display(),
                 cp.format
@@ -110,21 +109,9 @@ impl Checkpoint {
 
     /// Writes the checkpoint atomically (temporary file, fsync, rename,
     /// fsync of the folder).
-    pub fn save(&self, path: &Path) -> Result<(), BlobError> {
-        let err = |e: std::io::Error| BlobError::Checkpoint(format!("{}: {e}", path.display()));
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
-        serde_json::to_writer_pretty(tmp.as_file_mut(), self)
-            .map_err(|e| err(std::io::Error::other(e)))?;
-        tmp.as_file().sync_all().map_err(err)?;
-        tmp.persist(path).map_err(|e| err(e.error))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(err)?;
-        Ok(())
+    pub fn save(&self, path: &Path) -> Result<(), StartError> {
+        write_json(path, self)
+            .map_err(|e| StartError::Checkpoint(format!("{}: {e}", path.display())))
     }
 }
 
@@ -186,14 +173,14 @@ impl Tracker {
 
     /// Loads (or starts) the checkpoint of a run over `loc`.
     pub(crate) fn start(
-        loc: &BlobLocation,
-        opts: &BlobRotateOptions,
-    ) -> Result<Tracker, BlobError> {
+        loc: &ObjectLocation,
+        opts: &ObjectWalkOptions,
+    ) -> Result<Tracker, StartError> {
         let Some(path) = &opts.checkpoint else {
             return Ok(Tracker(None));
         };
         if loc.local.is_some() {
-            return Err(BlobError::Usage(
+            return Err(StartError::Usage(
                 "--checkpoint needs a store that lists in key order (s3, az, gs); \
                  local folders do not"
                     .into(),
@@ -208,7 +195,7 @@ impl Tracker {
         };
         let cp = match Checkpoint::load(path)? {
             Some(cp) if cp.location != fresh.location || cp.shard != shard => {
-                return Err(BlobError::Checkpoint(format!(
+                return Err(StartError::Checkpoint(format!(
                     "{} belongs to a run over {} shard {}, not {} shard {}",
                     path.display(),
                     cp.location,
@@ -235,12 +222,12 @@ impl Tracker {
     }
 
     /// The store path the listing starts after.
-    fn offset(&self) -> Option<String> {
+    pub(super) fn offset(&self) -> Option<String> {
         self.0.as_ref().and_then(|t| t.resumed_after.clone())
     }
 
     /// A ticket for the next listed item.
-    fn ticket(&self, key: &str) -> Option<Ticket> {
+    pub(super) fn ticket(&self, key: &str) -> Option<Ticket> {
         let t = self.0.as_ref()?;
         let mut m = t.lock();
         let seq = m.next_seq;
@@ -253,7 +240,7 @@ impl Tracker {
     }
 
     /// The listing failed midway: a later run must resume, not restart.
-    fn listing_failed(&self) {
+    pub(super) fn listing_failed(&self) {
         if let Some(t) = &self.0 {
             t.lock().listing_failed = true;
         }
@@ -270,11 +257,11 @@ impl Tracker {
     }
 
     /// Marks the pass complete (all items done) and writes the checkpoint.
-    pub(crate) fn finish(&self) -> Result<(), BlobError> {
+    pub(crate) fn finish(&self) -> Result<(), StartError> {
         let Some(t) = &self.0 else { return Ok(()) };
         let mut m = t.lock();
         if let Some(e) = m.error.take() {
-            return Err(BlobError::Checkpoint(e));
+            return Err(StartError::Checkpoint(e));
         }
         m.cp.complete = m.keys.is_empty() && !m.listing_failed;
         m.cp.updated_at = chrono::Utc::now().to_rfc3339();
@@ -309,79 +296,6 @@ impl TrackerInner {
                 m.error.get_or_insert(e.to_string());
             }
         }
-    }
-}
-
-/// Lists the key objects under `loc` (after the checkpoint, in this shard)
-/// as pipeline items, lazily: a task on the location's runtime pages
-/// through the listing into a bounded queue.
-pub(crate) fn list_items(
-    loc: &BlobLocation,
-    shard: Option<Shard>,
-    tracker: &Tracker,
-) -> impl Iterator<Item = Result<BlobItem, ItemError>> + Send {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(String, ObjectPath), ItemError>>(1024);
-    let store = Arc::clone(&loc.store);
-    let prefix = (!loc.prefix.as_ref().is_empty()).then(|| loc.prefix.clone());
-    let offset = tracker.offset().map(ObjectPath::from);
-    let url = loc.url().to_string();
-    let names = NameOf {
-        prefix: loc.prefix.as_ref().to_string(),
-    };
-    let listing_tracker = tracker.clone();
-    loc.rt.spawn(async move {
-        let mut listing = match &offset {
-            Some(o) => store.list_with_offset(prefix.as_ref(), o),
-            None => store.list(prefix.as_ref()),
-        };
-        while let Some(meta) = listing.next().await {
-            let item = match meta {
-                Ok(meta) => {
-                    let Some(name) = names.name(&meta.location) else {
-                        continue;
-                    };
-                    if !shard.is_none_or(|s| s.admits(&name)) {
-                        continue;
-                    }
-                    Ok((name, meta.location))
-                }
-                Err(e) => {
-                    listing_tracker.listing_failed();
-                    Err(ItemError {
-                        location: url.clone(),
-                        error: format!("listing failed: {}", BlobError::from_store(&url, e)),
-                    })
-                }
-            };
-            let stop = item.is_err();
-            if tx.send(item).await.is_err() || stop {
-                break;
-            }
-        }
-    });
-    let tracker = tracker.clone();
-    std::iter::from_fn(move || rx.blocking_recv()).map(move |r| {
-        r.map(|(name, path)| {
-            let ticket = tracker.ticket(path.as_ref());
-            BlobItem::new(name, path, ticket)
-        })
-    })
-}
-
-/// Blob names of key-object paths under a prefix.
-struct NameOf {
-    prefix: String,
-}
-
-impl NameOf {
-    fn name(&self, path: &ObjectPath) -> Option<String> {
-        let body = path.as_ref().strip_suffix(KEY_SUFFIX)?;
-        let rel = if self.prefix.is_empty() {
-            body
-        } else {
-            body.strip_prefix(&self.prefix)?.strip_prefix('/')?
-        };
-        (!rel.is_empty()).then(|| rel.to_string())
     }
 }
 

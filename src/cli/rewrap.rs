@@ -1,0 +1,187 @@
+//! The `rotate` and `inventory` commands: one code path each, whatever the
+//! PATH arguments name (file trees or an object-store location).
+//!
+//! Exit codes: 0 all done; 1 some items failed; 2 the run could not start
+//! (no credentials, unknown target key, bad location, bad arguments).
+
+use super::objects::{Located, ObjectStoreArgs};
+use super::report::{kms_or_exit, print_failures, print_summary, record_summary, usage};
+use super::Context;
+use crate::worker::{self, Inventory, InventorySummary, RewrapOptions};
+use anyhow::Context as _;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// rotate arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RotateArgs {
+    /// Target key: envelopes end up under its newest key-material version.
+    #[arg(long, value_name = "KEY")]
+    pub to: String,
+    /// Only rotate envelopes currently under this key (repeatable).
+    #[arg(long, value_name = "KEY")]
+    pub from: Vec<String>,
+    /// List what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write a JSON report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Worker threads (0: two per core; more help with a remote KMS).
+    #[arg(long, default_value_t = 0)]
+    pub jobs: usize,
+    /// Envelopes per group commit (one syncfs per batch).
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Follow symbolic links.
+    #[arg(long)]
+    pub follow_symlinks: bool,
+    /// Never show a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Object-store options (checkpoint, shard, endpoint, concurrency).
+    #[command(flatten)]
+    pub objects: ObjectStoreArgs,
+    /// Files or folders, or one object-store location (s3://bucket/prefix, az://, gs://, file://).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+/// inventory arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InventoryArgs {
+    /// Also count envelopes not under the newest version of this key.
+    #[arg(long, value_name = "KEY")]
+    pub stale_against: Option<String>,
+    /// Worker threads (0: two per core).
+    #[arg(long, default_value_t = 0)]
+    pub jobs: usize,
+    /// Follow symbolic links.
+    #[arg(long)]
+    pub follow_symlinks: bool,
+    /// Object-store options (shard, endpoint, concurrency).
+    #[command(flatten)]
+    pub objects: ObjectStoreArgs,
+    /// Files or folders, or one object-store location.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+/// `rewrap rotate --to KEY PATH...`
+pub fn rotate(a: RotateArgs, ctx: &Context) -> anyhow::Result<i32> {
+    let kms = match kms_or_exit(ctx) {
+        Ok(k) => k,
+        Err(code) => return Ok(code),
+    };
+    let located = match Located::open(&a.paths, a.follow_symlinks, &a.objects) {
+        Ok(l) => l,
+        Err(e) => return usage(&e),
+    };
+    let source = located.source();
+    let remote = ctx.global.endpoint_url.is_some();
+    let mut opts = RewrapOptions::new(&a.to);
+    opts.from = a.from.clone();
+    opts.dry_run = a.dry_run;
+    // A remote KMS answers slower than local disk: keep many requests in flight.
+    opts.jobs = match (a.jobs, remote) {
+        (0, true) => 32,
+        (jobs, _) => jobs,
+    };
+    opts.batch = a.batch;
+    if remote {
+        // No group commit to gain from batching remote calls: each worker
+        // keeps one call in flight and holds one file at that step.
+        opts.kms_batch = 1;
+    }
+    opts.open_files = Some(raise_open_file_limit());
+    opts.progress = !a.no_progress && std::io::stderr().is_terminal();
+    let report = match worker::rewrap(&*kms, &source, &opts) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rewrap: rotation could not start: {e}");
+            return Ok(2);
+        }
+    };
+    print_failures(&report.failures);
+    if let Some(path) = &a.report {
+        worker::write_json(path, &report)
+            .with_context(|| format!("cannot write the report {}", path.display()))?;
+    }
+    if !a.dry_run {
+        record_summary(ctx, &InventorySummary::from_rewrap(&source, &report));
+    }
+    let mut brief = serde_json::to_value(&report)?;
+    if let Some(o) = brief.as_object_mut() {
+        o.remove("failures");
+        o.remove("after");
+        if !ctx.json_output() && ctx.global.query.is_none() {
+            // Nested tables do not fit one line of text.
+            o.remove("by_source");
+        }
+    }
+    print_summary(ctx, &brief)?;
+    Ok(report.exit_code())
+}
+
+/// `rewrap inventory PATH...`
+pub fn inventory(a: InventoryArgs, ctx: &Context) -> anyhow::Result<i32> {
+    let kms = match &a.stale_against {
+        Some(_) => match kms_or_exit(ctx) {
+            Ok(k) => Some(k),
+            Err(code) => return Ok(code),
+        },
+        None => None,
+    };
+    let located = match Located::open(&a.paths, a.follow_symlinks, &a.objects) {
+        Ok(l) => l,
+        Err(e) => return usage(&e),
+    };
+    let stale_against = a.stale_against.as_deref();
+    let inv = match worker::inventory(kms.as_deref(), &located.source(), stale_against, a.jobs) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("rewrap: inventory could not start: {e}");
+            return Ok(2);
+        }
+    };
+    record_summary(ctx, &InventorySummary::from_inventory(&inv));
+    print_failures(&inv.failures);
+    if ctx.json_output() || ctx.global.query.is_some() {
+        print_summary(ctx, &inv)?;
+    } else {
+        print_inventory_table(&inv);
+    }
+    Ok(i32::from(inv.failed > 0))
+}
+
+fn print_inventory_table(inv: &Inventory) {
+    println!("KEY\tVERSION\tENVELOPES\tOLDEST WRAP");
+    for (arn, k) in &inv.keys {
+        for (v, n) in &k.versions {
+            println!(
+                "{arn}\t{v}\t{n}\t{}",
+                k.oldest_wrap.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    println!(
+        "total: {} envelopes, {} not envelopes, {} failed, {} with a stale slot",
+        inv.envelopes, inv.not_envelope, inv.failed, inv.stale_slots
+    );
+    if let (Some(key), Some(stale)) = (&inv.stale_against, inv.stale) {
+        println!("stale against {key}: {stale}");
+    }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (a file-tree run holds
+/// an open, locked file per envelope in flight); returns the limit now in
+/// force, which the worker fits its batches to.
+fn raise_open_file_limit() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}

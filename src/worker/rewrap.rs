@@ -1,0 +1,578 @@
+//! The crash-safe re-wrap protocol, written once for every
+//! [`EnvelopeStore`]: re-wrap envelope data keys under the newest version of
+//! a target key through the KMS ReEncrypt operation.
+//!
+//! Per envelope, in this order (each step is a function below):
+//!
+//! 1. read header and slots ([`Run::decide`]); the active slot is the valid
+//!    one with the highest sequence number;
+//! 2. if the active slot is not under the newest version of the target key,
+//!    ReEncrypt its wrapped key ([`Run::rewrap`]: source context =
+//!    destination context = the envelope's context) and write the result
+//!    into the *other* slot with sequence + 1 ([`Run::write_new_slot`]),
+//!    compare-and-swap against what step 1 read;
+//! 3. group commit ([`Run::flush`]): make a batch of such writes durable at
+//!    once;
+//! 4. wipe the old slot (all zeros, [`Run::wipe`]), so the retired key can
+//!    no longer open the envelope, compare-and-swap against what step 2
+//!    wrote;
+//! 5. group commit again; only now is the envelope reported as re-wrapped.
+//!
+//! A crash between any two steps leaves an envelope that opens with its old
+//! or its new slot; a re-run sees "active slot current, stale slot still
+//! present" and finishes with steps 3 to 5. The data key never leaves the
+//! KMS: the worker only handles wrapped keys, so a principal allowed
+//! ReEncrypt and nothing else can run it.
+//!
+//! Where envelopes live (locks, `O_NOATIME`, `syncfs`, conditional puts) is
+//! the store's business ([`super::FileStore`],
+//! [`super::ObjectEnvelopeStore`]); how items reach the workers is
+//! [`super::pool`]'s.
+
+use super::failure::Failure;
+use super::pool::{feed_chunk, run_workers, worker_count, Cursor};
+use super::report::RewrapReport;
+use super::store::{EnvelopeStore, ItemError, StoreError};
+use super::target::{FromFilter, Target};
+use super::RewrapOptions;
+use crate::api::{ReEncryptRequest, ReEncryptResponse};
+use crate::envelope::{Header, Slot, SlotState, EMPTY_SLOT};
+use crate::error::KmsError;
+use crate::kms::Kms;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Re-wraps every envelope `items` yields from `store`. Errors only when the
+/// run cannot start (the target key cannot be resolved); per-item failures
+/// are in the report. [`super::rewrap`] runs this over a
+/// [`super::Source`]; call it directly for a store of your own.
+pub fn rewrap_items<S, I>(
+    kms: &dyn Kms,
+    store: &S,
+    items: I,
+    opts: &RewrapOptions,
+) -> Result<RewrapReport, KmsError>
+where
+    S: EnvelopeStore,
+    I: Iterator<Item = Result<S::Item, ItemError>> + Send,
+{
+    let started = chrono::Utc::now();
+    let run = Run {
+        kms,
+        store,
+        target: Target::resolve(kms, &opts.to)?,
+        from: FromFilter::resolve(kms, &opts.from)?,
+        opts,
+        done: AtomicU64::new(0),
+        bar: opts.progress.then(|| progress_bar(opts.expected_items)),
+    };
+    let jobs = worker_count(opts.jobs);
+    let chunk = feed_chunk(store, jobs);
+    let mut report = run_workers(jobs, chunk, items, |feed| run.worker(feed));
+    if let Some(bar) = &run.bar {
+        bar.finish_and_clear();
+    }
+    let (arn, version) = run.target.snapshot();
+    report.target_key = arn;
+    report.target_version = version;
+    report.dry_run = opts.dry_run;
+    report.started_at = started.to_rfc3339();
+    report.finished_at = chrono::Utc::now().to_rfc3339();
+    report.failures.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(report)
+}
+
+/// What step 2 did to one item.
+struct Written<V> {
+    version: V,
+    wipe: usize,
+    source: Slot,
+    written: Slot,
+    /// True when this run re-wrapped it (false: only a stale slot to wipe).
+    rotated: bool,
+}
+
+/// A decided item waiting for its group commit.
+struct Pending<S: EnvelopeStore> {
+    item: S::Item,
+    w: Written<S::Version>,
+}
+
+/// What step 1 read of an envelope whose active slot needs a ReEncrypt.
+struct Rewrap<V> {
+    header: Header,
+    /// As read (and locked, for stores that lock).
+    version: V,
+    /// Index of the active slot.
+    active: usize,
+    /// The active slot.
+    slot: Slot,
+}
+
+/// An envelope waiting for its batch's ReEncrypt call.
+struct Ready<S: EnvelopeStore> {
+    item: S::Item,
+    attempts: u32,
+    read: Rewrap<S::Version>,
+}
+
+enum Decision<S: EnvelopeStore> {
+    NotEnvelope,
+    Current(Slot),
+    OtherKey(Slot),
+    WouldRotate(Slot),
+    /// Needs a ReEncrypt of its active slot.
+    Rewrap(Rewrap<S::Version>),
+    Write(Written<S::Version>),
+}
+
+/// One worker's items between steps.
+struct Queues<S: EnvelopeStore> {
+    /// Waiting for their batch's ReEncrypt (step 2).
+    ready: Vec<Ready<S>>,
+    /// New slot written, waiting for the group commit (steps 3 to 5).
+    pending: Vec<Pending<S>>,
+    /// Changed under us: to be read and decided again, with the attempts
+    /// made so far.
+    retry: Vec<(S::Item, u32)>,
+    /// Locked by another writer when we came to them: done last, each after
+    /// releasing everything we hold (see [`Run::handle`]).
+    busy: Vec<(S::Item, u32)>,
+}
+
+/// Reads and decisions of one item before it is given up as changing
+/// under us too often.
+const MAX_ATTEMPTS: u32 = 4;
+
+/// Everything the workers share.
+struct Run<'a, S: EnvelopeStore> {
+    kms: &'a dyn Kms,
+    store: &'a S,
+    target: Target,
+    from: FromFilter,
+    opts: &'a RewrapOptions,
+    done: AtomicU64,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+/// Why step 1 or 2 failed for one item.
+enum Cause {
+    Store(StoreError),
+    Kms(KmsError),
+}
+
+type Decided<S> = Result<Decision<S>, (Cause, Option<Slot>)>;
+
+impl Cause {
+    fn failure(&self, path: String) -> Failure {
+        match self {
+            Cause::Store(e) => Failure::new(path, e),
+            Cause::Kms(e) => Failure::new(path, e),
+        }
+    }
+}
+
+fn store_err(slot: Option<&Slot>) -> impl FnOnce(StoreError) -> (Cause, Option<Slot>) + '_ {
+    move |e| (Cause::Store(e), slot.cloned())
+}
+
+impl<S: EnvelopeStore> Run<'_, S> {
+    fn worker(&self, feed: &mut Cursor<'_, Result<S::Item, ItemError>>) -> RewrapReport {
+        let mut report = RewrapReport::default();
+        let mut q = Queues {
+            ready: Vec::new(),
+            pending: Vec::new(),
+            retry: Vec::new(),
+            busy: Vec::new(),
+        };
+        loop {
+            let (item, attempts) = match q.retry.pop() {
+                Some(again) => again,
+                None => match feed.next() {
+                    Some(Ok(item)) => {
+                        report.scanned += 1;
+                        (item, 1)
+                    }
+                    Some(Err(e)) => {
+                        report.scanned += 1;
+                        report.fail(Failure::new(e.location, &e.error), None);
+                        self.tick(1);
+                        continue;
+                    }
+                    None if !q.ready.is_empty() || !q.pending.is_empty() => {
+                        // The input is done: finish what is in flight (which
+                        // may give items to read again).
+                        self.release(&mut q, &mut report);
+                        continue;
+                    }
+                    None => match q.busy.pop() {
+                        // Holding nothing now, wait for the locked ones.
+                        Some((item, attempts)) => {
+                            self.handle(item, attempts, true, &mut q, &mut report);
+                            continue;
+                        }
+                        None => break,
+                    },
+                },
+            };
+            self.handle(item, attempts, false, &mut q, &mut report);
+            if q.ready.len() >= self.opts.kms_batch.max(1) {
+                self.rewrap(&mut q, &mut report);
+            }
+            if q.pending.len() >= self.opts.batch.max(1) {
+                self.flush(&mut q.pending, &mut report);
+            }
+        }
+        report
+    }
+
+    fn tick(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
+        }
+    }
+
+    /// Takes every item in flight through to its end, releasing every lock
+    /// this worker holds.
+    fn release(&self, q: &mut Queues<S>, report: &mut RewrapReport) {
+        self.rewrap(q, report);
+        self.flush(&mut q.pending, report);
+    }
+
+    /// Step 1 for one item: read it and decide.
+    ///
+    /// An item locked by another writer is put aside (`wait` false) and
+    /// taken up again once the input is done, with `wait`: then this worker
+    /// first finishes everything it holds, so it holds no lock while it
+    /// waits, and no two workers can wait for each other.
+    fn handle(
+        &self,
+        item: S::Item,
+        mut attempts: u32,
+        wait: bool,
+        q: &mut Queues<S>,
+        report: &mut RewrapReport,
+    ) {
+        if wait {
+            self.release(q, report);
+        }
+        // A conflict means someone else wrote while we read: read again
+        // and decide again.
+        let decision = loop {
+            match self.decide(&item, wait) {
+                Err((Cause::Store(StoreError::Busy), _)) if !wait => {
+                    q.busy.push((item, attempts));
+                    return;
+                }
+                Err((Cause::Store(StoreError::Conflict(_)), _)) if attempts < MAX_ATTEMPTS => {
+                    attempts += 1
+                }
+                other => break other,
+            }
+        };
+        self.settle(item, attempts, decision, q, report);
+    }
+
+    /// Counts a decided item, or queues it for its next step.
+    fn settle(
+        &self,
+        item: S::Item,
+        attempts: u32,
+        decision: Decided<S>,
+        q: &mut Queues<S>,
+        report: &mut RewrapReport,
+    ) {
+        match decision {
+            Ok(Decision::NotEnvelope) => report.not_envelope += 1,
+            Ok(Decision::Current(slot)) => {
+                report.already_current += 1;
+                report.source(&slot).seen += 1;
+                report.source(&slot).already_current += 1;
+                report.after(&slot.key_arn, slot.key_version);
+            }
+            Ok(Decision::OtherKey(slot)) => {
+                report.other_key += 1;
+                report.source(&slot).seen += 1;
+                report.source(&slot).other_key += 1;
+                report.after(&slot.key_arn, slot.key_version);
+            }
+            Ok(Decision::WouldRotate(slot)) => {
+                report.rotated += 1;
+                report.source(&slot).seen += 1;
+                report.source(&slot).rotated += 1;
+                let (arn, v) = self.target.snapshot();
+                report.after(&arn, v);
+            }
+            Ok(Decision::Rewrap(read)) => {
+                q.ready.push(Ready {
+                    item,
+                    attempts,
+                    read,
+                });
+                return;
+            }
+            Ok(Decision::Write(w)) => {
+                q.pending.push(Pending { item, w });
+                return;
+            }
+            Err((e, slot)) => {
+                if let Some(s) = &slot {
+                    report.source(s).seen += 1;
+                }
+                report.fail(e.failure(self.store.display(&item)), slot.as_ref());
+            }
+        }
+        self.tick(1);
+    }
+
+    /// Step 1 for one item: what it needs.
+    fn decide(&self, item: &S::Item, wait: bool) -> Decided<S> {
+        let read = if self.opts.dry_run {
+            self.store.read_header(item)
+        } else {
+            self.store.read_for_update(item, wait)
+        };
+        let Some((parsed, version)) = read.map_err(store_err(None))? else {
+            return Ok(Decision::NotEnvelope);
+        };
+        let (active, slot) = parsed
+            .slots
+            .active()
+            .map_err(|e| store_err(None)(StoreError::Format(e)))?;
+        let slot = slot.clone();
+        let other = 1 - active;
+        if !self.from.admits(&slot.key_arn) && !self.target.is_current(&slot) {
+            return Ok(Decision::OtherKey(slot));
+        }
+        let stale_other = matches!(parsed.slots.0[other], SlotState::Valid(_));
+        if self.target.is_current(&slot) {
+            if !stale_other || self.opts.dry_run {
+                return Ok(Decision::Current(slot));
+            }
+            // An interrupted earlier run: the new slot is in place, the old
+            // one still has to be wiped (after a commit, see `flush`).
+            return Ok(Decision::Write(Written {
+                version,
+                wipe: other,
+                source: slot.clone(),
+                written: slot,
+                rotated: false,
+            }));
+        }
+        if self.opts.dry_run {
+            return Ok(Decision::WouldRotate(slot));
+        }
+        Ok(Decision::Rewrap(Rewrap {
+            header: parsed.header,
+            version,
+            active,
+            slot,
+        }))
+    }
+
+    /// Step 2 for the ready items: one ReEncrypt batch, then each new slot
+    /// written into the inactive slot.
+    fn rewrap(&self, q: &mut Queues<S>, report: &mut RewrapReport) {
+        if q.ready.is_empty() {
+            return;
+        }
+        let ready = std::mem::take(&mut q.ready);
+        let requests: Vec<ReEncryptRequest> = ready
+            .iter()
+            .map(|r| {
+                let ctx = r.read.header.kms_context();
+                ReEncryptRequest {
+                    ciphertext_blob: crate::api::CiphertextBlob(r.read.slot.wrapped_key.clone()),
+                    source_encryption_context: Some(ctx.clone()),
+                    destination_key_id: self.target.destination(),
+                    destination_encryption_context: Some(ctx),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let mut responses = self.kms.re_encrypt_many(&requests).into_iter();
+        for r in ready {
+            let response = responses.next().unwrap_or_else(|| {
+                Err(KmsError::internal(
+                    "the KMS answered fewer requests than asked",
+                ))
+            });
+            let (item, attempts) = (r.item, r.attempts);
+            let decision = self.write_new_slot(&item, r.read, response);
+            match decision {
+                Err((Cause::Store(StoreError::Conflict(_)), _)) if attempts < MAX_ATTEMPTS => {
+                    q.retry.push((item, attempts + 1));
+                }
+                decision => self.settle(item, attempts, decision, q, report),
+            }
+        }
+    }
+
+    /// Step 2 for one item: the re-wrapped key goes into the inactive slot
+    /// with sequence + 1 (and, where writes are atomic, the old slot is
+    /// wiped in the same write).
+    fn write_new_slot(
+        &self,
+        item: &S::Item,
+        read: Rewrap<S::Version>,
+        response: Result<ReEncryptResponse, KmsError>,
+    ) -> Decided<S> {
+        let Rewrap {
+            version,
+            active,
+            slot,
+            ..
+        } = read;
+        let resp = response.map_err(|e| (Cause::Kms(e), Some(slot.clone())))?;
+        let key_version =
+            crate::ciphertext_blob::peek(&resp.ciphertext_blob.0).map_or(0, |b| b.key_version);
+        self.target.learn(&resp.key_id, key_version);
+        let new = Slot {
+            sequence: slot.sequence + 1,
+            wrapped_at: chrono::Utc::now().timestamp(),
+            key_version,
+            key_arn: resp.key_id,
+            wrapped_key: resp.ciphertext_blob.0,
+        };
+        if new.key_arn == slot.key_arn && new.key_version == slot.key_version && new.key_version > 0
+        {
+            return Ok(Decision::Current(slot));
+        }
+        let bytes = new
+            .encode()
+            .map_err(|e| store_err(Some(&slot))(StoreError::Format(e)))?;
+        let mut writes = vec![(1 - active, &bytes)];
+        if self.store.atomic_writes() {
+            writes.push((active, &EMPTY_SLOT));
+        }
+        let version = self
+            .store
+            .write_slots(item, &writes, &version)
+            .map_err(store_err(Some(&slot)))?;
+        Ok(Decision::Write(Written {
+            version,
+            wipe: active,
+            source: slot,
+            written: new,
+            rotated: true,
+        }))
+    }
+
+    /// Steps 3 to 5 for a batch.
+    fn flush(&self, pending: &mut Vec<Pending<S>>, report: &mut RewrapReport) {
+        if pending.is_empty() {
+            return;
+        }
+        let batch: Vec<Pending<S>> = std::mem::take(pending);
+        let n = batch.len() as u64;
+        let versions: Vec<&S::Version> = batch.iter().map(|p| &p.w.version).collect();
+        if let Err(e) = self.store.commit(&versions) {
+            for p in &batch {
+                let name = self.store.display(&p.item);
+                report.source(&p.w.source).seen += 1;
+                let failure = Failure {
+                    path: name,
+                    kind: (&e).into(),
+                    error: format!("group commit failed: {e}"),
+                };
+                report.fail(failure, Some(&p.w.source));
+            }
+            self.tick(n);
+            return;
+        }
+        let mut wiped = Vec::with_capacity(batch.len());
+        for p in batch {
+            if self.store.atomic_writes() && p.w.rotated {
+                wiped.push((p, Ok(None)));
+                continue;
+            }
+            let r = self.wipe(&p).map(Some);
+            wiped.push((p, r));
+        }
+        let versions: Vec<&S::Version> = wiped
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok().and_then(Option::as_ref))
+            .collect();
+        let commit = self.store.commit(&versions);
+        for (p, r) in &wiped {
+            let name = self.store.display(&p.item);
+            let failure = |e: &StoreError, error: String| Failure {
+                path: name.clone(),
+                kind: e.into(),
+                error,
+            };
+            let error = match (r, &commit) {
+                (Ok(_), Ok(())) => None,
+                (Err(e), _) => Some(failure(
+                    e,
+                    format!("new key slot written, old slot not wiped: {e}"),
+                )),
+                (_, Err(e)) => Some(failure(e, format!("group commit of the wipe failed: {e}"))),
+            };
+            let counts = report.source(&p.w.source);
+            counts.seen += 1;
+            match error {
+                None if p.w.rotated => {
+                    counts.rotated += 1;
+                    report.rotated += 1;
+                }
+                None => {
+                    counts.already_current += 1;
+                    report.already_current += 1;
+                }
+                Some(failure) => {
+                    counts.failed += 1;
+                    report.failed += 1;
+                    report.failures.push(failure);
+                }
+            }
+            report.after(&p.w.written.key_arn, p.w.written.key_version);
+        }
+        self.tick(n);
+    }
+
+    /// Step 4 for one item, re-reading on conflict: another run may have
+    /// wiped the old slot already, which is success.
+    fn wipe(&self, p: &Pending<S>) -> Result<S::Version, StoreError> {
+        let mut expected = None;
+        for _ in 0..4 {
+            let v = expected.as_ref().unwrap_or(&p.w.version);
+            match self
+                .store
+                .write_slots(&p.item, &[(p.w.wipe, &EMPTY_SLOT)], v)
+            {
+                Ok(v) => return Ok(v),
+                Err(StoreError::Conflict(why)) => {
+                    let Some((parsed, v)) = self.store.read_header(&p.item)? else {
+                        return Err(StoreError::Conflict(why));
+                    };
+                    let (active, slot) = parsed.slots.active()?;
+                    if *slot != p.w.written {
+                        return Err(StoreError::Conflict(
+                            "the envelope was rewritten by another writer during rotation".into(),
+                        ));
+                    }
+                    if !matches!(parsed.slots.0[1 - active], SlotState::Valid(_)) {
+                        return Ok(v);
+                    }
+                    expected = Some(v);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Conflict("too many concurrent writers".into()))
+    }
+}
+
+fn progress_bar(len: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(len).filter(|&n| n > 0),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} {pos}/{len} files  {per_sec}  ETA {eta}  [{elapsed_precise}]",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}

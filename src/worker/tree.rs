@@ -1,0 +1,313 @@
+//! The file-tree store: envelopes as files on a local file system, and the
+//! walk that lists them. Owns the file-system details of the re-wrap
+//! protocol: `flock` locking, `O_NOATIME` reads, and `syncfs` group
+//! commits.
+
+use super::pool::{worker_count, FEED_CHUNK};
+use super::store::{EnvelopeStore, ItemError, StoreError};
+use super::RewrapOptions;
+use crate::envelope::{Header, ParsedHeader, EMPTY_SLOT, FIXED_LEN, MAGIC, SLOT_SIZE};
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// Envelopes as files on a local file system: the file-tree store.
+///
+/// Files are opened with `O_NOATIME` where the caller owns them (reading a
+/// header for a re-wrap or an inventory is not an access by a user). Reads use
+/// one positioned read of the header.
+///
+/// Re-wrapping ([`EnvelopeStore::read_for_update`]) takes an exclusive
+/// `flock` on the file before reading and holds it until the version is
+/// dropped, that is until the old slot is wiped: no other re-wrap can
+/// write the slots in between, so a write needs no re-read. The new slot's
+/// write still checks that the path names the inode that was read, so a
+/// file replaced by a rename is read again. Plain `write_slots` on an
+/// unlocked version takes the lock for a compare-and-swap (same inode, same
+/// slot bytes as read). `commit` is one `syncfs` per file system touched
+/// (falling back to `fdatasync` per file where `syncfs` fails).
+#[derive(Debug, Clone, Default)]
+pub struct FileStore {
+    /// Open files read-only (dry runs, inventory): writes then fail.
+    pub read_only: bool,
+}
+
+/// What [`FileStore`] saw of a file: the open file, its identity and slots.
+#[derive(Debug)]
+pub struct FileVersion {
+    file: std::sync::Arc<File>,
+    /// This handle holds the file's `flock` (taken before the read).
+    locked: bool,
+    dev: u64,
+    ino: u64,
+    slots_offset: u64,
+    slots: Vec<u8>,
+}
+
+/// Bytes read at once for a header (most headers and both slots fit).
+const HEADER_READ: usize = 4096;
+
+impl FileStore {
+    fn io(path: &Path, what: &str, e: std::io::Error) -> StoreError {
+        StoreError::io(format!("{what} {}", path.display()), e)
+    }
+
+    /// Opens `path` without updating its access time where allowed
+    /// (`O_NOATIME` needs the file's owner or `CAP_FOWNER`).
+    fn open(&self, path: &Path) -> Result<File, StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.read(true).write(!self.read_only);
+        let noatime = rustix::fs::OFlags::NOATIME.bits() as i32;
+        match opts.clone().custom_flags(noatime).open(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => opts.open(path),
+            r => r,
+        }
+        .map_err(|e| FileStore::io(path, "cannot open", e))
+    }
+
+    /// Reads the header and slots of the open `file`.
+    fn read_open(
+        &self,
+        path: &Path,
+        file: File,
+        locked: bool,
+    ) -> Result<Option<(ParsedHeader, FileVersion)>, StoreError> {
+        let meta = file
+            .metadata()
+            .map_err(|e| FileStore::io(path, "cannot stat", e))?;
+        let mut buf = vec![0u8; HEADER_READ];
+        let n =
+            read_at_full(&file, &mut buf, 0).map_err(|e| FileStore::io(path, "cannot read", e))?;
+        if n < MAGIC.len() || buf[..MAGIC.len()] != MAGIC {
+            return Ok(None);
+        }
+        let need = Header::encoded_len_from_prefix(&buf[..n.min(FIXED_LEN)])? + 2 * SLOT_SIZE;
+        if need > n && n == HEADER_READ {
+            buf.resize(need, 0);
+            let more = read_at_full(&file, &mut buf[n..], n as u64)
+                .map_err(|e| FileStore::io(path, "cannot read", e))?;
+            buf.truncate(n + more);
+        } else {
+            buf.truncate(n);
+        }
+        let parsed = ParsedHeader::parse(&buf)?;
+        let slots_offset = parsed.header.slot_offset(0);
+        let slots = buf[slots_offset as usize..slots_offset as usize + 2 * SLOT_SIZE].to_vec();
+        let version = FileVersion {
+            file: std::sync::Arc::new(file),
+            locked,
+            dev: meta.dev(),
+            ino: meta.ino(),
+            slots_offset,
+            slots,
+        };
+        Ok(Some((parsed, version)))
+    }
+}
+
+impl EnvelopeStore for FileStore {
+    type Item = PathBuf;
+    type Version = FileVersion;
+
+    fn display(&self, item: &PathBuf) -> String {
+        item.display().to_string()
+    }
+
+    fn read_header(
+        &self,
+        path: &PathBuf,
+    ) -> Result<Option<(ParsedHeader, FileVersion)>, StoreError> {
+        let file = self.open(path)?;
+        self.read_open(path, file, false)
+    }
+
+    fn read_for_update(
+        &self,
+        path: &PathBuf,
+        wait: bool,
+    ) -> Result<Option<(ParsedHeader, FileVersion)>, StoreError> {
+        let file = self.open(path)?;
+        if self.read_only {
+            return self.read_open(path, file, false);
+        }
+        if wait {
+            file.lock()
+                .map_err(|e| FileStore::io(path, "cannot lock", e))?;
+        } else {
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::Busy),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(FileStore::io(path, "cannot lock", e))
+                }
+            }
+        }
+        self.read_open(path, file, true)
+    }
+
+    fn write_slots(
+        &self,
+        path: &PathBuf,
+        writes: &[(usize, &[u8; SLOT_SIZE])],
+        expected: &FileVersion,
+    ) -> Result<FileVersion, StoreError> {
+        let file = std::sync::Arc::clone(&expected.file);
+        if !expected.locked {
+            file.lock()
+                .map_err(|e| FileStore::io(path, "cannot lock", e))?;
+        }
+        let result = compare_and_write(path, &file, writes, expected);
+        if !expected.locked {
+            let _ = file.unlock();
+        }
+        let slots = result?;
+        Ok(FileVersion {
+            file,
+            locked: expected.locked,
+            dev: expected.dev,
+            ino: expected.ino,
+            slots_offset: expected.slots_offset,
+            slots,
+        })
+    }
+
+    fn feed_chunk(&self) -> usize {
+        FEED_CHUNK
+    }
+
+    fn commit(&self, written: &[&FileVersion]) -> Result<(), StoreError> {
+        let mut synced: Vec<u64> = Vec::new();
+        for v in written {
+            if synced.contains(&v.dev) {
+                continue;
+            }
+            if rustix::fs::syncfs(&v.file).is_err() {
+                // No syncfs here (or it failed): fall back to one fdatasync
+                // per file, which reports the error per file.
+                for w in written {
+                    rustix::fs::fdatasync(&w.file)
+                        .map_err(|e| StoreError::io("fdatasync failed", e.into()))?;
+                }
+                return Ok(());
+            }
+            synced.push(v.dev);
+        }
+        Ok(())
+    }
+}
+
+/// Under the lock: same inode at the path, same slot bytes, then write.
+///
+/// A write that only wipes slots skips the path check: it touches the
+/// inode whose new slot this run wrote, whatever the path now names, and
+/// the slot comparison still guards against other writers of that inode.
+/// A version that has held the lock since its read skips the slot
+/// comparison: no writer that takes the lock can have changed them.
+fn compare_and_write(
+    path: &Path,
+    file: &File,
+    writes: &[(usize, &[u8; SLOT_SIZE])],
+    expected: &FileVersion,
+) -> Result<Vec<u8>, StoreError> {
+    let wipe_only = writes.iter().all(|(_, b)| **b == EMPTY_SLOT);
+    if !wipe_only {
+        let now =
+            std::fs::symlink_metadata(path).map_err(|e| FileStore::io(path, "cannot stat", e))?;
+        if now.dev() != expected.dev || now.ino() != expected.ino {
+            return Err(StoreError::Conflict("the file was replaced".into()));
+        }
+    }
+    let mut slots = expected.slots.clone();
+    if !expected.locked {
+        let n = read_at_full(file, &mut slots, expected.slots_offset)
+            .map_err(|e| FileStore::io(path, "cannot read", e))?;
+        if n != slots.len() || slots != expected.slots {
+            return Err(StoreError::Conflict("the key slots changed".into()));
+        }
+    }
+    for (index, bytes) in writes {
+        let at = expected.slots_offset + (*index * SLOT_SIZE) as u64;
+        file.write_all_at(&bytes[..], at)
+            .map_err(|e| FileStore::io(path, "cannot write", e))?;
+        slots[index * SLOT_SIZE..(index + 1) * SLOT_SIZE].copy_from_slice(&bytes[..]);
+    }
+    Ok(slots)
+}
+
+fn read_at_full(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+impl RewrapOptions {
+    /// Makes a file-tree run fit `open_files` descriptors (the process's
+    /// `RLIMIT_NOFILE`, which the caller may have raised): each worker holds
+    /// an open (and locked) file for every envelope between its read and its
+    /// wipe, up to `kms_batch + batch` of them. Shrinks `batch` (and if need
+    /// be `kms_batch`) until every worker's files fit with room to spare.
+    pub fn fit_open_files(&mut self, open_files: u64) {
+        // Descriptors for everything else: the walker, the audit log, the
+        // keystore, sockets to a KMS.
+        const SPARE: u64 = 128;
+        let jobs = worker_count(self.jobs) as u64;
+        let per_worker = (open_files.saturating_sub(SPARE) / jobs).max(2) as usize;
+        if self.kms_batch + self.batch > per_worker {
+            self.kms_batch = self.kms_batch.min(per_worker / 4).max(1);
+            self.batch = (per_worker - self.kms_batch).max(1);
+        }
+    }
+}
+
+/// Walks `roots` lazily (depth first, no list of the tree in memory) and
+/// yields every regular file; symbolic links are followed only if asked.
+/// Temporary files of [`crate::files`] are skipped.
+pub fn walk_files(
+    roots: &[PathBuf],
+    follow_links: bool,
+) -> impl Iterator<Item = Result<PathBuf, ItemError>> + Send {
+    let roots = roots.to_vec();
+    roots.into_iter().flat_map(move |root| {
+        walkdir::WalkDir::new(root)
+            .follow_links(follow_links)
+            .into_iter()
+            .filter_entry(|e| {
+                !e.file_name()
+                    .to_string_lossy()
+                    .starts_with(crate::files::TEMP_PREFIX)
+            })
+            .filter_map(|entry| match entry {
+                Ok(e) if e.file_type().is_file() => Some(Ok(e.into_path())),
+                Ok(_) => None,
+                Err(e) => Some(Err(walk_error(e))),
+            })
+    })
+}
+
+/// Counts the regular files under `roots` (for the progress bar's ETA).
+pub fn count_files(roots: &[PathBuf], follow_links: bool) -> u64 {
+    walk_files(roots, follow_links).count() as u64
+}
+
+/// A walk error as an item error, keeping the OS error's kind (the walker's
+/// text names the path).
+fn walk_error(e: walkdir::Error) -> ItemError {
+    let location = e
+        .path()
+        .map_or_else(String::new, |p| p.display().to_string());
+    let kind = e
+        .io_error()
+        .map_or(std::io::ErrorKind::Other, std::io::Error::kind);
+    ItemError {
+        location,
+        error: StoreError::io("cannot walk", std::io::Error::new(kind, e)),
+    }
+}

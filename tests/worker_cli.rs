@@ -1,0 +1,316 @@
+//! The worker's commands through the real binary, for a file tree and for a
+//! `file://` object-store location alike: one code path per command.
+//!
+//! Regression tests: `rotate --report r.json` with a relative path failed
+//! for object stores after rotating everything (the report was written by
+//! the keystore's writer, which fsynced the empty parent of `r.json`), and
+//! `--query` / `--output text` were ignored by rotate, inventory,
+//! encrypt-file and decrypt-file on some paths.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// A keystore with the roles, two keys, and `n` envelopes (`f{i}`, i*100
+/// bytes each) written by the app writer under the first key, in a tree
+/// (`data/`) and in a `file://` location (`store/`); plus one plain file
+/// in the tree.
+struct Fixture {
+    env: Env,
+    writer: Creds,
+    reader: Creds,
+    rotator: Creds,
+    old: String,
+    new: String,
+    url: String,
+    n: usize,
+}
+
+fn fixture(n: usize) -> Fixture {
+    let env = Env::new();
+    let writer = env.principal("app-writer");
+    let reader = env.principal("app-reader");
+    let rotator = env.principal("storage-rotator");
+    let old = env.key("old");
+    let new = env.key("new");
+    let data = env.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let url = format!("file://{}", env.path("store").display());
+    for i in 0..n {
+        let plain = env.path(&format!("plain-{i}"));
+        std::fs::write(&plain, vec![b'x'; i * 100]).unwrap();
+        for out in [
+            data.join(format!("f{i}")).display().to_string(),
+            format!("{url}/f{i}"),
+        ] {
+            let o = env.run(
+                &writer,
+                &[
+                    "encrypt-file",
+                    "--key-id",
+                    &old,
+                    "--context",
+                    "purpose=app-data",
+                    plain.to_str().unwrap(),
+                    "-o",
+                    &out,
+                ],
+            );
+            assert!(o.status.success(), "{}", stderr(&o));
+        }
+    }
+    std::fs::write(data.join("notes.txt"), b"not an envelope").unwrap();
+    Fixture {
+        env,
+        writer,
+        reader,
+        rotator,
+        old,
+        new,
+        url,
+        n,
+    }
+}
+
+impl Fixture {
+    /// The two sources, as `rotate` and `inventory` name them from the
+    /// fixture's folder: a relative tree, and the location URL.
+    fn sources(&self) -> [String; 2] {
+        ["data".to_string(), self.url.clone()]
+    }
+
+    /// Runs the binary as `who` with `cwd` as its current folder.
+    fn run_in(&self, cwd: &Path, who: &Creds, args: &[&str]) -> Output {
+        self.env
+            .command(who)
+            .current_dir(cwd)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+/// `args --output text --query query source`.
+fn text_query<'a>(args: &[&'a str], query: &'a str, source: &'a str) -> Vec<&'a str> {
+    let mut all = args.to_vec();
+    all.extend(["--output", "text", "--query", query, source]);
+    all
+}
+
+fn text(out: &Output) -> String {
+    assert!(out.status.success(), "{}", stderr(out));
+    stdout(out)
+}
+
+#[test]
+fn rotate_writes_a_report_at_a_relative_path_for_a_tree_and_an_object_store() {
+    let f = fixture(3);
+    for (i, source) in f.sources().iter().enumerate() {
+        let work = f.env.path(&format!("work-{i}"));
+        std::fs::create_dir_all(&work).unwrap();
+        // Relative to `work`: the report lands there, the tree is beside it.
+        let source = if source == "data" {
+            "../data".to_string()
+        } else {
+            source.clone()
+        };
+        let out = f.run_in(
+            &work,
+            &f.rotator,
+            &["rotate", "--to", &f.new, "--report", "r.json", &source],
+        );
+        assert_eq!(out.status.code(), Some(0), "{source}: {}", stderr(&out));
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(work.join("r.json")).unwrap()).unwrap();
+        let not_envelope = u64::from(i == 0);
+        assert_eq!(report["scanned"], f.n as u64 + not_envelope, "{source}");
+        assert_eq!(report["rotated"], f.n as u64, "{source}");
+        assert_eq!(report["already_current"], 0, "{source}");
+        assert_eq!(report["not_envelope"], not_envelope, "{source}");
+        assert_eq!(report["failed"], 0, "{source}");
+        assert_eq!(report["failures"], serde_json::json!([]), "{source}");
+        let after = report["after"].as_object().unwrap();
+        assert_eq!(after.len(), 1, "{source}");
+        let (arn, versions) = after.iter().next().unwrap();
+        assert!(arn.ends_with(&f.new), "{source}: {arn}");
+        assert_eq!(versions["1"], f.n as u64, "{source}");
+        // Object-store fields only for the object store.
+        let object_fields = ["location", "conflicts", "resumed_objects"];
+        for field in object_fields {
+            assert_eq!(report.get(field).is_some(), i == 1, "{source}: {field}");
+        }
+        if i == 1 {
+            assert_eq!(report["location"], f.url);
+            assert_eq!(report["conflicts"], 0);
+        }
+        // Nothing but the report is left in the folder.
+        let names: Vec<PathBuf> = std::fs::read_dir(&work)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(names, vec![work.join("r.json")], "{source}");
+    }
+}
+
+#[test]
+fn query_and_text_output_select_exactly_one_value_on_every_worker_command() {
+    let f = fixture(4);
+    let cwd = f.env.path("");
+    for source in f.sources() {
+        let out = f.run_in(
+            &cwd,
+            &f.rotator,
+            &text_query(&["rotate", "--to", &f.new, "--dry-run"], "rotated", &source),
+        );
+        assert_eq!(text(&out), "4\n", "{source}");
+        let out = f.run_in(
+            &cwd,
+            &f.rotator,
+            &text_query(&["inventory"], "envelopes", &source),
+        );
+        assert_eq!(text(&out), "4\n", "{source}");
+        let out = f.run_in(
+            &cwd,
+            &f.rotator,
+            &text_query(&["inventory", "--stale-against", &f.new], "stale", &source),
+        );
+        assert_eq!(text(&out), "4\n", "{source}");
+        // JSON output with a query prints the selected JSON value.
+        let out = f.run_in(
+            &cwd,
+            &f.rotator,
+            &["rotate", "--to", &f.new, "--query", "rotated", &source],
+        );
+        assert_eq!(text(&out), "4\n", "{source}");
+    }
+    // encrypt-file and decrypt-file summaries, to a file and to an object.
+    let plain = f.env.path("plain-3");
+    for dest in ["one.rwp".to_string(), format!("{}/one", f.url)] {
+        let out = f.run_in(
+            &cwd,
+            &f.writer,
+            &[
+                "encrypt-file",
+                "--key-id",
+                &f.old,
+                "--context",
+                "purpose=app-data",
+                plain.to_str().unwrap(),
+                "-o",
+                &dest,
+                "--output",
+                "text",
+                "--query",
+                "plaintext_bytes",
+            ],
+        );
+        assert_eq!(text(&out), "300\n", "{dest}");
+        let out = f.run_in(
+            &cwd,
+            &f.reader,
+            &[
+                "decrypt-file",
+                &dest,
+                "-o",
+                "one.out",
+                "--output",
+                "text",
+                "--query",
+                "[key_version, plaintext_bytes]",
+            ],
+        );
+        assert_eq!(text(&out), "1\t300\n", "{dest}");
+        assert_eq!(std::fs::read(cwd.join("one.out")).unwrap(), vec![b'x'; 300]);
+    }
+    // Trees: the summary of encrypt-file -r and decrypt-file -r.
+    let out = f.run_in(
+        &cwd,
+        &f.reader,
+        &[
+            "decrypt-file",
+            "--recursive",
+            "data",
+            "-o",
+            "opened",
+            "--output",
+            "text",
+            "--query",
+            "[done, skipped]",
+        ],
+    );
+    assert_eq!(text(&out), "4\t1\n");
+    let out = f.run_in(
+        &cwd,
+        &f.writer,
+        &[
+            "encrypt-file",
+            "--key-id",
+            &f.old,
+            "--context",
+            "purpose=app-data",
+            "--recursive",
+            "opened",
+            "-o",
+            "sealed",
+            "--query",
+            "done",
+        ],
+    );
+    assert_eq!(text(&out), "4\n");
+}
+
+#[test]
+fn every_failure_of_a_run_says_its_kind() {
+    let f = fixture(3);
+    let cwd = f.env.path("");
+    // A truncated envelope: the magic, then nothing usable.
+    let sealed = std::fs::read(f.env.path("data/f1")).unwrap();
+    std::fs::write(f.env.path("data/short"), &sealed[..30]).unwrap();
+    let out = f.run_in(
+        &cwd,
+        &f.rotator,
+        &["rotate", "--to", &f.new, "--report", "r.json", "data"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cwd.join("r.json")).unwrap()).unwrap();
+    assert_eq!(
+        (r["rotated"].as_u64(), r["failed"].as_u64()),
+        (Some(3), Some(1))
+    );
+    assert_eq!(
+        r["failures"],
+        serde_json::json!([{
+            "path": "data/short",
+            "kind": "CorruptEnvelope",
+            "error": "truncated: header incomplete",
+        }])
+    );
+    std::fs::remove_file(f.env.path("data/short")).unwrap();
+
+    // The app reader may not ReEncrypt: every envelope fails, AccessDenied.
+    for source in f.sources() {
+        let out = f.run_in(
+            &cwd,
+            &f.reader,
+            &["rotate", "--to", &f.old, "--report", "denied.json", &source],
+        );
+        assert_eq!(out.status.code(), Some(1), "{source}: {}", stderr(&out));
+        let r: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(cwd.join("denied.json")).unwrap()).unwrap();
+        assert_eq!(
+            (r["rotated"].as_u64(), r["failed"].as_u64()),
+            (Some(0), Some(3)),
+            "{source}"
+        );
+        let failures = r["failures"].as_array().unwrap();
+        assert_eq!(failures.len(), 3, "{source}");
+        for failure in failures {
+            assert_eq!(failure["kind"], "AccessDenied", "{source}: {failure}");
+            let error = failure["error"].as_str().unwrap();
+            assert!(error.contains("AccessDeniedException"), "{error}");
+        }
+    }
+}
