@@ -1,26 +1,26 @@
 //! Keystore set-up, policy and audit trail commands.
 
 use super::{ConfigError, Context, OpError};
-use crate::audit::{self, ReportFilter};
-use crate::kms::to_json;
-use crate::policy::PolicySet;
+use rewrap::audit::{self, ReportFilter};
+use rewrap::kms::to_json;
+use rewrap::policy::PolicySet;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
 /// `rewrap init`.
 #[derive(Debug, Args)]
-pub struct InitArgs {
+pub(crate) struct InitArgs {
     /// Region written into key ARNs.
     #[arg(long, default_value = "us-east-1")]
-    pub arn_region: String,
+    pub(crate) arn_region: String,
     /// Account id written into key ARNs.
     #[arg(long, default_value = "111122223333")]
-    pub account: String,
+    pub(crate) account: String,
 }
 
 /// `rewrap policy ...`.
 #[derive(Debug, Subcommand)]
-pub enum PolicyCommand {
+pub(crate) enum PolicyCommand {
     /// Explains whether a principal may perform an action on a key, and which statement decided.
     Check {
         /// Principal name.
@@ -45,7 +45,7 @@ pub enum PolicyCommand {
 
 /// `rewrap audit ...`.
 #[derive(Debug, Subcommand)]
-pub enum AuditCommand {
+pub(crate) enum AuditCommand {
     /// Checks the hash chain of the audit trail; names the first changed, removed, inserted or reordered record.
     Verify {
         /// The audit file [default: <keystore>/audit.log].
@@ -70,13 +70,13 @@ pub enum AuditCommand {
 }
 
 /// Creates the keystore and prints the owner's credentials.
-pub fn init(args: InitArgs, ctx: &Context) -> anyhow::Result<i32> {
+pub(crate) fn init(args: InitArgs, ctx: &Context) -> anyhow::Result<i32> {
     let home = ctx.home();
-    let config = crate::keystore::Config {
+    let config = rewrap::keystore::Config {
         region: args.arn_region,
         account: args.account,
     };
-    let creds = crate::service::KmsService::init_with(&home, config).map_err(|error| OpError {
+    let creds = rewrap::service::KmsService::init_with(&home, config).map_err(|error| OpError {
         operation: "Init",
         error,
     })?;
@@ -92,7 +92,7 @@ pub fn init(args: InitArgs, ctx: &Context) -> anyhow::Result<i32> {
 }
 
 /// Runs a policy subcommand.
-pub fn policy(cmd: PolicyCommand, ctx: &Context) -> anyhow::Result<i32> {
+pub(crate) fn policy(cmd: PolicyCommand, ctx: &Context) -> anyhow::Result<i32> {
     match cmd {
         PolicyCommand::Validate { dir } => {
             let dirs = match dir {
@@ -138,7 +138,7 @@ pub fn policy(cmd: PolicyCommand, ctx: &Context) -> anyhow::Result<i32> {
 }
 
 /// Runs an audit subcommand. Reading the trail needs `rewrap:ReadAuditTrail`.
-pub fn audit(cmd: AuditCommand, ctx: &Context) -> anyhow::Result<i32> {
+pub(crate) fn audit(cmd: AuditCommand, ctx: &Context) -> anyhow::Result<i32> {
     let file = match &cmd {
         AuditCommand::Verify { file } | AuditCommand::Report { file, .. } => file.clone(),
     };
@@ -151,7 +151,7 @@ pub fn audit(cmd: AuditCommand, ctx: &Context) -> anyhow::Result<i32> {
                 .authenticate(&creds.access_key_id, creds.secret_access_key.expose())
                 .map_err(|e| ConfigError(format!("{}: {}", e.code, e.message)))?;
             service
-                .check_access(&principal, crate::policy::Action::ReadAuditTrail)
+                .check_access(&principal, rewrap::policy::Action::ReadAuditTrail)
                 .map_err(|error| OpError {
                     operation: "ReadAuditTrail",
                     error,

@@ -32,13 +32,13 @@ const POLICIES: &[(&str, &str)] = &[
 
 /// `rewrap demo` options.
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Number of sample files in the tree.
     #[arg(long, default_value_t = 300)]
-    pub files: usize,
+    pub(crate) files: usize,
     /// Keep the temporary folder and print where it is.
     #[arg(long)]
-    pub keep: bool,
+    pub(crate) keep: bool,
 }
 
 struct Principal {
@@ -151,7 +151,7 @@ fn write_samples(dir: &Path, count: usize) -> anyhow::Result<()> {
 }
 
 /// Runs the demo.
-pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
+pub(crate) fn run(args: DemoArgs) -> anyhow::Result<i32> {
     let tmp = tempfile::Builder::new().prefix("rewrap-demo-").tempdir()?;
     let root = tmp.path().to_path_buf();
     let demo = Demo {

@@ -1,5 +1,5 @@
 //! Envelope commands: encrypt-file, decrypt-file, inspect-envelope (and
-//! the dispatch of rotate and inventory, in [`super::rewrap`]).
+//! the dispatch of rotate and inventory, in [`super::batch`]).
 //!
 //! encrypt-file and decrypt-file have one code path each: their INPUT and
 //! `--out` are resolved into two `End`s (stdin or stdout, a file, an
@@ -12,20 +12,20 @@
 
 use super::objects::{open_object, ObjectRef};
 use super::report::{kms_or_exit, print_failures, print_summary, usage};
-use super::rewrap::{InventoryArgs, RotateArgs};
+use super::batch::{InventoryArgs, RotateArgs};
 use super::Context;
-use crate::api::EncryptionContext;
-use crate::envelope::{ParsedHeader, SlotState, DEFAULT_CHUNK_SIZE};
-use crate::files::{self, DecryptOptions, EncryptOptions, EnvelopeInfo, FileError, Output};
-use crate::kms::Kms;
-use crate::objstore::{self, ObjectStoreError};
-use crate::worker::{self, TreeOp, TreeOptions};
+use rewrap::api::EncryptionContext;
+use rewrap::envelope::{ParsedHeader, SlotState, DEFAULT_CHUNK_SIZE};
+use rewrap::files::{self, DecryptOptions, EncryptOptions, EnvelopeInfo, FileError, Output};
+use rewrap::kms::Kms;
+use rewrap::objstore::{self, ObjectStoreError};
+use rewrap::worker::{self, TreeOp, TreeOptions};
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 /// Envelope commands.
 #[derive(Debug, clap::Subcommand)]
-pub enum FileCommand {
+pub(crate) enum FileCommand {
     /// Encrypts a file, stdin, or a tree into envelopes (fresh data key per file).
     EncryptFile(EncryptArgs),
     /// Decrypts an envelope file, stdin, or a tree.
@@ -40,10 +40,10 @@ pub enum FileCommand {
 
 /// Where the output goes and how trees are walked.
 #[derive(Debug, Clone, clap::Args)]
-pub struct IoArgs {
+pub(crate) struct IoArgs {
     /// Input file or folder; `-` for stdin.
     #[arg(value_name = "INPUT")]
-    pub input: PathBuf,
+    pub(crate) input: PathBuf,
     /// Output file (or folder with --recursive); `-` for stdout.
     #[arg(
         short = 'o',
@@ -51,57 +51,57 @@ pub struct IoArgs {
         value_name = "PATH",
         conflicts_with = "in_place"
     )]
-    pub out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
     /// Replace each input file by its result (crash-safe: temp file, fsync, rename).
     #[arg(long)]
-    pub in_place: bool,
+    pub(crate) in_place: bool,
     /// INPUT is a folder: process every regular file under it, in parallel.
     #[arg(short, long)]
-    pub recursive: bool,
+    pub(crate) recursive: bool,
     /// Worker threads for --recursive (0: one per core).
     #[arg(long, default_value_t = 0)]
-    pub jobs: usize,
+    pub(crate) jobs: usize,
     /// Follow symbolic links when walking.
     #[arg(long)]
-    pub follow_symlinks: bool,
+    pub(crate) follow_symlinks: bool,
 }
 
 /// encrypt-file arguments.
 #[derive(Debug, Clone, clap::Args)]
-pub struct EncryptArgs {
+pub(crate) struct EncryptArgs {
     /// The KMS key that wraps the data keys (id, ARN, alias).
     #[arg(long, value_name = "KEY")]
-    pub key_id: String,
+    pub(crate) key_id: String,
     /// Encryption-context pair KEY=VALUE (repeatable), stored in the header.
     #[arg(long = "context", value_name = "KEY=VALUE", value_parser = parse_pair)]
-    pub context: Vec<(String, String)>,
+    pub(crate) context: Vec<(String, String)>,
     /// Plaintext bytes per chunk.
     #[arg(long, default_value_t = DEFAULT_CHUNK_SIZE)]
-    pub chunk_size: u32,
+    pub(crate) chunk_size: u32,
     /// Input, output and walking.
     #[command(flatten)]
-    pub io: IoArgs,
+    pub(crate) io: IoArgs,
 }
 
 /// decrypt-file arguments.
 #[derive(Debug, Clone, clap::Args)]
-pub struct DecryptArgs {
+pub(crate) struct DecryptArgs {
     /// Refuse envelopes whose data key is not wrapped under this key.
     #[arg(long, value_name = "KEY")]
-    pub key_id: Option<String>,
+    pub(crate) key_id: Option<String>,
     /// Require the envelope's context to contain KEY=VALUE (repeatable).
     #[arg(long = "context", value_name = "KEY=VALUE", value_parser = parse_pair)]
-    pub context: Vec<(String, String)>,
+    pub(crate) context: Vec<(String, String)>,
     /// Input, output and walking.
     #[command(flatten)]
-    pub io: IoArgs,
+    pub(crate) io: IoArgs,
 }
 
 /// inspect-envelope arguments.
 #[derive(Debug, Clone, clap::Args)]
-pub struct InspectArgs {
+pub(crate) struct InspectArgs {
     /// The envelope file.
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -112,12 +112,12 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
 }
 
 /// Runs one envelope command; returns the process exit code.
-pub fn run(cmd: FileCommand, ctx: &Context) -> anyhow::Result<i32> {
+pub(crate) fn run(cmd: FileCommand, ctx: &Context) -> anyhow::Result<i32> {
     match cmd {
         FileCommand::EncryptFile(a) => encrypt(a, ctx),
         FileCommand::DecryptFile(a) => decrypt(a, ctx),
-        FileCommand::Rotate(a) => super::rewrap::rotate(a, ctx),
-        FileCommand::Inventory(a) => super::rewrap::inventory(a, ctx),
+        FileCommand::Rotate(a) => super::batch::rotate(a, ctx),
+        FileCommand::Inventory(a) => super::batch::inventory(a, ctx),
         FileCommand::InspectEnvelope(a) => inspect(a, ctx),
     }
 }

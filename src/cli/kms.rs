@@ -2,16 +2,16 @@
 //! prints the response.
 
 use super::{Context, OpError};
-use crate::api::*;
-use crate::kms::{to_json, Kms};
-use crate::secret::Secret;
+use rewrap::api::*;
+use rewrap::kms::{to_json, Kms};
+use rewrap::secret::Secret;
 use anyhow::Context as _;
 use clap::Subcommand;
 
 /// KMS operations, named as in `aws kms`.
 #[derive(Debug, Subcommand)]
 #[allow(missing_docs)] // reason: clap shows the doc of each field as its help
-pub enum KmsCommand {
+pub(crate) enum KmsCommand {
     /// Creates a customer master key (AES-256, SYMMETRIC_DEFAULT).
     CreateKey {
         #[arg(long)]
@@ -232,7 +232,7 @@ pub enum KmsCommand {
 
 /// Reads a blob argument as the AWS CLI v1 does: `fileb://` raw bytes,
 /// `file://` the file's contents, anything else the text itself.
-pub fn blob_arg(arg: &str) -> anyhow::Result<Secret> {
+pub(crate) fn blob_arg(arg: &str) -> anyhow::Result<Secret> {
     let path = arg
         .strip_prefix("fileb://")
         .or_else(|| arg.strip_prefix("file://"));
@@ -245,7 +245,7 @@ pub fn blob_arg(arg: &str) -> anyhow::Result<Secret> {
 }
 
 /// Parses `--encryption-context`: `k=v,k2=v2`, a JSON object, or `file://PATH` of either.
-pub fn context_arg(arg: Option<&str>) -> anyhow::Result<Option<EncryptionContext>> {
+pub(crate) fn context_arg(arg: Option<&str>) -> anyhow::Result<Option<EncryptionContext>> {
     let Some(arg) = arg else { return Ok(None) };
     let text = match arg.strip_prefix("file://") {
         Some(path) => {
@@ -517,7 +517,7 @@ fn principal(name: &str) -> PrincipalRequest {
 }
 
 /// Calls `op` and wraps a KMS error with the operation's name.
-pub fn call(kms: &dyn Kms, op: Operation, body: &Secret) -> anyhow::Result<Secret> {
+pub(crate) fn call(kms: &dyn Kms, op: Operation, body: &Secret) -> anyhow::Result<Secret> {
     kms.call(op, body.expose()).map_err(|error| {
         OpError {
             operation: op.name(),
@@ -538,7 +538,7 @@ fn guard_key_in_use(ctx: &Context, kms: &dyn Kms, key_id: &str, force: bool) -> 
         return Ok(());
     };
     let arn = described.key_metadata.arn;
-    let known = crate::worker::known_envelopes_for_key(&ctx.home(), &arn);
+    let known = rewrap::worker::known_envelopes_for_key(&ctx.home(), &arn);
     if known == 0 {
         return Ok(());
     }
@@ -554,7 +554,7 @@ fn guard_key_in_use(ctx: &Context, kms: &dyn Kms, key_id: &str, force: bool) -> 
 }
 
 /// Runs one KMS subcommand.
-pub fn run(cmd: KmsCommand, ctx: &Context) -> anyhow::Result<i32> {
+pub(crate) fn run(cmd: KmsCommand, ctx: &Context) -> anyhow::Result<i32> {
     let (op, body) = request(&cmd)?;
     let kms = ctx.kms()?;
     match &cmd {

@@ -6,18 +6,18 @@
 //! configuration or credentials, 254 a KMS error, 255 anything else. Batch
 //! commands (rotate, inventory) use 0 / 1 (some items failed) / 2 (could not start).
 
-pub mod admin;
-pub mod demo;
-pub mod files;
-pub mod kms;
-pub mod objects;
-pub mod report;
-pub mod rewrap;
-pub mod serve;
+pub(crate) mod admin;
+pub(crate) mod demo;
+pub(crate) mod files;
+pub(crate) mod kms;
+pub(crate) mod objects;
+pub(crate) mod report;
+pub(crate) mod batch;
+pub(crate) mod serve;
 
-use crate::error::KmsError;
-use crate::kms::Kms;
-use crate::service::{Caller, KmsService};
+use rewrap::error::KmsError;
+use rewrap::kms::Kms;
+use rewrap::service::{Caller, KmsService};
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -27,18 +27,18 @@ use std::sync::Arc;
 /// role-separated re-encryption batch worker.
 #[derive(Debug, Parser)]
 #[command(name = "rewrap", version, about, long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Options every command takes.
     #[command(flatten)]
-    pub global: GlobalArgs,
+    pub(crate) global: GlobalArgs,
     /// The command.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// Output format, as in the AWS CLI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
+pub(crate) enum Output {
     /// Indented JSON.
     Json,
     /// Tab-separated values.
@@ -47,33 +47,33 @@ pub enum Output {
 
 /// Options every command takes.
 #[derive(Debug, Clone, Args)]
-pub struct GlobalArgs {
+pub(crate) struct GlobalArgs {
     /// Keystore folder [default: $REWRAP_HOME, else ~/.rewrap].
     #[arg(long, global = true, env = "REWRAP_HOME", value_name = "DIR")]
-    pub keystore: Option<PathBuf>,
+    pub(crate) keystore: Option<PathBuf>,
     /// Extra policy folder, read after <keystore>/policies.
     #[arg(long, global = true, env = "REWRAP_POLICIES", value_name = "DIR")]
-    pub policies: Option<PathBuf>,
+    pub(crate) policies: Option<PathBuf>,
     /// Use the KMS at this URL (AWS KMS wire protocol) instead of a local keystore.
     #[arg(long, global = true, env = "REWRAP_ENDPOINT_URL", value_name = "URL")]
-    pub endpoint_url: Option<String>,
+    pub(crate) endpoint_url: Option<String>,
     /// Credentials profile in the shared credentials file.
     #[arg(long, global = true, env = "AWS_PROFILE")]
-    pub profile: Option<String>,
+    pub(crate) profile: Option<String>,
     /// Region (for remote KMS; accepted and ignored for a local keystore).
     #[arg(long, global = true)]
-    pub region: Option<String>,
+    pub(crate) region: Option<String>,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Json)]
-    pub output: Output,
+    pub(crate) output: Output,
     /// JMESPath query applied to the output.
     #[arg(long, global = true)]
-    pub query: Option<String>,
+    pub(crate) query: Option<String>,
 }
 
 /// Every command.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Creates a keystore and its owner principal; prints the owner's credentials once.
     Init(admin::InitArgs),
     /// Policy tools.
@@ -97,18 +97,18 @@ pub enum Command {
 
 /// What every command gets: the global options and ways to reach a KMS.
 #[derive(Debug)]
-pub struct Context {
+pub(crate) struct Context {
     /// The global options.
-    pub global: GlobalArgs,
+    pub(crate) global: GlobalArgs,
 }
 
 /// A KMS error with the operation it came from, printed as the AWS CLI does.
 #[derive(Debug)]
-pub struct OpError {
+pub(crate) struct OpError {
     /// The AWS operation name.
-    pub operation: &'static str,
+    pub(crate) operation: &'static str,
     /// The error.
-    pub error: KmsError,
+    pub(crate) error: KmsError,
 }
 
 impl std::fmt::Display for OpError {
@@ -126,13 +126,13 @@ impl std::error::Error for OpError {}
 /// A problem with configuration or credentials (exit code 253).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct ConfigError(pub String);
+pub(crate) struct ConfigError(pub String);
 
-pub use crate::sigv4::Credentials;
+pub(crate) use rewrap::sigv4::Credentials;
 
 impl Context {
     /// The keystore folder.
-    pub fn home(&self) -> PathBuf {
+    pub(crate) fn home(&self) -> PathBuf {
         if let Some(dir) = &self.global.keystore {
             return dir.clone();
         }
@@ -141,27 +141,27 @@ impl Context {
     }
 
     /// The extra policy folder, if any.
-    pub fn extra_policies(&self) -> Option<PathBuf> {
+    pub(crate) fn extra_policies(&self) -> Option<PathBuf> {
         self.global.policies.clone()
     }
 
     /// True when the user asked for JSON output.
-    pub fn json_output(&self) -> bool {
+    pub(crate) fn json_output(&self) -> bool {
         self.global.output == Output::Json
     }
 
     /// Opens the local keystore.
-    pub fn service(&self) -> anyhow::Result<Arc<KmsService>> {
+    pub(crate) fn service(&self) -> anyhow::Result<Arc<KmsService>> {
         KmsService::open(&self.home(), self.extra_policies().as_deref())
             .map_err(|e| ConfigError(e.message).into())
     }
 
     /// The caller's credentials, from the environment or the shared
     /// credentials file, as the AWS CLI finds them (see
-    /// [`crate::client::resolve_credentials`]).
-    pub fn credentials(&self) -> anyhow::Result<Credentials> {
-        let env = crate::client::ProcessEnv;
-        crate::client::resolve_credentials(&env, self.global.profile.as_deref()).map_err(|e| {
+    /// [`rewrap::client::resolve_credentials`]).
+    pub(crate) fn credentials(&self) -> anyhow::Result<Credentials> {
+        let env = rewrap::client::ProcessEnv;
+        rewrap::client::resolve_credentials(&env, self.global.profile.as_deref()).map_err(|e| {
             let e = anyhow::Error::from(e);
             ConfigError(format!("Unable to locate credentials: {e:#}")).into()
         })
@@ -169,7 +169,7 @@ impl Context {
 
     /// The KMS the caller talks to: a local session, authenticated against
     /// the keystore before anything else happens, or a remote KMS.
-    pub fn kms(&self) -> anyhow::Result<Arc<dyn Kms>> {
+    pub(crate) fn kms(&self) -> anyhow::Result<Arc<dyn Kms>> {
         if let Some(url) = &self.global.endpoint_url {
             return remote_kms(url, &self.global);
         }
@@ -186,7 +186,7 @@ impl Context {
     }
 
     /// Prints a JSON response body with `--output` and `--query` applied.
-    pub fn print_json(&self, body: &[u8]) -> anyhow::Result<()> {
+    pub(crate) fn print_json(&self, body: &[u8]) -> anyhow::Result<()> {
         let mut value: serde_json::Value =
             serde_json::from_slice(body).context("response is not JSON")?;
         let result = self.print_value(&value);
@@ -195,7 +195,7 @@ impl Context {
     }
 
     /// Prints a value with `--output` and `--query` applied.
-    pub fn print_value(&self, value: &serde_json::Value) -> anyhow::Result<()> {
+    pub(crate) fn print_value(&self, value: &serde_json::Value) -> anyhow::Result<()> {
         let selected = match &self.global.query {
             None => value.clone(),
             Some(q) => {
@@ -220,7 +220,7 @@ impl Context {
 }
 
 fn remote_kms(url: &str, global: &GlobalArgs) -> anyhow::Result<Arc<dyn Kms>> {
-    let client = crate::client::RemoteKms::from_env(
+    let client = rewrap::client::RemoteKms::from_env(
         url,
         global.region.as_deref(),
         global.profile.as_deref(),
@@ -264,7 +264,7 @@ fn text_output(value: &serde_json::Value) -> String {
 }
 
 /// Wipes every string in a JSON value (plaintext may be among them).
-pub fn zeroize_value(value: &mut serde_json::Value) {
+pub(crate) fn zeroize_value(value: &mut serde_json::Value) {
     use serde_json::Value;
     match value {
         Value::String(s) => zeroize::Zeroize::zeroize(s),
@@ -275,7 +275,7 @@ pub fn zeroize_value(value: &mut serde_json::Value) {
 }
 
 /// Runs the command line; returns the process exit code.
-pub fn main() -> i32 {
+pub(crate) fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -301,7 +301,7 @@ pub fn main() -> i32 {
 }
 
 /// Prints an error the way the AWS CLI does and picks the exit code.
-pub fn report_error(e: &anyhow::Error) -> i32 {
+pub(crate) fn report_error(e: &anyhow::Error) -> i32 {
     if let Some(op) = e.downcast_ref::<OpError>() {
         eprintln!("\n{op}");
         return 254;

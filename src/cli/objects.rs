@@ -2,8 +2,8 @@
 //! envelope commands: their flags, and turning a command's paths into a
 //! worker [`Source`] or one object.
 
-use crate::objstore::{self, ObjectLocation, ObjectStoreOptions};
-use crate::worker::{
+use rewrap::objstore::{self, ObjectLocation, ObjectStoreOptions};
+use rewrap::worker::{
     ObjectWalkOptions, Shard, Source, DEFAULT_CHECKPOINT_EVERY, DEFAULT_CONCURRENCY,
 };
 use std::path::PathBuf;
@@ -12,24 +12,24 @@ use std::path::PathBuf;
 /// their arguments). `inventory` uses only `--shard`, `--s3-endpoint` and
 /// `--concurrency`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ObjectStoreArgs {
+pub(crate) struct ObjectStoreArgs {
     /// Record progress in FILE every --checkpoint-every objects and resume
     /// from it (object-store locations only).
     #[arg(long, value_name = "FILE")]
-    pub checkpoint: Option<PathBuf>,
+    pub(crate) checkpoint: Option<PathBuf>,
     /// Objects between two checkpoint writes.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CHECKPOINT_EVERY)]
-    pub checkpoint_every: u64,
+    pub(crate) checkpoint_every: u64,
     /// Take only shard I of N (0-based) of the objects, by hash of the name.
     #[arg(long, value_name = "I/N")]
-    pub shard: Option<Shard>,
+    pub(crate) shard: Option<Shard>,
     /// S3 endpoint URL (MinIO, Ceph, ...); default AWS_ENDPOINT_URL_S3 or
     /// AWS_ENDPOINT_URL, else AWS.
     #[arg(long, value_name = "URL")]
-    pub s3_endpoint: Option<String>,
+    pub(crate) s3_endpoint: Option<String>,
     /// Objects in flight at once.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY)]
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
 }
 
 impl Default for ObjectStoreArgs {
@@ -46,7 +46,7 @@ impl Default for ObjectStoreArgs {
 
 impl ObjectStoreArgs {
     /// The options to open a location with.
-    pub fn options(&self) -> ObjectStoreOptions {
+    pub(crate) fn options(&self) -> ObjectStoreOptions {
         ObjectStoreOptions {
             s3_endpoint: self.s3_endpoint.clone(),
             ..ObjectStoreOptions::default()
@@ -54,7 +54,7 @@ impl ObjectStoreArgs {
     }
 
     /// How a run walks a location.
-    pub fn walk(&self) -> ObjectWalkOptions {
+    pub(crate) fn walk(&self) -> ObjectWalkOptions {
         ObjectWalkOptions {
             checkpoint: self.checkpoint.clone(),
             checkpoint_every: self.checkpoint_every.max(1),
@@ -67,7 +67,7 @@ impl ObjectStoreArgs {
 /// What the PATH arguments of `rotate` and `inventory` name, opened: file
 /// trees, or one object-store location. [`Located::source`] lends it to the
 /// worker.
-pub enum Located {
+pub(crate) enum Located {
     /// Files or folders.
     Tree {
         /// As given.
@@ -87,7 +87,7 @@ pub enum Located {
 impl Located {
     /// Opens `paths`: one object-store URL and nothing else, or paths.
     /// The error is the message to print (exit code 2).
-    pub fn open(
+    pub(crate) fn open(
         paths: &[PathBuf],
         follow_links: bool,
         args: &ObjectStoreArgs,
@@ -106,7 +106,7 @@ impl Located {
     }
 
     /// The worker's view of it.
-    pub fn source(&self) -> Source<'_> {
+    pub(crate) fn source(&self) -> Source<'_> {
         match self {
             Located::Tree {
                 roots,
@@ -142,18 +142,18 @@ fn object_url(paths: &[PathBuf]) -> Result<Option<String>, String> {
 
 /// One object named by a URL (`s3://bucket/prefix/name`): its location,
 /// opened, and its name there.
-pub struct ObjectRef {
+pub(crate) struct ObjectRef {
     /// The URL as given (for messages).
-    pub url: String,
+    pub(crate) url: String,
     /// The location the object is in.
-    pub location: ObjectLocation,
+    pub(crate) location: ObjectLocation,
     /// The object's name in it.
-    pub name: String,
+    pub(crate) name: String,
 }
 
 /// Opens the object `url` names. `Ok(Err(code))` when the location cannot
 /// be opened (the message is printed).
-pub fn open_object(url: &str) -> anyhow::Result<Result<ObjectRef, i32>> {
+pub(crate) fn open_object(url: &str) -> anyhow::Result<Result<ObjectRef, i32>> {
     let (loc_url, name) = split_object(url)?;
     let options = ObjectStoreArgs::default().options();
     Ok(match objstore::open_location(loc_url, &options) {

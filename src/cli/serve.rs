@@ -1,8 +1,8 @@
 //! `rewrap serve`: runs the keystore as a KMS server speaking the AWS KMS
-//! JSON 1.1 protocol (see [`crate::server`]).
+//! JSON 1.1 protocol (see [`rewrap::server`]).
 
-use crate::server::{self, ServerConfig, ServiceBackend};
-use crate::service::KmsService;
+use rewrap::server::{self, ServerConfig, ServiceBackend};
+use rewrap::service::KmsService;
 use anyhow::{bail, Context as _};
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -11,53 +11,53 @@ use std::time::Duration;
 
 /// The `serve` command.
 #[derive(Debug, clap::Subcommand)]
-pub enum ServeCommand {
+pub(crate) enum ServeCommand {
     /// Serves the keystore over the AWS KMS wire protocol (SigV4-authenticated).
     Serve(ServeArgs),
 }
 
 /// Options of `rewrap serve`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:4000", value_name = "ADDR")]
-    pub listen: String,
+    pub(crate) listen: String,
     /// PEM certificate chain for TLS (with --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
+    pub(crate) tls_cert: Option<PathBuf>,
     /// PEM private key for TLS (with --tls-cert).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
     /// Allow plain HTTP on a non-loopback address (credentials stay signed,
     /// but plaintext and data keys cross the network unencrypted).
     #[arg(long)]
-    pub insecure_http: bool,
+    pub(crate) insecure_http: bool,
     /// Largest request body accepted, in bytes (larger: HTTP 413).
     #[arg(long, default_value_t = 256 * 1024, value_name = "BYTES")]
-    pub max_body_bytes: usize,
+    pub(crate) max_body_bytes: usize,
     /// Seconds allowed for a request's headers (and a TLS handshake).
     #[arg(long, default_value_t = 10, value_name = "SECS")]
-    pub header_timeout: u64,
+    pub(crate) header_timeout: u64,
     /// Seconds allowed for a request's body.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
-    pub body_timeout: u64,
+    pub(crate) body_timeout: u64,
     /// Seconds between checks for keys due for automatic rotation (0: never).
     #[arg(long, default_value_t = 3600, value_name = "SECS")]
-    pub rotation_check_interval: u64,
+    pub(crate) rotation_check_interval: u64,
     /// Most connections served at once.
     #[arg(long, default_value_t = 4096, value_name = "N")]
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Seconds to let requests in flight finish after SIGTERM / SIGINT.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
-    pub shutdown_grace: u64,
+    pub(crate) shutdown_grace: u64,
     /// TEST ONLY: shifts the service clock by this many days, to exercise
     /// automatic rotation without waiting a year. Never use in production.
     #[arg(long, hide = true, value_name = "DAYS", allow_hyphen_values = true)]
-    pub debug_clock_offset_days: Option<i64>,
+    pub(crate) debug_clock_offset_days: Option<i64>,
 }
 
 /// Runs `rewrap serve` until SIGTERM or SIGINT; returns the exit code.
-pub fn run(cmd: ServeCommand, ctx: &super::Context) -> anyhow::Result<i32> {
+pub(crate) fn run(cmd: ServeCommand, ctx: &super::Context) -> anyhow::Result<i32> {
     let ServeCommand::Serve(args) = cmd;
     let addr = resolve(&args.listen)?;
     let tls = match (&args.tls_cert, &args.tls_key) {

@@ -51,6 +51,7 @@ use crate::error::KmsError;
 use crate::kms::Kms;
 use crate::objstore::{ObjectLocation, ObjectStoreError};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Where the envelopes of a run are.
 #[derive(Debug, Clone)]
@@ -112,6 +113,29 @@ impl Default for ObjectWalkOptions {
     }
 }
 
+/// Watches a run: the CLI draws a progress bar with it; an embedder may
+/// count, log or ignore. Called from worker threads.
+pub trait Progress: Send + Sync {
+    /// The run expects about `items` items (called at most once, before
+    /// any [`Progress::advance`]; not called when the count is unknown).
+    fn expect(&self, items: u64);
+    /// `n` more items are done.
+    fn advance(&self, n: u64);
+    /// The run is over.
+    fn finish(&self);
+}
+
+/// A [`Progress`] watcher in [`RewrapOptions`] (`Debug` shows only whether
+/// one is set).
+#[derive(Clone, Default)]
+pub struct Watcher(pub Option<Arc<dyn Progress>>);
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Watcher(set)" } else { "Watcher(none)" })
+    }
+}
+
 /// How to re-wrap.
 #[derive(Debug, Clone)]
 pub struct RewrapOptions {
@@ -134,10 +158,10 @@ pub struct RewrapOptions {
     /// batches to fit them (see [`RewrapOptions::fit_open_files`]). `None`:
     /// batches as given.
     pub open_files: Option<u64>,
-    /// Show a progress bar on stderr.
-    pub progress: bool,
-    /// Expected number of items, for the progress bar's ETA (0: unknown;
-    /// a file tree is then counted first when the bar is shown).
+    /// Told of the run's progress, if set.
+    pub progress: Watcher,
+    /// Expected number of items, for the progress watcher (0: unknown; a
+    /// file tree is then counted first when a watcher is set).
     pub expected_items: u64,
 }
 
@@ -152,7 +176,7 @@ impl RewrapOptions {
             batch: 256,
             kms_batch: 64,
             open_files: None,
-            progress: false,
+            progress: Watcher::default(),
             expected_items: 0,
         }
     }
@@ -208,7 +232,7 @@ pub fn rewrap(
             if let Some(limit) = opts.open_files {
                 opts.fit_open_files(limit);
             }
-            if opts.progress && opts.expected_items == 0 {
+            if opts.progress.0.is_some() && opts.expected_items == 0 {
                 opts.expected_items = count_files(roots, *follow_links);
             }
             let store = FileStore {

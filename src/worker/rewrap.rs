@@ -63,13 +63,17 @@ where
         from: FromFilter::resolve(kms, &opts.from)?,
         opts,
         done: AtomicU64::new(0),
-        bar: opts.progress.then(|| progress_bar(opts.expected_items)),
     };
+    if let Some(p) = &opts.progress.0 {
+        if opts.expected_items > 0 {
+            p.expect(opts.expected_items);
+        }
+    }
     let jobs = worker_count(opts.jobs);
     let chunk = feed_chunk(store, jobs);
     let mut report = run_workers(jobs, chunk, items, |feed| run.worker(feed));
-    if let Some(bar) = &run.bar {
-        bar.finish_and_clear();
+    if let Some(p) = &opts.progress.0 {
+        p.finish();
     }
     let (arn, version) = run.target.snapshot();
     report.target_key = arn;
@@ -151,7 +155,6 @@ struct Run<'a, S: EnvelopeStore> {
     from: FromFilter,
     opts: &'a RewrapOptions,
     done: AtomicU64,
-    bar: Option<indicatif::ProgressBar>,
 }
 
 /// Why step 1 or 2 failed for one item.
@@ -227,8 +230,8 @@ impl<S: EnvelopeStore> Run<'_, S> {
 
     fn tick(&self, n: u64) {
         self.done.fetch_add(n, Ordering::Relaxed);
-        if let Some(bar) = &self.bar {
-            bar.inc(n);
+        if let Some(p) = &self.opts.progress.0 {
+            p.advance(n);
         }
     }
 
@@ -562,17 +565,4 @@ impl<S: EnvelopeStore> Run<'_, S> {
         }
         Err(StoreError::Conflict("too many concurrent writers".into()))
     }
-}
-
-fn progress_bar(len: u64) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(len).filter(|&n| n > 0),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    let style = indicatif::ProgressStyle::with_template(
-        "{spinner} {pos}/{len} files  {per_sec}  ETA {eta}  [{elapsed_precise}]",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar
 }

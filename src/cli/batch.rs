@@ -7,68 +7,69 @@
 use super::objects::{Located, ObjectStoreArgs};
 use super::report::{kms_or_exit, print_failures, print_summary, record_summary, usage};
 use super::Context;
-use crate::worker::{self, Inventory, InventorySummary, RewrapOptions};
+use rewrap::worker::{self, Inventory, InventorySummary, RewrapOptions};
 use anyhow::Context as _;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// rotate arguments.
 #[derive(Debug, Clone, clap::Args)]
-pub struct RotateArgs {
+pub(crate) struct RotateArgs {
     /// Target key: envelopes end up under its newest key-material version.
     #[arg(long, value_name = "KEY")]
-    pub to: String,
+    pub(crate) to: String,
     /// Only rotate envelopes currently under this key (repeatable).
     #[arg(long, value_name = "KEY")]
-    pub from: Vec<String>,
+    pub(crate) from: Vec<String>,
     /// List what would change; write nothing.
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Write a JSON report to FILE.
     #[arg(long, value_name = "FILE")]
-    pub report: Option<PathBuf>,
+    pub(crate) report: Option<PathBuf>,
     /// Worker threads (0: two per core; more help with a remote KMS).
     #[arg(long, default_value_t = 0)]
-    pub jobs: usize,
+    pub(crate) jobs: usize,
     /// Envelopes per group commit (one syncfs per batch).
     #[arg(long, default_value_t = 256)]
-    pub batch: usize,
+    pub(crate) batch: usize,
     /// Follow symbolic links.
     #[arg(long)]
-    pub follow_symlinks: bool,
+    pub(crate) follow_symlinks: bool,
     /// Never show a progress bar.
     #[arg(long)]
-    pub no_progress: bool,
+    pub(crate) no_progress: bool,
     /// Object-store options (checkpoint, shard, endpoint, concurrency).
     #[command(flatten)]
-    pub objects: ObjectStoreArgs,
+    pub(crate) objects: ObjectStoreArgs,
     /// Files or folders, or one object-store location (s3://bucket/prefix, az://, gs://, file://).
     #[arg(required = true, value_name = "PATH")]
-    pub paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
 }
 
 /// inventory arguments.
 #[derive(Debug, Clone, clap::Args)]
-pub struct InventoryArgs {
+pub(crate) struct InventoryArgs {
     /// Also count envelopes not under the newest version of this key.
     #[arg(long, value_name = "KEY")]
-    pub stale_against: Option<String>,
+    pub(crate) stale_against: Option<String>,
     /// Worker threads (0: two per core).
     #[arg(long, default_value_t = 0)]
-    pub jobs: usize,
+    pub(crate) jobs: usize,
     /// Follow symbolic links.
     #[arg(long)]
-    pub follow_symlinks: bool,
+    pub(crate) follow_symlinks: bool,
     /// Object-store options (shard, endpoint, concurrency).
     #[command(flatten)]
-    pub objects: ObjectStoreArgs,
+    pub(crate) objects: ObjectStoreArgs,
     /// Files or folders, or one object-store location.
     #[arg(required = true, value_name = "PATH")]
-    pub paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
 }
 
 /// `rewrap rotate --to KEY PATH...`
-pub fn rotate(a: RotateArgs, ctx: &Context) -> anyhow::Result<i32> {
+pub(crate) fn rotate(a: RotateArgs, ctx: &Context) -> anyhow::Result<i32> {
     let kms = match kms_or_exit(ctx) {
         Ok(k) => k,
         Err(code) => return Ok(code),
@@ -94,7 +95,9 @@ pub fn rotate(a: RotateArgs, ctx: &Context) -> anyhow::Result<i32> {
         opts.kms_batch = 1;
     }
     opts.open_files = Some(raise_open_file_limit());
-    opts.progress = !a.no_progress && std::io::stderr().is_terminal();
+    if !a.no_progress && std::io::stderr().is_terminal() {
+        opts.progress = worker::Watcher(Some(Arc::new(ProgressBar::new())));
+    }
     let report = match worker::rewrap(&*kms, &source, &opts) {
         Ok(r) => r,
         Err(e) => {
@@ -124,7 +127,7 @@ pub fn rotate(a: RotateArgs, ctx: &Context) -> anyhow::Result<i32> {
 }
 
 /// `rewrap inventory PATH...`
-pub fn inventory(a: InventoryArgs, ctx: &Context) -> anyhow::Result<i32> {
+pub(crate) fn inventory(a: InventoryArgs, ctx: &Context) -> anyhow::Result<i32> {
     let kms = match &a.stale_against {
         Some(_) => match kms_or_exit(ctx) {
             Ok(k) => Some(k),
@@ -184,4 +187,35 @@ fn raise_open_file_limit() -> u64 {
         let _ = setrlimit(Resource::Nofile, limit);
     }
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+/// The progress bar on stderr: the worker's [`worker::Progress`] drawn with
+/// indicatif.
+struct ProgressBar(indicatif::ProgressBar);
+
+impl ProgressBar {
+    fn new() -> ProgressBar {
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        let style = indicatif::ProgressStyle::with_template(
+            "{spinner} {pos}/{len} files  {per_sec}  ETA {eta}  [{elapsed_precise}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        ProgressBar(bar)
+    }
+}
+
+impl worker::Progress for ProgressBar {
+    fn expect(&self, items: u64) {
+        self.0.set_length(items);
+    }
+
+    fn advance(&self, n: u64) {
+        self.0.inc(n);
+    }
+
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
 }
