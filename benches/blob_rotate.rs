@@ -11,10 +11,15 @@
 //! Needs REWRAP_TEST_VENV (moto_server). Run: `cargo bench --bench
 //! blob_rotate` (env BLOB_BENCH_N, BLOB_BENCH_CONCURRENCY).
 
+/// The allocator the `rewrap` binary ships with (src/main.rs), so the bench
+/// measures the shipped configuration.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "../tests/blob_support/mod.rs"]
 mod blob_support;
 
-use blob_support::*;
+use blob_support::{app_context, pattern, rewrap_location, Kms3, Moto};
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion};
@@ -102,7 +107,7 @@ fn main() {
     let rotate = n as f64 / start.elapsed().as_secs_f64();
     assert_eq!(r.rotated, n as u64, "{r:#?}");
     let raw_after = raw_rate(&loc, &paths, concurrency);
-    let raw = (raw_before + raw_after) / 2.0;
+    let raw = f64::midpoint(raw_before, raw_after);
     println!("blob_rotate: {n} objects of 1 KiB, concurrency {concurrency}, moto S3 on loopback");
     println!("  raw GET + conditional PUT: {raw_before:.0}/s before, {raw_after:.0}/s after, mean {raw:.0}/s");
     println!("  rotation:                  {rotate:.0} objects/s");

@@ -10,6 +10,11 @@
 //! Each rewrap measurement runs in a fresh child process (this binary with
 //! `--child`), which reports its wall time and peak RSS (VmHWM).
 
+/// The allocator the `rewrap` binary ships with (src/main.rs), so the bench
+/// measures the shipped configuration.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use rewrap::api::CreateKeyRequest;
 use rewrap::files::{DecryptOptions, EncryptOptions, Output};
 use rewrap::kms::Kms;
@@ -37,8 +42,7 @@ fn main() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let base = std::env::var_os("REWRAP_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| tmp.path().to_path_buf());
+        .map_or_else(|| tmp.path().to_path_buf(), PathBuf::from);
     std::fs::create_dir_all(&base).unwrap();
     let size = env_u64("REWRAP_BENCH_BYTES", 1 << 30);
     let reps = env_u64("REWRAP_BENCH_REPS", 3) as usize;
@@ -60,7 +64,7 @@ fn main() {
     drop(owner);
     drop(service);
     let out = base.join("out.bin");
-    let mib = size as f64 / (1 << 20) as f64;
+    let mib = size as f64 / f64::from(1 << 20);
     let rate = |d: Duration| mib / d.as_secs_f64();
     // Read the source once so every contender starts with a warm cache.
     std::io::copy(

@@ -11,6 +11,11 @@
 //! `cargo bench --bench rotate`. Files go under `REWRAP_BENCH_DIR` (default:
 //! a temporary folder). The page cache is warm for every measurement.
 
+/// The allocator the `rewrap` binary ships with (src/main.rs), so the bench
+/// measures the shipped configuration.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use rewrap::api::{CreateKeyRequest, PrincipalRequest};
 use rewrap::envelope::{ParsedHeader, SLOT_SIZE};
 use rewrap::files::EncryptOptions;
@@ -31,7 +36,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 struct Setup {
-    _dir: Option<tempfile::TempDir>,
+    temp_dir: Option<tempfile::TempDir>,
     base: PathBuf,
     service: Arc<KmsService>,
     owner: LocalSession,
@@ -40,16 +45,13 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let (dir, base) = match std::env::var_os("REWRAP_BENCH_DIR") {
-        Some(d) => {
-            let base = PathBuf::from(d).join(format!("rotate-{}", std::process::id()));
-            (None, base)
-        }
-        None => {
-            let d = tempfile::tempdir().unwrap();
-            let base = d.path().to_path_buf();
-            (Some(d), base)
-        }
+    let (dir, base) = if let Some(d) = std::env::var_os("REWRAP_BENCH_DIR") {
+        let base = PathBuf::from(d).join(format!("rotate-{}", std::process::id()));
+        (None, base)
+    } else {
+        let d = tempfile::tempdir().unwrap();
+        let base = d.path().to_path_buf();
+        (Some(d), base)
     };
     let home = base.join("home");
     KmsService::init(&home).unwrap();
@@ -80,7 +82,7 @@ fn setup() -> Setup {
     };
     let keys = [key("a"), key("b")];
     Setup {
-        _dir: dir,
+        temp_dir: dir,
         base,
         service,
         owner,
@@ -233,7 +235,7 @@ fn small_files(s: &Setup) {
         r.failures.first()
     );
     let rate = |c: u64, d: Duration| c as f64 / d.as_secs_f64();
-    let base = (rate(c1, b1) + rate(c2, b2)) / 2.0;
+    let base = f64::midpoint(rate(c1, b1), rate(c2, b2));
     println!("rotate {n} small files, {jobs} threads, batch 256, ReEncrypt batch 64:");
     println!(
         "  baseline before  {:>10.0} files/s  ({:.2} s)",
@@ -255,10 +257,7 @@ fn small_files(s: &Setup) {
         rate(c2, b2),
         b2.as_secs_f64()
     );
-    println!(
-        "  (KMS ReEncrypt alone, in process, batches of 64: {:>8.0} calls/s)",
-        kms_alone
-    );
+    println!("  (KMS ReEncrypt alone, in process, batches of 64: {kms_alone:>8.0} calls/s)");
     println!(
         "  rotation / baseline = {:.2} (goal >= 0.70)",
         rate(n as u64, rt) / base
@@ -373,7 +372,7 @@ fn main() {
     small_files(&s);
     big_vs_small(&s);
     drop(s.service);
-    if s._dir.is_none() {
+    if s.temp_dir.is_none() {
         let _ = std::fs::remove_dir_all(&s.base);
     }
 }

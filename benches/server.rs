@@ -17,9 +17,14 @@
 //! `REWRAP_BENCH_CONCURRENCY` (32) client threads for phase 1,
 //! `REWRAP_BENCH_INLINE` (1; 0 runs every operation on the blocking pool).
 
+/// The allocator the `rewrap` binary ships with (src/main.rs), so the bench
+/// measures the shipped configuration.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use http_body_util::Full;
 use hyper::body::Bytes;
-use rewrap::api::*;
+use rewrap::api::{CreateKeyRequest, EncryptRequest, ReEncryptRequest};
 use rewrap::client::RemoteKms;
 use rewrap::kms::{to_json, Kms};
 use rewrap::secret::Secret;

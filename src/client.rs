@@ -306,7 +306,7 @@ impl RemoteKms {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("rewrap/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
+            .timeout(Duration::from_mins(1))
             // Below the server's header timeout, so a pooled connection is
             // rarely reused just as the server closes it.
             .pool_idle_timeout(Duration::from_secs(5))
@@ -359,7 +359,7 @@ impl RemoteKms {
                     tokio::time::sleep(backoff).await;
                     drop(e);
                 }
-                Err(Failure::Transient(e)) | Err(Failure::Final(e)) => return Err(e),
+                Err(Failure::Transient(e) | Failure::Final(e)) => return Err(e),
                 Ok(body) => return Ok(body),
             }
         }
@@ -483,9 +483,8 @@ pub fn error_from_response(status: u16, body: &[u8]) -> (KmsError, String) {
     let code = ErrorCode::parse(&name).unwrap_or(match name.as_str() {
         "UnknownOperationException" => ErrorCode::UnsupportedOperation,
         "IncompleteSignatureException" => ErrorCode::IncompleteSignature,
-        "SignatureDoesNotMatch" => ErrorCode::InvalidSignature,
+        "SignatureDoesNotMatch" | "KMSInvalidSignatureException" => ErrorCode::InvalidSignature,
         "ExpiredTokenException" => ErrorCode::RequestExpired,
-        "KMSInvalidSignatureException" => ErrorCode::InvalidSignature,
         _ => ErrorCode::Internal,
     });
     let message = if code == ErrorCode::Internal && name != ErrorCode::Internal.as_str() {

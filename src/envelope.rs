@@ -469,17 +469,13 @@ impl Slots {
     /// The active slot: the valid one with the highest sequence number.
     pub fn active(&self) -> Result<(usize, &Slot), EnvelopeError> {
         match (&self.0[0], &self.0[1]) {
-            (SlotState::Valid(a), SlotState::Valid(b)) => {
-                if a.sequence == b.sequence {
-                    Err(EnvelopeError::CorruptHeader(
-                        "both key slots have the same sequence number",
-                    ))
-                } else if a.sequence > b.sequence {
-                    Ok((0, a))
-                } else {
-                    Ok((1, b))
-                }
-            }
+            (SlotState::Valid(a), SlotState::Valid(b)) => match a.sequence.cmp(&b.sequence) {
+                std::cmp::Ordering::Equal => Err(EnvelopeError::CorruptHeader(
+                    "both key slots have the same sequence number",
+                )),
+                std::cmp::Ordering::Greater => Ok((0, a)),
+                std::cmp::Ordering::Less => Ok((1, b)),
+            },
             (SlotState::Valid(a), _) => Ok((0, a)),
             (_, SlotState::Valid(b)) => Ok((1, b)),
             (SlotState::Empty, SlotState::Empty) => {

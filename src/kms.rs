@@ -9,7 +9,17 @@
 //! (exactly the wire body). The typed methods serialize through it by default;
 //! an in-process implementation overrides them to skip JSON.
 
-use crate::api::*;
+use crate::api::{
+    AccessKeyResponse, AliasRequest, CreateKeyRequest, DecryptRequest, DecryptResponse,
+    DeleteAccessKeyRequest, DeleteAliasRequest, Empty, EnableKeyRotationRequest, EncryptRequest,
+    EncryptResponse, GenerateDataKeyRequest, GenerateDataKeyResponse,
+    GenerateDataKeyWithoutPlaintextResponse, GenerateRandomRequest, GenerateRandomResponse,
+    GetKeyPolicyRequest, GetKeyPolicyResponse, KeyIdRequest, KeyIdResponse, KeyMetadataResponse,
+    KeyRotationStatusResponse, ListAliasesResponse, ListKeyPoliciesResponse,
+    ListKeyRotationsResponse, ListKeysResponse, ListPrincipalsResponse, ListRequest,
+    PrincipalRequest, ReEncryptRequest, ReEncryptResponse, ScheduleKeyDeletionRequest,
+    ScheduleKeyDeletionResponse,
+};
 use crate::error::{KmsError, Result};
 use crate::operation::{for_each_operation, Operation};
 use crate::secret::Secret;

@@ -123,7 +123,7 @@ impl Default for ServerConfig {
             max_body_bytes: 256 * 1024,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
-            rotation_check_interval: Some(Duration::from_secs(3600)),
+            rotation_check_interval: Some(Duration::from_hours(1)),
             max_connections: 4096,
             shutdown_grace: Duration::from_secs(30),
             inline_operations: true,
@@ -186,8 +186,8 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+        () = ctrl_c => {}
+        () = term => {}
     }
 }
 
@@ -221,11 +221,11 @@ pub async fn serve<B: Backend>(
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
-            _ = &mut shutdown => break,
+            () = &mut shutdown => break,
             p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
         };
         let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
+            () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 // Out of descriptors or a connection reset before accept: keep serving.

@@ -54,7 +54,7 @@ impl Azurite {
             port,
             _data: data,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_mins(1);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(a.child.try_wait().unwrap().is_none(), "azurite exited");
             assert!(Instant::now() < deadline, "azurite did not answer");

@@ -112,7 +112,7 @@ fn file_location_keeps_a_concurrent_writers_key_object() {
     let url2 = url.clone();
     let interfering = InterferingKms {
         inner: kms.as_role("storage-rotator"),
-        fired: Default::default(),
+        fired: std::sync::atomic::AtomicBool::default(),
         hook: Box::new(move || {
             let other = open_location(&url2, &ObjectStoreOptions::default()).unwrap();
             let s = session(&service, "storage-rotator");

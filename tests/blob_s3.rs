@@ -291,7 +291,7 @@ fn s3_conflicting_writer_is_counted_and_its_newer_key_object_kept() {
     let to = kms.new.clone();
     let kms_wrapper = InterferingKms {
         inner: kms.as_role("storage-rotator"),
-        fired: Default::default(),
+        fired: std::sync::atomic::AtomicBool::default(),
         hook: Box::new(move || {
             let other = session(&service, "storage-rotator");
             let r = rewrap_location(
@@ -465,7 +465,7 @@ fn s3_killed_rotation_resumes_from_checkpoint() {
         .spawn()
         .unwrap();
     // Kill it once a checkpoint records real progress.
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let deadline = std::time::Instant::now() + Duration::from_mins(2);
     loop {
         let cp = Checkpoint::load(&checkpoint).unwrap_or(None);
         if cp.as_ref().is_some_and(|c| c.objects >= 20) {

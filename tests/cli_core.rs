@@ -855,7 +855,7 @@ fn concurrent_processes_never_lose_updates() {
 #[test]
 fn keystore_survives_kill_9_during_updates() {
     let env = Env::new();
-    let mut rng_state = 0x2545F4914F6CDD1Du64;
+    let mut rng_state = 0x2545_F491_4F6C_DD1D_u64;
     for round in 0..12 {
         let mut child = env
             .command(&env.owner)

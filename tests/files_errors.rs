@@ -190,7 +190,7 @@ fn chunk_swapped_from_another_file_is_refused() {
     let other = std::fs::read(&b).unwrap();
     let full = CHUNK as usize + 16;
     edit(&a, |x| {
-        x[body + full..body + 2 * full].copy_from_slice(&other[body + full..body + 2 * full])
+        x[body + full..body + 2 * full].copy_from_slice(&other[body + full..body + 2 * full]);
     });
     let err = refused(&c.reader, &DecryptOptions::default(), &a);
     assert_error(&err, "ChunkAuth", "chunk 1 failed authentication");
@@ -221,7 +221,7 @@ fn slot_copied_from_another_file_is_refused_by_the_kms() {
         .slot_offset(0) as usize;
     let other = std::fs::read(&b).unwrap();
     edit(&a, |x| {
-        x[at..at + SLOT_SIZE].copy_from_slice(&other[at..at + SLOT_SIZE])
+        x[at..at + SLOT_SIZE].copy_from_slice(&other[at..at + SLOT_SIZE]);
     });
     let err = refused(&c.reader, &DecryptOptions::default(), &a);
     assert_error(

@@ -94,6 +94,7 @@ fn slot(seq: u64, version: u32) -> [u8; SLOT_SIZE] {
     .unwrap()
 }
 
+#[allow(clippy::large_types_passed_by_value)] // reason: each vector builds its slots inline
 fn build(chunk: u32, ctx: &[(&str, &str)], plain: &[u8], slots: [[u8; SLOT_SIZE]; 2]) -> Vec<u8> {
     let ctx: EncryptionContext = ctx
         .iter()

@@ -94,8 +94,13 @@ impl Fixture {
             // In memory: no fsync per check, the kills are what is tested.
             let mut got = Vec::new();
             let mut file = std::fs::File::open(path).unwrap();
-            rewrap::files::decrypt_stream(&reader, &Default::default(), &mut file, &mut got)
-                .unwrap_or_else(|e| panic!("{moment}: {path:?}: {e}"));
+            rewrap::files::decrypt_stream(
+                &reader,
+                &rewrap::files::DecryptOptions::default(),
+                &mut file,
+                &mut got,
+            )
+            .unwrap_or_else(|e| panic!("{moment}: {path:?}: {e}"));
             assert!(got == *data, "{moment}: {path:?} differs");
             let p = header(path);
             let arn = &p.slots.active().unwrap().1.key_arn;

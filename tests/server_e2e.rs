@@ -26,8 +26,7 @@ fn manifest_dir() -> PathBuf {
 /// The virtual environment with awscli, boto3 and moto; panics with the fix if absent.
 fn venv() -> PathBuf {
     let dir = std::env::var_os("REWRAP_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest_dir().join(".venv"));
+        .map_or_else(|| manifest_dir().join(".venv"), PathBuf::from);
     for tool in ["python", "aws"] {
         assert!(
             dir.join("bin").join(tool).exists(),
@@ -332,7 +331,7 @@ fn refusals_carry_aws_error_names_and_nothing_runs() {
         (400, "MissingAuthenticationTokenException".into())
     );
     let mut partial = h.clone();
-    for (n, v) in partial.iter_mut() {
+    for (n, v) in &mut partial {
         if n == "authorization" {
             *v = v.split(", Signature=").next().unwrap().to_string();
         }

@@ -24,8 +24,7 @@ fn manifest_dir() -> PathBuf {
 
 fn venv_tool(tool: &str) -> PathBuf {
     let dir = std::env::var_os("REWRAP_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest_dir().join(".venv"));
+        .map_or_else(|| manifest_dir().join(".venv"), PathBuf::from);
     let path = dir.join("bin").join(tool);
     assert!(
         path.exists(),

@@ -14,11 +14,10 @@ struct Vector {
 
 impl Vector {
     fn get(&self, key: &str) -> &str {
-        self.fields
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or_else(|| panic!("{}: no `{key}` field", self.name))
+        self.fields.iter().find(|(k, _)| k == key).map_or_else(
+            || panic!("{}: no `{key}` field", self.name),
+            |(_, v)| v.as_str(),
+        )
     }
 }
 

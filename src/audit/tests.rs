@@ -374,7 +374,7 @@ fn torn_line_that_is_not_last_is_malformed() {
     let dir = tempfile::tempdir().unwrap();
     let path = log_with(dir.path(), 3);
     append_torn_tail(&path);
-    std::fs::OpenOptions::new()
+    OpenOptions::new()
         .append(true)
         .open(&path)
         .unwrap()
@@ -393,7 +393,7 @@ fn torn_line_that_is_not_last_is_malformed() {
 fn malformed_last_line_makes_the_appender_fail_closed() {
     let dir = tempfile::tempdir().unwrap();
     let path = log_with(dir.path(), 3);
-    std::fs::OpenOptions::new()
+    OpenOptions::new()
         .append(true)
         .open(&path)
         .unwrap()

@@ -1,10 +1,10 @@
 //! Keystore set-up, policy and audit trail commands.
 
 use super::{ConfigError, Context, OpError};
+use clap::{Args, Subcommand};
 use rewrap::audit::{self, ReportFilter};
 use rewrap::kms::to_json;
 use rewrap::policy::PolicySet;
-use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
 /// `rewrap init`.
@@ -132,7 +132,7 @@ pub(crate) fn policy(cmd: PolicyCommand, ctx: &Context) -> anyhow::Result<i32> {
                 "DecidedBy": decision.decided_by,
             });
             ctx.print_value(&value)?;
-            Ok(if decision.allowed { 0 } else { 1 })
+            Ok(i32::from(!decision.allowed))
         }
     }
 }
@@ -142,22 +142,21 @@ pub(crate) fn audit(cmd: AuditCommand, ctx: &Context) -> anyhow::Result<i32> {
     let file = match &cmd {
         AuditCommand::Verify { file } | AuditCommand::Report { file, .. } => file.clone(),
     };
-    let path = match file {
-        Some(p) => p,
-        None => {
-            let service = ctx.service()?;
-            let creds = ctx.credentials()?;
-            let principal = service
-                .authenticate(&creds.access_key_id, creds.secret_access_key.expose())
-                .map_err(|e| ConfigError(format!("{}: {}", e.code, e.message)))?;
-            service
-                .check_access(&principal, rewrap::policy::Action::ReadAuditTrail)
-                .map_err(|error| OpError {
-                    operation: "ReadAuditTrail",
-                    error,
-                })?;
-            service.audit_path()
-        }
+    let path = if let Some(p) = file {
+        p
+    } else {
+        let service = ctx.service()?;
+        let creds = ctx.credentials()?;
+        let principal = service
+            .authenticate(&creds.access_key_id, creds.secret_access_key.expose())
+            .map_err(|e| ConfigError(format!("{}: {}", e.code, e.message)))?;
+        service
+            .check_access(&principal, rewrap::policy::Action::ReadAuditTrail)
+            .map_err(|error| OpError {
+                operation: "ReadAuditTrail",
+                error,
+            })?;
+        service.audit_path()
     };
     match cmd {
         AuditCommand::Verify { .. } => match audit::verify(&path) {

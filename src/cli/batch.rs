@@ -7,8 +7,8 @@
 use super::objects::{Located, ObjectStoreArgs};
 use super::report::{kms_or_exit, print_failures, print_summary, record_summary, usage};
 use super::Context;
-use rewrap::worker::{self, Inventory, InventorySummary, RewrapOptions};
 use anyhow::Context as _;
+use rewrap::worker::{self, Inventory, InventorySummary, RewrapOptions};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -81,7 +81,7 @@ pub(crate) fn rotate(a: RotateArgs, ctx: &Context) -> anyhow::Result<i32> {
     let source = located.source();
     let remote = ctx.global.endpoint_url.is_some();
     let mut opts = RewrapOptions::new(&a.to);
-    opts.from = a.from.clone();
+    opts.from.clone_from(&a.from);
     opts.dry_run = a.dry_run;
     // A remote KMS answers slower than local disk: keep many requests in flight.
     opts.jobs = match (a.jobs, remote) {

@@ -10,9 +10,9 @@
 //! files failed (trees); 2 the run could not start (no credentials, bad
 //! arguments).
 
+use super::batch::{InventoryArgs, RotateArgs};
 use super::objects::{open_object, ObjectRef};
 use super::report::{kms_or_exit, print_failures, print_summary, usage};
-use super::batch::{InventoryArgs, RotateArgs};
 use super::Context;
 use rewrap::api::EncryptionContext;
 use rewrap::envelope::{ParsedHeader, SlotState, DEFAULT_CHUNK_SIZE};

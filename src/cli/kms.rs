@@ -2,11 +2,11 @@
 //! prints the response.
 
 use super::{Context, OpError};
+use anyhow::Context as _;
+use clap::Subcommand;
 use rewrap::api::*;
 use rewrap::kms::{to_json, Kms};
 use rewrap::secret::Secret;
-use anyhow::Context as _;
-use clap::Subcommand;
 
 /// KMS operations, named as in `aws kms`.
 #[derive(Debug, Subcommand)]
@@ -560,7 +560,7 @@ pub(crate) fn run(cmd: KmsCommand, ctx: &Context) -> anyhow::Result<i32> {
     match &cmd {
         KmsCommand::DisableKey { key_id, force }
         | KmsCommand::ScheduleKeyDeletion { key_id, force, .. } => {
-            guard_key_in_use(ctx, kms.as_ref(), key_id, *force)?
+            guard_key_in_use(ctx, kms.as_ref(), key_id, *force)?;
         }
         _ => {}
     }

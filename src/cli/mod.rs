@@ -7,19 +7,19 @@
 //! commands (rotate, inventory) use 0 / 1 (some items failed) / 2 (could not start).
 
 pub(crate) mod admin;
+pub(crate) mod batch;
 pub(crate) mod demo;
 pub(crate) mod files;
 pub(crate) mod kms;
 pub(crate) mod objects;
 pub(crate) mod report;
-pub(crate) mod batch;
 pub(crate) mod serve;
 
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use rewrap::error::KmsError;
 use rewrap::kms::Kms;
 use rewrap::service::{Caller, KmsService};
-use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::sync::Arc;
 

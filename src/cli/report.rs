@@ -29,6 +29,7 @@ pub(crate) fn record_summary(ctx: &Context, summary: &InventorySummary) {
 }
 
 /// Prints a usage problem; exit code 2.
+#[allow(clippy::unnecessary_wraps)] // reason: commands `return usage(..)` from functions returning anyhow::Result
 pub(crate) fn usage(msg: &str) -> anyhow::Result<i32> {
     eprintln!("rewrap: {msg}");
     Ok(2)

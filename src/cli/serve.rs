@@ -1,9 +1,9 @@
 //! `rewrap serve`: runs the keystore as a KMS server speaking the AWS KMS
 //! JSON 1.1 protocol (see [`rewrap::server`]).
 
+use anyhow::{bail, Context as _};
 use rewrap::server::{self, ServerConfig, ServiceBackend};
 use rewrap::service::KmsService;
-use anyhow::{bail, Context as _};
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;

@@ -37,7 +37,7 @@ impl Default for ObjectStoreOptions {
         ObjectStoreOptions {
             s3_endpoint: None,
             max_retries: 10,
-            retry_timeout: Duration::from_secs(180),
+            retry_timeout: Duration::from_mins(3),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(15),
             part_size: 8 * 1024 * 1024,
@@ -136,7 +136,7 @@ pub fn open_location(
             }
             let dir = parsed
                 .to_file_path()
-                .map_err(|_| ObjectStoreError::InvalidUrl(format!("{url}: not a local path")))?;
+                .map_err(|()| ObjectStoreError::InvalidUrl(format!("{url}: not a local path")))?;
             std::fs::create_dir_all(&dir).map_err(|e| ObjectStoreError::io(dir.display(), e))?;
             let dir =
                 std::fs::canonicalize(&dir).map_err(|e| ObjectStoreError::io(dir.display(), e))?;

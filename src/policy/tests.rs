@@ -571,7 +571,7 @@ fn load_dir_reads_toml_files_sorted_and_not_recursively() {
             dir.path().join(name),
             statement(&format!("[{principal:?}]"), r#"["decrypt"]"#, r#"["*"]"#),
         )
-        .unwrap()
+        .unwrap();
     };
     write("b.toml", "p");
     write("a.toml", "p");

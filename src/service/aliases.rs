@@ -3,7 +3,10 @@
 
 use super::names::KeyName;
 use super::{page, Caller, KmsService};
-use crate::api::*;
+use crate::api::{
+    AliasListEntry, AliasRequest, DeleteAliasRequest, Empty, ListAliasesResponse, ListRequest,
+    Operation,
+};
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::keystore::AliasRecord;
 use crate::operation::Action;
@@ -125,15 +128,14 @@ impl KmsService {
     ) -> Result<ListAliasesResponse> {
         self.audited(caller, Operation::ListAliases, |trail| {
             let snap = self.snapshot()?;
-            let only = match &r.key_id {
-                Some(name) => Some(
+            let only = if let Some(name) = &r.key_id {
+                Some(
                     self.authorized_key(trail, caller, &snap, name, Action::ListAliases, None)?
                         .id,
-                ),
-                None => {
-                    self.authorize(trail, caller, Action::ListAliases, &["*".into()], None)?;
-                    None
-                }
+                )
+            } else {
+                self.authorize(trail, caller, Action::ListAliases, &["*".into()], None)?;
+                None
             };
             let all: Vec<AliasListEntry> = snap
                 .state

@@ -4,7 +4,12 @@
 
 use super::authz::{audit_failed, Trail};
 use super::{check_grant_tokens, Caller, KmsService, Snapshot, MAX_PLAINTEXT, SYMMETRIC_DEFAULT};
-use crate::api::*;
+use crate::api::{
+    CiphertextBlob, DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse,
+    EncryptionContext, GenerateDataKeyRequest, GenerateDataKeyResponse,
+    GenerateDataKeyWithoutPlaintextResponse, GenerateRandomRequest, GenerateRandomResponse,
+    Operation, ReEncryptRequest, ReEncryptResponse,
+};
 use crate::ciphertext_blob::{self, BlobHeader};
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::keystore::{KeyRecord, KeyVersion};
@@ -101,7 +106,7 @@ impl KmsService {
 
     pub(super) fn encrypt(&self, caller: &Caller, r: &EncryptRequest) -> Result<EncryptResponse> {
         self.audited(caller, Operation::Encrypt, |trail| {
-            trail.context = r.encryption_context.clone();
+            trail.context.clone_from(&r.encryption_context);
             check_grant_tokens(&r.grant_tokens)?;
             check_algorithm(&r.encryption_algorithm)?;
             let len = r.plaintext.len();
@@ -128,7 +133,7 @@ impl KmsService {
 
     pub(super) fn decrypt(&self, caller: &Caller, r: &DecryptRequest) -> Result<DecryptResponse> {
         self.audited(caller, Operation::Decrypt, |trail| {
-            trail.context = r.encryption_context.clone();
+            trail.context.clone_from(&r.encryption_context);
             check_grant_tokens(&r.grant_tokens)?;
             check_algorithm(&r.encryption_algorithm)?;
             let snap = self.snapshot()?;
@@ -198,8 +203,10 @@ impl KmsService {
         r: &ReEncryptRequest,
     ) -> Result<ReEncryptResponse> {
         {
-            trail.context = r.source_encryption_context.clone();
-            trail.destination_context = r.destination_encryption_context.clone();
+            trail.context.clone_from(&r.source_encryption_context);
+            trail
+                .destination_context
+                .clone_from(&r.destination_encryption_context);
             check_grant_tokens(&r.grant_tokens)?;
             check_algorithm(&r.source_encryption_algorithm)?;
             check_algorithm(&r.destination_encryption_algorithm)?;
@@ -279,7 +286,7 @@ impl KmsService {
     ) -> Result<(Secret, EncryptResponse)> {
         let action = op.actions()[0];
         self.audited(caller, op, |trail| {
-            trail.context = r.encryption_context.clone();
+            trail.context.clone_from(&r.encryption_context);
             check_grant_tokens(&r.grant_tokens)?;
             let len = match (r.key_spec.as_deref(), r.number_of_bytes) {
                 (Some(_), Some(_)) => {

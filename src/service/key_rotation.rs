@@ -3,7 +3,10 @@
 //! RotateKeyOnDemand and ListKeyRotations.
 
 use super::{page, required_key_id, Caller, KmsService, DAY};
-use crate::api::*;
+use crate::api::{
+    Empty, EnableKeyRotationRequest, KeyIdRequest, KeyIdResponse, KeyRotationStatusResponse,
+    ListKeyRotationsResponse, ListRequest, Operation, RotationEntry,
+};
 use crate::error::{KmsError, Result};
 use crate::keystore::{KeyRecord, KeyState, KeyVersion, RotationConfig};
 use crate::operation::Action;

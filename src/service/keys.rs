@@ -4,7 +4,11 @@
 
 use super::key_rotation::add_version;
 use super::{check_grant_tokens, page, Caller, KmsService, DAY, SYMMETRIC_DEFAULT};
-use crate::api::*;
+use crate::api::{
+    CreateKeyRequest, Empty, KeyIdRequest, KeyIdResponse, KeyListEntry, KeyMetadata,
+    KeyMetadataResponse, ListKeysResponse, ListRequest, Operation, ScheduleKeyDeletionRequest,
+    ScheduleKeyDeletionResponse,
+};
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::keystore::{KeyRecord, KeyState, State};
 use crate::operation::Action;

@@ -2,7 +2,9 @@
 //! files the service enforces.
 
 use super::{required_key_id, Caller, KmsService};
-use crate::api::*;
+use crate::api::{
+    GetKeyPolicyRequest, GetKeyPolicyResponse, ListKeyPoliciesResponse, ListRequest, Operation,
+};
 use crate::error::{KmsError, Result};
 use crate::operation::Action;
 use crate::policy::PolicySet;

@@ -3,7 +3,10 @@
 //! the rule that no principal hands out more rights than it holds.
 
 use super::{Caller, KmsService};
-use crate::api::*;
+use crate::api::{
+    AccessKeyResponse, DeleteAccessKeyRequest, Empty, ListPrincipalsResponse, Operation,
+    PrincipalEntry, PrincipalRequest,
+};
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::keystore::{AccessKeyRecord, PrincipalRecord, State};
 use crate::operation::Action;

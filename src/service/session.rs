@@ -3,7 +3,17 @@
 //! operation to the service's handler.
 
 use super::{Caller, KmsService};
-use crate::api::*;
+use crate::api::{
+    AccessKeyResponse, AliasRequest, CreateKeyRequest, DecryptRequest, DecryptResponse,
+    DeleteAccessKeyRequest, DeleteAliasRequest, Empty, EnableKeyRotationRequest, EncryptRequest,
+    EncryptResponse, GenerateDataKeyRequest, GenerateDataKeyResponse,
+    GenerateDataKeyWithoutPlaintextResponse, GenerateRandomRequest, GenerateRandomResponse,
+    GetKeyPolicyRequest, GetKeyPolicyResponse, KeyIdRequest, KeyIdResponse, KeyMetadataResponse,
+    KeyRotationStatusResponse, ListAliasesResponse, ListKeyPoliciesResponse,
+    ListKeyRotationsResponse, ListKeysResponse, ListPrincipalsResponse, ListRequest, Operation,
+    PrincipalRequest, ReEncryptRequest, ReEncryptResponse, ScheduleKeyDeletionRequest,
+    ScheduleKeyDeletionResponse,
+};
 use crate::error::Result;
 use crate::kms::{dispatch, Kms};
 use crate::operation::for_each_operation;

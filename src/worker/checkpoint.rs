@@ -271,7 +271,9 @@ impl Tracker {
 
 impl TrackerInner {
     fn lock(&self) -> std::sync::MutexGuard<'_, Marks> {
-        self.marks.lock().unwrap_or_else(|p| p.into_inner())
+        self.marks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn done(&self, seq: u64) {

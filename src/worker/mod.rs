@@ -132,7 +132,11 @@ pub struct Watcher(pub Option<Arc<dyn Progress>>);
 
 impl std::fmt::Debug for Watcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "Watcher(set)" } else { "Watcher(none)" })
+        f.write_str(if self.0.is_some() {
+            "Watcher(set)"
+        } else {
+            "Watcher(none)"
+        })
     }
 }
 

@@ -34,7 +34,7 @@ pub(crate) const FEED_CHUNK: usize = 64;
 /// many more workers than cores, which wait on a remote KMS and need every
 /// item spread out.
 pub(crate) fn feed_chunk<S: EnvelopeStore>(store: &S, jobs: usize) -> usize {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     if jobs > 2 * cores {
         1
     } else {
@@ -63,7 +63,11 @@ impl<T> Iterator for Cursor<'_, T> {
             if let Some(item) = self.chunk.next() {
                 return Some(item);
             }
-            let rx = self.feed.rx.lock().unwrap_or_else(|p| p.into_inner());
+            let rx = self
+                .feed
+                .rx
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             self.chunk = rx.recv().ok()?.into_iter();
             self.feed.queued.fetch_sub(1, Ordering::AcqRel);
         }

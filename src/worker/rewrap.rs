@@ -268,7 +268,7 @@ impl<S: EnvelopeStore> Run<'_, S> {
                     return;
                 }
                 Err((Cause::Store(StoreError::Conflict(_)), _)) if attempts < MAX_ATTEMPTS => {
-                    attempts += 1
+                    attempts += 1;
                 }
                 other => break other,
             }

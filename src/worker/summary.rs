@@ -152,7 +152,7 @@ mod tests {
     use super::*;
 
     fn s(roots: &[&str], count: u64) -> (Vec<String>, u64) {
-        (roots.iter().map(|r| r.to_string()).collect(), count)
+        (roots.iter().map(ToString::to_string).collect(), count)
     }
 
     #[test]

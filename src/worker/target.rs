@@ -35,7 +35,11 @@ impl Target {
     }
 
     pub(super) fn destination(&self) -> String {
-        match &*self.known.read().unwrap_or_else(|p| p.into_inner()) {
+        match &*self
+            .known
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
             Some((arn, _, _)) => arn.clone(),
             None => self.requested.clone(),
         }
@@ -43,7 +47,11 @@ impl Target {
 
     /// True when `slot` is under the newest known version of the target.
     pub(super) fn is_current(&self, slot: &Slot) -> bool {
-        match &*self.known.read().unwrap_or_else(|p| p.into_inner()) {
+        match &*self
+            .known
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
             Some((arn, id, version)) => {
                 (slot.key_arn == *arn || slot.key_arn == *id)
                     && (*version == 0 || slot.key_version >= *version)
@@ -53,7 +61,10 @@ impl Target {
     }
 
     pub(super) fn learn(&self, arn: &str, version: u32) {
-        let mut k = self.known.write().unwrap_or_else(|p| p.into_inner());
+        let mut k = self
+            .known
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let newer = match &*k {
             Some((a, _, v)) => a != arn || version > *v,
             None => true,
@@ -65,7 +76,11 @@ impl Target {
     }
 
     pub(super) fn snapshot(&self) -> (String, u32) {
-        match &*self.known.read().unwrap_or_else(|p| p.into_inner()) {
+        match &*self
+            .known
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
             Some((arn, _, v)) => (arn.clone(), *v),
             None => (self.requested.clone(), 0),
         }
@@ -85,7 +100,7 @@ impl FromFilter {
             }) {
                 Ok(r) => out.push(r.key_metadata.arn),
                 Err(e) if e.code == ErrorCode::AccessDenied && !k.starts_with("alias/") => {
-                    out.push(k.clone())
+                    out.push(k.clone());
                 }
                 Err(e) => return Err(e),
             }

@@ -73,7 +73,7 @@ pub fn transform_tree(
     opts: &TreeOptions,
 ) -> TreeReport {
     let jobs = match opts.jobs {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
         n => n,
     };
     let items = walk_files(&[root.to_path_buf()], opts.follow_links);

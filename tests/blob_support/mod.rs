@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A moto S3 server on a free loopback port, killed on drop.
-pub struct Moto {
+pub(crate) struct Moto {
     child: Child,
     pub port: u16,
     pub endpoint: String,
@@ -29,7 +29,7 @@ pub struct Moto {
 /// for instance credentials.
 /// Set once per process, so tests running in parallel never write the
 /// environment while another reads it.
-pub fn set_test_credentials() {
+pub(crate) fn set_test_credentials() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
@@ -40,7 +40,7 @@ pub fn set_test_credentials() {
 
 /// The moto_server of the test venv. Panics (never skips) when it is
 /// missing.
-pub fn moto_server_bin() -> PathBuf {
+pub(crate) fn moto_server_bin() -> PathBuf {
     let venv = std::env::var_os("REWRAP_TEST_VENV").unwrap_or_else(|| {
         panic!(
             "REWRAP_TEST_VENV is not set: the blob-store tests need moto's S3 server. \
@@ -57,7 +57,7 @@ pub fn moto_server_bin() -> PathBuf {
     bin
 }
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -67,7 +67,7 @@ pub fn free_port() -> u16 {
 
 /// One raw HTTP/1.1 request without auth (moto does not check it);
 /// returns the status code.
-pub fn http(port: u16, method: &str, path: &str) -> std::io::Result<u16> {
+pub(crate) fn http(port: u16, method: &str, path: &str) -> std::io::Result<u16> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
@@ -83,7 +83,7 @@ pub fn http(port: u16, method: &str, path: &str) -> std::io::Result<u16> {
 }
 
 /// One raw HTTP/1.1 GET without auth; returns the whole response.
-pub fn http_get(port: u16, path: &str) -> String {
+pub(crate) fn http_get(port: u16, path: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
@@ -97,13 +97,13 @@ pub fn http_get(port: u16, path: &str) -> String {
 }
 
 impl Moto {
-    pub fn start() -> Moto {
+    pub(crate) fn start() -> Moto {
         Moto::start_with(&[])
     }
 
     /// A moto server with extra environment (e.g. enforced authentication:
     /// `INITIAL_NO_AUTH_ACTION_COUNT=0`).
-    pub fn start_with(env: &[(&str, &str)]) -> Moto {
+    pub(crate) fn start_with(env: &[(&str, &str)]) -> Moto {
         set_test_credentials();
         let bin = moto_server_bin();
         let port = free_port();
@@ -120,7 +120,7 @@ impl Moto {
             port,
             endpoint: format!("http://127.0.0.1:{port}"),
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_mins(1);
         while http(port, "GET", "/").is_err() {
             if let Some(status) = moto.child.try_wait().unwrap() {
                 panic!("moto_server exited early: {status}");
@@ -131,12 +131,12 @@ impl Moto {
         moto
     }
 
-    pub fn create_bucket(&self, bucket: &str) {
+    pub(crate) fn create_bucket(&self, bucket: &str) {
         let status = http(self.port, "PUT", &format!("/{bucket}")).unwrap();
         assert_eq!(status, 200, "create bucket {bucket}");
     }
 
-    pub fn options(&self) -> ObjectStoreOptions {
+    pub(crate) fn options(&self) -> ObjectStoreOptions {
         ObjectStoreOptions {
             s3_endpoint: Some(self.endpoint.clone()),
             max_retries: 3,
@@ -145,7 +145,7 @@ impl Moto {
         }
     }
 
-    pub fn open(&self, url: &str) -> ObjectLocation {
+    pub(crate) fn open(&self, url: &str) -> ObjectLocation {
         open_location(url, &self.options()).unwrap()
     }
 }
@@ -159,7 +159,7 @@ impl Drop for Moto {
 
 /// A keystore with the shipped policies, the role principals, and two
 /// keys: `old` (what blobs are written under) and `new` (rotation target).
-pub struct Kms3 {
+pub(crate) struct Kms3 {
     pub dir: tempfile::TempDir,
     pub home: PathBuf,
     pub service: Arc<KmsService>,
@@ -167,11 +167,11 @@ pub struct Kms3 {
     pub new: String,
 }
 
-pub fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-pub fn session(service: &Arc<KmsService>, principal: &str) -> LocalSession {
+pub(crate) fn session(service: &Arc<KmsService>, principal: &str) -> LocalSession {
     service.session(Caller {
         principal: principal.into(),
         source_ip: None,
@@ -180,7 +180,7 @@ pub fn session(service: &Arc<KmsService>, principal: &str) -> LocalSession {
 }
 
 impl Kms3 {
-    pub fn new() -> Kms3 {
+    pub(crate) fn new() -> Kms3 {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("keystore");
         let owner = KmsService::init(&home).unwrap();
@@ -215,7 +215,7 @@ impl Kms3 {
     }
 
     /// Reopens an existing keystore (a child process).
-    pub fn open(home: &Path, old: &str, new: &str) -> Kms3 {
+    pub(crate) fn open(home: &Path, old: &str, new: &str) -> Kms3 {
         let service = KmsService::open(home, Some(&repo().join("policies"))).unwrap();
         Kms3 {
             dir: tempfile::tempdir().unwrap(),
@@ -226,17 +226,17 @@ impl Kms3 {
         }
     }
 
-    pub fn as_role(&self, principal: &str) -> LocalSession {
+    pub(crate) fn as_role(&self, principal: &str) -> LocalSession {
         session(&self.service, principal)
     }
 }
 
-pub fn app_context() -> EncryptionContext {
+pub(crate) fn app_context() -> EncryptionContext {
     [("purpose".to_string(), "app-data".to_string())].into()
 }
 
 /// Deterministic test bytes.
-pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+pub(crate) fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0] ^ seed)
         .collect()
@@ -244,7 +244,7 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
 
 /// A KMS that sleeps before each ReEncrypt (a slow remote KMS), so a
 /// rotation lasts long enough to be killed midway.
-pub struct SlowKms<K> {
+pub(crate) struct SlowKms<K> {
     pub inner: K,
     pub delay: Duration,
 }
@@ -260,7 +260,7 @@ impl<K: Kms> Kms for SlowKms<K> {
 
 /// A KMS that runs `hook` once, at the first ReEncrypt: another writer acts
 /// between the rotation's read of a key object and its write.
-pub struct InterferingKms<K> {
+pub(crate) struct InterferingKms<K> {
     pub inner: K,
     pub fired: std::sync::atomic::AtomicBool,
     pub hook: Box<dyn Fn() + Send + Sync>,
@@ -277,7 +277,7 @@ impl<K: Kms> Kms for InterferingKms<K> {
 }
 
 /// Re-wraps every object under `loc`: the worker over an object-store source.
-pub fn rewrap_location(
+pub(crate) fn rewrap_location(
     kms: &dyn Kms,
     loc: &ObjectLocation,
     opts: &RewrapOptions,
@@ -291,7 +291,7 @@ pub fn rewrap_location(
 }
 
 /// The inventory of the objects under `loc`.
-pub fn inventory_location(
+pub(crate) fn inventory_location(
     kms: Option<&dyn Kms>,
     loc: &ObjectLocation,
     stale_against: Option<&str>,

@@ -6,36 +6,36 @@ use std::process::{Command, Output};
 
 /// Credentials of one principal.
 #[derive(Clone, Debug)]
-pub struct Creds {
+pub(crate) struct Creds {
     pub name: String,
     pub id: String,
     pub secret: String,
 }
 
 /// A keystore in a temporary folder, with the shipped policies.
-pub struct Env {
+pub(crate) struct Env {
     pub dir: tempfile::TempDir,
     pub home: PathBuf,
     pub owner: Creds,
 }
 
-pub fn bin() -> &'static str {
+pub(crate) fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_rewrap")
 }
 
-pub fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-pub fn stdout(out: &Output) -> String {
+pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-pub fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-pub fn json(out: &Output) -> serde_json::Value {
+pub(crate) fn json(out: &Output) -> serde_json::Value {
     assert!(
         out.status.success(),
         "command failed: {}\n{}",
@@ -49,7 +49,7 @@ pub fn json(out: &Output) -> serde_json::Value {
 }
 
 /// Asserts the command failed with the AWS CLI's message for `code`.
-pub fn assert_aws_error(out: &Output, code: &str, operation: &str) {
+pub(crate) fn assert_aws_error(out: &Output, code: &str, operation: &str) {
     let err = stderr(out);
     assert_eq!(out.status.code(), Some(254), "stderr: {err}");
     let want = format!("An error occurred ({code}) when calling the {operation} operation: ");
@@ -57,7 +57,7 @@ pub fn assert_aws_error(out: &Output, code: &str, operation: &str) {
 }
 
 impl Env {
-    pub fn new() -> Env {
+    pub(crate) fn new() -> Env {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("keystore");
         let out = Command::new(bin())
@@ -77,7 +77,7 @@ impl Env {
     }
 
     /// A command acting as `who`, with the shipped policies.
-    pub fn command(&self, who: &Creds) -> Command {
+    pub(crate) fn command(&self, who: &Creds) -> Command {
         let mut c = Command::new(bin());
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -90,16 +90,16 @@ impl Env {
         c
     }
 
-    pub fn run(&self, who: &Creds, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, who: &Creds, args: &[&str]) -> Output {
         self.command(who).args(args).output().unwrap()
     }
 
-    pub fn ok(&self, who: &Creds, args: &[&str]) -> serde_json::Value {
+    pub(crate) fn ok(&self, who: &Creds, args: &[&str]) -> serde_json::Value {
         json(&self.run(who, args))
     }
 
     /// Creates a principal (as the owner) and returns its credentials.
-    pub fn principal(&self, name: &str) -> Creds {
+    pub(crate) fn principal(&self, name: &str) -> Creds {
         let v = self.ok(&self.owner, &["create-principal", "--principal-name", name]);
         Creds {
             name: name.into(),
@@ -109,20 +109,20 @@ impl Env {
     }
 
     /// Creates a key as the owner; returns its id.
-    pub fn key(&self, description: &str) -> String {
+    pub(crate) fn key(&self, description: &str) -> String {
         let v = self.ok(&self.owner, &["create-key", "--description", description]);
         v["KeyMetadata"]["KeyId"].as_str().unwrap().into()
     }
 
-    pub fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    pub fn audit_log(&self) -> String {
+    pub(crate) fn audit_log(&self) -> String {
         std::fs::read_to_string(self.home.join("audit.log")).unwrap_or_default()
     }
 }
 
-pub fn write(path: &Path, bytes: &[u8]) {
+pub(crate) fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap();
 }

@@ -9,19 +9,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// A keystore in a temporary folder, opened with the shipped policies.
-pub struct Env {
+pub(crate) struct Env {
     pub dir: tempfile::TempDir,
     pub home: PathBuf,
     pub service: Arc<KmsService>,
     pub owner: LocalSession,
 }
 
-pub fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 impl Env {
-    pub fn new() -> Env {
+    pub(crate) fn new() -> Env {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("home");
         KmsService::init(&home).unwrap();
@@ -39,7 +39,7 @@ impl Env {
     }
 
     /// A session of `principal` (created first by the owner).
-    pub fn principal(&self, name: &str) -> LocalSession {
+    pub(crate) fn principal(&self, name: &str) -> LocalSession {
         use rewrap::kms::Kms;
         self.owner
             .create_principal(&PrincipalRequest {
@@ -50,7 +50,7 @@ impl Env {
     }
 
     /// A session of an existing principal.
-    pub fn session(&self, name: &str) -> LocalSession {
+    pub(crate) fn session(&self, name: &str) -> LocalSession {
         self.service.session(Caller {
             principal: name.into(),
             ..Default::default()
@@ -58,7 +58,7 @@ impl Env {
     }
 
     /// A new key; returns its ARN.
-    pub fn key(&self, description: &str) -> String {
+    pub(crate) fn key(&self, description: &str) -> String {
         use rewrap::kms::Kms;
         self.owner
             .create_key(&CreateKeyRequest {
@@ -71,7 +71,7 @@ impl Env {
     }
 
     /// Rotates the key material of `key` (new version); returns the count.
-    pub fn rotate_key(&self, key: &str) -> u32 {
+    pub(crate) fn rotate_key(&self, key: &str) -> u32 {
         use rewrap::kms::Kms;
         let r = KeyIdRequest {
             key_id: key.into(),
@@ -85,21 +85,21 @@ impl Env {
             .key_material_versions
     }
 
-    pub fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 }
 
 /// Options for the app's context (`purpose = app-data`, which the shipped
 /// app-reader policy requires).
-pub fn app_opts(key: &str) -> EncryptOptions {
+pub(crate) fn app_opts(key: &str) -> EncryptOptions {
     let mut o = EncryptOptions::new(key);
     o.context.insert("purpose".into(), "app-data".into());
     o
 }
 
 /// Deterministic pseudo-random bytes.
-pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
         .map(|_| {
@@ -112,7 +112,7 @@ pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Encrypts `plain` into `path` as an envelope.
-pub fn seal(kms: &dyn rewrap::kms::Kms, opts: &EncryptOptions, path: &Path, plain: &[u8]) {
+pub(crate) fn seal(kms: &dyn rewrap::kms::Kms, opts: &EncryptOptions, path: &Path, plain: &[u8]) {
     let src = path.with_extension("plain");
     std::fs::write(&src, plain).unwrap();
     rewrap::files::encrypt_file(kms, opts, &src, Output::To(path)).unwrap();
@@ -120,7 +120,7 @@ pub fn seal(kms: &dyn rewrap::kms::Kms, opts: &EncryptOptions, path: &Path, plai
 }
 
 /// Decrypts `path` into memory (through a temporary file).
-pub fn open(kms: &dyn rewrap::kms::Kms, path: &Path) -> Result<Vec<u8>, FileError> {
+pub(crate) fn open(kms: &dyn rewrap::kms::Kms, path: &Path) -> Result<Vec<u8>, FileError> {
     let out = path.with_extension("opened");
     rewrap::files::decrypt_file(kms, &DecryptOptions::default(), path, Output::To(&out))?;
     let bytes = std::fs::read(&out).unwrap();
@@ -129,7 +129,7 @@ pub fn open(kms: &dyn rewrap::kms::Kms, path: &Path) -> Result<Vec<u8>, FileErro
 }
 
 /// Names in `dir` (to prove no temporary or partial output is left).
-pub fn names(dir: &Path) -> Vec<String> {
+pub(crate) fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
