@@ -125,6 +125,15 @@ pub struct KeyIdRequest {
     pub grant_tokens: Option<Vec<String>>,
 }
 
+/// UpdateKeyDescription.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct UpdateKeyDescriptionRequest {
+    pub key_id: String,
+    pub description: String,
+}
+
 /// Responses that name just one key (CancelKeyDeletion, RotateKeyOnDemand).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]

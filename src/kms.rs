@@ -9,17 +9,8 @@
 //! (exactly the wire body). The typed methods serialize through it by default;
 //! an in-process implementation overrides them to skip JSON.
 
-use crate::api::{
-    AccessKeyResponse, AliasRequest, CreateKeyRequest, DecryptRequest, DecryptResponse,
-    DeleteAccessKeyRequest, DeleteAliasRequest, Empty, EnableKeyRotationRequest, EncryptRequest,
-    EncryptResponse, GenerateDataKeyRequest, GenerateDataKeyResponse,
-    GenerateDataKeyWithoutPlaintextResponse, GenerateRandomRequest, GenerateRandomResponse,
-    GetKeyPolicyRequest, GetKeyPolicyResponse, KeyIdRequest, KeyIdResponse, KeyMetadataResponse,
-    KeyRotationStatusResponse, ListAliasesResponse, ListKeyPoliciesResponse,
-    ListKeyRotationsResponse, ListKeysResponse, ListPrincipalsResponse, ListRequest,
-    PrincipalRequest, ReEncryptRequest, ReEncryptResponse, ScheduleKeyDeletionRequest,
-    ScheduleKeyDeletionResponse,
-};
+// Every request and response type: the operations table names them unqualified.
+use crate::api::*;
 use crate::error::{KmsError, Result};
 use crate::operation::{for_each_operation, Operation};
 use crate::secret::Secret;

@@ -46,6 +46,9 @@ macro_rules! for_each_operation {
             DescribeKey = describe_key(KeyIdRequest) -> KeyMetadataResponse, [DescribeKey], reads;
             /// Lists keys, paged.
             ListKeys = list_keys(ListRequest) -> ListKeysResponse, [ListKeys], reads;
+            /// Replaces a key's description.
+            UpdateKeyDescription = update_key_description(UpdateKeyDescriptionRequest) -> Empty,
+                [UpdateKeyDescription], writes;
             /// Enables a key.
             EnableKey = enable_key(KeyIdRequest) -> Empty, [EnableKey], writes;
             /// Disables a key (it can no longer be used for cryptography).
@@ -232,6 +235,8 @@ define_actions! {
     ListKeys = "kms:ListKeys",
     /// ListAliases.
     ListAliases = "kms:ListAliases",
+    /// UpdateKeyDescription.
+    UpdateKeyDescription = "kms:UpdateKeyDescription",
     /// EnableKey.
     EnableKey = "kms:EnableKey",
     /// DisableKey.
@@ -350,6 +355,7 @@ mod tests {
             writers,
             [
                 "CreateKey",
+                "UpdateKeyDescription",
                 "EnableKey",
                 "DisableKey",
                 "ScheduleKeyDeletion",

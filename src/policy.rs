@@ -45,6 +45,7 @@ const ADMINISTER: &[Action] = &[
     Action::DescribeKey,
     Action::ListKeys,
     Action::ListAliases,
+    Action::UpdateKeyDescription,
     Action::EnableKey,
     Action::DisableKey,
     Action::ScheduleKeyDeletion,

@@ -247,7 +247,7 @@ fn boto3_calls_every_operation_with_exact_error_codes() {
         .output()
         .unwrap();
     let stdout = must(out, "boto3_all_operations.py");
-    assert!(stdout.contains("ALL CHECKS PASSED 40"), "{stdout}");
+    assert!(stdout.contains("ALL CHECKS PASSED 42"), "{stdout}");
     // The audit trail names the caller's address and boto3's user agent.
     let audit = std::fs::read_to_string(ks.home.path().join("audit.log")).unwrap();
     let line = audit

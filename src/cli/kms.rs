@@ -29,6 +29,13 @@ pub(crate) enum KmsCommand {
         #[arg(long)]
         key_id: String,
     },
+    /// Replaces a key's description.
+    UpdateKeyDescription {
+        #[arg(long)]
+        key_id: String,
+        #[arg(long)]
+        description: String,
+    },
     /// Lists keys.
     ListKeys {
         #[arg(long)]
@@ -326,6 +333,16 @@ fn request(cmd: &KmsCommand) -> anyhow::Result<(Operation, Secret)> {
         ),
         C::DescribeKey { key_id } => (O::DescribeKey, to_json(&key(key_id))),
         C::ListKeys { limit, marker } => (O::ListKeys, to_json(&list(None, limit, marker))),
+        C::UpdateKeyDescription {
+            key_id,
+            description,
+        } => (
+            O::UpdateKeyDescription,
+            to_json(&UpdateKeyDescriptionRequest {
+                key_id: key_id.clone(),
+                description: description.clone(),
+            }),
+        ),
         C::EnableKey { key_id } => (O::EnableKey, to_json(&key(key_id))),
         C::DisableKey { key_id, .. } => (O::DisableKey, to_json(&key(key_id))),
         C::ScheduleKeyDeletion {

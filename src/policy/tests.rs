@@ -183,6 +183,7 @@ fn groups_expand_to_exactly_their_actions() {
                 "kms:DescribeKey",
                 "kms:ListKeys",
                 "kms:ListAliases",
+                "kms:UpdateKeyDescription",
                 "kms:EnableKey",
                 "kms:DisableKey",
                 "kms:ScheduleKeyDeletion",

@@ -7,7 +7,7 @@ use super::{check_grant_tokens, page, Caller, KmsService, DAY, SYMMETRIC_DEFAULT
 use crate::api::{
     CreateKeyRequest, Empty, KeyIdRequest, KeyIdResponse, KeyListEntry, KeyMetadata,
     KeyMetadataResponse, ListKeysResponse, ListRequest, Operation, ScheduleKeyDeletionRequest,
-    ScheduleKeyDeletionResponse,
+    ScheduleKeyDeletionResponse, UpdateKeyDescriptionRequest,
 };
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::keystore::{KeyRecord, KeyState, State};
@@ -74,9 +74,7 @@ impl KmsService {
                 ));
             }
             let description = r.description.clone().unwrap_or_default();
-            if description.len() > 8192 {
-                return Err(KmsError::validation("Description is longer than 8192 characters"));
-            }
+            check_description(&description)?;
             let tags = r
                 .tags
                 .iter()
@@ -181,6 +179,24 @@ impl KmsService {
         }
     }
 
+    pub(super) fn update_key_description(
+        &self,
+        caller: &Caller,
+        r: &UpdateKeyDescriptionRequest,
+    ) -> Result<Empty> {
+        check_description(&r.description)?;
+        self.change_key(
+            caller,
+            Operation::UpdateKeyDescription,
+            &r.key_id,
+            |key, _| {
+                self.not_pending(key)?;
+                key.description.clone_from(&r.description);
+                Ok(Empty {})
+            },
+        )
+    }
+
     pub(super) fn enable_key(&self, caller: &Caller, r: &KeyIdRequest) -> Result<Empty> {
         self.change_key(caller, Operation::EnableKey, &r.key_id, |key, _| {
             self.not_pending(key)?;
@@ -266,4 +282,14 @@ pub(super) fn purge_deleted(state: &mut State, now: f64) {
         state.keys.remove(id);
     }
     state.aliases.retain(|_, a| !gone.contains(&a.target));
+}
+
+/// AWS's limit on a key description.
+fn check_description(description: &str) -> Result<()> {
+    if description.len() > 8192 {
+        return Err(KmsError::validation(
+            "Description is longer than 8192 characters",
+        ));
+    }
+    Ok(())
 }

@@ -3,17 +3,8 @@
 //! operation to the service's handler.
 
 use super::{Caller, KmsService};
-use crate::api::{
-    AccessKeyResponse, AliasRequest, CreateKeyRequest, DecryptRequest, DecryptResponse,
-    DeleteAccessKeyRequest, DeleteAliasRequest, Empty, EnableKeyRotationRequest, EncryptRequest,
-    EncryptResponse, GenerateDataKeyRequest, GenerateDataKeyResponse,
-    GenerateDataKeyWithoutPlaintextResponse, GenerateRandomRequest, GenerateRandomResponse,
-    GetKeyPolicyRequest, GetKeyPolicyResponse, KeyIdRequest, KeyIdResponse, KeyMetadataResponse,
-    KeyRotationStatusResponse, ListAliasesResponse, ListKeyPoliciesResponse,
-    ListKeyRotationsResponse, ListKeysResponse, ListPrincipalsResponse, ListRequest, Operation,
-    PrincipalRequest, ReEncryptRequest, ReEncryptResponse, ScheduleKeyDeletionRequest,
-    ScheduleKeyDeletionResponse,
-};
+// Every request and response type: the operations table names them unqualified.
+use crate::api::*;
 use crate::error::Result;
 use crate::kms::{dispatch, Kms};
 use crate::operation::for_each_operation;

@@ -57,6 +57,9 @@ k1 = owner.create_key(Description="boto3 key one")["KeyMetadata"]
 k2 = owner.create_key(Description="boto3 key two")["KeyMetadata"]
 ok("create_key", k1["KeyState"] == "Enabled" and k1["Description"] == "boto3 key one")
 ok("describe_key", owner.describe_key(KeyId=k1["KeyId"])["KeyMetadata"]["Arn"] == k1["Arn"])
+owner.update_key_description(KeyId=k1["KeyId"], Description="boto3 key one, renamed")
+ok("update_key_description", owner.describe_key(KeyId=k1["KeyId"])["KeyMetadata"]["Description"] == "boto3 key one, renamed")
+expect_error("update_key_description by a reader", "AccessDeniedException", reader.update_key_description, KeyId=k1["KeyId"], Description="x")
 ids = [k["KeyId"] for k in owner.list_keys()["Keys"]]
 ok("list_keys", k1["KeyId"] in ids and k2["KeyId"] in ids)
 
