@@ -81,10 +81,14 @@ mod verify;
 mod writer;
 
 pub use read::read_records;
-pub use record::{
-    AuditKey, AuditRecord, DECISION_ALLOW, DECISION_DENY, GENESIS_HASH, OUTCOME_SUCCESS,
-};
-pub use report::{last_use_by_key, report, ReportFilter, UsageReport, UsageRow, NO_KEY};
+#[cfg(test)]
+pub(crate) use record::GENESIS_HASH;
+pub use record::{AuditKey, AuditRecord};
+pub(crate) use record::{DECISION_ALLOW, DECISION_DENY, OUTCOME_SUCCESS};
+pub(crate) use report::last_use_by_key;
+#[cfg(test)]
+pub(crate) use report::NO_KEY;
+pub use report::{report, ReportFilter, UsageReport, UsageRow};
 pub use verify::{verify, VerifySummary};
 pub use writer::{AuditLog, AuditOptions};
 

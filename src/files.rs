@@ -26,7 +26,7 @@ use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Prefix of the temporary files this module writes (walks skip them).
-pub const TEMP_PREFIX: &str = ".rewrap-tmp-";
+pub(crate) const TEMP_PREFIX: &str = ".rewrap-tmp-";
 const IO_BUFFER: usize = 256 * 1024;
 
 /// Why an encryption or decryption failed. Messages never contain key or
@@ -175,7 +175,7 @@ pub fn encrypt_stream(
 }
 
 /// Asks the KMS to unwrap the data key of the active slot.
-pub fn unwrap_data_key(
+pub(crate) fn unwrap_data_key(
     kms: &dyn Kms,
     opts: &DecryptOptions,
     parsed: &ParsedHeader,

@@ -395,7 +395,7 @@ impl Keystore {
     }
 
     /// The fingerprint of the sealed file as it is now.
-    pub fn fingerprint(&self) -> Result<Fingerprint, KeystoreError> {
+    pub(crate) fn fingerprint(&self) -> Result<Fingerprint, KeystoreError> {
         let path = self.sealed_path();
         let meta = fs::metadata(&path).map_err(KeystoreError::io(&path))?;
         Ok(Fingerprint {
@@ -474,7 +474,7 @@ impl Keystore {
 
 /// Writes `bytes` to `path` atomically and durably: temporary file, fsync,
 /// rename, fsync of the folder. Mode 0600.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = folder_of(path);
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));

@@ -36,13 +36,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 /// The `X-Amz-Target` prefix of every KMS operation.
-pub const TARGET_PREFIX: &str = "TrentService.";
+pub(crate) const TARGET_PREFIX: &str = "TrentService.";
 
 /// The content type of the JSON 1.1 protocol.
-pub const CONTENT_TYPE_JSON: &str = "application/x-amz-json-1.1";
+pub(crate) const CONTENT_TYPE_JSON: &str = "application/x-amz-json-1.1";
 
 /// The SigV4 service name of KMS.
-pub const SERVICE: &str = "kms";
+pub(crate) const SERVICE: &str = "kms";
 
 /// Who is calling: the authenticated principal and where the call came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

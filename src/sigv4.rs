@@ -27,10 +27,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// The only algorithm rewrap signs and accepts.
-pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+pub(crate) const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 
 /// How far a request's time may be from the server's clock, as AWS allows.
-pub const MAX_CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(15);
+pub(crate) const MAX_CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(15);
 
 /// The `x-amz-date` format.
 const AMZ_DATE_FORMAT: &str = "%Y%m%dT%H%M%SZ";
@@ -64,7 +64,7 @@ fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
 }
 
 /// Derives the signing key of `secret` for one day, region and service.
-pub fn signing_key(secret: &Secret, date: &str, region: &str, service: &str) -> Secret {
+pub(crate) fn signing_key(secret: &Secret, date: &str, region: &str, service: &str) -> Secret {
     let mut k_secret = Secret::new(Vec::with_capacity(4 + secret.len()));
     k_secret.expose_mut().extend_from_slice(b"AWS4");
     k_secret.expose_mut().extend_from_slice(secret.expose());
@@ -76,7 +76,7 @@ pub fn signing_key(secret: &Secret, date: &str, region: &str, service: &str) -> 
 
 /// `URI-encode` as SigV4 defines it: every byte but the unreserved characters
 /// `A-Z a-z 0-9 - _ . ~` is `%XX` (uppercase); `/` is kept when `keep_slash`.
-pub fn uri_encode(input: &str, keep_slash: bool) -> String {
+pub(crate) fn uri_encode(input: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(input.len());
     for &b in input.as_bytes() {
         let unreserved = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~');
@@ -114,7 +114,7 @@ fn percent_decode(input: &str) -> String {
 }
 
 /// The canonical URI of a request path (non-S3 services encode the path as sent).
-pub fn canonical_uri(path: &str) -> String {
+pub(crate) fn canonical_uri(path: &str) -> String {
     if path.is_empty() {
         "/".to_string()
     } else {
@@ -123,7 +123,7 @@ pub fn canonical_uri(path: &str) -> String {
 }
 
 /// The canonical query string: parameters decoded, re-encoded and sorted.
-pub fn canonical_query(query: &str) -> String {
+pub(crate) fn canonical_query(query: &str) -> String {
     let mut pairs: Vec<(String, String)> = query
         .split('&')
         .filter(|p| !p.is_empty())
@@ -163,7 +163,7 @@ pub struct RequestParts<'a> {
 
 /// Builds the canonical request over `signed_headers` (lowercase, sorted).
 /// Errors if a signed header is absent from the request.
-pub fn canonical_request(
+pub(crate) fn canonical_request(
     req: &RequestParts<'_>,
     signed_headers: &[String],
     payload_hash: &str,
@@ -201,7 +201,7 @@ pub fn canonical_request(
 }
 
 /// The string to sign of a canonical request.
-pub fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &str) -> String {
+pub(crate) fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &str) -> String {
     format!(
         "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
         sha256_hex(canonical_request.as_bytes())
@@ -315,7 +315,7 @@ fn invalid(message: impl Into<String>) -> KmsError {
 
 /// Parses an `Authorization` header. A header of another scheme, or one
 /// missing `Credential`, `SignedHeaders` or `Signature`, is `IncompleteSignature`.
-pub fn parse_authorization(header: &str) -> Result<Authorization> {
+pub(crate) fn parse_authorization(header: &str) -> Result<Authorization> {
     let rest = header
         .strip_prefix(ALGORITHM)
         .filter(|r| r.starts_with(' '))
@@ -372,7 +372,7 @@ pub fn parse_authorization(header: &str) -> Result<Authorization> {
 }
 
 /// Parses an `x-amz-date` value.
-pub fn parse_amz_date(value: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_amz_date(value: &str) -> Option<DateTime<Utc>> {
     NaiveDateTime::parse_from_str(value, AMZ_DATE_FORMAT)
         .ok()
         .map(|t| Utc.from_utc_datetime(&t))

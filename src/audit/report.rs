@@ -35,7 +35,7 @@ impl ReportFilter {
 }
 
 /// The key column of operations that name no key (`ListKeys`, ...).
-pub const NO_KEY: &str = "-";
+pub(crate) const NO_KEY: &str = "-";
 
 /// Usage of one key by one principal through one operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -202,7 +202,7 @@ pub fn report(path: &Path, filter: &ReportFilter) -> Result<UsageReport, AuditEr
 ///
 /// Attempts count, not only successes: a denied call still shows someone
 /// depends on the key, which is what matters before disabling or deleting it.
-pub fn last_use_by_key(path: &Path) -> Result<HashMap<String, DateTime<Utc>>, AuditError> {
+pub(crate) fn last_use_by_key(path: &Path) -> Result<HashMap<String, DateTime<Utc>>, AuditError> {
     let mut last: HashMap<String, DateTime<Utc>> = HashMap::new();
     Lines::for_each_record(path, |line, record| {
         let time = record_time(line, &record)?;

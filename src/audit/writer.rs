@@ -81,7 +81,7 @@ impl AuditLog {
     ///
     /// Reads the last record to learn where the chain ends, and truncates a
     /// torn final line left by a crashed writer (see the module doc).
-    pub fn open_with(path: &Path, options: AuditOptions) -> Result<AuditLog, AuditError> {
+    pub(crate) fn open_with(path: &Path, options: AuditOptions) -> Result<AuditLog, AuditError> {
         let mut open = OpenOptions::new();
         open.read(true).append(true).create(true);
         #[cfg(unix)]
@@ -131,7 +131,7 @@ impl AuditLog {
     /// lock, one write and (if `durable`) one sync for all of them: the
     /// group commit of a batch of key uses. Each record is its own line,
     /// exactly as [`AuditLog::append`] would have written it.
-    pub fn append_all(&self, records: Vec<AuditRecord>) -> Result<(), AuditError> {
+    pub(crate) fn append_all(&self, records: Vec<AuditRecord>) -> Result<(), AuditError> {
         if records.is_empty() {
             return Ok(());
         }

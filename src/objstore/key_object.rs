@@ -40,7 +40,7 @@ impl KeyObjectVersion {
 
 /// Reads and strictly parses a key object: `Ok(None)` if it does not start
 /// with the envelope magic.
-pub fn read_key_object(
+pub(crate) fn read_key_object(
     loc: &ObjectLocation,
     path: &ObjectPath,
 ) -> Result<Option<(ParsedHeader, KeyObjectVersion)>, ObjectStoreError> {
@@ -73,7 +73,7 @@ pub fn read_key_object(
 
 /// Puts `bytes` at `path` if the object is still as `expected` says;
 /// returns the new version. [`ObjectStoreError::Conflict`] when it is not.
-pub fn put_key_object_if_unchanged(
+pub(crate) fn put_key_object_if_unchanged(
     loc: &ObjectLocation,
     path: &ObjectPath,
     bytes: Vec<u8>,

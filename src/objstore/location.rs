@@ -185,7 +185,7 @@ impl ObjectLocation {
     /// A location over an already built store (tests, embedding, or a
     /// store configured in ways the URL cannot say). `prefix` is the folder
     /// inside the store.
-    pub fn from_store(
+    pub(crate) fn from_store(
         store: Arc<dyn ObjectStore>,
         prefix: ObjectPath,
         opts: &ObjectStoreOptions,
@@ -218,7 +218,7 @@ impl ObjectLocation {
     }
 
     /// The store path of the body of object `name` (relative to the prefix).
-    pub fn body_path(&self, name: &str) -> Result<ObjectPath, ObjectStoreError> {
+    pub(crate) fn body_path(&self, name: &str) -> Result<ObjectPath, ObjectStoreError> {
         let name = name.trim_start_matches('/');
         if name.is_empty() || name.ends_with(super::KEY_SUFFIX) {
             return Err(ObjectStoreError::Usage(format!(
@@ -235,26 +235,13 @@ impl ObjectLocation {
     }
 
     /// The store path of the key object of object `name`.
-    pub fn key_path(&self, name: &str) -> Result<ObjectPath, ObjectStoreError> {
+    pub(crate) fn key_path(&self, name: &str) -> Result<ObjectPath, ObjectStoreError> {
         let body = self.body_path(name)?;
         Ok(ObjectPath::from(format!("{body}{}", super::KEY_SUFFIX)))
     }
 
-    /// The object name (relative to the prefix) of a key object's path, or
-    /// `None` if the path is not a key object under the prefix.
-    pub fn name_of_key_path(&self, path: &ObjectPath) -> Option<String> {
-        let body = path.as_ref().strip_suffix(super::KEY_SUFFIX)?;
-        let p = self.prefix.as_ref();
-        let rel = if p.is_empty() {
-            body
-        } else {
-            body.strip_prefix(p)?.strip_prefix('/')?
-        };
-        (!rel.is_empty()).then(|| rel.to_string())
-    }
-
     /// How object `name` is shown in reports: the location URL and the name.
-    pub fn display_name(&self, name: &str) -> String {
+    pub(crate) fn display_name(&self, name: &str) -> String {
         format!("{}/{name}", self.url)
     }
 

@@ -38,7 +38,8 @@ mod key_object;
 mod location;
 mod transfer;
 
-pub use key_object::{put_key_object_if_unchanged, read_key_object, KeyObjectVersion};
+pub use key_object::KeyObjectVersion;
+pub(crate) use key_object::{put_key_object_if_unchanged, read_key_object};
 pub use location::{is_object_url, open_location, ObjectLocation, ObjectStoreOptions};
 pub use transfer::{decrypt_object, encrypt_object};
 
@@ -47,7 +48,7 @@ use crate::error::KmsError;
 use crate::files::FileError;
 
 /// Suffix of the key object beside each body object.
-pub const KEY_SUFFIX: &str = ".rewrap-key";
+pub(crate) const KEY_SUFFIX: &str = ".rewrap-key";
 
 /// Why an object-store operation failed. Messages never contain key or
 /// plaintext bytes (nor credentials).

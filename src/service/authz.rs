@@ -4,7 +4,7 @@
 
 use super::{Caller, KmsService, Snapshot};
 use crate::api::{EncryptionContext, Operation};
-use crate::audit::{AuditKey, AuditRecord};
+use crate::audit::{AuditKey, AuditRecord, DECISION_ALLOW, DECISION_DENY, OUTCOME_SUCCESS};
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::keystore::{KeyRecord, KeyState};
 use crate::policy::{AccessRequest, Action, Decision};
@@ -171,7 +171,12 @@ impl KmsService {
             keys: trail.keys,
             encryption_context: trail.context,
             destination_encryption_context: trail.destination_context,
-            decision: if allowed { "Allow" } else { "Deny" }.into(),
+            decision: if allowed {
+                DECISION_ALLOW
+            } else {
+                DECISION_DENY
+            }
+            .into(),
             decided_by: trail
                 .decisions
                 .iter()
@@ -179,7 +184,7 @@ impl KmsService {
                 .collect::<Vec<_>>()
                 .join("; "),
             outcome: match &result {
-                Ok(_) => "Success".into(),
+                Ok(_) => OUTCOME_SUCCESS.into(),
                 Err(e) => e.code.as_str().into(),
             },
             source_ip: caller.source_ip.clone(),

@@ -75,7 +75,7 @@ impl KmsService {
     }
 
     /// The principal and secret of an access key, for signature checks.
-    pub fn secret_for_access_key(&self, access_key_id: &str) -> Result<(String, Secret)> {
+    pub(crate) fn secret_for_access_key(&self, access_key_id: &str) -> Result<(String, Secret)> {
         let snap = self.snapshot()?;
         let unknown = || {
             KmsError::new(

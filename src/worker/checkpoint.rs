@@ -34,7 +34,7 @@ pub struct Shard {
 
 impl Shard {
     /// True when object `name` belongs to this shard.
-    pub fn admits(&self, name: &str) -> bool {
+    pub(crate) fn admits(self, name: &str) -> bool {
         let h = Sha256::digest(name.as_bytes());
         let mut first = [0u8; 8];
         first.copy_from_slice(&h[..8]);
@@ -109,7 +109,7 @@ impl Checkpoint {
 
     /// Writes the checkpoint atomically (temporary file, fsync, rename,
     /// fsync of the folder).
-    pub fn save(&self, path: &Path) -> Result<(), StartError> {
+    pub(crate) fn save(&self, path: &Path) -> Result<(), StartError> {
         write_json(path, self)
             .map_err(|e| StartError::Checkpoint(format!("{}: {e}", path.display())))
     }

@@ -45,7 +45,8 @@ pub use rewrap::rewrap_items;
 pub use store::{EnvelopeStore, ItemError, StoreError};
 pub use summary::{canonical_roots, known_envelopes_for_key, InventorySummary};
 pub use transform::{transform_tree, TreeOp, TreeOptions, TreeReport};
-pub use tree::{count_files, walk_files, FileStore, FileVersion};
+pub(crate) use tree::count_files;
+pub use tree::{walk_files, FileStore, FileVersion};
 
 use crate::error::KmsError;
 use crate::kms::Kms;

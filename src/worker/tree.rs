@@ -293,7 +293,7 @@ pub fn walk_files(
 }
 
 /// Counts the regular files under `roots` (for the progress bar's ETA).
-pub fn count_files(roots: &[PathBuf], follow_links: bool) -> u64 {
+pub(crate) fn count_files(roots: &[PathBuf], follow_links: bool) -> u64 {
     walk_files(roots, follow_links).count() as u64
 }
 
