@@ -19,6 +19,14 @@ use std::time::Duration;
 /// Attempts per call, the first included.
 const MAX_ATTEMPTS: u32 = 4;
 
+/// The largest response body the client accepts. KMS responses are small
+/// (a ciphertext blob is at most 6 KiB; a page of keys or aliases tens of
+/// KiB); a hostile or broken endpoint must not make a worker allocate more.
+pub const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+/// What the client reserves for a response before reading it.
+const INITIAL_RESPONSE_BUFFER: usize = 16 << 10;
+
 /// The SigV4 service name of KMS.
 const SERVICE: &str = "kms";
 
@@ -401,8 +409,11 @@ impl RemoteKms {
             .await
             .map_err(|e| transport_failure(&self.url, e))?;
         let status = resp.status();
+        // The declared length is the endpoint's word, not a fact: allocate
+        // what a KMS response can be at most, and refuse a longer body.
+        let declared = resp.content_length().unwrap_or(1024);
         let mut body = Secret::new(Vec::with_capacity(
-            resp.content_length().unwrap_or(1024) as usize
+            declared.min(INITIAL_RESPONSE_BUFFER as u64) as usize,
         ));
         let mut resp = resp;
         while let Some(chunk) = resp
@@ -410,6 +421,11 @@ impl RemoteKms {
             .await
             .map_err(|e| transport_failure(&self.url, e))?
         {
+            if body.expose().len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(Failure::Final(KmsError::internal(format!(
+                    "the KMS response is larger than {MAX_RESPONSE_BYTES} bytes"
+                ))));
+            }
             body.expose_mut().extend_from_slice(&chunk);
         }
         if status.is_success() {
@@ -436,10 +452,10 @@ enum Failure {
 
 fn transport_failure(url: &reqwest::Url, e: reqwest::Error) -> Failure {
     let host = url.host_str().unwrap_or("?");
-    let err = KmsError::internal(format!(
-        "cannot reach the KMS at {host}: {}",
-        error_chain(&e)
-    ));
+    let err = KmsError::new(
+        ErrorCode::EndpointConnection,
+        format!("cannot reach the KMS at {host}: {}", error_chain(&e)),
+    );
     // Timeouts, refused or reset connections: all worth another try.
     if e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() {
         Failure::Transient(err)

@@ -51,6 +51,12 @@ pub enum ErrorCode {
     RequestExpired,
     /// The operation is not supported.
     UnsupportedOperation,
+    /// The KMS refused the request rate (AWS's ThrottlingException).
+    Throttling,
+    /// Client side only, never sent by a server: the KMS could not be
+    /// reached (refused, reset or timed-out connection). Named as botocore
+    /// names it.
+    EndpointConnection,
     /// The key store or another dependency failed; the message says which.
     Internal,
 }
@@ -78,6 +84,8 @@ impl ErrorCode {
         ErrorCode::MissingAuthenticationToken,
         ErrorCode::RequestExpired,
         ErrorCode::UnsupportedOperation,
+        ErrorCode::Throttling,
+        ErrorCode::EndpointConnection,
         ErrorCode::Internal,
     ];
 
@@ -104,6 +112,8 @@ impl ErrorCode {
             ErrorCode::MissingAuthenticationToken => "MissingAuthenticationTokenException",
             ErrorCode::RequestExpired => "RequestExpired",
             ErrorCode::UnsupportedOperation => "UnsupportedOperationException",
+            ErrorCode::Throttling => "ThrottlingException",
+            ErrorCode::EndpointConnection => "EndpointConnectionError",
             ErrorCode::Internal => "KMSInternalException",
         }
     }
@@ -119,6 +129,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::Internal => 500,
+            ErrorCode::EndpointConnection => 503,
             _ => 400,
         }
     }

@@ -159,3 +159,70 @@ fn endpoints_must_be_http_urls() {
     .unwrap();
     assert_eq!(k.host, "kms.us-east-1.amazonaws.com");
 }
+
+fn test_creds() -> Credentials {
+    Credentials {
+        access_key_id: "A".into(),
+        secret_access_key: Secret::from_slice(b"s"),
+        session_token: None,
+    }
+}
+
+/// A one-thread HTTP endpoint on loopback that answers every connection
+/// (at most `connections`) with `head` followed by `body_len` bytes of `{`.
+fn fake_endpoint(head: String, body_len: usize, connections: usize) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(connections) {
+            let Ok(mut s) = stream else { return };
+            let mut request = [0u8; 4096];
+            let _ = s.read(&mut request);
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&vec![b'{'; body_len]);
+        }
+    });
+    url
+}
+
+#[test]
+fn a_hostile_content_length_is_not_preallocated() {
+    // 10^15 bytes declared, 16 sent, then the connection closes: before the
+    // cap the client reserved the declared length and the process aborted.
+    let head = "HTTP/1.1 200 OK\r\nContent-Length: 1000000000000000\r\n\r\n".to_string();
+    let url = fake_endpoint(head, 16, MAX_ATTEMPTS as usize);
+    let kms = RemoteKms::new(&url, "us-east-1", test_creds(), None).unwrap();
+    let err = kms.call(Operation::ListKeys, b"{}").unwrap_err();
+    assert_eq!(err.code, ErrorCode::EndpointConnection, "{err:?}");
+}
+
+#[test]
+fn an_oversized_response_body_is_refused() {
+    let len = MAX_RESPONSE_BYTES + 1;
+    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+    let url = fake_endpoint(head, len, 1);
+    let kms = RemoteKms::new(&url, "us-east-1", test_creds(), None).unwrap();
+    let err = kms.call(Operation::ListKeys, b"{}").unwrap_err();
+    assert_eq!(err.code, ErrorCode::Internal);
+    assert_eq!(
+        err.message,
+        format!("the KMS response is larger than {MAX_RESPONSE_BYTES} bytes")
+    );
+}
+
+#[test]
+fn an_unreachable_kms_is_an_endpoint_connection_error() {
+    // Bind then drop: the port is closed when the client calls it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let kms = RemoteKms::new(&url, "us-east-1", test_creds(), None).unwrap();
+    let err = kms.call(Operation::ListKeys, b"{}").unwrap_err();
+    assert_eq!(err.code, ErrorCode::EndpointConnection);
+    assert_eq!(err.code.as_str(), "EndpointConnectionError");
+    assert!(err.message.starts_with("cannot reach the KMS at 127.0.0.1: "), "{}", err.message);
+}

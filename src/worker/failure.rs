@@ -87,7 +87,8 @@ impl From<&KmsError> for FailureKind {
             ErrorCode::InvalidCiphertext | ErrorCode::IncorrectKey => {
                 FailureKind::InvalidCiphertext
             }
-            ErrorCode::LimitExceeded => FailureKind::Throttled,
+            ErrorCode::LimitExceeded | ErrorCode::Throttling => FailureKind::Throttled,
+            ErrorCode::EndpointConnection => FailureKind::Network,
             ErrorCode::Validation
             | ErrorCode::AlreadyExists
             | ErrorCode::InvalidAliasName
@@ -202,5 +203,14 @@ mod tests {
             FailureKind::from(&StoreError::io("open", io)),
             FailureKind::AccessDenied
         );
+    }
+
+    #[test]
+    fn a_remote_kms_failure_keeps_its_kind() {
+        let kind = |code| FailureKind::from(&KmsError::new(code, "x"));
+        assert_eq!(kind(ErrorCode::EndpointConnection), FailureKind::Network);
+        assert_eq!(kind(ErrorCode::Throttling), FailureKind::Throttled);
+        assert_eq!(kind(ErrorCode::LimitExceeded), FailureKind::Throttled);
+        assert_eq!(kind(ErrorCode::Internal), FailureKind::Internal);
     }
 }
