@@ -224,5 +224,10 @@ fn an_unreachable_kms_is_an_endpoint_connection_error() {
     let err = kms.call(Operation::ListKeys, b"{}").unwrap_err();
     assert_eq!(err.code, ErrorCode::EndpointConnection);
     assert_eq!(err.code.as_str(), "EndpointConnectionError");
-    assert!(err.message.starts_with("cannot reach the KMS at 127.0.0.1: "), "{}", err.message);
+    assert!(
+        err.message
+            .starts_with("cannot reach the KMS at 127.0.0.1: "),
+        "{}",
+        err.message
+    );
 }
