@@ -72,7 +72,7 @@
 //! - `writer`: [`AuditLog`], the append handle and its group commit;
 //! - `read`: the lock-free line reader and [`read_records`];
 //! - `verify`: [`verify`], the walk along the chain;
-//! - `report`: [`report`] and [`last_use_by_key`].
+//! - `report`: [`report`] and `last_use_by_key`.
 
 mod read;
 mod record;
@@ -81,14 +81,11 @@ mod verify;
 mod writer;
 
 pub use read::read_records;
-#[cfg(test)]
-pub(crate) use record::GENESIS_HASH;
-pub use record::{AuditKey, AuditRecord};
-pub(crate) use record::{DECISION_ALLOW, DECISION_DENY, OUTCOME_SUCCESS};
+pub use record::{
+    AuditKey, AuditRecord, DECISION_ALLOW, DECISION_DENY, GENESIS_HASH, OUTCOME_SUCCESS,
+};
 pub(crate) use report::last_use_by_key;
-#[cfg(test)]
-pub(crate) use report::NO_KEY;
-pub use report::{report, ReportFilter, UsageReport, UsageRow};
+pub use report::{report, ReportFilter, UsageReport, UsageRow, NO_KEY};
 pub use verify::{verify, VerifySummary};
 pub use writer::{AuditLog, AuditOptions};
 

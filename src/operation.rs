@@ -1,7 +1,7 @@
 //! The operations table: every KMS operation rewrap serves and every policy
 //! action, each declared once.
 //!
-//! [`for_each_operation!`] holds one row per operation:
+//! `for_each_operation!` holds one row per operation:
 //!
 //! ```text
 //! /// doc

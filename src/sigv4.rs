@@ -15,7 +15,7 @@
 //! Verification refuses, with the AWS error names, a missing signature
 //! (`MissingAuthenticationTokenException`), a malformed one (`IncompleteSignature`),
 //! an unknown access key (`UnrecognizedClientException`), a request time more
-//! than [`MAX_CLOCK_SKEW`] away from the server's (`RequestExpired`) and any
+//! than `MAX_CLOCK_SKEW` away from the server's (`RequestExpired`) and any
 //! mismatch (`InvalidSignatureException`). Signatures are compared in constant
 //! time. Nothing here logs or returns a secret, a signature or a body.
 

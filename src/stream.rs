@@ -293,7 +293,7 @@ impl<R: Read + ?Sized> Chunker<'_, R> {
 /// of plaintext bytes. Each chunk is verified before it is written, so
 /// `output` only ever receives authenticated plaintext (but on an error it
 /// may have received the chunks before the bad one). Chunks are opened in
-/// parallel, [`BATCH`] at a time. Memory: two batches.
+/// parallel, `BATCH` at a time. Memory: two batches.
 pub fn decrypt<R: Read + ?Sized, W: Write + ?Sized>(
     data_key: &Secret,
     header: &Header,

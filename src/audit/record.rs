@@ -6,15 +6,14 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 /// The `prev_hash` of the first record.
-pub(crate) const GENESIS_HASH: &str =
-    "0000000000000000000000000000000000000000000000000000000000000000";
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// `decision` of an attempt the policy allowed.
-pub(crate) const DECISION_ALLOW: &str = "Allow";
+pub const DECISION_ALLOW: &str = "Allow";
 /// `decision` of an attempt the policy denied.
-pub(crate) const DECISION_DENY: &str = "Deny";
+pub const DECISION_DENY: &str = "Deny";
 /// `outcome` of an operation that succeeded.
-pub(crate) const OUTCOME_SUCCESS: &str = "Success";
+pub const OUTCOME_SUCCESS: &str = "Success";
 
 /// The tail of every canonical serialization: `hash` is the last field.
 const EMPTY_HASH_TAIL: &[u8] = br#","hash":""}"#;

@@ -35,7 +35,7 @@ impl ReportFilter {
 }
 
 /// The key column of operations that name no key (`ListKeys`, ...).
-pub(crate) const NO_KEY: &str = "-";
+pub const NO_KEY: &str = "-";
 
 /// Usage of one key by one principal through one operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -106,11 +106,17 @@ fn aws_errors_map_to_codes() {
     );
     let (e, name) =
         error_from_response(400, br#"{"__type":"ThrottlingException","message":"slow"}"#);
+    // AWS's throttling keeps its kind, so the worker can tell it from a fault.
     assert_eq!(
         (e.code, name.as_str()),
-        (ErrorCode::Internal, "ThrottlingException")
+        (ErrorCode::Throttling, "ThrottlingException")
     );
-    assert_eq!(e.message, "ThrottlingException: slow");
+    assert_eq!(e.message, "slow");
+    let (e, _) = error_from_response(500, br#"{"__type":"SomethingElse","message":"odd"}"#);
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (ErrorCode::Internal, "SomethingElse: odd")
+    );
     let (e, _) = error_from_response(502, b"<html>bad gateway</html>");
     assert_eq!(e.code, ErrorCode::Internal);
     assert!(e.message.contains("HTTP 502"));

@@ -28,7 +28,7 @@
 //!   `src` into a new object (multipart above [`ObjectStoreOptions::part_size`]).
 //! - [`decrypt_object`]`(kms, &loc, name, dst, &DecryptOptions)`: streams the
 //!   plaintext of an object into `dst`, verifying each chunk first.
-//! - [`read_key_object`] / [`put_key_object_if_unchanged`]: the key object
+//! - `read_key_object` / `put_key_object_if_unchanged`: the key object
 //!   read and compare-and-swap the re-wrap worker builds on.
 //!
 //! Errors are [`ObjectStoreError`]s; a run that cannot start (bad URL,
