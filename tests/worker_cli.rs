@@ -314,3 +314,66 @@ fn every_failure_of_a_run_says_its_kind() {
         }
     }
 }
+
+/// The commands that print a verdict or a description (not a KMS response
+/// or a run summary) honour `--query` and `--output text` too.
+#[test]
+fn query_and_text_output_work_on_verdict_and_inspect_commands() {
+    let f = fixture(2);
+    let o = &f.env.owner;
+    // inspect-envelope: the same JSON as before, through the one printer.
+    let envelope = f.env.path("data/f1");
+    let out = f.env.run(
+        o,
+        &[
+            "inspect-envelope",
+            envelope.to_str().unwrap(),
+            "--query",
+            "chunk_size",
+            "--output",
+            "text",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "65536\n");
+    // policy validate: the shipped policies plus the owner's policy.
+    let out = f.env.run(
+        o,
+        &[
+            "policy",
+            "validate",
+            "--query",
+            "statements",
+            "--output",
+            "text",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let statements: usize = stdout(&out).trim().parse().unwrap();
+    let plain = f.env.run(o, &["policy", "validate"]);
+    assert_eq!(stdout(&plain), format!("ok: {statements} statements\n"));
+    // audit verify: the record count, exactly as the verdict line counts it.
+    let out = f.env.run(
+        o,
+        &[
+            "audit",
+            "verify",
+            "--query",
+            "[ok, records]",
+            "--output",
+            "text",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    let fields: Vec<&str> = printed.trim_end().split('\t').collect();
+    assert_eq!(fields[0], "True");
+    let records: u64 = fields[1].parse().unwrap();
+    let plain = f.env.run(o, &["audit", "verify"]);
+    // The second verify reads one more record: the first one's own.
+    assert!(
+        stdout(&plain).starts_with(&format!("ok: {} records", records + 1)),
+        "{}",
+        stdout(&plain)
+    );
+}

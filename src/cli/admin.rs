@@ -106,7 +106,8 @@ pub(crate) fn policy(cmd: PolicyCommand, ctx: &Context) -> anyhow::Result<i32> {
                 let set = PolicySet::load_dir(d).map_err(|e| ConfigError(e.to_string()))?;
                 total += set.len();
             }
-            println!("ok: {total} statements");
+            let value = serde_json::json!({ "ok": true, "statements": total });
+            ctx.print_verdict(&format!("ok: {total} statements"), &value)?;
             Ok(0)
         }
         PolicyCommand::Check {
@@ -161,7 +162,10 @@ pub(crate) fn audit(cmd: AuditCommand, ctx: &Context) -> anyhow::Result<i32> {
     match cmd {
         AuditCommand::Verify { .. } => match audit::verify(&path) {
             Ok(summary) => {
-                println!("ok: {summary} ({})", path.display());
+                let mut value = serde_json::to_value(&summary)?;
+                value["ok"] = true.into();
+                value["path"] = path.display().to_string().into();
+                ctx.print_verdict(&format!("ok: {summary} ({})", path.display()), &value)?;
                 Ok(0)
             }
             Err(e) => {

@@ -419,10 +419,6 @@ fn inspect(a: InspectArgs, ctx: &Context) -> anyhow::Result<i32> {
         "active_slot": parsed.slots.active().ok().map(|(i, _)| i),
         "slots": [slot(&parsed.slots.0[0]), slot(&parsed.slots.0[1])],
     });
-    if ctx.json_output() {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        println!("{v}");
-    }
+    ctx.print_value(&v)?;
     Ok(0)
 }

@@ -194,6 +194,21 @@ impl Context {
         result
     }
 
+    /// Prints a verdict: `line` for people, or, when `--query` is given,
+    /// `value` with the query and `--output` applied (`audit verify`,
+    /// `policy validate`).
+    pub(crate) fn print_verdict(
+        &self,
+        line: &str,
+        value: &serde_json::Value,
+    ) -> anyhow::Result<()> {
+        if self.global.query.is_some() {
+            return self.print_value(value);
+        }
+        println!("{line}");
+        Ok(())
+    }
+
     /// Prints a value with `--output` and `--query` applied.
     pub(crate) fn print_value(&self, value: &serde_json::Value) -> anyhow::Result<()> {
         let selected = match &self.global.query {
