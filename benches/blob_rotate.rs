@@ -16,10 +16,9 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[path = "../tests/blob_support/mod.rs"]
-mod blob_support;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
-use blob_support::{app_context, pattern, rewrap_location, Kms3, Moto};
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion};
@@ -28,6 +27,7 @@ use rewrap::objstore::{encrypt_object, ObjectLocation};
 use rewrap::worker::{ObjectWalkOptions, RewrapOptions};
 use std::sync::Arc;
 use std::time::Instant;
+use support::objects::{app_context, pattern, rewrap_location, Kms3, Moto};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)

@@ -3,10 +3,9 @@
 //! `REWRAP_TEST_AZURITE` (the `azurite-blob` executable); without it the
 //! test fails, it never skips.
 
-mod blob_support;
+mod support;
 
 use base64::Engine;
-use blob_support::*;
 use hmac::{Hmac, Mac};
 use rewrap::files::{DecryptOptions, EncryptOptions};
 use rewrap::objstore::{decrypt_object, encrypt_object, open_location, ObjectStoreOptions};
@@ -14,6 +13,7 @@ use rewrap::worker::{ObjectWalkOptions, RewrapOptions};
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::objects::*;
 
 /// Azurite's well-known development account.
 const ACCOUNT: &str = "devstoreaccount1";

@@ -2,9 +2,9 @@
 //! a location, rotate it as the storage rotator, decrypt as the reader; the
 //! body object is never rewritten.
 
-mod common;
+mod support;
 
-use common::*;
+use support::cli::*;
 
 #[test]
 fn rotate_a_blob_location_through_the_cli() {

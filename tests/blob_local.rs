@@ -1,14 +1,14 @@
 //! Blob stores on `file://` locations (no server needed): the same API and
 //! pipeline as S3, with the lock-based conditional update.
 
-mod blob_support;
+mod support;
 
-use blob_support::*;
 use rewrap::files::{DecryptOptions, EncryptOptions};
 use rewrap::objstore::{
     decrypt_object, encrypt_object, is_object_url, open_location, ObjectStoreOptions,
 };
 use rewrap::worker::{ObjectWalkOptions, RewrapOptions};
+use support::objects::*;
 
 fn file_url(dir: &std::path::Path) -> String {
     format!("file://{}", dir.display())

@@ -1,9 +1,8 @@
 //! Blob stores over a real S3-compatible server: moto's server mode on
 //! loopback (from REWRAP_TEST_VENV; the tests fail, never skip, without it).
 
-mod blob_support;
+mod support;
 
-use blob_support::*;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion};
 use rewrap::files::{DecryptOptions, EncryptOptions};
@@ -12,6 +11,7 @@ use rewrap::objstore::{decrypt_object, encrypt_object, ObjectLocation, ObjectSto
 use rewrap::worker::{Checkpoint, ObjectWalkOptions, RewrapOptions, Shard};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use support::objects::*;
 
 const BIG: usize = 6 * 1024 * 1024 + 12_345;
 

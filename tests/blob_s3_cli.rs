@@ -3,9 +3,8 @@
 //! `rewrap rotate --checkpoint` process killed with SIGKILL midway, then
 //! resumed by a second process.
 
-mod blob_support;
+mod support;
 
-use blob_support::*;
 use rewrap::api::PrincipalRequest;
 use rewrap::files::EncryptOptions;
 use rewrap::kms::Kms;
@@ -13,6 +12,7 @@ use rewrap::objstore::encrypt_object;
 use rewrap::worker::Checkpoint;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+use support::objects::*;
 
 /// Access key of a role principal, minted by the owner.
 struct Creds {

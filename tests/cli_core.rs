@@ -1,10 +1,10 @@
 //! The key service core through the real binary: the lesson commands, every
 //! error name, the shipped roles, the audit trail and the keystore's safety.
 
-mod common;
+mod support;
 
-use common::*;
 use std::process::Command;
+use support::cli::*;
 
 #[test]
 fn lesson_commands_round_trip_the_secret() {

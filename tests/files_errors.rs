@@ -1,13 +1,13 @@
 //! Every way an envelope can fail to open: each is a specific error, and no
 //! output that looks complete is left behind.
 
-mod files_support;
+mod support;
 
-use files_support::*;
 use rewrap::envelope::{ParsedHeader, Slot, SLOT_SIZE};
 use rewrap::files::{decrypt_file, DecryptOptions, FileError, Output};
 use rewrap::kms::Kms;
 use std::path::Path;
+use support::library::*;
 
 const CHUNK: u32 = 4096;
 

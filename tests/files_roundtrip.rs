@@ -1,12 +1,12 @@
 //! Envelope round trips through the KMS, on real files: chunk-boundary
 //! sizes, 100 MiB, streams, and trees in place and to another folder.
 
-mod files_support;
+mod support;
 
-use files_support::*;
 use rewrap::envelope::DEFAULT_CHUNK_SIZE;
 use rewrap::files::{decrypt_stream, encrypt_stream, DecryptOptions, Output};
 use rewrap::worker::{transform_tree, TreeOp, TreeOptions};
+use support::library::*;
 
 #[test]
 fn round_trips_at_chunk_boundaries() {

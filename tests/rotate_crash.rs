@@ -2,14 +2,14 @@
 //! SIGKILL at many random moments over a tree; after every kill each file
 //! still decrypts to its original bytes, and a final run finishes the job.
 
-mod files_support;
+mod support;
 
-use files_support::*;
 use rewrap::envelope::{ParsedHeader, SlotState};
 use rewrap::kms::Kms;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::library::*;
 
 const FILES: usize = 1200;
 const KILLS: usize = 16;

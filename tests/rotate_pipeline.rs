@@ -2,14 +2,14 @@
 //! resumption, concurrent runs, compare-and-swap, dry runs, filters, and
 //! the inventory.
 
-mod files_support;
+mod support;
 
-use files_support::*;
 use rewrap::envelope::{ParsedHeader, SlotState, SLOT_SIZE};
 use rewrap::worker::{
     self, EnvelopeStore, FileStore, FileVersion, RewrapOptions, RewrapReport, StoreError,
 };
 use std::path::{Path, PathBuf};
+use support::library::*;
 
 struct Tree {
     env: Env,

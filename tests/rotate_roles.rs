@@ -3,14 +3,14 @@
 //! decrypt none (each refusal audited), and the application reader still
 //! opens every file, byte-identical.
 
-mod files_support;
+mod support;
 
-use files_support::*;
 use rewrap::api::{CiphertextBlob, DecryptRequest};
 use rewrap::envelope::ParsedHeader;
 use rewrap::files::DecryptOptions;
 use rewrap::kms::Kms;
 use rewrap::worker::{self, FileStore, RewrapOptions};
+use support::library::*;
 
 const FILES: usize = 1000;
 

@@ -7,11 +7,11 @@
 //! `--query` / `--output text` were ignored by rotate, inventory,
 //! encrypt-file and decrypt-file on some paths.
 
-mod common;
+mod support;
 
-use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use support::cli::*;
 
 /// A keystore with the roles, two keys, and `n` envelopes (`f{i}`, i*100
 /// bytes each) written by the app writer under the first key, in a tree

@@ -1,13 +1,14 @@
 //! Shared harness of the blob-store tests: a moto S3 server on loopback,
 //! a keystore with the shipped role policies, and KMS wrappers.
-#![allow(dead_code)] // reason: each blob test file uses a different part of the harness
 
+pub(crate) use super::library::session;
+pub(crate) use super::repo;
 use rewrap::api::{CreateKeyRequest, EncryptionContext, Operation, PrincipalRequest};
 use rewrap::error::Result as KmsResult;
 use rewrap::kms::Kms;
 use rewrap::objstore::{open_location, ObjectLocation, ObjectStoreOptions};
 use rewrap::secret::Secret;
-use rewrap::service::{Caller, KmsService, LocalSession};
+use rewrap::service::{KmsService, LocalSession};
 use rewrap::worker::{
     Inventory, ObjectWalkOptions, RewrapOptions, RewrapReport, Source, StartError,
 };
@@ -165,18 +166,6 @@ pub(crate) struct Kms3 {
     pub service: Arc<KmsService>,
     pub old: String,
     pub new: String,
-}
-
-pub(crate) fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-pub(crate) fn session(service: &Arc<KmsService>, principal: &str) -> LocalSession {
-    service.session(Caller {
-        principal: principal.into(),
-        source_ip: None,
-        user_agent: None,
-    })
 }
 
 impl Kms3 {

@@ -1,6 +1,6 @@
 //! Shared harness for tests that drive the real `rewrap` binary.
-#![allow(dead_code)] // reason: each test file uses a different part of the harness
 
+pub(crate) use super::repo;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -21,10 +21,6 @@ pub(crate) struct Env {
 
 pub(crate) fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_rewrap")
-}
-
-pub(crate) fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 pub(crate) fn stdout(out: &Output) -> String {

@@ -1,7 +1,7 @@
 //! Shared setup of the envelope and rotation tests: a temporary keystore
 //! with the shipped policies, principals and keys, driven in process.
-#![allow(dead_code)] // reason: each test crate uses a different subset
 
+pub(crate) use super::repo;
 use rewrap::api::{CreateKeyRequest, KeyIdRequest, PrincipalRequest};
 use rewrap::files::{DecryptOptions, EncryptOptions, FileError, Output};
 use rewrap::service::{Caller, KmsService, LocalSession};
@@ -14,10 +14,6 @@ pub(crate) struct Env {
     pub home: PathBuf,
     pub service: Arc<KmsService>,
     pub owner: LocalSession,
-}
-
-pub(crate) fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 impl Env {
@@ -51,10 +47,7 @@ impl Env {
 
     /// A session of an existing principal.
     pub(crate) fn session(&self, name: &str) -> LocalSession {
-        self.service.session(Caller {
-            principal: name.into(),
-            ..Default::default()
-        })
+        session(&self.service, name)
     }
 
     /// A new key; returns its ARN.
@@ -136,4 +129,12 @@ pub(crate) fn names(dir: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// A session of `principal` on `service`.
+pub(crate) fn session(service: &Arc<KmsService>, principal: &str) -> LocalSession {
+    service.session(Caller {
+        principal: principal.into(),
+        ..Default::default()
+    })
 }
