@@ -133,7 +133,7 @@ pub enum EnvelopeError {
 
 impl EnvelopeError {
     /// The variant's name, stable for reports and tests (e.g. `ChunkAuth`).
-    pub fn name(&self) -> &'static str {
+    pub fn kind(&self) -> &'static str {
         match self {
             EnvelopeError::NotEnvelope => "NotEnvelope",
             EnvelopeError::UnsupportedVersion(_) => "UnsupportedVersion",

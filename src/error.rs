@@ -3,6 +3,12 @@
 //! Every failure a caller can see maps 1:1 to an AWS error name, so the CLI,
 //! the server and remote clients agree on what went wrong. Cryptographic
 //! failures carry no detail about why they failed.
+//!
+//! One naming convention for failure kinds across the crate: a KMS failure
+//! is named by its AWS error name ([`ErrorCode::as_str`]); every other error
+//! type (`EnvelopeError`, `FileError`, `ObjectStoreError`, the worker's
+//! `StartError`) has a `kind()` that returns a PascalCase name, stable for
+//! reports and tests; the worker's `FailureKind` serializes as such a name.
 
 use crate::keystore::KeystoreError;
 use std::fmt;

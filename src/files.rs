@@ -68,7 +68,7 @@ impl FileError {
     /// the AWS error name for KMS failures, else e.g. `ChunkAuth`.
     pub fn kind(&self) -> String {
         match self {
-            FileError::Format(e) => e.name().to_string(),
+            FileError::Format(e) => e.kind().to_string(),
             FileError::Kms(e) => e.code.as_str().to_string(),
             FileError::Io { .. } => "Io".into(),
             FileError::ContextMismatch(_) => "ContextMismatch".into(),

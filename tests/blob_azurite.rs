@@ -115,7 +115,7 @@ fn azurite_rotation_rewrites_only_key_objects() {
         encrypt_object(&writer, &mut &data[..], &loc, &format!("o{i}"), &opts).unwrap();
     }
     let e = encrypt_object(&writer, &mut &b"x"[..], &loc, "o0", &opts).unwrap_err();
-    assert_eq!(e.name(), "AlreadyExists");
+    assert_eq!(e.kind(), "AlreadyExists");
     let rotator = kms.as_role("storage-rotator");
     let to = RewrapOptions::new(kms.new.clone());
     let r = rewrap_location(&rotator, &loc, &to, &ObjectWalkOptions::default()).unwrap();

@@ -45,9 +45,9 @@ fn blob_urls_are_told_from_paths() {
         assert!(!is_object_url(path), "{path}");
     }
     let e = open_location("s3:///no-bucket", &ObjectStoreOptions::default()).unwrap_err();
-    assert_eq!(e.name(), "InvalidUrl");
+    assert_eq!(e.kind(), "InvalidUrl");
     let e = open_location("file://host/x", &ObjectStoreOptions::default()).unwrap_err();
-    assert_eq!(e.name(), "InvalidUrl");
+    assert_eq!(e.kind(), "InvalidUrl");
 }
 
 #[test]
@@ -149,7 +149,7 @@ fn checkpoints_are_refused_for_local_folders_and_bad_shards_for_everyone() {
     };
     let to = RewrapOptions::new(kms.new.clone());
     let e = rewrap_location(&rotator, &loc, &to, &opts).unwrap_err();
-    assert_eq!(e.name(), "Usage", "{e}");
+    assert_eq!(e.kind(), "Usage", "{e}");
     assert!(!kms.dir.path().join("x.checkpoint").exists());
     assert!("3/3".parse::<rewrap::worker::Shard>().is_err());
 }
@@ -173,13 +173,13 @@ fn damaged_blobs_fail_alone_with_their_exact_error() {
     };
     // b's key object on c's body: the header is c's AAD no more.
     std::fs::copy(root.join("b.rewrap-key"), root.join("c.rewrap-key")).unwrap();
-    assert_eq!(decrypt("c", &read_opts()).unwrap_err().name(), "ChunkAuth");
+    assert_eq!(decrypt("c", &read_opts()).unwrap_err().kind(), "ChunkAuth");
     // A torn key object (its header checksum breaks).
     let mut torn = std::fs::read(root.join("d.rewrap-key")).unwrap();
     torn[20] ^= 1;
     std::fs::write(root.join("d.rewrap-key"), &torn).unwrap();
     assert_eq!(
-        decrypt("d", &read_opts()).unwrap_err().name(),
+        decrypt("d", &read_opts()).unwrap_err().kind(),
         "CorruptHeader"
     );
     // A key object with bytes after the slots.
@@ -187,13 +187,13 @@ fn damaged_blobs_fail_alone_with_their_exact_error() {
     long.push(0);
     std::fs::write(root.join("e.rewrap-key"), &long).unwrap();
     assert_eq!(
-        decrypt("e", &read_opts()).unwrap_err().name(),
+        decrypt("e", &read_opts()).unwrap_err().kind(),
         "CorruptHeader"
     );
     // Not an envelope at all.
     std::fs::write(root.join("f.rewrap-key"), b"hello").unwrap();
     assert_eq!(
-        decrypt("f", &read_opts()).unwrap_err().name(),
+        decrypt("f", &read_opts()).unwrap_err().kind(),
         "NotEnvelope"
     );
     // The wrong context is refused before the KMS is asked.
@@ -201,7 +201,7 @@ fn damaged_blobs_fail_alone_with_their_exact_error() {
         expect_context: [("purpose".to_string(), "billing".to_string())].into(),
         ..Default::default()
     };
-    assert_eq!(decrypt("a", &other).unwrap_err().name(), "ContextMismatch");
+    assert_eq!(decrypt("a", &other).unwrap_err().kind(), "ContextMismatch");
     assert_eq!(decrypt("a", &read_opts()).unwrap(), pattern(1000, b'a'));
 
     // A rotation goes on past the damaged ones and says which failed.
@@ -232,7 +232,7 @@ fn an_unreachable_store_is_a_store_error() {
     set_test_credentials();
     let loc = open_location("s3://nobody/p", &opts).unwrap();
     let e = inventory_location(None, &loc, None, &ObjectWalkOptions::default()).unwrap_err();
-    assert_eq!(e.name(), "Store", "{e}");
+    assert_eq!(e.kind(), "Store", "{e}");
 }
 
 /// A stand-in S3 endpoint: answers the first `throttle` requests with 503
@@ -300,6 +300,6 @@ fn throttling_is_retried_with_backoff_up_to_the_limit() {
     let (port, count) = throttling_endpoint(3);
     let loc = open_location("s3://b/p", &opts(port, 2)).unwrap();
     let e = inventory_location(None, &loc, None, &ObjectWalkOptions::default()).unwrap_err();
-    assert_eq!(e.name(), "Store", "{e}");
+    assert_eq!(e.kind(), "Store", "{e}");
     assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 3);
 }

@@ -165,7 +165,7 @@ fn s3_rotation_rewrites_only_key_objects_and_the_reader_decrypts() {
     }
     // The rotator can never read, the reader could not rotate.
     let denied = decrypt(&rotator, &loc, &sizes[1].0).unwrap_err();
-    assert_eq!(denied.name(), "AccessDeniedException");
+    assert_eq!(denied.kind(), "AccessDeniedException");
 
     let inv = inventory_location(Some(&rotator), &loc, Some(&kms.new), &blob_opts(4)).unwrap();
     assert_eq!((inv.envelopes, inv.stale, inv.stale_slots), (5, Some(0), 0));
@@ -225,14 +225,14 @@ fn s3_errors_name_the_missing_bucket_the_missing_object_and_the_existing_blob() 
     let rotator = kms.as_role("storage-rotator");
     let missing = moto.open("s3://no-such-bucket/p");
     let e = rewrap_location(&rotator, &missing, &rotate_opts(&kms), &blob_opts(2)).unwrap_err();
-    assert_eq!(e.name(), "BucketNotFound", "{e}");
+    assert_eq!(e.kind(), "BucketNotFound", "{e}");
     let e = inventory_location(None, &missing, None, &blob_opts(2)).unwrap_err();
-    assert_eq!(e.name(), "BucketNotFound", "{e}");
+    assert_eq!(e.kind(), "BucketNotFound", "{e}");
 
     let loc = moto.open("s3://here/p");
     let reader = kms.as_role("app-reader");
     assert_eq!(
-        decrypt(&reader, &loc, "nothing").unwrap_err().name(),
+        decrypt(&reader, &loc, "nothing").unwrap_err().kind(),
         "NotFound"
     );
     let writer = kms.as_role("app-writer");
@@ -241,16 +241,16 @@ fn s3_errors_name_the_missing_bucket_the_missing_object_and_the_existing_blob() 
     let mut opts = EncryptOptions::new(kms.old.clone());
     opts.context = app_context();
     let e = encrypt_object(&writer, &mut &b"other"[..], &loc, "a", &opts).unwrap_err();
-    assert_eq!(e.name(), "AlreadyExists", "{e}");
+    assert_eq!(e.kind(), "AlreadyExists", "{e}");
     assert_eq!(
         heads(&loc),
         before,
         "a refused encryption must write nothing"
     );
     let e = encrypt_object(&writer, &mut &b"x"[..], &loc, "a.rewrap-key", &opts).unwrap_err();
-    assert_eq!(e.name(), "Usage");
+    assert_eq!(e.kind(), "Usage");
     let e = rewrap::objstore::open_location("ftp://x/y", &moto.options()).unwrap_err();
-    assert_eq!(e.name(), "InvalidUrl");
+    assert_eq!(e.kind(), "InvalidUrl");
     // A body whose key object is gone: NotFound, not garbage.
     assert_eq!(decrypt(&reader, &loc, "a").unwrap(), pattern(10, 0));
 }
@@ -264,13 +264,13 @@ fn s3_refused_credentials_stop_the_run_before_it_starts() {
     let loc = moto.open("s3://locked/p");
     let rotator = kms.as_role("storage-rotator");
     let e = rewrap_location(&rotator, &loc, &rotate_opts(&kms), &blob_opts(2)).unwrap_err();
-    assert_eq!(e.name(), "AccessDenied", "{e}");
+    assert_eq!(e.kind(), "AccessDenied", "{e}");
     assert!(e.to_string().contains("check credentials"), "{e}");
     let e = inventory_location(None, &loc, None, &blob_opts(2)).unwrap_err();
-    assert_eq!(e.name(), "AccessDenied", "{e}");
+    assert_eq!(e.kind(), "AccessDenied", "{e}");
     let reader = kms.as_role("app-reader");
     assert_eq!(
-        decrypt(&reader, &loc, "x").unwrap_err().name(),
+        decrypt(&reader, &loc, "x").unwrap_err().kind(),
         "AccessDenied"
     );
 }
@@ -509,7 +509,7 @@ fn s3_killed_rotation_resumes_from_checkpoint() {
     // A checkpoint of another location is refused.
     let other = moto.open("s3://resume/other");
     let e = rewrap_location(&rotator, &other, &rotate_opts(&kms), &opts).unwrap_err();
-    assert_eq!(e.name(), "Checkpoint", "{e}");
+    assert_eq!(e.kind(), "Checkpoint", "{e}");
 }
 
 /// A source that fails after `ok` bytes (a broken pipe, a dying disk).
@@ -542,7 +542,7 @@ fn s3_failed_upload_leaves_no_partial_blob() {
     // Fails after the first multipart part went up.
     let mut src = FailingAfter { ok: BIG, sent: 0 };
     let e = encrypt_object(&writer, &mut src, &loc, "broken", &opts).unwrap_err();
-    assert_eq!(e.name(), "Io", "{e}");
+    assert_eq!(e.kind(), "Io", "{e}");
     assert!(heads(&loc).is_empty(), "{:?}", heads(&loc));
     let uploads = http_get(moto.port, "/partial?uploads");
     assert!(uploads.contains("ListMultipartUploadsResult"), "{uploads}");

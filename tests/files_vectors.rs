@@ -51,7 +51,7 @@ fn every_vector_does_what_it_says() {
                 assert_eq!(Some(hex::encode(pt)), v.plaintext_hex, "{path:?}");
                 assert_eq!(Some(active), v.active_slot, "{path:?}");
             }
-            (Err(e), want) => assert_eq!(e.name(), want, "{path:?}: {e}"),
+            (Err(e), want) => assert_eq!(e.kind(), want, "{path:?}: {e}"),
             (Ok(_), want) => panic!("{path:?}: opened, expected {want}"),
         }
         count += 1;

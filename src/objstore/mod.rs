@@ -102,7 +102,7 @@ impl ObjectStoreError {
     /// A short, stable name of the failure: the AWS error name for KMS
     /// failures, the envelope error name for format failures, else the
     /// variant's name.
-    pub fn name(&self) -> String {
+    pub fn kind(&self) -> String {
         match self {
             ObjectStoreError::InvalidUrl(_) => "InvalidUrl".into(),
             ObjectStoreError::BucketNotFound(_) => "BucketNotFound".into(),
@@ -111,7 +111,7 @@ impl ObjectStoreError {
             ObjectStoreError::AlreadyExists(_) => "AlreadyExists".into(),
             ObjectStoreError::Conflict(_) => "Conflict".into(),
             ObjectStoreError::Store(_) | ObjectStoreError::Io { .. } => "Store".into(),
-            ObjectStoreError::Format(e) => e.name().into(),
+            ObjectStoreError::Format(e) => e.kind().into(),
             ObjectStoreError::Kms(e) => e.code.as_str().into(),
             ObjectStoreError::ContextMismatch(_) => "ContextMismatch".into(),
             ObjectStoreError::Usage(_) => "Usage".into(),

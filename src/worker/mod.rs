@@ -209,10 +209,10 @@ pub enum StartError {
 impl StartError {
     /// A short, stable name: the AWS error name for KMS failures, the
     /// object-store error's name, else the variant's name.
-    pub fn name(&self) -> String {
+    pub fn kind(&self) -> String {
         match self {
             StartError::Kms(e) => e.code.as_str().into(),
-            StartError::ObjectStore(e) => e.name(),
+            StartError::ObjectStore(e) => e.kind(),
             StartError::Checkpoint(_) => "Checkpoint".into(),
             StartError::Usage(_) => "Usage".into(),
         }
