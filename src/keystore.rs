@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
@@ -72,6 +72,17 @@ pub enum KeystoreError {
         /// The operating system's error.
         #[source]
         source: io::Error,
+    },
+    /// The keystore folder or its lock file is open to other users: anyone
+    /// who can open the lock file can hold it and stall every command.
+    #[error("keystore {}: permissions {mode:o} are too open; it must be private to its owner (chmod {want:o} {})", path.display(), path.display())]
+    Permissions {
+        /// The folder or file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+        /// The mode it should have.
+        want: u32,
     },
     /// The folder holds no sealed keystore file.
     #[error("no keystore in {}: run `rewrap init` first (or pass --keystore DIR)", dir.display())]
@@ -318,6 +329,8 @@ impl Keystore {
     /// that already holds a keystore.
     pub fn create(dir: &Path, config: Config) -> Result<Keystore, KeystoreError> {
         fs::create_dir_all(dir).map_err(KeystoreError::io(dir))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(KeystoreError::io(dir))?;
         let sealed = dir.join("keystore.sealed");
         if sealed.exists() || dir.join("root.key").exists() {
             return Err(KeystoreError::AlreadyExists {
@@ -345,6 +358,8 @@ impl Keystore {
                 dir: dir.to_path_buf(),
             });
         }
+        check_private(dir, 0o700)?;
+        check_private(&dir.join("keystore.lock"), 0o600)?;
         let root = FileRootKey::load(&dir.join("root.key"))?;
         let config_path = dir.join("config.toml");
         let text = fs::read_to_string(&config_path).map_err(KeystoreError::io(&config_path))?;
@@ -383,6 +398,8 @@ impl Keystore {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&path)
             .map_err(lock_error)?;
         let locked = if exclusive {
@@ -474,26 +491,43 @@ impl Keystore {
 
 /// Writes `bytes` to `path` atomically and durably: temporary file, fsync,
 /// rename, fsync of the folder. Mode 0600.
+///
+/// The temporary file has a random name and is created with `O_EXCL`
+/// (`tempfile`), so a link planted in the folder under a guessable name is
+/// never followed; a failure removes it.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
-    use std::os::unix::fs::OpenOptionsExt;
     let dir = folder_of(path);
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let result = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".rewrap-")
+            .suffix(".tmp")
+            .tempfile_in(dir)?;
+        tmp.as_file_mut().write_all(bytes)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| e.error)?;
         File::open(dir)?.sync_all()
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
     result.map_err(KeystoreError::io(path))
+}
+
+/// Refuses a keystore folder or lock file that other users can reach
+/// (`want` is the mode to ask for). A missing file is fine: it is created
+/// private.
+fn check_private(path: &Path, want: u32) -> Result<(), KeystoreError> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(KeystoreError::io(path)(e)),
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeystoreError::Permissions {
+            path: path.to_path_buf(),
+            mode,
+            want,
+        });
+    }
+    Ok(())
 }
 
 /// The folder that holds `path`: `.` for a bare file name, whose
