@@ -377,3 +377,61 @@ fn query_and_text_output_work_on_verdict_and_inspect_commands() {
         stdout(&plain)
     );
 }
+
+/// Hostile-neighbour finding 4: anyone who can read an envelope can flock
+/// it. Rotation puts the file aside, waits for it a bounded time
+/// (`LOCK_WAIT`) once everything else is done, then reports it as `Busy`
+/// and finishes; it never waits forever.
+#[test]
+fn a_file_locked_by_someone_else_is_reported_busy_not_waited_on_forever() {
+    let f = fixture(3);
+    let cwd = f.env.path("");
+    let held = std::fs::File::open(f.env.path("data/f1")).unwrap();
+    held.lock().unwrap();
+    let mut child = f
+        .env
+        .command(&f.rotator)
+        .current_dir(&cwd)
+        .args(["rotate", "--to", &f.new, "--report", "r.json", "data"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // A bound for the test itself, far above LOCK_WAIT: a hang fails it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(2);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("rotate waited on the held lock for over 120 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(1));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cwd.join("r.json")).unwrap()).unwrap();
+    assert_eq!(
+        (r["rotated"].as_u64(), r["failed"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(
+        r["failures"],
+        serde_json::json!([{
+            "path": "data/f1",
+            "kind": "Busy",
+            "error": "locked by another writer",
+        }])
+    );
+    // Once the lock is gone, a second run finishes the work.
+    held.unlock().unwrap();
+    let out = f.run_in(
+        &cwd,
+        &f.rotator,
+        &[
+            "rotate", "--to", &f.new, "--query", "rotated", "--output", "text", "data",
+        ],
+    );
+    assert_eq!(text(&out), "1\n");
+}

@@ -46,7 +46,7 @@ pub use store::{EnvelopeStore, ItemError, StoreError};
 pub use summary::{canonical_roots, known_envelopes_for_key, InventorySummary};
 pub use transform::{transform_tree, TreeOp, TreeOptions, TreeReport};
 pub(crate) use tree::count_files;
-pub use tree::{walk_files, FileStore, FileVersion};
+pub use tree::{walk_files, FileStore, FileVersion, LOCK_WAIT};
 
 use crate::error::KmsError;
 use crate::kms::Kms;

@@ -94,7 +94,9 @@ pub trait EnvelopeStore: Send + Sync {
     /// [`EnvelopeStore::read_header`] before writes: a store that locks
     /// items takes the lock here and holds it as long as the returned
     /// version lives. Without `wait` it returns [`StoreError::Busy`]
-    /// instead of waiting for another writer's lock.
+    /// instead of waiting for another writer's lock; with `wait` it waits a
+    /// bounded time (for files, [`crate::worker::LOCK_WAIT`]) and then
+    /// returns [`StoreError::Busy`]: a lock held forever never stalls a run.
     fn read_for_update(
         &self,
         item: &Self::Item,

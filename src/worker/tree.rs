@@ -10,6 +10,11 @@ use crate::envelope::{Header, ParsedHeader, EMPTY_SLOT, FIXED_LEN, MAGIC, SLOT_S
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long a file-tree run waits for another writer's lock on an envelope
+/// (after putting it aside once) before it reports the file as `Busy`.
+pub const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// Envelopes as files on a local file system: the file-tree store.
 ///
@@ -131,13 +136,21 @@ impl EnvelopeStore for FileStore {
         if self.read_only {
             return self.read_open(path, file, false);
         }
-        if wait {
-            file.lock()
-                .map_err(|e| FileStore::io(path, "cannot lock", e))?;
-        } else {
+        // Anyone who can read an envelope can flock it: wait for another
+        // writer at most LOCK_WAIT, then report the file as busy.
+        let deadline = std::time::Instant::now() + if wait { LOCK_WAIT } else { Duration::ZERO };
+        let mut pause = Duration::from_millis(5);
+        loop {
             match file.try_lock() {
-                Ok(()) => {}
-                Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::Busy),
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let now = std::time::Instant::now();
+                    if now >= deadline {
+                        return Err(StoreError::Busy);
+                    }
+                    std::thread::sleep(pause.min(deadline - now));
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
                 Err(std::fs::TryLockError::Error(e)) => {
                     return Err(FileStore::io(path, "cannot lock", e))
                 }
