@@ -501,3 +501,44 @@ fn inventory_and_rotation_leave_access_times_alone() {
         assert_eq!(accessed(path), old, "{path:?}");
     }
 }
+
+/// Hostile-neighbour finding 5: the walker saw a regular file, then it was
+/// swapped for a FIFO. Opening it must not wait for a writer: the item
+/// fails with a named kind and the run ends. (The swap itself is a race;
+/// handing the store the FIFO's path is the moment after it.)
+#[test]
+fn a_fifo_in_place_of_a_walked_file_fails_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("swapped");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = fifo.clone();
+    std::thread::spawn(move || {
+        let inv = worker::inventory_items(
+            None,
+            &FileStore { read_only: true },
+            std::iter::once(Ok(path)),
+            None,
+            1,
+        )
+        .unwrap();
+        tx.send(inv).unwrap();
+    });
+    // A bound for the test itself: before the fix the open never returned.
+    let inv = rx
+        .recv_timeout(std::time::Duration::from_mins(1))
+        .expect("inventory blocked on a FIFO");
+    assert_eq!(inv.failures.len(), 1);
+    assert_eq!(inv.failures[0].kind, worker::FailureKind::Io);
+    assert!(
+        inv.failures[0]
+            .error
+            .ends_with("not a regular file (replaced while the tree was walked)"),
+        "{}",
+        inv.failures[0].error
+    );
+}

@@ -58,14 +58,22 @@ impl FileStore {
     }
 
     /// Opens `path` without updating its access time where allowed
-    /// (`O_NOATIME` needs the file's owner or `CAP_FOWNER`).
+    /// (`O_NOATIME` needs the file's owner or `CAP_FOWNER`), and without
+    /// blocking: the walker saw a regular file, but it may have been swapped
+    /// for a FIFO since, whose plain open would wait for a writer forever.
+    /// [`FileStore::read_open`] then refuses anything that is not a regular
+    /// file.
     fn open(&self, path: &Path) -> Result<File, StoreError> {
+        use rustix::fs::OFlags;
         use std::os::unix::fs::OpenOptionsExt;
         let mut opts = std::fs::OpenOptions::new();
         opts.read(true).write(!self.read_only);
-        let noatime = rustix::fs::OFlags::NOATIME.bits() as i32;
-        match opts.clone().custom_flags(noatime).open(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => opts.open(path),
+        let nonblock = OFlags::NONBLOCK.bits() as i32;
+        let noatime = OFlags::NOATIME.bits() as i32;
+        match opts.clone().custom_flags(nonblock | noatime).open(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                opts.custom_flags(nonblock).open(path)
+            }
             r => r,
         }
         .map_err(|e| FileStore::io(path, "cannot open", e))
@@ -81,6 +89,13 @@ impl FileStore {
         let meta = file
             .metadata()
             .map_err(|e| FileStore::io(path, "cannot stat", e))?;
+        if !meta.is_file() {
+            let e = std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file (replaced while the tree was walked)",
+            );
+            return Err(FileStore::io(path, "cannot read", e));
+        }
         let mut buf = vec![0u8; HEADER_READ];
         let n =
             read_at_full(&file, &mut buf, 0).map_err(|e| FileStore::io(path, "cannot read", e))?;
