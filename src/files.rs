@@ -21,7 +21,7 @@ use crate::error::KmsError;
 use crate::kms::Kms;
 use crate::secret::Secret;
 use serde::Serialize;
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -270,6 +270,40 @@ pub fn decrypt_file(
     })
 }
 
+/// Opens a file to be replaced in place. The new file is renamed over the
+/// name given, so a symbolic link would be replaced while its target keeps
+/// the old bytes, and another hard link would keep them too: both are
+/// refused (`O_NOFOLLOW`, then the link count of the opened file).
+fn open_in_place(input: &Path) -> Result<File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(input)
+        .map_err(|e| {
+            if fs::symlink_metadata(input).is_ok_and(|m| m.file_type().is_symlink()) {
+                FileError::Usage(format!(
+                    "{}: is a symbolic link; in place, the link would be replaced and its \
+                     target left as it is (name the target instead)",
+                    input.display()
+                ))
+            } else {
+                FileError::io(input, e)
+            }
+        })?;
+    let links = file
+        .metadata()
+        .map_err(|e| FileError::io(input, e))?
+        .nlink();
+    if links > 1 {
+        return Err(FileError::Usage(format!(
+            "{}: has {links} hard links; in place, the other names would keep the old bytes",
+            input.display()
+        )));
+    }
+    Ok(file)
+}
+
 /// Streams `input` through `transform` into `output` (or back over `input`)
 /// crash-safely, keeping the input's permissions.
 fn transform_file(
@@ -277,10 +311,14 @@ fn transform_file(
     output: Output<'_>,
     transform: impl FnOnce(&mut File, &mut dyn Write) -> Result<EnvelopeInfo>,
 ) -> Result<EnvelopeInfo> {
-    let mut src = File::open(input).map_err(|e| FileError::io(input, e))?;
     let dest = match output {
         Output::InPlace => input,
         Output::To(p) => p,
+    };
+    let mut src = if matches!(output, Output::InPlace) {
+        open_in_place(input)?
+    } else {
+        File::open(input).map_err(|e| FileError::io(input, e))?
     };
     let perms = src.metadata().map(|m| m.permissions()).ok();
     write_atomically(dest, perms, |out| transform(&mut src, out))
@@ -291,7 +329,7 @@ fn transform_file(
 /// is removed and `dest` is untouched.
 pub fn write_atomically<T>(
     dest: &Path,
-    perms: Option<std::fs::Permissions>,
+    perms: Option<fs::Permissions>,
     fill: impl FnOnce(&mut dyn Write) -> Result<T>,
 ) -> Result<T> {
     let dir = match dest.parent() {

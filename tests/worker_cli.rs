@@ -435,3 +435,71 @@ fn a_file_locked_by_someone_else_is_reported_busy_not_waited_on_forever() {
     );
     assert_eq!(text(&out), "1\n");
 }
+
+/// Hostile-neighbour finding 6: in-place encryption through a symbolic link
+/// replaced the link and left the plaintext target; a file with another
+/// hard link kept the plaintext under the other name. Both are refused and
+/// nothing changes; a tree run names the file and goes on.
+#[test]
+fn in_place_encryption_refuses_links_that_would_keep_the_plaintext() {
+    let f = fixture(1);
+    let cwd = f.env.path("");
+    std::fs::create_dir_all(cwd.join("plain")).unwrap();
+    std::fs::write(cwd.join("outside.txt"), b"top secret").unwrap();
+    std::os::unix::fs::symlink("../outside.txt", cwd.join("plain/link.txt")).unwrap();
+    std::fs::hard_link(cwd.join("outside.txt"), cwd.join("plain/hard.txt")).unwrap();
+    std::fs::write(cwd.join("plain/ok.txt"), b"fine").unwrap();
+    let encrypt = |args: &[&str]| {
+        let mut all = vec![
+            "encrypt-file",
+            "--key-id",
+            f.old.as_str(),
+            "--context",
+            "purpose=app-data",
+            "--in-place",
+        ];
+        all.extend_from_slice(args);
+        f.run_in(&cwd, &f.writer, &all)
+    };
+    let out = encrypt(&["plain/link.txt"]);
+    // Exit 1: the operation failed (README: single-file commands).
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(
+            "plain/link.txt: is a symbolic link; in place, the link would be replaced and its target left as it is"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let out = encrypt(&["plain/hard.txt"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(
+            "plain/hard.txt: has 2 hard links; in place, the other names would keep the old bytes"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    // The tree form: the hard link fails by name, the plain file is sealed.
+    let out = encrypt(&["--recursive", "plain"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("plain/hard.txt: has 2 hard links"),
+        "{}",
+        stderr(&out)
+    );
+    // Nothing that would have kept plaintext changed.
+    assert_eq!(
+        std::fs::read(cwd.join("outside.txt")).unwrap(),
+        b"top secret"
+    );
+    assert_eq!(
+        std::fs::read(cwd.join("plain/hard.txt")).unwrap(),
+        b"top secret"
+    );
+    assert!(std::fs::symlink_metadata(cwd.join("plain/link.txt"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_ne!(std::fs::read(cwd.join("plain/ok.txt")).unwrap(), b"fine");
+}
