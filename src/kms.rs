@@ -1,6 +1,6 @@
 //! The one interface every consumer of a KMS goes through.
 //!
-//! The CLI, the rotation worker and the blob-store worker call a [`Kms`]; they
+//! The CLI, the re-wrap worker and the server call a [`Kms`]; they
 //! never touch a keystore. [`crate::service::LocalSession`] implements it over
 //! the embedded keystore, [`crate::client::RemoteKms`] over the AWS KMS wire
 //! protocol, so a local and a remote KMS are interchangeable.

@@ -2,7 +2,7 @@
 //! Azure Blob Storage, Google Cloud Storage and local folders, by URL.
 //!
 //! An envelope in an object store is two objects side by side (see
-//! `docs/BLOBSTORE.md`):
+//! `docs/OBJECT_STORES.md`):
 //!
 //! ```text
 //! <prefix>/<name>               body: the STREAM chunks and end record
