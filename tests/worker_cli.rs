@@ -92,6 +92,11 @@ impl Fixture {
     }
 }
 
+/// The JSON report a run wrote.
+fn report(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
 /// `args --output text --query query source`.
 fn text_query<'a>(args: &[&'a str], query: &'a str, source: &'a str) -> Vec<&'a str> {
     let mut all = args.to_vec();
@@ -122,16 +127,15 @@ fn rotate_writes_a_report_at_a_relative_path_for_a_tree_and_an_object_store() {
             &["rotate", "--to", &f.new, "--report", "r.json", &source],
         );
         assert_eq!(out.status.code(), Some(0), "{source}: {}", stderr(&out));
-        let report: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(work.join("r.json")).unwrap()).unwrap();
+        let written = report(&work.join("r.json"));
         let not_envelope = u64::from(i == 0);
-        assert_eq!(report["scanned"], f.n as u64 + not_envelope, "{source}");
-        assert_eq!(report["rotated"], f.n as u64, "{source}");
-        assert_eq!(report["already_current"], 0, "{source}");
-        assert_eq!(report["not_envelope"], not_envelope, "{source}");
-        assert_eq!(report["failed"], 0, "{source}");
-        assert_eq!(report["failures"], serde_json::json!([]), "{source}");
-        let after = report["after"].as_object().unwrap();
+        assert_eq!(written["scanned"], f.n as u64 + not_envelope, "{source}");
+        assert_eq!(written["rotated"], f.n as u64, "{source}");
+        assert_eq!(written["already_current"], 0, "{source}");
+        assert_eq!(written["not_envelope"], not_envelope, "{source}");
+        assert_eq!(written["failed"], 0, "{source}");
+        assert_eq!(written["failures"], serde_json::json!([]), "{source}");
+        let after = written["after"].as_object().unwrap();
         assert_eq!(after.len(), 1, "{source}");
         let (arn, versions) = after.iter().next().unwrap();
         assert!(arn.ends_with(&f.new), "{source}: {arn}");
@@ -139,11 +143,11 @@ fn rotate_writes_a_report_at_a_relative_path_for_a_tree_and_an_object_store() {
         // Object-store fields only for the object store.
         let object_fields = ["location", "conflicts", "resumed_objects"];
         for field in object_fields {
-            assert_eq!(report.get(field).is_some(), i == 1, "{source}: {field}");
+            assert_eq!(written.get(field).is_some(), i == 1, "{source}: {field}");
         }
         if i == 1 {
-            assert_eq!(report["location"], f.url);
-            assert_eq!(report["conflicts"], 0);
+            assert_eq!(written["location"], f.url);
+            assert_eq!(written["conflicts"], 0);
         }
         // Nothing but the report is left in the folder.
         let names: Vec<PathBuf> = std::fs::read_dir(&work)
@@ -274,8 +278,7 @@ fn every_failure_of_a_run_says_its_kind() {
         &["rotate", "--to", &f.new, "--report", "r.json", "data"],
     );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let r: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(cwd.join("r.json")).unwrap()).unwrap();
+    let r = report(&cwd.join("r.json"));
     assert_eq!(
         (r["rotated"].as_u64(), r["failed"].as_u64()),
         (Some(3), Some(1))
@@ -298,8 +301,7 @@ fn every_failure_of_a_run_says_its_kind() {
             &["rotate", "--to", &f.old, "--report", "denied.json", &source],
         );
         assert_eq!(out.status.code(), Some(1), "{source}: {}", stderr(&out));
-        let r: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(cwd.join("denied.json")).unwrap()).unwrap();
+        let r = report(&cwd.join("denied.json"));
         assert_eq!(
             (r["rotated"].as_u64(), r["failed"].as_u64()),
             (Some(0), Some(3)),
@@ -410,8 +412,7 @@ fn a_file_locked_by_someone_else_is_reported_busy_not_waited_on_forever() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
     assert_eq!(status.code(), Some(1));
-    let r: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(cwd.join("r.json")).unwrap()).unwrap();
+    let r = report(&cwd.join("r.json"));
     assert_eq!(
         (r["rotated"].as_u64(), r["failed"].as_u64()),
         (Some(2), Some(1))
