@@ -494,6 +494,17 @@ pub struct PrincipalEntry {
 }
 
 /// ListPrincipals response.
+/// GetCallerIdentity response: who the KMS says the caller is (the fields
+/// of STS GetCallerIdentity, plus the principal's name).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: field names follow AWS STS
+pub struct CallerIdentityResponse {
+    pub principal: String,
+    pub account: String,
+    pub arn: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 #[allow(missing_docs)] // reason: field names follow AWS IAM

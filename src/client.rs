@@ -158,38 +158,124 @@ pub fn resolve_region(env: &dyn Env, region: Option<&str>) -> String {
         .unwrap_or_else(|| "us-east-1".to_string())
 }
 
-/// Credentials from, in order: `REWRAP_ACCESS_KEY_ID` / `REWRAP_SECRET_ACCESS_KEY`;
-/// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (/ `AWS_SESSION_TOKEN`); the
-/// shared credentials file (`AWS_SHARED_CREDENTIALS_FILE` or `~/.aws/credentials`),
-/// profile `profile`, else `AWS_PROFILE`, else `default`.
+/// Where [`resolve_credentials_with_source`] found the credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CredentialSource {
+    /// A pair of environment variables.
+    Environment {
+        /// The access key id variable, e.g. `REWRAP_ACCESS_KEY_ID`.
+        id_var: &'static str,
+        /// The secret variable.
+        secret_var: &'static str,
+    },
+    /// A profile of the shared credentials file.
+    Profile {
+        /// The profile name.
+        name: String,
+        /// What chose the profile: `--profile`, `AWS_PROFILE` or `default`.
+        chosen_by: ProfileChoice,
+        /// The credentials file.
+        path: PathBuf,
+    },
+}
+
+/// What chose the profile of the shared credentials file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProfileChoice {
+    /// The caller named it (`--profile`): it wins over key variables.
+    Explicit,
+    /// The `AWS_PROFILE` variable (used only without key variables).
+    AwsProfileVariable,
+    /// No profile was named: `default`.
+    Default,
+}
+
+impl std::fmt::Display for CredentialSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CredentialSource::Environment { id_var, secret_var } => {
+                write!(f, "environment variables {id_var} and {secret_var}")
+            }
+            CredentialSource::Profile {
+                name,
+                chosen_by,
+                path,
+            } => {
+                let how = match chosen_by {
+                    ProfileChoice::Explicit => "--profile ",
+                    ProfileChoice::AwsProfileVariable => "AWS_PROFILE=",
+                    ProfileChoice::Default => "profile ",
+                };
+                write!(f, "{how}{name} in {}", path.display())
+            }
+        }
+    }
+}
+
+/// Credentials as the AWS CLI finds them (see
+/// [`resolve_credentials_with_source`]).
 pub fn resolve_credentials(
     env: &dyn Env,
     profile: Option<&str>,
 ) -> std::result::Result<Credentials, ClientError> {
-    let pair = |id: &str, secret: &str| -> std::result::Result<Option<Credentials>, ClientError> {
-        match (env.var(id), env.var(secret)) {
-            (Some(access_key_id), Some(secret)) => Ok(Some(Credentials {
+    resolve_credentials_with_source(env, profile).map(|(c, _)| c)
+}
+
+/// Credentials and where they came from, with the AWS CLI's precedence:
+///
+/// 1. an explicit `profile` (`--profile`): that profile of the shared
+///    credentials file, whatever key variables are set;
+/// 2. `REWRAP_ACCESS_KEY_ID` / `REWRAP_SECRET_ACCESS_KEY`;
+/// 3. `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (/ `AWS_SESSION_TOKEN`);
+/// 4. the profile named by `AWS_PROFILE`, else `default`.
+///
+/// The shared credentials file is `AWS_SHARED_CREDENTIALS_FILE`, else
+/// `~/.aws/credentials`.
+pub fn resolve_credentials_with_source(
+    env: &dyn Env,
+    profile: Option<&str>,
+) -> std::result::Result<(Credentials, CredentialSource), ClientError> {
+    if let Some(name) = profile {
+        return profile_credentials(env, name.to_string(), ProfileChoice::Explicit);
+    }
+    let pair = |id_var: &'static str, secret_var: &'static str| match (
+        env.var(id_var),
+        env.var(secret_var),
+    ) {
+        (Some(access_key_id), Some(secret)) => Ok(Some((
+            Credentials {
                 access_key_id,
                 secret_access_key: Secret::new(secret.into_bytes()),
                 session_token: None,
-            })),
-            (None, None) => Ok(None),
-            _ => Err(ClientError::NoCredentials(format!(
-                "{id} and {secret} must be set together"
-            ))),
-        }
+            },
+            CredentialSource::Environment { id_var, secret_var },
+        ))),
+        (None, None) => Ok(None),
+        _ => Err(ClientError::NoCredentials(format!(
+            "{id_var} and {secret_var} must be set together"
+        ))),
     };
-    if let Some(c) = pair("REWRAP_ACCESS_KEY_ID", "REWRAP_SECRET_ACCESS_KEY")? {
-        return Ok(c);
+    if let Some(found) = pair("REWRAP_ACCESS_KEY_ID", "REWRAP_SECRET_ACCESS_KEY")? {
+        return Ok(found);
     }
-    if let Some(mut c) = pair("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")? {
+    if let Some((mut c, source)) = pair("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")? {
         c.session_token = env.var("AWS_SESSION_TOKEN");
-        return Ok(c);
+        return Ok((c, source));
     }
-    let profile = profile
-        .map(str::to_string)
-        .or_else(|| env.var("AWS_PROFILE"))
-        .unwrap_or_else(|| "default".to_string());
+    match env.var("AWS_PROFILE") {
+        Some(name) => profile_credentials(env, name, ProfileChoice::AwsProfileVariable),
+        None => profile_credentials(env, "default".into(), ProfileChoice::Default),
+    }
+}
+
+/// One profile of the shared credentials file.
+fn profile_credentials(
+    env: &dyn Env,
+    profile: String,
+    chosen_by: ProfileChoice,
+) -> std::result::Result<(Credentials, CredentialSource), ClientError> {
     let path = env
         .var("AWS_SHARED_CREDENTIALS_FILE")
         .map(PathBuf::from)
@@ -204,7 +290,10 @@ pub fn resolve_credentials(
     };
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => zeroize::Zeroizing::new(t),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        // A profile the caller named must exist: say which file lacks it.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound && chosen_by != ProfileChoice::Explicit =>
+        {
             return Err(ClientError::NoCredentials(format!(
                 "no credentials: set REWRAP_ACCESS_KEY_ID and REWRAP_SECRET_ACCESS_KEY, \
                  AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or profile [{profile}] in {}",
@@ -213,11 +302,21 @@ pub fn resolve_credentials(
         }
         Err(source) => return Err(ClientError::CredentialsFile { path, source }),
     };
-    credentials_from_ini(&text, &profile).map_err(|problem| ClientError::Profile {
-        profile,
-        path,
-        problem,
-    })
+    match credentials_from_ini(&text, &profile) {
+        Ok(c) => Ok((
+            c,
+            CredentialSource::Profile {
+                name: profile,
+                chosen_by,
+                path,
+            },
+        )),
+        Err(problem) => Err(ClientError::Profile {
+            profile,
+            path,
+            problem,
+        }),
+    }
 }
 
 /// Reads one profile of a shared credentials file (INI: `[name]` then `key = value`).
@@ -273,8 +372,18 @@ impl RemoteKms {
         region: Option<&str>,
         profile: Option<&str>,
     ) -> std::result::Result<RemoteKms, ClientError> {
+        let creds = resolve_credentials(&ProcessEnv, profile)?;
+        RemoteKms::from_env_with(endpoint_url, region, creds)
+    }
+
+    /// [`RemoteKms::from_env`] with credentials the caller resolved (to
+    /// know where they came from, as `rewrap whoami` does).
+    pub fn from_env_with(
+        endpoint_url: &str,
+        region: Option<&str>,
+        creds: Credentials,
+    ) -> std::result::Result<RemoteKms, ClientError> {
         let env = ProcessEnv;
-        let creds = resolve_credentials(&env, profile)?;
         let region = resolve_region(&env, region);
         let ca = env
             .var("REWRAP_CA_BUNDLE")

@@ -23,7 +23,7 @@ const JSON_BUFFER: usize = 32 * 1024;
 
 macro_rules! define_kms {
     ($( $(#[$meta:meta])* $op:ident = $method:ident($req:ty) -> $resp:ty,
-        [$($action:ident),+], $effect:ident; )*) => {
+        $access:tt, $effect:ident; )*) => {
         /// A KMS, as seen by one authenticated principal.
         pub trait Kms: Send + Sync {
             /// Calls `op` with a JSON request body; returns the JSON response body.

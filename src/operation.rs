@@ -6,7 +6,14 @@
 //! ```text
 //! /// doc
 //! Name = method(Request) -> Response, [policy actions], reads | writes;
+//! Name = method(Request) -> Response, authenticated, reads | writes;
 //! ```
+//!
+//! The access part is either the policy actions the caller needs (a
+//! non-empty list) or `authenticated`: any caller with valid credentials may
+//! call the operation, no policy statement is consulted, and it is audited
+//! like every other (`GetCallerIdentity`, which returns no key material).
+//! An empty list `[]` matches neither form and does not compile.
 //!
 //! and hands the rows to a callback macro. Everything that used to list the
 //! operations by hand is derived from it:
@@ -35,8 +42,11 @@
 ///
 /// ```text
 /// $( $(#[$meta:meta])* $op:ident = $method:ident($req:ty) -> $resp:ty,
-///    [$($action:ident),+], $effect:ident; )*
+///    $access:tt, $effect:ident; )*
 /// ```
+///
+/// and reads `$access` (`[Action, ...]` or `authenticated`) with
+/// `access_actions!` when it needs the actions.
 macro_rules! for_each_operation {
     ($callback:ident) => {
         $callback! {
@@ -121,10 +131,25 @@ macro_rules! for_each_operation {
             /// Deletes an access key (rewrap extension).
             DeleteAccessKey = delete_access_key(DeleteAccessKeyRequest) -> Empty,
                 [DeleteAccessKey], writes;
+            /// Who the caller is, as the KMS authenticated it (STS's name;
+            /// rewrap extension): any authenticated caller, no policy action.
+            GetCallerIdentity = get_caller_identity(Empty) -> CallerIdentityResponse,
+                authenticated, reads;
         }
     };
 }
 pub(crate) use for_each_operation;
+
+/// The access part of a table row as the actions it needs: a non-empty
+/// list, or none for `authenticated` (an empty list `[]` does not match).
+macro_rules! access_actions {
+    ([$($action:ident),+]) => {
+        &[$(Action::$action),+]
+    };
+    (authenticated) => {
+        &[]
+    };
+}
 
 /// `writes` or `reads` in a table row, as a bool.
 macro_rules! writes_keystore {
@@ -138,7 +163,7 @@ macro_rules! writes_keystore {
 
 macro_rules! define_operations {
     ($( $(#[$meta:meta])* $op:ident = $method:ident($req:ty) -> $resp:ty,
-        [$($action:ident),+], $effect:ident; )*) => {
+        $access:tt, $effect:ident; )*) => {
         /// Every operation rewrap serves. The name is the `X-Amz-Target` suffix.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
         pub enum Operation {
@@ -157,11 +182,18 @@ macro_rules! define_operations {
             }
 
             /// The policy actions a caller needs for this operation (on the
-            /// keys the request names, or on `*` for account-level ones).
+            /// keys the request names, or on `*` for account-level ones);
+            /// empty exactly when [`Operation::authenticated_only`].
             pub const fn actions(self) -> &'static [Action] {
                 match self {
-                    $(Operation::$op => &[$(Action::$action),+],)*
+                    $(Operation::$op => access_actions!($access),)*
                 }
+            }
+
+            /// Whether any authenticated caller may call the operation, with
+            /// no policy action (the row says `authenticated`).
+            pub const fn authenticated_only(self) -> bool {
+                self.actions().is_empty()
             }
 
             /// Whether the operation changes the keystore (an fsync'd write):
@@ -329,9 +361,13 @@ mod tests {
 
     #[test]
     fn every_operation_needs_actions_and_every_kms_action_has_an_operation() {
-        for op in Operation::ALL {
-            assert!(!op.actions().is_empty(), "{op} needs no action");
-        }
+        let open: Vec<&str> = Operation::ALL
+            .iter()
+            .filter(|op| op.authenticated_only())
+            .map(|op| op.name())
+            .collect();
+        // The one operation without a policy action returns only who the caller is.
+        assert_eq!(open, ["GetCallerIdentity"]);
         let used = Operation::ALL
             .iter()
             .fold(0, |bits, op| bits | Action::bits(op.actions()));

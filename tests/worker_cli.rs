@@ -463,8 +463,8 @@ fn in_place_encryption_refuses_links_that_would_keep_the_plaintext() {
         f.run_in(&cwd, &f.writer, &all)
     };
     let out = encrypt(&["plain/link.txt"]);
-    // Exit 1: the operation failed (README: single-file commands).
-    assert_eq!(out.status.code(), Some(1));
+    // Exit 252: a single file refused as an argument (README exit-code table).
+    assert_eq!(out.status.code(), Some(252));
     assert!(
         stderr(&out).contains(
             "plain/link.txt: is a symbolic link; in place, the link would be replaced and its target left as it is"
@@ -473,7 +473,7 @@ fn in_place_encryption_refuses_links_that_would_keep_the_plaintext() {
         stderr(&out)
     );
     let out = encrypt(&["plain/hard.txt"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(252));
     assert!(
         stderr(&out).contains(
             "plain/hard.txt: has 2 hard links; in place, the other names would keep the old bytes"

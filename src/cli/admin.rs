@@ -1,6 +1,6 @@
 //! Keystore set-up, policy and audit trail commands.
 
-use super::{ConfigError, Context, OpError};
+use super::{ConfigError, Context, OpError, UsageError};
 use clap::{Args, Subcommand};
 use rewrap::audit::{self, ReportFilter};
 use rewrap::kms::to_json;
@@ -22,6 +22,9 @@ pub(crate) struct InitArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum PolicyCommand {
     /// Explains whether a principal may perform an action on a key, and which statement decided.
+    #[command(
+        after_help = "Examples:\n  rewrap policy check --principal storage-rotator --action kms:Decrypt --key-id alias/app-data\n  rewrap policy check --principal app-reader --action kms:Decrypt --key-id alias/app-data --encryption-context purpose=app-data\n\nExit code: 0 allowed, 1 denied."
+    )]
     Check {
         /// Principal name.
         #[arg(long)]
@@ -30,13 +33,20 @@ pub(crate) enum PolicyCommand {
         #[arg(long)]
         action: String,
         /// Key id, ARN or alias; omit for account-level actions.
-        #[arg(long)]
+        #[arg(long = "key-id", alias = "key", value_name = "KEY")]
         key: Option<String>,
         /// Encryption context pair KEY=VALUE (repeatable).
-        #[arg(long = "context", value_name = "KEY=VALUE")]
+        #[arg(
+            long = "encryption-context",
+            alias = "context",
+            value_name = "KEY=VALUE"
+        )]
         context: Vec<String>,
     },
     /// Parses every policy file of a folder and reports the first error.
+    #[command(
+        after_help = "Examples:\n  rewrap policy validate\n  rewrap policy validate ./policies"
+    )]
     Validate {
         /// The folder [default: <keystore>/policies and --policies].
         dir: Option<PathBuf>,
@@ -47,18 +57,24 @@ pub(crate) enum PolicyCommand {
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCommand {
     /// Checks the hash chain of the audit trail; names the first changed, removed, inserted or reordered record.
+    #[command(
+        after_help = "Examples:\n  rewrap audit verify\n  rewrap audit verify --file /backup/audit.log\n\nExit code: 0 intact, 1 changed, truncated or reordered."
+    )]
     Verify {
         /// The audit file [default: <keystore>/audit.log].
         #[arg(long)]
         file: Option<PathBuf>,
     },
     /// Summarises key use per key, principal and operation.
+    #[command(
+        after_help = "Examples:\n  rewrap audit report --since 2026-11-01\n  rewrap audit report --key-id KEYID --principal storage-rotator --output text"
+    )]
     Report {
         /// Only records at or after this time (RFC 3339 or YYYY-MM-DD).
         #[arg(long)]
         since: Option<String>,
         /// Only this key (ARN or key id).
-        #[arg(long)]
+        #[arg(long = "key-id", alias = "key", value_name = "KEY")]
         key: Option<String>,
         /// Only this principal.
         #[arg(long)]
@@ -206,6 +222,6 @@ fn parse_since(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
         return Ok(t.with_timezone(&chrono::Utc));
     }
     let day = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map_err(|_| ConfigError(format!("--since {s:?}: use RFC 3339 or YYYY-MM-DD")))?;
+        .map_err(|_| UsageError(format!("--since {s:?}: use RFC 3339 or YYYY-MM-DD")))?;
     Ok(day.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
 }

@@ -39,6 +39,9 @@ pub(crate) struct DemoArgs {
     /// Keep the temporary folder and print where it is.
     #[arg(long)]
     pub(crate) keep: bool,
+    /// The global options, refused here (demo makes its own keystore).
+    #[command(flatten)]
+    pub(crate) not_used: super::NotForDemo,
 }
 
 struct Principal {

@@ -6,9 +6,10 @@
 //! object), then one function moves the bytes between them. Trees go to
 //! the worker's pool ([`worker::transform_tree`]).
 //!
-//! Exit codes: 0 success; 1 the operation failed (single file) or some
-//! files failed (trees); 2 the run could not start (no credentials, bad
-//! arguments).
+//! Exit codes: a single file or object as a KMS command (0, 252 bad
+//! arguments, 253 credentials, 254 a KMS error, 255 anything else: the
+//! failure is an `ItemError` whose code its kind decides); trees as batch
+//! commands (0, 1 some files failed, 2 the run could not start).
 
 use super::batch::{InventoryArgs, RotateArgs};
 use super::objects::{open_object, ObjectRef};
@@ -27,14 +28,29 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum FileCommand {
     /// Encrypts a file, stdin, or a tree into envelopes (fresh data key per file).
+    #[command(
+        after_help = "Examples:\n  rewrap encrypt-file --key-id alias/app-data --encryption-context purpose=app-data report.pdf -o report.pdf.rwp\n  rewrap encrypt-file --key-id alias/app-data --encryption-context purpose=app-data -r --in-place data/\n  tar c data | rewrap encrypt-file --key-id alias/app-data - -o s3://bucket/backups/data.tar"
+    )]
     EncryptFile(EncryptArgs),
     /// Decrypts an envelope file, stdin, or a tree.
+    #[command(
+        after_help = "Examples:\n  rewrap decrypt-file report.pdf.rwp -o report.pdf\n  rewrap decrypt-file --encryption-context purpose=app-data report.pdf.rwp -o - | less\n  rewrap decrypt-file -r data/ -o plain/"
+    )]
     DecryptFile(DecryptArgs),
     /// Re-wraps every envelope under PATH... to the newest version of a key (ReEncrypt only).
+    #[command(
+        after_help = "Examples:\n  rewrap rotate --dry-run --to alias/app-data data/\n  rewrap --profile storage-rotator rotate --to alias/app-data --report report.json data/\n  rewrap rotate --to alias/app-data --checkpoint rotate.ckpt --shard 0/8 s3://bucket/backups"
+    )]
     Rotate(RotateArgs),
     /// Counts envelopes per key and key version under PATH...
+    #[command(
+        after_help = "Examples:\n  rewrap inventory data/\n  rewrap inventory --stale-against alias/app-data --output text data/\n  rewrap inventory --query envelopes s3://bucket/backups"
+    )]
     Inventory(InventoryArgs),
     /// Prints an envelope's header and key slots (no KMS call).
+    #[command(
+        after_help = "Examples:\n  rewrap inspect-envelope data/report.pdf\n  rewrap inspect-envelope data/report.pdf --query \"slots[*].key_arn\""
+    )]
     InspectEnvelope(InspectArgs),
 }
 
@@ -44,10 +60,12 @@ pub(crate) struct IoArgs {
     /// Input file or folder; `-` for stdin.
     #[arg(value_name = "INPUT")]
     pub(crate) input: PathBuf,
-    /// Output file (or folder with --recursive); `-` for stdout.
+    /// Output file (or folder with --recursive); `-` for stdout. Not to be
+    /// confused with --output, the format of the summary.
     #[arg(
         short = 'o',
-        long = "out",
+        long = "out-file",
+        alias = "out",
         value_name = "PATH",
         conflicts_with = "in_place"
     )]
@@ -73,7 +91,7 @@ pub(crate) struct EncryptArgs {
     #[arg(long, value_name = "KEY")]
     pub(crate) key_id: String,
     /// Encryption-context pair KEY=VALUE (repeatable), stored in the header.
-    #[arg(long = "context", value_name = "KEY=VALUE", value_parser = parse_pair)]
+    #[arg(long = "encryption-context", alias = "context", value_name = "KEY=VALUE", value_parser = parse_pair)]
     pub(crate) context: Vec<(String, String)>,
     /// Plaintext bytes per chunk.
     #[arg(long, default_value_t = DEFAULT_CHUNK_SIZE)]
@@ -90,7 +108,7 @@ pub(crate) struct DecryptArgs {
     #[arg(long, value_name = "KEY")]
     pub(crate) key_id: Option<String>,
     /// Require the envelope's context to contain KEY=VALUE (repeatable).
-    #[arg(long = "context", value_name = "KEY=VALUE", value_parser = parse_pair)]
+    #[arg(long = "encryption-context", alias = "context", value_name = "KEY=VALUE", value_parser = parse_pair)]
     pub(crate) context: Vec<(String, String)>,
     /// Input, output and walking.
     #[command(flatten)]
@@ -272,8 +290,17 @@ fn one(
             Ok(0)
         }
         Err(e) => {
-            eprintln!("rewrap: {name}: {e}");
-            Ok(1)
+            let code = match &e {
+                OneError::File(f) => super::file_error_code(f),
+                OneError::Object(o) => super::object_error_code(o),
+            };
+            let message = e.to_string();
+            Err(super::ItemError {
+                name,
+                message,
+                code,
+            }
+            .into())
         }
     }
 }
@@ -395,9 +422,14 @@ fn inspect(a: InspectArgs, ctx: &Context) -> anyhow::Result<i32> {
         .and_then(|mut f| ParsedHeader::read_from(&mut f).map_err(|e| e.to_string()))
     {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("rewrap: {}: {e}", a.file.display());
-            return Ok(1);
+        Err(message) => {
+            let name = a.file.display().to_string();
+            return Err(super::ItemError {
+                name,
+                message,
+                code: 255,
+            }
+            .into());
         }
     };
     let slot = |s: &SlotState| match s {

@@ -13,6 +13,9 @@ use rewrap::secret::Secret;
 #[allow(missing_docs)] // reason: clap shows the doc of each field as its help
 pub(crate) enum KmsCommand {
     /// Creates a customer master key (AES-256, SYMMETRIC_DEFAULT).
+    #[command(
+        after_help = "Examples:\n  rewrap create-key --description \"app data 2027\"\n  rewrap create-key --description app-data --tags team=storage,env=prod --query KeyMetadata.KeyId --output text"
+    )]
     CreateKey {
         #[arg(long)]
         description: Option<String>,
@@ -25,11 +28,17 @@ pub(crate) enum KmsCommand {
         tags: Option<String>,
     },
     /// Shows a key's metadata.
+    #[command(
+        after_help = "Examples:\n  rewrap describe-key --key-id alias/app-data\n  rewrap describe-key --key-id KEYID --query KeyMetadata.KeyState --output text"
+    )]
     DescribeKey {
         #[arg(long)]
         key_id: String,
     },
     /// Replaces a key's description.
+    #[command(
+        after_help = "Examples:\n  rewrap update-key-description --key-id alias/app-data --description \"app data, 2027\""
+    )]
     UpdateKeyDescription {
         #[arg(long)]
         key_id: String,
@@ -37,6 +46,9 @@ pub(crate) enum KmsCommand {
         description: String,
     },
     /// Lists keys.
+    #[command(
+        after_help = "Examples:\n  rewrap list-keys\n  rewrap list-keys --output text\n  rewrap list-keys --limit 10 --marker MARKER"
+    )]
     ListKeys {
         #[arg(long)]
         limit: Option<u32>,
@@ -44,11 +56,15 @@ pub(crate) enum KmsCommand {
         marker: Option<String>,
     },
     /// Enables a key.
+    #[command(after_help = "Examples:\n  rewrap enable-key --key-id alias/app-data")]
     EnableKey {
         #[arg(long)]
         key_id: String,
     },
     /// Disables a key; it refuses cryptographic operations until enabled.
+    #[command(
+        after_help = "Examples:\n  rewrap disable-key --key-id alias/app-data-2026\n  rewrap disable-key --key-id KEYID --force   # even if the last inventory saw envelopes under it"
+    )]
     DisableKey {
         #[arg(long)]
         key_id: String,
@@ -57,6 +73,9 @@ pub(crate) enum KmsCommand {
         force: bool,
     },
     /// Schedules a key for deletion after 7 to 30 days.
+    #[command(
+        after_help = "Examples:\n  rewrap schedule-key-deletion --key-id KEYID --pending-window-in-days 30\n  rewrap inventory --stale-against alias/app-data data/   # check first: nothing must still need the key"
+    )]
     ScheduleKeyDeletion {
         #[arg(long)]
         key_id: String,
@@ -67,11 +86,17 @@ pub(crate) enum KmsCommand {
         force: bool,
     },
     /// Cancels a scheduled deletion; the key comes back disabled.
+    #[command(
+        after_help = "Examples:\n  rewrap cancel-key-deletion --key-id KEYID\n  rewrap enable-key --key-id KEYID   # the key comes back disabled"
+    )]
     CancelKeyDeletion {
         #[arg(long)]
         key_id: String,
     },
     /// Creates an alias for a key.
+    #[command(
+        after_help = "Examples:\n  rewrap create-alias --alias-name alias/app-data --target-key-id KEYID"
+    )]
     CreateAlias {
         #[arg(long)]
         alias_name: String,
@@ -79,6 +104,9 @@ pub(crate) enum KmsCommand {
         target_key_id: String,
     },
     /// Points an alias at another key.
+    #[command(
+        after_help = "Examples:\n  rewrap update-alias --alias-name alias/app-data --target-key-id NEWKEYID\n  rewrap rotate --to alias/app-data data/   # then re-wrap the envelopes"
+    )]
     UpdateAlias {
         #[arg(long)]
         alias_name: String,
@@ -86,11 +114,15 @@ pub(crate) enum KmsCommand {
         target_key_id: String,
     },
     /// Deletes an alias.
+    #[command(after_help = "Examples:\n  rewrap delete-alias --alias-name alias/old-name")]
     DeleteAlias {
         #[arg(long)]
         alias_name: String,
     },
     /// Lists aliases.
+    #[command(
+        after_help = "Examples:\n  rewrap list-aliases\n  rewrap list-aliases --key-id KEYID --output text"
+    )]
     ListAliases {
         #[arg(long)]
         key_id: Option<String>,
@@ -100,6 +132,9 @@ pub(crate) enum KmsCommand {
         marker: Option<String>,
     },
     /// Turns on automatic rotation.
+    #[command(
+        after_help = "Examples:\n  rewrap enable-key-rotation --key-id alias/app-data\n  rewrap enable-key-rotation --key-id alias/app-data --rotation-period-in-days 90"
+    )]
     EnableKeyRotation {
         #[arg(long)]
         key_id: String,
@@ -107,21 +142,27 @@ pub(crate) enum KmsCommand {
         rotation_period_in_days: Option<u32>,
     },
     /// Turns off automatic rotation.
+    #[command(after_help = "Examples:\n  rewrap disable-key-rotation --key-id alias/app-data")]
     DisableKeyRotation {
         #[arg(long)]
         key_id: String,
     },
     /// Shows whether automatic rotation is on.
+    #[command(after_help = "Examples:\n  rewrap get-key-rotation-status --key-id alias/app-data")]
     GetKeyRotationStatus {
         #[arg(long)]
         key_id: String,
     },
     /// Adds a new version of key material now.
+    #[command(
+        after_help = "Examples:\n  rewrap rotate-key-on-demand --key-id alias/app-data\n  rewrap rotate --to alias/app-data data/   # re-wrap envelopes under the new version"
+    )]
     RotateKeyOnDemand {
         #[arg(long)]
         key_id: String,
     },
     /// Lists a key's rotations.
+    #[command(after_help = "Examples:\n  rewrap list-key-rotations --key-id alias/app-data")]
     ListKeyRotations {
         #[arg(long)]
         key_id: String,
@@ -131,6 +172,9 @@ pub(crate) enum KmsCommand {
         marker: Option<String>,
     },
     /// Encrypts up to 4096 bytes.
+    #[command(
+        after_help = "Examples:\n  rewrap encrypt --key-id alias/app-data --plaintext fileb://secret.bin --encryption-context purpose=app-data\n  rewrap encrypt --key-id alias/app-data --plaintext \"short text\" --query CiphertextBlob --output text | base64 --decode > secret.enc"
+    )]
     Encrypt {
         #[arg(long)]
         key_id: String,
@@ -146,6 +190,9 @@ pub(crate) enum KmsCommand {
         encryption_algorithm: Option<String>,
     },
     /// Decrypts a ciphertext blob; the blob names its key.
+    #[command(
+        after_help = "Examples:\n  rewrap decrypt --ciphertext-blob fileb://secret.enc --encryption-context purpose=app-data\n  rewrap decrypt --ciphertext-blob fileb://secret.enc --query Plaintext --output text | base64 --decode"
+    )]
     Decrypt {
         /// fileb://PATH (raw bytes).
         #[arg(long)]
@@ -160,6 +207,9 @@ pub(crate) enum KmsCommand {
         encryption_algorithm: Option<String>,
     },
     /// Re-encrypts a blob under another key; the plaintext never leaves the KMS.
+    #[command(
+        after_help = "Examples:\n  rewrap re-encrypt --ciphertext-blob fileb://secret.enc --destination-key-id alias/app-data-2027\n  rewrap re-encrypt --ciphertext-blob fileb://secret.enc --source-encryption-context purpose=app-data --destination-key-id alias/app-data --destination-encryption-context purpose=app-data"
+    )]
     ReEncrypt {
         #[arg(long)]
         ciphertext_blob: String,
@@ -173,6 +223,9 @@ pub(crate) enum KmsCommand {
         destination_encryption_context: Option<String>,
     },
     /// Returns a data key in plaintext and wrapped under a key.
+    #[command(
+        after_help = "Examples:\n  rewrap generate-data-key --key-id alias/app-data --key-spec AES_256\n  rewrap generate-data-key --key-id alias/app-data --number-of-bytes 32 --encryption-context purpose=app-data"
+    )]
     GenerateDataKey {
         #[arg(long)]
         key_id: String,
@@ -184,6 +237,9 @@ pub(crate) enum KmsCommand {
         encryption_context: Option<String>,
     },
     /// Returns a data key wrapped under a key, without its plaintext.
+    #[command(
+        after_help = "Examples:\n  rewrap generate-data-key-without-plaintext --key-id alias/app-data --key-spec AES_256"
+    )]
     GenerateDataKeyWithoutPlaintext {
         #[arg(long)]
         key_id: String,
@@ -195,11 +251,17 @@ pub(crate) enum KmsCommand {
         encryption_context: Option<String>,
     },
     /// Returns random bytes.
+    #[command(
+        after_help = "Examples:\n  rewrap generate-random --number-of-bytes 32\n  rewrap generate-random --number-of-bytes 16 --query Plaintext --output text"
+    )]
     GenerateRandom {
         #[arg(long)]
         number_of_bytes: Option<u32>,
     },
     /// Shows the policy statements that apply to a key.
+    #[command(
+        after_help = "Examples:\n  rewrap get-key-policy --key-id alias/app-data\n  rewrap get-key-policy --key-id alias/app-data --query Policy --output text"
+    )]
     GetKeyPolicy {
         #[arg(long)]
         key_id: String,
@@ -207,34 +269,55 @@ pub(crate) enum KmsCommand {
         policy_name: Option<String>,
     },
     /// Lists a key's policy names.
+    #[command(after_help = "Examples:\n  rewrap list-key-policies --key-id alias/app-data")]
     ListKeyPolicies {
         #[arg(long)]
         key_id: String,
     },
     /// Creates a principal with one access key (its rights come from policy files).
+    #[command(
+        after_help = "Examples:\n  rewrap create-principal --principal-name storage-rotator   # prints its access key once\n  rewrap policy check --principal storage-rotator --action kms:ReEncryptFrom --key-id alias/app-data"
+    )]
     CreatePrincipal {
         #[arg(long)]
         principal_name: String,
     },
     /// Deletes a principal and its access keys.
+    #[command(
+        after_help = "Examples:\n  rewrap delete-principal --principal-name storage-rotator"
+    )]
     DeletePrincipal {
         #[arg(long)]
         principal_name: String,
     },
     /// Lists principals.
+    #[command(
+        after_help = "Examples:\n  rewrap list-principals\n  rewrap list-principals --output text"
+    )]
     ListPrincipals,
     /// Adds an access key to a principal (at most two).
+    #[command(
+        after_help = "Examples:\n  rewrap create-access-key --principal-name storage-rotator   # then delete the old one"
+    )]
     CreateAccessKey {
         #[arg(long)]
         principal_name: String,
     },
     /// Deletes an access key.
+    #[command(
+        after_help = "Examples:\n  rewrap delete-access-key --principal-name storage-rotator --access-key-id RWAK..."
+    )]
     DeleteAccessKey {
         #[arg(long)]
         principal_name: String,
         #[arg(long)]
         access_key_id: String,
     },
+    /// Shows the principal the KMS authenticated (any caller; see also `whoami`).
+    #[command(
+        after_help = "Examples:\n  rewrap get-caller-identity\n  rewrap --profile storage-rotator get-caller-identity --query Principal --output text"
+    )]
+    GetCallerIdentity,
 }
 
 /// Reads a blob argument as the AWS CLI v1 does: `fileb://` raw bytes,
@@ -509,6 +592,7 @@ fn request(cmd: &KmsCommand) -> anyhow::Result<(Operation, Secret)> {
             (O::DeletePrincipal, to_json(&principal(principal_name)))
         }
         C::ListPrincipals => (O::ListPrincipals, to_json(&Empty {})),
+        C::GetCallerIdentity => (O::GetCallerIdentity, to_json(&Empty {})),
         C::CreateAccessKey { principal_name } => {
             (O::CreateAccessKey, to_json(&principal(principal_name)))
         }
@@ -546,7 +630,13 @@ pub(crate) fn call(kms: &dyn Kms, op: Operation, body: &Secret) -> anyhow::Resul
 
 /// Refuses to disable or delete a key that known envelopes still depend on,
 /// unless `--force` is given.
-fn guard_key_in_use(ctx: &Context, kms: &dyn Kms, key_id: &str, force: bool) -> anyhow::Result<()> {
+fn guard_key_in_use(
+    ctx: &Context,
+    kms: &dyn Kms,
+    operation: &'static str,
+    key_id: &str,
+    force: bool,
+) -> anyhow::Result<()> {
     let described = kms.describe_key(&KeyIdRequest {
         key_id: key_id.to_string(),
         grant_tokens: None,
@@ -566,7 +656,16 @@ fn guard_key_in_use(ctx: &Context, kms: &dyn Kms, key_id: &str, force: bool) -> 
     if force {
         Ok(())
     } else {
-        Err(super::ConfigError(format!("refusing to go on with {known} envelope(s) still under {arn}: pass --force to override")).into())
+        // A refusal of the operation for the key's state of use: a KMS
+        // error (254), named as AWS names a refusal for a key's state.
+        Err(OpError {
+            operation,
+            error: rewrap::error::KmsError::new(
+                rewrap::error::ErrorCode::InvalidState,
+                format!("refusing to go on with {known} envelope(s) still under {arn}: pass --force to override"),
+            ),
+        }
+        .into())
     }
 }
 
@@ -577,7 +676,7 @@ pub(crate) fn run(cmd: KmsCommand, ctx: &Context) -> anyhow::Result<i32> {
     match &cmd {
         KmsCommand::DisableKey { key_id, force }
         | KmsCommand::ScheduleKeyDeletion { key_id, force, .. } => {
-            guard_key_in_use(ctx, kms.as_ref(), key_id, *force)?;
+            guard_key_in_use(ctx, kms.as_ref(), op.name(), key_id, *force)?;
         }
         _ => {}
     }

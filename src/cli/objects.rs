@@ -163,8 +163,14 @@ pub(crate) fn open_object(url: &str) -> anyhow::Result<Result<ObjectRef, i32>> {
             name: name.to_string(),
         }),
         Err(e) => {
-            eprintln!("rewrap: {loc_url}: {e}");
-            Err(2)
+            let code = super::object_error_code(&e);
+            let (name, message) = (loc_url.to_string(), e.to_string());
+            return Err(super::ItemError {
+                name,
+                message,
+                code,
+            }
+            .into());
         }
     })
 }
@@ -180,7 +186,7 @@ fn split_object(url: &str) -> anyhow::Result<(&str, &str)> {
         {
             Ok((loc, name))
         }
-        _ => Err(super::ConfigError(format!(
+        _ => Err(super::UsageError(format!(
             "{url}: name an object, e.g. s3://bucket/prefix/name"
         ))
         .into()),

@@ -1,7 +1,7 @@
 //! How the envelope commands report: each failure on stderr, the summary
 //! on stdout through `--query` and `--output`, the inventory summary
-//! recorded in the keystore folder, and the exit code 2 of a run that could
-//! not start.
+//! recorded in the keystore folder, and how a command that cannot start
+//! ends (252 / 253 for single items, 2 for batch runs: see `cli::main`).
 
 use super::Context;
 use rewrap::kms::Kms;
@@ -28,17 +28,21 @@ pub(crate) fn record_summary(ctx: &Context, summary: &InventorySummary) {
     }
 }
 
-/// Prints a usage problem; exit code 2.
-#[allow(clippy::unnecessary_wraps)] // reason: commands `return usage(..)` from functions returning anyhow::Result
+/// A usage problem: exit code 252, or 2 for a batch command (`cli::main`
+/// prints it and picks the code).
 pub(crate) fn usage(msg: &str) -> anyhow::Result<i32> {
-    eprintln!("rewrap: {msg}");
-    Ok(2)
+    Err(super::UsageError(msg.to_string()).into())
 }
 
-/// The caller's KMS, or exit code 2 (the message printed).
+/// The caller's KMS, or the exit code (the message printed): 2 for a batch
+/// command, else 253 for credentials and configuration.
 pub(crate) fn kms_or_exit(ctx: &Context) -> Result<Arc<dyn Kms>, i32> {
     ctx.kms().map_err(|e| {
-        eprintln!("rewrap: {e}");
-        2
+        let code = super::report_error(&e);
+        if ctx.batch {
+            2
+        } else {
+            code
+        }
     })
 }

@@ -1,7 +1,7 @@
 //! `rewrap serve`: runs the keystore as a KMS server speaking the AWS KMS
 //! JSON 1.1 protocol (see [`rewrap::server`]).
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use rewrap::server::{self, ServerConfig, ServiceBackend};
 use rewrap::service::KmsService;
 use std::io::Write;
@@ -13,6 +13,9 @@ use std::time::Duration;
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum ServeCommand {
     /// Serves the keystore over the AWS KMS wire protocol (SigV4-authenticated).
+    #[command(after_help = "Examples:\n  rewrap serve --listen 127.0.0.1:4000\n  \
+        rewrap serve --listen 0.0.0.0:4443 --tls-cert cert.pem --tls-key key.pem\n  \
+        aws kms list-keys --endpoint-url http://127.0.0.1:4000 --region us-east-1")]
     Serve(ServeArgs),
 }
 
@@ -65,10 +68,11 @@ pub(crate) fn run(cmd: ServeCommand, ctx: &super::Context) -> anyhow::Result<i32
         _ => None,
     };
     if tls.is_none() && !addr.ip().is_loopback() && !args.insecure_http {
-        bail!(
+        return Err(super::UsageError(format!(
             "refusing plain HTTP on {addr}, which is not a loopback address: \
              pass --tls-cert and --tls-key, or --insecure-http"
-        );
+        ))
+        .into());
     }
     let service = KmsService::open(&ctx.home(), ctx.extra_policies().as_deref())
         .map_err(|e| super::ConfigError(e.message))?;
@@ -115,10 +119,12 @@ pub(crate) fn run(cmd: ServeCommand, ctx: &super::Context) -> anyhow::Result<i32
     })
 }
 
+/// The address to listen on; a bad one is a usage error (252).
 fn resolve(listen: &str) -> anyhow::Result<SocketAddr> {
+    let usage = |what: &str| super::UsageError(format!("--listen {listen:?}: {what}"));
     listen
         .to_socket_addrs()
-        .with_context(|| format!("--listen {listen:?}: not an address"))?
+        .map_err(|_| usage("not an address"))?
         .next()
-        .with_context(|| format!("--listen {listen:?}: resolves to no address"))
+        .ok_or_else(|| usage("resolves to no address").into())
 }

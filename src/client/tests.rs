@@ -71,6 +71,55 @@ fn the_shared_file_is_read_by_profile() {
     assert!(e.ends_with(": no such profile"), "{e}");
 }
 
+/// Issue 10 observation 6: with the owner's key variables exported,
+/// `--profile storage-rotator` acted as the owner. The AWS CLI's order: an
+/// explicit profile, then key variables, then `AWS_PROFILE` / `default`.
+#[test]
+fn an_explicit_profile_wins_over_key_variables_and_aws_profile_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("credentials");
+    std::fs::write(
+        &path,
+        "[rotator]\naws_access_key_id = R\naws_secret_access_key = rs\n",
+    )
+    .unwrap();
+    let file = path.to_str().unwrap();
+    let env = [
+        ("AWS_SHARED_CREDENTIALS_FILE", file),
+        ("REWRAP_ACCESS_KEY_ID", "OWNER"),
+        ("REWRAP_SECRET_ACCESS_KEY", "os"),
+        ("AWS_PROFILE", "rotator"),
+    ];
+    let (c, source) = resolve_credentials_with_source(&env, Some("rotator")).unwrap();
+    assert_eq!(c.access_key_id, "R");
+    assert_eq!(source.to_string(), format!("--profile rotator in {file}"));
+    let (c, source) = resolve_credentials_with_source(&env, None).unwrap();
+    assert_eq!(c.access_key_id, "OWNER");
+    assert_eq!(
+        source.to_string(),
+        "environment variables REWRAP_ACCESS_KEY_ID and REWRAP_SECRET_ACCESS_KEY"
+    );
+    let env = [
+        ("AWS_SHARED_CREDENTIALS_FILE", file),
+        ("AWS_PROFILE", "rotator"),
+    ];
+    let (c, source) = resolve_credentials_with_source(&env, None).unwrap();
+    assert_eq!(c.access_key_id, "R");
+    assert_eq!(source.to_string(), format!("AWS_PROFILE=rotator in {file}"));
+    // A named profile in a missing file is an error naming the file, not a
+    // fall-back to the key variables.
+    let env = [
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials"),
+        ("REWRAP_ACCESS_KEY_ID", "OWNER"),
+        ("REWRAP_SECRET_ACCESS_KEY", "os"),
+    ];
+    let err = resolve_credentials(&env, Some("rotator")).unwrap_err();
+    assert!(
+        matches!(&err, ClientError::CredentialsFile { path, .. } if path.to_str() == Some("/nonexistent/credentials")),
+        "{err:?}"
+    );
+}
+
 #[test]
 fn region_order() {
     let env = [

@@ -27,11 +27,28 @@ impl Trail {
         self.keys.push(AuditKey { arn, version });
     }
 
+    /// Records that the operation needs no policy action, only an
+    /// authenticated caller (its table row says `authenticated`), so its
+    /// audit record says allowed, and by what.
+    pub(super) fn authenticated_only(&mut self) {
+        debug_assert!(
+            self.declared == 0,
+            "the operations table declares policy actions for this operation"
+        );
+        self.decisions.push(Decision {
+            allowed: true,
+            decided_by: AUTHENTICATED_ONLY.into(),
+        });
+    }
+
     /// Records the key version used of the key recorded last.
     pub(super) fn version(&mut self, version: u32) {
         self.keys.last_mut().expect("a key is recorded").version = Some(version);
     }
 }
+
+/// `decided_by` of an operation any authenticated caller may call.
+pub(super) const AUTHENTICATED_ONLY: &str = "authenticated caller (no policy action)";
 
 /// The error of a key use whose audit record could not be written.
 pub(super) fn audit_failed(e: crate::audit::AuditError) -> KmsError {

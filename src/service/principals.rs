@@ -4,8 +4,8 @@
 
 use super::{Caller, KmsService};
 use crate::api::{
-    AccessKeyResponse, DeleteAccessKeyRequest, Empty, ListPrincipalsResponse, Operation,
-    PrincipalEntry, PrincipalRequest,
+    AccessKeyResponse, CallerIdentityResponse, DeleteAccessKeyRequest, Empty,
+    ListPrincipalsResponse, Operation, PrincipalEntry, PrincipalRequest,
 };
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::keystore::{AccessKeyRecord, PrincipalRecord, State};
@@ -92,6 +92,24 @@ impl KmsService {
             .secret
             .clone();
         Ok((principal.clone(), secret))
+    }
+
+    /// GetCallerIdentity: who the caller is. Any authenticated caller may
+    /// ask (no policy action, see the operations table); audited.
+    pub(super) fn get_caller_identity(
+        &self,
+        caller: &Caller,
+        _r: &Empty,
+    ) -> Result<CallerIdentityResponse> {
+        self.audited(caller, Operation::GetCallerIdentity, |trail| {
+            trail.authenticated_only();
+            let account = self.config().account.clone();
+            Ok(CallerIdentityResponse {
+                arn: format!("arn:aws:iam::{account}:user/{}", caller.principal),
+                principal: caller.principal.clone(),
+                account,
+            })
+        })
     }
 
     fn principal_op<R>(

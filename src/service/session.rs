@@ -38,7 +38,7 @@ impl LocalSession {
 
 macro_rules! forward_to_service {
     ($( $(#[$meta:meta])* $op:ident = $method:ident($req:ty) -> $resp:ty,
-        [$($action:ident),+], $effect:ident; )*) => {
+        $access:tt, $effect:ident; )*) => {
         /// Each operation is the [`KmsService`] handler of the same name,
         /// called as this session's principal (generated from the
         /// operations table).
