@@ -948,3 +948,248 @@ fn principals_are_managed_by_administrators_only() {
         "a deleted principal's key stops working"
     );
 }
+
+/// A credentials file with one profile per principal given.
+fn credentials_file(env: &Env, principals: &[&Creds]) -> std::path::PathBuf {
+    let path = env.path("credentials");
+    let text: Vec<String> = principals
+        .iter()
+        .map(|c| {
+            format!(
+                "[{}]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+                c.name, c.id, c.secret
+            )
+        })
+        .collect();
+    std::fs::write(&path, text.join("\n")).unwrap();
+    path
+}
+
+/// Issue 10 observation 6: with the owner's `REWRAP_*` variables exported,
+/// `--profile storage-rotator` acted as the owner. An explicit profile wins,
+/// as in the AWS CLI; `AWS_PROFILE` does not win over key variables.
+#[test]
+fn an_explicit_profile_wins_over_the_owners_key_variables() {
+    let env = Env::new();
+    let key = env.key("profiles");
+    let rotator = env.principal("storage-rotator");
+    let creds = credentials_file(&env, &[&rotator]);
+    let v = env.ok(
+        &env.owner,
+        &["encrypt", "--key-id", &key, "--plaintext", "secret"],
+    );
+    let blob = env.path("blob.bin");
+    {
+        use base64::Engine as _;
+        let b64 = v["CiphertextBlob"].as_str().unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        std::fs::write(&blob, bytes).unwrap();
+    }
+    let blob_arg = format!("fileb://{}", blob.display());
+    // The owner's variables stay exported in every command below.
+    let as_owner_env = |args: &[&str]| {
+        env.command(&env.owner)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = as_owner_env(&[
+        "--profile",
+        "storage-rotator",
+        "decrypt",
+        "--ciphertext-blob",
+        &blob_arg,
+    ]);
+    assert_eq!(out.status.code(), Some(254), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "\nAn error occurred (AccessDeniedException) when calling the Decrypt operation: \
+             principal 'storage-rotator' is not authorized to perform kms:Decrypt on resource \
+             arn:aws:kms:us-east-1:111122223333:key/{key}\n"
+        )
+    );
+    // Without --profile the variables act (the owner may decrypt).
+    let out = as_owner_env(&["decrypt", "--ciphertext-blob", &blob_arg]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // whoami says who and from where.
+    let who = json(&as_owner_env(&["--profile", "storage-rotator", "whoami"]));
+    assert_eq!(
+        who,
+        serde_json::json!({
+            "Principal": "storage-rotator",
+            "Arn": "arn:aws:iam::111122223333:user/storage-rotator",
+            "Account": "111122223333",
+            "AccessKeyId": rotator.id,
+            "Credentials": format!("--profile storage-rotator in {}", creds.display()),
+            "Keystore": env.home.display().to_string(),
+        })
+    );
+    let out = env
+        .command(&env.owner)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
+        .env("AWS_PROFILE", "storage-rotator")
+        .args([
+            "whoami",
+            "--query",
+            "[Principal, Credentials]",
+            "--output",
+            "text",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&out),
+        "owner\tenvironment variables REWRAP_ACCESS_KEY_ID and REWRAP_SECRET_ACCESS_KEY\n"
+    );
+    let out = env
+        .command(&env.owner)
+        .env_remove("REWRAP_ACCESS_KEY_ID")
+        .env_remove("REWRAP_SECRET_ACCESS_KEY")
+        .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
+        .env("AWS_PROFILE", "storage-rotator")
+        .args([
+            "whoami",
+            "--query",
+            "[Principal, Credentials]",
+            "--output",
+            "text",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "storage-rotator\tAWS_PROFILE=storage-rotator in {}\n",
+            creds.display()
+        )
+    );
+    // A named profile that is not in the file is refused, not replaced by the variables.
+    let out = as_owner_env(&["--profile", "nobody", "whoami"]);
+    assert_eq!(out.status.code(), Some(253));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "rewrap: Unable to locate credentials: profile [nobody] in {}: no such profile\n",
+            creds.display()
+        )
+    );
+}
+
+/// `rewrap serve` on 127.0.0.1:0 for this keystore; killed on drop.
+struct Serve(std::process::Child, String);
+
+impl Serve {
+    fn start(env: &Env) -> Serve {
+        use std::io::BufRead as _;
+        let mut child = env
+            .command(&env.owner)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("rewrap serve printed no start line within 30 s");
+        let url = line
+            .trim()
+            .strip_prefix("rewrap serve listening on ")
+            .unwrap_or_else(|| panic!("unexpected start line {line:?}"))
+            .to_string();
+        Serve(child, url)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `whoami` against a server: the principal is what the server says
+/// (GetCallerIdentity: no policy right needed, audited as allowed).
+#[test]
+fn whoami_against_a_server_reports_what_the_server_says() {
+    let env = Env::new();
+    let rotator = env.principal("storage-rotator");
+    let auditor = env.principal("auditor");
+    let creds = credentials_file(&env, &[&rotator, &auditor]);
+    let server = Serve::start(&env);
+    for who in [&rotator, &auditor] {
+        let out = env
+            .command(&env.owner)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
+            .args([
+                "--endpoint-url",
+                &server.1,
+                "--profile",
+                &who.name,
+                "whoami",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            json(&out),
+            serde_json::json!({
+                "Principal": who.name,
+                "Arn": format!("arn:aws:iam::111122223333:user/{}", who.name),
+                "Account": "111122223333",
+                "AccessKeyId": who.id,
+                "Credentials": format!("--profile {} in {}", who.name, creds.display()),
+                "Endpoint": server.1,
+            })
+        );
+    }
+    // A wrong secret is refused by the server: credentials, 253.
+    let wrong = Creds {
+        secret: "not-the-secret".into(),
+        ..rotator.clone()
+    };
+    let out = env.run(&wrong, &["--endpoint-url", &server.1, "whoami"]);
+    assert_eq!(out.status.code(), Some(253), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "An error occurred (InvalidSignatureException) when calling the GetCallerIdentity operation: "
+        ),
+        "{}",
+        stderr(&out)
+    );
+    drop(server);
+    let records: Vec<serde_json::Value> = env
+        .audit_log()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &serde_json::Value| r["operation"] == "GetCallerIdentity")
+        .collect();
+    let seen: Vec<(&str, &str, &str, &str)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["principal"].as_str().unwrap(),
+                r["decision"].as_str().unwrap(),
+                r["decided_by"].as_str().unwrap(),
+                r["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let by = "authenticated caller (no policy action)";
+    assert_eq!(
+        seen,
+        [
+            ("storage-rotator", "Allow", by, "Success"),
+            ("auditor", "Allow", by, "Success"),
+        ]
+    );
+}
