@@ -113,23 +113,25 @@ pub(crate) struct GlobalArgs {
 /// a subcommand that has an argument of a global's id does not get the global.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct NotForDemo {
-    #[arg(long, hide = true, value_parser = not_for_demo)]
+    // The types are the globals' own: clap hands the top level's defaults
+    // and environment values down under the same ids.
+    #[arg(long, hide = true, value_parser = not_for_demo::<PathBuf>)]
     keystore: Option<PathBuf>,
-    #[arg(long, hide = true, value_parser = not_for_demo)]
+    #[arg(long, hide = true, value_parser = not_for_demo::<PathBuf>)]
     policies: Option<PathBuf>,
-    #[arg(long, hide = true, value_parser = not_for_demo)]
+    #[arg(long, hide = true, value_parser = not_for_demo::<String>)]
     endpoint_url: Option<String>,
-    #[arg(long, hide = true, value_parser = not_for_demo)]
+    #[arg(long, hide = true, value_parser = not_for_demo::<String>)]
     profile: Option<String>,
-    #[arg(long, hide = true, value_parser = not_for_demo)]
+    #[arg(long, hide = true, value_parser = not_for_demo::<String>)]
     region: Option<String>,
-    #[arg(long, hide = true, value_parser = not_for_demo)]
-    output: Option<String>,
-    #[arg(long, hide = true, value_parser = not_for_demo)]
+    #[arg(long, hide = true, value_parser = not_for_demo::<Output>)]
+    output: Option<Output>,
+    #[arg(long, hide = true, value_parser = not_for_demo::<String>)]
     query: Option<String>,
 }
 
-fn not_for_demo(_: &str) -> Result<String, String> {
+fn not_for_demo<T>(_: &str) -> Result<T, String> {
     Err(
         "demo makes its own keystore and principals in a temporary folder and \
          prints a narrative: it takes no keystore, credentials or output options"
