@@ -126,6 +126,12 @@ fn help_and_version_exit_0_and_usage_errors_exit_252() {
                 "the following required arguments were not provided",
             ),
             row(&["init", "--bogus"], 252, "unexpected argument '--bogus'"),
+            // The value of a global option is not taken for the command.
+            row(
+                &["--query", "rotate", "describe-key"],
+                252,
+                "the following required arguments were not provided",
+            ),
             row(&["whoami", "extra"], 252, "unexpected argument 'extra'"),
             row(
                 &["serve", "--listen", "not an address"],
@@ -213,6 +219,17 @@ fn kms_commands_exit_0_252_253_254_255() {
             ),
             row(&["whoami", "--query", "Principal", "--output", "text"], 0, "owner\n"),
             row(&["get-caller-identity", "--query", "Principal"], 0, "\"owner\""),
+            // serve: a keystore that is not there; plain HTTP off loopback.
+            row(
+                &["--keystore", "/nonexistent/ks", "serve", "--listen", "127.0.0.1:0"],
+                253,
+                "rewrap: no keystore in /nonexistent/ks",
+            ),
+            row(
+                &["serve", "--listen", "0.0.0.0:0"],
+                252,
+                "rewrap: refusing plain HTTP on 0.0.0.0:0, which is not a loopback address",
+            ),
         ],
     );
     // The rotator: AccessDenied on decrypt and on principal administration.
