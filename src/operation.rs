@@ -121,6 +121,11 @@ macro_rules! for_each_operation {
             /// Deletes an access key (rewrap extension).
             DeleteAccessKey = delete_access_key(DeleteAccessKeyRequest) -> Empty,
                 [DeleteAccessKey], writes;
+            /// Explains whether a principal may perform an action, and which
+            /// statement and condition decided (rewrap extension; `rewrap
+            /// policy check`).
+            CheckPolicy = check_policy(CheckPolicyRequest) -> CheckPolicyResponse,
+                [CheckPolicy], reads;
         }
     };
 }
@@ -277,6 +282,9 @@ define_actions! {
     DeleteAccessKey = "kms:DeleteAccessKey",
     /// Read the audit trail (`rewrap audit`; rewrap extension).
     ReadAuditTrail = "rewrap:ReadAuditTrail",
+    /// Ask the policy engine about any principal (`rewrap policy check`;
+    /// rewrap extension).
+    CheckPolicy = "rewrap:CheckPolicy",
 }
 
 // An action set is a bitset in a u64.

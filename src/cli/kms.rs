@@ -235,6 +235,21 @@ pub(crate) enum KmsCommand {
         #[arg(long)]
         access_key_id: String,
     },
+    /// Explains whether a principal may perform an action (as `rewrap policy check`).
+    CheckPolicy {
+        #[arg(long)]
+        principal_name: String,
+        #[arg(long)]
+        action: String,
+        #[arg(long)]
+        key_id: Option<String>,
+        #[arg(long)]
+        encryption_context: Option<String>,
+        #[arg(long)]
+        destination_key_id: Option<String>,
+        #[arg(long)]
+        destination_encryption_context: Option<String>,
+    },
 }
 
 /// Reads a blob argument as the AWS CLI v1 does: `fileb://` raw bytes,
@@ -520,6 +535,26 @@ fn request(cmd: &KmsCommand) -> anyhow::Result<(Operation, Secret)> {
             to_json(&DeleteAccessKeyRequest {
                 principal_name: principal_name.clone(),
                 access_key_id: access_key_id.clone(),
+            }),
+        ),
+        C::CheckPolicy {
+            principal_name,
+            action,
+            key_id,
+            encryption_context,
+            destination_key_id,
+            destination_encryption_context,
+        } => (
+            O::CheckPolicy,
+            to_json(&CheckPolicyRequest {
+                principal_name: principal_name.clone(),
+                action: action.clone(),
+                key_id: key_id.clone(),
+                encryption_context: context_arg(encryption_context.as_deref())?,
+                destination_key_id: destination_key_id.clone(),
+                destination_encryption_context: context_arg(
+                    destination_encryption_context.as_deref(),
+                )?,
             }),
         ),
     };

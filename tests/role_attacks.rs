@@ -1,0 +1,447 @@
+//! The attacks of issue 11 ("Role separation that holds"), each replayed
+//! through the real binary with the shipped policies and, where the server
+//! is the boundary, through the AWS CLI against `rewrap serve`: each must now
+//! be refused with an exact error.
+//!
+//! The Python tools come from `REWRAP_TEST_VENV` (set by `scripts/test`; else
+//! `.venv` in the crate). A test whose tool is missing fails and says how to
+//! install it: it never skips.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+use support::cli::*;
+
+const HR_SECRET: &[u8] = b"salary review: confidential\n";
+
+/// rewrap's refusal: exit code 254 and the AWS CLI's message for `code`.
+fn assert_refused(out: &Output, code: &str, operation: &str, message: &str) {
+    assert_aws_error(out, code, operation);
+    let err = stderr(out);
+    assert!(err.contains(message), "want {message:?} in stderr: {err}");
+}
+
+/// The AWS CLI v1's refusal: exit code 255 and its message for `code`.
+fn assert_aws_cli_refused(out: &Output, code: &str, operation: &str, message: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(255), "stderr: {err}");
+    let want = format!("An error occurred ({code}) when calling the {operation} operation: ");
+    assert!(err.contains(&want), "want {want:?} in stderr: {err}");
+    assert!(err.contains(message), "want {message:?} in stderr: {err}");
+}
+
+/// Writes a ciphertext of `HR_SECRET` made by the application writer with
+/// `purpose=hr` under `key` to `hr.enc`, and checks the reader cannot read it.
+fn hr_ciphertext(env: &Env, writer: &Creds, reader: &Creds, key: &str) {
+    write(&env.path("hr.txt"), HR_SECRET);
+    let v = env.ok(
+        writer,
+        &[
+            "encrypt",
+            "--key-id",
+            key,
+            "--plaintext",
+            "fileb://hr.txt",
+            "--encryption-context",
+            "purpose=hr",
+        ],
+    );
+    use base64::Engine;
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(v["CiphertextBlob"].as_str().unwrap())
+        .unwrap();
+    write(&env.path("hr.enc"), &blob);
+    let out = env.run(
+        reader,
+        &[
+            "decrypt",
+            "--ciphertext-blob",
+            "fileb://hr.enc",
+            "--encryption-context",
+            "purpose=hr",
+        ],
+    );
+    assert_aws_error(&out, "AccessDeniedException", "Decrypt");
+}
+
+const LAUNDERING_REFUSED: &str = "principal 'storage-rotator' is not authorized to perform \
+     kms:ReEncryptFrom on resource arn:aws:kms:us-east-1:111122223333:key/";
+const SAME_CONTEXT_DENY: &str =
+    "storage-rotator.toml#2 (rotator-no-context-change) (rewrap:ReEncryptSameContext = false)";
+
+#[test]
+fn rotator_cannot_launder_hr_data_into_the_app_context_locally_issue_11_finding_1() {
+    let env = Env::new();
+    let key = env.key("app data");
+    let writer = env.principal("app-writer");
+    let reader = env.principal("app-reader");
+    let rotator = env.principal("storage-rotator");
+    hr_ciphertext(&env, &writer, &reader, &key);
+
+    // The attack: re-encrypt the HR ciphertext with the app-data context.
+    let out = env.run(
+        &rotator,
+        &[
+            "re-encrypt",
+            "--ciphertext-blob",
+            "fileb://hr.enc",
+            "--source-encryption-context",
+            "purpose=hr",
+            "--destination-key-id",
+            &key,
+            "--destination-encryption-context",
+            "purpose=app-data",
+        ],
+    );
+    assert_refused(
+        &out,
+        "AccessDeniedException",
+        "ReEncrypt",
+        LAUNDERING_REFUSED,
+    );
+    assert!(stderr(&out).contains(SAME_CONTEXT_DENY), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    // The refusal is on record with the statement and condition that decided.
+    let log = env.audit_log();
+    let record: serde_json::Value = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .rfind(|r| r["operation"] == "ReEncrypt")
+        .unwrap();
+    assert_eq!(record["outcome"], "AccessDeniedException");
+    assert_eq!(record["decided_by"], SAME_CONTEXT_DENY);
+    assert_eq!(
+        record["destination_encryption_context"]["purpose"],
+        "app-data"
+    );
+
+    // Dropping the context is a change of context too.
+    let out = env.run(
+        &rotator,
+        &[
+            "re-encrypt",
+            "--ciphertext-blob",
+            "fileb://hr.enc",
+            "--source-encryption-context",
+            "purpose=hr",
+            "--destination-key-id",
+            &key,
+        ],
+    );
+    assert_refused(
+        &out,
+        "AccessDeniedException",
+        "ReEncrypt",
+        SAME_CONTEXT_DENY,
+    );
+
+    // What rotation needs still works: same context, other key; and the
+    // result is still HR data, still refused to the reader.
+    let key2 = env.key("app data 2027");
+    let v = env.ok(
+        &rotator,
+        &[
+            "re-encrypt",
+            "--ciphertext-blob",
+            "fileb://hr.enc",
+            "--source-encryption-context",
+            "purpose=hr",
+            "--destination-key-id",
+            &key2,
+            "--destination-encryption-context",
+            "purpose=hr",
+            "--query",
+            "CiphertextBlob",
+        ],
+    );
+    use base64::Engine;
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().unwrap_or_default())
+        .unwrap_or_default();
+    assert!(!blob.is_empty(), "{v}");
+    write(&env.path("hr2.enc"), &blob);
+    for ctx in ["purpose=hr", "purpose=app-data"] {
+        let out = env.run(
+            &reader,
+            &[
+                "decrypt",
+                "--ciphertext-blob",
+                "fileb://hr2.enc",
+                "--encryption-context",
+                ctx,
+            ],
+        );
+        assert_eq!(out.status.code(), Some(254), "{ctx}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn policy_check_shows_the_condition_that_decided() {
+    let env = Env::new();
+    let key = env.key("k");
+    let check = |dest: &str| {
+        env.run(
+            &env.owner,
+            &[
+                "policy",
+                "check",
+                "--principal",
+                "storage-rotator",
+                "--action",
+                "kms:ReEncryptFrom",
+                "--key",
+                &key,
+                "--context",
+                "purpose=hr",
+                "--destination-context",
+                dest,
+            ],
+        )
+    };
+    let out = check("purpose=app-data");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "Decision": "deny",
+            "DecidedBy": "storage-rotator.toml#2 (rotator-no-context-change)",
+            "Condition": "rewrap:ReEncryptSameContext = false",
+        })
+    );
+    let out = check("purpose=hr");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "Decision": "allow",
+            "DecidedBy": "storage-rotator.toml#4 (rotator-reencrypt)",
+            "Condition": "rewrap:ReEncryptSameContext = true",
+        })
+    );
+    // Asking needs rewrap:CheckPolicy (audit or administer): the writer has neither.
+    let writer = env.principal("app-writer");
+    let out = env.run(
+        &writer,
+        &[
+            "policy",
+            "check",
+            "--principal",
+            "app-writer",
+            "--action",
+            "kms:Decrypt",
+        ],
+    );
+    assert_refused(
+        &out,
+        "AccessDeniedException",
+        "CheckPolicy",
+        "principal 'app-writer' is not authorized to perform rewrap:CheckPolicy on resource *",
+    );
+}
+
+// ------------------------------------------------------------ the server
+
+/// The virtual environment with the AWS CLI; panics with the fix if absent.
+fn venv() -> PathBuf {
+    let dir =
+        std::env::var_os("REWRAP_TEST_VENV").map_or_else(|| repo().join(".venv"), PathBuf::from);
+    assert!(
+        dir.join("bin/aws").exists(),
+        "aws is missing from the test virtual environment {}: run scripts/test, or \
+         python3 -m venv .venv && .venv/bin/pip install -r tests/requirements.txt",
+        dir.display()
+    );
+    dir
+}
+
+/// `rewrap serve` on an ephemeral loopback port over `env`'s keystore, with
+/// the shipped policies; killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(env: &Env) -> Server {
+        let mut child = Command::new(bin())
+            .arg("--keystore")
+            .arg(&env.home)
+            .arg("--policies")
+            .arg(repo().join("policies"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("rewrap serve printed no start line within 30 s");
+        let url = line
+            .trim()
+            .strip_prefix("rewrap serve listening on ")
+            .unwrap_or_else(|| panic!("unexpected start line {line:?}"))
+            .to_string();
+        Server { child, url }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `aws kms ARGS --endpoint-url URL` as `who`, isolated from the machine's AWS settings.
+fn aws(env: &Env, server: &Server, who: &Creds, args: &[&str]) -> Output {
+    let venv = venv();
+    let path = format!(
+        "{}:{}",
+        venv.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new(venv.join("bin/aws"))
+        .arg("kms")
+        .args(args)
+        .args(["--endpoint-url", &server.url, "--output", "json"])
+        .current_dir(env.dir.path())
+        .env("PATH", path)
+        .env("AWS_ACCESS_KEY_ID", &who.id)
+        .env("AWS_SECRET_ACCESS_KEY", &who.secret)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_CA_BUNDLE")
+        .output()
+        .unwrap()
+}
+
+/// `rewrap --endpoint-url URL ARGS` as `who`, with no keystore in reach.
+fn remote(env: &Env, server: &Server, who: &Creds, args: &[&str]) -> Output {
+    let mut c = env.command(who);
+    c.env_remove("REWRAP_HOME")
+        .env_remove("REWRAP_POLICIES")
+        .env("REWRAP_HOME", env.path("no-keystore-here"))
+        .args(["--endpoint-url", &server.url])
+        .args(args);
+    c.output().unwrap()
+}
+
+#[test]
+fn rotator_cannot_launder_hr_data_through_the_aws_cli_issue_11_finding_1() {
+    let env = Env::new();
+    let key = env.key("app data");
+    let writer = env.principal("app-writer");
+    let reader = env.principal("app-reader");
+    let rotator = env.principal("storage-rotator");
+    hr_ciphertext(&env, &writer, &reader, &key);
+    let server = Server::start(&env);
+
+    let out = aws(
+        &env,
+        &server,
+        &rotator,
+        &[
+            "re-encrypt",
+            "--ciphertext-blob",
+            "fileb://hr.enc",
+            "--source-encryption-context",
+            "purpose=hr",
+            "--destination-key-id",
+            &key,
+            "--destination-encryption-context",
+            "purpose=app-data",
+        ],
+    );
+    assert_aws_cli_refused(
+        &out,
+        "AccessDeniedException",
+        "ReEncrypt",
+        LAUNDERING_REFUSED,
+    );
+    assert_eq!(stdout(&out), "");
+    // The context-preserving ReEncrypt rotation needs is allowed.
+    let out = aws(
+        &env,
+        &server,
+        &rotator,
+        &[
+            "re-encrypt",
+            "--ciphertext-blob",
+            "fileb://hr.enc",
+            "--source-encryption-context",
+            "purpose=hr",
+            "--destination-key-id",
+            &key,
+            "--destination-encryption-context",
+            "purpose=hr",
+            "--query",
+            "KeyId",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&key), "{}", stdout(&out));
+
+    // policy check over --endpoint-url, for a principal with the audit right.
+    let auditor = env.principal("auditor");
+    let out = remote(
+        &env,
+        &server,
+        &auditor,
+        &[
+            "policy",
+            "check",
+            "--principal",
+            "storage-rotator",
+            "--action",
+            "kms:ReEncryptTo",
+            "--key",
+            &key,
+            "--context",
+            "purpose=hr",
+            "--destination-context",
+            "purpose=app-data",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["DecidedBy"],
+        "storage-rotator.toml#2 (rotator-no-context-change)"
+    );
+    assert_eq!(v["Condition"], "rewrap:ReEncryptSameContext = false");
+    // ... and refused to one without it.
+    let out = remote(
+        &env,
+        &server,
+        &rotator,
+        &[
+            "policy",
+            "check",
+            "--principal",
+            "storage-rotator",
+            "--action",
+            "kms:Decrypt",
+        ],
+    );
+    assert_refused(
+        &out,
+        "AccessDeniedException",
+        "CheckPolicy",
+        "principal 'storage-rotator' is not authorized to perform rewrap:CheckPolicy",
+    );
+}
