@@ -836,6 +836,26 @@ impl PolicySet {
         target_may & !(holder_always & !holder_denied) == 0
     }
 
+    /// True when `principal` holds every action, unconditionally, on every
+    /// resource, with no deny: a principal like the owner, of which the
+    /// keystore must always keep one.
+    pub fn holds_every_right(&self, principal: &str) -> bool {
+        let statements = &self.inner.statements;
+        let always: u64 = statements
+            .iter()
+            .filter(|s| {
+                s.effect == Effect::Allow
+                    && s.matches_principal(principal)
+                    && s.resources.iter().any(|r| matches!(r, Pattern::Any))
+                    && s.condition.is_empty()
+            })
+            .fold(0, |acc, s| acc | s.actions);
+        let denied = statements
+            .iter()
+            .any(|s| s.effect == Effect::Deny && s.matches_principal(principal));
+        !denied && always == Action::bits(Action::ALL)
+    }
+
     /// The statements any of whose resource patterns match one of `resources`
     /// (for GetKeyPolicy), in load order.
     pub fn statements_for_resources(&self, resources: &[&str]) -> Vec<StatementRef> {

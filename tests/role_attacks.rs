@@ -342,7 +342,7 @@ fn remote(env: &Env, server: &Server, who: &Creds, args: &[&str]) -> Output {
 }
 
 #[test]
-fn rotator_cannot_launder_hr_data_through_the_aws_cli_issue_11_finding_1() {
+fn rotator_cannot_launder_hr_data_through_the_aws_cli_nor_admin_delete_the_owner_remotely() {
     let env = Env::new();
     let key = env.key("app data");
     let writer = env.principal("app-writer");
@@ -443,5 +443,174 @@ fn rotator_cannot_launder_hr_data_through_the_aws_cli_issue_11_finding_1() {
         "AccessDeniedException",
         "CheckPolicy",
         "principal 'storage-rotator' is not authorized to perform rewrap:CheckPolicy",
+    );
+
+    // Finding 2 across the server: key-admin cannot delete the owner's key.
+    let admin = env.principal("key-admin");
+    let out = remote(
+        &env,
+        &server,
+        &admin,
+        &[
+            "delete-access-key",
+            "--principal-name",
+            "owner",
+            "--access-key-id",
+            &env.owner.id,
+        ],
+    );
+    assert_refused(
+        &out,
+        "AccessDeniedException",
+        "DeleteAccessKey",
+        KEY_ADMIN_MAY_NOT_DELETE_OWNER,
+    );
+}
+
+// ------------------------------------------------ finding 2: principals
+
+const KEY_ADMIN_MAY_NOT_DELETE_OWNER: &str =
+    "principal 'key-admin' may not delete 'owner' or its access keys: only the owner may";
+
+#[test]
+fn key_admin_cannot_delete_the_owner_its_access_key_or_the_auditor_issue_11_finding_2() {
+    let env = Env::new();
+    let admin = env.principal("key-admin");
+    let auditor = env.principal("auditor");
+    let owner_key = env.owner.id.clone();
+
+    let out = env.run(
+        &admin,
+        &[
+            "delete-access-key",
+            "--principal-name",
+            "owner",
+            "--access-key-id",
+            &owner_key,
+        ],
+    );
+    assert_refused(
+        &out,
+        "AccessDeniedException",
+        "DeleteAccessKey",
+        KEY_ADMIN_MAY_NOT_DELETE_OWNER,
+    );
+    let out = env.run(&admin, &["delete-principal", "--principal-name", "owner"]);
+    assert_refused(
+        &out,
+        "AccessDeniedException",
+        "DeletePrincipal",
+        KEY_ADMIN_MAY_NOT_DELETE_OWNER,
+    );
+    let coverage = "principal 'key-admin' may not delete 'auditor' or its access keys: the \
+                    policies allow 'auditor' actions that 'key-admin' does not hold on every key";
+    let out = env.run(&admin, &["delete-principal", "--principal-name", "auditor"]);
+    assert_refused(&out, "AccessDeniedException", "DeletePrincipal", coverage);
+    let out = env.run(
+        &admin,
+        &[
+            "delete-access-key",
+            "--principal-name",
+            "auditor",
+            "--access-key-id",
+            &auditor.id,
+        ],
+    );
+    assert_refused(&out, "AccessDeniedException", "DeleteAccessKey", coverage);
+
+    // Nothing changed: the owner, its key and the auditor still work.
+    let v = env.ok(&env.owner, &["list-principals"]);
+    let names: Vec<&str> = v["Principals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["PrincipalName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["auditor", "key-admin", "owner"]);
+    env.ok(&auditor, &["list-keys"]);
+
+    // What key-admin may still do: delete a principal with no rights beyond
+    // its own, and its own access keys.
+    env.principal("temp-contractor");
+    env.ok(
+        &admin,
+        &["delete-principal", "--principal-name", "temp-contractor"],
+    );
+    let second = env.ok(
+        &admin,
+        &["create-access-key", "--principal-name", "key-admin"],
+    );
+    env.ok(
+        &admin,
+        &[
+            "delete-access-key",
+            "--principal-name",
+            "key-admin",
+            "--access-key-id",
+            second["AccessKeyId"].as_str().unwrap(),
+        ],
+    );
+    // The owner, who holds every right, may delete the auditor.
+    env.ok(
+        &env.owner,
+        &["delete-principal", "--principal-name", "auditor"],
+    );
+}
+
+#[test]
+fn the_last_principal_with_every_right_cannot_be_removed_issue_11_finding_2() {
+    let env = Env::new();
+    let last = "no principal with every right and an access key would remain (owner is the \
+                last): create another first";
+    let out = env.run(
+        &env.owner,
+        &[
+            "delete-access-key",
+            "--principal-name",
+            "owner",
+            "--access-key-id",
+            &env.owner.id,
+        ],
+    );
+    assert_refused(&out, "KMSInvalidStateException", "DeleteAccessKey", last);
+    let out = env.run(
+        &env.owner,
+        &["delete-principal", "--principal-name", "owner"],
+    );
+    assert_refused(&out, "KMSInvalidStateException", "DeletePrincipal", last);
+    env.ok(&env.owner, &["list-keys"]);
+
+    // With a second principal holding every right, the owner may go, by itself.
+    write(
+        &env.home.join("policies/root2.toml"),
+        b"[[statement]]\neffect = \"allow\"\nprincipals = [\"root2\"]\nactions = [\"*\"]\nresources = [\"*\"]\n",
+    );
+    let root2 = env.principal("root2");
+    let out = env.run(&root2, &["delete-principal", "--principal-name", "owner"]);
+    assert_refused(
+        &out,
+        "AccessDeniedException",
+        "DeletePrincipal",
+        "principal 'root2' may not delete 'owner' or its access keys: only the owner may",
+    );
+    env.ok(
+        &env.owner,
+        &["delete-principal", "--principal-name", "owner"],
+    );
+    let out = env.run(
+        &root2,
+        &[
+            "delete-access-key",
+            "--principal-name",
+            "root2",
+            "--access-key-id",
+            &root2.id,
+        ],
+    );
+    assert_refused(
+        &out,
+        "KMSInvalidStateException",
+        "DeleteAccessKey",
+        "no principal with every right and an access key would remain (root2 is the last)",
     );
 }
