@@ -87,6 +87,17 @@ const AUDIT: &[Action] = &[
     Action::CheckPolicy,
 ];
 
+/// Every cryptographic use of a key: what an alias move must never hand out
+/// (see [`PolicySet::alias_move_widens`]).
+pub const CRYPTOGRAPHIC: &[Action] = &[
+    Action::Encrypt,
+    Action::Decrypt,
+    Action::ReEncryptFrom,
+    Action::ReEncryptTo,
+    Action::GenerateDataKey,
+    Action::GenerateDataKeyWithoutPlaintext,
+];
+
 /// The actions of a group in [`GROUPS`], or `None` for an unknown group name.
 pub fn group_members(group: &str) -> Option<&'static [Action]> {
     match group {
@@ -293,6 +304,18 @@ pub struct Decision {
     /// rewrap:ReEncryptSameContext = true not met`). `None` when no
     /// condition took part.
     pub condition: Option<String>,
+}
+
+/// A statement through which an alias move would widen cryptographic
+/// access (see [`PolicySet::alias_move_widens`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Widening {
+    /// The statement, as `file#index (sid)`.
+    pub statement: String,
+    /// An allow that would start to apply, or a deny that would stop.
+    pub effect: Effect,
+    /// The first cryptographic action it would widen.
+    pub action: Action,
 }
 
 /// What `decided_by` says when no statement matched.
@@ -815,12 +838,20 @@ impl PolicySet {
     /// under any context). Used to refuse credentials for a principal to a
     /// caller who would gain rights through them.
     pub fn covers(&self, holder: &str, target: &str) -> bool {
-        let statements = &self.inner.statements;
-        let target_may: u64 = statements
+        let target_may: u64 = self
+            .inner
+            .statements
             .iter()
             .filter(|s| s.effect == Effect::Allow && s.matches_principal(target))
             .fold(0, |acc, s| acc | s.actions);
-        let holder_always: u64 = statements
+        target_may & !self.always_held(holder) == 0
+    }
+
+    /// The actions `holder` holds unconditionally, on every resource, and
+    /// that no statement ever denies it.
+    fn always_held(&self, holder: &str) -> u64 {
+        let statements = &self.inner.statements;
+        let always: u64 = statements
             .iter()
             .filter(|s| {
                 s.effect == Effect::Allow
@@ -829,31 +860,62 @@ impl PolicySet {
                     && s.condition.is_empty()
             })
             .fold(0, |acc, s| acc | s.actions);
-        let holder_denied: u64 = statements
+        let denied: u64 = statements
             .iter()
             .filter(|s| s.effect == Effect::Deny && s.matches_principal(holder))
             .fold(0, |acc, s| acc | s.actions);
-        target_may & !(holder_always & !holder_denied) == 0
+        always & !denied
+    }
+
+    /// Whether a key whose policy names change from `before` to `after`
+    /// (an alias created, moved or deleted) would widen some principal's
+    /// cryptographic access beyond what `holder`, who makes the change,
+    /// holds itself: an allow that starts to match the key, or a deny that
+    /// stops matching it, for a cryptographic action `holder` does not hold
+    /// unconditionally on every key. Returns the first such statement.
+    ///
+    /// Conditions and principals are ignored on purpose (any principal,
+    /// any context): the check is conservative, so an alias move can never
+    /// hand out what its maker could not use itself.
+    pub fn alias_move_widens(
+        &self,
+        holder: &str,
+        before: &[&str],
+        after: &[&str],
+    ) -> Option<Widening> {
+        let withheld = Action::bits(CRYPTOGRAPHIC) & !self.always_held(holder);
+        if withheld == 0 {
+            return None;
+        }
+        self.inner.statements.iter().find_map(|s| {
+            let actions = s.actions & withheld;
+            if actions == 0 {
+                return None;
+            }
+            let (was, is) = (s.matches_resources(before), s.matches_resources(after));
+            let widens = match s.effect {
+                Effect::Allow => !was && is,
+                Effect::Deny => was && !is,
+            };
+            let action = Action::ALL.iter().find(|a| actions & a.bit() != 0)?;
+            widens.then(|| Widening {
+                statement: s.label.to_string(),
+                effect: s.effect,
+                action: *action,
+            })
+        })
     }
 
     /// True when `principal` holds every action, unconditionally, on every
     /// resource, with no deny: a principal like the owner, of which the
     /// keystore must always keep one.
     pub fn holds_every_right(&self, principal: &str) -> bool {
-        let statements = &self.inner.statements;
-        let always: u64 = statements
-            .iter()
-            .filter(|s| {
-                s.effect == Effect::Allow
-                    && s.matches_principal(principal)
-                    && s.resources.iter().any(|r| matches!(r, Pattern::Any))
-                    && s.condition.is_empty()
-            })
-            .fold(0, |acc, s| acc | s.actions);
-        let denied = statements
+        let denied = self
+            .inner
+            .statements
             .iter()
             .any(|s| s.effect == Effect::Deny && s.matches_principal(principal));
-        !denied && always == Action::bits(Action::ALL)
+        !denied && self.always_held(principal) == Action::bits(Action::ALL)
     }
 
     /// The statements any of whose resource patterns match one of `resources`

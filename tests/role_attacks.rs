@@ -614,3 +614,292 @@ fn the_last_principal_with_every_right_cannot_be_removed_issue_11_finding_2() {
         "no principal with every right and an access key would remain (root2 is the last)",
     );
 }
+
+// ---------------------------------------------------- finding 3: aliases
+
+/// A reader allowed on `alias/app-data` and denied on `alias/hr`, by alias name.
+const ALIAS_READER_POLICY: &[u8] = br#"[[statement]]
+sid = "reader-app-data"
+effect = "allow"
+principals = ["alias-reader"]
+actions = ["decrypt"]
+resources = ["alias/app-data"]
+
+[[statement]]
+sid = "reader-not-hr"
+effect = "deny"
+principals = ["alias-reader"]
+actions = ["decrypt"]
+resources = ["alias/hr"]
+"#;
+
+fn key_arn(id: &str) -> String {
+    format!("arn:aws:kms:us-east-1:111122223333:key/{id}")
+}
+
+#[test]
+fn key_admin_cannot_move_alias_grants_to_the_hr_key_issue_11_finding_3() {
+    let env = Env::new();
+    write(
+        &env.home.join("policies/alias-reader.toml"),
+        ALIAS_READER_POLICY,
+    );
+    let app_key = env.key("app data");
+    let hr_key = env.key("hr");
+    for (alias, key) in [("alias/app-data", &app_key), ("alias/hr", &hr_key)] {
+        env.ok(
+            &env.owner,
+            &[
+                "create-alias",
+                "--alias-name",
+                alias,
+                "--target-key-id",
+                key,
+            ],
+        );
+    }
+    let writer = env.principal("app-writer");
+    let reader = env.principal("alias-reader");
+    let admin = env.principal("key-admin");
+    write(&env.path("hr.txt"), HR_SECRET);
+    let v = env.ok(
+        &writer,
+        &[
+            "encrypt",
+            "--key-id",
+            "alias/hr",
+            "--plaintext",
+            "fileb://hr.txt",
+        ],
+    );
+    use base64::Engine;
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(v["CiphertextBlob"].as_str().unwrap())
+        .unwrap();
+    write(&env.path("hr.enc"), &blob);
+    let decrypt = || env.run(&reader, &["decrypt", "--ciphertext-blob", "fileb://hr.enc"]);
+    assert_aws_error(&decrypt(), "AccessDeniedException", "Decrypt");
+
+    // Step 1 of the attack: re-point alias/app-data at the HR key.
+    let out = env.run(
+        &admin,
+        &[
+            "update-alias",
+            "--alias-name",
+            "alias/app-data",
+            "--target-key-id",
+            &hr_key,
+        ],
+    );
+    assert_refused(
+        &out,
+        "AccessDeniedException",
+        "UpdateAlias",
+        &format!(
+            "principal 'key-admin' may not move alias/app-data onto {}: statement \
+             alias-reader.toml#1 (reader-app-data) would then allow kms:Decrypt on it, which \
+             'key-admin' does not hold on every key",
+            key_arn(&hr_key)
+        ),
+    );
+    // Step 2: delete alias/hr, which the deny names.
+    let out = env.run(&admin, &["delete-alias", "--alias-name", "alias/hr"]);
+    assert_refused(
+        &out,
+        "AccessDeniedException",
+        "DeleteAlias",
+        &format!(
+            "principal 'key-admin' may not take alias/hr off {}: statement \
+             alias-reader.toml#2 (reader-not-hr) would then no longer deny kms:Decrypt on it, \
+             which 'key-admin' does not hold on every key",
+            key_arn(&hr_key)
+        ),
+    );
+    // A new alias the allow names, on the HR key: refused too.
+    env.ok(
+        &env.owner,
+        &["delete-alias", "--alias-name", "alias/app-data"],
+    );
+    let out = env.run(
+        &admin,
+        &[
+            "create-alias",
+            "--alias-name",
+            "alias/app-data",
+            "--target-key-id",
+            &hr_key,
+        ],
+    );
+    assert_aws_error(&out, "AccessDeniedException", "CreateAlias");
+    assert_aws_error(&decrypt(), "AccessDeniedException", "Decrypt");
+
+    // Alias work that widens nothing still goes: aliases no statement names,
+    // and re-creating alias/app-data on the app key (as it was).
+    env.ok(
+        &admin,
+        &[
+            "create-alias",
+            "--alias-name",
+            "alias/hr-archive",
+            "--target-key-id",
+            &hr_key,
+        ],
+    );
+    env.ok(
+        &admin,
+        &[
+            "update-alias",
+            "--alias-name",
+            "alias/hr-archive",
+            "--target-key-id",
+            &app_key,
+        ],
+    );
+    env.ok(
+        &admin,
+        &["delete-alias", "--alias-name", "alias/hr-archive"],
+    );
+    // The owner holds every right, so it may move grants.
+    env.ok(
+        &env.owner,
+        &[
+            "create-alias",
+            "--alias-name",
+            "alias/app-data",
+            "--target-key-id",
+            &app_key,
+        ],
+    );
+}
+
+/// The property behind finding 3, over many alias moves: whatever sequence
+/// of CreateAlias / UpdateAlias / DeleteAlias key-admin (administer only)
+/// makes, no principal's cryptographic access to any key ever widens.
+#[test]
+fn no_alias_move_by_key_admin_ever_widens_cryptographic_access() {
+    use rewrap::api::{AliasRequest, CheckPolicyRequest, DeleteAliasRequest};
+    use rewrap::kms::Kms;
+    use support::library;
+    let env = library::Env::new();
+    std::fs::write(
+        env.home.join("policies/aliases.toml"),
+        br#"[[statement]]
+effect = "allow"
+principals = ["r1"]
+actions = ["decrypt"]
+resources = ["alias/a"]
+[[statement]]
+effect = "allow"
+principals = ["r2"]
+actions = ["encrypt", "kms:ReEncrypt*"]
+resources = ["alias/b*", "arn:aws:kms:*:*:alias/c"]
+[[statement]]
+effect = "deny"
+principals = ["r*"]
+actions = ["decrypt", "kms:Encrypt"]
+resources = ["alias/*-restricted"]
+[[statement]]
+effect = "allow"
+principals = ["r3"]
+actions = ["decrypt"]
+resources = ["*"]
+[[statement]]
+effect = "deny"
+principals = ["r3"]
+actions = ["decrypt"]
+resources = ["alias/c"]
+"#,
+    )
+    .unwrap();
+    env.service.reload_policies().unwrap();
+    let keys: Vec<String> = (0..3).map(|i| env.key(&format!("k{i}"))).collect();
+    let aliases = [
+        "alias/a",
+        "alias/b1",
+        "alias/c",
+        "alias/x-restricted",
+        "alias/z",
+    ];
+    for (i, alias) in aliases.iter().enumerate() {
+        env.owner
+            .create_alias(&AliasRequest {
+                alias_name: alias.to_string(),
+                target_key_id: keys[i % 3].clone(),
+            })
+            .unwrap();
+    }
+    let admin = env.principal("key-admin");
+    let actions = [
+        "kms:Encrypt",
+        "kms:Decrypt",
+        "kms:ReEncryptFrom",
+        "kms:ReEncryptTo",
+        "kms:GenerateDataKey",
+    ];
+    let access = || -> Vec<bool> {
+        let mut v = Vec::new();
+        for p in ["r1", "r2", "r3"] {
+            for k in &keys {
+                for a in actions {
+                    let d = env
+                        .service
+                        .explain(&CheckPolicyRequest {
+                            principal_name: p.into(),
+                            action: a.into(),
+                            key_id: Some(k.clone()),
+                            ..Default::default()
+                        })
+                        .unwrap();
+                    v.push(d.allowed);
+                }
+            }
+        }
+        v
+    };
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n) as usize
+    };
+    let (mut done, mut refused) = (0, 0);
+    let mut before = access();
+    for step in 0..150 {
+        let alias = aliases[next(aliases.len() as u64)].to_string();
+        let key = keys[next(3)].clone();
+        let what = next(3);
+        let result = match what {
+            0 => admin.create_alias(&AliasRequest {
+                alias_name: alias.clone(),
+                target_key_id: key,
+            }),
+            1 => admin.update_alias(&AliasRequest {
+                alias_name: alias.clone(),
+                target_key_id: key,
+            }),
+            _ => admin.delete_alias(&DeleteAliasRequest {
+                alias_name: alias.clone(),
+            }),
+        };
+        match &result {
+            Ok(_) => done += 1,
+            Err(e) if e.code.as_str() == "AccessDeniedException" => refused += 1,
+            Err(_) => {} // NotFound / AlreadyExists: nothing changed
+        }
+        let after = access();
+        let widened: Vec<usize> = (0..after.len())
+            .filter(|&i| after[i] && !before[i])
+            .collect();
+        assert!(
+            widened.is_empty(),
+            "step {step}: op {what} on {alias} widened access {widened:?}"
+        );
+        before = after;
+    }
+    // The walk did both: moves that widen nothing went through, the others were refused.
+    assert!(
+        done >= 10 && refused >= 10,
+        "done {done}, refused {refused}"
+    );
+}
