@@ -12,7 +12,15 @@
 //! [statement.condition]                  # optional; every part must hold
 //! context_equals = { purpose = "app-data" }
 //! context_keys_required = ["file-id"]
+//! context_keys_allowed = ["purpose", "file-id", "rewrap:file-id"]
+//! reencrypt_same_context = true          # rewrap:ReEncryptSameContext
+//! reencrypt_on_same_key = false          # kms:ReEncryptOnSameKey
 //! ```
+//!
+//! [`Condition`] lists what each condition key means. Alias names used as
+//! resources match the key's aliases at request time (like AWS's
+//! `kms:ResourceAliases`); the service refuses alias moves that would widen
+//! cryptographic access ([`PolicySet::alias_move_widens`]).
 //!
 //! Evaluation follows AWS: an explicit deny wins, otherwise some statement
 //! must allow, otherwise the request is denied implicitly. A condition

@@ -1,6 +1,7 @@
 //! Authorization and audit: the policy check of every operation, the
-//! audit record it leaves (`Trail`, `audited`), and the policy questions
-//! asked outside an operation (`explain`, `check_access`).
+//! audit record it leaves (`Trail`, `audited`), the CheckPolicy operation
+//! (`rewrap policy check`), and the policy questions asked outside an
+//! operation (`explain`, `check_access`).
 
 use super::{Caller, KmsService, Snapshot};
 use crate::api::{CheckPolicyRequest, CheckPolicyResponse, EncryptionContext, Operation};
