@@ -770,6 +770,51 @@ fn key_admin_cannot_move_alias_grants_to_the_hr_key_issue_11_finding_3() {
             &app_key,
         ],
     );
+
+    // The same attack through the AWS CLI against rewrap serve.
+    let server = Server::start(&env);
+    let out = aws(
+        &env,
+        &server,
+        &admin,
+        &[
+            "update-alias",
+            "--alias-name",
+            "alias/app-data",
+            "--target-key-id",
+            &hr_key,
+        ],
+    );
+    assert_aws_cli_refused(
+        &out,
+        "AccessDeniedException",
+        "UpdateAlias",
+        "statement alias-reader.toml#1 (reader-app-data) would then allow kms:Decrypt on it",
+    );
+    let out = aws(
+        &env,
+        &server,
+        &admin,
+        &["delete-alias", "--alias-name", "alias/hr"],
+    );
+    assert_aws_cli_refused(
+        &out,
+        "AccessDeniedException",
+        "DeleteAlias",
+        "statement alias-reader.toml#2 (reader-not-hr) would then no longer deny kms:Decrypt",
+    );
+    let out = aws(
+        &env,
+        &server,
+        &reader,
+        &["decrypt", "--ciphertext-blob", "fileb://hr.enc"],
+    );
+    assert_aws_cli_refused(
+        &out,
+        "AccessDeniedException",
+        "Decrypt",
+        "principal 'alias-reader' is not authorized to perform kms:Decrypt",
+    );
 }
 
 /// The property behind finding 3, over many alias moves: whatever sequence
