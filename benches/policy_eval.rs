@@ -46,6 +46,7 @@ fn evaluate(c: &mut Criterion) {
         action: Action::ReEncryptFrom,
         resources: &key,
         context: Some(&context),
+        re_encrypt: None,
     };
     let mut g = c.benchmark_group("policy_evaluate");
     g.throughput(Throughput::Elements(1));

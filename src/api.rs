@@ -455,6 +455,40 @@ pub struct ListKeyPoliciesResponse {
     pub truncated: bool,
 }
 
+/// CheckPolicy request (rewrap extension): would `PrincipalName` be allowed
+/// `Action` on `KeyId`? For `kms:ReEncryptFrom` / `kms:ReEncryptTo` the
+/// request describes a whole ReEncrypt: from `KeyId` under
+/// `EncryptionContext` to `DestinationKeyId` (default: `KeyId`) under
+/// `DestinationEncryptionContext` (default: `EncryptionContext`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: field names follow the AWS style
+pub struct CheckPolicyRequest {
+    pub principal_name: String,
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_context: Option<EncryptionContext>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_encryption_context: Option<EncryptionContext>,
+}
+
+/// CheckPolicy response: the decision and what made it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: field names follow the AWS style
+pub struct CheckPolicyResponse {
+    /// `allow` or `deny`.
+    pub decision: String,
+    pub decided_by: String,
+    /// The condition that decided, if a condition took part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+}
+
 /// CreatePrincipal / DeletePrincipal / CreateAccessKey request (rewrap extension).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]

@@ -135,6 +135,11 @@ macro_rules! for_each_operation {
             /// rewrap extension): any authenticated caller, no policy action.
             GetCallerIdentity = get_caller_identity(Empty) -> CallerIdentityResponse,
                 authenticated, reads;
+            /// Explains whether a principal may perform an action, and which
+            /// statement and condition decided (rewrap extension; `rewrap
+            /// policy check`).
+            CheckPolicy = check_policy(CheckPolicyRequest) -> CheckPolicyResponse,
+                [CheckPolicy], reads;
         }
     };
 }
@@ -309,6 +314,9 @@ define_actions! {
     DeleteAccessKey = "kms:DeleteAccessKey",
     /// Read the audit trail (`rewrap audit`; rewrap extension).
     ReadAuditTrail = "rewrap:ReadAuditTrail",
+    /// Ask the policy engine about any principal (`rewrap policy check`;
+    /// rewrap extension).
+    CheckPolicy = "rewrap:CheckPolicy",
 }
 
 // An action set is a bitset in a u64.

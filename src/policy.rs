@@ -12,7 +12,15 @@
 //! [statement.condition]                  # optional; every part must hold
 //! context_equals = { purpose = "app-data" }
 //! context_keys_required = ["file-id"]
+//! context_keys_allowed = ["purpose", "file-id", "rewrap:file-id"]
+//! reencrypt_same_context = true          # rewrap:ReEncryptSameContext
+//! reencrypt_on_same_key = false          # kms:ReEncryptOnSameKey
 //! ```
+//!
+//! [`Condition`] lists what each condition key means. Alias names used as
+//! resources match the key's aliases at request time (like AWS's
+//! `kms:ResourceAliases`); the service refuses alias moves that would widen
+//! cryptographic access ([`PolicySet::alias_move_widens`]).
 //!
 //! Evaluation follows AWS: an explicit deny wins, otherwise some statement
 //! must allow, otherwise the request is denied implicitly. A condition
@@ -65,6 +73,7 @@ const ADMINISTER: &[Action] = &[
     Action::ListPrincipals,
     Action::CreateAccessKey,
     Action::DeleteAccessKey,
+    Action::CheckPolicy,
 ];
 const ENCRYPT: &[Action] = &[
     Action::Encrypt,
@@ -83,6 +92,18 @@ const AUDIT: &[Action] = &[
     Action::GetKeyPolicy,
     Action::ListKeyPolicies,
     Action::ReadAuditTrail,
+    Action::CheckPolicy,
+];
+
+/// Every cryptographic use of a key: what an alias move must never hand out
+/// (see [`PolicySet::alias_move_widens`]).
+pub const CRYPTOGRAPHIC: &[Action] = &[
+    Action::Encrypt,
+    Action::Decrypt,
+    Action::ReEncryptFrom,
+    Action::ReEncryptTo,
+    Action::GenerateDataKey,
+    Action::GenerateDataKeyWithoutPlaintext,
 ];
 
 /// The actions of a group in [`GROUPS`], or `None` for an unknown group name.
@@ -107,7 +128,21 @@ pub enum Effect {
     Deny,
 }
 
-/// Conditions on the request's encryption context; all must hold.
+/// Conditions on the request; all must hold. Each field is named after the
+/// AWS condition key it models (shown by `policy check` and in errors):
+///
+/// | field | condition key | holds when |
+/// | --- | --- | --- |
+/// | `context_equals` | `kms:EncryptionContext:KEY` | each key is present with exactly that value |
+/// | `context_keys_required` | `kms:EncryptionContextKeys` (ForAnyValue) | each key is present |
+/// | `context_keys_allowed` | `kms:EncryptionContextKeys` (ForAllValues) | every key of the context is in the list |
+/// | `reencrypt_same_context` | `rewrap:ReEncryptSameContext` | a ReEncrypt whose destination context equals its source context (`true`), or differs (`false`) |
+/// | `reencrypt_on_same_key` | `kms:ReEncryptOnSameKey` | a ReEncrypt whose source and destination key are the same (`true`) or not (`false`) |
+///
+/// As in AWS, a condition on a key the request does not carry does not hold:
+/// the two ReEncrypt conditions never hold outside ReEncryptFrom / ReEncryptTo.
+/// For ReEncrypt the context conditions see the context of the side being
+/// checked (the source for ReEncryptFrom, the destination for ReEncryptTo).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
@@ -117,23 +152,97 @@ pub struct Condition {
     /// Context keys that must be present, with any value.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub context_keys_required: Vec<String>,
+    /// The only context keys the request may carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_keys_allowed: Option<Vec<String>>,
+    /// `rewrap:ReEncryptSameContext`: whether a ReEncrypt keeps its context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reencrypt_same_context: Option<bool>,
+    /// `kms:ReEncryptOnSameKey`: whether a ReEncrypt stays on its key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reencrypt_on_same_key: Option<bool>,
+}
+
+/// The condition key of `rewrap:ReEncryptSameContext`.
+pub const REENCRYPT_SAME_CONTEXT: &str = "rewrap:ReEncryptSameContext";
+
+fn same_context(
+    a: Option<&BTreeMap<String, String>>,
+    b: Option<&BTreeMap<String, String>>,
+) -> bool {
+    // No context and an empty context authenticate the same bytes.
+    let empty = BTreeMap::new();
+    a.unwrap_or(&empty) == b.unwrap_or(&empty)
 }
 
 impl Condition {
-    fn holds(&self, context: Option<&BTreeMap<String, String>>) -> bool {
-        if self.context_equals.is_empty() && self.context_keys_required.is_empty() {
-            return true;
+    /// The first part of the condition that does not hold for `req`, by its
+    /// condition key, or `None` when every part holds.
+    ///
+    /// Without `explain` the description is left empty, so the hot path of
+    /// [`PolicySet::evaluate`] never allocates for a failed condition.
+    fn unmet(&self, req: &AccessRequest<'_>, explain: bool) -> Option<String> {
+        let say = |f: &dyn Fn() -> String| Some(if explain { f() } else { String::new() });
+        let context = req.context;
+        for (k, v) in &self.context_equals {
+            if context.and_then(|c| c.get(k)) != Some(v) {
+                return say(&|| format!("kms:EncryptionContext:{k} = {v:?}"));
+            }
         }
-        let Some(context) = context else {
-            return false;
-        };
-        self.context_equals
+        for k in &self.context_keys_required {
+            if !context.is_some_and(|c| c.contains_key(k)) {
+                return say(&|| format!("kms:EncryptionContextKeys includes {k:?}"));
+            }
+        }
+        if let Some(allowed) = &self.context_keys_allowed {
+            if context.is_some_and(|c| c.keys().any(|k| !allowed.contains(k))) {
+                return say(&|| format!("kms:EncryptionContextKeys within {allowed:?}"));
+            }
+        }
+        if let Some(want) = self.reencrypt_same_context {
+            let holds = req
+                .re_encrypt
+                .is_some_and(|r| same_context(r.source_context, r.destination_context) == want);
+            if !holds {
+                return say(&|| format!("{REENCRYPT_SAME_CONTEXT} = {want}"));
+            }
+        }
+        if let Some(want) = self.reencrypt_on_same_key {
+            if req.re_encrypt.is_none_or(|r| r.same_key != want) {
+                return say(&|| format!("kms:ReEncryptOnSameKey = {want}"));
+            }
+        }
+        None
+    }
+
+    /// Whether the condition has no part (holds for every request).
+    fn is_empty(&self) -> bool {
+        *self == Condition::default()
+    }
+
+    /// The condition as condition keys, for explanations:
+    /// `rewrap:ReEncryptSameContext = true, kms:ReEncryptOnSameKey = false`.
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = self
+            .context_equals
             .iter()
-            .all(|(k, v)| context.get(k) == Some(v))
-            && self
-                .context_keys_required
+            .map(|(k, v)| format!("kms:EncryptionContext:{k} = {v:?}"))
+            .collect();
+        parts.extend(
+            self.context_keys_required
                 .iter()
-                .all(|k| context.contains_key(k))
+                .map(|k| format!("kms:EncryptionContextKeys includes {k:?}")),
+        );
+        if let Some(allowed) = &self.context_keys_allowed {
+            parts.push(format!("kms:EncryptionContextKeys within {allowed:?}"));
+        }
+        if let Some(want) = self.reencrypt_same_context {
+            parts.push(format!("{REENCRYPT_SAME_CONTEXT} = {want}"));
+        }
+        if let Some(want) = self.reencrypt_on_same_key {
+            parts.push(format!("kms:ReEncryptOnSameKey = {want}"));
+        }
+        parts.join(", ")
     }
 }
 
@@ -170,8 +279,23 @@ pub struct AccessRequest<'a> {
     /// Every name of the key (key id, key ARN, each alias name and alias ARN),
     /// or `["*"]` for account-level actions such as CreateKey or ListKeys.
     pub resources: &'a [&'a str],
-    /// The encryption context of the request, if it has one.
+    /// The encryption context of the request, if it has one (for ReEncrypt,
+    /// the context of the side checked: source for From, destination for To).
     pub context: Option<&'a BTreeMap<String, String>>,
+    /// For ReEncryptFrom / ReEncryptTo, the whole re-encryption, which the
+    /// ReEncrypt conditions look at; `None` for every other action.
+    pub re_encrypt: Option<ReEncryptFacts<'a>>,
+}
+
+/// What the ReEncrypt conditions see of a ReEncrypt request.
+#[derive(Debug, Clone, Copy)]
+pub struct ReEncryptFacts<'a> {
+    /// The context the ciphertext was made with, as presented.
+    pub source_context: Option<&'a BTreeMap<String, String>>,
+    /// The context the new ciphertext is made with.
+    pub destination_context: Option<&'a BTreeMap<String, String>>,
+    /// Whether the source and destination key are the same key.
+    pub same_key: bool,
 }
 
 /// The outcome of [`PolicySet::evaluate`] and what decided it.
@@ -182,6 +306,24 @@ pub struct Decision {
     /// The deciding statement, as `file#index (sid)`, or why the request was
     /// denied implicitly (`implicit deny: no statement allows`).
     pub decided_by: String,
+    /// The condition that decided: the deciding statement's condition (as
+    /// condition keys), or for an implicit deny the condition that kept the
+    /// first otherwise matching allow from applying (`file#index (sid):
+    /// rewrap:ReEncryptSameContext = true not met`). `None` when no
+    /// condition took part.
+    pub condition: Option<String>,
+}
+
+/// A statement through which an alias move would widen cryptographic
+/// access (see [`PolicySet::alias_move_widens`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Widening {
+    /// The statement, as `file#index (sid)`.
+    pub statement: String,
+    /// An allow that would start to apply, or a deny that would stop.
+    pub effect: Effect,
+    /// The first cryptographic action it would widen.
+    pub action: Action,
 }
 
 /// What `decided_by` says when no statement matched.
@@ -433,6 +575,8 @@ struct Statement {
     condition: Condition,
     /// `file#index (sid)`, built once so a decision is one copy.
     label: Box<str>,
+    /// The condition as condition keys, or `None` for no condition.
+    condition_text: Option<Box<str>>,
 }
 
 impl Statement {
@@ -497,6 +641,7 @@ impl Statement {
             actions,
             principals,
             resources,
+            condition_text: (!condition.is_empty()).then(|| condition.describe().into()),
             condition,
             label: label.into(),
         })
@@ -640,6 +785,8 @@ impl PolicySet {
         let inner = &*self.inner;
         let mut deny: Option<u32> = None;
         let mut allow: Option<u32> = None;
+        // The first allow that failed only on its condition, to explain an implicit deny.
+        let mut unmet_allow: Option<u32> = None;
         let literal = inner
             .by_principal
             .get(req.principal)
@@ -655,8 +802,13 @@ impl PolicySet {
                     || (s.effect == Effect::Allow && allow.is_some_and(|a| a <= i))
                     || !(principal_known || s.matches_principal(req.principal))
                     || !s.matches_resources(req.resources)
-                    || !s.condition.holds(req.context)
                 {
+                    continue;
+                }
+                if s.condition_text.is_some() && s.condition.unmet(req, false).is_some() {
+                    if s.effect == Effect::Allow && unmet_allow.is_none_or(|u| i < u) {
+                        unmet_allow = Some(i);
+                    }
                     continue;
                 }
                 match s.effect {
@@ -671,14 +823,21 @@ impl PolicySet {
             (None, None) => Decision {
                 allowed: false,
                 decided_by: IMPLICIT_DENY.to_string(),
+                condition: unmet_allow.map(|i| {
+                    let s = &inner.statements[i as usize];
+                    let unmet = s.condition.unmet(req, true).unwrap_or_default();
+                    format!("{}: {unmet} not met", s.label)
+                }),
             },
         }
     }
 
     fn decided(&self, allowed: bool, statement: u32) -> Decision {
+        let s = &self.inner.statements[statement as usize];
         Decision {
             allowed,
-            decided_by: self.inner.statements[statement as usize].label.to_string(),
+            decided_by: s.label.to_string(),
+            condition: s.condition_text.as_deref().map(str::to_string),
         }
     }
 
@@ -687,25 +846,84 @@ impl PolicySet {
     /// under any context). Used to refuse credentials for a principal to a
     /// caller who would gain rights through them.
     pub fn covers(&self, holder: &str, target: &str) -> bool {
-        let statements = &self.inner.statements;
-        let target_may: u64 = statements
+        let target_may: u64 = self
+            .inner
+            .statements
             .iter()
             .filter(|s| s.effect == Effect::Allow && s.matches_principal(target))
             .fold(0, |acc, s| acc | s.actions);
-        let holder_always: u64 = statements
+        target_may & !self.always_held(holder) == 0
+    }
+
+    /// The actions `holder` holds unconditionally, on every resource, and
+    /// that no statement ever denies it.
+    fn always_held(&self, holder: &str) -> u64 {
+        let statements = &self.inner.statements;
+        let always: u64 = statements
             .iter()
             .filter(|s| {
                 s.effect == Effect::Allow
                     && s.matches_principal(holder)
                     && s.resources.iter().any(|r| matches!(r, Pattern::Any))
-                    && s.condition.holds(None)
+                    && s.condition.is_empty()
             })
             .fold(0, |acc, s| acc | s.actions);
-        let holder_denied: u64 = statements
+        let denied: u64 = statements
             .iter()
             .filter(|s| s.effect == Effect::Deny && s.matches_principal(holder))
             .fold(0, |acc, s| acc | s.actions);
-        target_may & !(holder_always & !holder_denied) == 0
+        always & !denied
+    }
+
+    /// Whether a key whose policy names change from `before` to `after`
+    /// (an alias created, moved or deleted) would widen some principal's
+    /// cryptographic access beyond what `holder`, who makes the change,
+    /// holds itself: an allow that starts to match the key, or a deny that
+    /// stops matching it, for a cryptographic action `holder` does not hold
+    /// unconditionally on every key. Returns the first such statement.
+    ///
+    /// Conditions and principals are ignored on purpose (any principal,
+    /// any context): the check is conservative, so an alias move can never
+    /// hand out what its maker could not use itself.
+    pub fn alias_move_widens(
+        &self,
+        holder: &str,
+        before: &[&str],
+        after: &[&str],
+    ) -> Option<Widening> {
+        let withheld = Action::bits(CRYPTOGRAPHIC) & !self.always_held(holder);
+        if withheld == 0 {
+            return None;
+        }
+        self.inner.statements.iter().find_map(|s| {
+            let actions = s.actions & withheld;
+            if actions == 0 {
+                return None;
+            }
+            let (was, is) = (s.matches_resources(before), s.matches_resources(after));
+            let widens = match s.effect {
+                Effect::Allow => !was && is,
+                Effect::Deny => was && !is,
+            };
+            let action = Action::ALL.iter().find(|a| actions & a.bit() != 0)?;
+            widens.then(|| Widening {
+                statement: s.label.to_string(),
+                effect: s.effect,
+                action: *action,
+            })
+        })
+    }
+
+    /// True when `principal` holds every action, unconditionally, on every
+    /// resource, with no deny: a principal like the owner, of which the
+    /// keystore must always keep one.
+    pub fn holds_every_right(&self, principal: &str) -> bool {
+        let denied = self
+            .inner
+            .statements
+            .iter()
+            .any(|s| s.effect == Effect::Deny && s.matches_principal(principal));
+        !denied && self.always_held(principal) == Action::bits(Action::ALL)
     }
 
     /// The statements any of whose resource patterns match one of `resources`

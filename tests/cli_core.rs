@@ -937,8 +937,17 @@ fn principals_are_managed_by_administrators_only() {
         "ValidationException",
         "DeletePrincipal",
     );
+    // Deleting needs the same coverage as creating (issue 11 finding 2).
+    assert_aws_error(
+        &env.run(
+            &admin,
+            &["delete-principal", "--principal-name", "app-writer"],
+        ),
+        "AccessDeniedException",
+        "DeletePrincipal",
+    );
     env.ok(
-        &admin,
+        &env.owner,
         &["delete-principal", "--principal-name", "app-writer"],
     );
     let out = env.run(&writer, &["list-keys"]);

@@ -445,12 +445,12 @@ fn verdict_commands_exit_0_for_yes_and_1_for_no() {
             row(
                 &["policy", "check", "--principal", "x", "--action", "kms:Decrypt", "--key-id", "alias/nope"],
                 254,
-                "An error occurred (NotFoundException) when calling the PolicyCheck operation: ",
+                "An error occurred (NotFoundException) when calling the CheckPolicy operation: ",
             ),
             row(
                 &["policy", "check", "--principal", "x", "--action", "kms:Frobnicate"],
                 254,
-                "An error occurred (ValidationException) when calling the PolicyCheck operation: unknown action \"kms:Frobnicate\"",
+                "An error occurred (ValidationException) when calling the CheckPolicy operation: unknown action \"kms:Frobnicate\"",
             ),
             row(&["audit", "verify"], 0, "ok: "),
             row(

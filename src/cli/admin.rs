@@ -2,6 +2,7 @@
 
 use super::{ConfigError, Context, OpError, UsageError};
 use clap::{Args, Subcommand};
+use rewrap::api::CheckPolicyRequest;
 use rewrap::audit::{self, ReportFilter};
 use rewrap::kms::to_json;
 use rewrap::policy::PolicySet;
@@ -35,13 +36,23 @@ pub(crate) enum PolicyCommand {
         /// Key id, ARN or alias; omit for account-level actions.
         #[arg(long = "key-id", alias = "key", value_name = "KEY")]
         key: Option<String>,
-        /// Encryption context pair KEY=VALUE (repeatable).
+        /// Encryption context pair KEY=VALUE (repeatable); for ReEncrypt actions the source context.
         #[arg(
             long = "encryption-context",
             alias = "context",
             value_name = "KEY=VALUE"
         )]
         context: Vec<String>,
+        /// For kms:ReEncryptFrom / kms:ReEncryptTo: the destination key [default: --key-id].
+        #[arg(long)]
+        destination_key: Option<String>,
+        /// For ReEncrypt actions: a destination context pair KEY=VALUE (repeatable) [default: --encryption-context].
+        #[arg(
+            long = "destination-encryption-context",
+            alias = "destination-context",
+            value_name = "KEY=VALUE"
+        )]
+        destination_context: Vec<String>,
     },
     /// Parses every policy file of a folder and reports the first error.
     #[command(
@@ -131,25 +142,32 @@ pub(crate) fn policy(cmd: PolicyCommand, ctx: &Context) -> anyhow::Result<i32> {
             action,
             key,
             context,
+            destination_key,
+            destination_context,
         } => {
-            let service = ctx.service()?;
-            let context = if context.is_empty() {
-                None
-            } else {
-                super::kms::context_arg(Some(&context.join(",")))?
+            let pairs = |list: &[String]| {
+                if list.is_empty() {
+                    Ok(None)
+                } else {
+                    super::kms::context_arg(Some(&list.join(",")))
+                }
             };
-            let decision = service
-                .explain(&principal, &action, key.as_deref(), context.as_ref())
-                .map_err(|error| OpError {
-                    operation: "PolicyCheck",
-                    error,
-                })?;
-            let value = serde_json::json!({
-                "Decision": if decision.allowed { "allow" } else { "deny" },
-                "DecidedBy": decision.decided_by,
-            });
-            ctx.print_value(&value)?;
-            Ok(i32::from(!decision.allowed))
+            // Through the KMS (local or --endpoint-url): the caller needs rewrap:CheckPolicy.
+            let request = CheckPolicyRequest {
+                principal_name: principal,
+                action,
+                key_id: key,
+                encryption_context: pairs(&context)?,
+                destination_key_id: destination_key,
+                destination_encryption_context: pairs(&destination_context)?,
+            };
+            let kms = ctx.kms()?;
+            let response = kms.check_policy(&request).map_err(|error| OpError {
+                operation: "CheckPolicy",
+                error,
+            })?;
+            ctx.print_value(&serde_json::to_value(&response)?)?;
+            Ok(i32::from(response.decision != "allow"))
         }
     }
 }

@@ -3,11 +3,22 @@
 //! Runs the real `rewrap` binary, command by command, as the principals of
 //! the shipped policies, in a temporary folder: what a newcomer would type,
 //! printed before its output.
+//!
+//! The owner, the writer and the auditor work in local mode (they read the
+//! keystore folder, `root.key` included); the storage rotator and the
+//! application reader reach the keys only through `rewrap serve`, started by
+//! the demo on an ephemeral loopback port and stopped at its end: the
+//! separation of roles holds only across that boundary.
 
 use anyhow::{bail, Context as _};
 use clap::Args;
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long `rewrap serve` may take to start, and to stop on SIGTERM.
+const SERVE_WAIT: Duration = Duration::from_secs(30);
 
 /// The shipped role policies, embedded so the demo runs from any folder.
 const POLICIES: &[(&str, &str)] = &[
@@ -55,21 +66,98 @@ struct Demo {
     root: PathBuf,
     home: PathBuf,
     policies: PathBuf,
+    /// The URL of the demo's `rewrap serve`, once started.
+    endpoint: Option<String>,
+}
+
+/// `rewrap serve` on a loopback port; stopped (SIGTERM, then SIGKILL after a
+/// bounded wait) when dropped, whatever way the demo ends.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(demo: &Demo) -> anyhow::Result<Server> {
+        let mut child = Command::new(&demo.exe)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("REWRAP_HOME", &demo.home)
+            .env("REWRAP_POLICIES", &demo.policies)
+            .env_remove("REWRAP_ENDPOINT_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting rewrap serve")?;
+        let stdout = child.stdout.take().context("serve's stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next());
+            // Keep draining, so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let mut server = Server {
+            child,
+            url: String::new(),
+        };
+        let Ok(Some(Ok(line))) = rx.recv_timeout(SERVE_WAIT) else {
+            bail!("rewrap serve did not start within {SERVE_WAIT:?}")
+        };
+        println!("{line}");
+        server.url = line
+            .strip_prefix("rewrap serve listening on ")
+            .with_context(|| format!("unexpected start line {line:?}"))?
+            .to_string();
+        Ok(server)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let started = Instant::now();
+        while started.elapsed() < SERVE_WAIT {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Demo {
+    /// Runs `rewrap ARGS` as `who`: in local mode for the owner, the writer
+    /// and the auditor; through the server, with no keystore in reach, for
+    /// the rotator and the reader.
     fn run(&self, who: &Principal, args: &[&str]) -> anyhow::Result<Output> {
-        println!("\n[{}]$ rewrap {}", who.name, args.join(" "));
-        let out = Command::new(&self.exe)
+        let remote = matches!(who.name.as_str(), "storage-rotator" | "app-reader");
+        let mut cmd = Command::new(&self.exe);
+        if let (Some(url), true) = (&self.endpoint, remote) {
+            println!(
+                "\n[{}]$ rewrap --endpoint-url {url} {}",
+                who.name,
+                args.join(" ")
+            );
+            cmd.args(["--endpoint-url", url])
+                .env("REWRAP_HOME", self.root.join("no-keystore-here"))
+                .env_remove("REWRAP_POLICIES");
+        } else {
+            println!("\n[{}]$ rewrap {}", who.name, args.join(" "));
+            cmd.env("REWRAP_HOME", &self.home)
+                .env("REWRAP_POLICIES", &self.policies)
+                .env_remove("REWRAP_ENDPOINT_URL");
+        }
+        let out = cmd
             .args(args)
             .current_dir(&self.root)
-            .env("REWRAP_HOME", &self.home)
-            .env("REWRAP_POLICIES", &self.policies)
             .env("REWRAP_ACCESS_KEY_ID", &who.id)
             .env("REWRAP_SECRET_ACCESS_KEY", &who.secret)
-            .env_remove("REWRAP_ENDPOINT_URL")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
             .output()
             .with_context(|| format!("running {}", self.exe.display()))?;
         print!("{}", String::from_utf8_lossy(&out.stdout));
@@ -112,6 +200,7 @@ impl Demo {
         println!("\n[owner]$ rewrap create-principal --principal-name {name}   (its access key stays out of this log)");
         let out = Command::new(&self.exe)
             .args(["create-principal", "--principal-name", name])
+            .env_remove("REWRAP_ENDPOINT_URL")
             .env("REWRAP_HOME", &self.home)
             .env("REWRAP_POLICIES", &self.policies)
             .env("REWRAP_ACCESS_KEY_ID", &owner.id)
@@ -157,11 +246,12 @@ fn write_samples(dir: &Path, count: usize) -> anyhow::Result<()> {
 pub(crate) fn run(args: DemoArgs) -> anyhow::Result<i32> {
     let tmp = tempfile::Builder::new().prefix("rewrap-demo-").tempdir()?;
     let root = tmp.path().to_path_buf();
-    let demo = Demo {
+    let mut demo = Demo {
         exe: std::env::current_exe()?,
         home: root.join("keystore"),
         policies: root.join("policies"),
         root: root.clone(),
+        endpoint: None,
     };
     std::fs::create_dir_all(&demo.policies)?;
     for (name, text) in POLICIES {
@@ -217,7 +307,18 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<i32> {
     let rotator = demo.principal(&owner, "storage-rotator")?;
     let auditor = demo.principal(&owner, "auditor")?;
 
-    section("2. KMS operations and role separation");
+    section("2. The KMS server: the boundary between the roles");
+    println!(
+        "In local mode a command reads the keystore folder and its root.key: whoever can read\n\
+         them holds every key, whatever the policies say. The storage rotator and the reader\n\
+         therefore get no access to that folder: they hold only their access keys and reach\n\
+         the keys through `rewrap serve`, where the policies are enforced."
+    );
+    println!("\n$ rewrap serve --listen 127.0.0.1:0");
+    let server = Server::start(&demo)?;
+    demo.endpoint = Some(server.url.clone());
+
+    section("3. KMS operations and role separation");
     std::fs::write(root.join("topsecret.txt"), b"this is a secret message\n")?;
     let ct = demo.ok(
         &writer,
@@ -299,7 +400,23 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<i32> {
         ],
     )?;
 
-    section("3. A tree of sample files, encrypted by the application writer");
+    // Context laundering: re-encrypting with another context is refused.
+    demo.refused(
+        &rotator,
+        &[
+            "re-encrypt",
+            "--ciphertext-blob",
+            "fileb://topsecret.encrypted",
+            "--source-encryption-context",
+            "purpose=app-data",
+            "--destination-key-id",
+            &key2,
+            "--destination-encryption-context",
+            "purpose=other",
+        ],
+    )?;
+
+    section("4. A tree of sample files, encrypted by the application writer");
     let data = root.join("data");
     write_samples(&data, args.files)?;
     println!("wrote {} sample files under data/", args.files);
@@ -331,7 +448,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<i32> {
         bail!("inventory failed");
     }
 
-    section("4. The storage rotator re-wraps every data key under the new key");
+    section("5. The storage rotator re-wraps every data key under the new key");
     let out = demo.run(
         &rotator,
         &[
@@ -376,9 +493,12 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<i32> {
         ],
     )?;
 
-    section("5. The audit trail");
+    section("6. The audit trail");
     demo.run(&auditor, &["audit", "verify"])?;
     demo.run(&auditor, &["audit", "report", "--output", "text"])?;
+
+    drop(server);
+    println!("\n(rewrap serve stopped)");
 
     if args.keep {
         let kept = tmp.keep();

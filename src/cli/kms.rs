@@ -318,6 +318,24 @@ pub(crate) enum KmsCommand {
         after_help = "Examples:\n  rewrap get-caller-identity\n  rewrap --profile storage-rotator get-caller-identity --query Principal --output text"
     )]
     GetCallerIdentity,
+    /// Explains whether a principal may perform an action (as `rewrap policy check`).
+    #[command(
+        after_help = "Examples:\n  rewrap check-policy --principal-name app-reader --action kms:Decrypt --key-id alias/app-data --encryption-context purpose=app-data"
+    )]
+    CheckPolicy {
+        #[arg(long)]
+        principal_name: String,
+        #[arg(long)]
+        action: String,
+        #[arg(long)]
+        key_id: Option<String>,
+        #[arg(long)]
+        encryption_context: Option<String>,
+        #[arg(long)]
+        destination_key_id: Option<String>,
+        #[arg(long)]
+        destination_encryption_context: Option<String>,
+    },
 }
 
 /// Reads a blob argument as the AWS CLI v1 does: `fileb://` raw bytes,
@@ -604,6 +622,26 @@ fn request(cmd: &KmsCommand) -> anyhow::Result<(Operation, Secret)> {
             to_json(&DeleteAccessKeyRequest {
                 principal_name: principal_name.clone(),
                 access_key_id: access_key_id.clone(),
+            }),
+        ),
+        C::CheckPolicy {
+            principal_name,
+            action,
+            key_id,
+            encryption_context,
+            destination_key_id,
+            destination_encryption_context,
+        } => (
+            O::CheckPolicy,
+            to_json(&CheckPolicyRequest {
+                principal_name: principal_name.clone(),
+                action: action.clone(),
+                key_id: key_id.clone(),
+                encryption_context: context_arg(encryption_context.as_deref())?,
+                destination_key_id: destination_key_id.clone(),
+                destination_encryption_context: context_arg(
+                    destination_encryption_context.as_deref(),
+                )?,
             }),
         ),
     };

@@ -65,11 +65,21 @@ fn check(
     resources: &[&str],
     context: Option<&BTreeMap<String, String>>,
 ) -> Decision {
+    let action = Action::from_name(action).expect("a known action");
+    // A ReEncrypt action is checked as part of a context-preserving ReEncrypt
+    // to another key, as `rewrap rotate` makes them.
+    let re_encrypt =
+        matches!(action, Action::ReEncryptFrom | Action::ReEncryptTo).then_some(ReEncryptFacts {
+            source_context: context,
+            destination_context: context,
+            same_key: false,
+        });
     set.evaluate(&AccessRequest {
         principal,
-        action: Action::from_name(action).expect("a known action"),
+        action,
         resources,
         context,
+        re_encrypt,
     })
 }
 
@@ -120,7 +130,8 @@ resources = ["*"]
         d,
         Decision {
             allowed: false,
-            decided_by: "test.toml#2 (no-decrypt)".to_string()
+            decided_by: "test.toml#2 (no-decrypt)".to_string(),
+            condition: None,
         }
     );
     let d = check(&s, "mallory", "kms:Encrypt", KEY_NAMES, None);
@@ -158,7 +169,8 @@ fn nothing_allows_means_implicit_deny() {
         d,
         Decision {
             allowed: false,
-            decided_by: "implicit deny: no statement allows".to_string()
+            decided_by: "implicit deny: no statement allows".to_string(),
+            condition: None,
         }
     );
     assert_eq!(
@@ -203,6 +215,7 @@ fn groups_expand_to_exactly_their_actions() {
                 "kms:ListPrincipals",
                 "kms:CreateAccessKey",
                 "kms:DeleteAccessKey",
+                "rewrap:CheckPolicy",
             ],
         ),
         (
@@ -226,6 +239,7 @@ fn groups_expand_to_exactly_their_actions() {
                 "kms:GetKeyPolicy",
                 "kms:ListKeyPolicies",
                 "rewrap:ReadAuditTrail",
+                "rewrap:CheckPolicy",
             ],
         ),
     ];
@@ -267,9 +281,10 @@ fn wildcard_actions_expand_over_known_actions() {
     let s = set(&statement(r#"["p"]"#, r#"["kms:*"]"#, r#"["*"]"#));
     assert_eq!(
         allowed_actions(&s, "p", &["*"], None).len(),
-        Action::ALL.len() - 1
+        Action::ALL.len() - 2
     );
     assert!(!allowed(&s, "p", "rewrap:ReadAuditTrail", &["*"]));
+    assert!(!allowed(&s, "p", "rewrap:CheckPolicy", &["*"]));
     let s = set(&statement(r#"["p"]"#, r#"["*"]"#, r#"["*"]"#));
     assert_eq!(allowed_actions(&s, "p", &["*"], None), all_names());
     let s = set(&statement(
@@ -485,8 +500,9 @@ fn unknown_field_names_file_and_line() {
     );
     assert_eq!(
         load_error(&text),
-        "policies/bad.toml line 7: unknown field `context_equal`, expected \
-         `context_equals` or `context_keys_required`"
+        "policies/bad.toml line 7: unknown field `context_equal`, expected one of \
+         `context_equals`, `context_keys_required`, `context_keys_allowed`, \
+         `reencrypt_same_context`, `reencrypt_on_same_key`"
     );
     assert_eq!(
         load_error("[[statements]]\n"),
@@ -619,7 +635,7 @@ fn shipped() -> PolicySet {
 #[test]
 fn shipped_policies_give_each_role_exactly_its_part() {
     let s = shipped();
-    assert_eq!(s.len(), 6);
+    assert_eq!(s.len(), 9);
     let app = ctx(&[("purpose", "app-data")]);
     let on_key = |p| allowed_actions(&s, p, KEY_NAMES, Some(&app));
     let on_account = |p| allowed_actions(&s, p, &["*"], None);
@@ -699,7 +715,7 @@ fn decisions_name_the_deciding_file_and_statement() {
             "storage-rotator",
             "kms:ReEncryptTo",
             true,
-            "storage-rotator.toml#2 (rotator-reencrypt)",
+            "storage-rotator.toml#4 (rotator-reencrypt)",
         ),
         (
             "storage-rotator",
@@ -718,11 +734,8 @@ fn decisions_name_the_deciding_file_and_statement() {
     for (principal, action, allowed, by) in cases {
         let d = check(&s, principal, action, KEY_NAMES, Some(&app));
         assert_eq!(
-            d,
-            Decision {
-                allowed,
-                decided_by: by.to_string()
-            },
+            (d.allowed, d.decided_by.as_str()),
+            (allowed, by),
             "{principal} {action}"
         );
     }
@@ -821,4 +834,173 @@ resources = ["*"]
 fn policy_sets_are_shareable() {
     fn assert_traits<T: Clone + std::fmt::Debug + Send + Sync>() {}
     assert_traits::<PolicySet>();
+}
+
+/// A ReEncrypt request from `source` context to `destination` context.
+fn re_encrypt<'a>(
+    action: Action,
+    source: Option<&'a BTreeMap<String, String>>,
+    destination: Option<&'a BTreeMap<String, String>>,
+    same_key: bool,
+    resources: &'a [&'a str],
+) -> AccessRequest<'a> {
+    AccessRequest {
+        principal: "storage-rotator",
+        action,
+        resources,
+        context: if action == Action::ReEncryptFrom {
+            source
+        } else {
+            destination
+        },
+        re_encrypt: Some(ReEncryptFacts {
+            source_context: source,
+            destination_context: destination,
+            same_key,
+        }),
+    }
+}
+
+#[test]
+fn shipped_rotator_cannot_change_a_context_issue_11_finding_1() {
+    let s = shipped();
+    let hr = ctx(&[("purpose", "hr")]);
+    let app = ctx(&[("purpose", "app-data")]);
+    for action in [Action::ReEncryptFrom, Action::ReEncryptTo] {
+        let d = s.evaluate(&re_encrypt(action, Some(&hr), Some(&app), false, KEY_NAMES));
+        assert_eq!(
+            (d.allowed, d.decided_by.as_str(), d.condition.as_deref()),
+            (
+                false,
+                "storage-rotator.toml#2 (rotator-no-context-change)",
+                Some("rewrap:ReEncryptSameContext = false")
+            ),
+            "{action}"
+        );
+        // Dropping the context, or adding one, is a change too.
+        let d = s.evaluate(&re_encrypt(action, Some(&hr), None, false, KEY_NAMES));
+        assert!(!d.allowed, "{action}: {d:?}");
+        let d = s.evaluate(&re_encrypt(action, None, Some(&app), false, KEY_NAMES));
+        assert!(!d.allowed, "{action}: {d:?}");
+        let d = s.evaluate(&re_encrypt(action, Some(&hr), Some(&hr), false, KEY_NAMES));
+        assert_eq!(
+            (d.allowed, d.decided_by.as_str(), d.condition.as_deref()),
+            (
+                true,
+                "storage-rotator.toml#4 (rotator-reencrypt)",
+                Some("rewrap:ReEncryptSameContext = true")
+            ),
+            "{action}"
+        );
+        // No context on either side is the same (empty) context.
+        let d = s.evaluate(&re_encrypt(action, None, None, true, KEY_NAMES));
+        assert!(d.allowed, "{action}: {d:?}");
+    }
+    // Outside a ReEncrypt the ReEncrypt conditions never hold: the allow
+    // does not reach DescribeKey through them.
+    let d = s.evaluate(&AccessRequest {
+        principal: "storage-rotator",
+        action: Action::ReEncryptTo,
+        resources: KEY_NAMES,
+        context: Some(&app),
+        re_encrypt: None,
+    });
+    assert_eq!(
+        (d.allowed, d.decided_by.as_str(), d.condition.as_deref()),
+        (
+            false,
+            IMPLICIT_DENY,
+            Some("storage-rotator.toml#4 (rotator-reencrypt): rewrap:ReEncryptSameContext = true not met")
+        )
+    );
+}
+
+#[test]
+fn shipped_rotator_cannot_reencrypt_into_an_excluded_key() {
+    let s = shipped();
+    let app = ctx(&[("purpose", "app-data")]);
+    let excluded = [KEY_ID, KEY_ARN, "alias/not-a-rotation-target/hr"];
+    let d = s.evaluate(&re_encrypt(
+        Action::ReEncryptTo,
+        Some(&app),
+        Some(&app),
+        false,
+        &excluded,
+    ));
+    assert_eq!(
+        (d.allowed, d.decided_by.as_str()),
+        (false, "storage-rotator.toml#3 (rotator-no-excluded-target)")
+    );
+    // Out of such a key is allowed: only the destination is restricted.
+    let d = s.evaluate(&re_encrypt(
+        Action::ReEncryptFrom,
+        Some(&app),
+        Some(&app),
+        false,
+        &excluded,
+    ));
+    assert!(d.allowed, "{d:?}");
+}
+
+#[test]
+fn reencrypt_on_same_key_and_context_keys_allowed() {
+    let s = set(r#"
+[[statement]]
+sid = "same-key-only"
+effect = "allow"
+principals = ["storage-rotator"]
+actions = ["re-encrypt"]
+resources = ["*"]
+[statement.condition]
+reencrypt_on_same_key = true
+context_keys_allowed = ["purpose", "rewrap:file-id"]
+"#);
+    let app = ctx(&[("purpose", "app-data")]);
+    let more = ctx(&[("purpose", "app-data"), ("owner", "x")]);
+    let to = Action::ReEncryptTo;
+    assert!(
+        s.evaluate(&re_encrypt(to, Some(&app), Some(&app), true, KEY_NAMES))
+            .allowed
+    );
+    let d = s.evaluate(&re_encrypt(to, Some(&app), Some(&app), false, KEY_NAMES));
+    assert_eq!(
+        d.condition.as_deref(),
+        Some("test.toml#1 (same-key-only): kms:ReEncryptOnSameKey = true not met")
+    );
+    let d = s.evaluate(&re_encrypt(to, Some(&more), Some(&more), true, KEY_NAMES));
+    assert_eq!(
+        d.condition.as_deref(),
+        Some(
+            "test.toml#1 (same-key-only): kms:EncryptionContextKeys within \
+             [\"purpose\", \"rewrap:file-id\"] not met"
+        )
+    );
+    assert!(!d.allowed);
+    // A condition key the TOML does not know is refused at load time.
+    let err = load_error(
+        "[[statement]]\neffect = \"allow\"\nprincipals = [\"a\"]\nactions = [\"decrypt\"]\n\
+         resources = [\"*\"]\n[statement.condition]\nreencrypt_same_contxt = true\n",
+    );
+    assert!(err.starts_with("policies/bad.toml line 7: "), "{err}");
+    assert!(err.contains("reencrypt_same_contxt"), "{err}");
+}
+
+#[test]
+fn a_conditional_allow_never_counts_as_holding_a_right() {
+    let s = set(r#"
+[[statement]]
+effect = "allow"
+principals = ["rot"]
+actions = ["re-encrypt"]
+resources = ["*"]
+[statement.condition]
+reencrypt_same_context = true
+[[statement]]
+effect = "allow"
+principals = ["plain"]
+actions = ["re-encrypt"]
+resources = ["*"]
+"#);
+    assert!(!s.covers("rot", "plain"));
+    assert!(s.covers("plain", "rot"));
 }

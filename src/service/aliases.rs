@@ -1,5 +1,6 @@
-//! Aliases: CreateAlias, UpdateAlias, DeleteAlias, ListAliases, and the
-//! rules for alias names.
+//! Aliases: CreateAlias, UpdateAlias, DeleteAlias, ListAliases, the rules
+//! for alias names, and the rule that moving an alias never widens anyone's
+//! cryptographic access beyond the mover's own (issue 11 finding 3).
 
 use super::names::KeyName;
 use super::{page, Caller, KmsService};
@@ -8,8 +9,10 @@ use crate::api::{
     Operation,
 };
 use crate::error::{ErrorCode, KmsError, Result};
-use crate::keystore::AliasRecord;
+use crate::keystore::{AliasRecord, State};
 use crate::operation::Action;
+use crate::policy::Effect;
+use uuid::Uuid;
 
 fn check_alias_name(name: &str) -> Result<()> {
     let invalid = |why: &str| {
@@ -39,6 +42,71 @@ fn check_alias_name(name: &str) -> Result<()> {
 }
 
 impl KmsService {
+    /// Every policy name of key `id` in `state`: key id, key ARN, and each
+    /// alias name and alias ARN (as `Snapshot` lists them).
+    fn names_in(&self, state: &State, id: Uuid) -> Vec<String> {
+        let mut names = vec![id.to_string(), self.key_arn(&id)];
+        for (name, a) in &state.aliases {
+            if a.target == id {
+                names.push(name.clone());
+                names.push(self.alias_arn(name));
+            }
+        }
+        names
+    }
+
+    /// Alias names are policy resources, so moving an alias moves what
+    /// statements naming it allow or deny. The move is refused when it would
+    /// widen any principal's cryptographic access beyond what the caller
+    /// holds itself on every key (`PolicySet::alias_move_widens`): an
+    /// administrator with no cryptographic rights can never hand them out,
+    /// nor lift a deny, by creating, moving or deleting an alias.
+    fn alias_move_allowed(
+        &self,
+        caller: &Caller,
+        state: &State,
+        alias: &str,
+        from: Option<Uuid>,
+        to: Option<Uuid>,
+    ) -> Result<()> {
+        if from == to {
+            return Ok(());
+        }
+        let alias_names = [alias.to_string(), self.alias_arn(alias)];
+        let policies = self.policies();
+        for (id, gains) in [(from, false), (to, true)] {
+            let Some(id) = id else { continue };
+            let before = self.names_in(state, id);
+            let mut after = before.clone();
+            if gains {
+                after.extend(alias_names.iter().cloned());
+            } else {
+                after.retain(|n| !alias_names.contains(n));
+            }
+            let before: Vec<&str> = before.iter().map(String::as_str).collect();
+            let after: Vec<&str> = after.iter().map(String::as_str).collect();
+            if let Some(w) = policies.alias_move_widens(&caller.principal, &before, &after) {
+                let (verb, effect) = match w.effect {
+                    Effect::Allow => ("move {alias} onto", "allow"),
+                    Effect::Deny => ("take {alias} off", "no longer deny"),
+                };
+                let verb = verb.replace("{alias}", alias);
+                return Err(KmsError::new(
+                    ErrorCode::AccessDenied,
+                    format!(
+                        "principal '{c}' may not {verb} {key}: statement {st} would then {effect} \
+                         {action} on it, which '{c}' does not hold on every key",
+                        c = caller.principal,
+                        key = self.key_arn(&id),
+                        st = w.statement,
+                        action = w.action,
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn create_alias(&self, caller: &Caller, r: &AliasRequest) -> Result<Empty> {
         self.write_alias(caller, r, Operation::CreateAlias)
     }
@@ -81,6 +149,8 @@ impl KmsService {
                     )),
                     (false, false) => Err(self.alias_not_found(&r.alias_name)),
                     _ => {
+                        let from = state.aliases.get(&r.alias_name).map(|a| a.target);
+                        self.alias_move_allowed(caller, state, &r.alias_name, from, Some(target))?;
                         let created = state.aliases.get(&r.alias_name).map_or(now, |a| a.created);
                         state.aliases.insert(
                             r.alias_name.clone(),
@@ -113,6 +183,7 @@ impl KmsService {
             let target = key.id;
             self.mutate(|state, _| match state.aliases.get(&alias) {
                 Some(a) if a.target == target => {
+                    self.alias_move_allowed(caller, state, &alias, Some(target), None)?;
                     state.aliases.remove(&alias);
                     Ok(Empty {})
                 }

@@ -1,13 +1,14 @@
 //! Authorization and audit: the policy check of every operation, the
-//! audit record it leaves (`Trail`, `audited`), and the policy questions
-//! asked outside an operation (`explain`, `check_access`).
+//! audit record it leaves (`Trail`, `audited`), the CheckPolicy operation
+//! (`rewrap policy check`), and the policy questions asked outside an
+//! operation (`explain`, `check_access`).
 
 use super::{Caller, KmsService, Snapshot};
-use crate::api::{EncryptionContext, Operation};
+use crate::api::{CheckPolicyRequest, CheckPolicyResponse, EncryptionContext, Operation};
 use crate::audit::{AuditKey, AuditRecord, DECISION_ALLOW, DECISION_DENY, OUTCOME_SUCCESS};
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::keystore::{KeyRecord, KeyState};
-use crate::policy::{AccessRequest, Action, Decision};
+use crate::policy::{AccessRequest, Action, Decision, ReEncryptFacts};
 
 /// What one operation did, for its audit record.
 #[derive(Default)]
@@ -15,6 +16,10 @@ pub(super) struct Trail {
     pub(super) keys: Vec<AuditKey>,
     pub(super) context: Option<EncryptionContext>,
     pub(super) destination_context: Option<EncryptionContext>,
+    /// For ReEncrypt: whether the destination key is the source key (the
+    /// `kms:ReEncryptOnSameKey` condition); `context` and
+    /// `destination_context` are the two contexts the ReEncrypt conditions see.
+    pub(super) same_key: bool,
     decisions: Vec<Decision>,
     /// The operation's actions from the operations table, as a bitset: a
     /// handler may check only those (asserted in debug builds, so a table
@@ -38,6 +43,7 @@ impl Trail {
         self.decisions.push(Decision {
             allowed: true,
             decided_by: AUTHENTICATED_ONLY.into(),
+            condition: None,
         });
     }
 
@@ -69,13 +75,28 @@ impl KmsService {
             "{action} is not among the actions the operations table declares"
         );
         let refs: Vec<&str> = resources.iter().map(String::as_str).collect();
-        let decision = self.policies().evaluate(&AccessRequest {
+        let re_encrypt =
+            matches!(action, Action::ReEncryptFrom | Action::ReEncryptTo).then(|| ReEncryptFacts {
+                source_context: trail.context.as_ref(),
+                destination_context: trail.destination_context.as_ref(),
+                same_key: trail.same_key,
+            });
+        let mut decision = self.policies().evaluate(&AccessRequest {
             principal: &caller.principal,
             action,
             resources: &refs,
             context,
+            re_encrypt,
         });
         let allowed = decision.allowed;
+        // A refusal says which condition decided, in the error and the audit record.
+        let unmet = match decision.condition.take() {
+            Some(c) if !allowed => {
+                decision.decided_by = format!("{} ({c})", decision.decided_by);
+                format!(": {}", decision.decided_by)
+            }
+            _ => String::new(),
+        };
         trail.decisions.push(decision);
         if allowed {
             Ok(())
@@ -87,7 +108,7 @@ impl KmsService {
             Err(KmsError::new(
                 ErrorCode::AccessDenied,
                 format!(
-                    "principal '{}' is not authorized to perform {action} on resource {target}",
+                    "principal '{}' is not authorized to perform {action} on resource {target}{unmet}",
                     caller.principal
                 ),
             ))
@@ -211,31 +232,75 @@ impl KmsService {
         (record, result)
     }
 
-    /// Explains the decision for `principal` doing `action` on `key` (any
-    /// name of it; `None` for account-level actions), without doing it.
-    pub fn explain(
+    /// CheckPolicy: the caller (with `rewrap:CheckPolicy`, in the audit and
+    /// administer groups) asks how the policies decide a request of any
+    /// principal, without making it.
+    pub(super) fn check_policy(
         &self,
-        principal: &str,
-        action: &str,
-        key: Option<&str>,
-        context: Option<&EncryptionContext>,
-    ) -> Result<Decision> {
-        let Some(action) = Action::from_name(action) else {
-            return Err(KmsError::validation(format!("unknown action {action:?}")));
+        caller: &Caller,
+        r: &CheckPolicyRequest,
+    ) -> Result<CheckPolicyResponse> {
+        self.audited(caller, Operation::CheckPolicy, |trail| {
+            self.authorize(trail, caller, Action::CheckPolicy, &["*".into()], None)?;
+            let decision = self.explain(r)?;
+            Ok(CheckPolicyResponse {
+                decision: if decision.allowed { "allow" } else { "deny" }.into(),
+                decided_by: decision.decided_by,
+                condition: decision.condition,
+            })
+        })
+    }
+
+    /// Explains the decision for `r.principal_name` doing `r.action` on
+    /// `r.key_id` (any name of it; `None` for account-level actions),
+    /// without doing it and without an audit record: callers outside an
+    /// operation must check the caller's right to ask first.
+    pub fn explain(&self, r: &CheckPolicyRequest) -> Result<Decision> {
+        let Some(action) = Action::from_name(&r.action) else {
+            return Err(KmsError::validation(format!(
+                "unknown action {:?}",
+                r.action
+            )));
         };
         let snap = self.snapshot()?;
-        let names = match key {
-            Some(name) => self
-                .resource_names(&snap, self.lookup(&snap, name)?)
-                .to_vec(),
-            None => vec!["*".to_string()],
+        let names = |name: Option<&str>| -> Result<(Vec<String>, Option<uuid::Uuid>)> {
+            Ok(match name {
+                Some(name) => {
+                    let key = self.lookup(&snap, name)?;
+                    (self.resource_names(&snap, key).to_vec(), Some(key.id))
+                }
+                None => (vec!["*".to_string()], None),
+            })
         };
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (source, source_id) = names(r.key_id.as_deref())?;
+        let (destination, destination_id) = match &r.destination_key_id {
+            Some(d) => names(Some(d))?,
+            None => (source.clone(), source_id),
+        };
+        let source_context = r.encryption_context.as_ref();
+        let destination_context = r.destination_encryption_context.as_ref().or(source_context);
+        let (resources, context, re_encrypt) = match action {
+            Action::ReEncryptFrom | Action::ReEncryptTo => {
+                let facts = ReEncryptFacts {
+                    source_context,
+                    destination_context,
+                    same_key: source_id.is_some() && source_id == destination_id,
+                };
+                if action == Action::ReEncryptFrom {
+                    (&source, source_context, Some(facts))
+                } else {
+                    (&destination, destination_context, Some(facts))
+                }
+            }
+            _ => (&source, source_context, None),
+        };
+        let refs: Vec<&str> = resources.iter().map(String::as_str).collect();
         Ok(self.policies().evaluate(&AccessRequest {
-            principal,
+            principal: &r.principal_name,
             action,
             resources: &refs,
             context,
+            re_encrypt,
         }))
     }
 

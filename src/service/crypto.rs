@@ -213,6 +213,11 @@ impl KmsService {
             let snap = self.snapshot()?;
             let src_ctx = r.source_encryption_context.as_ref();
             let dst_ctx = r.destination_encryption_context.as_ref();
+            // What the ReEncrypt conditions see (kms:ReEncryptOnSameKey).
+            trail.same_key = ciphertext_blob::peek(&r.ciphertext_blob.0).is_some_and(|h| {
+                self.lookup(&snap, &r.destination_key_id)
+                    .is_ok_and(|d| d.id == h.key_id)
+            });
             let (source, version) = self.blob_key(
                 trail,
                 caller,

@@ -1,8 +1,10 @@
 //! Principals and their access keys: CreatePrincipal, DeletePrincipal,
 //! CreateAccessKey, DeleteAccessKey, ListPrincipals, authentication, and
-//! the rule that no principal hands out more rights than it holds.
+//! the rules that guard them: no principal hands out or takes away more
+//! rights than it holds, only the owner removes the owner, and the keystore
+//! always keeps a principal with every right.
 
-use super::{Caller, KmsService};
+use super::{Caller, KmsService, OWNER};
 use crate::api::{
     AccessKeyResponse, CallerIdentityResponse, DeleteAccessKeyRequest, Empty,
     ListPrincipalsResponse, Operation, PrincipalEntry, PrincipalRequest,
@@ -171,17 +173,71 @@ impl KmsService {
         })
     }
 
+    /// Removing `target` or one of its access keys: the same coverage as
+    /// creating it (the caller must hold every right `target` could get,
+    /// or be `target`), and only the owner may remove the owner.
+    fn may_remove(&self, caller: &Caller, target: &str) -> Result<()> {
+        let refuse = |why: String| {
+            Err(KmsError::new(
+                ErrorCode::AccessDenied,
+                format!(
+                    "principal '{}' may not delete '{target}' or its access keys: {why}",
+                    caller.principal
+                ),
+            ))
+        };
+        if target == OWNER && caller.principal != OWNER {
+            return refuse("only the owner may".into());
+        }
+        if caller.principal == target || self.policies().covers(&caller.principal, target) {
+            return Ok(());
+        }
+        refuse(format!(
+            "the policies allow '{target}' actions that '{}' does not hold on every key",
+            caller.principal
+        ))
+    }
+
+    /// Whether some principal holds every right and can still sign in.
+    fn has_full_principal(&self, state: &State) -> bool {
+        let policies = self.policies();
+        state
+            .principals
+            .iter()
+            .any(|(name, p)| !p.access_keys.is_empty() && policies.holds_every_right(name))
+    }
+
+    /// The keystore always keeps a principal that holds every right and can
+    /// still sign in: if it had one before a removal, `after` must too.
+    fn keeps_a_full_principal(&self, had: bool, after: &State, target: &str) -> Result<()> {
+        if !had || self.has_full_principal(after) {
+            return Ok(());
+        }
+        Err(KmsError::new(
+            ErrorCode::InvalidState,
+            format!(
+                "no principal with every right and an access key would remain ({target} is \
+                 the last): create another first"
+            ),
+        ))
+    }
+
     pub(super) fn delete_principal(&self, caller: &Caller, r: &PrincipalRequest) -> Result<Empty> {
         let name = r.principal_name.clone();
         self.principal_op(caller, Operation::DeletePrincipal, &name, |state, _| {
-            if name == caller.principal {
+            // The owner may hand over to another principal with every right
+            // and go; any other principal deleting itself is a mistake.
+            if name == caller.principal && name != OWNER {
                 return Err(KmsError::validation("a principal cannot delete itself"));
             }
+            self.may_remove(caller, &name)?;
+            let had = self.has_full_principal(state);
             state
                 .principals
                 .remove(&name)
-                .map(|_| Empty {})
-                .ok_or_else(|| no_such_principal(&name))
+                .ok_or_else(|| no_such_principal(&name))?;
+            self.keeps_a_full_principal(had, state, &name)?;
+            Ok(Empty {})
         })
     }
 
@@ -217,6 +273,8 @@ impl KmsService {
     ) -> Result<Empty> {
         let name = r.principal_name.clone();
         self.principal_op(caller, Operation::DeleteAccessKey, &name, |state, _| {
+            self.may_remove(caller, &name)?;
+            let had = self.has_full_principal(state);
             let p = state
                 .principals
                 .get_mut(&name)
@@ -229,6 +287,7 @@ impl KmsService {
                     r.access_key_id
                 )));
             }
+            self.keeps_a_full_principal(had, state, &name)?;
             Ok(Empty {})
         })
     }
