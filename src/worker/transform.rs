@@ -5,7 +5,7 @@
 use super::failure::Failure;
 use super::pool::{run_workers, Merge};
 use super::report::worker_panicked;
-use super::tree::walk_files;
+use super::tree::{walk_tree, Links};
 use crate::files::{
     decrypt_file, encrypt_file, is_envelope, DecryptOptions, EncryptOptions, FileError, Output,
 };
@@ -29,6 +29,11 @@ pub struct TreeOptions {
     pub follow_links: bool,
     /// Worker threads (0: one per core, as each file keeps a core busy).
     pub jobs: usize,
+    /// Set from outside to stop after the files in flight (see
+    /// [`super::Interrupt`]).
+    pub interrupt: super::Interrupt,
+    /// Told of the run's progress, if set (counted first when set).
+    pub progress: super::Watcher,
 }
 
 /// Counts of a tree operation.
@@ -41,12 +46,24 @@ pub struct TreeReport {
     pub skipped: u64,
     /// Files that failed, with the kind and reason.
     pub failed: Vec<Failure>,
+    /// Symbolic links inside the tree, left alone (see `links`).
+    pub skipped_links: u64,
+    /// Their paths.
+    pub links: Vec<String>,
+    /// The run was interrupted (SIGINT / SIGTERM) after the files in
+    /// flight; files not yet taken up are as they were.
+    pub interrupted: bool,
 }
 
 impl TreeReport {
-    /// The process exit code: 0 all done, 1 some files failed.
+    /// The process exit code: 0 all done, 1 some files failed, 3
+    /// interrupted.
     pub fn exit_code(&self) -> i32 {
-        i32::from(!self.failed.is_empty())
+        if self.interrupted {
+            3
+        } else {
+            i32::from(!self.failed.is_empty())
+        }
     }
 }
 
@@ -55,6 +72,7 @@ impl Merge for TreeReport {
         self.done += other.done;
         self.skipped += other.skipped;
         self.failed.extend(other.failed);
+        self.interrupted |= other.interrupted;
     }
 
     fn worker_panicked(&mut self) {
@@ -76,12 +94,25 @@ pub fn transform_tree(
         0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
         n => n,
     };
-    let items = walk_files(&[root.to_path_buf()], opts.follow_links);
+    let roots = [root.to_path_buf()];
+    if let Some(p) = &opts.progress.0 {
+        p.expect(super::count_files(&roots, opts.follow_links));
+    }
+    let links = Links::default();
+    let items = walk_tree(&roots, opts.follow_links, &links);
     // One file per hand-out: files differ in size by orders of magnitude,
     // and a chunk of large ones would keep one worker busy alone.
     let mut report = run_workers(jobs, 1, items, |feed| {
         let mut report = TreeReport::default();
-        for item in feed {
+        loop {
+            if opts.interrupt.is_requested() {
+                report.interrupted = true;
+                break;
+            }
+            let Some(item) = feed.next() else { break };
+            if let Some(p) = &opts.progress.0 {
+                p.advance(1);
+            }
             let path = match item {
                 Ok(path) => path,
                 Err(e) => {
@@ -99,6 +130,11 @@ pub fn transform_tree(
         }
         report
     });
+    if let Some(p) = &opts.progress.0 {
+        p.finish();
+    }
+    report.links = links.take();
+    report.skipped_links = report.links.len() as u64;
     report.failed.sort_by(|a, b| a.path.cmp(&b.path));
     report
 }
