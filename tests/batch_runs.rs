@@ -32,6 +32,7 @@ struct Fixture {
     plain: Vec<(PathBuf, Vec<u8>)>,
     rotator: Creds,
     reader: Creds,
+    writer: Creds,
 }
 
 fn creds(env: &Env, name: &str) -> Creds {
@@ -52,7 +53,8 @@ fn fixture(n: usize) -> Fixture {
     let env = Env::new();
     let old = env.key("old");
     let new = env.key("new");
-    let writer = env.principal("app-writer");
+    let writer_creds = creds(&env, "app-writer");
+    let writer = env.session("app-writer");
     let rotator = creds(&env, "storage-rotator");
     let reader = creds(&env, "app-reader");
     let root = env.path("tree");
@@ -74,6 +76,7 @@ fn fixture(n: usize) -> Fixture {
         plain,
         rotator,
         reader,
+        writer: writer_creds,
     }
 }
 
@@ -635,4 +638,88 @@ fn outputs_are_not_overwritten_without_force_and_envelopes_not_sealed_twice() {
         )
     );
     assert!(std::fs::read(env_path).unwrap() == before);
+}
+
+#[test]
+fn sigkill_during_tree_encryption_leaves_every_file_whole_and_a_rerun_finishes() {
+    const FILES: usize = 1500;
+    const KILLS: usize = 8;
+    let f = fixture(0);
+    let root = f.env.path("plain");
+    let mut plain = Vec::with_capacity(FILES);
+    for i in 0..FILES {
+        let dir = root.join(format!("{}", i % 5));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{i}.txt"));
+        let data = bytes(i * 11 % 2000, i as u64 + 7);
+        std::fs::write(&path, &data).unwrap();
+        plain.push((path, data));
+    }
+    let reader = f.env.session("app-reader");
+    // Each file is its plaintext or an envelope of it; nothing else.
+    let check = |moment: &str| -> usize {
+        let mut sealed = 0;
+        for (path, data) in &plain {
+            let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{moment}: {path:?}: {e}"));
+            if bytes.starts_with(&rewrap::envelope::MAGIC) {
+                let mut got = Vec::new();
+                rewrap::files::decrypt_stream(
+                    &reader,
+                    &rewrap::files::DecryptOptions::default(),
+                    &mut &bytes[..],
+                    &mut got,
+                )
+                .unwrap_or_else(|e| panic!("{moment}: {path:?}: {e}"));
+                assert!(got == *data, "{moment}: {path:?} differs");
+                sealed += 1;
+            } else {
+                assert!(
+                    bytes == *data,
+                    "{moment}: {path:?} is neither plaintext nor envelope"
+                );
+            }
+        }
+        sealed
+    };
+    let args = [
+        "encrypt-file",
+        "--key-id",
+        &f.old,
+        "--context",
+        "purpose=app-data",
+        "--jobs",
+        "2",
+        "-r",
+        "--in-place",
+        root.to_str().unwrap(),
+    ];
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut mid_run = 0;
+    let mut partial = 0;
+    for round in 0..KILLS {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let mut child = f
+            .cmd(&f.writer, &args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20 + seed % 400));
+        mid_run += usize::from(child.try_wait().unwrap().is_none());
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let sealed = check(&format!("after kill {round}"));
+        eprintln!("kill {round}: {sealed} of {FILES} sealed");
+        partial += usize::from(sealed > 0 && sealed < FILES);
+        if sealed == FILES {
+            break;
+        }
+    }
+    assert!(mid_run >= 1, "no kill hit a running encryption");
+    assert!(partial >= 1, "no kill left a tree half sealed");
+    let out = f.run(&f.writer, &args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(check("after the final run"), FILES);
 }

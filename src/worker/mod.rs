@@ -44,7 +44,7 @@ pub use report::{write_json, Listed, RewrapReport, VersionCounts};
 pub use rewrap::rewrap_items;
 pub use store::{EnvelopeStore, ItemError, StoreError};
 pub use summary::{canonical_roots, known_envelopes_for_key, InventorySummary};
-pub use transform::{transform_tree, TreeOp, TreeOptions, TreeReport};
+pub use transform::{transform_tree, TreeOp, TreeOptions, TreeReport, DEFAULT_TREE_BATCH};
 pub(crate) use tree::count_files;
 pub use tree::{walk_files, walk_tree, FileStore, FileVersion, Links, LOCK_WAIT};
 

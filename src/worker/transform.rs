@@ -1,13 +1,17 @@
 //! Encrypting or decrypting every file of a tree (`encrypt-file -r`,
-//! `decrypt-file -r`): the same walk and worker pool as re-wrapping, each
-//! file through [`crate::files`]' crash-safe single-file operations.
+//! `decrypt-file -r`): the same walk and worker pool as re-wrapping, and
+//! its group commit: each file is written to a temporary file beside its
+//! destination, a batch of them is made durable with one `syncfs`, then
+//! each is renamed into place (and the renames made durable with another).
+//! A crash leaves each destination as it was or complete.
 
 use super::failure::Failure;
 use super::pool::{run_workers, Merge};
 use super::report::worker_panicked;
 use super::tree::{walk_tree, Links};
 use crate::files::{
-    decrypt_file, encrypt_file, is_envelope, DecryptOptions, EncryptOptions, FileError, Output,
+    commit_staged, decrypt_staged, encrypt_staged, is_envelope, DecryptOptions, EncryptOptions,
+    FileError, Output, Staged,
 };
 use crate::kms::Kms;
 use serde::Serialize;
@@ -34,6 +38,10 @@ pub struct TreeOptions {
     pub interrupt: super::Interrupt,
     /// Told of the run's progress, if set (counted first when set).
     pub progress: super::Watcher,
+    /// Files per group commit and worker (0: [`DEFAULT_TREE_BATCH`]): each
+    /// is written to a temporary file beside its destination, the batch
+    /// made durable with one `syncfs`, then each renamed into place.
+    pub batch: usize,
 }
 
 /// Counts of a tree operation.
@@ -100,10 +108,16 @@ pub fn transform_tree(
     }
     let links = Links::default();
     let items = walk_tree(&roots, opts.follow_links, &links);
+    let batch = match opts.batch {
+        0 => DEFAULT_TREE_BATCH,
+        n => n,
+    };
     // One file per hand-out: files differ in size by orders of magnitude,
     // and a chunk of large ones would keep one worker busy alone.
     let mut report = run_workers(jobs, 1, items, |feed| {
         let mut report = TreeReport::default();
+        let mut staged = Vec::new();
+        let mut staged_bytes = 0;
         loop {
             if opts.interrupt.is_requested() {
                 report.interrupted = true;
@@ -121,13 +135,21 @@ pub fn transform_tree(
                 }
             };
             match transform_one(kms, op, root, &path, out_root) {
-                Ok(true) => report.done += 1,
-                Ok(false) => report.skipped += 1,
+                Ok(Some(s)) => {
+                    staged_bytes += s.bytes;
+                    staged.push(s);
+                }
+                Ok(None) => report.skipped += 1,
                 Err(e) => report
                     .failed
                     .push(Failure::new(path.display().to_string(), &e)),
             }
+            if staged.len() >= batch || staged_bytes >= BATCH_BYTES {
+                commit(std::mem::take(&mut staged), &mut report);
+                staged_bytes = 0;
+            }
         }
+        commit(staged, &mut report);
         report
     });
     if let Some(p) = &opts.progress.0 {
@@ -139,14 +161,33 @@ pub fn transform_tree(
     report
 }
 
-/// One file; `Ok(false)` when it is left alone.
+/// Plaintext bytes staged by one worker before a group commit, whatever
+/// the batch size: large files are not held back in bulk.
+const BATCH_BYTES: u64 = 64 << 20;
+
+/// Default of [`TreeOptions::batch`].
+pub const DEFAULT_TREE_BATCH: usize = 64;
+
+/// The group commit of one worker's staged files.
+fn commit(staged: Vec<Staged>, report: &mut TreeReport) {
+    for (dest, r) in commit_staged(staged) {
+        match r {
+            Ok(()) => report.done += 1,
+            Err(e) => report
+                .failed
+                .push(Failure::new(dest.display().to_string(), &e)),
+        }
+    }
+}
+
+/// One file, staged for the group commit; `Ok(None)` when it is left alone.
 fn transform_one(
     kms: &dyn Kms,
     op: &TreeOp,
     root: &Path,
     path: &Path,
     out_root: Option<&Path>,
-) -> Result<bool, FileError> {
+) -> Result<Option<Staged>, FileError> {
     let envelope = is_envelope(path).map_err(|source| FileError::Io {
         path: path.to_path_buf(),
         source,
@@ -156,15 +197,14 @@ fn transform_one(
         .transpose()?;
     let output = dest.as_deref().map_or(Output::InPlace, Output::To);
     match op {
-        TreeOp::Encrypt(_) if envelope => return Ok(false),
-        TreeOp::Decrypt(_) if !envelope => return Ok(false),
+        TreeOp::Encrypt(_) if envelope => return Ok(None),
+        TreeOp::Decrypt(_) if !envelope => return Ok(None),
         _ => {}
     }
-    match op {
-        TreeOp::Encrypt(enc) => encrypt_file(kms, enc, path, output)?,
-        TreeOp::Decrypt(dec) => decrypt_file(kms, dec, path, output)?,
-    };
-    Ok(true)
+    Ok(Some(match op {
+        TreeOp::Encrypt(enc) => encrypt_staged(kms, enc, path, output)?,
+        TreeOp::Decrypt(dec) => decrypt_staged(kms, dec, path, output)?,
+    }))
 }
 
 /// Where `path` (under `root`) goes under `out`; creates its folder.
