@@ -723,3 +723,39 @@ fn sigkill_during_tree_encryption_leaves_every_file_whole_and_a_rerun_finishes()
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(check("after the final run"), FILES);
 }
+
+#[test]
+fn a_tree_decryption_without_rights_stops_early_with_exit_2() {
+    let f = fixture(300);
+    let before = f.snapshot();
+    let out = f.run(
+        &f.rotator,
+        &[
+            "decrypt-file",
+            "--jobs",
+            "2",
+            "-r",
+            f.root(),
+            "-o",
+            f.env.path("opened").to_str().unwrap(),
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["stopped_early"], true);
+    assert_eq!(v["done"], 0);
+    let failed = v["failed"].as_array().unwrap();
+    // At most the file in flight on each worker.
+    assert!((1..=2).contains(&failed.len()), "{v}");
+    assert!(failed.iter().all(|x| x["kind"] == "AccessDenied"), "{v}");
+    assert!(
+        err.contains("rewrap: stopped early: the KMS refused the caller"),
+        "{err}"
+    );
+    assert_eq!(
+        f.audited("storage-rotator", "Decrypt", "AccessDeniedException"),
+        failed.len()
+    );
+    assert!(f.snapshot() == before);
+}

@@ -414,7 +414,15 @@ fn tree(ctx: &Context, kms: &dyn Kms, op: TreeOp, io: &IoArgs) -> anyhow::Result
     }
     super::batch::on_signals(Some(&opts.interrupt));
     let report = worker::transform_tree(kms, &op, &io.input, out_root, &opts);
-    print_failures(&report.failed);
+    if report.stopped_early && report.failed.len() > 1 {
+        print_failures(&report.failed[..1]);
+        eprintln!("rewrap: ... and {} more failures", report.failed.len() - 1);
+    } else {
+        print_failures(&report.failed);
+    }
+    if let Some(why) = &report.stop_reason {
+        eprintln!("rewrap: stopped early: {why}");
+    }
     if report.interrupted {
         eprintln!(
             "rewrap: interrupted: the files in flight were finished; the others are as they were"

@@ -5,7 +5,7 @@
 //! each is renamed into place (and the renames made durable with another).
 //! A crash leaves each destination as it was or complete.
 
-use super::failure::Failure;
+use super::failure::{Failure, FailureKind};
 use super::pool::{run_workers, Merge};
 use super::report::worker_panicked;
 use super::tree::{walk_tree, Links};
@@ -61,6 +61,12 @@ pub struct TreeReport {
     /// The run was interrupted (SIGINT / SIGTERM) after the files in
     /// flight; files not yet taken up are as they were.
     pub interrupted: bool,
+    /// The run stopped early: the KMS refused the caller before any file
+    /// was done (every other file would be refused too).
+    pub stopped_early: bool,
+    /// Why it stopped early.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
 }
 
 impl TreeReport {
@@ -69,6 +75,8 @@ impl TreeReport {
     pub fn exit_code(&self) -> i32 {
         if self.interrupted {
             3
+        } else if self.stopped_early {
+            2
         } else {
             i32::from(!self.failed.is_empty())
         }
@@ -114,6 +122,13 @@ pub fn transform_tree(
     };
     // One file per hand-out: files differ in size by orders of magnitude,
     // and a chunk of large ones would keep one worker busy alone.
+    let stop: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+    let started = std::sync::atomic::AtomicBool::new(false);
+    let stopped = || {
+        stop.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
+    };
     let mut report = run_workers(jobs, 1, items, |feed| {
         let mut report = TreeReport::default();
         let mut staged = Vec::new();
@@ -121,6 +136,9 @@ pub fn transform_tree(
         loop {
             if opts.interrupt.is_requested() {
                 report.interrupted = true;
+                break;
+            }
+            if stopped() {
                 break;
             }
             let Some(item) = feed.next() else { break };
@@ -136,13 +154,32 @@ pub fn transform_tree(
             };
             match transform_one(kms, op, root, &path, out_root) {
                 Ok(Some(s)) => {
+                    started.store(true, std::sync::atomic::Ordering::Release);
                     staged_bytes += s.bytes;
                     staged.push(s);
                 }
                 Ok(None) => report.skipped += 1,
-                Err(e) => report
-                    .failed
-                    .push(Failure::new(path.display().to_string(), &e)),
+                Err(e) => {
+                    // Refused before any file was done: the caller lacks
+                    // the right altogether, not for this file's context.
+                    if let FileError::Kms(k) = &e {
+                        let denied = FailureKind::from(k) == FailureKind::AccessDenied;
+                        if denied && !started.load(std::sync::atomic::Ordering::Acquire) {
+                            let mut r = stop
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            r.get_or_insert_with(|| {
+                                format!(
+                                    "the KMS refused the caller ({}) before any file was done: {}",
+                                    k.code, k.message
+                                )
+                            });
+                        }
+                    }
+                    report
+                        .failed
+                        .push(Failure::new(path.display().to_string(), &e));
+                }
             }
             if staged.len() >= batch || staged_bytes >= BATCH_BYTES {
                 commit(std::mem::take(&mut staged), &mut report);
@@ -157,6 +194,10 @@ pub fn transform_tree(
     }
     report.links = links.take();
     report.skipped_links = report.links.len() as u64;
+    report.stop_reason = stop
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    report.stopped_early = report.stop_reason.is_some();
     report.failed.sort_by(|a, b| a.path.cmp(&b.path));
     report
 }
