@@ -249,7 +249,7 @@ fn rotate_tree(kms: &dyn Kms, root: &std::path::Path, to: &str, jobs: usize, n: 
     // commits are what is measured.
     let _ = std::process::Command::new("sync").status();
     let started = Instant::now();
-    let report = worker::rewrap_items(kms, &FileStore { read_only: false }, items, &opts).unwrap();
+    let report = worker::rewrap_items(kms, &FileStore::default(), items, &opts).unwrap();
     let secs = started.elapsed().as_secs_f64();
     assert_eq!(
         (report.rotated, report.failed),

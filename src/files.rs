@@ -358,6 +358,161 @@ pub fn write_atomically<T>(
     Ok(value)
 }
 
+/// A file encrypted or decrypted into a temporary file beside its
+/// destination, neither durable nor in place yet: [`commit_staged`] makes a
+/// batch of them durable with one `syncfs` and renames each into place (the
+/// group commit of tree encryption and decryption). Dropped uncommitted,
+/// the temporary file is removed and the destination never changed.
+#[derive(Debug)]
+pub(crate) struct Staged {
+    tmp: tempfile::NamedTempFile,
+    dest: PathBuf,
+    dev: u64,
+    /// Plaintext bytes (for batch sizing).
+    pub(crate) bytes: u64,
+}
+
+/// [`encrypt_file`], staged for a group commit.
+pub(crate) fn encrypt_staged(
+    kms: &dyn Kms,
+    opts: &EncryptOptions,
+    input: &Path,
+    output: Output<'_>,
+) -> Result<Staged> {
+    stage_file(input, output, |src, out| {
+        encrypt_stream(kms, opts, src, out)
+    })
+}
+
+/// [`decrypt_file`], staged for a group commit.
+pub(crate) fn decrypt_staged(
+    kms: &dyn Kms,
+    opts: &DecryptOptions,
+    input: &Path,
+    output: Output<'_>,
+) -> Result<Staged> {
+    stage_file(input, output, |src, out| {
+        decrypt_stream(kms, opts, src, out)
+    })
+}
+
+/// [`transform_file`] up to the temporary file: written, with the input's
+/// permissions, not synced, not renamed.
+fn stage_file(
+    input: &Path,
+    output: Output<'_>,
+    transform: impl FnOnce(&mut File, &mut dyn Write) -> Result<EnvelopeInfo>,
+) -> Result<Staged> {
+    use std::os::unix::fs::MetadataExt;
+    let dest = match output {
+        Output::InPlace => input,
+        Output::To(p) => p,
+    };
+    let mut src = if matches!(output, Output::InPlace) {
+        open_in_place(input)?
+    } else {
+        File::open(input).map_err(|e| FileError::io(input, e))?
+    };
+    let perms = src.metadata().map(|m| m.permissions()).ok();
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| FileError::io(dir, e))?;
+    let info = transform(&mut src, tmp.as_file_mut())?;
+    if let Some(p) = perms {
+        tmp.as_file()
+            .set_permissions(p)
+            .map_err(|e| FileError::io(tmp.path(), e))?;
+    }
+    let dev = tmp
+        .as_file()
+        .metadata()
+        .map_err(|e| FileError::io(tmp.path(), e))?
+        .dev();
+    Ok(Staged {
+        tmp,
+        dest: dest.to_path_buf(),
+        dev,
+        bytes: info.plaintext_bytes,
+    })
+}
+
+/// The group commit of staged files: their data made durable (one
+/// `syncfs` per file system, else one `fsync` per file), then each renamed
+/// over its destination, then the renames made durable (`syncfs` again,
+/// else one `fsync` per folder). A crash at any moment leaves each
+/// destination as it was or complete. Returns each destination with its
+/// outcome.
+pub(crate) fn commit_staged(batch: Vec<Staged>) -> Vec<(PathBuf, Result<()>)> {
+    if batch.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::with_capacity(batch.len());
+    let mut durable = Vec::with_capacity(batch.len());
+    let synced = sync_file_systems(batch.iter().map(|s| (s.dev, s.tmp.as_file())));
+    for s in batch {
+        let r = if synced {
+            Ok(())
+        } else {
+            s.tmp.as_file().sync_all()
+        };
+        match r {
+            Ok(()) => durable.push(s),
+            Err(e) => out.push((s.dest.clone(), Err(FileError::io(s.tmp.path(), e)))),
+        }
+    }
+    let mut renamed: Vec<(u64, PathBuf, File)> = Vec::with_capacity(durable.len());
+    for s in durable {
+        let (dev, dest) = (s.dev, s.dest);
+        match s.tmp.persist(&dest) {
+            Ok(file) => renamed.push((dev, dest, file)),
+            Err(e) => out.push((dest.clone(), Err(FileError::io(&dest, e.error)))),
+        }
+    }
+    let names_synced = sync_file_systems(renamed.iter().map(|(d, _, f)| (*d, f)));
+    let mut folders: Vec<PathBuf> = Vec::new();
+    for (_, dest, _) in renamed {
+        let r = if names_synced {
+            Ok(())
+        } else {
+            let dir = match dest.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            if folders.contains(&dir) {
+                Ok(())
+            } else {
+                let r = File::open(&dir).and_then(|d| d.sync_all());
+                folders.push(dir.clone());
+                r.map_err(|e| FileError::io(&dir, e))
+            }
+        };
+        out.push((dest, r));
+    }
+    out
+}
+
+/// One `syncfs` per file system of `files`; false if one failed (the
+/// caller then syncs file by file).
+fn sync_file_systems<'a>(files: impl Iterator<Item = (u64, &'a File)>) -> bool {
+    let mut done: Vec<u64> = Vec::new();
+    for (dev, f) in files {
+        if done.contains(&dev) {
+            continue;
+        }
+        if rustix::fs::syncfs(f).is_err() {
+            return false;
+        }
+        done.push(dev);
+    }
+    true
+}
+
 /// True when the file at `path` starts with the envelope magic.
 pub fn is_envelope(path: &Path) -> std::io::Result<bool> {
     let mut f = File::open(path)?;

@@ -381,7 +381,7 @@ fn s3_shards_split_a_bucket_without_overlap() {
     let mut dry_run = rotate_opts(&kms);
     dry_run.dry_run = true;
     let r = rewrap_location(&rotator, &loc, &dry_run, &dry).unwrap();
-    assert_eq!((r.scanned, r.rotated), (n as u64, n as u64));
+    assert_eq!((r.scanned, r.would_rotate), (n as u64, n as u64));
     assert_eq!(heads(&loc), before, "a dry run writes nothing");
     assert!(!checkpoint.exists(), "a dry run keeps no checkpoint");
     let mut total = 0;

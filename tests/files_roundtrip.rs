@@ -124,6 +124,7 @@ fn trees_encrypt_and_decrypt_in_place_and_to_another_folder() {
     let tree = TreeOptions {
         follow_links: false,
         jobs: 2,
+        ..TreeOptions::default()
     };
     let dec = TreeOp::Decrypt(DecryptOptions::default());
     let sealed = env.path("sealed");

@@ -138,7 +138,10 @@ fn dry_run_writes_nothing() {
     opts.dry_run = true;
     let r = run(&t, &rotator, &opts);
     assert!(r.dry_run);
-    assert_eq!((r.rotated, r.not_envelope, r.failed), (12, 3, 0));
+    assert_eq!(
+        (r.rotated, r.would_rotate, r.not_envelope, r.failed),
+        (0, 12, 3, 0)
+    );
     let after: Vec<Vec<u8>> = t
         .plain
         .iter()
@@ -276,7 +279,10 @@ fn an_interrupted_rotation_is_finished_by_the_next_run() {
     }
     let inv = worker::inventory_items(
         None,
-        &FileStore { read_only: true },
+        &FileStore {
+            read_only: true,
+            ..FileStore::default()
+        },
         worker::walk_files(std::slice::from_ref(&t.root), false),
         None,
         2,
@@ -349,7 +355,10 @@ fn inventory_counts_per_key_and_version_and_records_a_summary() {
     let rotator = t.env.principal("storage-rotator");
     let inv = worker::inventory_items(
         Some(&rotator),
-        &FileStore { read_only: true },
+        &FileStore {
+            read_only: true,
+            ..FileStore::default()
+        },
         worker::walk_files(std::slice::from_ref(&t.root), false),
         Some(&t.key_b),
         2,
@@ -488,7 +497,10 @@ fn inventory_and_rotation_leave_access_times_alone() {
     let rotator = t.env.principal("storage-rotator");
     let inv = worker::inventory_items(
         Some(&rotator),
-        &FileStore { read_only: true },
+        &FileStore {
+            read_only: true,
+            ..FileStore::default()
+        },
         worker::walk_files(std::slice::from_ref(&t.root), false),
         None,
         2,
@@ -520,7 +532,10 @@ fn a_fifo_in_place_of_a_walked_file_fails_at_once() {
     std::thread::spawn(move || {
         let inv = worker::inventory_items(
             None,
-            &FileStore { read_only: true },
+            &FileStore {
+                read_only: true,
+                ..FileStore::default()
+            },
             std::iter::once(Ok(path)),
             None,
             1,

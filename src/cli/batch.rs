@@ -1,13 +1,16 @@
 //! The `rotate` and `inventory` commands: one code path each, whatever the
 //! PATH arguments name (file trees or an object-store location).
 //!
-//! Exit codes: 0 all done; 1 some items failed; 2 the run could not start
-//! (no credentials, unknown target key, bad location, bad arguments).
+//! Exit codes: 0 all done; 1 some items failed; 2 the run did not start
+//! (no credentials, unknown or disabled target key, bad location, a
+//! `--report` path that cannot be written, bad arguments) or was stopped
+//! early (`--max-failures` reached, or a failure every item would meet,
+//! such as AccessDenied); 3 interrupted by SIGINT / SIGTERM (the batch in
+//! flight finished, the partial report written with `"interrupted": true`).
 
 use super::objects::{Located, ObjectStoreArgs};
 use super::report::{kms_or_exit, print_failures, print_summary, record_summary, usage};
 use super::Context;
-use anyhow::Context as _;
 use rewrap::worker::{self, Inventory, InventorySummary, RewrapOptions};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -15,6 +18,7 @@ use std::sync::Arc;
 
 /// rotate arguments.
 #[derive(Debug, Clone, clap::Args)]
+#[allow(clippy::struct_excessive_bools)] // reason: clap flags, each its own switch
 pub(crate) struct RotateArgs {
     /// Target key: envelopes end up under its newest key-material version.
     #[arg(long, value_name = "KEY")]
@@ -22,12 +26,23 @@ pub(crate) struct RotateArgs {
     /// Only rotate envelopes currently under this key (repeatable).
     #[arg(long, value_name = "KEY")]
     pub(crate) from: Vec<String>,
-    /// List what would change; write nothing.
+    /// Check and list what would change; write nothing. Makes one ReEncrypt
+    /// per source key and version found (result discarded), so missing
+    /// rights fail the dry run (exit 2) as they would fail the real run.
     #[arg(long)]
     pub(crate) dry_run: bool,
-    /// Write a JSON report to FILE.
+    /// With --dry-run: print every envelope with its key, alias, version
+    /// and what a real run would do (the report always has this listing).
+    #[arg(long, requires = "dry_run")]
+    pub(crate) list: bool,
+    /// Write a JSON report to FILE (checked writable before any item).
     #[arg(long, value_name = "FILE")]
     pub(crate) report: Option<PathBuf>,
+    /// Stop the run (exit 2) once N items failed; 0 for no limit. A
+    /// failure every item would meet (AccessDenied, a disabled target key)
+    /// stops it after the first batch.
+    #[arg(long, value_name = "N", default_value_t = worker::DEFAULT_MAX_FAILURES)]
+    pub(crate) max_failures: u64,
     /// Worker threads (0: two per core; more help with a remote KMS).
     #[arg(long, default_value_t = 0)]
     pub(crate) jobs: usize,
@@ -78,6 +93,11 @@ pub(crate) fn rotate(a: RotateArgs, ctx: &Context) -> anyhow::Result<i32> {
         Ok(l) => l,
         Err(e) => return usage(&e),
     };
+    if let Some(path) = &a.report {
+        if let Err(e) = check_writable(path) {
+            return usage(&format!("cannot write the report {}: {e}", path.display()));
+        }
+    }
     let source = located.source();
     let remote = ctx.global.endpoint_url.is_some();
     let mut opts = RewrapOptions::new(&a.to);
@@ -95,6 +115,8 @@ pub(crate) fn rotate(a: RotateArgs, ctx: &Context) -> anyhow::Result<i32> {
         opts.kms_batch = 1;
     }
     opts.open_files = Some(raise_open_file_limit());
+    opts.max_failures = a.max_failures;
+    on_signals(Some(&opts.interrupt));
     if !a.no_progress && std::io::stderr().is_terminal() {
         opts.progress = worker::Watcher(Some(Arc::new(ProgressBar::new())));
     }
@@ -105,10 +127,38 @@ pub(crate) fn rotate(a: RotateArgs, ctx: &Context) -> anyhow::Result<i32> {
             return Ok(2);
         }
     };
-    print_failures(&report.failures);
+    print_run_failures(&report.failures, report.stopped_early);
+    if a.list {
+        for l in &report.listing {
+            println!(
+                "{}\t{}\t{}\t{}\t{}",
+                l.action,
+                l.key_arn,
+                if l.aliases.is_empty() {
+                    "-".to_string()
+                } else {
+                    l.aliases.join(",")
+                },
+                l.key_version,
+                l.path
+            );
+        }
+    }
+    let mut code = report.exit_code();
     if let Some(path) = &a.report {
-        worker::write_json(path, &report)
-            .with_context(|| format!("cannot write the report {}", path.display()))?;
+        if let Err(e) = worker::write_json(path, &report) {
+            eprintln!("rewrap: cannot write the report {}: {e}", path.display());
+            code = code.max(1);
+        }
+    }
+    if let Some(why) = &report.stop_reason {
+        eprintln!("rewrap: stopped early: {why}");
+    }
+    if report.interrupted {
+        eprintln!(
+            "rewrap: interrupted: the batch in flight was finished; items not yet taken up \
+             are left as they were (run again to finish)"
+        );
     }
     if !a.dry_run {
         record_summary(ctx, &InventorySummary::from_rewrap(&source, &report));
@@ -117,13 +167,95 @@ pub(crate) fn rotate(a: RotateArgs, ctx: &Context) -> anyhow::Result<i32> {
     if let Some(o) = brief.as_object_mut() {
         o.remove("failures");
         o.remove("after");
+        o.remove("listing");
+        o.remove("links");
         if !ctx.json_output() && ctx.global.query.is_none() {
             // Nested tables do not fit one line of text.
             o.remove("by_source");
         }
     }
     print_summary(ctx, &brief)?;
-    Ok(report.exit_code())
+    Ok(code)
+}
+
+/// Prints a run's failures on stderr; after a stop, only the first and a
+/// count (the report lists them all).
+fn print_run_failures(failures: &[worker::Failure], stopped_early: bool) {
+    if !stopped_early || failures.len() <= 1 {
+        print_failures(failures);
+        return;
+    }
+    print_failures(&failures[..1]);
+    eprintln!(
+        "rewrap: ... and {} more failures (the report lists them)",
+        failures.len() - 1
+    );
+}
+
+/// Preflight of an output file: its folder exists and takes a new file
+/// (a temporary one, removed at once), and the path is not a folder.
+pub(crate) fn check_writable(path: &std::path::Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "is a folder",
+        ));
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    tempfile::Builder::new()
+        .prefix(".rewrap-tmp-")
+        .tempfile_in(dir)
+        .map(drop)
+}
+
+/// SIGINT / SIGTERM: the first asks the run to stop gracefully
+/// (`interrupt`), a second ends the process at once with exit code 3 (safe:
+/// every envelope opens with its old or its new slot at any moment, and
+/// tree encryption renames only whole files into place). Without
+/// `interrupt` the first signal ends the process at once, with exit code 3.
+/// The handlers are in place when this returns.
+pub(crate) fn on_signals(interrupt: Option<&worker::Interrupt>) {
+    let interrupt = interrupt.cloned();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            let _ = ready_tx.send(());
+            let mut seen = 0;
+            loop {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+                seen += 1;
+                let Some(interrupt) = interrupt.as_ref().filter(|_| seen == 1) else {
+                    eprintln!("rewrap: interrupted again: stopping at once");
+                    std::process::exit(3);
+                };
+                eprintln!(
+                    "rewrap: interrupted: finishing the batch in flight \
+                     (signal again to stop at once)"
+                );
+                interrupt.request();
+            }
+        });
+    });
+    let _ = ready_rx.recv_timeout(std::time::Duration::from_secs(5));
 }
 
 /// `rewrap inventory PATH...`
@@ -139,6 +271,9 @@ pub(crate) fn inventory(a: InventoryArgs, ctx: &Context) -> anyhow::Result<i32> 
         Ok(l) => l,
         Err(e) => return usage(&e),
     };
+    // An inventory writes nothing but its summary at the end: on a signal
+    // it stops at once, without one.
+    on_signals(None);
     let stale_against = a.stale_against.as_deref();
     let inv = match worker::inventory(kms.as_deref(), &located.source(), stale_against, a.jobs) {
         Ok(i) => i,
@@ -168,8 +303,9 @@ fn print_inventory_table(inv: &Inventory) {
         }
     }
     println!(
-        "total: {} envelopes, {} not envelopes, {} failed, {} with a stale slot",
-        inv.envelopes, inv.not_envelope, inv.failed, inv.stale_slots
+        "total: {} envelopes, {} not envelopes, {} failed, {} with a stale slot, \
+         {} symbolic links left alone",
+        inv.envelopes, inv.not_envelope, inv.failed, inv.stale_slots, inv.skipped_links
     );
     if let (Some(key), Some(stale)) = (&inv.stale_against, inv.stale) {
         println!("stale against {key}: {stale}");
@@ -191,19 +327,40 @@ fn raise_open_file_limit() -> u64 {
 
 /// The progress bar on stderr: the worker's [`worker::Progress`] drawn with
 /// indicatif.
-struct ProgressBar(indicatif::ProgressBar);
+pub(crate) struct ProgressBar(indicatif::ProgressBar);
 
 impl ProgressBar {
-    fn new() -> ProgressBar {
+    pub(crate) fn new() -> ProgressBar {
         let bar =
             indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
         let style = indicatif::ProgressStyle::with_template(
-            "{spinner} {pos}/{len} files  {per_sec}  ETA {eta}  [{elapsed_precise}]",
+            "{spinner} {human_pos}/{human_len} files  {rate}  ETA {eta}  [{elapsed_precise}]",
         )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        // indicatif's {per_sec} prints fractions ("8,438.1765/s"): whole
+        // files per second read better.
+        .with_key(
+            "rate",
+            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{}/s", grouped(state.per_sec() as u64));
+            },
+        );
         bar.set_style(style);
         ProgressBar(bar)
     }
+}
+
+/// `n` with thousands separators (`8,438`).
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 impl worker::Progress for ProgressBar {
@@ -217,5 +374,16 @@ impl worker::Progress for ProgressBar {
 
     fn finish(&self) {
         self.0.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rates_are_whole_and_grouped() {
+        assert_eq!(super::grouped(0), "0");
+        assert_eq!(super::grouped(999), "999");
+        assert_eq!(super::grouped(8_438), "8,438");
+        assert_eq!(super::grouped(16_800_123), "16,800,123");
     }
 }

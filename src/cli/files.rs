@@ -56,6 +56,7 @@ pub(crate) enum FileCommand {
 
 /// Where the output goes and how trees are walked.
 #[derive(Debug, Clone, clap::Args)]
+#[allow(clippy::struct_excessive_bools)] // reason: clap flags, each its own switch
 pub(crate) struct IoArgs {
     /// Input file or folder; `-` for stdin.
     #[arg(value_name = "INPUT")]
@@ -79,9 +80,16 @@ pub(crate) struct IoArgs {
     /// Worker threads for --recursive (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub(crate) jobs: usize,
-    /// Follow symbolic links when walking.
+    /// Follow symbolic links inside the tree (a link named as INPUT is
+    /// always followed). Without it they are counted and listed as left alone.
     #[arg(long)]
     pub(crate) follow_symlinks: bool,
+    /// Replace an existing --out file (refused without it).
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Never show a progress bar (--recursive).
+    #[arg(long)]
+    pub(crate) no_progress: bool,
 }
 
 /// encrypt-file arguments.
@@ -190,6 +198,16 @@ fn encrypt(a: EncryptArgs, ctx: &Context) -> anyhow::Result<i32> {
     if matches!(input, End::Object(_)) {
         return usage("encrypt-file reads a file or stdin, not an object");
     }
+    if let (End::File(i), End::File(o)) = (&input, &output) {
+        if i == o && files::is_envelope(i).unwrap_or(false) {
+            // As `encrypt-file -r` does: an envelope is never sealed twice.
+            eprintln!(
+                "rewrap: {}: already an envelope; left as it is",
+                i.display()
+            );
+            return Ok(0);
+        }
+    }
     one(ctx, &input, &output, || {
         encrypt_one(&*kms, &opts, &input, &output)
     })
@@ -252,6 +270,12 @@ fn ends(io: &IoArgs) -> anyhow::Result<Result<(End<'_>, End<'_>), i32>> {
         }
         (None, false, _) => End::Std,
     };
+    if let (End::File(o), false, false) = (&output, io.in_place, io.force) {
+        if *o != io.input.as_path() && std::fs::symlink_metadata(o).is_ok() {
+            eprintln!("rewrap: {} exists: add --force to replace it", o.display());
+            return Ok(Err(252));
+        }
+    }
     if let End::File(i) = input {
         if i.is_dir() {
             let msg = format!("{} is a folder: add --recursive", i.display());
@@ -406,13 +430,40 @@ fn tree(ctx: &Context, kms: &dyn Kms, op: TreeOp, io: &IoArgs) -> anyhow::Result
         (Some(o), false) => Some(o.as_path()),
         (None, false) => return usage("give --out FOLDER or --in-place"),
     };
-    let opts = TreeOptions {
+    let mut opts = TreeOptions {
         follow_links: io.follow_symlinks,
         jobs: io.jobs,
+        ..TreeOptions::default()
     };
+    if !io.no_progress && std::io::stderr().is_terminal() {
+        opts.progress =
+            worker::Watcher(Some(std::sync::Arc::new(super::batch::ProgressBar::new())));
+    }
+    super::batch::on_signals(Some(&opts.interrupt));
     let report = worker::transform_tree(kms, &op, &io.input, out_root, &opts);
-    print_failures(&report.failed);
-    print_summary(ctx, &report)?;
+    if report.stopped_early && report.failed.len() > 1 {
+        print_failures(&report.failed[..1]);
+        eprintln!("rewrap: ... and {} more failures", report.failed.len() - 1);
+    } else {
+        print_failures(&report.failed);
+    }
+    if let Some(why) = &report.stop_reason {
+        eprintln!("rewrap: stopped early: {why}");
+    }
+    if report.interrupted {
+        eprintln!(
+            "rewrap: interrupted: the files in flight were finished; the others are as they were"
+        );
+    }
+    let mut brief = serde_json::to_value(&report)?;
+    if let Some(o) = brief.as_object_mut() {
+        if !ctx.json_output() && ctx.global.query.is_none() {
+            // One line of text: the counts.
+            o.remove("links");
+            o.remove("failed");
+        }
+    }
+    print_summary(ctx, &brief)?;
     Ok(report.exit_code())
 }
 

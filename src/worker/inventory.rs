@@ -55,6 +55,12 @@ pub struct Inventory {
     pub stale: Option<u64>,
     /// Envelopes that still hold a valid old slot (an interrupted re-wrap).
     pub stale_slots: u64,
+    /// Symbolic links inside the tree, left alone (see `links`).
+    #[serde(default)]
+    pub skipped_links: u64,
+    /// Their paths.
+    #[serde(default)]
+    pub links: Vec<String>,
     /// Every failure with its reason.
     pub failures: Vec<Failure>,
 }

@@ -40,18 +40,19 @@ pub use checkpoint::{Checkpoint, Shard};
 pub use failure::{Failure, FailureKind};
 pub use inventory::{inventory_items, Inventory, KeyInventory};
 pub use objects::{ObjectEnvelopeStore, ObjectItem};
-pub use report::{write_json, RewrapReport, VersionCounts};
+pub use report::{write_json, Listed, RewrapReport, VersionCounts};
 pub use rewrap::rewrap_items;
 pub use store::{EnvelopeStore, ItemError, StoreError};
 pub use summary::{canonical_roots, known_envelopes_for_key, InventorySummary};
-pub use transform::{transform_tree, TreeOp, TreeOptions, TreeReport};
+pub use transform::{transform_tree, TreeOp, TreeOptions, TreeReport, DEFAULT_TREE_BATCH};
 pub(crate) use tree::count_files;
-pub use tree::{walk_files, FileStore, FileVersion, LOCK_WAIT};
+pub use tree::{walk_files, walk_tree, FileStore, FileVersion, Links, LOCK_WAIT};
 
 use crate::error::KmsError;
 use crate::kms::Kms;
 use crate::objstore::{ObjectLocation, ObjectStoreError};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Where the envelopes of a run are.
@@ -141,6 +142,29 @@ impl std::fmt::Debug for Watcher {
     }
 }
 
+/// A request to stop a run early from outside (SIGINT / SIGTERM in the
+/// CLI): workers take no new item, finish the batch in flight (its group
+/// commits and wipes), and the run returns a partial report marked
+/// `interrupted`. Clones share one flag.
+#[derive(Debug, Clone, Default)]
+pub struct Interrupt(Arc<AtomicBool>);
+
+impl Interrupt {
+    /// Asks the run to stop.
+    pub fn request(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// True once [`Interrupt::request`] was called.
+    pub fn is_requested(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Default of [`RewrapOptions::max_failures`]: failed items after which a
+/// run stops (`--max-failures`).
+pub const DEFAULT_MAX_FAILURES: u64 = 100;
+
 /// How to re-wrap.
 #[derive(Debug, Clone)]
 pub struct RewrapOptions {
@@ -168,6 +192,12 @@ pub struct RewrapOptions {
     /// Expected number of items, for the progress watcher (0: unknown; a
     /// file tree is then counted first when a watcher is set).
     pub expected_items: u64,
+    /// Stop the run (report `stopped_early`) once this many items failed
+    /// (0: never). A systematic failure (the KMS refuses the caller, or the
+    /// target key is disabled or pending deletion) stops it at once.
+    pub max_failures: u64,
+    /// Set from outside to stop the run gracefully (see [`Interrupt`]).
+    pub interrupt: Interrupt,
 }
 
 impl RewrapOptions {
@@ -183,6 +213,8 @@ impl RewrapOptions {
             open_files: None,
             progress: Watcher::default(),
             expected_items: 0,
+            max_failures: DEFAULT_MAX_FAILURES,
+            interrupt: Interrupt::default(),
         }
     }
 }
@@ -242,9 +274,14 @@ pub fn rewrap(
             }
             let store = FileStore {
                 read_only: opts.dry_run,
+                follow_links: *follow_links,
             };
-            let items = walk_files(roots, *follow_links);
-            Ok(rewrap_items(kms, &store, items, &opts)?)
+            let links = Links::default();
+            let items = walk_tree(roots, *follow_links, &links);
+            let mut report = rewrap_items(kms, &store, items, &opts)?;
+            report.links = links.take();
+            report.skipped_links = report.links.len() as u64;
+            Ok(report)
         }
         Source::Objects { location, walk } => rewrap_objects(kms, location, walk, opts),
     }
@@ -301,9 +338,16 @@ pub fn inventory(
             roots,
             follow_links,
         } => {
-            let store = FileStore { read_only: true };
-            let items = walk_files(roots, *follow_links);
-            inventory_items(kms, &store, items, stale_against, jobs)?
+            let store = FileStore {
+                read_only: true,
+                follow_links: *follow_links,
+            };
+            let links = Links::default();
+            let items = walk_tree(roots, *follow_links, &links);
+            let mut inv = inventory_items(kms, &store, items, stale_against, jobs)?;
+            inv.links = links.take();
+            inv.skipped_links = inv.links.len() as u64;
+            inv
         }
         Source::Objects { location, walk } => {
             location.probe()?;

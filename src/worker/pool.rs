@@ -44,7 +44,9 @@ pub(crate) fn feed_chunk<S: EnvelopeStore>(store: &S, jobs: usize) -> usize {
 
 /// The workers' end of the queue from the walker.
 struct Feed<T> {
-    rx: Mutex<std::sync::mpsc::Receiver<Vec<T>>>,
+    /// `None` once the workers are done: a walker still sending then stops
+    /// (workers may stop before the input ends, see `RewrapOptions::interrupt`).
+    rx: Mutex<Option<std::sync::mpsc::Receiver<Vec<T>>>>,
     /// Chunks sent and not yet taken.
     queued: AtomicUsize,
 }
@@ -68,7 +70,7 @@ impl<T> Iterator for Cursor<'_, T> {
                 .rx
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            self.chunk = rx.recv().ok()?.into_iter();
+            self.chunk = rx.as_ref()?.recv().ok()?.into_iter();
             self.feed.queued.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -85,7 +87,7 @@ where
 {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Result<T, ItemError>>>(16);
     let feed = Feed {
-        rx: Mutex::new(rx),
+        rx: Mutex::new(Some(rx)),
         queued: AtomicUsize::new(0),
     };
     std::thread::scope(|s| {
@@ -124,6 +126,12 @@ where
                 Err(_) => total.worker_panicked(),
             }
         }
+        // Workers that stopped early leave the walker blocked on a full
+        // queue: dropping its other end ends the walk.
+        feed.rx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         total
     })
 }

@@ -14,8 +14,11 @@ use std::path::Path;
 pub struct VersionCounts {
     /// Envelopes seen under this key version.
     pub seen: u64,
-    /// Of those, re-wrapped (or, in a dry run, that would be).
+    /// Of those, re-wrapped.
     pub rotated: u64,
+    /// Of those, that a dry run would re-wrap.
+    #[serde(default)]
+    pub would_rotate: u64,
     /// Of those, already current.
     pub already_current: u64,
     /// Of those, skipped because the key is not in `--from`.
@@ -41,9 +44,13 @@ pub struct RewrapReport {
     pub finished_at: String,
     /// Items looked at.
     pub scanned: u64,
-    /// Envelopes re-wrapped (new slot durable, old slot wiped). In a dry
-    /// run: envelopes that would be.
+    /// Envelopes re-wrapped (new slot durable, old slot wiped); 0 in a dry
+    /// run.
     pub rotated: u64,
+    /// Dry run: envelopes that would be re-wrapped (their source key and
+    /// version passed a ReEncrypt probe).
+    #[serde(default)]
+    pub would_rotate: u64,
     /// Envelopes already under the newest version of the target key
     /// (including those whose stale slot this run only had to wipe).
     pub already_current: u64,
@@ -53,12 +60,39 @@ pub struct RewrapReport {
     pub not_envelope: u64,
     /// Items that failed (see `failures`).
     pub failed: u64,
+    /// Items taken up but left as they were because the run stopped early
+    /// or was interrupted (each still opens with its old or its new slot;
+    /// a later run finishes them).
+    #[serde(default)]
+    pub unfinished: u64,
+    /// Symbolic links inside the tree, left alone (see `links`; followed
+    /// with `--follow-symlinks`).
+    #[serde(default)]
+    pub skipped_links: u64,
+    /// The run stopped before the end: `--max-failures` reached, or a
+    /// systematic failure (see `stop_reason`).
+    #[serde(default)]
+    pub stopped_early: bool,
+    /// Why the run stopped early.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
+    /// The run was interrupted (SIGINT / SIGTERM): the batch in flight was
+    /// finished, the items not yet taken up are not counted.
+    #[serde(default)]
+    pub interrupted: bool,
     /// Per source key ARN, per key-material version: counts.
     pub by_source: BTreeMap<String, BTreeMap<String, VersionCounts>>,
     /// Per key ARN, per version: envelopes as they are after the run.
     pub after: BTreeMap<String, BTreeMap<String, u64>>,
     /// Every failure with its kind and reason.
     pub failures: Vec<Failure>,
+    /// The symbolic links left alone, by path (`skipped_links`).
+    #[serde(default)]
+    pub links: Vec<String>,
+    /// Dry run: every envelope with its current key, alias and version, and
+    /// what a real run would do to it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listing: Vec<Listed>,
     /// The object-store location re-wrapped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
@@ -78,10 +112,34 @@ pub struct RewrapReport {
     pub resumed_objects: Option<u64>,
 }
 
+/// One envelope in a dry run's listing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Listed {
+    /// The item (path or object URL).
+    pub path: String,
+    /// ARN of the key its active slot is under.
+    pub key_arn: String,
+    /// The aliases of that key the caller may list (empty if none or not
+    /// allowed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Key-material version of the active slot.
+    pub key_version: u32,
+    /// `would_rotate`, `already_current` or `other_key`.
+    pub action: String,
+}
+
 impl RewrapReport {
-    /// The process exit code: 0 all done, 1 some items failed.
+    /// The process exit code of a batch command: 0 all done, 1 some items
+    /// failed, 2 stopped early, 3 interrupted.
     pub fn exit_code(&self) -> i32 {
-        i32::from(self.failed > 0)
+        if self.interrupted {
+            3
+        } else if self.stopped_early {
+            2
+        } else {
+            i32::from(self.failed > 0)
+        }
     }
 
     pub(super) fn source(&mut self, slot: &Slot) -> &mut VersionCounts {
@@ -119,13 +177,19 @@ impl Merge for RewrapReport {
         self.already_current += other.already_current;
         self.other_key += other.other_key;
         self.not_envelope += other.not_envelope;
+        self.would_rotate += other.would_rotate;
         self.failed += other.failed;
+        self.unfinished += other.unfinished;
+        self.skipped_links += other.skipped_links;
+        self.links.extend(other.links);
+        self.listing.extend(other.listing);
         for (arn, versions) in other.by_source {
             let mine = self.by_source.entry(arn).or_default();
             for (v, c) in versions {
                 let m = mine.entry(v).or_default();
                 m.seen += c.seen;
                 m.rotated += c.rotated;
+                m.would_rotate += c.would_rotate;
                 m.already_current += c.already_current;
                 m.other_key += c.other_key;
                 m.failed += c.failed;

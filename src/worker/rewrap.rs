@@ -39,7 +39,9 @@ use crate::api::{ReEncryptRequest, ReEncryptResponse};
 use crate::envelope::{Header, Slot, SlotState, EMPTY_SLOT};
 use crate::error::KmsError;
 use crate::kms::Kms;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// Re-wraps every envelope `items` yields from `store`. Errors only when the
 /// run cannot start (the target key cannot be resolved); per-item failures
@@ -56,13 +58,22 @@ where
     I: Iterator<Item = Result<S::Item, ItemError>> + Send,
 {
     let started = chrono::Utc::now();
+    let target = Target::resolve(kms, &opts.to)?;
+    target.check_usable()?;
     let run = Run {
         kms,
         store,
-        target: Target::resolve(kms, &opts.to)?,
+        target,
         from: FromFilter::resolve(kms, &opts.from)?,
         opts,
         done: AtomicU64::new(0),
+        stop: Stop::default(),
+        probed: Mutex::new(HashMap::new()),
+        aliases: if opts.dry_run {
+            aliases_by_key(kms)
+        } else {
+            HashMap::new()
+        },
     };
     if let Some(p) = &opts.progress.0 {
         if opts.expected_items > 0 {
@@ -79,6 +90,15 @@ where
     report.target_key = arn;
     report.target_version = version;
     report.dry_run = opts.dry_run;
+    report.stopped_early = run.stop.stopped.load(Ordering::Acquire);
+    report.stop_reason = run
+        .stop
+        .reason
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    report.interrupted = run.stop.interrupted.load(Ordering::Acquire);
+    report.listing.sort_by(|a, b| a.path.cmp(&b.path));
     report.started_at = started.to_rfc3339();
     report.finished_at = chrono::Utc::now().to_rfc3339();
     report.failures.sort_by(|a, b| a.path.cmp(&b.path));
@@ -155,6 +175,63 @@ struct Run<'a, S: EnvelopeStore> {
     from: FromFilter,
     opts: &'a RewrapOptions,
     done: AtomicU64,
+    stop: Stop,
+    /// Dry run: (source key ARN, version) pairs probed with a ReEncrypt:
+    /// `None` passed, `Some` a refusal every envelope there would meet.
+    probed: Mutex<HashMap<(String, u32), Option<KmsError>>>,
+    /// Dry run: key ARN -> alias names, for the listing.
+    aliases: HashMap<String, Vec<String>>,
+}
+
+/// Why and whether the workers stop before the input is done.
+#[derive(Default)]
+struct Stop {
+    /// Stopped early: `--max-failures` reached or a systematic failure.
+    stopped: AtomicBool,
+    /// A worker left its input because of an [`super::Interrupt`].
+    interrupted: AtomicBool,
+    reason: Mutex<Option<String>>,
+    /// Failures of all workers so far.
+    failures: AtomicU64,
+}
+
+impl Stop {
+    /// Stops the run; the first reason given is kept.
+    fn halt(&self, reason: String) {
+        let mut r = self
+            .reason
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if r.is_none() {
+            *r = Some(reason);
+        }
+        self.stopped.store(true, Ordering::Release);
+    }
+}
+
+/// Key ARN -> its alias names, as far as the caller may list them (a dry
+/// run's listing names them; no right to list means no names).
+fn aliases_by_key(kms: &dyn Kms) -> HashMap<String, Vec<String>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    let mut marker = None;
+    for _ in 0..100 {
+        let Ok(page) = kms.list_aliases(&crate::api::ListRequest {
+            marker: marker.take(),
+            ..Default::default()
+        }) else {
+            break;
+        };
+        for a in page.aliases {
+            if let Some(id) = a.target_key_id {
+                out.entry(id).or_default().push(a.alias_name);
+            }
+        }
+        match page.next_marker {
+            Some(m) if page.truncated => marker = Some(m),
+            _ => break,
+        }
+    }
+    out
 }
 
 /// Why step 1 or 2 failed for one item.
@@ -187,7 +264,12 @@ impl<S: EnvelopeStore> Run<'_, S> {
             retry: Vec::new(),
             busy: Vec::new(),
         };
+        let mut counted = 0;
         loop {
+            if self.halted(&report, &mut counted) {
+                self.leave(&mut q, &mut report);
+                break;
+            }
             let (item, attempts) = match q.retry.pop() {
                 Some(again) => again,
                 None => match feed.next() {
@@ -226,6 +308,120 @@ impl<S: EnvelopeStore> Run<'_, S> {
             }
         }
         report
+    }
+
+    /// True when this worker must take no new item: the run was
+    /// interrupted, stopped early, or its failures reached `max_failures`.
+    fn halted(&self, report: &RewrapReport, counted: &mut u64) -> bool {
+        let new = report.failed - *counted;
+        *counted = report.failed;
+        let total = self.stop.failures.fetch_add(new, Ordering::AcqRel) + new;
+        let max = self.opts.max_failures;
+        if max > 0 && total >= max {
+            self.stop.halt(format!(
+                "{total} items failed: the limit is {max} (--max-failures)"
+            ));
+        }
+        if self.stop.stopped.load(Ordering::Acquire) {
+            return true;
+        }
+        if self.opts.interrupt.is_requested() {
+            self.stop.interrupted.store(true, Ordering::Release);
+            return true;
+        }
+        false
+    }
+
+    /// Stops this worker: the batch whose new slots are written is taken
+    /// through its group commits and wipes; items only read (and locked)
+    /// are released untouched and counted as unfinished.
+    fn leave(&self, q: &mut Queues<S>, report: &mut RewrapReport) {
+        self.flush(&mut q.pending, report);
+        report.unfinished += (q.ready.len() + q.retry.len() + q.busy.len()) as u64;
+        q.ready.clear();
+        q.retry.clear();
+        q.busy.clear();
+    }
+
+    /// Stops the run when `e` will fail every other item too: the KMS
+    /// refuses the caller, or the target key cannot be used (a disabled
+    /// source key fails only its own envelopes).
+    fn judge(&self, e: &KmsError) {
+        match super::failure::FailureKind::from(e) {
+            super::failure::FailureKind::AccessDenied => self.stop.halt(format!(
+                "the KMS refused the caller ({}): {}; every other item would fail the same way",
+                e.code, e.message
+            )),
+            super::failure::FailureKind::KeyState => {
+                if let Err(why) = self.target.check_usable_now(self.kms) {
+                    self.stop.halt(why.message);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Dry run: one ReEncrypt per (source key, version), result discarded,
+    /// so that a right the real run would miss fails the dry run too. The
+    /// lock is held over the call: workers meeting the same key version
+    /// wait for its one probe instead of each making their own.
+    fn probe(&self, header: &Header, slot: &Slot) -> Result<(), KmsError> {
+        let seen = (slot.key_arn.clone(), slot.key_version);
+        let mut probed = self
+            .probed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match probed.get(&seen) {
+            Some(None) => return Ok(()),
+            Some(Some(refused)) => return Err(refused.clone()),
+            None => {}
+        }
+        let ctx = header.kms_context();
+        let resp = self.kms.re_encrypt(&ReEncryptRequest {
+            ciphertext_blob: crate::api::CiphertextBlob(slot.wrapped_key.clone()),
+            source_encryption_context: Some(ctx.clone()),
+            destination_key_id: self.target.destination(),
+            destination_encryption_context: Some(ctx),
+            ..Default::default()
+        });
+        match resp {
+            Ok(resp) => {
+                let version = crate::ciphertext_blob::peek(&resp.ciphertext_blob.0)
+                    .map_or(0, |b| b.key_version);
+                self.target.learn(&resp.key_id, version);
+                probed.insert(seen, None);
+                Ok(())
+            }
+            Err(e) => {
+                // A refusal of the caller or of the key holds for every
+                // envelope under this key version; anything else (this
+                // envelope's own wrapped key) is probed again on the next.
+                let kind = super::failure::FailureKind::from(&e);
+                if matches!(
+                    kind,
+                    super::failure::FailureKind::AccessDenied
+                        | super::failure::FailureKind::KeyState
+                ) {
+                    probed.insert(seen, Some(e.clone()));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// A dry run's listing entry.
+    fn list(&self, report: &mut RewrapReport, item: &S::Item, slot: &Slot, action: &str) {
+        if !self.opts.dry_run {
+            return;
+        }
+        let id = slot.key_arn.rsplit('/').next().unwrap_or(&slot.key_arn);
+        report.listing.push(super::report::Listed {
+            path: self.store.display(item),
+            key_arn: slot.key_arn.clone(),
+            aliases: self.aliases.get(id).cloned().unwrap_or_default(),
+            key_version: slot.key_version,
+            action: action.into(),
+        });
     }
 
     fn tick(&self, n: u64) {
@@ -288,21 +484,24 @@ impl<S: EnvelopeStore> Run<'_, S> {
         match decision {
             Ok(Decision::NotEnvelope) => report.not_envelope += 1,
             Ok(Decision::Current(slot)) => {
+                self.list(report, &item, &slot, "already_current");
                 report.already_current += 1;
                 report.source(&slot).seen += 1;
                 report.source(&slot).already_current += 1;
                 report.after(&slot.key_arn, slot.key_version);
             }
             Ok(Decision::OtherKey(slot)) => {
+                self.list(report, &item, &slot, "other_key");
                 report.other_key += 1;
                 report.source(&slot).seen += 1;
                 report.source(&slot).other_key += 1;
                 report.after(&slot.key_arn, slot.key_version);
             }
             Ok(Decision::WouldRotate(slot)) => {
-                report.rotated += 1;
+                self.list(report, &item, &slot, "would_rotate");
+                report.would_rotate += 1;
                 report.source(&slot).seen += 1;
-                report.source(&slot).rotated += 1;
+                report.source(&slot).would_rotate += 1;
                 let (arn, v) = self.target.snapshot();
                 report.after(&arn, v);
             }
@@ -319,6 +518,9 @@ impl<S: EnvelopeStore> Run<'_, S> {
                 return;
             }
             Err((e, slot)) => {
+                if let Cause::Kms(k) = &e {
+                    self.judge(k);
+                }
                 if let Some(s) = &slot {
                     report.source(s).seen += 1;
                 }
@@ -363,6 +565,8 @@ impl<S: EnvelopeStore> Run<'_, S> {
             }));
         }
         if self.opts.dry_run {
+            self.probe(&parsed.header, &slot)
+                .map_err(|e| (Cause::Kms(e), Some(slot.clone())))?;
             return Ok(Decision::WouldRotate(slot));
         }
         Ok(Decision::Rewrap(Rewrap {

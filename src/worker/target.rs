@@ -13,25 +13,44 @@ use std::sync::RwLock;
 pub(super) struct Target {
     requested: String,
     known: RwLock<Option<(String, String, u32)>>,
+    /// The key state DescribeKey reported (`None`: not described).
+    state: Option<String>,
 }
 
 impl Target {
     pub(super) fn resolve(kms: &dyn Kms, requested: &str) -> Result<Target, KmsError> {
-        let known = match kms.describe_key(&KeyIdRequest {
-            key_id: requested.to_string(),
-            grant_tokens: None,
-        }) {
-            Ok(r) => {
-                let m = r.key_metadata;
-                Some((m.arn, m.key_id, m.key_material_versions))
-            }
-            Err(e) if e.code == ErrorCode::AccessDenied => None,
+        let (known, state) = match describe(kms, requested) {
+            Ok(Some(m)) => (
+                Some((m.arn, m.key_id, m.key_material_versions)),
+                Some(m.key_state),
+            ),
+            Ok(None) => (None, None),
             Err(e) => return Err(e),
         };
         Ok(Target {
             requested: requested.to_string(),
             known: RwLock::new(known),
+            state,
         })
+    }
+
+    /// Preflight: the target key, as described when the run started, can
+    /// take new wraps (enabled). A key the caller may not describe passes:
+    /// its first ReEncrypt answers instead.
+    pub(super) fn check_usable(&self) -> Result<(), KmsError> {
+        match &self.state {
+            Some(state) => usable(&self.destination(), state),
+            None => Ok(()),
+        }
+    }
+
+    /// Describes the target again (after a KeyState failure): `Err` with
+    /// the reason when it is not enabled now.
+    pub(super) fn check_usable_now(&self, kms: &dyn Kms) -> Result<(), KmsError> {
+        match describe(kms, &self.destination()) {
+            Ok(Some(m)) => usable(&m.arn, &m.key_state),
+            Ok(None) | Err(_) => Ok(()),
+        }
     }
 
     pub(super) fn destination(&self) -> String {
@@ -84,6 +103,34 @@ impl Target {
             Some((arn, _, v)) => (arn.clone(), *v),
             None => (self.requested.clone(), 0),
         }
+    }
+}
+
+/// DescribeKey of `key`; `Ok(None)` when the caller may not describe it.
+fn describe(kms: &dyn Kms, key: &str) -> Result<Option<crate::api::KeyMetadata>, KmsError> {
+    match kms.describe_key(&KeyIdRequest {
+        key_id: key.to_string(),
+        grant_tokens: None,
+    }) {
+        Ok(r) => Ok(Some(r.key_metadata)),
+        Err(e) if e.code == ErrorCode::AccessDenied => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A target key in `state` takes new wraps only when enabled; the error
+/// is the one ReEncrypt would give.
+fn usable(arn: &str, state: &str) -> Result<(), KmsError> {
+    match state {
+        "Enabled" => Ok(()),
+        "Disabled" => Err(KmsError::new(
+            ErrorCode::Disabled,
+            format!("the target key {arn} is disabled"),
+        )),
+        other => Err(KmsError::new(
+            ErrorCode::InvalidState,
+            format!("the target key {arn} is {other}"),
+        )),
     }
 }
 

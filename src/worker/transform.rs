@@ -1,13 +1,17 @@
 //! Encrypting or decrypting every file of a tree (`encrypt-file -r`,
-//! `decrypt-file -r`): the same walk and worker pool as re-wrapping, each
-//! file through [`crate::files`]' crash-safe single-file operations.
+//! `decrypt-file -r`): the same walk and worker pool as re-wrapping, and
+//! its group commit: each file is written to a temporary file beside its
+//! destination, a batch of them is made durable with one `syncfs`, then
+//! each is renamed into place (and the renames made durable with another).
+//! A crash leaves each destination as it was or complete.
 
-use super::failure::Failure;
+use super::failure::{Failure, FailureKind};
 use super::pool::{run_workers, Merge};
 use super::report::worker_panicked;
-use super::tree::walk_files;
+use super::tree::{walk_tree, Links};
 use crate::files::{
-    decrypt_file, encrypt_file, is_envelope, DecryptOptions, EncryptOptions, FileError, Output,
+    commit_staged, decrypt_staged, encrypt_staged, is_envelope, DecryptOptions, EncryptOptions,
+    FileError, Output, Staged,
 };
 use crate::kms::Kms;
 use serde::Serialize;
@@ -29,6 +33,15 @@ pub struct TreeOptions {
     pub follow_links: bool,
     /// Worker threads (0: one per core, as each file keeps a core busy).
     pub jobs: usize,
+    /// Set from outside to stop after the files in flight (see
+    /// [`super::Interrupt`]).
+    pub interrupt: super::Interrupt,
+    /// Told of the run's progress, if set (counted first when set).
+    pub progress: super::Watcher,
+    /// Files per group commit and worker (0: [`DEFAULT_TREE_BATCH`]): each
+    /// is written to a temporary file beside its destination, the batch
+    /// made durable with one `syncfs`, then each renamed into place.
+    pub batch: usize,
 }
 
 /// Counts of a tree operation.
@@ -41,12 +54,32 @@ pub struct TreeReport {
     pub skipped: u64,
     /// Files that failed, with the kind and reason.
     pub failed: Vec<Failure>,
+    /// Symbolic links inside the tree, left alone (see `links`).
+    pub skipped_links: u64,
+    /// Their paths.
+    pub links: Vec<String>,
+    /// The run was interrupted (SIGINT / SIGTERM) after the files in
+    /// flight; files not yet taken up are as they were.
+    pub interrupted: bool,
+    /// The run stopped early: the KMS refused the caller before any file
+    /// was done (every other file would be refused too).
+    pub stopped_early: bool,
+    /// Why it stopped early.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
 }
 
 impl TreeReport {
-    /// The process exit code: 0 all done, 1 some files failed.
+    /// The process exit code: 0 all done, 1 some files failed, 3
+    /// interrupted.
     pub fn exit_code(&self) -> i32 {
-        i32::from(!self.failed.is_empty())
+        if self.interrupted {
+            3
+        } else if self.stopped_early {
+            2
+        } else {
+            i32::from(!self.failed.is_empty())
+        }
     }
 }
 
@@ -55,6 +88,7 @@ impl Merge for TreeReport {
         self.done += other.done;
         self.skipped += other.skipped;
         self.failed.extend(other.failed);
+        self.interrupted |= other.interrupted;
     }
 
     fn worker_panicked(&mut self) {
@@ -76,12 +110,41 @@ pub fn transform_tree(
         0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
         n => n,
     };
-    let items = walk_files(&[root.to_path_buf()], opts.follow_links);
+    let roots = [root.to_path_buf()];
+    if let Some(p) = &opts.progress.0 {
+        p.expect(super::count_files(&roots, opts.follow_links));
+    }
+    let links = Links::default();
+    let items = walk_tree(&roots, opts.follow_links, &links);
+    let batch = match opts.batch {
+        0 => DEFAULT_TREE_BATCH,
+        n => n,
+    };
     // One file per hand-out: files differ in size by orders of magnitude,
     // and a chunk of large ones would keep one worker busy alone.
+    let stop: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+    let started = std::sync::atomic::AtomicBool::new(false);
+    let stopped = || {
+        stop.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
+    };
     let mut report = run_workers(jobs, 1, items, |feed| {
         let mut report = TreeReport::default();
-        for item in feed {
+        let mut staged = Vec::new();
+        let mut staged_bytes = 0;
+        loop {
+            if opts.interrupt.is_requested() {
+                report.interrupted = true;
+                break;
+            }
+            if stopped() {
+                break;
+            }
+            let Some(item) = feed.next() else { break };
+            if let Some(p) = &opts.progress.0 {
+                p.advance(1);
+            }
             let path = match item {
                 Ok(path) => path,
                 Err(e) => {
@@ -90,27 +153,82 @@ pub fn transform_tree(
                 }
             };
             match transform_one(kms, op, root, &path, out_root) {
-                Ok(true) => report.done += 1,
-                Ok(false) => report.skipped += 1,
-                Err(e) => report
-                    .failed
-                    .push(Failure::new(path.display().to_string(), &e)),
+                Ok(Some(s)) => {
+                    started.store(true, std::sync::atomic::Ordering::Release);
+                    staged_bytes += s.bytes;
+                    staged.push(s);
+                }
+                Ok(None) => report.skipped += 1,
+                Err(e) => {
+                    // Refused before any file was done: the caller lacks
+                    // the right altogether, not for this file's context.
+                    if let FileError::Kms(k) = &e {
+                        let denied = FailureKind::from(k) == FailureKind::AccessDenied;
+                        if denied && !started.load(std::sync::atomic::Ordering::Acquire) {
+                            let mut r = stop
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            r.get_or_insert_with(|| {
+                                format!(
+                                    "the KMS refused the caller ({}) before any file was done: {}",
+                                    k.code, k.message
+                                )
+                            });
+                        }
+                    }
+                    report
+                        .failed
+                        .push(Failure::new(path.display().to_string(), &e));
+                }
+            }
+            if staged.len() >= batch || staged_bytes >= BATCH_BYTES {
+                commit(std::mem::take(&mut staged), &mut report);
+                staged_bytes = 0;
             }
         }
+        commit(staged, &mut report);
         report
     });
+    if let Some(p) = &opts.progress.0 {
+        p.finish();
+    }
+    report.links = links.take();
+    report.skipped_links = report.links.len() as u64;
+    report.stop_reason = stop
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    report.stopped_early = report.stop_reason.is_some();
     report.failed.sort_by(|a, b| a.path.cmp(&b.path));
     report
 }
 
-/// One file; `Ok(false)` when it is left alone.
+/// Plaintext bytes staged by one worker before a group commit, whatever
+/// the batch size: large files are not held back in bulk.
+const BATCH_BYTES: u64 = 64 << 20;
+
+/// Default of [`TreeOptions::batch`].
+pub const DEFAULT_TREE_BATCH: usize = 64;
+
+/// The group commit of one worker's staged files.
+fn commit(staged: Vec<Staged>, report: &mut TreeReport) {
+    for (dest, r) in commit_staged(staged) {
+        match r {
+            Ok(()) => report.done += 1,
+            Err(e) => report
+                .failed
+                .push(Failure::new(dest.display().to_string(), &e)),
+        }
+    }
+}
+
+/// One file, staged for the group commit; `Ok(None)` when it is left alone.
 fn transform_one(
     kms: &dyn Kms,
     op: &TreeOp,
     root: &Path,
     path: &Path,
     out_root: Option<&Path>,
-) -> Result<bool, FileError> {
+) -> Result<Option<Staged>, FileError> {
     let envelope = is_envelope(path).map_err(|source| FileError::Io {
         path: path.to_path_buf(),
         source,
@@ -120,15 +238,14 @@ fn transform_one(
         .transpose()?;
     let output = dest.as_deref().map_or(Output::InPlace, Output::To);
     match op {
-        TreeOp::Encrypt(_) if envelope => return Ok(false),
-        TreeOp::Decrypt(_) if !envelope => return Ok(false),
+        TreeOp::Encrypt(_) if envelope => return Ok(None),
+        TreeOp::Decrypt(_) if !envelope => return Ok(None),
         _ => {}
     }
-    match op {
-        TreeOp::Encrypt(enc) => encrypt_file(kms, enc, path, output)?,
-        TreeOp::Decrypt(dec) => decrypt_file(kms, dec, path, output)?,
-    };
-    Ok(true)
+    Ok(Some(match op {
+        TreeOp::Encrypt(enc) => encrypt_staged(kms, enc, path, output)?,
+        TreeOp::Decrypt(dec) => decrypt_staged(kms, dec, path, output)?,
+    }))
 }
 
 /// Where `path` (under `root`) goes under `out`; creates its folder.

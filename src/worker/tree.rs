@@ -35,6 +35,10 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(10);
 pub struct FileStore {
     /// Open files read-only (dry runs, inventory): writes then fail.
     pub read_only: bool,
+    /// The walk followed symbolic links: a path may name a link, and the
+    /// "same file" check before a write compares the link's target
+    /// (`stat`), not the link (`lstat`).
+    pub follow_links: bool,
 }
 
 /// What [`FileStore`] saw of a file: the open file, its identity and slots.
@@ -185,7 +189,7 @@ impl EnvelopeStore for FileStore {
             file.lock()
                 .map_err(|e| FileStore::io(path, "cannot lock", e))?;
         }
-        let result = compare_and_write(path, &file, writes, expected);
+        let result = compare_and_write(self.follow_links, path, &file, writes, expected);
         if !expected.locked {
             let _ = file.unlock();
         }
@@ -233,6 +237,7 @@ impl EnvelopeStore for FileStore {
 /// A version that has held the lock since its read skips the slot
 /// comparison: no writer that takes the lock can have changed them.
 fn compare_and_write(
+    follow_links: bool,
     path: &Path,
     file: &File,
     writes: &[(usize, &[u8; SLOT_SIZE])],
@@ -240,8 +245,12 @@ fn compare_and_write(
 ) -> Result<Vec<u8>, StoreError> {
     let wipe_only = writes.iter().all(|(_, b)| **b == EMPTY_SLOT);
     if !wipe_only {
-        let now =
-            std::fs::symlink_metadata(path).map_err(|e| FileStore::io(path, "cannot stat", e))?;
+        let now = if follow_links {
+            std::fs::metadata(path)
+        } else {
+            std::fs::symlink_metadata(path)
+        }
+        .map_err(|e| FileStore::io(path, "cannot stat", e))?;
         if now.dev() != expected.dev || now.ino() != expected.ino {
             return Err(StoreError::Conflict("the file was replaced".into()));
         }
@@ -296,28 +305,105 @@ impl RewrapOptions {
 }
 
 /// Walks `roots` lazily (depth first, no list of the tree in memory) and
-/// yields every regular file; symbolic links are followed only if asked.
-/// Temporary files of [`crate::files`] are skipped.
+/// yields every regular file (see [`walk_tree`]; links it skips are not
+/// recorded).
 pub fn walk_files(
     roots: &[PathBuf],
     follow_links: bool,
 ) -> impl Iterator<Item = Result<PathBuf, ItemError>> + Send {
-    let roots = roots.to_vec();
+    walk_tree(roots, follow_links, &Links::default())
+}
+
+/// The symbolic links a walk left alone.
+#[derive(Debug, Clone, Default)]
+pub struct Links(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Links {
+    fn push(&self, path: &Path) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(path.display().to_string());
+    }
+
+    /// The links seen so far, sorted.
+    pub fn take(&self) -> Vec<String> {
+        let mut v = std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        v.sort();
+        v
+    }
+}
+
+/// Walks `roots` lazily (depth first, no list of the tree in memory) and
+/// yields every regular file. Temporary files of [`crate::files`] are
+/// skipped.
+///
+/// Symbolic links, as `find -H` treats them: a root that is a link is
+/// followed (to a file or a folder); links inside the tree are recorded in
+/// `links` and left alone, unless `follow_links`: then a link to a regular
+/// file or a folder is followed wherever it leads (a loop is reported as a
+/// failure by the walker), a link to anything else (FIFO, device, socket)
+/// is skipped like such files are, and a dangling link is recorded in
+/// `links`.
+pub fn walk_tree(
+    roots: &[PathBuf],
+    follow_links: bool,
+    links: &Links,
+) -> impl Iterator<Item = Result<PathBuf, ItemError>> + Send {
+    let roots: Vec<PathBuf> = roots.iter().map(|r| resolve_root(r)).collect();
+    let links = links.clone();
     roots.into_iter().flat_map(move |root| {
+        let links = links.clone();
         walkdir::WalkDir::new(root)
             .follow_links(follow_links)
+            .follow_root_links(true)
             .into_iter()
             .filter_entry(|e| {
                 !e.file_name()
                     .to_string_lossy()
                     .starts_with(crate::files::TEMP_PREFIX)
             })
-            .filter_map(|entry| match entry {
+            .filter_map(move |entry| match entry {
                 Ok(e) if e.file_type().is_file() => Some(Ok(e.into_path())),
+                Ok(e) if e.path_is_symlink() && !follow_links => {
+                    links.push(e.path());
+                    None
+                }
                 Ok(_) => None,
+                Err(e) if dangling(&e) => {
+                    links.push(e.path().unwrap_or(Path::new("")));
+                    None
+                }
                 Err(e) => Some(Err(walk_error(e))),
             })
     })
+}
+
+/// A root that is a link to something other than a folder is walked as
+/// its target, so that the store's "same file" check compares the file
+/// that is written (a link to a folder keeps its name: the paths under it
+/// are not links themselves).
+fn resolve_root(root: &Path) -> PathBuf {
+    let is_link = std::fs::symlink_metadata(root).is_ok_and(|m| m.file_type().is_symlink());
+    if is_link && !root.is_dir() {
+        if let Ok(target) = std::fs::canonicalize(root) {
+            return target;
+        }
+    }
+    root.to_path_buf()
+}
+
+/// A followed link whose target does not exist.
+fn dangling(e: &walkdir::Error) -> bool {
+    e.io_error()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+        && e.path()
+            .is_some_and(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()))
 }
 
 /// Counts the regular files under `roots` (for the progress bar's ETA).

@@ -1,0 +1,229 @@
+//! Tree encryption (`encrypt-file -r`) against a same-run baseline that
+//! only copies: each file copied to a temporary file beside its
+//! destination, one `syncfs` per batch, then renamed into place, on as many
+//! threads. Both write crash-safely the same way; the ratio is what
+//! encryption (a data key per file from the in-process KMS, AES-GCM, the
+//! envelope header, its audit record) costs on top of the copy.
+//!
+//! `cargo bench --bench tree_files`. Two shapes:
+//! - `REWRAP_BENCH_FILES` (default 10,000) files of 1 KiB;
+//! - one file of `REWRAP_BENCH_BYTES` (default 1 GiB), also against `cp`.
+//!
+//! The rewrap figure runs [`rewrap::worker::transform_tree`] with the
+//! options the CLI gives it (`encrypt-file -r SRC -o DST`: default jobs and
+//! batch). Best of `REWRAP_BENCH_REPS` (default 3); warm page cache;
+//! folder `REWRAP_BENCH_DIR` (default: a temporary folder). Goal: ratio
+//! >= 0.7 for both shapes.
+
+/// The allocator the `rewrap` binary ships with (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use rewrap::api::CreateKeyRequest;
+use rewrap::files::EncryptOptions;
+use rewrap::kms::Kms;
+use rewrap::service::{Caller, KmsService};
+use rewrap::worker::{transform_tree, TreeOp, TreeOptions, DEFAULT_TREE_BATCH};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let base = std::env::var_os("REWRAP_BENCH_DIR")
+        .map_or_else(|| tmp.path().to_path_buf(), PathBuf::from);
+    std::fs::create_dir_all(&base).unwrap();
+    let files = env_u64("REWRAP_BENCH_FILES", 10_000) as usize;
+    let size = env_u64("REWRAP_BENCH_BYTES", 1 << 30);
+    let reps = env_u64("REWRAP_BENCH_REPS", 3) as usize;
+
+    let home = base.join("home");
+    let _ = std::fs::remove_dir_all(&home);
+    KmsService::init(&home).unwrap();
+    let service = KmsService::open(&home, None).unwrap();
+    let kms = service.session(Caller {
+        principal: "owner".into(),
+        ..Default::default()
+    });
+    let key = kms
+        .create_key(&CreateKeyRequest::default())
+        .unwrap()
+        .key_metadata
+        .arn;
+    let op = TreeOp::Encrypt(EncryptOptions::new(&key));
+
+    // Many small files.
+    let small = base.join("small");
+    for i in 0..files {
+        let dir = small.join(format!("{:02}", i % 64));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{i}")), noise(1024, i as u64)).unwrap();
+    }
+    let (ours, copy) = contest(&base, &small, reps, &kms, &op);
+    println!("{files} files of 1 KiB, to another folder (best of {reps}, warm cache):");
+    report("copy + rename, syncfs/batch", files as f64, "files", copy);
+    report("rewrap encrypt-file -r", files as f64, "files", ours);
+    println!(
+        "  ratio rewrap / baseline: {:.2} (goal >= 0.7)",
+        copy.as_secs_f64() / ours.as_secs_f64()
+    );
+    std::fs::remove_dir_all(&small).unwrap();
+
+    // One large file.
+    let large = base.join("large");
+    std::fs::create_dir_all(&large).unwrap();
+    let src = large.join("plain.bin");
+    write_noise(&src, size);
+    let (ours, copy) = contest(&base, &large, reps, &kms, &op);
+    let out = base.join("cp.out");
+    let cp = best(reps, || {
+        let _ = std::fs::remove_file(&out);
+        let t = Instant::now();
+        assert!(Command::new("cp")
+            .arg(&src)
+            .arg(&out)
+            .status()
+            .unwrap()
+            .success());
+        t.elapsed()
+    });
+    let mib = size as f64 / f64::from(1 << 20);
+    println!("one file of {mib:.0} MiB, to another folder (best of {reps}, warm cache):");
+    report("cp (no fsync)", mib, "MiB", cp);
+    report("copy + rename, syncfs", mib, "MiB", copy);
+    report("rewrap encrypt-file -r", mib, "MiB", ours);
+    println!(
+        "  ratio rewrap / cp: {:.2} (goal >= 0.7); rewrap / copy+syncfs: {:.2}",
+        cp.as_secs_f64() / ours.as_secs_f64(),
+        copy.as_secs_f64() / ours.as_secs_f64()
+    );
+}
+
+fn report(what: &str, n: f64, unit: &str, d: Duration) {
+    println!(
+        "  {what:<30} {:>10.0} {unit}/s  {:.3} s",
+        n / d.as_secs_f64(),
+        d.as_secs_f64()
+    );
+}
+
+/// Best times of rewrap's tree encryption and of the copying baseline,
+/// from `src` into a fresh folder each time, interleaved.
+fn contest(
+    base: &Path,
+    src: &Path,
+    reps: usize,
+    kms: &dyn Kms,
+    op: &TreeOp,
+) -> (Duration, Duration) {
+    let dst = base.join("out");
+    let fresh = || {
+        let _ = std::fs::remove_dir_all(&dst);
+        std::fs::create_dir_all(&dst).unwrap();
+    };
+    let (mut ours, mut copy) = (Duration::MAX, Duration::MAX);
+    for _ in 0..reps {
+        fresh();
+        let t = Instant::now();
+        let r = transform_tree(kms, op, src, Some(&dst), &TreeOptions::default());
+        ours = ours.min(t.elapsed());
+        assert!(r.failed.is_empty(), "{:?}", r.failed.first());
+        fresh();
+        let t = Instant::now();
+        copy_tree(src, &dst);
+        copy = copy.min(t.elapsed());
+    }
+    let _ = std::fs::remove_dir_all(&dst);
+    (ours, copy)
+}
+
+/// The baseline: every file of `src` copied to a temporary file beside
+/// its destination under `out_root`, on one thread per core (as the tree
+/// encryption runs), one `syncfs` per batch of `DEFAULT_TREE_BATCH`, then
+/// renamed into place, then one more `syncfs`.
+fn copy_tree(src: &Path, out_root: &Path) {
+    let files: Vec<PathBuf> = walkdir::WalkDir::new(src)
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|e| e.file_type().is_file())
+        .map(walkdir::DirEntry::into_path)
+        .collect();
+    let jobs = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| {
+                let mut batch = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(path) = files.get(i) else { break };
+                    let dest = out_root.join(path.strip_prefix(src).unwrap());
+                    let dir = dest.parent().unwrap();
+                    std::fs::create_dir_all(dir).unwrap();
+                    let mut tmp = tempfile::Builder::new()
+                        .prefix(".rewrap-tmp-")
+                        .tempfile_in(dir)
+                        .unwrap();
+                    std::io::copy(&mut std::fs::File::open(path).unwrap(), tmp.as_file_mut())
+                        .unwrap();
+                    batch.push((tmp, dest));
+                    if batch.len() >= DEFAULT_TREE_BATCH {
+                        commit(std::mem::take(&mut batch));
+                    }
+                }
+                commit(batch);
+            });
+        }
+    });
+}
+
+fn commit(batch: Vec<(tempfile::NamedTempFile, PathBuf)>) {
+    let Some((first, _)) = batch.first() else {
+        return;
+    };
+    rustix::fs::syncfs(first.as_file()).unwrap();
+    let mut last = None;
+    for (tmp, dest) in batch {
+        last = Some(tmp.persist(&dest).unwrap());
+    }
+    rustix::fs::syncfs(last.as_ref().unwrap()).unwrap();
+}
+
+fn best(reps: usize, mut f: impl FnMut() -> Duration) -> Duration {
+    (0..reps).map(|_| f()).min().unwrap()
+}
+
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn write_noise(path: &Path, size: u64) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let block = noise(1 << 20, 42);
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        f.write_all(&block[..n]).unwrap();
+        left -= n as u64;
+    }
+    f.flush().unwrap();
+}
