@@ -187,6 +187,22 @@ pub struct ScheduleKeyDeletionRequest {
     pub key_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_window_in_days: Option<u32>,
+    /// rewrap extension: schedule even though the KMS's usage index says
+    /// the key still wraps envelopes' data keys (recorded in the audit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
+}
+
+/// DisableKey request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct DisableKeyRequest {
+    pub key_id: String,
+    /// rewrap extension: disable even though the KMS's usage index says
+    /// the key still wraps envelopes' data keys (recorded in the audit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
 }
 
 /// ScheduleKeyDeletion response.

@@ -72,21 +72,26 @@
 //! - `writer`: [`AuditLog`], the append handle and its group commit;
 //! - `read`: the lock-free line reader and [`read_records`];
 //! - `verify`: [`verify`], the walk along the chain;
-//! - `report`: [`report`] and `last_use_by_key`.
+//! - `report`: [`report`];
+//! - `usage`: the per-key usage index the group commit keeps;
+//! - `checkpoint`: the sealed checkpoint of the end of the trail.
 
+mod checkpoint;
 mod read;
 mod record;
 mod report;
+mod usage;
 mod verify;
 mod writer;
 
+pub use checkpoint::Checkpoint;
 pub use read::read_records;
 pub use record::{
     AuditKey, AuditRecord, DECISION_ALLOW, DECISION_DENY, GENESIS_HASH, OUTCOME_SUCCESS,
 };
-pub(crate) use report::last_use_by_key;
 pub use report::{report, ReportFilter, UsageReport, UsageRow, NO_KEY};
-pub use verify::{verify, VerifySummary};
+pub use usage::KeyUsage;
+pub use verify::{verify, verify_sealed, VerifySummary};
 pub use writer::{AuditLog, AuditOptions};
 
 use crate::error::{ErrorCode, KmsError};
@@ -113,6 +118,17 @@ pub enum AuditError {
         /// The `seq` that record claims.
         seq: u64,
         /// What is wrong, e.g. `hash mismatch (record changed)`.
+        problem: String,
+    },
+    /// Records were cut off the end of the trail: the sealed checkpoint
+    /// names more records than the file holds.
+    #[error("{problem}")]
+    Truncated {
+        /// Complete records found.
+        records: u64,
+        /// Records the checkpoint says were committed.
+        expected: u64,
+        /// What was found.
         problem: String,
     },
     /// A line is not an audit record at all.

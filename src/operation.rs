@@ -52,7 +52,7 @@ macro_rules! for_each_operation {
             /// Enables a key.
             EnableKey = enable_key(KeyIdRequest) -> Empty, [EnableKey], writes;
             /// Disables a key (it can no longer be used for cryptography).
-            DisableKey = disable_key(KeyIdRequest) -> Empty, [DisableKey], writes;
+            DisableKey = disable_key(DisableKeyRequest) -> Empty, [DisableKey], writes;
             /// Schedules a key's deletion after a waiting period.
             ScheduleKeyDeletion = schedule_key_deletion(ScheduleKeyDeletionRequest)
                 -> ScheduleKeyDeletionResponse, [ScheduleKeyDeletion], writes;

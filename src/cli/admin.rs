@@ -139,29 +139,44 @@ pub(crate) fn policy(cmd: PolicyCommand, ctx: &Context) -> anyhow::Result<i32> {
 }
 
 /// Runs an audit subcommand. Reading the trail needs `rewrap:ReadAuditTrail`.
+///
+/// `audit verify` of the keystore's own trail checks its end against the
+/// sealed checkpoint too, and records its own use only after it verified.
 pub(crate) fn audit(cmd: AuditCommand, ctx: &Context) -> anyhow::Result<i32> {
     let file = match &cmd {
         AuditCommand::Verify { file } | AuditCommand::Report { file, .. } => file.clone(),
     };
-    let path = if let Some(p) = file {
-        p
+    let verify_only = matches!(cmd, AuditCommand::Verify { .. });
+    let (path, verified) = if let Some(p) = file {
+        let verified = verify_only.then(|| audit::verify(&p));
+        (p, verified)
     } else {
         let service = ctx.service()?;
         let creds = ctx.credentials()?;
         let principal = service
             .authenticate(&creds.access_key_id, creds.secret_access_key.expose())
             .map_err(|e| ConfigError(format!("{}: {}", e.code, e.message)))?;
-        service
-            .check_access(&principal, rewrap::policy::Action::ReadAuditTrail)
+        let verified = service
+            .with_access(&principal, rewrap::policy::Action::ReadAuditTrail, || {
+                verify_only.then(|| service.verify_audit())
+            })
             .map_err(|error| OpError {
                 operation: "ReadAuditTrail",
                 error,
             })?;
-        service.audit_path()
+        (service.audit_path(), verified)
     };
     match cmd {
-        AuditCommand::Verify { .. } => match audit::verify(&path) {
+        AuditCommand::Verify { .. } => match verified.expect("verify ran") {
             Ok(summary) => {
+                if !summary.repairs.is_empty() {
+                    eprintln!(
+                        "rewrap: audit trail {}: writers repaired {} torn final record(s); see the RepairAuditTail records (seq {:?})",
+                        path.display(),
+                        summary.repairs.len(),
+                        summary.repairs
+                    );
+                }
                 let mut value = serde_json::to_value(&summary)?;
                 value["ok"] = true.into();
                 value["path"] = path.display().to_string().into();

@@ -52,7 +52,7 @@ pub(crate) enum KmsCommand {
     DisableKey {
         #[arg(long)]
         key_id: String,
-        /// Disable even if known envelopes are still wrapped under the key.
+        /// Disable even if the KMS's usage index says envelopes' data keys are still wrapped under the key (recorded in the audit trail).
         #[arg(long)]
         force: bool,
     },
@@ -62,7 +62,7 @@ pub(crate) enum KmsCommand {
         key_id: String,
         #[arg(long)]
         pending_window_in_days: Option<u32>,
-        /// Schedule even if known envelopes are still wrapped under the key.
+        /// Schedule even if the KMS's usage index says envelopes' data keys are still wrapped under the key (recorded in the audit trail).
         #[arg(long)]
         force: bool,
     },
@@ -344,16 +344,23 @@ fn request(cmd: &KmsCommand) -> anyhow::Result<(Operation, Secret)> {
             }),
         ),
         C::EnableKey { key_id } => (O::EnableKey, to_json(&key(key_id))),
-        C::DisableKey { key_id, .. } => (O::DisableKey, to_json(&key(key_id))),
+        C::DisableKey { key_id, force } => (
+            O::DisableKey,
+            to_json(&DisableKeyRequest {
+                key_id: key_id.clone(),
+                force: force.then_some(true),
+            }),
+        ),
         C::ScheduleKeyDeletion {
             key_id,
             pending_window_in_days,
-            ..
+            force,
         } => (
             O::ScheduleKeyDeletion,
             to_json(&ScheduleKeyDeletionRequest {
                 key_id: key_id.clone(),
                 pending_window_in_days: *pending_window_in_days,
+                force: force.then_some(true),
             }),
         ),
         C::CancelKeyDeletion { key_id } => (O::CancelKeyDeletion, to_json(&key(key_id))),
@@ -544,43 +551,13 @@ pub(crate) fn call(kms: &dyn Kms, op: Operation, body: &Secret) -> anyhow::Resul
     })
 }
 
-/// Refuses to disable or delete a key that known envelopes still depend on,
-/// unless `--force` is given.
-fn guard_key_in_use(ctx: &Context, kms: &dyn Kms, key_id: &str, force: bool) -> anyhow::Result<()> {
-    let described = kms.describe_key(&KeyIdRequest {
-        key_id: key_id.to_string(),
-        grant_tokens: None,
-    });
-    let Ok(described) = described else {
-        return Ok(());
-    };
-    let arn = described.key_metadata.arn;
-    let known = rewrap::worker::known_envelopes_for_key(&ctx.home(), &arn);
-    if known == 0 {
-        return Ok(());
-    }
-    eprintln!(
-        "warning: the last rotation or inventory saw {known} envelope(s) whose data key is wrapped under {arn}; \
-         they cannot be decrypted without it. Rotate them to another key first (rewrap rotate --to KEY)."
-    );
-    if force {
-        Ok(())
-    } else {
-        Err(super::ConfigError(format!("refusing to go on with {known} envelope(s) still under {arn}: pass --force to override")).into())
-    }
-}
-
 /// Runs one KMS subcommand.
 pub(crate) fn run(cmd: KmsCommand, ctx: &Context) -> anyhow::Result<i32> {
     let (op, body) = request(&cmd)?;
+    // DisableKey and ScheduleKeyDeletion are refused by the KMS itself
+    // while the key still wraps envelopes (its usage index), for every
+    // client; `--force` sends the rewrap extension field `Force`.
     let kms = ctx.kms()?;
-    match &cmd {
-        KmsCommand::DisableKey { key_id, force }
-        | KmsCommand::ScheduleKeyDeletion { key_id, force, .. } => {
-            guard_key_in_use(ctx, kms.as_ref(), key_id, *force)?;
-        }
-        _ => {}
-    }
     let response = call(kms.as_ref(), op, &body)?;
     if response.expose() != b"{}" {
         ctx.print_json(response.expose())?;
