@@ -407,3 +407,80 @@ fn requests_refused_before_any_operation_leave_records() {
     let o = verify(&env);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
+
+#[test]
+fn the_auditor_verifies_and_reports_through_the_endpoint() {
+    let env = busy_env();
+    let auditor = env.principal("auditor");
+    let admin = env.principal("key-admin");
+    let server = Serve::start(&env);
+    let remote = |who: &Creds, args: &[&str]| {
+        let mut all = vec!["--endpoint-url", server.url.as_str()];
+        all.extend_from_slice(args);
+        env.run(who, &all)
+    };
+
+    let n = records(&env).len();
+    let o = remote(&auditor, &["audit", "verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with(&format!("ok: {n} records, chain intact, last hash ")),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("; end matches the sealed checkpoint"));
+    let last = records(&env).pop().unwrap();
+    assert_eq!(last["operation"], "VerifyAuditTrail");
+    assert_eq!(last["principal"], "auditor");
+
+    let o = remote(
+        &auditor,
+        &[
+            "--output",
+            "json",
+            "audit",
+            "report",
+            "--principal",
+            "owner",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let encrypt: Vec<&serde_json::Value> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["operation"] == "Encrypt")
+        .collect();
+    assert_eq!(encrypt.len(), 1, "{report:#}");
+    assert_eq!(encrypt[0]["count"], 2);
+
+    // Paged on the wire: one row per page.
+    let page = remote(&auditor, &["get-audit-report", "--limit", "1"]);
+    let page: serde_json::Value = json(&page);
+    assert_eq!(page["Rows"].as_array().unwrap().len(), 1);
+    assert_eq!(page["Truncated"], true);
+    assert_eq!(page["NextMarker"], "1");
+
+    // Without the audit right: refused, and on record.
+    let o = remote(&admin, &["audit", "verify"]);
+    assert_aws_error(&o, "AccessDeniedException", "VerifyAuditTrail");
+
+    // A cut trail is reported through the endpoint too.
+    let log = env.audit_log();
+    let last_start = log[..log.len() - 1].rfind('\n').unwrap() + 1;
+    let kept = log[..last_start].lines().count();
+    std::fs::write(audit_path(&env), &log[..last_start]).unwrap();
+    let o = remote(&auditor, &["audit", "verify"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "rewrap: audit trail of {} FAILED verification: the trail ends at record {kept} but \
+             the sealed checkpoint records {}: the last 1 record(s) were removed",
+            server.url,
+            kept + 1
+        )),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -143,6 +143,9 @@ pub(crate) fn policy(cmd: PolicyCommand, ctx: &Context) -> anyhow::Result<i32> {
 /// `audit verify` of the keystore's own trail checks its end against the
 /// sealed checkpoint too, and records its own use only after it verified.
 pub(crate) fn audit(cmd: AuditCommand, ctx: &Context) -> anyhow::Result<i32> {
+    if ctx.global.endpoint_url.is_some() {
+        return remote_audit(cmd, ctx);
+    }
     let file = match &cmd {
         AuditCommand::Verify { file } | AuditCommand::Report { file, .. } => file.clone(),
     };
@@ -206,6 +209,102 @@ pub(crate) fn audit(cmd: AuditCommand, ctx: &Context) -> anyhow::Result<i32> {
                     principal,
                 },
             )?;
+            if ctx.json_output() {
+                ctx.print_value(&serde_json::to_value(&report)?)?;
+            } else {
+                print!("{}", report.to_table());
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// `rewrap --endpoint-url URL audit ...`: the same commands through the
+/// KMS's VerifyAuditTrail and GetAuditReport (the report read page by page).
+fn remote_audit(cmd: AuditCommand, ctx: &Context) -> anyhow::Result<i32> {
+    use rewrap::api::{AuditReportRequest, Empty};
+    let kms = ctx.kms()?;
+    let op_error = |operation| move |error| OpError { operation, error };
+    match cmd {
+        AuditCommand::Verify { file: Some(_) } | AuditCommand::Report { file: Some(_), .. } => Err(
+            ConfigError("--file reads a local trail; it cannot be used with --endpoint-url".into())
+                .into(),
+        ),
+        AuditCommand::Verify { file: None } => {
+            let v = kms
+                .verify_audit_trail(&Empty {})
+                .map_err(op_error("VerifyAuditTrail"))?;
+            let url = ctx.global.endpoint_url.clone().unwrap_or_default();
+            if let Some(problem) = &v.problem {
+                eprintln!("rewrap: audit trail of {url} FAILED verification: {problem}");
+                return Ok(1);
+            }
+            if !v.repairs.is_empty() {
+                eprintln!(
+                    "rewrap: audit trail of {url}: writers repaired {} torn final record(s); see the RepairAuditTail records (seq {:?})",
+                    v.repairs.len(),
+                    v.repairs
+                );
+            }
+            let value = serde_json::to_value(&v)?;
+            let text = format!(
+                "ok: {} records, chain intact, last hash {}{} ({url})",
+                v.records,
+                v.last_hash,
+                if v.checkpoint_checked {
+                    "; end matches the sealed checkpoint"
+                } else {
+                    ""
+                }
+            );
+            ctx.print_verdict(&text, &value)?;
+            Ok(0)
+        }
+        AuditCommand::Report {
+            since,
+            key,
+            principal,
+            file: None,
+        } => {
+            let since = since
+                .map(|s| parse_since(&s))
+                .transpose()?
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            let mut request = AuditReportRequest {
+                since,
+                key_id: key,
+                principal_name: principal,
+                limit: Some(1000),
+                marker: None,
+            };
+            let mut rows = Vec::new();
+            loop {
+                let page = kms
+                    .get_audit_report(&request)
+                    .map_err(op_error("GetAuditReport"))?;
+                rows.extend(page.rows);
+                match page.next_marker {
+                    Some(m) => request.marker = Some(m),
+                    None => break,
+                }
+            }
+            let report = audit::UsageReport {
+                rows: rows
+                    .into_iter()
+                    .map(|r| {
+                        Ok(audit::UsageRow {
+                            last_used: chrono::DateTime::parse_from_rfc3339(&r.last_used)?
+                                .with_timezone(&chrono::Utc),
+                            key: r.key,
+                            principal: r.principal,
+                            operation: r.operation,
+                            count: r.count,
+                            denied: r.denied,
+                            errors: r.errors,
+                        })
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+            };
             if ctx.json_output() {
                 ctx.print_value(&serde_json::to_value(&report)?)?;
             } else {

@@ -235,6 +235,21 @@ pub(crate) enum KmsCommand {
         #[arg(long)]
         access_key_id: String,
     },
+    /// Verifies the audit trail (hash chain and sealed checkpoint) in the KMS; needs rewrap:ReadAuditTrail.
+    VerifyAuditTrail {},
+    /// One page of the audit trail's usage report from the KMS; needs rewrap:ReadAuditTrail.
+    GetAuditReport {
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        key_id: Option<String>,
+        #[arg(long)]
+        principal_name: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        marker: Option<String>,
+    },
 }
 
 /// Reads a blob argument as the AWS CLI v1 does: `fileb://` raw bytes,
@@ -527,6 +542,23 @@ fn request(cmd: &KmsCommand) -> anyhow::Result<(Operation, Secret)> {
             to_json(&DeleteAccessKeyRequest {
                 principal_name: principal_name.clone(),
                 access_key_id: access_key_id.clone(),
+            }),
+        ),
+        C::VerifyAuditTrail {} => (O::VerifyAuditTrail, to_json(&Empty {})),
+        C::GetAuditReport {
+            since,
+            key_id,
+            principal_name,
+            limit,
+            marker,
+        } => (
+            O::GetAuditReport,
+            to_json(&AuditReportRequest {
+                since: since.clone(),
+                key_id: key_id.clone(),
+                principal_name: principal_name.clone(),
+                limit: *limit,
+                marker: marker.clone(),
             }),
         ),
     };

@@ -28,12 +28,14 @@
 //! | `aliases.rs` | CreateAlias, UpdateAlias, DeleteAlias, ListAliases and alias-name rules |
 //! | `key_rotation.rs` | key-material rotation: automatic (`rotate_due_keys`), on demand, status, history |
 //! | `crypto.rs` | Encrypt, Decrypt, ReEncrypt, data keys, GenerateRandom |
+//! | `audit_trail.rs` | VerifyAuditTrail, GetAuditReport: the audit trail read through the KMS |
 //! | `usage.rs` | the deletion interlock over the audit trail's usage index, and the records of refused requests |
 //! | `policies.rs` | GetKeyPolicy, ListKeyPolicies and loading the policy files |
 //! | `principals.rs` | principals and access keys, authentication |
 //! | `session.rs` | [`LocalSession`], the [`Kms`](crate::kms::Kms) implementation |
 
 mod aliases;
+mod audit_trail;
 mod authz;
 mod crypto;
 mod key_rotation;
