@@ -827,3 +827,57 @@ fn report_rejects_a_bad_time() {
         Err(AuditError::Malformed { line: 1, .. })
     ));
 }
+
+/// A successful wrap of `file`'s data key under `key` (GenerateDataKey), or
+/// its re-wrap from `from` (ReEncrypt).
+fn wrap(file: &str, key: &str, from: Option<&str>) -> AuditRecord {
+    let ctx: BTreeMap<String, String> = [("rewrap:file-id".to_string(), file.to_string())].into();
+    let (op, keys) = match from {
+        None => ("GenerateDataKey", vec![key]),
+        Some(from) => ("ReEncrypt", vec![from, key]),
+    };
+    let mut r = record("writer", op, &keys);
+    r.encryption_context = Some(ctx.clone());
+    r.destination_encryption_context = from.map(|_| ctx);
+    r
+}
+
+#[test]
+fn the_usage_index_survives_processes_and_stale_or_forged_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    {
+        let log = AuditLog::open(&path).unwrap();
+        log.append_all(vec![wrap("f1", KEY_A, None), wrap("f2", KEY_A, None)])
+            .unwrap();
+        assert_eq!(log.key_usage(KEY_A).unwrap().envelopes, 2);
+        // Dropped: the snapshot is saved.
+    }
+    assert!(dir.path().join("usage.index").exists());
+    {
+        // A process that never reads the index appends behind the snapshot.
+        let other = AuditLog::open(&path).unwrap();
+        other.append(wrap("f1", KEY_B, Some(KEY_A))).unwrap();
+    }
+    let log = AuditLog::open(&path).unwrap();
+    assert_eq!(log.key_usage(KEY_A).unwrap().envelopes, 1);
+    assert_eq!(log.key_usage(KEY_B).unwrap().envelopes, 1);
+    drop(log);
+
+    // A snapshot that claims nothing is wrapped, but does not fit the
+    // trail, is ignored: the index is rebuilt from the records.
+    std::fs::write(
+        dir.path().join("usage.index"),
+        br#"{"offset":0,"seq":0,"hash":"00","index":{"files":{},"keys":{}}}"#,
+    )
+    .unwrap();
+    let log = AuditLog::open(&path).unwrap();
+    assert_eq!(log.key_usage(KEY_A).unwrap().envelopes, 1);
+    std::fs::write(dir.path().join("usage.index"), b"garbage").unwrap();
+    let log = AuditLog::open(&path).unwrap();
+    assert_eq!(log.key_usage(KEY_B).unwrap().envelopes, 1);
+    assert_eq!(
+        log.key_usage(KEY_B).unwrap().versions,
+        BTreeMap::from([(1, 1)])
+    );
+}
