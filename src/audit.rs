@@ -145,6 +145,13 @@ pub enum AuditError {
         /// What was found.
         problem: String,
     },
+    /// The sealed checkpoint does not authenticate: it was changed or
+    /// replaced (perhaps to hide records cut off the end).
+    #[error("{problem}")]
+    Checkpoint {
+        /// What is wrong with it.
+        problem: String,
+    },
     /// A line is not an audit record at all.
     #[error("line {line}: {problem}")]
     Malformed {

@@ -484,3 +484,38 @@ fn the_auditor_verifies_and_reports_through_the_endpoint() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_replaced_checkpoint_is_reported_not_overwritten() {
+    let env = busy_env();
+    let log = env.audit_log();
+    let last_start = log[..log.len() - 1].rfind('\n').unwrap() + 1;
+    let kept = log[..last_start].lines().count();
+    std::fs::write(audit_path(&env), &log[..last_start]).unwrap();
+    std::fs::write(env.home.join("audit.checkpoint"), vec![0u8; 156]).unwrap();
+
+    let want = format!(
+        "the sealed checkpoint {} does not authenticate (changed, or not made with this \
+         keystore's root key)",
+        env.home.join("audit.checkpoint").display()
+    );
+    let o = verify(&env);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(&format!("FAILED verification: {want}")),
+        "{}",
+        stderr(&o)
+    );
+    // The next writer (verify's own record) records the forgery before it
+    // writes a fresh checkpoint, so the trail keeps saying so.
+    let o = verify(&env);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(&format!(
+            "record {}: a writer found the sealed checkpoint unreadable here, after record {kept}: {want}",
+            kept + 1
+        )),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -46,11 +46,15 @@ pub struct Checkpoint {
 pub(super) struct Cut {
     pub(super) found_seq: u64,
     pub(super) checkpoint: Checkpoint,
+    /// Why the checkpoint could not be read, if that is the problem.
+    pub(super) problem: Option<String>,
 }
 
 impl std::fmt::Display for Cut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.found_seq < self.checkpoint.seq {
+        if let Some(problem) = &self.problem {
+            write!(f, "{problem}")
+        } else if self.found_seq < self.checkpoint.seq {
             write!(
                 f,
                 "the trail ends at record {} but the sealed checkpoint records {}: the last {} record(s) were removed",
@@ -70,12 +74,16 @@ impl std::fmt::Display for Cut {
 
 impl Cut {
     pub(super) fn parameters(&self) -> std::collections::BTreeMap<String, String> {
-        std::collections::BTreeMap::from([
+        let mut params = std::collections::BTreeMap::from([
             ("CheckpointSeq".to_string(), self.checkpoint.seq.to_string()),
             ("CheckpointHash".to_string(), self.checkpoint.hash.clone()),
             ("FoundSeq".to_string(), self.found_seq.to_string()),
             ("ProcessId".to_string(), std::process::id().to_string()),
-        ])
+        ]);
+        if let Some(problem) = &self.problem {
+            params.insert("Problem".to_string(), problem.clone());
+        }
+        params
     }
 }
 
@@ -119,12 +127,29 @@ impl Checkpointer {
     /// Compares the end of the trail with the checkpoint; `None` if they
     /// agree, if the trail goes on past it (a writer died between its
     /// records and the checkpoint), or if there is no checkpoint yet.
+    ///
+    /// A checkpoint that does not authenticate (forged, or replaced to hide
+    /// a cut) is reported as a cut from an unknown end (`seq` 0 in the
+    /// parameters, the reason in `Problem`): it is never overwritten silently.
     pub(super) fn check(&self, seq: u64, hash: &str) -> Option<Cut> {
-        let checkpoint = read(&self.path, self.root.as_ref()).ok()??;
+        let checkpoint = match read(&self.path, self.root.as_ref()) {
+            Ok(cp) => cp?,
+            Err(e) => {
+                return Some(Cut {
+                    found_seq: seq,
+                    checkpoint: Checkpoint {
+                        seq: 0,
+                        hash: String::new(),
+                    },
+                    problem: Some(e.to_string()),
+                })
+            }
+        };
         let cut = checkpoint.seq > seq || (checkpoint.seq == seq && checkpoint.hash != hash);
         cut.then_some(Cut {
             found_seq: seq,
             checkpoint,
+            problem: None,
         })
     }
 }
@@ -149,8 +174,7 @@ pub(super) fn read(path: &Path, root: &dyn RootKey) -> Result<Option<Checkpoint>
         Err(e) => return Err(io_error(path)(e)),
     };
     let forged = || {
-        AuditError::Malformed {
-        line: 0,
+        AuditError::Checkpoint {
         problem: format!(
             "the sealed checkpoint {} does not authenticate (changed, or not made with this keystore's root key)",
             path.display()

@@ -90,6 +90,7 @@ pub fn verify_sealed(path: &Path, root: &dyn RootKey) -> Result<VerifySummary, A
         let cut = Cut {
             found_seq: summary.records,
             checkpoint: cp.clone(),
+            problem: None,
         };
         let problem = if summary.truncated_final_record.is_some() && summary.records + 1 == cp.seq {
             format!(
@@ -153,6 +154,7 @@ fn walk(path: &Path, cp: Option<&Checkpoint>) -> Result<VerifySummary, AuditErro
             let cut = Cut {
                 found_seq: record.seq,
                 checkpoint: cp.clone(),
+                problem: None,
             };
             return Err(tampered(cut.to_string()));
         }
@@ -160,6 +162,13 @@ fn walk(path: &Path, cp: Option<&Checkpoint>) -> Result<VerifySummary, AuditErro
             "AuditTrailCut" => {
                 let p = record.request_parameters.clone().unwrap_or_default();
                 let get = |k: &str| p.get(k).map_or("?", String::as_str).to_string();
+                if let Some(problem) = p.get("Problem") {
+                    return Err(tampered(format!(
+                        "a writer found the sealed checkpoint unreadable here, after record {}: {problem} (pid {})",
+                        get("FoundSeq"),
+                        get("ProcessId")
+                    )));
+                }
                 return Err(tampered(format!(
                     "a writer found the trail cut here: it ended at record {} but the sealed checkpoint recorded {} (pid {})",
                     get("FoundSeq"),
