@@ -537,6 +537,9 @@ pub struct VerifyAuditTrailResponse {
     /// `seq` of each RepairAuditTail record.
     #[serde(default)]
     pub repairs: Vec<u64>,
+    /// `seq` of each AuditCheckpointMissing record.
+    #[serde(default)]
+    pub checkpoint_missing: Vec<u64>,
     /// Whether the end was checked against the sealed checkpoint.
     pub checkpoint_checked: bool,
 }

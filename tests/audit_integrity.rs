@@ -519,3 +519,24 @@ fn a_replaced_checkpoint_is_reported_not_overwritten() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_deleted_checkpoint_is_said_in_the_trail() {
+    let env = busy_env();
+    let n = records(&env).len();
+    std::fs::remove_file(env.home.join("audit.checkpoint")).unwrap();
+    env.ok(&env.owner, &["list-keys"]);
+    let ops = operations(&env);
+    assert_eq!(ops[n..], ["AuditCheckpointMissing", "ListKeys"]);
+    let o = verify(&env);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!(
+            "; the sealed checkpoint was missing before record(s) {} (deleted, or a trail older \
+             than checkpoints); end matches the sealed checkpoint",
+            n + 1
+        )),
+        "{}",
+        stdout(&o)
+    );
+}

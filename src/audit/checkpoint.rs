@@ -108,6 +108,11 @@ impl Checkpointer {
         }
     }
 
+    /// Whether the checkpoint file exists.
+    pub(super) fn exists(&self) -> bool {
+        self.path.exists()
+    }
+
     /// Rewrites the checkpoint. The caller holds the trail's lock.
     pub(super) fn write(&mut self, cp: &Checkpoint) -> Result<(), AuditError> {
         use std::os::unix::fs::FileExt;

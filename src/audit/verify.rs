@@ -23,6 +23,11 @@ pub struct VerifySummary {
     /// writer repaired (the record says who, when and how).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub repairs: Vec<u64>,
+    /// `seq` of each `AuditCheckpointMissing` record: a writer found no
+    /// sealed checkpoint (deleted, or a trail older than checkpoints), so
+    /// the end of the trail before that record could not be checked.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checkpoint_missing: Vec<u64>,
     /// Whether the end of the trail was checked against the sealed
     /// checkpoint ([`verify_sealed`]).
     pub checkpoint_checked: bool,
@@ -47,6 +52,17 @@ impl std::fmt::Display for VerifySummary {
                 "; {} torn final record(s) repaired by a writer (RepairAuditTail at seq {})",
                 self.repairs.len(),
                 self.repairs
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )?;
+        }
+        if !self.checkpoint_missing.is_empty() {
+            write!(
+                f,
+                "; the sealed checkpoint was missing before record(s) {} (deleted, or a trail older than checkpoints)",
+                self.checkpoint_missing
                     .iter()
                     .map(u64::to_string)
                     .collect::<Vec<_>>()
@@ -113,6 +129,7 @@ pub fn verify_sealed(path: &Path, root: &dyn RootKey) -> Result<VerifySummary, A
 fn walk(path: &Path, cp: Option<&Checkpoint>) -> Result<VerifySummary, AuditError> {
     let mut lines = Lines::open(path)?;
     let mut repairs = Vec::new();
+    let mut missing = Vec::new();
     let mut expected = Expected {
         seq: 1,
         prev_hash: GENESIS_HASH.to_string(),
@@ -122,9 +139,9 @@ fn walk(path: &Path, cp: Option<&Checkpoint>) -> Result<VerifySummary, AuditErro
         let (line, bytes) = match lines.next_line()? {
             Line::Complete(line, bytes) => (line, bytes),
             Line::Torn(bytes) => {
-                return Ok(summary(expected, Some(bytes), repairs));
+                return Ok(summary(expected, Some(bytes), repairs, missing));
             }
-            Line::End => return Ok(summary(expected, None, repairs)),
+            Line::End => return Ok(summary(expected, None, repairs, missing)),
         };
         let mut record = parse_record(line, bytes)?;
         let problem = record_problem(&mut record, bytes, &mut buf);
@@ -177,6 +194,7 @@ fn walk(path: &Path, cp: Option<&Checkpoint>) -> Result<VerifySummary, AuditErro
                 )));
             }
             "RepairAuditTail" => repairs.push(record.seq),
+            "AuditCheckpointMissing" => missing.push(record.seq),
             _ => {}
         }
         expected = Expected {
@@ -186,12 +204,18 @@ fn walk(path: &Path, cp: Option<&Checkpoint>) -> Result<VerifySummary, AuditErro
     }
 }
 
-fn summary(expected: Expected, torn: Option<u64>, repairs: Vec<u64>) -> VerifySummary {
+fn summary(
+    expected: Expected,
+    torn: Option<u64>,
+    repairs: Vec<u64>,
+    checkpoint_missing: Vec<u64>,
+) -> VerifySummary {
     VerifySummary {
         records: expected.seq - 1,
         last_hash: expected.prev_hash,
         truncated_final_record: torn,
         repairs,
+        checkpoint_missing,
         checkpoint_checked: false,
     }
 }

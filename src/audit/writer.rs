@@ -212,6 +212,21 @@ impl AuditLog {
                 );
                 notes.push(note_record(&records[0], "AuditTrailCut", cut.parameters()));
             }
+            if chain.seq > 0 && checkpoint.as_ref().is_some_and(|cp| !cp.exists()) {
+                // Deleted, or a trail older than checkpoints: either way it is
+                // said in the trail, since nothing can check the end before.
+                eprintln!(
+                    "rewrap: audit trail {}: the sealed checkpoint is missing after record {}; \
+                     recording it and starting a new one",
+                    self.path.display(),
+                    chain.seq
+                );
+                let params = BTreeMap::from([
+                    ("FoundSeq".to_string(), chain.seq.to_string()),
+                    ("ProcessId".to_string(), std::process::id().to_string()),
+                ]);
+                notes.push(note_record(&records[0], "AuditCheckpointMissing", params));
+            }
         }
         if let Some(usage) = usage.as_mut() {
             catch_up(file, &self.path, usage, (len, chain.seq, &chain.last_hash))?;

@@ -246,6 +246,12 @@ fn remote_audit(cmd: AuditCommand, ctx: &Context) -> anyhow::Result<i32> {
                     v.repairs
                 );
             }
+            if !v.checkpoint_missing.is_empty() {
+                eprintln!(
+                    "rewrap: audit trail of {url}: the sealed checkpoint was missing before record(s) {:?} (deleted, or a trail older than checkpoints)",
+                    v.checkpoint_missing
+                );
+            }
             let value = serde_json::to_value(&v)?;
             let text = format!(
                 "ok: {} records, chain intact, last hash {}{} ({url})",

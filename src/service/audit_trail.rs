@@ -31,6 +31,7 @@ impl KmsService {
                     last_hash: s.last_hash,
                     truncated_final_record: s.truncated_final_record,
                     repairs: s.repairs,
+                    checkpoint_missing: s.checkpoint_missing,
                     checkpoint_checked: s.checkpoint_checked,
                 },
                 Err(
