@@ -187,6 +187,22 @@ pub struct ScheduleKeyDeletionRequest {
     pub key_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_window_in_days: Option<u32>,
+    /// rewrap extension: schedule even though the KMS's usage index says
+    /// the key still wraps envelopes' data keys (recorded in the audit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
+}
+
+/// DisableKey request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct DisableKeyRequest {
+    pub key_id: String,
+    /// rewrap extension: disable even though the KMS's usage index says
+    /// the key still wraps envelopes' data keys (recorded in the audit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
 }
 
 /// ScheduleKeyDeletion response.
@@ -544,4 +560,79 @@ pub struct CallerIdentityResponse {
 #[allow(missing_docs)] // reason: field names follow AWS IAM
 pub struct ListPrincipalsResponse {
     pub principals: Vec<PrincipalEntry>,
+}
+
+/// VerifyAuditTrail response (rewrap extension): the verdict on the audit
+/// trail's hash chain and its sealed checkpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct VerifyAuditTrailResponse {
+    /// Whether every record chains and the end matches the checkpoint.
+    pub intact: bool,
+    /// What is wrong, when not intact (names the first bad record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// Complete records (when intact).
+    pub records: u64,
+    /// `hash` of the last record (when intact).
+    pub last_hash: String,
+    /// Bytes of a torn final line nobody acknowledged, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated_final_record: Option<u64>,
+    /// `seq` of each RepairAuditTail record.
+    #[serde(default)]
+    pub repairs: Vec<u64>,
+    /// `seq` of each AuditCheckpointMissing record.
+    #[serde(default)]
+    pub checkpoint_missing: Vec<u64>,
+    /// Whether the end was checked against the sealed checkpoint.
+    pub checkpoint_checked: bool,
+}
+
+/// GetAuditReport request (rewrap extension): usage per key, principal and
+/// operation, paged.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AuditReportRequest {
+    /// Only records at or after this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Only this key (ARN or key id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// Only this principal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal_name: Option<String>,
+    /// Rows per page, 1 to 1000 (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Where the previous page ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marker: Option<String>,
+}
+
+/// One row of an audit report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: the fields of crate::audit::UsageRow
+pub struct AuditReportRow {
+    pub key: String,
+    pub principal: String,
+    pub operation: String,
+    pub count: u64,
+    pub denied: u64,
+    pub errors: u64,
+    /// RFC 3339 UTC, milliseconds.
+    pub last_used: String,
+}
+
+/// GetAuditReport response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS-style paging fields
+pub struct AuditReportResponse {
+    pub rows: Vec<AuditReportRow>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
+    pub truncated: bool,
 }

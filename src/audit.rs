@@ -22,29 +22,42 @@
 //! inserted or reordered record as [`AuditError::Tampered`], naming the line.
 //! The chain is unkeyed: someone who can rewrite the whole file from some
 //! record on, or cut records off its end, is not detected by the chain alone.
-//! To catch that, keep [`VerifySummary::last_hash`] (and the record count)
-//! somewhere the writer of the log cannot change, and compare later.
+//! A trail inside a keystore therefore has a sealed checkpoint
+//! (`checkpoint.rs`): the `seq` and `hash` of the last record, sealed under
+//! the root key and rewritten with every group commit. [`verify_sealed`]
+//! compares the end of the trail with it and reports records cut off the
+//! end as [`AuditError::Truncated`]; a writer that finds such a cut appends
+//! an `AuditTrailCut` record before its own (it never chains over a cut
+//! silently), which verify reports as tampering.
 //!
 //! # Crashes and the torn final line
 //!
 //! [`AuditLog::append`] writes the complete line with one `write_all` on an
 //! `O_APPEND` file before it returns, so a crash loses at most the records of
 //! operations still in flight. A crash in the middle of that write can leave a
-//! *torn* final line: bytes with no trailing `\n`. Such a record was never
-//! acknowledged to anyone. The choice made here:
+//! *torn* final line: bytes with no trailing `\n`. The choice made here:
 //!
 //! - [`verify`] does not count a torn final line and does not fail on it; it
 //!   reports it in [`VerifySummary::truncated_final_record`] (shown as
-//!   "truncated final record"). A torn line that is *not* last cannot come
-//!   from a crash and is reported as [`AuditError::Malformed`].
-//! - The appender, under the exclusive file lock, truncates a torn tail away
-//!   before chaining the next record onto the last complete one, and counts
-//!   the bytes it removed in [`AuditLog::repaired_torn_bytes`] so the service
-//!   can log that it happened.
+//!   "truncated final record"). [`verify_sealed`] fails if the checkpoint
+//!   says the torn record was committed (someone deleted its newline). A
+//!   torn line that is *not* last cannot come from a crash and is reported
+//!   as [`AuditError::Malformed`].
+//! - Opening a handle leaves the file as found. The first append, under the
+//!   exclusive file lock, repairs the tail: a complete record that only lost
+//!   its `\n` gets it back, anything else is cut off. Either way it appends a
+//!   `RepairAuditTail` record (who, when, how many bytes, which `seq`) before
+//!   its own and says so on stderr; [`VerifySummary::repairs`] lists them.
 //!
 //! If the last *complete* line cannot be parsed, the appender refuses to
 //! append ([`AuditError::Malformed`]) rather than start a chain it cannot link:
 //! the audit trail fails closed and the operator must look at the file.
+//!
+//! # The usage index
+//!
+//! The group commit also feeds the per-key usage index (`usage.rs`): which
+//! envelopes each key wrapped last and when each key was last used, which the
+//! KMS's deletion interlock and DescribeKey read (`AuditLog::key_usage`).
 //!
 //! # Several writers
 //!
@@ -57,7 +70,8 @@
 //! append in progress looks to them like a torn final line.
 //!
 //! An append costs one JSON serialization into a reused buffer, one SHA-256,
-//! and four syscalls: `flock`, `fstat`, one `write`, unlock. The tail of the
+//! and four syscalls: `flock`, `fstat`, one `write`, unlock; in a keystore,
+//! also one AES-GCM seal of 128 bytes and one `pwrite` of the checkpoint. The tail of the
 //! file is re-read only when another writer appended in between.
 //!
 //! # No secrets
@@ -72,21 +86,26 @@
 //! - `writer`: [`AuditLog`], the append handle and its group commit;
 //! - `read`: the lock-free line reader and [`read_records`];
 //! - `verify`: [`verify`], the walk along the chain;
-//! - `report`: [`report`] and `last_use_by_key`.
+//! - `report`: [`report`];
+//! - `usage`: the per-key usage index the group commit keeps;
+//! - `checkpoint`: the sealed checkpoint of the end of the trail.
 
+mod checkpoint;
 mod read;
 mod record;
 mod report;
+mod usage;
 mod verify;
 mod writer;
 
+pub use checkpoint::Checkpoint;
 pub use read::read_records;
 pub use record::{
     AuditKey, AuditRecord, DECISION_ALLOW, DECISION_DENY, GENESIS_HASH, OUTCOME_SUCCESS,
 };
-pub(crate) use report::last_use_by_key;
 pub use report::{report, ReportFilter, UsageReport, UsageRow, NO_KEY};
-pub use verify::{verify, VerifySummary};
+pub use usage::KeyUsage;
+pub use verify::{verify, verify_sealed, VerifySummary};
 pub use writer::{AuditLog, AuditOptions};
 
 use crate::error::{ErrorCode, KmsError};
@@ -113,6 +132,24 @@ pub enum AuditError {
         /// The `seq` that record claims.
         seq: u64,
         /// What is wrong, e.g. `hash mismatch (record changed)`.
+        problem: String,
+    },
+    /// Records were cut off the end of the trail: the sealed checkpoint
+    /// names more records than the file holds.
+    #[error("{problem}")]
+    Truncated {
+        /// Complete records found.
+        records: u64,
+        /// Records the checkpoint says were committed.
+        expected: u64,
+        /// What was found.
+        problem: String,
+    },
+    /// The sealed checkpoint does not authenticate: it was changed or
+    /// replaced (perhaps to hide records cut off the end).
+    #[error("{problem}")]
+    Checkpoint {
+        /// What is wrong with it.
         problem: String,
     },
     /// A line is not an audit record at all.

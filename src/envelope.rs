@@ -123,6 +123,11 @@ pub enum EnvelopeError {
     /// A parameter (chunk size, ...) is out of range.
     #[error("invalid parameter: {0}")]
     InvalidParameter(String),
+    /// The active key slot names one key, but its wrapped data key (a rewrap
+    /// ciphertext blob, which names the key that made it) is under another
+    /// key or version: the slot's unauthenticated label was changed.
+    #[error("key slot {0}: the slot's key label was changed")]
+    SlotKeyMismatch(Box<str>),
     /// The wrapped key and key ARN do not fit in a slot.
     #[error("wrapped key too large for a key slot ({0} bytes of ARN and blob)")]
     SlotOverflow(usize),
@@ -147,6 +152,7 @@ impl EnvelopeError {
             EnvelopeError::InvalidContext(_) => "InvalidContext",
             EnvelopeError::InvalidParameter(_) => "InvalidParameter",
             EnvelopeError::SlotOverflow(_) => "SlotOverflow",
+            EnvelopeError::SlotKeyMismatch(_) => "SlotKeyMismatch",
             EnvelopeError::Io(_) => "Io",
         }
     }
@@ -450,6 +456,28 @@ impl Slot {
     }
 }
 
+impl Slot {
+    /// Checks the slot's key ARN and version against the key id and version
+    /// its wrapped key names, when the wrapped key is a rewrap ciphertext
+    /// blob (another KMS's blob names its key in a form rewrap cannot read,
+    /// and is not checked). On a mismatch, returns what the blob names.
+    pub fn check_label(&self) -> Result<(), (Uuid, u32)> {
+        let Some(blob) = crate::ciphertext_blob::peek(&self.wrapped_key) else {
+            return Ok(());
+        };
+        let labelled_id = self
+            .key_arn
+            .rsplit_once(":key/")
+            .and_then(|(_, id)| Uuid::parse_str(id).ok());
+        let version_ok = self.key_version == 0 || self.key_version == blob.key_version;
+        if labelled_id == Some(blob.key_id) && version_ok {
+            Ok(())
+        } else {
+            Err((blob.key_id, blob.key_version))
+        }
+    }
+}
+
 /// The two slots of an envelope, as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slots(pub [SlotState; 2]);
@@ -467,7 +495,27 @@ impl Slots {
     }
 
     /// The active slot: the valid one with the highest sequence number.
+    ///
+    /// The slot's key ARN and version are not authenticated, but a rewrap
+    /// ciphertext blob names its key: an active slot whose label disagrees
+    /// with its wrapped key is [`EnvelopeError::SlotKeyMismatch`], so
+    /// rotation, inventory and decryption all treat it as corrupt rather
+    /// than trust the label.
     pub fn active(&self) -> Result<(usize, &Slot), EnvelopeError> {
+        let (index, slot) = self.highest()?;
+        slot.check_label().map_err(|(actual, version)| {
+            EnvelopeError::SlotKeyMismatch(
+                format!(
+                    "{index} says {} version {} but its wrapped key is under key {actual} version {version}",
+                    slot.key_arn, slot.key_version
+                )
+                .into(),
+            )
+        })?;
+        Ok((index, slot))
+    }
+
+    fn highest(&self) -> Result<(usize, &Slot), EnvelopeError> {
         match (&self.0[0], &self.0[1]) {
             (SlotState::Valid(a), SlotState::Valid(b)) => match a.sequence.cmp(&b.sequence) {
                 std::cmp::Ordering::Equal => Err(EnvelopeError::CorruptHeader(

@@ -314,7 +314,7 @@ pub struct Fingerprint {
 /// A keystore folder.
 pub struct Keystore {
     dir: PathBuf,
-    root: Box<dyn RootKey>,
+    root: std::sync::Arc<dyn RootKey>,
     config: Config,
 }
 
@@ -342,7 +342,7 @@ impl Keystore {
         write_atomic(&dir.join("config.toml"), text.as_bytes())?;
         let store = Keystore {
             dir: dir.to_path_buf(),
-            root: Box::new(root),
+            root: std::sync::Arc::new(root),
             config,
         };
         let _lock = store.lock(true)?;
@@ -369,7 +369,7 @@ impl Keystore {
         })?;
         Ok(Keystore {
             dir: dir.to_path_buf(),
-            root: Box::new(root),
+            root: std::sync::Arc::new(root),
             config,
         })
     }
@@ -377,6 +377,12 @@ impl Keystore {
     /// The folder.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The root key, for other sealed files of the keystore folder (the
+    /// audit trail's checkpoint).
+    pub(crate) fn root_key(&self) -> std::sync::Arc<dyn RootKey> {
+        std::sync::Arc::clone(&self.root)
     }
 
     /// Region and account.

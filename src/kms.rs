@@ -66,6 +66,9 @@ pub fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<Secret> {
     Ok(out)
 }
 
+/// How the message of a body that does not parse starts.
+pub(crate) const MALFORMED: &str = "malformed request body";
+
 /// Parses a JSON request or response body. Errors never quote the body.
 pub fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
     let body = if body.is_empty() {
@@ -77,7 +80,7 @@ pub fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
         // serde_json's messages name the field and position, never the value.
         KmsError::new(
             crate::error::ErrorCode::Serialization,
-            format!("malformed request body: {}", redact_serde_error(&e)),
+            format!("{MALFORMED}: {}", redact_serde_error(&e)),
         )
     })
 }

@@ -17,7 +17,7 @@ use crate::api::Operation;
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::kms::Kms;
 use crate::secret::Secret;
-use crate::service::{Caller, KmsService};
+use crate::service::{Caller, KmsService, RejectedRequest};
 use crate::sigv4;
 use hyper::body::{Body, Buf, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, USER_AGENT};
@@ -53,6 +53,8 @@ pub struct CallerInfo {
     pub source_ip: Option<String>,
     /// The `User-Agent` header, if any.
     pub user_agent: Option<String>,
+    /// The access key id that signed the request.
+    pub access_key_id: Option<String>,
 }
 
 /// What the server needs of a KMS: access keys, operations, automatic rotation.
@@ -64,6 +66,9 @@ pub trait Backend: Send + Sync + 'static {
     /// Adds a key version to every key whose rotation period has passed;
     /// returns their ids.
     fn rotate_due_keys(&self) -> Result<Vec<String>>;
+    /// Records a request refused before any operation ran (bad or missing
+    /// signature, unknown access key or operation, unreadable body).
+    fn audit_rejected(&self, _request: RejectedRequest) {}
 }
 
 /// The embedded [`KmsService`] as a server backend: every request runs in a
@@ -82,12 +87,18 @@ impl Backend for ServiceBackend {
             principal: caller.principal,
             source_ip: caller.source_ip,
             user_agent: caller.user_agent,
+            access_key_id: caller.access_key_id,
+            request_parameters: None,
         });
         session.call(op, body)
     }
 
     fn rotate_due_keys(&self) -> Result<Vec<String>> {
         self.0.rotate_due_keys()
+    }
+
+    fn audit_rejected(&self, request: RejectedRequest) {
+        self.0.audit_rejected(&request);
     }
 }
 
@@ -380,14 +391,18 @@ async fn process<B: Backend>(
     shared: &Shared<B>,
 ) -> std::result::Result<Secret, WireError> {
     if req.method() != Method::POST {
-        return Err(WireError::new(
+        let e = WireError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::UnsupportedOperation.as_str(),
             "Only POST is supported",
-        ));
+        );
+        audit_rejected_request(shared, peer, req.headers(), None, e.kind);
+        return Err(e);
     }
     let (parts, incoming) = req.into_parts();
-    let body = read_body(&parts.headers, incoming, &shared.config).await?;
+    let body = read_body(&parts.headers, incoming, &shared.config)
+        .await
+        .inspect_err(|e| audit_rejected_request(shared, peer, &parts.headers, None, e.kind))?;
     let headers: Vec<(&str, &str)> = parts
         .headers
         .iter()
@@ -402,10 +417,16 @@ async fn process<B: Backend>(
     let backend = &shared.backend;
     let verified = sigv4::verify(&request, body.expose(), SERVICE, chrono::Utc::now(), |id| {
         backend.lookup_access_key(id)
+    })
+    .inspect_err(|e| audit_rejected_request(shared, peer, &parts.headers, None, e.code.as_str()))?;
+    let known = Some(verified.principal.as_str());
+    let op = operation(&parts.headers)
+        .inspect_err(|e| audit_rejected_request(shared, peer, &parts.headers, known, e.kind))?;
+    check_content_type(&parts.headers).inspect_err(|e| {
+        audit_rejected_request(shared, peer, &parts.headers, known, e.code.as_str());
     })?;
-    let op = operation(&parts.headers)?;
-    check_content_type(&parts.headers)?;
     let caller = CallerInfo {
+        access_key_id: Some(verified.access_key_id),
         principal: verified.principal,
         source_ip: Some(peer.ip().to_string()),
         user_agent: parts
@@ -425,6 +446,45 @@ async fn process<B: Backend>(
         .await
         .map_err(|_| WireError::from(KmsError::internal("the operation did not complete")))?
         .map_err(WireError::from)
+}
+
+/// Records a request refused before the backend ran it: who it claimed to
+/// be (the access key id of its `Authorization` header, and the principal
+/// when that key is known), where it came from, the operation it named and
+/// the error it got.
+fn audit_rejected_request<B: Backend>(
+    shared: &Shared<B>,
+    peer: SocketAddr,
+    headers: &hyper::HeaderMap,
+    principal: Option<&str>,
+    error: &str,
+) {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let access_key_id = text(hyper::header::AUTHORIZATION)
+        .and_then(|a| a.split("Credential=").nth(1))
+        .and_then(|c| c.split('/').next())
+        .filter(|id| !id.is_empty() && id.len() <= 128)
+        .map(str::to_string);
+    let principal = principal.map(str::to_string).or_else(|| {
+        let id = access_key_id.as_deref()?;
+        shared.backend.lookup_access_key(id).ok().map(|(p, _)| p)
+    });
+    let operation = text(hyper::header::HeaderName::from_static("x-amz-target"))
+        .and_then(|t| t.strip_prefix(TARGET_PREFIX))
+        .and_then(Operation::from_name)
+        .map(|op| op.name().to_string());
+    shared.backend.audit_rejected(RejectedRequest {
+        principal,
+        access_key_id,
+        source_ip: Some(peer.ip().to_string()),
+        user_agent: text(USER_AGENT).map(|u| u.chars().take(512).collect()),
+        operation,
+        error: error.to_string(),
+    });
 }
 
 fn too_large(limit: usize) -> WireError {

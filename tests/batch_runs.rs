@@ -13,7 +13,7 @@
 
 mod support;
 
-use rewrap::api::{KeyIdRequest, PrincipalRequest};
+use rewrap::api::{DisableKeyRequest, PrincipalRequest};
 use rewrap::envelope::{ParsedHeader, SlotState};
 use rewrap::kms::Kms;
 use std::path::{Path, PathBuf};
@@ -319,9 +319,9 @@ fn a_disabled_target_key_stops_the_run_before_any_file() {
     let f = fixture(10);
     f.env
         .owner
-        .disable_key(&KeyIdRequest {
+        .disable_key(&DisableKeyRequest {
             key_id: f.new.clone(),
-            grant_tokens: None,
+            force: None,
         })
         .unwrap();
     let before = f.snapshot();

@@ -357,11 +357,32 @@ fn refusals_carry_aws_error_names_and_nothing_runs() {
     let bad = br#"{"Limit": "many"}"#;
     let hs = signed_headers(&addr, &ks.owner, bad, now);
     assert_eq!(raw(&addr, &hs, bad), (400, "SerializationException".into()));
-    // Only the one well-formed ListKeys reached the service.
+    // Only the one well-formed ListKeys ran; every refusal is on record
+    // (issue 11 finding 6), denied, with its error name.
     let audit = std::fs::read_to_string(ks.home.path().join("audit.log")).unwrap_or_default();
+    let records: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ran = records.iter().filter(|r| r["outcome"] == "Success").count();
+    assert_eq!(ran, 1, "{audit}");
+    let mut refused: Vec<&str> = records
+        .iter()
+        .filter(|r| r["decision"] == "Deny")
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    refused.sort_unstable();
     assert_eq!(
-        audit.lines().filter(|l| l.contains("ListKeys")).count(),
-        1,
+        refused,
+        [
+            "IncompleteSignature",
+            "InvalidSignatureException",
+            "MissingAuthenticationTokenException",
+            "RequestExpired",
+            "SerializationException",
+            "UnrecognizedClientException",
+            "ValidationException",
+        ],
         "{audit}"
     );
 }

@@ -62,6 +62,15 @@ pub struct AuditRecord {
     pub source_ip: Option<String>,
     /// The caller's user agent, if it sent one.
     pub user_agent: Option<String>,
+    /// The access key id that signed the request, for requests that came
+    /// over the network (also when it is unknown or its signature failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// What the operation acted on besides keys: the alias name, the target
+    /// principal and access key id, `Force`, a repair's details. Absent when
+    /// empty, so records written before this field existed still verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_parameters: Option<BTreeMap<String, String>>,
     /// The `hash` of the previous record, or [`GENESIS_HASH`].
     pub prev_hash: String,
     /// Hex SHA-256 of this record's canonical serialization (see module doc).

@@ -5,7 +5,7 @@ use super::record::{AuditRecord, DECISION_DENY, OUTCOME_SUCCESS};
 use super::AuditError;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Which records a [`report`] counts.
@@ -196,22 +196,4 @@ pub fn report(path: &Path, filter: &ReportFilter) -> Result<UsageReport, AuditEr
     Ok(UsageReport {
         rows: groups.into_values().collect(),
     })
-}
-
-/// The latest attempt (allowed or denied, successful or not) on each key ARN.
-///
-/// Attempts count, not only successes: a denied call still shows someone
-/// depends on the key, which is what matters before disabling or deleting it.
-pub(crate) fn last_use_by_key(path: &Path) -> Result<HashMap<String, DateTime<Utc>>, AuditError> {
-    let mut last: HashMap<String, DateTime<Utc>> = HashMap::new();
-    Lines::for_each_record(path, |line, record| {
-        let time = record_time(line, &record)?;
-        for key in &record.keys {
-            last.entry(key.arn.clone())
-                .and_modify(|t| *t = (*t).max(time))
-                .or_insert(time);
-        }
-        Ok(())
-    })?;
-    Ok(last)
 }

@@ -5,7 +5,7 @@ use super::writer::TAIL_WINDOW;
 use super::*;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::sync::Arc;
@@ -335,12 +335,43 @@ fn torn_final_line_is_reported_and_repaired_by_the_appender() {
     assert!(summary.to_string().contains("truncated final record"));
     assert_eq!(read_records(&path).unwrap().len(), 3);
 
+    // Opening leaves the file as found (so `audit verify` sees it); the
+    // first append repairs it and records the repair before its own record.
     let log = AuditLog::open(&path).unwrap();
-    assert_eq!(log.repaired_torn_bytes(), torn);
+    assert_eq!(log.repaired_torn_bytes(), 0);
+    assert_eq!(verify(&path).unwrap().truncated_final_record, Some(torn));
     log.append(record("bob", "Decrypt", &[KEY_A])).unwrap();
+    assert_eq!(log.repaired_torn_bytes(), torn);
     let summary = verify(&path).unwrap();
-    assert_eq!(summary.records, 4);
+    assert_eq!(summary.records, 5);
     assert_eq!(summary.truncated_final_record, None);
+    assert_eq!(summary.repairs, [4]);
+    let records = read_records(&path).unwrap();
+    assert_eq!(records[3].operation, "RepairAuditTail");
+    assert_eq!(records[3].principal, "bob");
+    let params = records[3].request_parameters.clone().unwrap();
+    assert_eq!(params["Action"], "truncated");
+    assert_eq!(params["TornBytes"], torn.to_string());
+    assert_eq!(params["TornSeq"], "4");
+    assert_eq!(records[4].operation, "Decrypt");
+}
+
+#[test]
+fn a_complete_final_record_that_lost_its_newline_gets_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_with(dir.path(), 3);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+    let log = AuditLog::open(&path).unwrap();
+    log.append(record("bob", "Decrypt", &[KEY_A])).unwrap();
+    let records = read_records(&path).unwrap();
+    let ops: Vec<&str> = records.iter().map(|r| r.operation.as_str()).collect();
+    assert_eq!(ops[3..], ["RepairAuditTail", "Decrypt"]);
+    assert_eq!(
+        records[3].request_parameters.as_ref().unwrap()["Action"],
+        "newline restored"
+    );
+    assert_eq!(verify(&path).unwrap().records, 5);
 }
 
 #[test]
@@ -352,7 +383,7 @@ fn torn_tail_written_behind_an_open_handle_is_repaired_on_append() {
     let torn = append_torn_tail(&path);
     log.append(record("bob", "Decrypt", &[KEY_A])).unwrap();
     assert_eq!(log.repaired_torn_bytes(), torn);
-    assert_eq!(verify(&path).unwrap().records, 2);
+    assert_eq!(verify(&path).unwrap().records, 3);
 }
 
 #[test]
@@ -364,8 +395,9 @@ fn torn_only_line_is_truncated_to_an_empty_log() {
     let log = AuditLog::open(&path).unwrap();
     log.append(record("bob", "Decrypt", &[KEY_A])).unwrap();
     let records = read_records(&path).unwrap();
-    assert_eq!(records.len(), 1);
+    assert_eq!(records.len(), 2);
     assert_eq!(records[0].seq, 1);
+    assert_eq!(records[0].operation, "RepairAuditTail");
     assert_eq!(records[0].prev_hash, GENESIS_HASH);
 }
 
@@ -431,9 +463,9 @@ fn long_records_and_long_torn_tails_are_found_past_the_first_window() {
         .write_all(&torn)
         .unwrap();
     let log = AuditLog::open(&path).unwrap();
-    assert_eq!(log.repaired_torn_bytes(), torn.len() as u64);
     log.append(record("bob", "Encrypt", &[KEY_A])).unwrap();
-    assert_eq!(verify(&path).unwrap().records, 3);
+    assert_eq!(log.repaired_torn_bytes(), torn.len() as u64);
+    assert_eq!(verify(&path).unwrap().records, 4);
 }
 
 #[test]
@@ -796,17 +828,56 @@ fn report_rejects_a_bad_time() {
     ));
 }
 
+/// A successful wrap of `file`'s data key under `key` (GenerateDataKey), or
+/// its re-wrap from `from` (ReEncrypt).
+fn wrap(file: &str, key: &str, from: Option<&str>) -> AuditRecord {
+    let ctx: BTreeMap<String, String> = [("rewrap:file-id".to_string(), file.to_string())].into();
+    let (op, keys) = match from {
+        None => ("GenerateDataKey", vec![key]),
+        Some(from) => ("ReEncrypt", vec![from, key]),
+    };
+    let mut r = record("writer", op, &keys);
+    r.encryption_context = Some(ctx.clone());
+    r.destination_encryption_context = from.map(|_| ctx);
+    r
+}
+
 #[test]
-fn last_use_counts_every_attempt_per_key() {
+fn the_usage_index_survives_processes_and_stale_or_forged_snapshots() {
     let dir = tempfile::tempdir().unwrap();
-    let path = report_log(dir.path());
-    let last = last_use_by_key(&path).unwrap();
-    let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+    let path = dir.path().join("audit.log");
+    {
+        let log = AuditLog::open(&path).unwrap();
+        log.append_all(vec![wrap("f1", KEY_A, None), wrap("f2", KEY_A, None)])
+            .unwrap();
+        assert_eq!(log.key_usage(KEY_A).unwrap().envelopes, 2);
+        // Dropped: the snapshot is saved.
+    }
+    assert!(dir.path().join("usage.index").exists());
+    {
+        // A process that never reads the index appends behind the snapshot.
+        let other = AuditLog::open(&path).unwrap();
+        other.append(wrap("f1", KEY_B, Some(KEY_A))).unwrap();
+    }
+    let log = AuditLog::open(&path).unwrap();
+    assert_eq!(log.key_usage(KEY_A).unwrap().envelopes, 1);
+    assert_eq!(log.key_usage(KEY_B).unwrap().envelopes, 1);
+    drop(log);
+
+    // A snapshot that claims nothing is wrapped, but does not fit the
+    // trail, is ignored: the index is rebuilt from the records.
+    std::fs::write(
+        dir.path().join("usage.index"),
+        br#"{"offset":0,"seq":0,"hash":"00","index":{"files":{},"keys":{}}}"#,
+    )
+    .unwrap();
+    let log = AuditLog::open(&path).unwrap();
+    assert_eq!(log.key_usage(KEY_A).unwrap().envelopes, 1);
+    std::fs::write(dir.path().join("usage.index"), b"garbage").unwrap();
+    let log = AuditLog::open(&path).unwrap();
+    assert_eq!(log.key_usage(KEY_B).unwrap().envelopes, 1);
     assert_eq!(
-        last,
-        HashMap::from([
-            (KEY_A.to_string(), t("2025-01-03T10:00:00Z")),
-            (KEY_B.to_string(), t("2025-01-03T10:00:00Z")),
-        ])
+        log.key_usage(KEY_B).unwrap().versions,
+        BTreeMap::from([(1, 1)])
     );
 }

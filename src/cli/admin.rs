@@ -173,29 +173,47 @@ pub(crate) fn policy(cmd: PolicyCommand, ctx: &Context) -> anyhow::Result<i32> {
 }
 
 /// Runs an audit subcommand. Reading the trail needs `rewrap:ReadAuditTrail`.
+///
+/// `audit verify` of the keystore's own trail checks its end against the
+/// sealed checkpoint too, and records its own use only after it verified.
 pub(crate) fn audit(cmd: AuditCommand, ctx: &Context) -> anyhow::Result<i32> {
+    if ctx.global.endpoint_url.is_some() {
+        return remote_audit(cmd, ctx);
+    }
     let file = match &cmd {
         AuditCommand::Verify { file } | AuditCommand::Report { file, .. } => file.clone(),
     };
-    let path = if let Some(p) = file {
-        p
+    let verify_only = matches!(cmd, AuditCommand::Verify { .. });
+    let (path, verified) = if let Some(p) = file {
+        let verified = verify_only.then(|| audit::verify(&p));
+        (p, verified)
     } else {
         let service = ctx.service()?;
         let creds = ctx.credentials()?;
         let principal = service
             .authenticate(&creds.access_key_id, creds.secret_access_key.expose())
             .map_err(|e| ConfigError(format!("{}: {}", e.code, e.message)))?;
-        service
-            .check_access(&principal, rewrap::policy::Action::ReadAuditTrail)
+        let verified = service
+            .with_access(&principal, rewrap::policy::Action::ReadAuditTrail, || {
+                verify_only.then(|| service.verify_audit())
+            })
             .map_err(|error| OpError {
                 operation: "ReadAuditTrail",
                 error,
             })?;
-        service.audit_path()
+        (service.audit_path(), verified)
     };
     match cmd {
-        AuditCommand::Verify { .. } => match audit::verify(&path) {
+        AuditCommand::Verify { .. } => match verified.expect("verify ran") {
             Ok(summary) => {
+                if !summary.repairs.is_empty() {
+                    eprintln!(
+                        "rewrap: audit trail {}: writers repaired {} torn final record(s); see the RepairAuditTail records (seq {:?})",
+                        path.display(),
+                        summary.repairs.len(),
+                        summary.repairs
+                    );
+                }
                 let mut value = serde_json::to_value(&summary)?;
                 value["ok"] = true.into();
                 value["path"] = path.display().to_string().into();
@@ -225,6 +243,108 @@ pub(crate) fn audit(cmd: AuditCommand, ctx: &Context) -> anyhow::Result<i32> {
                     principal,
                 },
             )?;
+            if ctx.json_output() {
+                ctx.print_value(&serde_json::to_value(&report)?)?;
+            } else {
+                print!("{}", report.to_table());
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// `rewrap --endpoint-url URL audit ...`: the same commands through the
+/// KMS's VerifyAuditTrail and GetAuditReport (the report read page by page).
+fn remote_audit(cmd: AuditCommand, ctx: &Context) -> anyhow::Result<i32> {
+    use rewrap::api::{AuditReportRequest, Empty};
+    let kms = ctx.kms()?;
+    let op_error = |operation| move |error| OpError { operation, error };
+    match cmd {
+        AuditCommand::Verify { file: Some(_) } | AuditCommand::Report { file: Some(_), .. } => Err(
+            ConfigError("--file reads a local trail; it cannot be used with --endpoint-url".into())
+                .into(),
+        ),
+        AuditCommand::Verify { file: None } => {
+            let v = kms
+                .verify_audit_trail(&Empty {})
+                .map_err(op_error("VerifyAuditTrail"))?;
+            let url = ctx.global.endpoint_url.clone().unwrap_or_default();
+            if let Some(problem) = &v.problem {
+                eprintln!("rewrap: audit trail of {url} FAILED verification: {problem}");
+                return Ok(1);
+            }
+            if !v.repairs.is_empty() {
+                eprintln!(
+                    "rewrap: audit trail of {url}: writers repaired {} torn final record(s); see the RepairAuditTail records (seq {:?})",
+                    v.repairs.len(),
+                    v.repairs
+                );
+            }
+            if !v.checkpoint_missing.is_empty() {
+                eprintln!(
+                    "rewrap: audit trail of {url}: the sealed checkpoint was missing before record(s) {:?} (deleted, or a trail older than checkpoints)",
+                    v.checkpoint_missing
+                );
+            }
+            let value = serde_json::to_value(&v)?;
+            let text = format!(
+                "ok: {} records, chain intact, last hash {}{} ({url})",
+                v.records,
+                v.last_hash,
+                if v.checkpoint_checked {
+                    "; end matches the sealed checkpoint"
+                } else {
+                    ""
+                }
+            );
+            ctx.print_verdict(&text, &value)?;
+            Ok(0)
+        }
+        AuditCommand::Report {
+            since,
+            key,
+            principal,
+            file: None,
+        } => {
+            let since = since
+                .map(|s| parse_since(&s))
+                .transpose()?
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            let mut request = AuditReportRequest {
+                since,
+                key_id: key,
+                principal_name: principal,
+                limit: Some(1000),
+                marker: None,
+            };
+            let mut rows = Vec::new();
+            loop {
+                let page = kms
+                    .get_audit_report(&request)
+                    .map_err(op_error("GetAuditReport"))?;
+                rows.extend(page.rows);
+                match page.next_marker {
+                    Some(m) => request.marker = Some(m),
+                    None => break,
+                }
+            }
+            let report = audit::UsageReport {
+                rows: rows
+                    .into_iter()
+                    .map(|r| {
+                        Ok(audit::UsageRow {
+                            last_used: chrono::DateTime::parse_from_rfc3339(&r.last_used)?
+                                .with_timezone(&chrono::Utc),
+                            key: r.key,
+                            principal: r.principal,
+                            operation: r.operation,
+                            count: r.count,
+                            denied: r.denied,
+                            errors: r.errors,
+                        })
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+            };
             if ctx.json_output() {
                 ctx.print_value(&serde_json::to_value(&report)?)?;
             } else {

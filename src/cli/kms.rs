@@ -68,7 +68,7 @@ pub(crate) enum KmsCommand {
     DisableKey {
         #[arg(long)]
         key_id: String,
-        /// Disable even if known envelopes are still wrapped under the key.
+        /// Disable even if the KMS's usage index says envelopes' data keys are still wrapped under the key (recorded in the audit trail).
         #[arg(long)]
         force: bool,
     },
@@ -81,7 +81,7 @@ pub(crate) enum KmsCommand {
         key_id: String,
         #[arg(long)]
         pending_window_in_days: Option<u32>,
-        /// Schedule even if known envelopes are still wrapped under the key.
+        /// Schedule even if the KMS's usage index says envelopes' data keys are still wrapped under the key (recorded in the audit trail).
         #[arg(long)]
         force: bool,
     },
@@ -336,6 +336,21 @@ pub(crate) enum KmsCommand {
         #[arg(long)]
         destination_encryption_context: Option<String>,
     },
+    /// Verifies the audit trail (hash chain and sealed checkpoint) in the KMS; needs rewrap:ReadAuditTrail.
+    VerifyAuditTrail {},
+    /// One page of the audit trail's usage report from the KMS; needs rewrap:ReadAuditTrail.
+    GetAuditReport {
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        key_id: Option<String>,
+        #[arg(long)]
+        principal_name: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        marker: Option<String>,
+    },
 }
 
 /// Reads a blob argument as the AWS CLI v1 does: `fileb://` raw bytes,
@@ -445,16 +460,23 @@ fn request(cmd: &KmsCommand) -> anyhow::Result<(Operation, Secret)> {
             }),
         ),
         C::EnableKey { key_id } => (O::EnableKey, to_json(&key(key_id))),
-        C::DisableKey { key_id, .. } => (O::DisableKey, to_json(&key(key_id))),
+        C::DisableKey { key_id, force } => (
+            O::DisableKey,
+            to_json(&DisableKeyRequest {
+                key_id: key_id.clone(),
+                force: force.then_some(true),
+            }),
+        ),
         C::ScheduleKeyDeletion {
             key_id,
             pending_window_in_days,
-            ..
+            force,
         } => (
             O::ScheduleKeyDeletion,
             to_json(&ScheduleKeyDeletionRequest {
                 key_id: key_id.clone(),
                 pending_window_in_days: *pending_window_in_days,
+                force: force.then_some(true),
             }),
         ),
         C::CancelKeyDeletion { key_id } => (O::CancelKeyDeletion, to_json(&key(key_id))),
@@ -644,6 +666,23 @@ fn request(cmd: &KmsCommand) -> anyhow::Result<(Operation, Secret)> {
                 )?,
             }),
         ),
+        C::VerifyAuditTrail {} => (O::VerifyAuditTrail, to_json(&Empty {})),
+        C::GetAuditReport {
+            since,
+            key_id,
+            principal_name,
+            limit,
+            marker,
+        } => (
+            O::GetAuditReport,
+            to_json(&AuditReportRequest {
+                since: since.clone(),
+                key_id: key_id.clone(),
+                principal_name: principal_name.clone(),
+                limit: *limit,
+                marker: marker.clone(),
+            }),
+        ),
     };
     let (op, body) = out;
     Ok((op, body.map_err(|e| anyhow::anyhow!(e.message))?))
@@ -666,58 +705,13 @@ pub(crate) fn call(kms: &dyn Kms, op: Operation, body: &Secret) -> anyhow::Resul
     })
 }
 
-/// Refuses to disable or delete a key that known envelopes still depend on,
-/// unless `--force` is given.
-fn guard_key_in_use(
-    ctx: &Context,
-    kms: &dyn Kms,
-    operation: &'static str,
-    key_id: &str,
-    force: bool,
-) -> anyhow::Result<()> {
-    let described = kms.describe_key(&KeyIdRequest {
-        key_id: key_id.to_string(),
-        grant_tokens: None,
-    });
-    let Ok(described) = described else {
-        return Ok(());
-    };
-    let arn = described.key_metadata.arn;
-    let known = rewrap::worker::known_envelopes_for_key(&ctx.home(), &arn);
-    if known == 0 {
-        return Ok(());
-    }
-    eprintln!(
-        "warning: the last rotation or inventory saw {known} envelope(s) whose data key is wrapped under {arn}; \
-         they cannot be decrypted without it. Rotate them to another key first (rewrap rotate --to KEY)."
-    );
-    if force {
-        Ok(())
-    } else {
-        // A refusal of the operation for the key's state of use: a KMS
-        // error (254), named as AWS names a refusal for a key's state.
-        Err(OpError {
-            operation,
-            error: rewrap::error::KmsError::new(
-                rewrap::error::ErrorCode::InvalidState,
-                format!("refusing to go on with {known} envelope(s) still under {arn}: pass --force to override"),
-            ),
-        }
-        .into())
-    }
-}
-
 /// Runs one KMS subcommand.
 pub(crate) fn run(cmd: KmsCommand, ctx: &Context) -> anyhow::Result<i32> {
     let (op, body) = request(&cmd)?;
+    // DisableKey and ScheduleKeyDeletion are refused by the KMS itself
+    // while the key still wraps envelopes (its usage index), for every
+    // client; `--force` sends the rewrap extension field `Force`.
     let kms = ctx.kms()?;
-    match &cmd {
-        KmsCommand::DisableKey { key_id, force }
-        | KmsCommand::ScheduleKeyDeletion { key_id, force, .. } => {
-            guard_key_in_use(ctx, kms.as_ref(), op.name(), key_id, *force)?;
-        }
-        _ => {}
-    }
     let response = call(kms.as_ref(), op, &body)?;
     if response.expose() != b"{}" {
         ctx.print_json(response.expose())?;

@@ -367,6 +367,7 @@ impl Context {
             principal,
             source_ip: None,
             user_agent: Some(format!("rewrap-cli/{}", env!("CARGO_PKG_VERSION"))),
+            ..Caller::default()
         })))
     }
 

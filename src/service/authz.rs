@@ -21,6 +21,9 @@ pub(super) struct Trail {
     /// `destination_context` are the two contexts the ReEncrypt conditions see.
     pub(super) same_key: bool,
     decisions: Vec<Decision>,
+    /// Parameters the handler adds to the record (a created access key id,
+    /// the count a forced deletion overrode).
+    params: std::collections::BTreeMap<String, String>,
     /// The operation's actions from the operations table, as a bitset: a
     /// handler may check only those (asserted in debug builds, so a table
     /// row and its handler cannot drift apart unnoticed in tests).
@@ -47,6 +50,11 @@ impl Trail {
         });
     }
 
+    /// Adds a request parameter to the audit record.
+    pub(super) fn param(&mut self, name: &str, value: String) {
+        self.params.insert(name.to_string(), value);
+    }
+
     /// Records the key version used of the key recorded last.
     pub(super) fn version(&mut self, version: u32) {
         self.keys.last_mut().expect("a key is recorded").version = Some(version);
@@ -55,6 +63,19 @@ impl Trail {
 
 /// `decided_by` of an operation any authenticated caller may call.
 pub(super) const AUTHENTICATED_ONLY: &str = "authenticated caller (no policy action)";
+
+/// The caller's request parameters and the handler's, `None` if both are empty.
+fn merge_parameters(
+    caller: &Caller,
+    mut params: std::collections::BTreeMap<String, String>,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    if let Some(from_request) = &caller.request_parameters {
+        for (k, v) in from_request {
+            params.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    (!params.is_empty()).then_some(params)
+}
 
 /// The error of a key use whose audit record could not be written.
 pub(super) fn audit_failed(e: crate::audit::AuditError) -> KmsError {
@@ -155,11 +176,6 @@ impl KmsService {
         }
     }
 
-    pub(super) fn note_use(&self, key: &KeyRecord) {
-        let now = self.now();
-        self.usage.lock().expect("usage lock").insert(key.id, now);
-    }
-
     /// Runs one operation and writes its audit record, whatever the outcome.
     pub(super) fn audited<R>(
         &self,
@@ -170,7 +186,7 @@ impl KmsService {
         self.audited_named(caller, op.name(), Action::bits(op.actions()), body)
     }
 
-    fn audited_named<R>(
+    pub(super) fn audited_named<R>(
         &self,
         caller: &Caller,
         operation: &str,
@@ -227,6 +243,8 @@ impl KmsService {
             },
             source_ip: caller.source_ip.clone(),
             user_agent: caller.user_agent.clone(),
+            access_key_id: caller.access_key_id.clone(),
+            request_parameters: merge_parameters(caller, trail.params),
             ..Default::default()
         };
         (record, result)
@@ -307,6 +325,18 @@ impl KmsService {
     /// Checks an account-level action (such as `rewrap:ReadAuditTrail`) for
     /// `principal`, and records the attempt in the audit trail.
     pub fn check_access(&self, principal: &str, action: Action) -> Result<()> {
+        self.with_access(principal, action, || ())
+    }
+
+    /// Checks an account-level action for `principal`, runs `work` if it is
+    /// allowed, and only then records the attempt: `audit verify` reads the
+    /// trail as it found it, before its own record is appended.
+    pub fn with_access<R>(
+        &self,
+        principal: &str,
+        action: Action,
+        work: impl FnOnce() -> R,
+    ) -> Result<R> {
         let caller = Caller {
             principal: principal.to_string(),
             ..Caller::default()
@@ -314,7 +344,8 @@ impl KmsService {
         let name = action.name();
         let name = name.rsplit(':').next().unwrap_or(name);
         self.audited_named(&caller, name, action.bit(), |trail| {
-            self.authorize(trail, &caller, action, &["*".into()], None)
+            self.authorize(trail, &caller, action, &["*".into()], None)?;
+            Ok(work())
         })
     }
 }

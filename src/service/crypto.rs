@@ -122,7 +122,6 @@ impl KmsService {
             self.usable(key)?;
             trail.version(key.current().version);
             let ciphertext = self.seal_under(key, ctx, r.plaintext.expose())?;
-            self.note_use(key);
             Ok(EncryptResponse {
                 ciphertext_blob: CiphertextBlob(ciphertext),
                 key_id: trail.keys[0].arn.clone(),
@@ -138,7 +137,7 @@ impl KmsService {
             check_algorithm(&r.encryption_algorithm)?;
             let snap = self.snapshot()?;
             let ctx = r.encryption_context.as_ref();
-            let (key, version) = self.blob_key(
+            let (_, version) = self.blob_key(
                 trail,
                 caller,
                 &snap,
@@ -150,7 +149,6 @@ impl KmsService {
                 },
             )?;
             let plaintext = ciphertext_blob::open(&version.material, &r.ciphertext_blob.0, ctx)?;
-            self.note_use(key);
             Ok(DecryptResponse {
                 key_id: trail.keys[0].arn.clone(),
                 plaintext,
@@ -218,7 +216,7 @@ impl KmsService {
                 self.lookup(&snap, &r.destination_key_id)
                     .is_ok_and(|d| d.id == h.key_id)
             });
-            let (source, version) = self.blob_key(
+            let (_, version) = self.blob_key(
                 trail,
                 caller,
                 &snap,
@@ -243,8 +241,6 @@ impl KmsService {
             let plaintext =
                 ciphertext_blob::open(&version.material, &r.ciphertext_blob.0, src_ctx)?;
             let ciphertext = self.seal_under(dest, dst_ctx, plaintext.expose())?;
-            self.note_use(source);
-            self.note_use(dest);
             Ok(ReEncryptResponse {
                 ciphertext_blob: CiphertextBlob(ciphertext),
                 source_key_id: trail.keys[0].arn.clone(),
@@ -323,7 +319,6 @@ impl KmsService {
             trail.version(key.current().version);
             let data_key = Secret::random(len);
             let ciphertext = self.seal_under(key, ctx, data_key.expose())?;
-            self.note_use(key);
             Ok((
                 data_key,
                 EncryptResponse {

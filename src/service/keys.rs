@@ -5,9 +5,9 @@
 use super::key_rotation::add_version;
 use super::{check_grant_tokens, page, Caller, KmsService, DAY, SYMMETRIC_DEFAULT};
 use crate::api::{
-    CreateKeyRequest, Empty, KeyIdRequest, KeyIdResponse, KeyListEntry, KeyMetadata,
-    KeyMetadataResponse, ListKeysResponse, ListRequest, Operation, ScheduleKeyDeletionRequest,
-    ScheduleKeyDeletionResponse, UpdateKeyDescriptionRequest,
+    CreateKeyRequest, DisableKeyRequest, Empty, KeyIdRequest, KeyIdResponse, KeyListEntry,
+    KeyMetadata, KeyMetadataResponse, ListKeysResponse, ListRequest, Operation,
+    ScheduleKeyDeletionRequest, ScheduleKeyDeletionResponse, UpdateKeyDescriptionRequest,
 };
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::keystore::{KeyRecord, KeyState, State};
@@ -17,7 +17,6 @@ use uuid::Uuid;
 impl KmsService {
     fn metadata(&self, key: &KeyRecord) -> KeyMetadata {
         let c = self.keystore.config();
-        let last_used = self.usage.lock().expect("usage lock").get(&key.id).copied();
         KeyMetadata {
             aws_account_id: c.account.clone(),
             key_id: key.id.to_string(),
@@ -36,16 +35,9 @@ impl KmsService {
             encryption_algorithms: vec![SYMMETRIC_DEFAULT.into()],
             multi_region: false,
             key_material_versions: key.versions.len() as u32,
-            last_used_date: last_used.or_else(|| self.last_use_from_audit(key)),
+            // Filled in by DescribeKey only: it takes the usage index's lock.
+            last_used_date: None,
         }
-    }
-
-    fn last_use_from_audit(&self, key: &KeyRecord) -> Option<f64> {
-        let arn = self.key_arn(&key.id);
-        crate::audit::last_use_by_key(self.audit.path())
-            .ok()?
-            .get(&arn)
-            .map(|t| t.timestamp_millis() as f64 / 1000.0)
     }
 
     pub(super) fn create_key(
@@ -114,9 +106,9 @@ impl KmsService {
             let snap = self.snapshot()?;
             let key =
                 self.authorized_key(trail, caller, &snap, &r.key_id, Action::DescribeKey, None)?;
-            Ok(KeyMetadataResponse {
-                key_metadata: self.metadata(key),
-            })
+            let mut key_metadata = self.metadata(key);
+            key_metadata.last_used_date = self.last_used(&key_metadata.arn);
+            Ok(KeyMetadataResponse { key_metadata })
         })
     }
 
@@ -153,11 +145,27 @@ impl KmsService {
         key_id: &str,
         change: impl FnOnce(&mut KeyRecord, f64) -> Result<R>,
     ) -> Result<R> {
+        self.change_key_guarded(caller, op, key_id, None, change)
+    }
+
+    /// [`KmsService::change_key`], and with `interlock` = `(force, verb)`,
+    /// the deletion interlock between the policy check and the change.
+    fn change_key_guarded<R>(
+        &self,
+        caller: &Caller,
+        op: Operation,
+        key_id: &str,
+        interlock: Option<(bool, &str)>,
+        change: impl FnOnce(&mut KeyRecord, f64) -> Result<R>,
+    ) -> Result<R> {
         self.audited(caller, op, |trail| {
             let snap = self.snapshot()?;
             let id = self
                 .authorized_key(trail, caller, &snap, key_id, op.actions()[0], None)?
                 .id;
+            if let Some((force, verb)) = interlock {
+                self.check_key_unused(trail, &self.key_arn(&id), force, verb)?;
+            }
             self.mutate(|state, now| {
                 let key = state
                     .keys
@@ -205,8 +213,10 @@ impl KmsService {
         })
     }
 
-    pub(super) fn disable_key(&self, caller: &Caller, r: &KeyIdRequest) -> Result<Empty> {
-        self.change_key(caller, Operation::DisableKey, &r.key_id, |key, _| {
+    pub(super) fn disable_key(&self, caller: &Caller, r: &DisableKeyRequest) -> Result<Empty> {
+        let interlock = Some((r.force == Some(true), "disable it"));
+        let op = Operation::DisableKey;
+        self.change_key_guarded(caller, op, &r.key_id, interlock, |key, _| {
             self.not_pending(key)?;
             key.state = KeyState::Disabled;
             Ok(Empty {})
@@ -220,7 +230,8 @@ impl KmsService {
     ) -> Result<ScheduleKeyDeletionResponse> {
         let days = r.pending_window_in_days.unwrap_or(30);
         let op = Operation::ScheduleKeyDeletion;
-        self.change_key(caller, op, &r.key_id, |key, now| {
+        let interlock = Some((r.force == Some(true), "schedule its deletion"));
+        self.change_key_guarded(caller, op, &r.key_id, interlock, |key, now| {
             if !(7..=30).contains(&days) {
                 return Err(KmsError::validation(format!(
                     "PendingWindowInDays is {days}; it must be between 7 and 30"

@@ -28,11 +28,14 @@
 //! | `aliases.rs` | CreateAlias, UpdateAlias, DeleteAlias, ListAliases and alias-name rules |
 //! | `key_rotation.rs` | key-material rotation: automatic (`rotate_due_keys`), on demand, status, history |
 //! | `crypto.rs` | Encrypt, Decrypt, ReEncrypt, data keys, GenerateRandom |
+//! | `audit_trail.rs` | VerifyAuditTrail, GetAuditReport: the audit trail read through the KMS |
+//! | `usage.rs` | the deletion interlock over the audit trail's usage index, and the records of refused requests |
 //! | `policies.rs` | GetKeyPolicy, ListKeyPolicies and loading the policy files |
 //! | `principals.rs` | principals and access keys, authentication |
 //! | `session.rs` | [`LocalSession`], the [`Kms`](crate::kms::Kms) implementation |
 
 mod aliases;
+mod audit_trail;
 mod authz;
 mod crypto;
 mod key_rotation;
@@ -43,8 +46,10 @@ mod principals;
 mod session;
 #[cfg(test)]
 mod tests;
+mod usage;
 
 pub use session::LocalSession;
+pub use usage::RejectedRequest;
 
 use crate::api::{AccessKeyResponse, ListRequest};
 use crate::audit::AuditLog;
@@ -79,6 +84,11 @@ pub struct Caller {
     pub source_ip: Option<String>,
     /// The caller's user agent, for server requests.
     pub user_agent: Option<String>,
+    /// The access key id that signed the request, for server requests.
+    pub access_key_id: Option<String>,
+    /// What the request names besides keys (alias, principal, access key,
+    /// `Force`), for the audit record; filled in per request by the session.
+    pub request_parameters: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// The keystore state as last read, with lookup indexes.
@@ -128,7 +138,6 @@ pub struct KmsService {
     policy_dirs: Vec<PathBuf>,
     audit: AuditLog,
     clock_offset_secs: AtomicI64,
-    usage: Mutex<HashMap<Uuid, f64>>,
     /// When the keystore file was last checked for updates by others.
     checked: Mutex<std::time::Instant>,
 }
@@ -236,9 +245,12 @@ impl KmsService {
         policy_dirs.extend(extra_policies.map(Path::to_path_buf));
         let policies = load_policies(&policy_dirs)?;
         let audit_path = home.join("audit.log");
-        let audit = AuditLog::open(&audit_path).map_err(|e| {
-            KmsError::internal(format!("audit trail {}: {e}", audit_path.display()))
-        })?;
+        let audit = AuditLog::open_in_keystore(
+            &audit_path,
+            crate::audit::AuditOptions::default(),
+            Some(keystore.root_key()),
+        )
+        .map_err(|e| KmsError::internal(format!("audit trail {}: {e}", audit_path.display())))?;
         let snapshot = Snapshot::new(state, fingerprint, keystore.config());
         Ok(Arc::new(KmsService {
             keystore,
@@ -248,7 +260,6 @@ impl KmsService {
             policy_dirs,
             audit,
             clock_offset_secs: AtomicI64::new(0),
-            usage: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -268,6 +279,14 @@ impl KmsService {
     /// The audit trail file.
     pub fn audit_path(&self) -> PathBuf {
         self.audit.path().to_path_buf()
+    }
+
+    /// Verifies the audit trail, its end against the sealed checkpoint
+    /// included. Appends nothing.
+    pub fn verify_audit(
+        &self,
+    ) -> std::result::Result<crate::audit::VerifySummary, crate::audit::AuditError> {
+        crate::audit::verify_sealed(self.audit.path(), self.keystore.root_key().as_ref())
     }
 
     /// Region and account used in ARNs.

@@ -114,7 +114,7 @@ impl KmsService {
         })
     }
 
-    fn principal_op<R>(
+    fn principal_op<R: 'static>(
         &self,
         caller: &Caller,
         op: Operation,
@@ -125,7 +125,12 @@ impl KmsService {
             let resources = vec![format!("principal/{name}"), "*".into()];
             self.authorize(trail, caller, op.actions()[0], &resources, None)?;
             check_principal_name(name)?;
-            self.mutate(change)
+            let out = self.mutate(change)?;
+            // The audit record names the access key an operation created.
+            if let Some(r) = (&out as &dyn std::any::Any).downcast_ref::<AccessKeyResponse>() {
+                trail.param("AccessKeyId", r.access_key_id.clone());
+            }
+            Ok(out)
         })
     }
 

@@ -4,8 +4,10 @@
 
 use super::{Caller, KmsService};
 // Every request and response type: the operations table names them unqualified.
+use super::usage::audit_parameters;
 use crate::api::*;
-use crate::error::Result;
+use crate::error::{ErrorCode, Result};
+use crate::kms::MALFORMED;
 use crate::kms::{dispatch, Kms};
 use crate::operation::for_each_operation;
 use crate::secret::Secret;
@@ -44,12 +46,27 @@ macro_rules! forward_to_service {
         /// operations table).
         impl Kms for LocalSession {
             fn call(&self, op: Operation, request: &[u8]) -> Result<Secret> {
-                dispatch(self, op, request)
+                dispatch(self, op, request).inspect_err(|e| {
+                    // A body that does not parse never reaches a handler,
+                    // so it would leave no record of its own.
+                    if e.code == ErrorCode::Serialization && e.message.starts_with(MALFORMED) {
+                        self.service.audit_malformed(&self.caller, op, e);
+                    }
+                })
             }
 
             $(
                 fn $method(&self, r: &$req) -> Result<$resp> {
-                    self.service.$method(&self.caller, r)
+                    match audit_parameters(Operation::$op, r) {
+                        None => self.service.$method(&self.caller, r),
+                        Some(params) => {
+                            let caller = Caller {
+                                request_parameters: Some(params),
+                                ..self.caller.clone()
+                            };
+                            self.service.$method(&caller, r)
+                        }
+                    }
                 }
             )*
 

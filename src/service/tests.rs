@@ -35,6 +35,7 @@ fn deletion_takes_effect_when_the_window_passes() {
         .schedule_key_deletion(&ScheduleKeyDeletionRequest {
             key_id: id.clone(),
             pending_window_in_days: Some(7),
+            force: None,
         })
         .unwrap();
     assert_eq!(scheduled.key_state, "PendingDeletion");
@@ -101,10 +102,15 @@ fn cancelled_deletion_leaves_the_key_disabled() {
     kms.schedule_key_deletion(&ScheduleKeyDeletionRequest {
         key_id: id.clone(),
         pending_window_in_days: None,
+        force: None,
     })
     .unwrap();
+    let disable = DisableKeyRequest {
+        key_id: id.clone(),
+        force: None,
+    };
     assert_eq!(
-        kms.disable_key(&req).unwrap_err().code,
+        kms.disable_key(&disable).unwrap_err().code,
         ErrorCode::InvalidState
     );
     kms.cancel_key_deletion(&req).unwrap();

@@ -35,6 +35,9 @@ pub enum FailureKind {
     /// The envelope's header, slots or body are malformed or did not
     /// authenticate.
     CorruptEnvelope,
+    /// The envelope's active key slot names another key than its wrapped
+    /// data key does (its label was changed): corrupt, never trusted.
+    SlotKeyMismatch,
     /// The envelope's encryption context is not the expected one.
     ContextMismatch,
     /// Another writer held the item's lock.
@@ -109,6 +112,7 @@ impl From<&EnvelopeError> for FailureKind {
             EnvelopeError::InvalidContext(_) | EnvelopeError::InvalidParameter(_) => {
                 FailureKind::InvalidRequest
             }
+            EnvelopeError::SlotKeyMismatch(_) => FailureKind::SlotKeyMismatch,
             _ => FailureKind::CorruptEnvelope,
         }
     }

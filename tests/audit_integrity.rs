@@ -1,0 +1,542 @@
+//! Complete and truncation-evident audit records (issue 11, finding 6),
+//! through the real binary and, for refused requests, the AWS CLI and
+//! botocore against `rewrap serve`.
+//!
+//! Before the fix: deleting the last record left `audit verify` content
+//! (exit 0); deleting only the final newline made it a "never acknowledged"
+//! record that the next append erased without a word; `audit verify`
+//! appended its own record before verifying; a request with a bad signature,
+//! an unknown access key or a malformed signed body left no record; alias
+//! and principal records did not name their targets.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+use support::cli::*;
+
+fn records(env: &Env) -> Vec<serde_json::Value> {
+    env.audit_log()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn operations(env: &Env) -> Vec<String> {
+    records(env)
+        .iter()
+        .map(|r| r["operation"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn audit_path(env: &Env) -> PathBuf {
+    env.home.join("audit.log")
+}
+
+/// A keystore with a few records.
+fn busy_env() -> Env {
+    let env = Env::new();
+    let key = env.key("k");
+    for _ in 0..2 {
+        env.ok(
+            &env.owner,
+            &["encrypt", "--key-id", &key, "--plaintext", "aGVsbG8="],
+        );
+    }
+    env
+}
+
+fn verify(env: &Env) -> Output {
+    env.run(&env.owner, &["audit", "verify"])
+}
+
+#[test]
+fn audit_verify_appends_nothing_before_it_has_verified() {
+    let env = busy_env();
+    let before = records(&env).len();
+    let o = verify(&env);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with(&format!("ok: {before} records, chain intact")),
+        "{}",
+        stdout(&o)
+    );
+    let after = operations(&env);
+    assert_eq!(after.len(), before + 1);
+    assert_eq!(after[before], "ReadAuditTrail");
+}
+
+#[test]
+fn deleting_the_last_record_is_detected() {
+    let env = busy_env();
+    let log = env.audit_log();
+    let n = log.lines().count();
+    let last_start = log[..log.len() - 1].rfind('\n').unwrap() + 1;
+    let cut = &log[..last_start];
+    std::fs::write(audit_path(&env), cut).unwrap();
+
+    let o = verify(&env);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let want = format!(
+        "rewrap: audit trail {} FAILED verification: the trail ends at record {} but the \
+         sealed checkpoint records {n}: the last 1 record(s) were removed",
+        audit_path(&env).display(),
+        n - 1
+    );
+    let err = stderr(&o);
+    assert!(err.lines().any(|l| l == want), "{err}");
+    // The next append (verify's own record) does not paper over the cut:
+    // it records it first, and verify keeps failing.
+    let ops = operations(&env);
+    assert_eq!(ops[n - 1..], ["AuditTrailCut", "ReadAuditTrail"]);
+    let o = verify(&env);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(&format!(
+            "record {n}: a writer found the trail cut here: it ended at record {} but the sealed \
+             checkpoint recorded {n}",
+            n - 1
+        )),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_deleted_final_newline_is_reported_and_repaired_loudly() {
+    let env = busy_env();
+    let mut log = env.audit_log().into_bytes();
+    let n = log.iter().filter(|&&b| b == b'\n').count();
+    assert_eq!(log.pop(), Some(b'\n'));
+    std::fs::write(audit_path(&env), &log).unwrap();
+
+    let o = verify(&env);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    let want = format!(
+        "rewrap: audit trail {} FAILED verification: record {n} lost its final newline after \
+         it was committed (the sealed checkpoint records it): the trail was cut",
+        audit_path(&env).display()
+    );
+    assert!(err.lines().any(|l| l == want), "{err}");
+    // Verify's own record repaired the tail, said so on stderr and in the
+    // trail, by whom and when.
+    assert!(
+        err.contains(&format!(
+            "the final record (seq {n}) was torn ({} bytes without a newline): newline restored; \
+             recorded in the trail as RepairAuditTail",
+            log.len()
+                - log[..log.len() - 1]
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .unwrap()
+                - 1
+        )),
+        "{err}"
+    );
+    let all = records(&env);
+    let repair = &all[n];
+    assert_eq!(repair["operation"], "RepairAuditTail");
+    assert_eq!(repair["principal"], "owner");
+    assert_eq!(repair["request_parameters"]["Action"], "newline restored");
+    assert_eq!(repair["request_parameters"]["TornSeq"], n.to_string());
+    assert!(!repair["time"].as_str().unwrap().is_empty());
+    assert_eq!(all[n + 1]["operation"], "ReadAuditTrail");
+
+    let o = verify(&env);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "writers repaired 1 torn final record(s); see the RepairAuditTail records (seq [{}])",
+            n + 1
+        )),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn alias_and_principal_records_name_their_targets() {
+    let env = Env::new();
+    let a = env.key("a");
+    let b = env.key("b");
+    env.ok(
+        &env.owner,
+        &[
+            "create-alias",
+            "--alias-name",
+            "alias/app",
+            "--target-key-id",
+            &a,
+        ],
+    );
+    env.ok(
+        &env.owner,
+        &[
+            "update-alias",
+            "--alias-name",
+            "alias/app",
+            "--target-key-id",
+            &b,
+        ],
+    );
+    env.ok(&env.owner, &["delete-alias", "--alias-name", "alias/app"]);
+    let bob = env.principal("bob");
+    let second = env.ok(
+        &env.owner,
+        &["create-access-key", "--principal-name", "bob"],
+    );
+    let second = second["AccessKeyId"].as_str().unwrap().to_string();
+    env.ok(
+        &env.owner,
+        &[
+            "delete-access-key",
+            "--principal-name",
+            "bob",
+            "--access-key-id",
+            &second,
+        ],
+    );
+    env.ok(&env.owner, &["delete-principal", "--principal-name", "bob"]);
+
+    let params: Vec<(String, serde_json::Value)> = records(&env)
+        .into_iter()
+        .filter(|r| {
+            r["operation"].as_str().unwrap().contains("Alias")
+                || r["operation"].as_str().unwrap().contains("Principal")
+                || r["operation"].as_str().unwrap().contains("AccessKey")
+        })
+        .map(|r| {
+            (
+                r["operation"].as_str().unwrap().to_string(),
+                r["request_parameters"].clone(),
+            )
+        })
+        .collect();
+    let arn = |k: &str| {
+        let v = env.ok(&env.owner, &["describe-key", "--key-id", k]);
+        v["KeyMetadata"]["KeyId"].as_str().unwrap().to_string()
+    };
+    assert_eq!(
+        params,
+        vec![
+            (
+                "CreateAlias".into(),
+                serde_json::json!({"AliasName": "alias/app", "TargetKeyId": arn(&a)})
+            ),
+            (
+                "UpdateAlias".into(),
+                serde_json::json!({"AliasName": "alias/app", "TargetKeyId": arn(&b)})
+            ),
+            (
+                "DeleteAlias".into(),
+                serde_json::json!({"AliasName": "alias/app"})
+            ),
+            (
+                "CreatePrincipal".into(),
+                serde_json::json!({"PrincipalName": "bob", "AccessKeyId": bob.id})
+            ),
+            (
+                "CreateAccessKey".into(),
+                serde_json::json!({"PrincipalName": "bob", "AccessKeyId": second})
+            ),
+            (
+                "DeleteAccessKey".into(),
+                serde_json::json!({"PrincipalName": "bob", "AccessKeyId": second})
+            ),
+            (
+                "DeletePrincipal".into(),
+                serde_json::json!({"PrincipalName": "bob"})
+            ),
+        ]
+    );
+}
+
+/// `rewrap serve` on a loopback port for `env`; killed on drop.
+struct Serve {
+    child: Child,
+    url: String,
+}
+
+impl Serve {
+    fn start(env: &Env) -> Serve {
+        let mut child = env
+            .command(&env.owner)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("rewrap serve printed no start line within 30 s");
+        let url = line
+            .trim()
+            .strip_prefix("rewrap serve listening on ")
+            .unwrap_or_else(|| panic!("unexpected start line {line:?}"))
+            .to_string();
+        Serve { child, url }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn venv_bin(tool: &str) -> PathBuf {
+    let venv =
+        std::env::var_os("REWRAP_TEST_VENV").map_or_else(|| repo().join(".venv"), PathBuf::from);
+    let path = venv.join("bin").join(tool);
+    assert!(
+        path.exists(),
+        "{tool} is missing from the test virtual environment {}: run scripts/test",
+        venv.display()
+    );
+    path
+}
+
+fn aws(id: &str, secret: &str, url: &str, args: &[&str]) -> Output {
+    Command::new(venv_bin("aws"))
+        .args(["kms", "--endpoint-url", url])
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", id)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap()
+}
+
+/// Sends a correctly signed request whose JSON body does not parse.
+const MALFORMED: &str = r#"
+import os, sys, urllib.request
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+url = sys.argv[1]
+req = AWSRequest(method="POST", url=url, data=b'{"KeyId": ',
+                 headers={"X-Amz-Target": "TrentService.DescribeKey",
+                          "Content-Type": "application/x-amz-json-1.1"})
+SigV4Auth(Credentials(os.environ["ID"], os.environ["SECRET"]), "kms", "us-east-1").add_auth(req)
+r = urllib.request.Request(url, data=req.body, headers=dict(req.headers), method="POST")
+try:
+    urllib.request.urlopen(r)
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode())
+"#;
+
+#[test]
+fn requests_refused_before_any_operation_leave_records() {
+    let env = Env::new();
+    let server = Serve::start(&env);
+    let last = || records(&env).pop().unwrap();
+
+    // A wrong secret: the signature does not verify.
+    let o = aws(&env.owner.id, "not-the-secret", &server.url, &["list-keys"]);
+    assert!(!o.status.success());
+    let r = last();
+    assert_eq!(r["operation"], "ListKeys");
+    assert_eq!(r["outcome"], "InvalidSignatureException");
+    assert_eq!(r["decision"], "Deny");
+    assert_eq!(r["access_key_id"], env.owner.id.as_str());
+    assert_eq!(r["principal"], "owner");
+    assert_eq!(r["source_ip"], "127.0.0.1");
+
+    // An access key nobody has.
+    let o = aws("AKIAUNKNOWN000000000", "x", &server.url, &["list-keys"]);
+    assert!(!o.status.success());
+    let r = last();
+    assert_eq!(r["outcome"], "UnrecognizedClientException");
+    assert_eq!(r["access_key_id"], "AKIAUNKNOWN000000000");
+    assert_eq!(r["principal"], "");
+
+    // A key that does not exist (the policy allows the owner: NotFound).
+    let o = aws(
+        &env.owner.id,
+        &env.owner.secret,
+        &server.url,
+        &[
+            "describe-key",
+            "--key-id",
+            "00000000-0000-4000-8000-000000000000",
+        ],
+    );
+    assert!(!o.status.success());
+    let r = last();
+    assert_eq!(r["operation"], "DescribeKey");
+    assert_eq!(r["outcome"], "NotFoundException");
+    assert_eq!(r["access_key_id"], env.owner.id.as_str());
+
+    // Signed, but the body is not JSON.
+    let o = Command::new(venv_bin("python"))
+        .args(["-c", MALFORMED, &server.url])
+        .env("ID", &env.owner.id)
+        .env("SECRET", &env.owner.secret)
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&o).starts_with("400 "),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let r = last();
+    assert_eq!(r["operation"], "DescribeKey");
+    assert_eq!(r["outcome"], "SerializationException");
+    assert_eq!(r["principal"], "owner");
+    assert_eq!(r["access_key_id"], env.owner.id.as_str());
+
+    // All of it verifies.
+    drop(server);
+    let o = verify(&env);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn the_auditor_verifies_and_reports_through_the_endpoint() {
+    let env = busy_env();
+    let auditor = env.principal("auditor");
+    let admin = env.principal("key-admin");
+    let server = Serve::start(&env);
+    let remote = |who: &Creds, args: &[&str]| {
+        let mut all = vec!["--endpoint-url", server.url.as_str()];
+        all.extend_from_slice(args);
+        env.run(who, &all)
+    };
+
+    let n = records(&env).len();
+    let o = remote(&auditor, &["audit", "verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with(&format!("ok: {n} records, chain intact, last hash ")),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("; end matches the sealed checkpoint"));
+    let last = records(&env).pop().unwrap();
+    assert_eq!(last["operation"], "VerifyAuditTrail");
+    assert_eq!(last["principal"], "auditor");
+
+    let o = remote(
+        &auditor,
+        &[
+            "--output",
+            "json",
+            "audit",
+            "report",
+            "--principal",
+            "owner",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let encrypt: Vec<&serde_json::Value> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["operation"] == "Encrypt")
+        .collect();
+    assert_eq!(encrypt.len(), 1, "{report:#}");
+    assert_eq!(encrypt[0]["count"], 2);
+
+    // Paged on the wire: one row per page.
+    let page = remote(&auditor, &["get-audit-report", "--limit", "1"]);
+    let page: serde_json::Value = json(&page);
+    assert_eq!(page["Rows"].as_array().unwrap().len(), 1);
+    assert_eq!(page["Truncated"], true);
+    assert_eq!(page["NextMarker"], "1");
+
+    // Without the audit right: refused, and on record.
+    let o = remote(&admin, &["audit", "verify"]);
+    assert_aws_error(&o, "AccessDeniedException", "VerifyAuditTrail");
+
+    // A cut trail is reported through the endpoint too.
+    let log = env.audit_log();
+    let last_start = log[..log.len() - 1].rfind('\n').unwrap() + 1;
+    let kept = log[..last_start].lines().count();
+    std::fs::write(audit_path(&env), &log[..last_start]).unwrap();
+    let o = remote(&auditor, &["audit", "verify"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "rewrap: audit trail of {} FAILED verification: the trail ends at record {kept} but \
+             the sealed checkpoint records {}: the last 1 record(s) were removed",
+            server.url,
+            kept + 1
+        )),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_replaced_checkpoint_is_reported_not_overwritten() {
+    let env = busy_env();
+    let log = env.audit_log();
+    let last_start = log[..log.len() - 1].rfind('\n').unwrap() + 1;
+    let kept = log[..last_start].lines().count();
+    std::fs::write(audit_path(&env), &log[..last_start]).unwrap();
+    std::fs::write(env.home.join("audit.checkpoint"), vec![0u8; 156]).unwrap();
+
+    let want = format!(
+        "the sealed checkpoint {} does not authenticate (changed, or not made with this \
+         keystore's root key)",
+        env.home.join("audit.checkpoint").display()
+    );
+    let o = verify(&env);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(&format!("FAILED verification: {want}")),
+        "{}",
+        stderr(&o)
+    );
+    // The next writer (verify's own record) records the forgery before it
+    // writes a fresh checkpoint, so the trail keeps saying so.
+    let o = verify(&env);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(&format!(
+            "record {}: a writer found the sealed checkpoint unreadable here, after record {kept}: {want}",
+            kept + 1
+        )),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_deleted_checkpoint_is_said_in_the_trail() {
+    let env = busy_env();
+    let n = records(&env).len();
+    std::fs::remove_file(env.home.join("audit.checkpoint")).unwrap();
+    env.ok(&env.owner, &["list-keys"]);
+    let ops = operations(&env);
+    assert_eq!(ops[n..], ["AuditCheckpointMissing", "ListKeys"]);
+    let o = verify(&env);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!(
+            "; the sealed checkpoint was missing before record(s) {} (deleted, or a trail older \
+             than checkpoints); end matches the sealed checkpoint",
+            n + 1
+        )),
+        "{}",
+        stdout(&o)
+    );
+}
