@@ -7,10 +7,10 @@
 //!
 //! 1. at accept: a limit per source address and a global limit, where a new
 //!    connection at the global limit sheds the connection that has waited
-//!    longest without a verified request in progress (see [`admission`]);
+//!    longest without a verified request in progress (`server/admission.rs`);
 //! 2. the request headers within the header deadline (hyper, 408-like close);
 //! 3. before any body byte is read: the `Authorization` header's syntax, the
-//!    `X-Amz-Date` window and a known access key id ([`precheck`]), then the
+//!    `X-Amz-Date` window and a known access key id (`precheck`), then the
 //!    declared body size (413), so an unsigned client cannot make the server
 //!    wait for or buffer a body;
 //! 4. the body within the body deadline (408) and the size limit (413);
