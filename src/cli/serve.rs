@@ -35,8 +35,7 @@ pub(crate) struct ServeArgs {
     /// Largest request body accepted, in bytes (larger: HTTP 413).
     #[arg(long, default_value_t = 256 * 1024, value_name = "BYTES")]
     pub(crate) max_body_bytes: usize,
-    /// Seconds allowed for a request's headers (and a TLS handshake), from
-    /// the connection's start or the end of its previous request.
+    /// Seconds allowed for a request's headers (and a TLS handshake).
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub(crate) header_timeout: u64,
     /// Seconds allowed for a request's body, once its headers passed the
