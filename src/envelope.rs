@@ -15,6 +15,9 @@
 //!   8   2  format version   1
 //!  10   2  algorithm suite  1 = AES-256-GCM STREAM, 32-byte data key
 //!  12   4  chunk size       plaintext bytes per body chunk, 64 ..= 16 MiB
+//!                           (checked at parse: ChunkSizeOutOfRange; it bounds
+//!                           the reader's memory and, with the one-pass
+//!                           reader of [`crate::stream`], its work)
 //!  16  16  file id          random (UUID v4 bytes)
 //!  32   7  nonce prefix     random, first 7 bytes of every chunk nonce
 //!  39   1  reserved         0
@@ -66,7 +69,11 @@ pub const SLOT_SIZE: usize = 1024;
 pub const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
 /// Smallest chunk size accepted.
 pub const MIN_CHUNK_SIZE: u32 = 64;
-/// Largest chunk size accepted (bounds the reader's memory).
+/// Largest chunk size accepted, when writing and when parsing a header
+/// ([`EnvelopeError::ChunkSizeOutOfRange`]). With it the reader's memory is
+/// bounded (a few batches of at most 4 MiB, or one chunk) and its work is
+/// linear in the body's size plus a constant number of chunks (see
+/// [`crate::stream`]).
 pub const MAX_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
 /// Largest encoding of the user context.
 pub const MAX_CONTEXT_LEN: usize = 8192;
@@ -104,6 +111,11 @@ pub enum EnvelopeError {
     /// A header field is malformed; the text says which.
     #[error("corrupt header: {0}")]
     CorruptHeader(&'static str),
+    /// The header declares a chunk size outside
+    /// [`MIN_CHUNK_SIZE`] ..= [`MAX_CHUNK_SIZE`]; refused before any body
+    /// byte is read, since the chunk size sets the reader's memory and work.
+    #[error("chunk size {0} out of range ({MIN_CHUNK_SIZE} ..= {MAX_CHUNK_SIZE})")]
+    ChunkSizeOutOfRange(u32),
     /// A body chunk did not authenticate (tampered, reordered, swapped, or
     /// decrypted with the wrong data key).
     #[error("chunk {0} failed authentication")]
@@ -145,6 +157,7 @@ impl EnvelopeError {
             EnvelopeError::UnsupportedSuite(_) => "UnsupportedSuite",
             EnvelopeError::TruncatedHeader => "TruncatedHeader",
             EnvelopeError::CorruptHeader(_) => "CorruptHeader",
+            EnvelopeError::ChunkSizeOutOfRange(_) => "ChunkSizeOutOfRange",
             EnvelopeError::ChunkAuth(_) => "ChunkAuth",
             EnvelopeError::Truncated => "Truncated",
             EnvelopeError::TrailingData => "TrailingData",
@@ -237,7 +250,7 @@ impl Header {
         }
         let chunk_size = be_u32(&bytes[12..16]);
         if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
-            return Err(EnvelopeError::CorruptHeader("chunk size out of range"));
+            return Err(EnvelopeError::ChunkSizeOutOfRange(chunk_size));
         }
         if bytes[39] != 0 {
             return Err(EnvelopeError::CorruptHeader("reserved byte is not zero"));

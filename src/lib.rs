@@ -28,6 +28,8 @@ pub mod client;
 pub mod envelope;
 pub mod error;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod keystore;
 pub mod kms;
 pub mod objstore;

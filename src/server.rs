@@ -2,12 +2,24 @@
 //! loopback, TLS with rustls elsewhere), SigV4-authenticated principals.
 //!
 //! One request is `POST /` with `X-Amz-Target: TrentService.<Operation>` and a
-//! JSON body. In order, the server refuses a body over the limit (413), a body
-//! not received in time (408), a request whose SigV4 signature does not verify
-//! (see [`crate::sigv4`]), an unknown target and a wrong content type; only
-//! then does the [`Backend`] run the operation, with the field limits, policy
-//! check and audit record of the authenticated principal. Errors go back
-//! as AWS sends them: an HTTP status and `{"__type": "...", "message": "..."}`.
+//! JSON body. Limits are applied in the order AWS's front ends apply them,
+//! cheapest and least trusting first:
+//!
+//! 1. at accept: a limit per source address and a global limit, where a new
+//!    connection at the global limit sheds the connection that has waited
+//!    longest without a verified request in progress (`server/admission.rs`);
+//! 2. the request headers within the header deadline (hyper, 408-like close);
+//! 3. before any body byte is read: the `Authorization` header's syntax, the
+//!    `X-Amz-Date` window and a known access key id (`precheck`), then the
+//!    declared body size (413), so an unsigned client cannot make the server
+//!    wait for or buffer a body;
+//! 4. the body within the body deadline (408) and the size limit (413);
+//! 5. the SigV4 signature over headers and body (see [`crate::sigv4`]), an
+//!    unknown target and a wrong content type;
+//!
+//! only then does the [`Backend`] run the operation, with the field limits,
+//! policy check and audit record of the authenticated principal. Errors go
+//! back as AWS sends them: an HTTP status and `{"__type": "...", "message": "..."}`.
 //!
 //! Bodies, signatures and secrets are never logged; request and response
 //! bodies are held in zeroizing buffers as far as rewrap controls them (hyper's
@@ -33,7 +45,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
+
+mod admission;
+use admission::{Admission, Refusal, Ticket};
 
 /// The `X-Amz-Target` prefix of every KMS operation.
 pub(crate) const TARGET_PREFIX: &str = "TrentService.";
@@ -116,8 +131,15 @@ pub struct ServerConfig {
     /// How often to add key versions to keys due for automatic rotation;
     /// `None` disables the background task.
     pub rotation_check_interval: Option<Duration>,
-    /// Most connections served at once; further ones wait in the backlog.
+    /// Most connections held at once. At the limit a new connection sheds
+    /// the one that has waited longest without a verified request in
+    /// progress (a slow header or body, an idle keep-alive), so a flood of
+    /// slow connections cannot keep well-behaved clients out; if every
+    /// connection is running a request, the new one is refused.
     pub max_connections: usize,
+    /// Most connections held at once from one source address; further ones
+    /// are refused at once (`ThrottlingException`, then closed).
+    pub max_connections_per_address: usize,
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
     /// Run operations that do not write the keystore (cryptography, reads)
@@ -136,6 +158,7 @@ impl Default for ServerConfig {
             body_timeout: Duration::from_secs(30),
             rotation_check_interval: Some(Duration::from_hours(1)),
             max_connections: 4096,
+            max_connections_per_address: 128,
             shutdown_grace: Duration::from_secs(30),
             inline_operations: true,
         }
@@ -219,7 +242,10 @@ pub async fn serve<B: Backend>(
     let (stop_tx, stop_rx) = watch::channel(false);
     // Each connection holds a clone of `alive`; `recv` returns None once all are gone.
     let (alive, mut all_done) = mpsc::channel::<()>(1);
-    let permits = Arc::new(Semaphore::new(shared.config.max_connections.max(1)));
+    let admission = Admission::new(
+        shared.config.max_connections_per_address,
+        shared.config.max_connections,
+    );
     let rotation = shared
         .config
         .rotation_check_interval
@@ -231,10 +257,6 @@ pub async fn serve<B: Backend>(
         .map(tokio_rustls::TlsAcceptor::from);
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-        };
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -247,22 +269,35 @@ pub async fn serve<B: Backend>(
                 }
             },
         };
+        let ticket = match admission.admit(peer.ip()) {
+            Ok(ticket) => ticket,
+            Err(refusal) => {
+                refuse(&stream, refusal, tls.is_none());
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let (shared, stop_rx, alive, tls) =
             (shared.clone(), stop_rx.clone(), alive.clone(), tls.clone());
         tokio::spawn(async move {
-            let _permit = permit;
             let _alive = alive;
-            match tls {
-                None => serve_connection(stream, peer, shared, stop_rx).await,
-                Some(acceptor) => {
-                    let timeout = shared.config.header_timeout;
-                    if let Ok(Ok(tls_stream)) =
-                        tokio::time::timeout(timeout, acceptor.accept(stream)).await
-                    {
-                        serve_connection(tls_stream, peer, shared, stop_rx).await;
+            let serve = async {
+                match tls {
+                    None => serve_connection(stream, peer, shared, stop_rx, &ticket).await,
+                    Some(acceptor) => {
+                        let timeout = shared.config.header_timeout;
+                        if let Ok(Ok(tls_stream)) =
+                            tokio::time::timeout(timeout, acceptor.accept(stream)).await
+                        {
+                            serve_connection(tls_stream, peer, shared, stop_rx, &ticket).await;
+                        }
                     }
                 }
+            };
+            // Shed to admit another: the connection is dropped (closed) here.
+            tokio::select! {
+                () = serve => {}
+                () = ticket.shed() => {}
             }
         });
     }
@@ -277,19 +312,42 @@ pub async fn serve<B: Backend>(
     Ok(())
 }
 
+/// Refuses a connection that was not admitted: on plain HTTP with a
+/// `ThrottlingException` written without waiting (a full socket buffer
+/// drops it), then closes it.
+fn refuse(stream: &tokio::net::TcpStream, refusal: Refusal, plain_http: bool) {
+    if !plain_http {
+        return;
+    }
+    let message = match refusal {
+        Refusal::PerAddress => "Too many connections from your address",
+        Refusal::Global => "The server is at its connection limit",
+    };
+    let body =
+        serde_json::json!({ "__type": "ThrottlingException", "message": message }).to_string();
+    let response = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: {CONTENT_TYPE_JSON}\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(response.as_bytes());
+}
+
 async fn serve_connection<B, I>(
     io: I,
     peer: SocketAddr,
     shared: Arc<Shared<B>>,
     mut stop: watch::Receiver<bool>,
+    ticket: &Arc<Ticket>,
 ) where
     B: Backend,
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let header_timeout = shared.config.header_timeout;
+    let ticket = ticket.clone();
     let service = hyper::service::service_fn(move |req| {
-        let shared = shared.clone();
-        async move { Ok::<_, Infallible>(handle(req, peer, &shared).await) }
+        let (shared, ticket) = (shared.clone(), ticket.clone());
+        async move { Ok::<_, Infallible>(handle(req, peer, &shared, &ticket).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -366,9 +424,10 @@ async fn handle<B: Backend>(
     req: Request<Incoming>,
     peer: SocketAddr,
     shared: &Shared<B>,
+    ticket: &Arc<Ticket>,
 ) -> Response<SecretBody> {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let (status, body) = match process(req, peer, shared).await {
+    let (status, body) = match process(req, peer, shared, ticket).await {
         Ok(body) => (StatusCode::OK, body),
         Err(e) => {
             let json = serde_json::json!({ "__type": e.kind, "message": e.message });
@@ -389,6 +448,7 @@ async fn process<B: Backend>(
     req: Request<Incoming>,
     peer: SocketAddr,
     shared: &Shared<B>,
+    ticket: &Arc<Ticket>,
 ) -> std::result::Result<Secret, WireError> {
     if req.method() != Method::POST {
         let e = WireError::new(
@@ -400,6 +460,10 @@ async fn process<B: Backend>(
         return Err(e);
     }
     let (parts, incoming) = req.into_parts();
+    precheck(&parts.headers, chrono::Utc::now(), |id| {
+        shared.backend.lookup_access_key(id)
+    })
+    .inspect_err(|e| audit_rejected_request(shared, peer, &parts.headers, None, e.code.as_str()))?;
     let body = read_body(&parts.headers, incoming, &shared.config)
         .await
         .inspect_err(|e| audit_rejected_request(shared, peer, &parts.headers, None, e.kind))?;
@@ -419,6 +483,8 @@ async fn process<B: Backend>(
         backend.lookup_access_key(id)
     })
     .inspect_err(|e| audit_rejected_request(shared, peer, &parts.headers, None, e.code.as_str()))?;
+    // A verified request is never shed for a newcomer while it runs.
+    let _busy = ticket.busy();
     let known = Some(verified.principal.as_str());
     let op = operation(&parts.headers)
         .inspect_err(|e| audit_rejected_request(shared, peer, &parts.headers, known, e.kind))?;
@@ -485,6 +551,52 @@ fn audit_rejected_request<B: Backend>(
         operation,
         error: error.to_string(),
     });
+}
+
+/// The checks of a request's headers that need no body, made before any body
+/// byte is read: an `Authorization` header of the SigV4 syntax, an
+/// `X-Amz-Date` within the allowed clock skew of `now`, and an access key id
+/// that `lookup` knows. The same checks are made again, with the signature,
+/// by [`sigv4::verify`] once the body is in; this early pass only keeps an
+/// unauthenticated client from making the server wait for or buffer a body.
+pub(crate) fn precheck<F>(
+    headers: &hyper::HeaderMap,
+    now: chrono::DateTime<chrono::Utc>,
+    lookup: F,
+) -> Result<()>
+where
+    F: FnOnce(&str) -> Result<(String, Secret)>,
+{
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let authorization = text("authorization").ok_or_else(|| {
+        KmsError::new(
+            ErrorCode::MissingAuthenticationToken,
+            "Missing Authentication Token",
+        )
+    })?;
+    let auth = sigv4::parse_authorization(authorization)?;
+    let date_text = text("x-amz-date").ok_or_else(|| {
+        KmsError::new(
+            ErrorCode::IncompleteSignature,
+            "Authorization header requires existence of a 'X-Amz-Date' header",
+        )
+    })?;
+    let time = sigv4::parse_amz_date(date_text).ok_or_else(|| {
+        KmsError::new(
+            ErrorCode::IncompleteSignature,
+            "X-Amz-Date must be in the ISO 8601 basic format",
+        )
+    })?;
+    if (now - time).abs() > sigv4::MAX_CLOCK_SKEW {
+        return Err(KmsError::new(
+            ErrorCode::RequestExpired,
+            format!(
+                "Signature expired: {date_text} is more than 15 minutes away from the server time {}",
+                sigv4::amz_date(now)
+            ),
+        ));
+    }
+    lookup(&auth.access_key_id).map(drop)
 }
 
 fn too_large(limit: usize) -> WireError {

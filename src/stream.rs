@@ -17,6 +17,17 @@
 //! generic authentication failure. (The final chunk authenticates only at
 //! its true length, so a forged `L` cannot make anything verify.)
 //!
+//! The reader works in one pass and never searches: each chunk position is
+//! opened once as a non-final chunk, and the final chunk once at the length
+//! its end record names when the stream ends right after it. Only when it
+//! does not (appended bytes, damage) are earlier end records tried, at most
+//! [`MAX_FINAL_CANDIDATES`] of them. So the work is at most one open per
+//! chunk plus `1 + MAX_FINAL_CANDIDATES` of the final one, whatever a
+//! hostile body holds (issue 12 finding 1: trying every look-alike end
+//! record was quadratic in the chunk size). The format is unchanged
+//! (version 1); `docs/FORMAT.md` says why. [`decrypt_measured`] counts the
+//! opens for tests.
+//!
 //! This is the STREAM construction of Hoang, Reyhanitabar, Rogaway and Vizár
 //! (as in Tink and age): the counter in the nonce detects reordering and
 //! dropped chunks, the last-chunk flag detects truncation at a chunk
@@ -27,13 +38,14 @@ use crate::envelope::{read_full, EnvelopeError, Header};
 use crate::secret::Secret;
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use zeroize::Zeroizing;
 
 /// Bytes of the GCM tag after each chunk.
 pub const TAG_LEN: usize = 16;
 /// Bytes of the end record after the final chunk.
 pub const END_RECORD_LEN: usize = 8;
-const END_MAGIC: [u8; 4] = *b"REND";
+pub(crate) const END_MAGIC: [u8; 4] = *b"REND";
 
 /// The per-file cipher: the data key and the header it is bound to.
 ///
@@ -45,6 +57,29 @@ const END_MAGIC: [u8; 4] = *b"REND";
 pub struct ChunkCipher<'h> {
     aead: LessSafeKey,
     header: &'h Header,
+    work: Option<&'h OpenWork>,
+}
+
+/// The AES-GCM work a reader did: how many chunk opens it tried and how
+/// many sealed bytes they covered. Tests assert on it (work done, not
+/// seconds) to show that decryption is linear in the envelope's size.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct OpenWork {
+    opens: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl OpenWork {
+    /// AES-GCM opens tried (successful or not).
+    pub fn opens(&self) -> u64 {
+        self.opens.load(Ordering::Relaxed)
+    }
+
+    /// Sealed bytes (ciphertext and tag) passed to those opens.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
 }
 
 impl<'h> ChunkCipher<'h> {
@@ -56,6 +91,7 @@ impl<'h> ChunkCipher<'h> {
         Ok(ChunkCipher {
             aead: LessSafeKey::new(key),
             header,
+            work: None,
         })
     }
 
@@ -100,6 +136,10 @@ impl<'h> ChunkCipher<'h> {
             return Err(EnvelopeError::ChunkAuth(index));
         }
         let nonce = self.nonce(index, last)?;
+        if let Some(work) = self.work {
+            work.opens.fetch_add(1, Ordering::Relaxed);
+            work.bytes.fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        }
         let (ct, tag) = sealed.split_at(sealed.len() - TAG_LEN);
         let out = &mut plaintext[..ct.len()];
         self.aead
@@ -109,9 +149,23 @@ impl<'h> ChunkCipher<'h> {
     }
 }
 
-/// Chunks per batch (1 MiB of plaintext at the default chunk size): a batch
-/// is read, sealed or opened in parallel, and written as one unit.
+/// Most chunks per batch (1 MiB of plaintext at the default chunk size): a
+/// batch is read, sealed or opened in parallel, and written as one unit.
 const BATCH: usize = 16;
+
+/// Most plaintext bytes per batch: with large chunks a batch holds fewer of
+/// them, so the reader's memory stays a few times this whatever chunk size
+/// a (possibly hostile) header declares.
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Chunks per batch for `chunk`-byte chunks: 1 ..= [`BATCH`].
+fn batch_chunks(chunk: usize) -> usize {
+    (BATCH_BYTES / chunk).clamp(1, BATCH)
+}
+
+/// At most this many final-chunk lengths are tried when the stream does not
+/// end with a consistent end record (looking for appended bytes).
+pub const MAX_FINAL_CANDIDATES: usize = 4;
 
 /// One batch of plaintext read into a buffer: chunk `j` lies at
 /// `j * stride` with room for its tag after it.
@@ -161,11 +215,12 @@ pub fn encrypt<R: Read + ?Sized, W: Write + ?Sized>(
         output.write_all(&first[..head.sealed_len(stride)])?;
         return finish_body(output, &head);
     }
-    let buffer = || Zeroizing::new(vec![0u8; BATCH * stride]);
+    let batch = batch_chunks(chunk);
+    let buffer = || Zeroizing::new(vec![0u8; batch * stride]);
     let (mut sealing, mut writing, mut reading) = (buffer(), buffer(), buffer());
     sealing[..chunk].copy_from_slice(&first[..chunk]);
     drop(first);
-    let mut cur = chunker.fill(&mut sealing, head, BATCH)?;
+    let mut cur = chunker.fill(&mut sealing, head, batch)?;
     let mut prev: Option<Batch> = None;
     let mut total = 0u64;
     loop {
@@ -179,7 +234,7 @@ pub fn encrypt<R: Read + ?Sized, W: Write + ?Sized>(
             };
             let next_index = cur.index + cur.lens.len() as u64;
             let next = (!cur.last && wrote.is_ok())
-                .then(|| chunker.batch(&mut reading, next_index, BATCH));
+                .then(|| chunker.batch(&mut reading, next_index, batch));
             (wrote, next)
         });
         wrote?;
@@ -293,15 +348,39 @@ impl<R: Read + ?Sized> Chunker<'_, R> {
 /// of plaintext bytes. Each chunk is verified before it is written, so
 /// `output` only ever receives authenticated plaintext (but on an error it
 /// may have received the chunks before the bad one). Chunks are opened in
-/// parallel, `BATCH` at a time. Memory: two batches.
+/// parallel, a batch (at most 16 chunks, at most 4 MiB unless one chunk is
+/// larger) at a time. Memory: two batches.
 pub fn decrypt<R: Read + ?Sized, W: Write + ?Sized>(
     data_key: &Secret,
     header: &Header,
     input: &mut R,
     output: &mut W,
 ) -> Result<u64, EnvelopeError> {
-    use rayon::prelude::*;
     let cipher = ChunkCipher::new(data_key, header)?;
+    decrypt_with(&cipher, input, output)
+}
+
+/// [`decrypt`], counting the AES-GCM work into `work` (for tests).
+#[doc(hidden)]
+pub fn decrypt_measured<R: Read + ?Sized, W: Write + ?Sized>(
+    data_key: &Secret,
+    header: &Header,
+    input: &mut R,
+    output: &mut W,
+    work: &OpenWork,
+) -> Result<u64, EnvelopeError> {
+    let mut cipher = ChunkCipher::new(data_key, header)?;
+    cipher.work = Some(work);
+    decrypt_with(&cipher, input, output)
+}
+
+fn decrypt_with<R: Read + ?Sized, W: Write + ?Sized>(
+    cipher: &ChunkCipher<'_>,
+    input: &mut R,
+    output: &mut W,
+) -> Result<u64, EnvelopeError> {
+    use rayon::prelude::*;
+    let header = cipher.header;
     let chunk = header.chunk_size() as usize;
     let full = chunk + TAG_LEN;
     // Every full chunk is followed by at least an end record, so a chunk is
@@ -311,18 +390,19 @@ pub fn decrypt<R: Read + ?Sized, W: Write + ?Sized>(
     let mut have = read_full(input, &mut buf)?;
     if have < buf.len() {
         let mut plain = Zeroizing::new(vec![0u8; have]);
-        let len = finish(&cipher, 0, &buf[..have], true, input, &mut plain)?;
+        let len = finish(cipher, 0, &buf[..have], true, input, &mut plain)?;
         output.write_all(&plain[..len])?;
         return Ok(len as u64);
     }
-    buf.resize(BATCH * full + END_RECORD_LEN, 0);
-    let mut plain = Zeroizing::new(vec![0u8; BATCH * full]);
+    let batch = batch_chunks(chunk);
+    buf.resize(batch * full + END_RECORD_LEN, 0);
+    let mut plain = Zeroizing::new(vec![0u8; batch * full]);
     let mut index = 0u64;
     let mut total = 0u64;
     loop {
         have += read_full(input, &mut buf[have..])?;
         let eof = have < buf.len();
-        let candidates = (0..BATCH)
+        let candidates = (0..batch)
             .take_while(|j| (j + 1) * full + END_RECORD_LEN <= have)
             .count();
         let opened: Vec<bool> = buf[..candidates * full]
@@ -336,7 +416,7 @@ pub fn decrypt<R: Read + ?Sized, W: Write + ?Sized>(
         total += (good * chunk) as u64;
         index += good as u64;
         let rest = good * full;
-        if good == BATCH {
+        if good == batch {
             buf.copy_within(rest..have, 0);
             have -= rest;
             continue;
@@ -344,14 +424,7 @@ pub fn decrypt<R: Read + ?Sized, W: Write + ?Sized>(
         // Chunk `index` is not a valid non-final chunk (or too little
         // follows it to be one): it must be the final chunk.
         let tail_eof = eof && have - rest < full + END_RECORD_LEN;
-        let len = finish(
-            &cipher,
-            index,
-            &buf[rest..have],
-            tail_eof,
-            input,
-            &mut plain,
-        )?;
+        let len = finish(cipher, index, &buf[rest..have], tail_eof, input, &mut plain)?;
         output.write_all(&plain[..len])?;
         return Ok(total + len as u64);
     }
@@ -412,13 +485,20 @@ fn end_record_len(buf: &[u8], end: usize) -> Option<usize> {
 
 /// Finds a final chunk followed by its end record at the start of `buf`
 /// (opening it into `plain` on success); returns its plaintext length.
+///
+/// Only the first [`MAX_FINAL_CANDIDATES`] lengths whose end record is
+/// consistent are opened: a hostile body can plant a look-alike end record
+/// every 8 bytes, and opening each would make the work quadratic in the
+/// chunk size. A genuine envelope with bytes appended has its real end
+/// record first (a look-alike inside random ciphertext has probability
+/// 2^-64 per position), so the bound costs nothing but hostile input.
 fn find_final(cipher: &ChunkCipher<'_>, index: u64, buf: &[u8], plain: &mut [u8]) -> Option<usize> {
     let chunk = cipher.header.chunk_size() as usize;
     let max = chunk.min(buf.len().checked_sub(TAG_LEN + END_RECORD_LEN)?);
-    (0..=max).find(|&l| {
-        end_record_len(buf, l + TAG_LEN + END_RECORD_LEN).is_some()
-            && cipher.open(index, true, &buf[..l + TAG_LEN], plain).is_ok()
-    })
+    (0..=max)
+        .filter(|&l| end_record_len(buf, l + TAG_LEN + END_RECORD_LEN).is_some())
+        .take(MAX_FINAL_CANDIDATES)
+        .find(|&l| cipher.open(index, true, &buf[..l + TAG_LEN], plain).is_ok())
 }
 
 /// Size of the body for `plaintext_len` bytes of plaintext in `chunk`-byte

@@ -296,3 +296,81 @@ fn encrypting_in_place_without_rights_leaves_the_original_untouched() {
     assert_eq!(std::fs::read(&path).unwrap(), b"original");
     assert_eq!(names(c.env.dir.path()), vec!["doc.txt", "home"]);
 }
+
+/// `len` bytes holding `l (u32) || "REND"` where a final chunk of `l`
+/// bytes would end, for every `l` in 0, 8, .. up to `chunk`.
+fn end_record_decoys(chunk: usize, len: usize) -> Vec<u8> {
+    let mut b = vec![0x5Au8; len];
+    let mut l = 0;
+    while l <= chunk && l + 24 <= len {
+        b[l + 16..l + 20].copy_from_slice(&(l as u32).to_be_bytes());
+        b[l + 20..l + 24].copy_from_slice(b"REND");
+        l += 8;
+    }
+    b
+}
+
+/// Issue 12 finding 1, through the real binary: anyone who can write one
+/// envelope put an end-record look-alike every 8 bytes of a 16 MiB-chunk
+/// body, and `decrypt-file` tried each as the final chunk (about 2 million
+/// AES-GCM opens of up to 16 MiB: hours). Now it opens a bounded number and
+/// fails with the chunk's name. The kill deadline only guards against a
+/// hang; the work bound itself is asserted in `stream::tests`.
+#[test]
+fn quadratic_decrypt_a_16_mib_chunk_envelope_full_of_end_record_decoys_fails_at_once() {
+    use support::cli::{stderr, Env};
+    let env = Env::new();
+    let key = env.key("data");
+    let plain = env.path("plain");
+    std::fs::write(&plain, b"ten bytes.").unwrap();
+    let sealed = env.path("sealed.rwp");
+    let chunk = rewrap::envelope::MAX_CHUNK_SIZE;
+    let out = env.run(
+        &env.owner,
+        &[
+            "encrypt-file",
+            "--key-id",
+            &key,
+            "--chunk-size",
+            &chunk.to_string(),
+            plain.to_str().unwrap(),
+            "-o",
+            sealed.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let at = body_offset(&sealed);
+    edit(&sealed, |b| {
+        b.truncate(at);
+        b.extend(end_record_decoys(
+            chunk as usize,
+            chunk as usize + 16 + 8 - 1,
+        ));
+    });
+    let target = env.path("out");
+    let mut child = env
+        .command(&env.owner)
+        .args(["decrypt-file", sealed.to_str().unwrap(), "-o"])
+        .arg(&target)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(2);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("decrypt-file still running after 120 s: the decoys are searched");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    // The exact code (255 in the exit-code table) is the CLI's business.
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("chunk 0 failed authentication"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!target.exists());
+}

@@ -7,9 +7,12 @@
 //! `cargo test --test files_vectors -- --ignored regenerate`.
 
 use rewrap::api::EncryptionContext;
-use rewrap::envelope::{EnvelopeError, Header, ParsedHeader, Slot, EMPTY_SLOT, SLOT_SIZE};
+use rewrap::envelope::{
+    EnvelopeError, Header, ParsedHeader, Slot, EMPTY_SLOT, MAX_CHUNK_SIZE, SLOT_SIZE,
+};
 use rewrap::secret::Secret;
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 use std::path::PathBuf;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -107,6 +110,19 @@ fn build(chunk: u32, ctx: &[(&str, &str)], plain: &[u8], slots: [[u8; SLOT_SIZE]
     out.extend_from_slice(&slots[1]);
     rewrap::stream::encrypt(&Secret::from_slice(&KEY), &h, &mut &plain[..], &mut out).unwrap();
     out
+}
+
+/// `len` bytes holding `l (u32) || "REND"` where a final chunk of `l`
+/// bytes would end, for every `l` in 0, 8, .. up to `chunk`.
+fn end_record_decoys(chunk: usize, len: usize) -> Vec<u8> {
+    let mut b = vec![0x5Au8; len];
+    let mut l = 0;
+    while l <= chunk && l + 24 <= len {
+        b[l + 16..l + 20].copy_from_slice(&(l as u32).to_be_bytes());
+        b[l + 20..l + 24].copy_from_slice(b"REND");
+        l += 8;
+    }
+    b
 }
 
 fn plain(n: usize) -> Vec<u8> {
@@ -270,6 +286,57 @@ fn vectors() -> Vec<(&'static str, Vector)> {
     v.push((
         "err-reordered",
         vector("chunks 0 and 1 swapped", e, "ChunkAuth", None, None),
+    ));
+    let mut e = base.clone();
+    let h = b - 2 * SLOT_SIZE;
+    e[12..16].copy_from_slice(&(MAX_CHUNK_SIZE + 1).to_be_bytes());
+    let sum = sha2::Sha256::digest(&e[..h - 32]);
+    e[h - 32..h].copy_from_slice(&sum);
+    v.push((
+        "err-chunk-size",
+        vector(
+            "chunk size 16 MiB + 1 (header checksum recomputed): refused when the header is parsed",
+            e,
+            "ChunkSizeOutOfRange",
+            None,
+            None,
+        ),
+    ));
+    v.push((
+        "ok-max-chunk-size",
+        vector(
+            "chunk size 16 MiB, the largest: 130 bytes in one final chunk",
+            build(MAX_CHUNK_SIZE, &[], &plain(130), one),
+            "ok",
+            Some(&plain(130)),
+            Some(0),
+        ),
+    ));
+    let mut e = base[..b].to_vec();
+    e.extend_from_slice(&end_record_decoys(64, 64 + 16 + 8 - 1));
+    v.push((
+        "err-end-record-decoys",
+        vector(
+            "a body holding an end-record look-alike every 8 bytes (issue 12 finding 1): \
+             the reader opens a bounded number of final-chunk lengths and fails",
+            e,
+            "ChunkAuth",
+            None,
+            None,
+        ),
+    ));
+    let mut e = base.clone();
+    e.extend_from_slice(&end_record_decoys(64, 200));
+    v.push((
+        "err-trailing-decoys",
+        vector(
+            "a valid envelope followed by end-record look-alikes: the real end record comes \
+             first, so it is trailing data",
+            e,
+            "TrailingData",
+            None,
+            None,
+        ),
     ));
     let mut e = base;
     let n = e.len();

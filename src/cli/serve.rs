@@ -41,15 +41,21 @@ pub(crate) struct ServeArgs {
     /// Seconds allowed for a request's headers (and a TLS handshake).
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub(crate) header_timeout: u64,
-    /// Seconds allowed for a request's body.
+    /// Seconds allowed for a request's body, once its headers passed the
+    /// authorization checks.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub(crate) body_timeout: u64,
     /// Seconds between checks for keys due for automatic rotation (0: never).
     #[arg(long, default_value_t = 3600, value_name = "SECS")]
     pub(crate) rotation_check_interval: u64,
-    /// Most connections served at once.
+    /// Most connections held at once; at the limit a new connection sheds
+    /// the one that has waited longest without a verified request running.
     #[arg(long, default_value_t = 4096, value_name = "N")]
     pub(crate) max_connections: usize,
+    /// Most connections held at once from one source address (more are
+    /// refused with ThrottlingException).
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    pub(crate) max_connections_per_address: usize,
     /// Seconds to let requests in flight finish after SIGTERM / SIGINT.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub(crate) shutdown_grace: u64,
@@ -89,6 +95,7 @@ pub(crate) fn run(cmd: ServeCommand, ctx: &super::Context) -> anyhow::Result<i32
         rotation_check_interval: (args.rotation_check_interval > 0)
             .then(|| Duration::from_secs(args.rotation_check_interval)),
         max_connections: args.max_connections.max(1),
+        max_connections_per_address: args.max_connections_per_address.max(1),
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
         inline_operations: false,
     };

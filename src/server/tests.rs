@@ -124,6 +124,24 @@ fn client(url: &str, secret: &[u8], akid: &str) -> RemoteKms {
 
 /// A raw request: `(status, __type or "", body)`.
 fn raw(server: &Running, target: &str, body: &[u8], sign: bool) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+    s.write_all(head(server, target, body, body.len(), sign).as_bytes())
+        .unwrap();
+    s.write_all(body).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status: u16 = out[9..12].parse().unwrap();
+    let json = out.split("\r\n\r\n").nth(1).unwrap_or("");
+    let kind = serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| v["__type"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    (status, kind)
+}
+
+/// A request head declaring `content_length` bytes, signed for `body` when
+/// `sign`.
+fn head(server: &Running, target: &str, body: &[u8], content_length: usize, sign: bool) -> String {
     let host = server.addr.to_string();
     let base = [
         ("host", host.as_str()),
@@ -150,26 +168,12 @@ fn raw(server: &Running, target: &str, body: &[u8], sign: bool) -> (u16, String)
             headers.push((n.to_string(), v));
         }
     }
-    let mut s = std::net::TcpStream::connect(server.addr).unwrap();
-    let mut req = format!(
-        "POST / HTTP/1.1\r\ncontent-length: {}\r\nconnection: close\r\n",
-        body.len()
-    );
+    let mut req =
+        format!("POST / HTTP/1.1\r\ncontent-length: {content_length}\r\nconnection: close\r\n");
     for (n, v) in &headers {
         req.push_str(&format!("{n}: {v}\r\n"));
     }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status: u16 = out[9..12].parse().unwrap();
-    let json = out.split("\r\n\r\n").nth(1).unwrap_or("");
-    let kind = serde_json::from_str::<serde_json::Value>(json)
-        .ok()
-        .and_then(|v| v["__type"].as_str().map(str::to_string))
-        .unwrap_or_default();
-    (status, kind)
+    req + "\r\n"
 }
 
 #[test]
@@ -224,8 +228,13 @@ fn bad_credentials_are_refused_before_the_backend_runs() {
 #[test]
 fn framing_errors_have_aws_names() {
     let server = start(quick());
+    // The authorization headers are checked first, then the size.
     assert_eq!(
-        raw(&server, "TrentService.Encrypt", &[b' '; 2000], false),
+        raw(&server, "TrentService.Encrypt", &[b' '; 2000], false).1,
+        "MissingAuthenticationTokenException"
+    );
+    assert_eq!(
+        raw(&server, "TrentService.Encrypt", &[b' '; 2000], true),
         (413, "ValidationException".into())
     );
     assert_eq!(
@@ -261,9 +270,13 @@ fn a_slow_header_or_body_is_cut_off() {
     let _ = s.read_to_end(&mut out);
     assert!(started.elapsed() < Duration::from_secs(3), "header timeout");
 
+    // Signed headers (the body of a request that passed them is waited
+    // for, up to the body deadline), then one byte of a 100-byte body.
     let mut s = std::net::TcpStream::connect(server.addr).unwrap();
-    s.write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{")
+    let body = [b'{'; 100];
+    s.write_all(head(&server, "TrentService.ListKeys", &body, 100, true).as_bytes())
         .unwrap();
+    s.write_all(&body[..1]).unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     assert!(out.starts_with("HTTP/1.1 408"), "{out}");

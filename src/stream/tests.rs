@@ -101,3 +101,74 @@ fn detects_flipped_bits_reordering_and_wrong_key() {
         Err(EnvelopeError::ChunkAuth(0))
     ));
 }
+
+/// Bytes that are no envelope body but hold an end-record look-alike every
+/// 8 bytes, `l (u32) || "REND"` right after where a final chunk of `l`
+/// bytes would end, for every `l` up to the chunk size: the shape that made
+/// the old reader try about `chunk / 8` final-chunk lengths (issue 12
+/// finding 1).
+fn decoy_body(chunk: usize, len: usize) -> Vec<u8> {
+    let mut b = vec![0x5Au8; len];
+    let mut l = 0;
+    while l <= chunk && l + TAG_LEN + END_RECORD_LEN <= len {
+        b[l + TAG_LEN..l + TAG_LEN + 4].copy_from_slice(&(l as u32).to_be_bytes());
+        b[l + TAG_LEN + 4..l + TAG_LEN + END_RECORD_LEN].copy_from_slice(&END_MAGIC);
+        l += 8;
+    }
+    b
+}
+
+/// Opens `body` counting the work; returns the error kind and the work.
+fn measured(chunk: u32, body: &[u8]) -> (&'static str, OpenWork) {
+    let key = Secret::random(32);
+    let h = Header::new(chunk, EncryptionContext::new()).unwrap();
+    let work = OpenWork::default();
+    let err = decrypt_measured(&key, &h, &mut &body[..], &mut std::io::sink(), &work)
+        .expect_err("a decoy body must not open");
+    (err.kind(), work)
+}
+
+/// The work bound: every chunk position opened at most once as a non-final
+/// chunk, once as the final chunk at the length its end record names, and
+/// at most `MAX_FINAL_CANDIDATES` more lengths when looking for appended
+/// bytes.
+fn assert_linear(chunk: u32, body_len: usize, work: &OpenWork) {
+    let full = u64::from(chunk) + TAG_LEN as u64;
+    let positions = body_len as u64 / full + 1;
+    let max_opens = positions + 1 + MAX_FINAL_CANDIDATES as u64;
+    assert!(
+        work.opens() <= max_opens,
+        "{} opens, bound {max_opens}",
+        work.opens()
+    );
+    let max_bytes = body_len as u64 + (2 + MAX_FINAL_CANDIDATES as u64) * full;
+    assert!(
+        work.bytes() <= max_bytes,
+        "{} bytes opened, bound {max_bytes}",
+        work.bytes()
+    );
+}
+
+#[test]
+fn quadratic_decrypt_end_record_decoys_cost_a_bounded_number_of_opens() {
+    let chunk = 64 * 1024;
+    let full = chunk as usize + TAG_LEN;
+    // All of the body shorter than one chunk and an end record (the
+    // reader's small-body path), then longer than three (the batch path).
+    for len in [full + END_RECORD_LEN - 1, 3 * full + 100] {
+        let body = decoy_body(chunk as usize, len);
+        let (kind, work) = measured(chunk, &body);
+        assert_eq!(kind, "ChunkAuth", "body of {len} bytes");
+        assert_linear(chunk, len, &work);
+    }
+}
+
+#[test]
+fn quadratic_decrypt_a_16_mib_chunk_decoy_envelope_does_linear_work() {
+    let chunk = crate::envelope::MAX_CHUNK_SIZE;
+    let len = chunk as usize + TAG_LEN + END_RECORD_LEN - 1;
+    let body = decoy_body(chunk as usize, len);
+    let (kind, work) = measured(chunk, &body);
+    assert_eq!(kind, "ChunkAuth");
+    assert_linear(chunk, len, &work);
+}
