@@ -1199,6 +1199,14 @@ fn whoami_against_a_server_reports_what_the_server_says() {
         [
             ("storage-rotator", "Allow", by, "Success"),
             ("auditor", "Allow", by, "Success"),
+            // The wrong secret is refused before any operation runs, and
+            // recorded (issue 11 finding 6).
+            (
+                "storage-rotator",
+                "Deny",
+                "request refused before authorization",
+                "InvalidSignatureException"
+            ),
         ]
     );
 }

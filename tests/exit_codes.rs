@@ -300,12 +300,12 @@ fn the_disable_key_refusal_is_a_kms_error_254() {
             row(
                 &["disable-key", "--key-id", &f.key],
                 254,
-                "An error occurred (KMSInvalidStateException) when calling the DisableKey operation: refusing to go on with 2 envelope(s) still under arn:aws:kms:",
+                "still wraps the data keys of 2 envelope(s) (as this KMS last wrapped them); re-wrap them under another key first (rewrap rotate --to KEY), or disable it anyway with Force (rewrap: --force)",
             ),
             row(
                 &["schedule-key-deletion", "--key-id", &f.key],
                 254,
-                "An error occurred (KMSInvalidStateException) when calling the ScheduleKeyDeletion operation: refusing to go on with 2 envelope(s)",
+                "still wraps the data keys of 2 envelope(s) (as this KMS last wrapped them); re-wrap them under another key first (rewrap rotate --to KEY), or schedule its deletion anyway with Force (rewrap: --force)",
             ),
         ],
     );

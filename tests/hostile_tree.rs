@@ -267,6 +267,10 @@ fn ten_thousand_hostile_entries_each_get_a_named_outcome_and_nothing_outside_is_
             "rotate",
             "--to",
             &new,
+            // 2,500 corrupt envelopes would stop the run at the default
+            // limit of 100 failures; this test wants every outcome.
+            "--max-failures",
+            "0",
             "--report",
             report.to_str().unwrap(),
             tree.to_str().unwrap(),

@@ -337,8 +337,14 @@ pub(crate) enum KmsCommand {
         destination_encryption_context: Option<String>,
     },
     /// Verifies the audit trail (hash chain and sealed checkpoint) in the KMS; needs rewrap:ReadAuditTrail.
+    #[command(
+        after_help = "Examples:\n  rewrap --profile auditor --endpoint-url https://kms.internal:8443 verify-audit-trail\n  rewrap audit verify   # the same, as a verdict (exit 0 intact, 1 not)"
+    )]
     VerifyAuditTrail {},
     /// One page of the audit trail's usage report from the KMS; needs rewrap:ReadAuditTrail.
+    #[command(
+        after_help = "Examples:\n  rewrap get-audit-report --since 2026-11-01T00:00:00Z --limit 100\n  rewrap get-audit-report --key-id alias/app-data --marker NEXT_MARKER"
+    )]
     GetAuditReport {
         #[arg(long)]
         since: Option<String>,
