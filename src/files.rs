@@ -54,6 +54,10 @@ pub enum FileError {
     /// The request itself is not possible (e.g. a folder without `--recursive`).
     #[error("{0}")]
     Usage(String),
+    /// A file the tree walker saw was replaced since (by a link, a FIFO, a
+    /// folder): left alone, never followed or waited on.
+    #[error("{0}")]
+    Changed(String),
 }
 
 impl FileError {
@@ -73,6 +77,7 @@ impl FileError {
             FileError::Io { .. } => "Io".into(),
             FileError::ContextMismatch(_) => "ContextMismatch".into(),
             FileError::Usage(_) => "Usage".into(),
+            FileError::Changed(_) => "Conflict".into(),
         }
     }
 }
@@ -304,6 +309,58 @@ fn open_in_place(input: &Path) -> Result<File> {
     Ok(file)
 }
 
+/// Opens a file the tree walker handed out, as it is now. It may have been
+/// swapped since the walk saw it, so it is opened without blocking (a FIFO's
+/// plain open would wait for a writer for ever), without following a link
+/// unless `follow_links` (a link swapped in would pull a file from outside
+/// the tree into the output), and kept only if it is still a regular file.
+/// In place, other hard links are refused as by [`open_in_place`].
+pub(crate) fn open_walked(path: &Path, follow_links: bool, in_place: bool) -> Result<File> {
+    use rustix::fs::OFlags;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let mut flags = OFlags::NONBLOCK;
+    if in_place || !follow_links {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let changed = |what: &str| {
+        FileError::Changed(format!(
+            "{}: {what} (replaced while the tree was walked); left alone",
+            path.display()
+        ))
+    };
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            // Asked to follow links but in place: the link itself would be
+            // replaced, as `open_in_place` explains.
+            return Err(if follow_links {
+                open_in_place(path)
+                    .err()
+                    .unwrap_or_else(|| changed("is a symbolic link now"))
+            } else {
+                changed("is a symbolic link now")
+            });
+        }
+        Err(e) => return Err(FileError::io(path, e)),
+    };
+    let meta = file.metadata().map_err(|e| FileError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(changed("is not a regular file now"));
+    }
+    if in_place && meta.nlink() > 1 {
+        return Err(FileError::Usage(format!(
+            "{}: has {} hard links; in place, the other names would keep the old bytes",
+            path.display(),
+            meta.nlink()
+        )));
+    }
+    Ok(file)
+}
+
 /// Streams `input` through `transform` into `output` (or back over `input`)
 /// crash-safely, keeping the input's permissions.
 fn transform_file(
@@ -377,9 +434,10 @@ pub(crate) fn encrypt_staged(
     kms: &dyn Kms,
     opts: &EncryptOptions,
     input: &Path,
+    src: File,
     output: Output<'_>,
 ) -> Result<Staged> {
-    stage_file(input, output, |src, out| {
+    stage_file(input, src, output, |src, out| {
         encrypt_stream(kms, opts, src, out)
     })
 }
@@ -389,17 +447,20 @@ pub(crate) fn decrypt_staged(
     kms: &dyn Kms,
     opts: &DecryptOptions,
     input: &Path,
+    src: File,
     output: Output<'_>,
 ) -> Result<Staged> {
-    stage_file(input, output, |src, out| {
+    stage_file(input, src, output, |src, out| {
         decrypt_stream(kms, opts, src, out)
     })
 }
 
-/// [`transform_file`] up to the temporary file: written, with the input's
-/// permissions, not synced, not renamed.
+/// [`transform_file`] up to the temporary file, from `src` (`input` as
+/// [`open_walked`] opened it): written, with the input's permissions, not
+/// synced, not renamed.
 fn stage_file(
     input: &Path,
+    mut src: File,
     output: Output<'_>,
     transform: impl FnOnce(&mut File, &mut dyn Write) -> Result<EnvelopeInfo>,
 ) -> Result<Staged> {
@@ -407,11 +468,6 @@ fn stage_file(
     let dest = match output {
         Output::InPlace => input,
         Output::To(p) => p,
-    };
-    let mut src = if matches!(output, Output::InPlace) {
-        open_in_place(input)?
-    } else {
-        File::open(input).map_err(|e| FileError::io(input, e))?
     };
     let perms = src.metadata().map(|m| m.permissions()).ok();
     let dir = match dest.parent() {
@@ -515,7 +571,15 @@ fn sync_file_systems<'a>(files: impl Iterator<Item = (u64, &'a File)>) -> bool {
 
 /// True when the file at `path` starts with the envelope magic.
 pub fn is_envelope(path: &Path) -> std::io::Result<bool> {
-    let mut f = File::open(path)?;
+    is_envelope_file(&mut File::open(path)?)
+}
+
+/// Whether the open `file` starts with the envelope magic; reads from and
+/// leaves the file at its start.
+pub(crate) fn is_envelope_file(file: &mut File) -> std::io::Result<bool> {
+    use std::io::{Seek, SeekFrom};
     let mut magic = [0u8; 8];
-    Ok(crate::envelope::read_full(&mut f, &mut magic)? == magic.len() && magic == MAGIC)
+    let n = crate::envelope::read_full(file, &mut magic)?;
+    file.seek(SeekFrom::Start(0))?;
+    Ok(n == magic.len() && magic == MAGIC)
 }

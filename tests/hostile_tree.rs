@@ -5,12 +5,12 @@
 //! ends under a kill deadline, and a folder outside the tree (the target of
 //! symlinks planted in it) is byte-for-byte unchanged.
 //!
-//! Not regular files (FIFOs, sockets, symbolic links into and out of the
-//! tree, dangling links) are not walked: their named outcome is "not a
-//! regular file", seen as the `scanned` count leaving them out. Unreadable
-//! files are not planted: the tests run as root, which reads through any
-//! mode; `a_file_locked_by_someone_else_is_reported_busy_not_waited_on_forever`
-//! (worker_cli) covers a file that cannot be had.
+//! Not regular files are never opened: symbolic links (into and out of the
+//! tree, dangling) are counted and listed as `skipped_links`, FIFOs and
+//! sockets as `skipped_special`. Unreadable files and folders are planted in
+//! a test of their own, run as an unprivileged user (the suite runs as root,
+//! which reads through any mode), and files swapped for FIFOs and links
+//! while the walker runs in another.
 
 mod support;
 
@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::cli::{stderr, Creds, Env};
+use support::cli::{bin, stderr, Creds, Env};
 
 /// What is planted, and how many of each (10,000 in all).
 const VALID: usize = 4000;
@@ -127,6 +127,35 @@ fn kinds(failures: &serde_json::Value) -> BTreeMap<String, u64> {
             .or_insert(0) += 1;
     }
     out
+}
+
+/// Every link and special file planted is counted and listed by name.
+fn assert_left_alone(r: &serde_json::Value) {
+    assert_eq!(
+        r["skipped_links"],
+        (LINKS_IN + LINKS_OUT + LINKS_DANGLING) as u64,
+        "{r}"
+    );
+    assert_eq!(r["skipped_special"], (FIFOS + SOCKETS) as u64, "{r}");
+    let special: Vec<&str> = r["special"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(special.len(), FIFOS + SOCKETS);
+    assert_eq!(
+        special.iter().filter(|n| n.starts_with("fifo-")).count(),
+        FIFOS
+    );
+    assert_eq!(
+        special.iter().filter(|n| n.starts_with("socket-")).count(),
+        SOCKETS
+    );
+    assert_eq!(
+        r["links"].as_array().unwrap().len(),
+        LINKS_IN + LINKS_OUT + LINKS_DANGLING
+    );
 }
 
 #[test]
@@ -253,6 +282,7 @@ fn ten_thousand_hostile_entries_each_get_a_named_outcome_and_nothing_outside_is_
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["done"], VALID as u64, "{r}");
     assert_eq!(r["skipped"], PLAIN as u64, "{r}");
+    assert_left_alone(&r);
     assert_eq!(
         kinds(&r["failed"]),
         BTreeMap::from([("CorruptEnvelope".to_string(), header_bad + body_bad)])
@@ -282,6 +312,7 @@ fn ten_thousand_hostile_entries_each_get_a_named_outcome_and_nothing_outside_is_
     assert_eq!(r["rotated"], VALID as u64 + body_bad, "{r}");
     assert_eq!(r["not_envelope"], PLAIN as u64, "{r}");
     assert_eq!(r["failed"], header_bad, "{r}");
+    assert_left_alone(&r);
     assert_eq!(
         kinds(&r["failures"]),
         BTreeMap::from([("CorruptEnvelope".to_string(), header_bad)])
@@ -292,6 +323,7 @@ fn ten_thousand_hostile_entries_each_get_a_named_outcome_and_nothing_outside_is_
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["envelopes"], VALID as u64 + body_bad, "{r}");
+    assert_left_alone(&r);
     assert_eq!(
         kinds(&r["failures"]),
         BTreeMap::from([("CorruptEnvelope".to_string(), header_bad)])
@@ -303,4 +335,294 @@ fn ten_thousand_hostile_entries_each_get_a_named_outcome_and_nothing_outside_is_
         "a file outside the tree changed"
     );
     assert_eq!(std::fs::read(outside.join("envelope.rwp")).unwrap(), good);
+}
+
+/// Seals `bytes` under `key` as the owner, returns the envelope.
+fn envelope(env: &Env, key: &str, bytes: &[u8]) -> Vec<u8> {
+    let plain = env.path("one-plain");
+    let sealed = env.path("one-sealed.rwp");
+    std::fs::write(&plain, bytes).unwrap();
+    let _ = std::fs::remove_file(&sealed);
+    let out = env.run(
+        &env.owner,
+        &[
+            "encrypt-file",
+            "--key-id",
+            key,
+            plain.to_str().unwrap(),
+            "-o",
+            sealed.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::read(&sealed).unwrap()
+}
+
+/// A rotation run as an unprivileged user (uid 65534 through `setpriv`,
+/// against `rewrap serve`: that user cannot open the keystore) over a tree
+/// it owns, where one file and one folder are mode 000: each gets a named
+/// failure, every other envelope is rotated, and nothing hangs.
+#[test]
+fn unreadable_files_and_folders_get_a_named_outcome_as_an_unprivileged_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let rotator = env.principal("storage-rotator");
+    let old = env.key("old");
+    let new = env.key("new");
+    let good = envelope(&env, &old, b"readable by its owner only");
+    let served = env.serve(&[]);
+    // The user must reach the tree: the test folder is root's, 0700.
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let tree = env.path("tree");
+    let closed = tree.join("closed");
+    std::fs::create_dir_all(&closed).unwrap();
+    for i in 0..20 {
+        std::fs::write(tree.join(format!("ok-{i}.rwp")), &good).unwrap();
+    }
+    std::fs::write(tree.join("unreadable.rwp"), &good).unwrap();
+    std::fs::write(closed.join("inside.rwp"), &good).unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534", tree.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    std::fs::set_permissions(
+        tree.join("unreadable.rwp"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o000)).unwrap();
+
+    let as_nobody = |args: &[&str]| {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(bin())
+            .args(args)
+            .env_clear()
+            .envs(env.remote_env(&served.url, &rotator))
+            .current_dir("/")
+            .output()
+            .unwrap();
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: no JSON ({e}): {}", stderr(&out)));
+        (out.status.code(), r)
+    };
+    let reports = env.path("reports");
+    std::fs::create_dir_all(&reports).unwrap();
+    std::fs::set_permissions(&reports, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let report = reports.join("rotate.json");
+    let (code, summary) = as_nobody(&[
+        "rotate",
+        "--to",
+        &new,
+        "--report",
+        report.to_str().unwrap(),
+        tree.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1), "{summary}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["rotated"], 20, "{r}");
+    assert_eq!(r["failed"], 2, "{r}");
+    let failures: BTreeMap<String, String> = r["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["path"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+                f["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        failures,
+        BTreeMap::from([
+            ("closed".to_string(), "AccessDenied".to_string()),
+            ("unreadable.rwp".to_string(), "AccessDenied".to_string()),
+        ]),
+        "{r}"
+    );
+    let (code, r) = as_nobody(&["inventory", tree.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{r}");
+    assert_eq!(r["envelopes"], 20, "{r}");
+    assert_eq!(
+        kinds(&r["failures"]),
+        BTreeMap::from([("AccessDenied".to_string(), 2)])
+    );
+    // The unreadable ones are as they were.
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(std::fs::read(closed.join("inside.rwp")).unwrap(), good);
+    assert_eq!(std::fs::read(tree.join("unreadable.rwp")).unwrap(), good);
+}
+
+/// Files swapped, while `rotate`, `inventory` and `decrypt-file -r` walk the
+/// tree, for FIFOs, links out of the tree and back: no run hangs, every
+/// file scanned gets exactly one outcome, nothing outside the tree is
+/// read into it or changed, and the files left in place at the end all
+/// decrypt.
+#[test]
+fn files_swapped_for_fifos_and_links_during_the_walk_never_hang_or_leak() {
+    const STEADY: usize = 1000;
+    const SWAPPED: usize = 200;
+    let env = Env::new();
+    let rotator = env.principal("storage-rotator");
+    let old = env.key("old");
+    let new = env.key("new");
+    let good = envelope(&env, &old, b"inside the tree");
+    let outside = env.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let foreign = envelope(&env, &old, b"outside the tree");
+    std::fs::write(outside.join("envelope.rwp"), &foreign).unwrap();
+    std::fs::write(outside.join("secret.txt"), b"not for the tree").unwrap();
+    let before = checksums(&outside);
+    let tree = env.path("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    for i in 0..STEADY {
+        std::fs::write(tree.join(format!("steady-{i}.rwp")), &good).unwrap();
+    }
+    let swapped: Vec<std::path::PathBuf> = (0..SWAPPED)
+        .map(|i| tree.join(format!("swapped-{i}.rwp")))
+        .collect();
+    for p in &swapped {
+        std::fs::write(p, &good).unwrap();
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapping = {
+        let stop = stop.clone();
+        let swapped = swapped.clone();
+        let outside = outside.clone();
+        let good = good.clone();
+        std::thread::spawn(move || {
+            let mut round = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (i, p) in swapped.iter().enumerate() {
+                    let aside = p.with_extension("swap");
+                    let _ = std::fs::remove_file(&aside);
+                    match (i + round) % 4 {
+                        0 => {
+                            let _ = Command::new("mkfifo").arg(&aside).status();
+                        }
+                        1 => {
+                            let _ =
+                                std::os::unix::fs::symlink(outside.join("envelope.rwp"), &aside);
+                        }
+                        2 => {
+                            let _ = std::os::unix::fs::symlink(&outside, &aside);
+                        }
+                        _ => {
+                            let _ = std::fs::write(&aside, &good);
+                        }
+                    }
+                    let _ = std::fs::rename(&aside, p);
+                }
+                round += 1;
+            }
+        })
+    };
+    let tree_arg = tree.to_str().unwrap().to_string();
+    let decrypted = env.path("decrypted");
+    let runs = [
+        (
+            env.owner.clone(),
+            vec![
+                "decrypt-file".to_string(),
+                "--recursive".into(),
+                tree_arg.clone(),
+                "-o".into(),
+                decrypted.display().to_string(),
+            ],
+        ),
+        (
+            rotator.clone(),
+            vec![
+                "rotate".into(),
+                "--to".into(),
+                new.clone(),
+                "--max-failures".into(),
+                "0".into(),
+                "--report".into(),
+                env.path("rotate.json").display().to_string(),
+                tree_arg.clone(),
+            ],
+        ),
+        (rotator.clone(), vec!["inventory".into(), tree_arg.clone()]),
+    ];
+    for (who, args) in &runs {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = bounded(&env, who, &args);
+        let json = if args[0] == "rotate" {
+            std::fs::read(env.path("rotate.json")).unwrap_or_else(|e| {
+                panic!(
+                    "no report ({e}): {:?} {}{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stdout),
+                    stderr(&out)
+                )
+            })
+        } else {
+            out.stdout.clone()
+        };
+        let r: serde_json::Value = serde_json::from_slice(&json)
+            .unwrap_or_else(|e| panic!("{args:?}: no JSON ({e}): {}", stderr(&out)));
+        assert!(matches!(out.status.code(), Some(0 | 1)), "{args:?}: {r}");
+        let allowed = ["Conflict", "NotFound", "Busy"];
+        let failures = r
+            .get("failures")
+            .or_else(|| r.get("failed").filter(|f| f.is_array()))
+            .unwrap();
+        for (kind, _) in kinds(failures) {
+            assert!(allowed.contains(&kind.as_str()), "{args:?}: {kind}: {r}");
+        }
+        match args[0] {
+            "rotate" => {
+                let outcomes: u64 = [
+                    "rotated",
+                    "already_current",
+                    "other_key",
+                    "not_envelope",
+                    "failed",
+                    "unfinished",
+                ]
+                .iter()
+                .map(|k| r[*k].as_u64().unwrap())
+                .sum();
+                assert_eq!(r["scanned"], outcomes, "{r}");
+                assert!(r["rotated"].as_u64().unwrap() >= STEADY as u64, "{r}");
+            }
+            "inventory" => assert!(r["envelopes"].as_u64().unwrap() >= STEADY as u64, "{r}"),
+            _ => assert!(r["done"].as_u64().unwrap() >= STEADY as u64, "{r}"),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    swapping.join().unwrap();
+    assert_eq!(
+        checksums(&outside),
+        before,
+        "a file outside the tree changed"
+    );
+    // Nothing from outside was decrypted into the output.
+    for (name, _) in checksums(&decrypted) {
+        let text = std::fs::read(decrypted.join(&name)).unwrap();
+        assert_eq!(text, b"inside the tree", "{name}");
+    }
+    // Every regular file left in the tree decrypts.
+    let out = env.run(
+        &env.owner,
+        &[
+            "decrypt-file",
+            "--recursive",
+            &tree_arg,
+            "-o",
+            env.path("after").to_str().unwrap(),
+        ],
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{r}");
+    assert!(r["done"].as_u64().unwrap() >= STEADY as u64, "{r}");
 }

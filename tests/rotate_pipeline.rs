@@ -548,11 +548,11 @@ fn a_fifo_in_place_of_a_walked_file_fails_at_once() {
         .recv_timeout(std::time::Duration::from_mins(1))
         .expect("inventory blocked on a FIFO");
     assert_eq!(inv.failures.len(), 1);
-    assert_eq!(inv.failures[0].kind, worker::FailureKind::Io);
+    assert_eq!(inv.failures[0].kind, worker::FailureKind::Conflict);
     assert!(
         inv.failures[0]
             .error
-            .ends_with("not a regular file (replaced while the tree was walked)"),
+            .ends_with("not a regular file now (replaced while the tree was walked)"),
         "{}",
         inv.failures[0].error
     );

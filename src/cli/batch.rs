@@ -304,8 +304,13 @@ fn print_inventory_table(inv: &Inventory) {
     }
     println!(
         "total: {} envelopes, {} not envelopes, {} failed, {} with a stale slot, \
-         {} symbolic links left alone",
-        inv.envelopes, inv.not_envelope, inv.failed, inv.stale_slots, inv.skipped_links
+         {} symbolic links and {} special files left alone",
+        inv.envelopes,
+        inv.not_envelope,
+        inv.failed,
+        inv.stale_slots,
+        inv.left_alone.skipped_links,
+        inv.left_alone.skipped_special
     );
     if let (Some(key), Some(stale)) = (&inv.stale_against, inv.stale) {
         println!("stale against {key}: {stale}");

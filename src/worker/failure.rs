@@ -187,6 +187,7 @@ impl From<&FileError> for FailureKind {
             FileError::Io { source, .. } => source.into(),
             FileError::ContextMismatch(_) => FailureKind::ContextMismatch,
             FileError::Usage(_) => FailureKind::InvalidRequest,
+            FileError::Changed(_) => FailureKind::Conflict,
         }
     }
 }

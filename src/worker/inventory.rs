@@ -6,6 +6,7 @@ use super::pool::{feed_chunk, run_workers, worker_count, Merge};
 use super::report::worker_panicked;
 use super::store::{EnvelopeStore, ItemError, StoreError};
 use super::target::Target;
+use super::tree::LeftAlone;
 use crate::envelope::{Slot, SlotState};
 use crate::error::KmsError;
 use crate::kms::Kms;
@@ -55,12 +56,9 @@ pub struct Inventory {
     pub stale: Option<u64>,
     /// Envelopes that still hold a valid old slot (an interrupted re-wrap).
     pub stale_slots: u64,
-    /// Symbolic links inside the tree, left alone (see `links`).
-    #[serde(default)]
-    pub skipped_links: u64,
-    /// Their paths.
-    #[serde(default)]
-    pub links: Vec<String>,
+    /// Symbolic links and special files inside the tree, left alone.
+    #[serde(flatten)]
+    pub left_alone: LeftAlone,
     /// Every failure with its reason.
     pub failures: Vec<Failure>,
 }

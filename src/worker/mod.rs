@@ -46,7 +46,7 @@ pub use store::{EnvelopeStore, ItemError, StoreError};
 pub use summary::{canonical_roots, known_envelopes_for_key, InventorySummary};
 pub use transform::{transform_tree, TreeOp, TreeOptions, TreeReport, DEFAULT_TREE_BATCH};
 pub(crate) use tree::count_files;
-pub use tree::{walk_files, walk_tree, FileStore, FileVersion, Links, LOCK_WAIT};
+pub use tree::{walk_files, walk_tree, FileStore, FileVersion, LeftAlone, Links, LOCK_WAIT};
 
 use crate::error::KmsError;
 use crate::kms::Kms;
@@ -279,8 +279,7 @@ pub fn rewrap(
             let links = Links::default();
             let items = walk_tree(roots, *follow_links, &links);
             let mut report = rewrap_items(kms, &store, items, &opts)?;
-            report.links = links.take();
-            report.skipped_links = report.links.len() as u64;
+            report.left_alone = links.take();
             Ok(report)
         }
         Source::Objects { location, walk } => rewrap_objects(kms, location, walk, opts),
@@ -345,8 +344,7 @@ pub fn inventory(
             let links = Links::default();
             let items = walk_tree(roots, *follow_links, &links);
             let mut inv = inventory_items(kms, &store, items, stale_against, jobs)?;
-            inv.links = links.take();
-            inv.skipped_links = inv.links.len() as u64;
+            inv.left_alone = links.take();
             inv
         }
         Source::Objects { location, walk } => {

@@ -3,6 +3,7 @@
 
 use super::failure::{Failure, FailureKind};
 use super::pool::Merge;
+use super::tree::LeftAlone;
 use crate::envelope::Slot;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -65,10 +66,9 @@ pub struct RewrapReport {
     /// a later run finishes them).
     #[serde(default)]
     pub unfinished: u64,
-    /// Symbolic links inside the tree, left alone (see `links`; followed
-    /// with `--follow-symlinks`).
-    #[serde(default)]
-    pub skipped_links: u64,
+    /// Symbolic links and special files inside the tree, left alone.
+    #[serde(flatten)]
+    pub left_alone: LeftAlone,
     /// The run stopped before the end: `--max-failures` reached, or a
     /// systematic failure (see `stop_reason`).
     #[serde(default)]
@@ -86,9 +86,6 @@ pub struct RewrapReport {
     pub after: BTreeMap<String, BTreeMap<String, u64>>,
     /// Every failure with its kind and reason.
     pub failures: Vec<Failure>,
-    /// The symbolic links left alone, by path (`skipped_links`).
-    #[serde(default)]
-    pub links: Vec<String>,
     /// Dry run: every envelope with its current key, alias and version, and
     /// what a real run would do to it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -180,8 +177,7 @@ impl Merge for RewrapReport {
         self.would_rotate += other.would_rotate;
         self.failed += other.failed;
         self.unfinished += other.unfinished;
-        self.skipped_links += other.skipped_links;
-        self.links.extend(other.links);
+        self.left_alone.merge(other.left_alone);
         self.listing.extend(other.listing);
         for (arn, versions) in other.by_source {
             let mine = self.by_source.entry(arn).or_default();

@@ -8,10 +8,10 @@
 use super::failure::{Failure, FailureKind};
 use super::pool::{run_workers, Merge};
 use super::report::worker_panicked;
-use super::tree::{walk_tree, Links};
+use super::tree::{walk_tree, LeftAlone, Links};
 use crate::files::{
-    commit_staged, decrypt_staged, encrypt_staged, is_envelope, DecryptOptions, EncryptOptions,
-    FileError, Output, Staged,
+    commit_staged, decrypt_staged, encrypt_staged, is_envelope_file, open_walked, DecryptOptions,
+    EncryptOptions, FileError, Output, Staged,
 };
 use crate::kms::Kms;
 use serde::Serialize;
@@ -54,10 +54,9 @@ pub struct TreeReport {
     pub skipped: u64,
     /// Files that failed, with the kind and reason.
     pub failed: Vec<Failure>,
-    /// Symbolic links inside the tree, left alone (see `links`).
-    pub skipped_links: u64,
-    /// Their paths.
-    pub links: Vec<String>,
+    /// Symbolic links and special files inside the tree, left alone.
+    #[serde(flatten)]
+    pub left_alone: LeftAlone,
     /// The run was interrupted (SIGINT / SIGTERM) after the files in
     /// flight; files not yet taken up are as they were.
     pub interrupted: bool,
@@ -152,7 +151,7 @@ pub fn transform_tree(
                     continue;
                 }
             };
-            match transform_one(kms, op, root, &path, out_root) {
+            match transform_one(kms, op, opts.follow_links, root, &path, out_root) {
                 Ok(Some(s)) => {
                     started.store(true, std::sync::atomic::Ordering::Release);
                     staged_bytes += s.bytes;
@@ -192,8 +191,7 @@ pub fn transform_tree(
     if let Some(p) = &opts.progress.0 {
         p.finish();
     }
-    report.links = links.take();
-    report.skipped_links = report.links.len() as u64;
+    report.left_alone = links.take();
     report.stop_reason = stop
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -225,11 +223,13 @@ fn commit(staged: Vec<Staged>, report: &mut TreeReport) {
 fn transform_one(
     kms: &dyn Kms,
     op: &TreeOp,
+    follow_links: bool,
     root: &Path,
     path: &Path,
     out_root: Option<&Path>,
 ) -> Result<Option<Staged>, FileError> {
-    let envelope = is_envelope(path).map_err(|source| FileError::Io {
+    let mut src = open_walked(path, follow_links, out_root.is_none())?;
+    let envelope = is_envelope_file(&mut src).map_err(|source| FileError::Io {
         path: path.to_path_buf(),
         source,
     })?;
@@ -243,8 +243,8 @@ fn transform_one(
         _ => {}
     }
     Ok(Some(match op {
-        TreeOp::Encrypt(enc) => encrypt_staged(kms, enc, path, output)?,
-        TreeOp::Decrypt(dec) => decrypt_staged(kms, dec, path, output)?,
+        TreeOp::Encrypt(enc) => encrypt_staged(kms, enc, path, src, output)?,
+        TreeOp::Decrypt(dec) => decrypt_staged(kms, dec, path, src, output)?,
     }))
 }
 

@@ -7,6 +7,7 @@ use super::pool::{worker_count, FEED_CHUNK};
 use super::store::{EnvelopeStore, ItemError, StoreError};
 use super::RewrapOptions;
 use crate::envelope::{Header, ParsedHeader, EMPTY_SLOT, FIXED_LEN, MAGIC, SLOT_SIZE};
+use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -65,22 +66,41 @@ impl FileStore {
     /// (`O_NOATIME` needs the file's owner or `CAP_FOWNER`), and without
     /// blocking: the walker saw a regular file, but it may have been swapped
     /// for a FIFO since, whose plain open would wait for a writer forever.
-    /// [`FileStore::read_open`] then refuses anything that is not a regular
-    /// file.
+    /// Unless links are followed, a link swapped in is not followed either
+    /// (`O_NOFOLLOW`): it is a conflict, as is anything but a regular file,
+    /// which [`FileStore::read_open`] refuses.
     fn open(&self, path: &Path) -> Result<File, StoreError> {
         use rustix::fs::OFlags;
         use std::os::unix::fs::OpenOptionsExt;
         let mut opts = std::fs::OpenOptions::new();
         opts.read(true).write(!self.read_only);
-        let nonblock = OFlags::NONBLOCK.bits() as i32;
+        let mut flags = OFlags::NONBLOCK;
+        if !self.follow_links {
+            flags |= OFlags::NOFOLLOW;
+        }
         let noatime = OFlags::NOATIME.bits() as i32;
-        match opts.clone().custom_flags(nonblock | noatime).open(path) {
+        match opts
+            .clone()
+            .custom_flags(flags.bits() as i32 | noatime)
+            .open(path)
+        {
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                opts.custom_flags(nonblock).open(path)
+                opts.custom_flags(flags.bits() as i32).open(path)
             }
             r => r,
         }
-        .map_err(|e| FileStore::io(path, "cannot open", e))
+        .map_err(|e| {
+            let replaced = e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+                || e.kind() == std::io::ErrorKind::IsADirectory;
+            if replaced {
+                StoreError::Conflict(format!(
+                    "{}: not a regular file now (replaced while the tree was walked)",
+                    path.display()
+                ))
+            } else {
+                FileStore::io(path, "cannot open", e)
+            }
+        })
     }
 
     /// Reads the header and slots of the open `file`.
@@ -94,11 +114,10 @@ impl FileStore {
             .metadata()
             .map_err(|e| FileStore::io(path, "cannot stat", e))?;
         if !meta.is_file() {
-            let e = std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "not a regular file (replaced while the tree was walked)",
-            );
-            return Err(FileStore::io(path, "cannot read", e));
+            return Err(StoreError::Conflict(format!(
+                "{}: not a regular file now (replaced while the tree was walked)",
+                path.display()
+            )));
         }
         let mut buf = vec![0u8; HEADER_READ];
         let n =
@@ -314,27 +333,62 @@ pub fn walk_files(
     walk_tree(roots, follow_links, &Links::default())
 }
 
-/// The symbolic links a walk left alone.
+/// What a walk of a tree left alone, each with its named outcome: symbolic
+/// links (not followed unless asked) and special files (FIFOs, sockets,
+/// devices: never opened, so a FIFO cannot block the run).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeftAlone {
+    /// Symbolic links inside the tree, left alone (see `links`; followed
+    /// with `--follow-symlinks`).
+    #[serde(default)]
+    pub skipped_links: u64,
+    /// Their paths, sorted.
+    #[serde(default)]
+    pub links: Vec<String>,
+    /// FIFOs, sockets and devices inside the tree, never opened.
+    #[serde(default)]
+    pub skipped_special: u64,
+    /// Their paths, sorted.
+    #[serde(default)]
+    pub special: Vec<String>,
+}
+
+impl LeftAlone {
+    /// Adds another walk's (a shard's) entries.
+    pub fn merge(&mut self, other: LeftAlone) {
+        self.skipped_links += other.skipped_links;
+        self.links.extend(other.links);
+        self.skipped_special += other.skipped_special;
+        self.special.extend(other.special);
+    }
+}
+
+/// Collects, while a walk runs on several threads, what it left alone.
 #[derive(Debug, Clone, Default)]
-pub struct Links(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+pub struct Links(std::sync::Arc<std::sync::Mutex<LeftAlone>>);
 
 impl Links {
-    fn push(&self, path: &Path) {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LeftAlone> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(path.display().to_string());
     }
 
-    /// The links seen so far, sorted.
-    pub fn take(&self) -> Vec<String> {
-        let mut v = std::mem::take(
-            &mut *self
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        v.sort();
+    fn push_link(&self, path: &Path) {
+        self.lock().links.push(path.display().to_string());
+    }
+
+    fn push_special(&self, path: &Path) {
+        self.lock().special.push(path.display().to_string());
+    }
+
+    /// What was left alone so far, sorted and counted.
+    pub fn take(&self) -> LeftAlone {
+        let mut v = std::mem::take(&mut *self.lock());
+        v.links.sort();
+        v.special.sort();
+        v.skipped_links = v.links.len() as u64;
+        v.skipped_special = v.special.len() as u64;
         v
     }
 }
@@ -349,7 +403,8 @@ impl Links {
 /// file or a folder is followed wherever it leads (a loop is reported as a
 /// failure by the walker), a link to anything else (FIFO, device, socket)
 /// is skipped like such files are, and a dangling link is recorded in
-/// `links`.
+/// `links`. FIFOs, sockets and devices are recorded in `links` as special
+/// files, never opened.
 pub fn walk_tree(
     roots: &[PathBuf],
     follow_links: bool,
@@ -371,12 +426,16 @@ pub fn walk_tree(
             .filter_map(move |entry| match entry {
                 Ok(e) if e.file_type().is_file() => Some(Ok(e.into_path())),
                 Ok(e) if e.path_is_symlink() && !follow_links => {
-                    links.push(e.path());
+                    links.push_link(e.path());
                     None
                 }
-                Ok(_) => None,
+                Ok(e) if e.file_type().is_dir() => None,
+                Ok(e) => {
+                    links.push_special(e.path());
+                    None
+                }
                 Err(e) if dangling(&e) => {
-                    links.push(e.path().unwrap_or(Path::new("")));
+                    links.push_link(e.path().unwrap_or(Path::new("")));
                     None
                 }
                 Err(e) => Some(Err(walk_error(e))),

@@ -1,8 +1,9 @@
 //! Shared harness for tests that drive the real `rewrap` binary.
 
 pub(crate) use super::repo;
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 /// Credentials of one principal.
 #[derive(Clone, Debug)]
@@ -116,6 +117,71 @@ impl Env {
 
     pub(crate) fn audit_log(&self) -> String {
         std::fs::read_to_string(self.home.join("audit.log")).unwrap_or_default()
+    }
+}
+
+/// `rewrap serve` on a loopback port, killed when dropped.
+pub(crate) struct Served {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Env {
+    /// Starts `rewrap serve` on this keystore with the shipped policies
+    /// (and `extra` options), once it listens.
+    pub(crate) fn serve(&self, extra: &[&str]) -> Served {
+        let mut child = Command::new(bin())
+            .env_remove("REWRAP_HOME")
+            .arg("--keystore")
+            .arg(&self.home)
+            .arg("--policies")
+            .arg(repo().join("policies"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("rewrap serve listening on ")
+            .unwrap_or_else(|| panic!("unexpected start line {line:?}"))
+            .to_string();
+        Served { child, url }
+    }
+
+    /// The environment of a command acting as `who` through the server at
+    /// `url`, holding no keystore: `(name, value)` pairs, for commands that
+    /// run `rewrap` under another program (`setpriv`).
+    pub(crate) fn remote_env(&self, url: &str, who: &Creds) -> Vec<(String, String)> {
+        vec![
+            ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+            ("HOME".into(), self.dir.path().display().to_string()),
+            ("REWRAP_ENDPOINT_URL".into(), url.into()),
+            ("REWRAP_ACCESS_KEY_ID".into(), who.id.clone()),
+            ("REWRAP_SECRET_ACCESS_KEY".into(), who.secret.clone()),
+        ]
+    }
+
+    /// A command acting as `who` through the server at `url`.
+    pub(crate) fn remote(&self, url: &str, who: &Creds) -> Command {
+        let mut c = Command::new(bin());
+        c.env_clear()
+            .envs(self.remote_env(url, who))
+            .current_dir(self.dir.path());
+        c
     }
 }
 
