@@ -14,11 +14,13 @@
 //! killed by SIGPIPE.
 
 pub(crate) mod admin;
+pub(crate) mod audit_report;
 pub(crate) mod batch;
 pub(crate) mod demo;
 pub(crate) mod files;
 pub(crate) mod kms;
 pub(crate) mod objects;
+pub(crate) mod policy_report;
 pub(crate) mod report;
 pub(crate) mod serve;
 mod whoami;
