@@ -295,11 +295,7 @@ fn inventory_shares(
 /// The keystore's service and its own trail, once the caller is known to
 /// hold `rewrap:ReadAuditTrail`.
 fn readable_trail(ctx: &Context) -> anyhow::Result<(Arc<rewrap::service::KmsService>, PathBuf)> {
-    let service = ctx.service()?;
-    let creds = ctx.credentials()?;
-    let principal = service
-        .authenticate(&creds.access_key_id, creds.secret_access_key.expose())
-        .map_err(|e| ConfigError(format!("{}: {}", e.code, e.message)))?;
+    let (service, principal) = ctx.authenticated_service()?;
     service
         .with_access(&principal, rewrap::policy::Action::ReadAuditTrail, || ())
         .map_err(|error| OpError {

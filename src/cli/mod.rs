@@ -327,6 +327,17 @@ impl Context {
             .map_err(|e| ConfigError(e.message).into())
     }
 
+    /// The local keystore and the principal the caller's credentials
+    /// authenticate as (253 when they do not).
+    pub(crate) fn authenticated_service(&self) -> anyhow::Result<(Arc<KmsService>, String)> {
+        let service = self.service()?;
+        let creds = self.credentials()?;
+        let principal = service
+            .authenticate(&creds.access_key_id, creds.secret_access_key.expose())
+            .map_err(|e| ConfigError(format!("{}: {}", e.code, e.message)))?;
+        Ok((service, principal))
+    }
+
     /// The caller's credentials, from the environment or the shared
     /// credentials file, as the AWS CLI finds them (see
     /// [`rewrap::client::resolve_credentials_with_source`]).

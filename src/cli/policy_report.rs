@@ -37,11 +37,7 @@ pub(crate) fn run(a: &ReportArgs, ctx: &Context) -> anyhow::Result<i32> {
         )
         .into());
     }
-    let service = ctx.service()?;
-    let creds = ctx.credentials()?;
-    let principal = service
-        .authenticate(&creds.access_key_id, creds.secret_access_key.expose())
-        .map_err(|e| ConfigError(format!("{}: {}", e.code, e.message)))?;
+    let (service, principal) = ctx.authenticated_service()?;
     let report = service
         .access_report(&principal, a.key.as_deref())
         .map_err(|error| OpError {
