@@ -355,6 +355,19 @@ fn audit_report_by_alias_is_the_report_by_key_id() {
         .all(|r| r["key"].as_str().unwrap().ends_with(&key)));
     assert_eq!(by_alias["rows"], by_id["rows"]);
     assert_eq!(by_alias["key_aliases"].as_object().unwrap().len(), 1);
+
+    // The table: the key id and its alias on one line, no ARN, 100 columns.
+    let out = env.run(
+        o,
+        &["audit", "report", "--key-id", ALIAS, "--output", "text"],
+    );
+    let table = stdout(&out);
+    assert!(
+        table.lines().any(|l| l == format!("key {key}  {ALIAS}")),
+        "{table}"
+    );
+    assert!(!table.contains("arn:aws:kms"), "{table}");
+    assert!(table.lines().all(|l| l.chars().count() <= 100), "{table}");
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {
@@ -362,4 +375,36 @@ fn base64_decode(text: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(text)
         .unwrap()
+}
+
+/// GetAuditReport itself (what `rewrap serve` answers, for clients that
+/// send an alias) resolves an alias in the service: the key's rows, or
+/// NotFoundException for an unknown alias.
+#[test]
+fn get_audit_report_resolves_aliases_in_the_service() {
+    use rewrap::api::{AliasRequest, AuditReportRequest};
+    use rewrap::error::ErrorCode;
+    use rewrap::kms::Kms;
+    let env = support::library::Env::new();
+    let arn = env.key("k");
+    env.key("other");
+    env.owner
+        .create_alias(&AliasRequest {
+            alias_name: ALIAS.into(),
+            target_key_id: arn.clone(),
+        })
+        .unwrap();
+    let report = |key: &str| {
+        env.owner.get_audit_report(&AuditReportRequest {
+            key_id: Some(key.into()),
+            ..Default::default()
+        })
+    };
+    let rows = report(ALIAS).unwrap().rows;
+    let ops: Vec<&str> = rows.iter().map(|r| r.operation.as_str()).collect();
+    assert_eq!(ops, ["CreateAlias", "CreateKey"]);
+    assert!(rows.iter().all(|r| r.key == arn));
+    let e = report("alias/no-such-alias").unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound);
+    assert!(e.message.contains("alias/no-such-alias"), "{}", e.message);
 }
