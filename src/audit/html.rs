@@ -60,7 +60,7 @@ pub struct HtmlReport<'a> {
 /// Fixed colours, one per operation in order of first appearance.
 const PALETTE: &[&str] = &[
     "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-    "#9c755f", "#bab0ac",
+    "#9c755f", "#bab0ac", "#1f3b73", "#8cd17d", "#b6992d", "#499894", "#86bcb6", "#d37295",
 ];
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:72em}\
@@ -335,7 +335,8 @@ fn bar_chart(
         .max()
         .unwrap_or(1)
         .max(1);
-    let width = LEFT + days.len() * (BAR + 4) + 10;
+    // Room for the first day's label under a lone bar.
+    let width = (LEFT + days.len() * (BAR + 4) + 10).max(LEFT + 80);
     let _ = writeln!(
         page,
         "<svg width=\"{width}\" height=\"{}\" role=\"img\">",
