@@ -91,6 +91,7 @@
 //! - `checkpoint`: the sealed checkpoint of the end of the trail.
 
 mod checkpoint;
+pub mod html;
 mod read;
 mod record;
 mod report;
@@ -103,7 +104,10 @@ pub use read::read_records;
 pub use record::{
     AuditKey, AuditRecord, DECISION_ALLOW, DECISION_DENY, GENESIS_HASH, OUTCOME_SUCCESS,
 };
-pub use report::{report, ReportFilter, UsageReport, UsageRow, NO_KEY};
+pub use report::{
+    activity, clip, key_id_of, report, Activity, DeniedAttempt, ReportFilter, UsageReport,
+    UsageRow, DENIED_KEPT, NO_KEY, TABLE_WIDTH,
+};
 pub use usage::KeyUsage;
 pub use verify::{verify, verify_sealed, VerifySummary};
 pub use writer::{AuditLog, AuditOptions};

@@ -938,5 +938,6 @@ impl PolicySet {
     }
 }
 
+pub mod report;
 #[cfg(test)]
 mod tests;

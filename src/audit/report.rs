@@ -3,7 +3,7 @@
 use super::read::Lines;
 use super::record::{AuditRecord, DECISION_DENY, OUTCOME_SUCCESS};
 use super::AuditError;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -64,52 +64,82 @@ pub struct UsageRow {
 pub struct UsageReport {
     /// One row per (key, principal, operation).
     pub rows: Vec<UsageRow>,
+    /// Key ARN -> its alias names, as far as the reader may list them
+    /// (filled in by [`UsageReport::name_aliases`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub key_aliases: BTreeMap<String, Vec<String>>,
+}
+
+/// The widest line [`UsageReport::to_table`] prints, in characters.
+pub const TABLE_WIDTH: usize = 100;
+/// Principal names longer than this are cut in the table (JSON has them whole).
+const PRINCIPAL_WIDTH: usize = 20;
+
+/// The key id of a key ARN (`arn:...:key/<id>` -> `<id>`); other names as they are.
+pub fn key_id_of(arn: &str) -> &str {
+    arn.rsplit_once(":key/").map_or(arn, |(_, id)| id)
+}
+
+/// `text` cut to `width` characters, the last one an ellipsis when cut.
+pub fn clip(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(width.saturating_sub(1)).collect();
+    out.push('\u{2026}');
+    out
 }
 
 impl UsageReport {
-    /// The report as a table with aligned columns, one row per line.
+    /// Names each key's aliases: `by_key_id` maps a key id to its alias
+    /// names (as ListAliases gives them).
+    pub fn name_aliases(&mut self, by_key_id: &std::collections::HashMap<String, Vec<String>>) {
+        for row in &self.rows {
+            if let Some(names) = by_key_id.get(key_id_of(&row.key)) {
+                let mut names = names.clone();
+                names.sort();
+                self.key_aliases.insert(row.key.clone(), names);
+            }
+        }
+    }
+
+    /// The report as a table that fits in [`TABLE_WIDTH`] columns: one line
+    /// per key (its key id and alias names, not the 75-character ARN), then
+    /// its rows indented, columns aligned, times to the minute (UTC).
     pub fn to_table(&self) -> String {
         let header = [
-            "KEY",
             "PRINCIPAL",
             "OPERATION",
-            "COUNT",
+            "USES",
             "DENIED",
             "ERRORS",
-            "LAST USED",
+            "LAST USED (UTC)",
         ];
-        let cells: Vec<[String; 7]> = self
-            .rows
-            .iter()
-            .map(|r| {
-                [
-                    r.key.clone(),
-                    r.principal.clone(),
-                    r.operation.clone(),
-                    r.count.to_string(),
-                    r.denied.to_string(),
-                    r.errors.to_string(),
-                    r.last_used.to_rfc3339_opts(SecondsFormat::Millis, true),
-                ]
-            })
-            .collect();
+        let cells = |r: &UsageRow| {
+            [
+                clip(&r.principal, PRINCIPAL_WIDTH),
+                r.operation.clone(),
+                r.count.to_string(),
+                r.denied.to_string(),
+                r.errors.to_string(),
+                r.last_used.format("%Y-%m-%d %H:%M").to_string(),
+            ]
+        };
         let mut widths = header.map(str::len);
-        for row in &cells {
-            for (width, cell) in widths.iter_mut().zip(row) {
+        for row in self.rows.iter().map(cells) {
+            for (width, cell) in widths.iter_mut().zip(&row) {
                 *width = (*width).max(cell.chars().count());
             }
         }
-        let mut out = String::new();
-        let header = header.map(str::to_string);
-        for row in std::iter::once(&header).chain(&cells) {
-            let mut line = String::new();
+        let line = |row: &[String; 6]| {
+            let mut line = String::from("  ");
             for (i, cell) in row.iter().enumerate() {
                 let pad = widths[i] - cell.chars().count();
                 if i > 0 {
                     line.push_str("  ");
                 }
                 // Counts are right-aligned, text left-aligned.
-                if (3..6).contains(&i) {
+                if (2..5).contains(&i) {
                     line.extend(std::iter::repeat_n(' ', pad));
                     line.push_str(cell);
                 } else {
@@ -117,10 +147,32 @@ impl UsageReport {
                     line.extend(std::iter::repeat_n(' ', pad));
                 }
             }
-            out.push_str(line.trim_end());
-            out.push('\n');
+            format!("{}\n", line.trim_end())
+        };
+        let mut out = line(&header.map(str::to_string));
+        let mut current: Option<&str> = None;
+        for row in &self.rows {
+            if current != Some(row.key.as_str()) {
+                current = Some(&row.key);
+                out.push_str(&clip(&self.key_line(&row.key), TABLE_WIDTH));
+                out.push('\n');
+            }
+            out.push_str(&line(&cells(row)));
         }
         out
+    }
+
+    /// `key <id>  alias/a, alias/b`, or `no key` for operations naming none.
+    fn key_line(&self, arn: &str) -> String {
+        if arn == NO_KEY {
+            return "no key".to_string();
+        }
+        match self.key_aliases.get(arn) {
+            Some(names) if !names.is_empty() => {
+                format!("key {}  {}", key_id_of(arn), names.join(", "))
+            }
+            _ => format!("key {}", key_id_of(arn)),
+        }
     }
 }
 
@@ -147,13 +199,13 @@ fn distinct_keys(record: &AuditRecord) -> Vec<&str> {
     keys
 }
 
-/// Summarises the audit file per (key, principal, operation).
-///
-/// Reads every complete record (it does not verify the chain; use
-/// [`verify`](super::verify())). With a key filter, operations that name no
-/// key are left out.
-pub fn report(path: &Path, filter: &ReportFilter) -> Result<UsageReport, AuditError> {
-    let mut groups: BTreeMap<(String, String, String), UsageRow> = BTreeMap::new();
+/// Calls `visit` with every record `filter` admits, its time and its keys
+/// (each distinct key the filter admits, or [`NO_KEY`]).
+fn for_each_admitted(
+    path: &Path,
+    filter: &ReportFilter,
+    mut visit: impl FnMut(DateTime<Utc>, &AuditRecord, &[&str]),
+) -> Result<(), AuditError> {
     Lines::for_each_record(path, |line, record| {
         if filter
             .principal
@@ -166,12 +218,28 @@ pub fn report(path: &Path, filter: &ReportFilter) -> Result<UsageReport, AuditEr
         if filter.since.is_some_and(|since| time < since) {
             return Ok(());
         }
+        let keys: Vec<&str> = distinct_keys(&record)
+            .into_iter()
+            .filter(|key| filter.key.is_none() || (*key != NO_KEY && filter.matches_key(key)))
+            .collect();
+        if !keys.is_empty() {
+            visit(time, &record, &keys);
+        }
+        Ok(())
+    })
+}
+
+/// Summarises the audit file per (key, principal, operation).
+///
+/// Reads every complete record (it does not verify the chain; use
+/// [`verify`](super::verify())). With a key filter, operations that name no
+/// key are left out.
+pub fn report(path: &Path, filter: &ReportFilter) -> Result<UsageReport, AuditError> {
+    let mut groups: BTreeMap<(String, String, String), UsageRow> = BTreeMap::new();
+    for_each_admitted(path, filter, |time, record, keys| {
         let denied = record.decision == DECISION_DENY;
         let failed = !denied && record.outcome != OUTCOME_SUCCESS;
-        for key in distinct_keys(&record) {
-            if filter.key.is_some() && (key == NO_KEY || !filter.matches_key(key)) {
-                continue;
-            }
+        for key in keys {
             let group = (
                 key.to_string(),
                 record.principal.clone(),
@@ -191,9 +259,67 @@ pub fn report(path: &Path, filter: &ReportFilter) -> Result<UsageReport, AuditEr
             row.errors += u64::from(failed);
             row.last_used = row.last_used.max(time);
         }
-        Ok(())
     })?;
     Ok(UsageReport {
         rows: groups.into_values().collect(),
+        key_aliases: BTreeMap::new(),
     })
+}
+
+/// How many denied attempts [`activity`] keeps (the most recent).
+pub const DENIED_KEPT: usize = 200;
+
+/// One attempt the policy denied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeniedAttempt {
+    /// When.
+    pub time: DateTime<Utc>,
+    /// Who (or who it claimed to be).
+    pub principal: String,
+    /// The AWS operation name.
+    pub operation: String,
+    /// The keys it named (ARNs; empty if none).
+    pub keys: Vec<String>,
+    /// The statement that denied, or why the deny was implicit.
+    pub decided_by: String,
+}
+
+/// Key use over time and the denied attempts, as the HTML report draws them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// (key ARN or [`NO_KEY`], operation, UTC day `YYYY-MM-DD`) -> attempts.
+    pub per_day: BTreeMap<(String, String, String), u64>,
+    /// The most recent denied attempts, at most [`DENIED_KEPT`], oldest first.
+    pub denied: Vec<DeniedAttempt>,
+    /// Every denied attempt the filter admits.
+    pub denied_total: u64,
+}
+
+/// Key use per day and operation, and the denied attempts, of the records
+/// `filter` admits (one pass; does not verify the chain).
+pub fn activity(path: &Path, filter: &ReportFilter) -> Result<Activity, AuditError> {
+    let mut out = Activity::default();
+    let mut denied = std::collections::VecDeque::with_capacity(DENIED_KEPT);
+    for_each_admitted(path, filter, |time, record, keys| {
+        let day = time.format("%Y-%m-%d").to_string();
+        for key in keys {
+            let slot = (key.to_string(), record.operation.clone(), day.clone());
+            *out.per_day.entry(slot).or_default() += 1;
+        }
+        if record.decision == DECISION_DENY {
+            out.denied_total += 1;
+            if denied.len() == DENIED_KEPT {
+                denied.pop_front();
+            }
+            denied.push_back(DeniedAttempt {
+                time,
+                principal: record.principal.clone(),
+                operation: record.operation.clone(),
+                keys: record.keys.iter().map(|k| k.arn.clone()).collect(),
+                decided_by: record.decided_by.clone(),
+            });
+        }
+    })?;
+    out.denied = denied.into();
+    Ok(out)
 }

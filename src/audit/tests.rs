@@ -792,9 +792,8 @@ fn report_filters_by_time_key_and_principal() {
 
 #[test]
 fn report_table_is_aligned() {
-    let report = UsageReport {
+    let mut report = UsageReport {
         rows: vec![
-            row("k1", "alice", "Encrypt", [12, 1, 0], "2025-01-03T10:00:00Z"),
             row(
                 NO_KEY,
                 "bob",
@@ -802,15 +801,43 @@ fn report_table_is_aligned() {
                 [3, 0, 2],
                 "2025-01-01T10:00:00.5Z",
             ),
+            row(
+                KEY_A,
+                "alice",
+                "Encrypt",
+                [12, 1, 0],
+                "2025-01-03T10:00:00Z",
+            ),
+            row(
+                KEY_A,
+                "a-principal-with-a-very-long-name",
+                "GenerateDataKeyWithoutPlaintext",
+                [1_234_567, 0, 0],
+                "2025-01-03T10:59:59Z",
+            ),
         ],
+        ..UsageReport::default()
     };
+    let aliases = [(
+        "aaaaaaaa-0000-0000-0000-000000000001".to_string(),
+        vec!["alias/b".to_string(), "alias/app-data-2027".to_string()],
+    )];
+    report.name_aliases(&aliases.into_iter().collect());
+    let table = report.to_table();
     assert_eq!(
-        report.to_table(),
+        table,
         concat!(
-            "KEY  PRINCIPAL  OPERATION  COUNT  DENIED  ERRORS  LAST USED\n",
-            "k1   alice      Encrypt       12       1       0  2025-01-03T10:00:00.000Z\n",
-            "-    bob        ListKeys       3       0       2  2025-01-01T10:00:00.500Z\n",
+            "  PRINCIPAL             OPERATION                           USES  DENIED  ERRORS  LAST USED (UTC)\n",
+            "no key\n",
+            "  bob                   ListKeys                               3       0       2  2025-01-01 10:00\n",
+            "key aaaaaaaa-0000-0000-0000-000000000001  alias/app-data-2027, alias/b\n",
+            "  alice                 Encrypt                               12       1       0  2025-01-03 10:00\n",
+            "  a-principal-with-a-\u{2026}  GenerateDataKeyWithoutPlaintext  1234567       0       0  2025-01-03 10:59\n",
         )
+    );
+    assert!(
+        table.lines().all(|l| l.chars().count() <= TABLE_WIDTH),
+        "{table}"
     );
 }
 

@@ -1,9 +1,9 @@
 //! Keystore set-up, policy and audit trail commands.
 
-use super::{ConfigError, Context, OpError, UsageError};
+use super::{ConfigError, Context, OpError};
 use clap::{Args, Subcommand};
 use rewrap::api::CheckPolicyRequest;
-use rewrap::audit::{self, ReportFilter};
+use rewrap::audit;
 use rewrap::kms::to_json;
 use rewrap::policy::PolicySet;
 use std::path::PathBuf;
@@ -62,6 +62,11 @@ pub(crate) enum PolicyCommand {
         /// The folder [default: <keystore>/policies and --policies].
         dir: Option<PathBuf>,
     },
+    /// Effective permissions: who holds administer / encrypt / decrypt / re-encrypt / audit on each key, under which conditions, and which denies override what.
+    #[command(
+        after_help = "Examples:\n  rewrap policy report\n  rewrap policy report --key-id alias/app-data --format csv > access.csv\n\nAccess: allow (every action of the group), conditional (only under the conditions shown),\npartial (only the actions shown), denied (a deny matches; none held)."
+    )]
+    Report(super::policy_report::ReportArgs),
 }
 
 /// `rewrap audit ...`.
@@ -78,22 +83,9 @@ pub(crate) enum AuditCommand {
     },
     /// Summarises key use per key, principal and operation.
     #[command(
-        after_help = "Examples:\n  rewrap audit report --since 2026-11-01\n  rewrap audit report --key-id KEYID --principal storage-rotator --output text"
+        after_help = "Examples:\n  rewrap audit report --since 2026-11-01\n  rewrap audit report --key-id alias/app-data --principal storage-rotator --output text"
     )]
-    Report {
-        /// Only records at or after this time (RFC 3339 or YYYY-MM-DD).
-        #[arg(long)]
-        since: Option<String>,
-        /// Only this key (ARN or key id).
-        #[arg(long = "key-id", alias = "key", value_name = "KEY")]
-        key: Option<String>,
-        /// Only this principal.
-        #[arg(long)]
-        principal: Option<String>,
-        /// The audit file [default: <keystore>/audit.log].
-        #[arg(long)]
-        file: Option<PathBuf>,
-    },
+    Report(super::audit_report::ReportArgs),
 }
 
 /// Creates the keystore and prints the owner's credentials.
@@ -121,6 +113,7 @@ pub(crate) fn init(args: InitArgs, ctx: &Context) -> anyhow::Result<i32> {
 /// Runs a policy subcommand.
 pub(crate) fn policy(cmd: PolicyCommand, ctx: &Context) -> anyhow::Result<i32> {
     match cmd {
+        PolicyCommand::Report(a) => super::policy_report::run(&a, ctx),
         PolicyCommand::Validate { dir } => {
             let dirs = match dir {
                 Some(d) => vec![d],
@@ -177,11 +170,15 @@ pub(crate) fn policy(cmd: PolicyCommand, ctx: &Context) -> anyhow::Result<i32> {
 /// `audit verify` of the keystore's own trail checks its end against the
 /// sealed checkpoint too, and records its own use only after it verified.
 pub(crate) fn audit(cmd: AuditCommand, ctx: &Context) -> anyhow::Result<i32> {
+    if let AuditCommand::Report(a) = &cmd {
+        return super::audit_report::run(a, ctx);
+    }
     if ctx.global.endpoint_url.is_some() {
         return remote_audit(cmd, ctx);
     }
     let file = match &cmd {
-        AuditCommand::Verify { file } | AuditCommand::Report { file, .. } => file.clone(),
+        AuditCommand::Verify { file } => file.clone(),
+        AuditCommand::Report(a) => a.file.clone(),
     };
     let verify_only = matches!(cmd, AuditCommand::Verify { .. });
     let (path, verified) = if let Some(p) = file {
@@ -228,42 +225,21 @@ pub(crate) fn audit(cmd: AuditCommand, ctx: &Context) -> anyhow::Result<i32> {
                 Ok(1)
             }
         },
-        AuditCommand::Report {
-            since,
-            key,
-            principal,
-            ..
-        } => {
-            let since = since.map(|s| parse_since(&s)).transpose()?;
-            let report = audit::report(
-                &path,
-                &ReportFilter {
-                    since,
-                    key,
-                    principal,
-                },
-            )?;
-            if ctx.json_output() {
-                ctx.print_value(&serde_json::to_value(&report)?)?;
-            } else {
-                print!("{}", report.to_table());
-            }
-            Ok(0)
-        }
+        AuditCommand::Report(_) => unreachable!("reports returned above"),
     }
 }
 
 /// `rewrap --endpoint-url URL audit ...`: the same commands through the
 /// KMS's VerifyAuditTrail and GetAuditReport (the report read page by page).
 fn remote_audit(cmd: AuditCommand, ctx: &Context) -> anyhow::Result<i32> {
-    use rewrap::api::{AuditReportRequest, Empty};
+    use rewrap::api::Empty;
     let kms = ctx.kms()?;
     let op_error = |operation| move |error| OpError { operation, error };
     match cmd {
-        AuditCommand::Verify { file: Some(_) } | AuditCommand::Report { file: Some(_), .. } => Err(
-            ConfigError("--file reads a local trail; it cannot be used with --endpoint-url".into())
-                .into(),
-        ),
+        AuditCommand::Verify { file: Some(_) } => Err(ConfigError(
+            "--file reads a local trail; it cannot be used with --endpoint-url".into(),
+        )
+        .into()),
         AuditCommand::Verify { file: None } => {
             let v = kms
                 .verify_audit_trail(&Empty {})
@@ -300,66 +276,6 @@ fn remote_audit(cmd: AuditCommand, ctx: &Context) -> anyhow::Result<i32> {
             ctx.print_verdict(&text, &value)?;
             Ok(0)
         }
-        AuditCommand::Report {
-            since,
-            key,
-            principal,
-            file: None,
-        } => {
-            let since = since
-                .map(|s| parse_since(&s))
-                .transpose()?
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-            let mut request = AuditReportRequest {
-                since,
-                key_id: key,
-                principal_name: principal,
-                limit: Some(1000),
-                marker: None,
-            };
-            let mut rows = Vec::new();
-            loop {
-                let page = kms
-                    .get_audit_report(&request)
-                    .map_err(op_error("GetAuditReport"))?;
-                rows.extend(page.rows);
-                match page.next_marker {
-                    Some(m) => request.marker = Some(m),
-                    None => break,
-                }
-            }
-            let report = audit::UsageReport {
-                rows: rows
-                    .into_iter()
-                    .map(|r| {
-                        Ok(audit::UsageRow {
-                            last_used: chrono::DateTime::parse_from_rfc3339(&r.last_used)?
-                                .with_timezone(&chrono::Utc),
-                            key: r.key,
-                            principal: r.principal,
-                            operation: r.operation,
-                            count: r.count,
-                            denied: r.denied,
-                            errors: r.errors,
-                        })
-                    })
-                    .collect::<anyhow::Result<_>>()?,
-            };
-            if ctx.json_output() {
-                ctx.print_value(&serde_json::to_value(&report)?)?;
-            } else {
-                print!("{}", report.to_table());
-            }
-            Ok(0)
-        }
+        AuditCommand::Report(_) => unreachable!("reports do not come here"),
     }
-}
-
-fn parse_since(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&chrono::Utc));
-    }
-    let day = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map_err(|_| UsageError(format!("--since {s:?}: use RFC 3339 or YYYY-MM-DD")))?;
-    Ok(day.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
 }

@@ -69,6 +69,15 @@ pub(crate) struct InventoryArgs {
     /// Also count envelopes not under the newest version of this key.
     #[arg(long, value_name = "KEY")]
     pub(crate) stale_against: Option<String>,
+    /// Stream one JSON line per envelope on stdout (path or object URL, key
+    /// ARN, alias names, key version, wrap time, stale or not: not under the
+    /// newest version of --stale-against, or else of its own key); the
+    /// summary goes to stderr. Needs credentials (DescribeKey, ListAliases).
+    #[arg(long)]
+    pub(crate) list: bool,
+    /// With --list: only the stale envelopes (implies --list).
+    #[arg(long)]
+    pub(crate) stale_only: bool,
     /// Worker threads (0: two per core).
     #[arg(long, default_value_t = 0)]
     pub(crate) jobs: usize,
@@ -260,12 +269,19 @@ pub(crate) fn on_signals(interrupt: Option<&worker::Interrupt>) {
 
 /// `rewrap inventory PATH...`
 pub(crate) fn inventory(a: InventoryArgs, ctx: &Context) -> anyhow::Result<i32> {
-    let kms = match &a.stale_against {
-        Some(_) => match kms_or_exit(ctx) {
+    let list = a.list || a.stale_only;
+    // Staleness and a listing need the KMS; a plain count names aliases
+    // when credentials are at hand, and needs none otherwise.
+    let table = !list && !ctx.json_output() && ctx.global.query.is_none();
+    let kms = if a.stale_against.is_some() || list {
+        match kms_or_exit(ctx) {
             Ok(k) => Some(k),
             Err(code) => return Ok(code),
-        },
-        None => None,
+        }
+    } else if table {
+        ctx.kms().ok()
+    } else {
+        None
     };
     let located = match Located::open(&a.paths, a.follow_symlinks, &a.objects) {
         Ok(l) => l,
@@ -275,7 +291,23 @@ pub(crate) fn inventory(a: InventoryArgs, ctx: &Context) -> anyhow::Result<i32> 
     // it stops at once, without one.
     on_signals(None);
     let stale_against = a.stale_against.as_deref();
-    let inv = match worker::inventory(kms.as_deref(), &located.source(), stale_against, a.jobs) {
+    let stale_only = a.stale_only;
+    let sink = move |e: &worker::ListedEnvelope| {
+        if !stale_only || e.stale == Some(true) {
+            print_json_line(e);
+        }
+    };
+    let lister = match (&kms, list) {
+        (Some(kms), true) => Some(worker::Lister::new(&**kms, &sink)),
+        _ => None,
+    };
+    let inv = match worker::listed_inventory(
+        kms.as_deref(),
+        &located.source(),
+        stale_against,
+        a.jobs,
+        lister.as_ref(),
+    ) {
         Ok(i) => i,
         Err(e) => {
             eprintln!("rewrap: inventory could not start: {e}");
@@ -284,25 +316,94 @@ pub(crate) fn inventory(a: InventoryArgs, ctx: &Context) -> anyhow::Result<i32> 
     };
     record_summary(ctx, &InventorySummary::from_inventory(&inv));
     print_failures(&inv.failures);
-    if ctx.json_output() || ctx.global.query.is_some() {
+    if list {
+        eprintln!("rewrap: {}", inventory_totals(&inv));
+    } else if !table {
         print_summary(ctx, &inv)?;
     } else {
-        print_inventory_table(&inv);
+        let aliases = kms
+            .as_deref()
+            .map(worker::aliases_by_key)
+            .unwrap_or_default();
+        print!("{}", inventory_table(&inv, &aliases));
     }
     Ok(i32::from(inv.failed > 0))
 }
 
-fn print_inventory_table(inv: &Inventory) {
-    println!("KEY\tVERSION\tENVELOPES\tOLDEST WRAP");
+/// One JSON line on stdout; a closed stdout ends the process quietly.
+fn print_json_line<T: serde::Serialize>(value: &T) {
+    use std::io::Write as _;
+    let Ok(mut line) = serde_json::to_vec(value) else {
+        return;
+    };
+    line.push(b'\n');
+    let mut out = std::io::stdout().lock();
+    if out.write_all(&line).is_err() {
+        std::process::exit(super::EXIT_BROKEN_PIPE);
+    }
+}
+
+/// The inventory as an aligned table: key id, alias names, version,
+/// envelopes, oldest wrap; then the totals.
+fn inventory_table(
+    inv: &Inventory,
+    aliases: &std::collections::HashMap<String, Vec<String>>,
+) -> String {
+    let header = ["KEY", "ALIASES", "VERSION", "ENVELOPES", "OLDEST WRAP"].map(str::to_string);
+    let mut rows = vec![header];
     for (arn, k) in &inv.keys {
+        let id = rewrap::audit::key_id_of(arn);
+        let mut names = aliases.get(id).cloned().unwrap_or_default();
+        names.sort();
+        let names = if names.is_empty() {
+            "-".to_string()
+        } else {
+            names.join(",")
+        };
         for (v, n) in &k.versions {
-            println!(
-                "{arn}\t{v}\t{n}\t{}",
-                k.oldest_wrap.as_deref().unwrap_or("-")
-            );
+            rows.push([
+                id.to_string(),
+                names.clone(),
+                v.clone(),
+                n.to_string(),
+                k.oldest_wrap.clone().unwrap_or_else(|| "-".into()),
+            ]);
         }
     }
-    println!(
+    let mut widths = [0; 5];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            let pad = widths[i] - cell.chars().count();
+            if i > 0 {
+                line.push_str("  ");
+            }
+            // Version and count right-aligned, text left-aligned.
+            if i == 2 || i == 3 {
+                line.extend(std::iter::repeat_n(' ', pad));
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out.push_str(&inventory_totals(inv));
+    out.push('\n');
+    out
+}
+
+/// The totals line of an inventory (and its staleness, if measured).
+fn inventory_totals(inv: &Inventory) -> String {
+    let mut out = format!(
         "total: {} envelopes, {} not envelopes, {} failed, {} with a stale slot, \
          {} symbolic links and {} special files left alone",
         inv.envelopes,
@@ -312,9 +413,13 @@ fn print_inventory_table(inv: &Inventory) {
         inv.left_alone.skipped_links,
         inv.left_alone.skipped_special
     );
-    if let (Some(key), Some(stale)) = (&inv.stale_against, inv.stale) {
-        println!("stale against {key}: {stale}");
+    if let Some(n) = inv.stale_listed {
+        out.push_str(&format!(", {n} listed as stale"));
     }
+    if let (Some(key), Some(stale)) = (&inv.stale_against, inv.stale) {
+        out.push_str(&format!("\nstale against {key}: {stale}"));
+    }
+    out
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit (a file-tree run holds

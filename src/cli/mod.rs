@@ -14,11 +14,13 @@
 //! killed by SIGPIPE.
 
 pub(crate) mod admin;
+pub(crate) mod audit_report;
 pub(crate) mod batch;
 pub(crate) mod demo;
 pub(crate) mod files;
 pub(crate) mod kms;
 pub(crate) mod objects;
+pub(crate) mod policy_report;
 pub(crate) mod report;
 pub(crate) mod serve;
 mod whoami;
@@ -323,6 +325,17 @@ impl Context {
     pub(crate) fn service(&self) -> anyhow::Result<Arc<KmsService>> {
         KmsService::open(&self.home(), self.extra_policies().as_deref())
             .map_err(|e| ConfigError(e.message).into())
+    }
+
+    /// The local keystore and the principal the caller's credentials
+    /// authenticate as (253 when they do not).
+    pub(crate) fn authenticated_service(&self) -> anyhow::Result<(Arc<KmsService>, String)> {
+        let service = self.service()?;
+        let creds = self.credentials()?;
+        let principal = service
+            .authenticate(&creds.access_key_id, creds.secret_access_key.expose())
+            .map_err(|e| ConfigError(format!("{}: {}", e.code, e.message)))?;
+        Ok((service, principal))
     }
 
     /// The caller's credentials, from the environment or the shared

@@ -64,9 +64,18 @@ impl KmsService {
                         .map_err(|_| KmsError::validation(format!("Since {s:?} is not RFC 3339")))
                 })
                 .transpose()?;
+            // An alias is resolved now (an unknown one is NotFound, never an
+            // empty report); key ids and ARNs match even after purging.
+            let key = match r.key_id.as_deref() {
+                Some(name) if name.contains("alias/") => {
+                    let snap = self.snapshot()?;
+                    Some(self.key_arn(&self.lookup(&snap, name)?.id))
+                }
+                other => other.map(str::to_string),
+            };
             let filter = ReportFilter {
                 since,
-                key: r.key_id.clone(),
+                key,
                 principal: r.principal_name.clone(),
             };
             let report = crate::audit::report(self.audit.path(), &filter)

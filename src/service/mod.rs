@@ -29,11 +29,13 @@
 //! | `key_rotation.rs` | key-material rotation: automatic (`rotate_due_keys`), on demand, status, history |
 //! | `crypto.rs` | Encrypt, Decrypt, ReEncrypt, data keys, GenerateRandom |
 //! | `audit_trail.rs` | VerifyAuditTrail, GetAuditReport: the audit trail read through the KMS |
+//! | `access_report.rs` | the access report: effective permissions per key and principal |
 //! | `usage.rs` | the deletion interlock over the audit trail's usage index, and the records of refused requests |
 //! | `policies.rs` | GetKeyPolicy, ListKeyPolicies and loading the policy files |
 //! | `principals.rs` | principals and access keys, authentication |
 //! | `session.rs` | [`LocalSession`], the [`Kms`](crate::kms::Kms) implementation |
 
+mod access_report;
 mod aliases;
 mod audit_trail;
 mod authz;

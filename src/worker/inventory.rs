@@ -11,7 +11,8 @@ use crate::envelope::{Slot, SlotState};
 use crate::error::KmsError;
 use crate::kms::Kms;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 /// Envelopes under one key, as an inventory counts them.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -56,11 +57,22 @@ pub struct Inventory {
     pub stale: Option<u64>,
     /// Envelopes that still hold a valid old slot (an interrupted re-wrap).
     pub stale_slots: u64,
+    /// With a listing (`--list`): envelopes listed as stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_listed: Option<u64>,
     /// Symbolic links and special files inside the tree, left alone.
     #[serde(flatten)]
     pub left_alone: LeftAlone,
     /// Every failure with its reason.
     pub failures: Vec<Failure>,
+}
+
+/// The sum of two optional counts; `None` only when both are.
+fn add_counts(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+    }
 }
 
 impl Merge for Inventory {
@@ -70,10 +82,8 @@ impl Merge for Inventory {
         self.not_envelope += o.not_envelope;
         self.failed += o.failed;
         self.stale_slots += o.stale_slots;
-        self.stale = match (self.stale, o.stale) {
-            (None, None) => None,
-            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
-        };
+        self.stale = add_counts(self.stale, o.stale);
+        self.stale_listed = add_counts(self.stale_listed, o.stale_listed);
         for (arn, k) in o.keys {
             let mine = self.keys.entry(arn).or_default();
             mine.envelopes += k.envelopes;
@@ -109,6 +119,90 @@ impl Inventory {
     }
 }
 
+/// One envelope, as `rewrap inventory --list` streams it (one JSON line each).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ListedEnvelope {
+    /// The file path, or the object's URL.
+    pub path: String,
+    /// ARN of the key its active slot is under.
+    pub key_arn: String,
+    /// That key's alias names, as far as the caller may list them.
+    pub aliases: Vec<String>,
+    /// Key-material version of the active slot (0: unknown).
+    pub key_version: u32,
+    /// When the active slot was wrapped (RFC 3339), if the slot says.
+    pub wrapped_at: Option<String>,
+    /// Not under the newest version of the target (`--stale-against`), or
+    /// without one, of its own key; `None` when that version is unknown
+    /// (the caller may not describe the key).
+    pub stale: Option<bool>,
+}
+
+/// What an inventory needs to list each envelope: alias names and the
+/// newest version of each key (described once, on first sight), and where
+/// the lines go.
+pub struct Lister<'a> {
+    kms: &'a dyn Kms,
+    aliases: HashMap<String, Vec<String>>,
+    newest: Mutex<HashMap<String, Option<u32>>>,
+    sink: &'a (dyn Fn(&ListedEnvelope) + Sync),
+}
+
+impl<'a> Lister<'a> {
+    /// A lister asking `kms` for alias names (ListAliases, once) and key
+    /// versions (DescribeKey, once per key), sending each envelope to `sink`.
+    pub fn new(kms: &'a dyn Kms, sink: &'a (dyn Fn(&ListedEnvelope) + Sync)) -> Lister<'a> {
+        Lister {
+            kms,
+            aliases: super::rewrap::aliases_by_key(kms),
+            newest: Mutex::new(HashMap::new()),
+            sink,
+        }
+    }
+
+    /// The newest key-material version of `arn` (0: the KMS does not
+    /// count versions), or `None` if it cannot be described.
+    fn newest_version(&self, arn: &str) -> Option<u32> {
+        let mut known = self
+            .newest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *known.entry(arn.to_string()).or_insert_with(|| {
+            self.kms
+                .describe_key(&crate::api::KeyIdRequest {
+                    key_id: arn.to_string(),
+                    grant_tokens: None,
+                })
+                .ok()
+                .map(|r| r.key_metadata.key_material_versions)
+        })
+    }
+
+    fn list(&self, path: String, slot: &Slot, target: Option<&Target>) -> bool {
+        let stale = match target {
+            Some(t) => Some(!t.is_current(slot)),
+            None => self
+                .newest_version(&slot.key_arn)
+                .map(|newest| newest != 0 && slot.key_version < newest),
+        };
+        let id = slot.key_arn.rsplit('/').next().unwrap_or(&slot.key_arn);
+        let mut aliases = self.aliases.get(id).cloned().unwrap_or_default();
+        aliases.sort();
+        (self.sink)(&ListedEnvelope {
+            path,
+            key_arn: slot.key_arn.clone(),
+            aliases,
+            key_version: slot.key_version,
+            wrapped_at: (slot.wrapped_at > 0)
+                .then(|| chrono::DateTime::from_timestamp(slot.wrapped_at, 0))
+                .flatten()
+                .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            stale,
+        });
+        stale == Some(true)
+    }
+}
+
 /// Counts envelopes per key and version of the items `store` yields. With
 /// `stale_against` (a key the caller may describe), also counts envelopes
 /// not under its newest version. Reads headers only; needs no KMS rights
@@ -119,6 +213,24 @@ pub fn inventory_items<S, I>(
     items: I,
     stale_against: Option<&str>,
     jobs: usize,
+) -> Result<Inventory, KmsError>
+where
+    S: EnvelopeStore,
+    I: Iterator<Item = Result<S::Item, ItemError>> + Send,
+{
+    listed_inventory_items(kms, store, items, stale_against, jobs, None)
+}
+
+/// [`inventory_items`] that also hands every envelope to `lister` as it is
+/// read (one pipeline for trees and object stores: `inventory --list`).
+/// Then `stale_listed` counts envelopes not under their key's newest version.
+pub fn listed_inventory_items<S, I>(
+    kms: Option<&dyn Kms>,
+    store: &S,
+    items: I,
+    stale_against: Option<&str>,
+    jobs: usize,
+    lister: Option<&Lister<'_>>,
 ) -> Result<Inventory, KmsError>
 where
     S: EnvelopeStore,
@@ -137,6 +249,7 @@ where
     let mut inv: Inventory = run_workers(jobs, feed_chunk(store, jobs), items, |feed| {
         let mut inv = Inventory {
             stale: target.as_ref().map(|_| 0),
+            stale_listed: lister.map(|_| 0),
             ..Default::default()
         };
         for item in feed {
@@ -165,6 +278,9 @@ where
                     }
                     if let (Some(t), Some(stale)) = (&target, inv.stale.as_mut()) {
                         *stale += u64::from(!t.is_current(slot));
+                    }
+                    if let (Some(l), Some(n)) = (lister, inv.stale_listed.as_mut()) {
+                        *n += u64::from(l.list(name, slot, target.as_ref()));
                     }
                 }
                 Err(e) => {

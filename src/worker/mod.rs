@@ -19,7 +19,7 @@
 //! | `checkpoint.rs` | [`Shard`]s and the [`Checkpoint`] of object-store runs |
 //! | `report.rs` | [`RewrapReport`] and [`write_json`], the one writer of reports |
 //! | `failure.rs` | [`FailureKind`]: every failure classified in one place |
-//! | `inventory.rs` | [`Inventory`] |
+//! | `inventory.rs` | [`Inventory`], and [`ListedEnvelope`]: one line per envelope (`inventory --list`) |
 //! | `summary.rs` | [`InventorySummary`]: inventories on disk, read back by the KMS commands |
 //! | `transform.rs` | [`transform_tree`]: `encrypt-file -r` / `decrypt-file -r` on the same pool |
 
@@ -38,12 +38,14 @@ mod tree;
 
 pub use checkpoint::{Checkpoint, Shard};
 pub use failure::{Failure, FailureKind};
-pub use inventory::{inventory_items, Inventory, KeyInventory};
+pub use inventory::{
+    inventory_items, listed_inventory_items, Inventory, KeyInventory, ListedEnvelope, Lister,
+};
 pub use objects::{ObjectEnvelopeStore, ObjectItem};
 pub use report::{write_json, Listed, RewrapReport, VersionCounts};
-pub use rewrap::rewrap_items;
+pub use rewrap::{aliases_by_key, rewrap_items};
 pub use store::{EnvelopeStore, ItemError, StoreError};
-pub use summary::{canonical_roots, known_envelopes_for_key, InventorySummary};
+pub use summary::{canonical_roots, known_envelopes_for_key, read_summaries, InventorySummary};
 pub use transform::{transform_tree, TreeOp, TreeOptions, TreeReport, DEFAULT_TREE_BATCH};
 pub(crate) use tree::count_files;
 pub use tree::{walk_files, walk_tree, FileStore, FileVersion, LeftAlone, Links, LOCK_WAIT};
@@ -332,6 +334,18 @@ pub fn inventory(
     stale_against: Option<&str>,
     jobs: usize,
 ) -> Result<Inventory, StartError> {
+    listed_inventory(kms, source, stale_against, jobs, None)
+}
+
+/// [`inventory`] that hands every envelope to `lister` as it is read
+/// (`inventory --list`), whatever the source.
+pub fn listed_inventory(
+    kms: Option<&dyn Kms>,
+    source: &Source<'_>,
+    stale_against: Option<&str>,
+    jobs: usize,
+    lister: Option<&Lister<'_>>,
+) -> Result<Inventory, StartError> {
     let mut inv = match source {
         Source::Tree {
             roots,
@@ -343,7 +357,7 @@ pub fn inventory(
             };
             let links = Links::default();
             let items = walk_tree(roots, *follow_links, &links);
-            let mut inv = inventory_items(kms, &store, items, stale_against, jobs)?;
+            let mut inv = listed_inventory_items(kms, &store, items, stale_against, jobs, lister)?;
             inv.left_alone = links.take();
             inv
         }
@@ -351,7 +365,8 @@ pub fn inventory(
             location.probe()?;
             let store = ObjectEnvelopeStore::new(location);
             let items = objects::list_items(location, walk.shard, &checkpoint::Tracker::disabled());
-            inventory_items(kms, &store, items, stale_against, walk.concurrency.max(1))?
+            let jobs = walk.concurrency.max(1);
+            listed_inventory_items(kms, &store, items, stale_against, jobs, lister)?
         }
     };
     inv.roots = source.roots();

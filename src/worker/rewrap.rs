@@ -209,9 +209,9 @@ impl Stop {
     }
 }
 
-/// Key ARN -> its alias names, as far as the caller may list them (a dry
+/// Key id -> its alias names, as far as the caller may list them (a dry
 /// run's listing names them; no right to list means no names).
-fn aliases_by_key(kms: &dyn Kms) -> HashMap<String, Vec<String>> {
+pub fn aliases_by_key(kms: &dyn Kms) -> HashMap<String, Vec<String>> {
     let mut out: HashMap<String, Vec<String>> = HashMap::new();
     let mut marker = None;
     for _ in 0..100 {

@@ -87,32 +87,38 @@ pub fn canonical_roots(roots: &[PathBuf]) -> Vec<String> {
 /// but never misses envelopes a summary saw, which is the safe side for a
 /// warning before disabling a key.
 pub fn known_envelopes_for_key(home: &Path, key_arn_or_id: &str) -> u64 {
-    let Ok(dir) = std::fs::read_dir(home.join("inventory")) else {
-        return 0;
-    };
-    let mut found: Vec<(Vec<String>, u64)> = Vec::new();
-    for entry in dir.flatten() {
-        let path = entry.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("json") {
-            continue;
-        }
-        let Ok(text) = std::fs::read(&path) else {
-            continue;
-        };
-        let Ok(summary) = serde_json::from_slice::<InventorySummary>(&text) else {
-            continue;
-        };
-        let count = summary
-            .keys
-            .iter()
-            .filter(|(arn, _)| {
-                *arn == key_arn_or_id || arn.rsplit('/').next() == Some(key_arn_or_id)
-            })
-            .map(|(_, versions)| versions.values().sum::<u64>())
-            .sum();
-        found.push((summary.roots, count));
-    }
+    let found: Vec<(Vec<String>, u64)> = read_summaries(home)
+        .into_iter()
+        .map(|summary| {
+            let count = summary
+                .keys
+                .iter()
+                .filter(|(arn, _)| {
+                    *arn == key_arn_or_id || arn.rsplit('/').next() == Some(key_arn_or_id)
+                })
+                .map(|(_, versions)| versions.values().sum::<u64>())
+                .sum();
+            (summary.roots, count)
+        })
+        .collect();
     nested_total(&found)
+}
+
+/// Every summary in `<home>/inventory/` (the last run over each set of
+/// roots), oldest first; unreadable ones are skipped.
+pub fn read_summaries(home: &Path) -> Vec<InventorySummary> {
+    let Ok(dir) = std::fs::read_dir(home.join("inventory")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<InventorySummary> = dir
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().and_then(|e| e.to_str()) == Some("json"))
+        .filter_map(|path| std::fs::read(path).ok())
+        .filter_map(|text| serde_json::from_slice(&text).ok())
+        .collect();
+    out.sort_by(|a, b| a.seen_at.cmp(&b.seen_at));
+    out
 }
 
 /// The total of `(roots, count)` summaries, nested ones counted once (see

@@ -1,0 +1,538 @@
+//! `rewrap policy report`: effective permissions per key and principal,
+//! from every policy file, against the shipped role policies and against
+//! hand-written tricky ones (principal and resource globs, a deny that
+//! overrides an allow, conditional allows and denies, a principal glob
+//! matching several principals), as JSON, a table and CSV.
+
+mod support;
+
+use serde_json::Value;
+use support::cli::{stderr, stdout, Creds, Env};
+
+/// (principal, permission, access, actions, conditions, allowed_by, denied_by).
+type Row = (
+    String,
+    String,
+    String,
+    Vec<String>,
+    Vec<String>,
+    Vec<String>,
+    Vec<String>,
+);
+
+fn rows(report: &Value) -> Vec<Row> {
+    let strings = |v: &Value| -> Vec<String> { serde_json::from_value(v.clone()).unwrap() };
+    report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["principal"].as_str().unwrap().to_string(),
+                r["permission"].as_str().unwrap().to_string(),
+                r["access"].as_str().unwrap().to_string(),
+                strings(&r["actions"]),
+                strings(&r["conditions"]),
+                strings(&r["allowed_by"]),
+                strings(&r["denied_by"]),
+            )
+        })
+        .collect()
+}
+
+fn s(list: &[&str]) -> Vec<String> {
+    list.iter().map(ToString::to_string).collect()
+}
+
+fn row(
+    principal: &str,
+    permission: &str,
+    access: &str,
+    actions: &[&str],
+    conditions: &[&str],
+    allowed_by: &[&str],
+    denied_by: &[&str],
+) -> Row {
+    (
+        principal.into(),
+        permission.into(),
+        access.into(),
+        s(actions),
+        s(conditions),
+        s(allowed_by),
+        s(denied_by),
+    )
+}
+
+const ADMINISTER: &[&str] = &[
+    "kms:CreateKey",
+    "kms:DescribeKey",
+    "kms:ListKeys",
+    "kms:ListAliases",
+    "kms:UpdateKeyDescription",
+    "kms:EnableKey",
+    "kms:DisableKey",
+    "kms:ScheduleKeyDeletion",
+    "kms:CancelKeyDeletion",
+    "kms:CreateAlias",
+    "kms:UpdateAlias",
+    "kms:DeleteAlias",
+    "kms:EnableKeyRotation",
+    "kms:DisableKeyRotation",
+    "kms:GetKeyRotationStatus",
+    "kms:RotateKeyOnDemand",
+    "kms:ListKeyRotations",
+    "kms:GetKeyPolicy",
+    "kms:ListKeyPolicies",
+    "kms:CreatePrincipal",
+    "kms:DeletePrincipal",
+    "kms:ListPrincipals",
+    "kms:CreateAccessKey",
+    "kms:DeleteAccessKey",
+    "rewrap:CheckPolicy",
+];
+const AUDIT_READS: &[&str] = &[
+    "kms:DescribeKey",
+    "kms:ListKeys",
+    "kms:ListAliases",
+    "kms:GetKeyRotationStatus",
+    "kms:ListKeyRotations",
+    "kms:GetKeyPolicy",
+    "kms:ListKeyPolicies",
+];
+const ENCRYPT: &[&str] = &[
+    "kms:Encrypt",
+    "kms:GenerateDataKey",
+    "kms:GenerateDataKeyWithoutPlaintext",
+];
+const OWNER: &str = "owner.toml#1 (owner-all)";
+
+/// The owner's five rows: everything, from owner.toml.
+fn owner_rows() -> Vec<Row> {
+    let audit: Vec<&str> = AUDIT_READS
+        .iter()
+        .copied()
+        .chain(["rewrap:ReadAuditTrail", "rewrap:CheckPolicy"])
+        .collect();
+    vec![
+        row(
+            "owner",
+            "administer",
+            "allow",
+            ADMINISTER,
+            &[],
+            &[OWNER],
+            &[],
+        ),
+        row("owner", "encrypt", "allow", ENCRYPT, &[], &[OWNER], &[]),
+        row(
+            "owner",
+            "decrypt",
+            "allow",
+            &["kms:Decrypt"],
+            &[],
+            &[OWNER],
+            &[],
+        ),
+        row(
+            "owner",
+            "re-encrypt",
+            "allow",
+            &["kms:ReEncryptFrom", "kms:ReEncryptTo"],
+            &[],
+            &[OWNER],
+            &[],
+        ),
+        row("owner", "audit", "allow", &audit, &[], &[OWNER], &[]),
+    ]
+}
+
+fn roles(env: &Env) -> Vec<Creds> {
+    [
+        "app-reader",
+        "app-writer",
+        "auditor",
+        "key-admin",
+        "storage-rotator",
+    ]
+    .into_iter()
+    .map(|p| env.principal(p))
+    .collect()
+}
+
+#[test]
+fn shipped_role_policies_give_exact_rows() {
+    let env = Env::new();
+    let o = &env.owner;
+    let roles = roles(&env);
+    let key = env.key("app data");
+    env.ok(
+        o,
+        &[
+            "create-alias",
+            "--alias-name",
+            "alias/app-data",
+            "--target-key-id",
+            &key,
+        ],
+    );
+    let excluded = env.key("excluded");
+    env.ok(
+        o,
+        &[
+            "create-alias",
+            "--alias-name",
+            "alias/not-a-rotation-target/x",
+            "--target-key-id",
+            &excluded,
+        ],
+    );
+    let auditor = &roles[2];
+    let report = env.ok(
+        auditor,
+        &[
+            "policy",
+            "report",
+            "--key-id",
+            "alias/app-data",
+            "--format",
+            "json",
+        ],
+    );
+    let arn = env.ok(o, &["describe-key", "--key-id", &key])["KeyMetadata"]["Arn"].clone();
+    assert!(report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["key"] == arn));
+    assert!(report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["aliases"] == serde_json::json!(["alias/app-data"])));
+
+    let reader = "app-reader.toml#1 (reader-decrypt)";
+    let writer = "app-writer.toml#1 (writer-encrypt)";
+    let auditor_read = "auditor.toml#1 (auditor-read)";
+    let admin = "key-admin.toml#1 (admin-lifecycle)";
+    let no_plaintext = "storage-rotator.toml#1 (rotator-no-plaintext)";
+    let no_context_change =
+        "storage-rotator.toml#2 (rotator-no-context-change) when rewrap:ReEncryptSameContext = false";
+    let reencrypt = "storage-rotator.toml#4 (rotator-reencrypt)";
+    let describe = "storage-rotator.toml#5 (rotator-describe)";
+    let auditor_admin: Vec<&str> = AUDIT_READS
+        .iter()
+        .copied()
+        .chain(["rewrap:CheckPolicy"])
+        .collect();
+    let auditor_all: Vec<&str> = AUDIT_READS
+        .iter()
+        .copied()
+        .chain(["rewrap:ReadAuditTrail", "rewrap:CheckPolicy"])
+        .collect();
+    let admin_audit: Vec<&str> = AUDIT_READS
+        .iter()
+        .copied()
+        .chain(["rewrap:CheckPolicy"])
+        .collect();
+    let mut want =
+        vec![
+        row(
+            "app-reader",
+            "decrypt",
+            "conditional",
+            &["kms:Decrypt"],
+            &["app-reader.toml#1 (reader-decrypt): kms:EncryptionContext:purpose = \"app-data\""],
+            &[reader],
+            &[],
+        ),
+        row("app-writer", "administer", "partial", &["kms:DescribeKey"], &[], &[writer], &[]),
+        row("app-writer", "encrypt", "allow", ENCRYPT, &[], &[writer], &[]),
+        row("app-writer", "audit", "partial", &["kms:DescribeKey"], &[], &[writer], &[]),
+        row("auditor", "administer", "partial", &auditor_admin, &[], &[auditor_read], &[]),
+        row("auditor", "audit", "allow", &auditor_all, &[], &[auditor_read], &[]),
+        row("key-admin", "administer", "allow", ADMINISTER, &[], &[admin], &[]),
+        row("key-admin", "audit", "partial", &admin_audit, &[], &[admin], &[]),
+    ];
+    want.extend(owner_rows());
+    want.extend([
+        row(
+            "storage-rotator",
+            "administer",
+            "partial",
+            &["kms:DescribeKey", "kms:ListAliases"],
+            &[],
+            &[describe],
+            &[],
+        ),
+        row(
+            "storage-rotator",
+            "encrypt",
+            "denied",
+            &[],
+            &[],
+            &[],
+            &[no_plaintext],
+        ),
+        row(
+            "storage-rotator",
+            "decrypt",
+            "denied",
+            &[],
+            &[],
+            &[],
+            &[no_plaintext],
+        ),
+        row(
+            "storage-rotator",
+            "re-encrypt",
+            "conditional",
+            &["kms:ReEncryptFrom", "kms:ReEncryptTo"],
+            &["storage-rotator.toml#4 (rotator-reencrypt): rewrap:ReEncryptSameContext = true"],
+            &[reencrypt],
+            &[no_context_change],
+        ),
+        row(
+            "storage-rotator",
+            "audit",
+            "partial",
+            &["kms:DescribeKey", "kms:ListAliases"],
+            &[],
+            &[describe],
+            &[],
+        ),
+    ]);
+    assert_eq!(rows(&report), want);
+
+    // On a key under alias/not-a-rotation-target/, the unconditional deny
+    // of ReEncryptTo overrides the rotator's allow: only ReEncryptFrom left.
+    let report = env.ok(
+        auditor,
+        &[
+            "policy", "report", "--key-id", &excluded, "--format", "json",
+        ],
+    );
+    let rotator_reencrypt: Vec<Row> = rows(&report)
+        .into_iter()
+        .filter(|r| r.0 == "storage-rotator" && r.1 == "re-encrypt")
+        .collect();
+    assert_eq!(
+        rotator_reencrypt,
+        vec![row(
+            "storage-rotator",
+            "re-encrypt",
+            "partial",
+            &["kms:ReEncryptFrom"],
+            &["storage-rotator.toml#4 (rotator-reencrypt): rewrap:ReEncryptSameContext = true"],
+            &[reencrypt],
+            &[
+                no_context_change,
+                "storage-rotator.toml#3 (rotator-no-excluded-target)"
+            ],
+        )]
+    );
+
+    // Every key: both keys' rows, in one report.
+    let all = env.ok(auditor, &["policy", "report", "--format", "json"]);
+    assert_eq!(all["rows"].as_array().unwrap().len(), 2 * want.len());
+
+    // Only principals allowed rewrap:CheckPolicy may ask.
+    let out = env.run(&roles[0], &["policy", "report"]);
+    assert_eq!(out.status.code(), Some(254), "{}", stderr(&out));
+    assert!(stderr(&out).contains("(AccessDeniedException) when calling the CheckPolicy operation"));
+}
+
+const TRICKY: &str = r#"
+[[statement]]
+sid = "apps-encrypt"
+effect = "allow"
+principals = ["app-*"]
+actions = ["encrypt"]
+resources = ["alias/team-*"]
+
+[[statement]]
+sid = "no-legacy"
+effect = "deny"
+principals = ["*"]
+actions = ["kms:GenerateDataKey*"]
+resources = ["alias/team-legacy"]
+
+[[statement]]
+sid = "ops-decrypt-ticketed"
+effect = "allow"
+principals = ["ops"]
+actions = ["decrypt"]
+resources = ["*"]
+[statement.condition]
+context_keys_required = ["ticket"]
+
+[[statement]]
+sid = "ops-no-prod"
+effect = "deny"
+principals = ["ops"]
+actions = ["kms:Decrypt"]
+resources = ["alias/team-prod"]
+[statement.condition]
+context_equals = { stage = "prod" }
+"#;
+
+#[test]
+fn tricky_policies_globs_denies_and_conditions() {
+    let env = Env::new();
+    let o = &env.owner;
+    for p in ["app-one", "app-two", "ops"] {
+        env.principal(p);
+    }
+    let prod = env.key("prod");
+    let legacy = env.key("legacy");
+    let plain = env.key("plain");
+    env.ok(
+        o,
+        &[
+            "create-alias",
+            "--alias-name",
+            "alias/team-prod",
+            "--target-key-id",
+            &prod,
+        ],
+    );
+    env.ok(
+        o,
+        &[
+            "create-alias",
+            "--alias-name",
+            "alias/team-legacy",
+            "--target-key-id",
+            &legacy,
+        ],
+    );
+    let dir = env.path("tricky");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tricky.toml"), TRICKY).unwrap();
+    let report = |key: &str, format: &str| {
+        env.command(o)
+            .env("REWRAP_POLICIES", &dir)
+            .args(["policy", "report", "--key-id", key, "--format", format])
+            .output()
+            .unwrap()
+    };
+    let json = |key: &str| {
+        let out = report(key, "json");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        rows(&serde_json::from_slice(&out.stdout).unwrap())
+    };
+    let apps = "tricky.toml#1 (apps-encrypt)";
+    let ops_allow = "tricky.toml#3 (ops-decrypt-ticketed)";
+    let ops_condition =
+        "tricky.toml#3 (ops-decrypt-ticketed): kms:EncryptionContextKeys includes \"ticket\"";
+    let no_legacy = "tricky.toml#2 (no-legacy)";
+    let ops_decrypt = |denied_by: &[&str]| {
+        row(
+            "ops",
+            "decrypt",
+            "conditional",
+            &["kms:Decrypt"],
+            &[ops_condition],
+            &[ops_allow],
+            denied_by,
+        )
+    };
+
+    // The principal glob app-* gives both apps encrypt on alias/team-*;
+    // the conditional deny on prod restricts ops' conditional decrypt.
+    let mut want = vec![
+        row("app-one", "encrypt", "allow", ENCRYPT, &[], &[apps], &[]),
+        row("app-two", "encrypt", "allow", ENCRYPT, &[], &[apps], &[]),
+        ops_decrypt(&["tricky.toml#4 (ops-no-prod) when kms:EncryptionContext:stage = \"prod\""]),
+    ];
+    want.extend(owner_rows());
+    assert_eq!(json("alias/team-prod"), want);
+
+    // The deny on GenerateDataKey* (principal "*") overrides every allow
+    // of it on alias/team-legacy: Encrypt alone is left, even to the owner.
+    let got = json("alias/team-legacy");
+    let encrypt_rows: Vec<Row> = got.iter().filter(|r| r.1 == "encrypt").cloned().collect();
+    assert_eq!(
+        encrypt_rows,
+        vec![
+            row(
+                "app-one",
+                "encrypt",
+                "partial",
+                &["kms:Encrypt"],
+                &[],
+                &[apps],
+                &[no_legacy]
+            ),
+            row(
+                "app-two",
+                "encrypt",
+                "partial",
+                &["kms:Encrypt"],
+                &[],
+                &[apps],
+                &[no_legacy]
+            ),
+            row("ops", "encrypt", "denied", &[], &[], &[], &[no_legacy]),
+            row(
+                "owner",
+                "encrypt",
+                "partial",
+                &["kms:Encrypt"],
+                &[],
+                &[OWNER],
+                &[no_legacy]
+            ),
+        ]
+    );
+    assert!(got.contains(&ops_decrypt(&[])));
+
+    // A key no resource glob names: the apps have nothing on it.
+    let got = json(&plain);
+    assert!(
+        got.iter().all(|r| r.0 == "owner" || r.0 == "ops"),
+        "{got:?}"
+    );
+    assert!(got.contains(&ops_decrypt(&[])));
+
+    // CSV: a header, one line per row, fields with commas or quotes quoted.
+    let out = report("alias/team-prod", "csv");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let csv = stdout(&out);
+    let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(
+        lines[0],
+        "key,aliases,principal,permission,access,actions,conditions,allowed_by,denied_by"
+    );
+    assert_eq!(lines.len(), 1 + want.len());
+    let ops = lines.iter().find(|l| l.contains(",ops,decrypt,")).unwrap();
+    assert!(
+        ops.ends_with(
+            ",ops,decrypt,conditional,kms:Decrypt,\"tricky.toml#3 (ops-decrypt-ticketed): \
+             kms:EncryptionContextKeys includes \"\"ticket\"\"\",tricky.toml#3 (ops-decrypt-ticketed),\
+             \"tricky.toml#4 (ops-no-prod) when kms:EncryptionContext:stage = \"\"prod\"\"\""
+        ),
+        "{ops}"
+    );
+
+    // The table: one line per key, then one per row, aligned.
+    let out = report("alias/team-prod", "table");
+    let table = stdout(&out);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["PRINCIPAL", "PERMISSION", "ACCESS", "DETAIL"]
+    );
+    assert_eq!(lines[1], format!("key {prod}  alias/team-prod"));
+    assert_eq!(lines.len(), 2 + want.len());
+    let detail = lines[0].find("DETAIL").unwrap();
+    let ops_line = lines
+        .iter()
+        .find(|l| l.trim_start().starts_with("ops"))
+        .unwrap();
+    assert_eq!(
+        &ops_line[detail..],
+        "if tricky.toml#3 (ops-decrypt-ticketed): kms:EncryptionContextKeys includes \"ticket\"; \
+         denied by tricky.toml#4 (ops-no-prod) when kms:EncryptionContext:stage = \"prod\""
+    );
+}
