@@ -67,7 +67,7 @@ impl FileStore {
     /// for a FIFO since, whose plain open would wait for a writer forever.
     /// [`FileStore::read_open`] then refuses anything that is not a regular
     /// file.
-    fn open(&self, path: &Path) -> Result<File, StoreError> {
+    pub(super) fn open(&self, path: &Path) -> Result<File, StoreError> {
         use rustix::fs::OFlags;
         use std::os::unix::fs::OpenOptionsExt;
         let mut opts = std::fs::OpenOptions::new();
@@ -208,6 +208,10 @@ impl EnvelopeStore for FileStore {
         FEED_CHUNK
     }
 
+    fn whole(&self) -> Option<&dyn super::WholeStore<PathBuf>> {
+        Some(self)
+    }
+
     fn commit(&self, written: &[&FileVersion]) -> Result<(), StoreError> {
         let mut synced: Vec<u64> = Vec::new();
         for v in written {
@@ -272,7 +276,7 @@ fn compare_and_write(
     Ok(slots)
 }
 
-fn read_at_full(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+pub(super) fn read_at_full(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match file.read_at(&mut buf[n..], offset + n as u64) {

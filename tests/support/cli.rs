@@ -122,3 +122,57 @@ impl Env {
 pub(crate) fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap();
 }
+
+/// A tool of the Python test venv (`REWRAP_TEST_VENV`, set by
+/// `scripts/test`; else `.venv` in the crate); a missing tool fails the
+/// test with the fix.
+pub(crate) fn venv_tool(tool: &str) -> PathBuf {
+    let dir =
+        std::env::var_os("REWRAP_TEST_VENV").map_or_else(|| repo().join(".venv"), PathBuf::from);
+    let path = dir.join("bin").join(tool);
+    assert!(
+        path.exists(),
+        "{tool} is missing from the test virtual environment {}: run scripts/test, or \
+         python3 -m venv .venv && .venv/bin/pip install -r tests/requirements.txt",
+        dir.display()
+    );
+    path
+}
+
+/// `rewrap serve` on a loopback port over a keystore, with the shipped
+/// policies; killed on drop.
+pub(crate) struct Server(std::process::Child);
+
+impl Server {
+    /// Starts the server; returns it and its URL.
+    pub(crate) fn start(home: &Path) -> (Server, String) {
+        use std::io::BufRead;
+        let mut child = Command::new(bin())
+            .arg("--keystore")
+            .arg(home)
+            .arg("--policies")
+            .arg(repo().join("policies"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("rewrap serve listening on ")
+            .unwrap_or_else(|| panic!("unexpected start line {line:?}"))
+            .to_string();
+        (Server(child), url)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
