@@ -75,3 +75,10 @@ put("checkpoint", "complete", json.dumps({
 # lines of a real audit log written by `rewrap init` / `create-key` /
 # `list-keys` / a failed `describe-key`; they are kept as files, not
 # generated here.
+
+# SOPS files the real sops 3.11 wrote, and the same with CRLF line ends.
+for p in sorted(glob.glob(str(root / "tests/vectors/sops/*"))):
+    name = pathlib.Path(p).name.replace(".", "-")
+    data = pathlib.Path(p).read_bytes()
+    put("sops_file", name, data)
+    put("sops_file", name + "-crlf", data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))

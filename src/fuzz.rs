@@ -34,6 +34,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("policy_file", policy_file),
     ("key_object", key_object),
     ("checkpoint", checkpoint),
+    ("sops_file", sops_file),
 ];
 
 /// Envelope header and slots: strict parsing, and what parses re-encodes
@@ -349,4 +350,42 @@ pub fn checkpoint(data: &[u8]) {
     let text = serde_json::to_vec(&cp).expect("serializes");
     let back: Checkpoint = serde_json::from_slice(&text).expect("parses its own output");
     assert_eq!(back, cp);
+}
+
+/// SOPS files: the scanners never panic, every span lies inside the input,
+/// and writing new values into the `arn`, `enc` and `created_at` spans
+/// gives a file that reads back with the same entries and the new values.
+pub fn sops_file(data: &[u8]) {
+    let Ok(Some(file)) = crate::sops::parse(data) else {
+        return;
+    };
+    let mut edits = Vec::new();
+    for e in &file.entries {
+        edits.push((e.arn.span.clone(), "arn:aws:kms:r:1:key/k".to_string()));
+        edits.push((e.enc.span.clone(), "QUJD".to_string()));
+        if let Some(c) = &e.created_at {
+            edits.push((c.span.clone(), crate::sops::now_rfc3339()));
+        }
+    }
+    let mut spans: Vec<_> = edits.iter().map(|(r, _)| r.clone()).collect();
+    spans.sort_by_key(|r| r.start);
+    for pair in spans.windows(2) {
+        assert!(pair[0].end <= pair[1].start, "overlapping spans");
+    }
+    assert!(spans
+        .iter()
+        .all(|r| r.start <= r.end && r.end <= data.len()));
+    let out = crate::sops::rewrite(data, &edits);
+    let again = crate::sops::parse(&out)
+        .expect("a rewritten SOPS file parses")
+        .expect("a rewritten SOPS file is still one");
+    assert_eq!(again.format, file.format);
+    let ids = |f: &crate::sops::SopsFile| -> Vec<(Option<usize>, usize)> {
+        f.entries.iter().map(|e| (e.group, e.index)).collect()
+    };
+    assert_eq!(ids(&again), ids(&file));
+    for e in &again.entries {
+        assert_eq!(e.arn.value, "arn:aws:kms:r:1:key/k");
+        assert_eq!(e.enc.value, "QUJD");
+    }
 }

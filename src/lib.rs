@@ -40,5 +40,6 @@ pub mod secret;
 pub mod server;
 pub mod service;
 pub mod sigv4;
+pub mod sops;
 pub mod stream;
 pub mod worker;

@@ -65,6 +65,13 @@ pub struct Inventory {
     pub left_alone: LeftAlone,
     /// Every failure with its reason.
     pub failures: Vec<Failure>,
+    /// SOPS files (not counted in `envelopes` or `not_envelope`), per
+    /// format (`sops-yaml`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sops_formats: BTreeMap<String, u64>,
+    /// Per key ARN: SOPS files with a KMS entry under it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sops_keys: BTreeMap<String, u64>,
 }
 
 /// The sum of two optional counts; `None` only when both are.
@@ -98,6 +105,12 @@ impl Merge for Inventory {
             }
         }
         self.failures.extend(o.failures);
+        for (k, n) in o.sops_formats {
+            *self.sops_formats.entry(k).or_default() += n;
+        }
+        for (k, n) in o.sops_keys {
+            *self.sops_keys.entry(k).or_default() += n;
+        }
     }
     fn worker_panicked(&mut self) {
         self.failed += 1;
@@ -106,6 +119,31 @@ impl Merge for Inventory {
 }
 
 impl Inventory {
+    /// An item that is not an envelope: a SOPS file, or `not_envelope`.
+    fn count_sops<S: EnvelopeStore>(&mut self, store: &S, item: Option<S::Item>, name: &str) {
+        let found = item.map_or(Ok(None), |i| super::sops::read_sops(store, &i, name));
+        match found {
+            Ok(Some(file)) => {
+                *self
+                    .sops_formats
+                    .entry(file.format.name().into())
+                    .or_default() += 1;
+                let mut arns: Vec<&str> =
+                    file.entries.iter().map(|e| e.arn.value.as_str()).collect();
+                arns.sort_unstable();
+                arns.dedup();
+                for arn in arns {
+                    *self.sops_keys.entry(arn.to_string()).or_default() += 1;
+                }
+            }
+            Ok(None) => self.not_envelope += 1,
+            Err(f) => {
+                self.failed += 1;
+                self.failures.push(f);
+            }
+        }
+    }
+
     fn count(&mut self, slot: &Slot) {
         self.envelopes += 1;
         let k = self.keys.entry(slot.key_arn.clone()).or_default();
@@ -254,13 +292,13 @@ where
         };
         for item in feed {
             inv.scanned += 1;
-            let (name, r): (_, Result<_, StoreError>) = match item {
-                Ok(item) => (store.display(&item), store.read_header(&item)),
-                Err(e) => (e.location, Err(e.error)),
+            let (name, r, item): (_, Result<_, StoreError>, _) = match item {
+                Ok(item) => (store.display(&item), store.read_header(&item), Some(item)),
+                Err(e) => (e.location, Err(e.error), None),
             };
             let parsed = match r {
                 Ok(None) => {
-                    inv.not_envelope += 1;
+                    inv.count_sops(store, item, &name);
                     continue;
                 }
                 Ok(Some((parsed, _))) => parsed,

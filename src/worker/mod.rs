@@ -21,6 +21,8 @@
 //! | `failure.rs` | [`FailureKind`]: every failure classified in one place |
 //! | `inventory.rs` | [`Inventory`], and [`ListedEnvelope`]: one line per envelope (`inventory --list`) |
 //! | `summary.rs` | [`InventorySummary`]: inventories on disk, read back by the KMS commands |
+//! | `sops.rs`, `rewrap/sops.rs` | SOPS files as items: which KMS entries to re-wrap, [`WholeStore`] (read whole, stage, group commit, rename), their protocol steps |
+//! | `sops_objects.rs` | SOPS files in object stores: the second pass of an object-store run (plain objects, conditional puts) |
 //! | `transform.rs` | [`transform_tree`]: `encrypt-file -r` / `decrypt-file -r` on the same pool |
 
 mod checkpoint;
@@ -30,6 +32,8 @@ mod objects;
 mod pool;
 mod report;
 mod rewrap;
+mod sops;
+mod sops_objects;
 mod store;
 mod summary;
 mod target;
@@ -44,6 +48,8 @@ pub use inventory::{
 pub use objects::{ObjectEnvelopeStore, ObjectItem};
 pub use report::{write_json, Listed, RewrapReport, VersionCounts};
 pub use rewrap::{aliases_by_key, rewrap_items};
+pub use sops::{SopsReported, Staged, Whole, WholeStore};
+pub use sops_objects::SopsObject;
 pub use store::{EnvelopeStore, ItemError, StoreError};
 pub use summary::{canonical_roots, known_envelopes_for_key, read_summaries, InventorySummary};
 pub use transform::{transform_tree, TreeOp, TreeOptions, TreeReport, DEFAULT_TREE_BATCH};
@@ -316,6 +322,13 @@ fn rewrap_objects(
     opts.kms_batch = 1;
     let mut report = rewrap_items(kms, &store, items, &opts)?;
     tracker.finish()?;
+    if !report.stopped_early && !report.interrupted {
+        let sops = sops_objects::rewrap(kms, loc, walk.shard, &opts)?;
+        report.stopped_early = sops.stopped_early;
+        report.stop_reason.clone_from(&sops.stop_reason);
+        report.interrupted = sops.interrupted;
+        pool::Merge::merge(&mut report, sops);
+    }
     report.location = Some(loc.url().to_string());
     report.shard = walk.shard.map(|s| s.to_string());
     report.conflicts = Some(store.conflicts());
@@ -366,7 +379,12 @@ pub fn listed_inventory(
             let store = ObjectEnvelopeStore::new(location);
             let items = objects::list_items(location, walk.shard, &checkpoint::Tracker::disabled());
             let jobs = walk.concurrency.max(1);
-            listed_inventory_items(kms, &store, items, stale_against, jobs, lister)?
+            let mut inv = listed_inventory_items(kms, &store, items, stale_against, jobs, lister)?;
+            pool::Merge::merge(
+                &mut inv,
+                sops_objects::inventory(location, walk.shard, jobs)?,
+            );
+            inv
         }
     };
     inv.roots = source.roots();

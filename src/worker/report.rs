@@ -107,6 +107,10 @@ pub struct RewrapReport {
     /// Objects the checkpoint already counted as done before this run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumed_objects: Option<u64>,
+    /// Every SOPS file met, with its format and what was done to its KMS
+    /// entries (also counted in `rotated`, `already_current`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sops: Vec<super::SopsReported>,
 }
 
 /// One envelope in a dry run's listing.
@@ -179,6 +183,7 @@ impl Merge for RewrapReport {
         self.unfinished += other.unfinished;
         self.left_alone.merge(other.left_alone);
         self.listing.extend(other.listing);
+        self.sops.extend(other.sops);
         for (arn, versions) in other.by_source {
             let mine = self.by_source.entry(arn).or_default();
             for (v, c) in versions {

@@ -43,6 +43,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+// SOPS files: the same workers, batches and report (see `rewrap/sops.rs`).
+mod sops;
+
 /// Re-wraps every envelope `items` yields from `store`. Errors only when the
 /// run cannot start (the target key cannot be resolved); per-item failures
 /// are in the report. [`super::rewrap`] runs this over a
@@ -99,6 +102,7 @@ where
         .take();
     report.interrupted = run.stop.interrupted.load(Ordering::Acquire);
     report.listing.sort_by(|a, b| a.path.cmp(&b.path));
+    report.sops.sort_by(|a, b| a.path.cmp(&b.path));
     report.started_at = started.to_rfc3339();
     report.finished_at = chrono::Utc::now().to_rfc3339();
     report.failures.sort_by(|a, b| a.path.cmp(&b.path));
@@ -161,6 +165,8 @@ struct Queues<S: EnvelopeStore> {
     /// Locked by another writer when we came to them: done last, each after
     /// releasing everything we hold (see [`Run::handle`]).
     busy: Vec<(S::Item, u32)>,
+    /// SOPS files staged, waiting for their group commit.
+    sops: Vec<sops::SopsPending>,
 }
 
 /// Reads and decisions of one item before it is given up as changing
@@ -263,6 +269,7 @@ impl<S: EnvelopeStore> Run<'_, S> {
             pending: Vec::new(),
             retry: Vec::new(),
             busy: Vec::new(),
+            sops: Vec::new(),
         };
         let mut counted = 0;
         loop {
@@ -283,7 +290,7 @@ impl<S: EnvelopeStore> Run<'_, S> {
                         self.tick(1);
                         continue;
                     }
-                    None if !q.ready.is_empty() || !q.pending.is_empty() => {
+                    None if !q.ready.is_empty() || !q.pending.is_empty() || !q.sops.is_empty() => {
                         // The input is done: finish what is in flight (which
                         // may give items to read again).
                         self.release(&mut q, &mut report);
@@ -305,6 +312,9 @@ impl<S: EnvelopeStore> Run<'_, S> {
             }
             if q.pending.len() >= self.opts.batch.max(1) {
                 self.flush(&mut q.pending, &mut report);
+            }
+            if q.sops.len() >= self.opts.batch.max(1) {
+                self.flush_sops(&mut q.sops, &mut report);
             }
         }
         report
@@ -337,6 +347,7 @@ impl<S: EnvelopeStore> Run<'_, S> {
     /// are released untouched and counted as unfinished.
     fn leave(&self, q: &mut Queues<S>, report: &mut RewrapReport) {
         self.flush(&mut q.pending, report);
+        self.flush_sops(&mut q.sops, report);
         report.unfinished += (q.ready.len() + q.retry.len() + q.busy.len()) as u64;
         q.ready.clear();
         q.retry.clear();
@@ -436,6 +447,7 @@ impl<S: EnvelopeStore> Run<'_, S> {
     fn release(&self, q: &mut Queues<S>, report: &mut RewrapReport) {
         self.rewrap(q, report);
         self.flush(&mut q.pending, report);
+        self.flush_sops(&mut q.sops, report);
     }
 
     /// Step 1 for one item: read it and decide.
@@ -482,7 +494,11 @@ impl<S: EnvelopeStore> Run<'_, S> {
         report: &mut RewrapReport,
     ) {
         match decision {
-            Ok(Decision::NotEnvelope) => report.not_envelope += 1,
+            Ok(Decision::NotEnvelope) => match self.sops_item(&item, &mut q.sops, report) {
+                sops::Handled::NotSops => report.not_envelope += 1,
+                sops::Handled::Counted => {}
+                sops::Handled::Queued => return,
+            },
             Ok(Decision::Current(slot)) => {
                 self.list(report, &item, &slot, "already_current");
                 report.already_current += 1;

@@ -132,4 +132,11 @@ pub trait EnvelopeStore: Send + Sync {
     fn feed_chunk(&self) -> usize {
         1
     }
+
+    /// Whole-item reads and replacements, for SOPS files
+    /// ([`super::WholeStore`]); `None` (the default): SOPS files are
+    /// counted as `not_envelope`.
+    fn whole(&self) -> Option<&dyn super::WholeStore<Self::Item>> {
+        None
+    }
 }

@@ -69,7 +69,7 @@ impl FileStore {
     /// Unless links are followed, a link swapped in is not followed either
     /// (`O_NOFOLLOW`): it is a conflict, as is anything but a regular file,
     /// which [`FileStore::read_open`] refuses.
-    fn open(&self, path: &Path) -> Result<File, StoreError> {
+    pub(super) fn open(&self, path: &Path) -> Result<File, StoreError> {
         use rustix::fs::OFlags;
         use std::os::unix::fs::OpenOptionsExt;
         let mut opts = std::fs::OpenOptions::new();
@@ -227,6 +227,10 @@ impl EnvelopeStore for FileStore {
         FEED_CHUNK
     }
 
+    fn whole(&self) -> Option<&dyn super::WholeStore<PathBuf>> {
+        Some(self)
+    }
+
     fn commit(&self, written: &[&FileVersion]) -> Result<(), StoreError> {
         let mut synced: Vec<u64> = Vec::new();
         for v in written {
@@ -291,7 +295,7 @@ fn compare_and_write(
     Ok(slots)
 }
 
-fn read_at_full(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+pub(super) fn read_at_full(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match file.read_at(&mut buf[n..], offset + n as u64) {

@@ -121,27 +121,27 @@ impl Env {
 }
 
 /// `rewrap serve` on a loopback port, killed when dropped.
-pub(crate) struct Served {
+pub(crate) struct Server {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
 }
 
-impl Drop for Served {
+impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-impl Env {
-    /// Starts `rewrap serve` on this keystore with the shipped policies
-    /// (and `extra` options), once it listens.
-    pub(crate) fn serve(&self, extra: &[&str]) -> Served {
+impl Server {
+    /// Starts `rewrap serve` on the keystore `home` with the shipped
+    /// policies (and `extra` options), once it listens.
+    pub(crate) fn start(home: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(bin())
             .env_remove("REWRAP_HOME")
             .arg("--keystore")
-            .arg(&self.home)
+            .arg(home)
             .arg("--policies")
             .arg(repo().join("policies"))
             .args(["serve", "--listen", "127.0.0.1:0"])
@@ -159,7 +159,15 @@ impl Env {
             .strip_prefix("rewrap serve listening on ")
             .unwrap_or_else(|| panic!("unexpected start line {line:?}"))
             .to_string();
-        Served { child, url }
+        Server { child, url }
+    }
+}
+
+impl Env {
+    /// Starts `rewrap serve` on this keystore with the shipped policies
+    /// (and `extra` options), once it listens.
+    pub(crate) fn serve(&self, extra: &[&str]) -> Server {
+        Server::start(&self.home, extra)
     }
 
     /// The environment of a command acting as `who` through the server at
@@ -187,4 +195,20 @@ impl Env {
 
 pub(crate) fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap();
+}
+
+/// A tool of the Python test venv (`REWRAP_TEST_VENV`, set by
+/// `scripts/test`; else `.venv` in the crate); a missing tool fails the
+/// test with the fix.
+pub(crate) fn venv_tool(tool: &str) -> PathBuf {
+    let dir =
+        std::env::var_os("REWRAP_TEST_VENV").map_or_else(|| repo().join(".venv"), PathBuf::from);
+    let path = dir.join("bin").join(tool);
+    assert!(
+        path.exists(),
+        "{tool} is missing from the test virtual environment {}: run scripts/test, or \
+         python3 -m venv .venv && .venv/bin/pip install -r tests/requirements.txt",
+        dir.display()
+    );
+    path
 }
