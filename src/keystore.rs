@@ -42,6 +42,9 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
+mod custom_key_stores;
+pub use custom_key_stores::{ConnectionState, CustomKeyStoreRecord};
+
 const MAGIC: &[u8; 4] = b"RWKS";
 const FORMAT: u8 = 1;
 const HEADER_LEN: usize = 16;
@@ -224,6 +227,10 @@ pub struct KeyRecord {
     /// Tags given at creation.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// The custom key store whose token holds every version's material
+    /// (the versions' `material` is then empty): see [`crate::hsm`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_key_store_id: Option<String>,
 }
 
 impl KeyRecord {
@@ -282,6 +289,9 @@ pub struct State {
     pub aliases: BTreeMap<String, AliasRecord>,
     /// Principals by name.
     pub principals: BTreeMap<String, PrincipalRecord>,
+    /// Custom key stores (PKCS#11 tokens) by id.
+    #[serde(default)]
+    pub custom_key_stores: BTreeMap<String, CustomKeyStoreRecord>,
 }
 
 /// Where ARNs say the keys live.

@@ -28,6 +28,7 @@
 //! | `aliases.rs` | CreateAlias, UpdateAlias, DeleteAlias, ListAliases and alias-name rules |
 //! | `key_rotation.rs` | key-material rotation: automatic (`rotate_due_keys`), on demand, status, history |
 //! | `crypto.rs` | Encrypt, Decrypt, ReEncrypt, data keys, GenerateRandom |
+//! | `custom_key_stores.rs` | custom key stores (PKCS#11 tokens): their lifecycle, and the cryptography of keys whose material a token holds |
 //! | `audit_trail.rs` | VerifyAuditTrail, GetAuditReport: the audit trail read through the KMS |
 //! | `usage.rs` | the deletion interlock over the audit trail's usage index, and the records of refused requests |
 //! | `policies.rs` | GetKeyPolicy, ListKeyPolicies and loading the policy files |
@@ -38,6 +39,7 @@ mod aliases;
 mod audit_trail;
 mod authz;
 mod crypto;
+mod custom_key_stores;
 mod key_rotation;
 mod keys;
 mod names;
@@ -140,6 +142,8 @@ pub struct KmsService {
     clock_offset_secs: AtomicI64,
     /// When the keystore file was last checked for updates by others.
     checked: Mutex<std::time::Instant>,
+    /// Logged-in PKCS#11 tokens of connected custom key stores.
+    tokens: custom_key_stores::Tokens,
 }
 
 /// How long an update by another process may go unnoticed.
@@ -260,6 +264,7 @@ impl KmsService {
             policy_dirs,
             audit,
             clock_offset_secs: AtomicI64::new(0),
+            tokens: custom_key_stores::Tokens::default(),
         }))
     }
 
