@@ -907,3 +907,160 @@ fn the_aws_cli_and_a_tree_rotation_use_an_hsm_key_through_the_server() {
     assert_eq!(&out.stdout, bytes);
     drop(server);
 }
+
+#[test]
+fn a_keystore_sealed_by_a_token_key_reopens_in_new_processes() {
+    let hsm = SoftHsm::new("rewrap-root");
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("keystore");
+    let uri = format!(
+        "pkcs11:token={};object=rewrap-root?module-path={MODULE}&pin-source=file:{}",
+        hsm.label,
+        hsm.pin_file.display()
+    );
+    let out = Command::new(support::cli::bin())
+        .env("SOFTHSM2_CONF", &hsm.conf)
+        .env_remove("REWRAP_HOME")
+        .arg("--keystore")
+        .arg(&home)
+        .args(["init", "--root", &uri])
+        .output()
+        .unwrap();
+    let v = json(&out);
+    assert!(
+        !home.join("root.key").exists(),
+        "a root key file was written"
+    );
+    assert_eq!(std::fs::read_to_string(home.join("root.uri")).unwrap(), uri);
+    let env = Env {
+        owner: support::cli::Creds {
+            name: "owner".into(),
+            id: v["AccessKeyId"].as_str().unwrap().into(),
+            secret: v["SecretAccessKey"].as_str().unwrap().into(),
+        },
+        dir,
+        home,
+    };
+    // Each command is a new process that unseals the keystore in the token.
+    let key = ok(
+        &env,
+        &hsm,
+        &["create-key", "--description", "under an HSM root"],
+    )["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let enc = ok(
+        &env,
+        &hsm,
+        &["encrypt", "--key-id", &key, "--plaintext", "sealed root"],
+    );
+    std::fs::write(
+        env.path("c.enc"),
+        b64(enc["CiphertextBlob"].as_str().unwrap()),
+    )
+    .unwrap();
+    let blob = format!("fileb://{}", env.path("c.enc").display());
+    let dec = ok(&env, &hsm, &["decrypt", "--ciphertext-blob", &blob]);
+    assert_eq!(b64(dec["Plaintext"].as_str().unwrap()), b"sealed root");
+    let listing = stdout(
+        &hsm.tool()
+            .args(["--list-objects", "--type", "secrkey"])
+            .output()
+            .unwrap(),
+    );
+    assert!(listing.contains("rewrap-root"), "{listing}");
+    assert!(listing.contains("never extractable"), "{listing}");
+
+    // Without the token (another, empty token folder) nothing opens.
+    let other = SoftHsm::new("rewrap-root");
+    let out = env
+        .command(&env.owner)
+        .env("SOFTHSM2_CONF", &other.conf)
+        .args(["list-keys"])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("the token has no key object labelled \"rewrap-root\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// `tests/vectors/ciphertext_blob/07-hsm-key.json`: its key imported into a
+/// token, SoftHSM2's `CKM_AES_GCM` opens the blob and seals the plaintext
+/// to the same bytes, through rewrap's PKCS#11 layer.
+#[test]
+fn the_hsm_blob_vector_is_what_the_token_computes() {
+    use rewrap::ciphertext_blob::{canonical_context, HEADER_LEN};
+    use rewrap::hsm::{PinSource, Token, TokenSelector};
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            support::repo().join("tests/vectors/ciphertext_blob/07-hsm-key.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let hex = |k: &str| hex::decode(v[k].as_str().unwrap()).unwrap();
+    let hsm = SoftHsm::new("rewrap-vector");
+    let key_file = hsm.dir.path().join("vector.key");
+    write_private(&key_file, &hex("key_hex"));
+    let out = hsm
+        .tool()
+        .arg("--write-object")
+        .arg(&key_file)
+        .args([
+            "--type",
+            "secrkey",
+            "--key-type",
+            "AES:32",
+            "--label",
+            "vector",
+            "--usage-decrypt",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // This process loads the module for this test only (the others run it
+    // in child processes), with this token's configuration.
+    std::env::set_var("SOFTHSM2_CONF", &hsm.conf);
+    let token = Token::open(
+        std::path::Path::new(MODULE),
+        &TokenSelector::Label(hsm.label.clone()),
+        &PinSource::File(hsm.pin_file.clone()),
+        2,
+    )
+    .unwrap();
+    let blob = hex("blob_hex");
+    let context: rewrap::api::EncryptionContext =
+        serde_json::from_value(v["context"].clone()).unwrap();
+    let mut aad = blob[..HEADER_LEN].to_vec();
+    aad.extend_from_slice(&canonical_context(Some(&context)).unwrap());
+    let iv: [u8; 12] = hex("nonce_hex").try_into().unwrap();
+    let plain = token
+        .decrypt_gcm("vector", iv, &aad, &blob[HEADER_LEN..])
+        .unwrap();
+    assert_eq!(plain.expose(), hex("plaintext_hex").as_slice());
+    let sealed = token
+        .encrypt_gcm("vector", iv, &aad, plain.expose())
+        .unwrap();
+    assert_eq!(sealed, &blob[HEADER_LEN..]);
+    let mut bad = blob.clone();
+    *bad.last_mut().unwrap() ^= 1;
+    assert_eq!(
+        token
+            .decrypt_gcm("vector", iv, &aad, &bad[HEADER_LEN..])
+            .unwrap_err()
+            .kind(),
+        "Authentication"
+    );
+    assert_eq!(
+        token
+            .encrypt_gcm("absent", iv, &aad, b"x")
+            .unwrap_err()
+            .kind(),
+        "KeyNotFound"
+    );
+}

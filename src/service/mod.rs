@@ -219,7 +219,17 @@ impl KmsService {
 
     /// [`KmsService::init`] with a chosen region and account.
     pub fn init_with(home: &Path, config: Config) -> Result<AccessKeyResponse> {
-        let store = Keystore::create(home, config)?;
+        KmsService::init_with_root(home, config, None)
+    }
+
+    /// [`KmsService::init_with`], the keystore sealed by a root key in a
+    /// PKCS#11 token when `root_uri` is a `pkcs11:` URI ([`crate::root::Pkcs11RootKey`]).
+    pub fn init_with_root(
+        home: &Path,
+        config: Config,
+        root_uri: Option<&str>,
+    ) -> Result<AccessKeyResponse> {
+        let store = Keystore::create_with_root(home, config, root_uri)?;
         let policies = home.join("policies");
         std::fs::create_dir_all(&policies)
             .map_err(|e| KmsError::internal(format!("{}: {e}", policies.display())))?;
