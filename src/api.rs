@@ -71,6 +71,9 @@ pub struct KeyMetadata {
     /// rewrap extension: when the key was last used for a cryptographic operation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_date: Option<f64>,
+    /// The custom key store whose token holds the key's material.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_key_store_id: Option<String>,
 }
 
 /// CreateKey request.
@@ -96,6 +99,10 @@ pub struct CreateKeyRequest {
     pub multi_region: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bypass_policy_lockout_safety_check: Option<bool>,
+    /// With `Origin` `AWS_CLOUDHSM`: the custom key store whose token
+    /// generates and holds the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_key_store_id: Option<String>,
 }
 
 /// A key tag (accepted, stored with the key).
@@ -636,3 +643,7 @@ pub struct AuditReportResponse {
     pub next_marker: Option<String>,
     pub truncated: bool,
 }
+
+// Custom key stores (PKCS#11; issue 13): their request and response types.
+mod custom_key_stores;
+pub use custom_key_stores::*;

@@ -19,6 +19,21 @@
 //! so the key id, the version and the context cannot be changed without the
 //! tag failing. A blob is at most [`MAX_BLOB`] bytes; parsing is strict and
 //! every malformed input is `InvalidCiphertextException`.
+//!
+//! # Keys in a custom key store (HSM)
+//! A key whose material a PKCS#11 token holds ([`crate::hsm`]) makes blobs
+//! of the same layout, flags `0x00`: the token computes the same
+//! AES-256-GCM (`CKM_AES_GCM`, the 12-byte nonce above as its IV, the same
+//! additional authenticated data, a 128-bit tag appended to the
+//! ciphertext), through [`seal_external`] and [`open_external`]. The blob
+//! says which store and object open it through its key id and version: the
+//! key's record names its custom key store, and the token object is the
+//! one labelled `rewrap/<key id>/v<version>` ([`crate::hsm::key_label`]).
+//! So a blob needs no new flag, an HSM blob and a software blob cannot be
+//! told apart without the keystore, and moving a key between kinds of
+//! store is impossible by construction (its id names one record).
+//! `tests/vectors/ciphertext_blob/07-hsm-key.json` is a blob sealed by
+//! SoftHSM2 under a known key, opened here in software.
 
 use crate::api::EncryptionContext;
 use crate::error::{KmsError, Result};
@@ -103,12 +118,29 @@ pub fn seal_with_nonce(
     plaintext: &[u8],
     nonce: [u8; 12],
 ) -> Result<Vec<u8>> {
-    if plaintext.len() + OVERHEAD > MAX_BLOB {
-        return Err(KmsError::validation("plaintext is too large for a blob"));
-    }
     let cipher = Aes256Gcm::new_from_slice(key.expose())
         .map_err(|_| KmsError::internal("key material has the wrong length"))?;
-    let mut out = Vec::with_capacity(plaintext.len() + OVERHEAD);
+    let (mut out, aad) = header_and_aad(header, context, nonce, plaintext.len())?;
+    out.extend_from_slice(plaintext);
+    let tag = cipher
+        .encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, &mut out[HEADER_LEN..])
+        .map_err(|_| KmsError::internal("encryption failed"))?;
+    out.extend_from_slice(&tag);
+    Ok(out)
+}
+
+/// The header of a blob (with room for `len` bytes of plaintext) and its
+/// additional authenticated data.
+fn header_and_aad(
+    header: BlobHeader,
+    context: Option<&EncryptionContext>,
+    nonce: [u8; 12],
+    len: usize,
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    if len + OVERHEAD > MAX_BLOB {
+        return Err(KmsError::validation("plaintext is too large for a blob"));
+    }
+    let mut out = Vec::with_capacity(len + OVERHEAD);
     out.push(VERSION);
     out.push(0);
     out.extend_from_slice(header.key_id.as_bytes());
@@ -116,12 +148,45 @@ pub fn seal_with_nonce(
     out.extend_from_slice(&nonce);
     let mut aad = out.clone();
     aad.extend_from_slice(&canonical_context(context)?);
-    out.extend_from_slice(plaintext);
-    let tag = cipher
-        .encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, &mut out[HEADER_LEN..])
-        .map_err(|_| KmsError::internal("encryption failed"))?;
-    out.extend_from_slice(&tag);
+    Ok((out, aad))
+}
+
+/// [`seal`] by a cipher outside rewrap's memory (an HSM): `encrypt` gets
+/// the nonce, the additional authenticated data and the plaintext and
+/// returns AES-256-GCM ciphertext || 16-byte tag.
+pub fn seal_external(
+    header: BlobHeader,
+    context: Option<&EncryptionContext>,
+    plaintext: &[u8],
+    encrypt: impl FnOnce([u8; 12], &[u8], &[u8]) -> Result<Vec<u8>>,
+) -> Result<Vec<u8>> {
+    let nonce: [u8; 12] = rand::random();
+    let (mut out, aad) = header_and_aad(header, context, nonce, plaintext.len())?;
+    let sealed = encrypt(nonce, &aad, plaintext)?;
+    if sealed.len() != plaintext.len() + TAG_LEN {
+        return Err(KmsError::internal(
+            "the HSM returned a ciphertext of the wrong length",
+        ));
+    }
+    out.extend_from_slice(&sealed);
     Ok(out)
+}
+
+/// [`open`] by a cipher outside rewrap's memory: `decrypt` gets the nonce,
+/// the additional authenticated data and ciphertext || tag. Every failure
+/// is the same `InvalidCiphertextException`.
+pub fn open_external(
+    blob: &[u8],
+    context: Option<&EncryptionContext>,
+    decrypt: impl FnOnce([u8; 12], &[u8], &[u8]) -> Result<Secret>,
+) -> Result<Secret> {
+    if peek(blob).is_none() {
+        return Err(KmsError::invalid_ciphertext());
+    }
+    let mut aad = blob[..HEADER_LEN].to_vec();
+    aad.extend_from_slice(&canonical_context(context)?);
+    let nonce: [u8; 12] = blob[22..HEADER_LEN].try_into().expect("12 bytes");
+    decrypt(nonce, &aad, &blob[HEADER_LEN..])
 }
 
 /// Opens a blob whose header was read with [`peek`], under `key`. Every

@@ -65,6 +65,15 @@ pub enum ErrorCode {
     EndpointConnection,
     /// The key store or another dependency failed; the message says which.
     Internal,
+    // Custom key stores (issue 13).
+    /// No custom key store has that id or name.
+    CustomKeyStoreNotFound,
+    /// Another custom key store has that name.
+    CustomKeyStoreNameInUse,
+    /// The custom key store's connection state forbids the operation.
+    CustomKeyStoreInvalidState,
+    /// The custom key store still holds keys.
+    CustomKeyStoreHasCMKs,
 }
 
 impl ErrorCode {
@@ -93,6 +102,10 @@ impl ErrorCode {
         ErrorCode::Throttling,
         ErrorCode::EndpointConnection,
         ErrorCode::Internal,
+        ErrorCode::CustomKeyStoreNotFound,
+        ErrorCode::CustomKeyStoreNameInUse,
+        ErrorCode::CustomKeyStoreInvalidState,
+        ErrorCode::CustomKeyStoreHasCMKs,
     ];
 
     /// The AWS name, e.g. `NotFoundException`.
@@ -121,6 +134,10 @@ impl ErrorCode {
             ErrorCode::Throttling => "ThrottlingException",
             ErrorCode::EndpointConnection => "EndpointConnectionError",
             ErrorCode::Internal => "KMSInternalException",
+            ErrorCode::CustomKeyStoreNotFound => "CustomKeyStoreNotFoundException",
+            ErrorCode::CustomKeyStoreNameInUse => "CustomKeyStoreNameInUseException",
+            ErrorCode::CustomKeyStoreInvalidState => "CustomKeyStoreInvalidStateException",
+            ErrorCode::CustomKeyStoreHasCMKs => "CustomKeyStoreHasCMKsException",
         }
     }
 

@@ -5,6 +5,7 @@
 //! # Folder
 //! ```text
 //! <home>/root.key          32-byte root key, mode 0600 (see crate::root)
+//! <home>/root.uri          or: the pkcs11: URI of a root key in a token
 //! <home>/keystore.sealed   the sealed state (layout below)
 //! <home>/keystore.lock     flock(2) target: shared to read, exclusive to update
 //! <home>/config.toml       region and account used in ARNs
@@ -31,7 +32,7 @@
 //! old file, fsync the folder. A crash at any instant leaves either the old
 //! or the new state.
 
-use crate::root::{FileRootKey, RootKey, RootKeyError};
+use crate::root::{FileRootKey, Pkcs11RootKey, RootKey, RootKeyError};
 use crate::secret::Secret;
 use fs4::fs_std::FileExt;
 use serde::{Deserialize, Serialize};
@@ -42,7 +43,12 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
+mod custom_key_stores;
+pub use custom_key_stores::{ConnectionState, CustomKeyStoreRecord};
+
 const MAGIC: &[u8; 4] = b"RWKS";
+/// Holds the `pkcs11:` URI of a root key in a token, in place of `root.key`.
+const ROOT_URI: &str = "root.uri";
 const FORMAT: u8 = 1;
 const HEADER_LEN: usize = 16;
 
@@ -224,6 +230,10 @@ pub struct KeyRecord {
     /// Tags given at creation.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// The custom key store whose token holds every version's material
+    /// (the versions' `material` is then empty): see [`crate::hsm`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_key_store_id: Option<String>,
 }
 
 impl KeyRecord {
@@ -282,6 +292,9 @@ pub struct State {
     pub aliases: BTreeMap<String, AliasRecord>,
     /// Principals by name.
     pub principals: BTreeMap<String, PrincipalRecord>,
+    /// Custom key stores (PKCS#11 tokens) by id.
+    #[serde(default)]
+    pub custom_key_stores: BTreeMap<String, CustomKeyStoreRecord>,
 }
 
 /// Where ARNs say the keys live.
@@ -328,21 +341,40 @@ impl Keystore {
     /// Creates a new keystore in `dir` (created if missing). Refuses a folder
     /// that already holds a keystore.
     pub fn create(dir: &Path, config: Config) -> Result<Keystore, KeystoreError> {
+        Keystore::create_with_root(dir, config, None)
+    }
+
+    /// [`Keystore::create`] with the root key in a PKCS#11 token when
+    /// `root_uri` is a `pkcs11:` URI (kept in `root.uri`; the key object is
+    /// generated in the token if it is not there), else a new `root.key`.
+    pub fn create_with_root(
+        dir: &Path,
+        config: Config,
+        root_uri: Option<&str>,
+    ) -> Result<Keystore, KeystoreError> {
         fs::create_dir_all(dir).map_err(KeystoreError::io(dir))?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
             .map_err(KeystoreError::io(dir))?;
         let sealed = dir.join("keystore.sealed");
-        if sealed.exists() || dir.join("root.key").exists() {
+        if sealed.exists() || dir.join("root.key").exists() || dir.join(ROOT_URI).exists() {
             return Err(KeystoreError::AlreadyExists {
                 dir: dir.to_path_buf(),
             });
         }
-        let root = FileRootKey::create(&dir.join("root.key"))?;
+        let root: std::sync::Arc<dyn RootKey> = match root_uri {
+            None => std::sync::Arc::new(FileRootKey::create(&dir.join("root.key"))?),
+            Some(uri) => {
+                let file = dir.join(ROOT_URI);
+                let key = Pkcs11RootKey::open(uri, true, &file)?;
+                write_atomic(&file, uri.as_bytes())?;
+                std::sync::Arc::new(key)
+            }
+        };
         let text = toml::to_string(&config).map_err(KeystoreError::ConfigSerialize)?;
         write_atomic(&dir.join("config.toml"), text.as_bytes())?;
         let store = Keystore {
             dir: dir.to_path_buf(),
-            root: std::sync::Arc::new(root),
+            root,
             config,
         };
         let _lock = store.lock(true)?;
@@ -360,7 +392,13 @@ impl Keystore {
         }
         check_private(dir, 0o700)?;
         check_private(&dir.join("keystore.lock"), 0o600)?;
-        let root = FileRootKey::load(&dir.join("root.key"))?;
+        let uri_file = dir.join(ROOT_URI);
+        let root: std::sync::Arc<dyn RootKey> = if uri_file.exists() {
+            let uri = fs::read_to_string(&uri_file).map_err(KeystoreError::io(&uri_file))?;
+            std::sync::Arc::new(Pkcs11RootKey::open(uri.trim(), false, &uri_file)?)
+        } else {
+            std::sync::Arc::new(FileRootKey::load(&dir.join("root.key"))?)
+        };
         let config_path = dir.join("config.toml");
         let text = fs::read_to_string(&config_path).map_err(KeystoreError::io(&config_path))?;
         let config: Config = toml::from_str(&text).map_err(|source| KeystoreError::Config {
@@ -369,7 +407,7 @@ impl Keystore {
         })?;
         Ok(Keystore {
             dir: dir.to_path_buf(),
-            root: std::sync::Arc::new(root),
+            root,
             config,
         })
     }

@@ -30,6 +30,7 @@ pub mod error;
 pub mod files;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod hsm;
 pub mod keystore;
 pub mod kms;
 pub mod objstore;

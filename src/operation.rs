@@ -148,6 +148,26 @@ macro_rules! for_each_operation {
             /// paged (rewrap extension).
             GetAuditReport = get_audit_report(AuditReportRequest) -> AuditReportResponse,
                 [ReadAuditTrail], reads;
+            // Custom key stores (PKCS#11 tokens; issue 13).
+            /// Records a custom key store: a PKCS#11 module, a token and
+            /// where its user PIN is read.
+            CreateCustomKeyStore = create_custom_key_store(CreateCustomKeyStoreRequest)
+                -> CreateCustomKeyStoreResponse, [CreateCustomKeyStore], writes;
+            /// Custom key stores and their connection states, paged.
+            DescribeCustomKeyStores = describe_custom_key_stores(DescribeCustomKeyStoresRequest)
+                -> DescribeCustomKeyStoresResponse, [DescribeCustomKeyStores], reads;
+            /// Logs in to a custom key store's token; its keys become usable.
+            ConnectCustomKeyStore = connect_custom_key_store(CustomKeyStoreIdRequest) -> Empty,
+                [ConnectCustomKeyStore], writes;
+            /// Disconnects a custom key store; its keys refuse cryptography.
+            DisconnectCustomKeyStore = disconnect_custom_key_store(CustomKeyStoreIdRequest)
+                -> Empty, [DisconnectCustomKeyStore], writes;
+            /// Renames a custom key store or changes its module, token or PIN source.
+            UpdateCustomKeyStore = update_custom_key_store(UpdateCustomKeyStoreRequest) -> Empty,
+                [UpdateCustomKeyStore], writes;
+            /// Deletes a disconnected custom key store that holds no keys.
+            DeleteCustomKeyStore = delete_custom_key_store(CustomKeyStoreIdRequest) -> Empty,
+                [DeleteCustomKeyStore], writes;
         }
     };
 }
@@ -326,6 +346,19 @@ define_actions! {
     /// Ask the policy engine about any principal (`rewrap policy check`;
     /// rewrap extension).
     CheckPolicy = "rewrap:CheckPolicy",
+    // Custom key stores (issue 13), account level.
+    /// CreateCustomKeyStore.
+    CreateCustomKeyStore = "kms:CreateCustomKeyStore",
+    /// DescribeCustomKeyStores.
+    DescribeCustomKeyStores = "kms:DescribeCustomKeyStores",
+    /// ConnectCustomKeyStore.
+    ConnectCustomKeyStore = "kms:ConnectCustomKeyStore",
+    /// DisconnectCustomKeyStore.
+    DisconnectCustomKeyStore = "kms:DisconnectCustomKeyStore",
+    /// UpdateCustomKeyStore.
+    UpdateCustomKeyStore = "kms:UpdateCustomKeyStore",
+    /// DeleteCustomKeyStore.
+    DeleteCustomKeyStore = "kms:DeleteCustomKeyStore",
 }
 
 // An action set is a bitset in a u64.
@@ -422,6 +455,11 @@ mod tests {
                 "DeletePrincipal",
                 "CreateAccessKey",
                 "DeleteAccessKey",
+                "CreateCustomKeyStore",
+                "ConnectCustomKeyStore",
+                "DisconnectCustomKeyStore",
+                "UpdateCustomKeyStore",
+                "DeleteCustomKeyStore",
             ]
         );
     }

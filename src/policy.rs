@@ -74,6 +74,13 @@ const ADMINISTER: &[Action] = &[
     Action::CreateAccessKey,
     Action::DeleteAccessKey,
     Action::CheckPolicy,
+    // Custom key stores (issue 13).
+    Action::CreateCustomKeyStore,
+    Action::DescribeCustomKeyStores,
+    Action::ConnectCustomKeyStore,
+    Action::DisconnectCustomKeyStore,
+    Action::UpdateCustomKeyStore,
+    Action::DeleteCustomKeyStore,
 ];
 const ENCRYPT: &[Action] = &[
     Action::Encrypt,

@@ -1,7 +1,12 @@
 //! The root of trust: the key that seals the keystore at rest.
 //!
 //! Kept behind the small [`RootKey`] trait so an HSM can take the place of
-//! the root key file without the keystore noticing.
+//! the root key file without the keystore noticing: [`FileRootKey`] (the
+//! default, `root.key`) or [`Pkcs11RootKey`] (a key in a PKCS#11 token,
+//! named by the RFC 7512 URI in `root.uri`).
+
+mod pkcs11;
+pub use pkcs11::{Pkcs11RootKey, Pkcs11Uri};
 
 use crate::secret::Secret;
 use aes_gcm::aead::{AeadInPlace, KeyInit};

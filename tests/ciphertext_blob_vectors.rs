@@ -93,5 +93,5 @@ fn blob_vectors() {
         }
         count += 1;
     }
-    assert_eq!(count, 6, "every vector file was checked");
+    assert_eq!(count, 7, "every vector file was checked");
 }

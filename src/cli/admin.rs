@@ -17,6 +17,10 @@ pub(crate) struct InitArgs {
     /// Account id written into key ARNs.
     #[arg(long, default_value = "111122223333")]
     pub(crate) account: String,
+    /// Seal the keystore with a key in a PKCS#11 token instead of a root.key file: an RFC 7512 URI,
+    /// pkcs11:token=LABEL;object=NAME?module-path=PATH&pin-source=file:PATH (the key is generated if missing).
+    #[arg(long, value_name = "PKCS11_URI")]
+    pub(crate) root: Option<String>,
 }
 
 /// `rewrap policy ...`.
@@ -95,10 +99,14 @@ pub(crate) fn init(args: InitArgs, ctx: &Context) -> anyhow::Result<i32> {
         region: args.arn_region,
         account: args.account,
     };
-    let creds = rewrap::service::KmsService::init_with(&home, config).map_err(|error| OpError {
-        operation: "Init",
-        error,
-    })?;
+    let root = args.root.as_deref();
+    let creds =
+        rewrap::service::KmsService::init_with_root(&home, config, root).map_err(|error| {
+            OpError {
+                operation: "Init",
+                error,
+            }
+        })?;
     eprintln!(
         "Created keystore {}. The owner's secret access key is shown only now: store it safely.\n\
          Use it with: export REWRAP_HOME={} REWRAP_ACCESS_KEY_ID=... REWRAP_SECRET_ACCESS_KEY=...",

@@ -26,6 +26,11 @@ pub(crate) enum KmsCommand {
         /// Tags as KEY=VALUE,...
         #[arg(long)]
         tags: Option<String>,
+        /// AWS_KMS (default) or AWS_CLOUDHSM (with --custom-key-store-id: the key is generated in, and never leaves, the store's PKCS#11 token).
+        #[arg(long)]
+        origin: Option<String>,
+        #[arg(long)]
+        custom_key_store_id: Option<String>,
     },
     /// Shows a key's metadata.
     #[command(
@@ -443,6 +448,8 @@ fn request(cmd: &KmsCommand) -> anyhow::Result<(Operation, Secret)> {
             key_usage,
             key_spec,
             tags,
+            origin,
+            custom_key_store_id,
         } => (
             O::CreateKey,
             to_json(&CreateKeyRequest {
@@ -450,6 +457,8 @@ fn request(cmd: &KmsCommand) -> anyhow::Result<(Operation, Secret)> {
                 key_usage: key_usage.clone(),
                 key_spec: key_spec.clone(),
                 tags: tags_arg(tags.as_deref())?,
+                origin: origin.clone(),
+                custom_key_store_id: custom_key_store_id.clone(),
                 ..Default::default()
             }),
         ),

@@ -16,6 +16,7 @@
 pub(crate) mod admin;
 pub(crate) mod audit_report;
 pub(crate) mod batch;
+pub(crate) mod custom_key_stores;
 pub(crate) mod demo;
 pub(crate) mod files;
 pub(crate) mod kms;
@@ -157,6 +158,9 @@ pub(crate) enum Command {
     /// KMS operations, named as in `aws kms`.
     #[command(flatten)]
     Kms(kms::KmsCommand),
+    /// Custom key stores (PKCS#11 tokens), named as in `aws kms`.
+    #[command(flatten)]
+    CustomKeyStores(custom_key_stores::CustomKeyStoreCommand),
     /// Envelope files, rotation and inventory.
     #[command(flatten)]
     Files(files::FileCommand),
@@ -508,6 +512,7 @@ pub(crate) fn main() -> i32 {
         Command::Policy(cmd) => admin::policy(cmd, &ctx),
         Command::Audit(cmd) => admin::audit(cmd, &ctx),
         Command::Kms(cmd) => kms::run(cmd, &ctx),
+        Command::CustomKeyStores(cmd) => custom_key_stores::run(cmd, &ctx),
         Command::Serve(cmd) => serve::run(cmd, &ctx),
         Command::Files(cmd) => files::run(cmd, &ctx),
         Command::Demo(args) => demo::run(args),

@@ -20,6 +20,7 @@ fn key(id: u128) -> KeyRecord {
             material: Secret::random(32),
         }],
         tags: BTreeMap::new(),
+        custom_key_store_id: None,
     }
 }
 

@@ -216,6 +216,13 @@ fn groups_expand_to_exactly_their_actions() {
                 "kms:CreateAccessKey",
                 "kms:DeleteAccessKey",
                 "rewrap:CheckPolicy",
+                // Custom key stores (issue 13).
+                "kms:CreateCustomKeyStore",
+                "kms:DescribeCustomKeyStores",
+                "kms:ConnectCustomKeyStore",
+                "kms:DisconnectCustomKeyStore",
+                "kms:UpdateCustomKeyStore",
+                "kms:DeleteCustomKeyStore",
             ],
         ),
         (

@@ -42,6 +42,9 @@ impl KmsService {
         context: Option<&EncryptionContext>,
         plain: &[u8],
     ) -> Result<Vec<u8>> {
+        if let Some(store) = key.custom_key_store_id.as_deref() {
+            return self.seal_in_token(key, store, context, plain);
+        }
         let v = key.current();
         ciphertext_blob::seal(
             &v.material,
@@ -137,7 +140,7 @@ impl KmsService {
             check_algorithm(&r.encryption_algorithm)?;
             let snap = self.snapshot()?;
             let ctx = r.encryption_context.as_ref();
-            let (_, version) = self.blob_key(
+            let (key, version) = self.blob_key(
                 trail,
                 caller,
                 &snap,
@@ -148,7 +151,7 @@ impl KmsService {
                     context: ctx,
                 },
             )?;
-            let plaintext = ciphertext_blob::open(&version.material, &r.ciphertext_blob.0, ctx)?;
+            let plaintext = self.open_blob(key, version, &r.ciphertext_blob.0, ctx)?;
             Ok(DecryptResponse {
                 key_id: trail.keys[0].arn.clone(),
                 plaintext,
@@ -216,7 +219,7 @@ impl KmsService {
                 self.lookup(&snap, &r.destination_key_id)
                     .is_ok_and(|d| d.id == h.key_id)
             });
-            let (_, version) = self.blob_key(
+            let (source, version) = self.blob_key(
                 trail,
                 caller,
                 &snap,
@@ -238,8 +241,7 @@ impl KmsService {
             self.usable(dest)?;
             trail.version(dest.current().version);
             // The plaintext lives only in this zeroizing buffer, for this call.
-            let plaintext =
-                ciphertext_blob::open(&version.material, &r.ciphertext_blob.0, src_ctx)?;
+            let plaintext = self.open_blob(source, version, &r.ciphertext_blob.0, src_ctx)?;
             let ciphertext = self.seal_under(dest, dst_ctx, plaintext.expose())?;
             Ok(ReEncryptResponse {
                 ciphertext_blob: CiphertextBlob(ciphertext),

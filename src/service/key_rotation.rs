@@ -28,7 +28,11 @@ impl KmsService {
         let rotated = self.mutate(|state, now| {
             let mut rotated = Vec::new();
             for key in state.keys.values_mut().filter(|k| due(k)) {
-                add_version(key, now, "AUTOMATIC");
+                // A key whose custom key store cannot be reached now stays
+                // due and rotates on a later pass.
+                if self.new_key_version(key, now, "AUTOMATIC").is_err() {
+                    continue;
+                }
                 let r = key.rotation.as_mut().expect("due keys rotate");
                 r.next_rotation = now + f64::from(r.period_days) * DAY;
                 rotated.push(key.id);
@@ -103,7 +107,7 @@ impl KmsService {
         let op = Operation::RotateKeyOnDemand;
         self.change_key(caller, op, &r.key_id, |key, now| {
             self.usable(key)?;
-            add_version(key, now, "ON_DEMAND");
+            self.new_key_version(key, now, "ON_DEMAND")?;
             Ok(KeyIdResponse {
                 key_id: self.key_arn(&key.id),
             })

@@ -28,7 +28,11 @@ impl KmsService {
             key_state: key.state.as_str().into(),
             deletion_date: key.deletion_date,
             pending_deletion_window_in_days: key.pending_window_days,
-            origin: "AWS_KMS".into(),
+            origin: if key.custom_key_store_id.is_some() {
+                super::custom_key_stores::AWS_CLOUDHSM.into()
+            } else {
+                "AWS_KMS".into()
+            },
             key_manager: "CUSTOMER".into(),
             customer_master_key_spec: SYMMETRIC_DEFAULT.into(),
             key_spec: SYMMETRIC_DEFAULT.into(),
@@ -37,6 +41,7 @@ impl KmsService {
             key_material_versions: key.versions.len() as u32,
             // Filled in by DescribeKey only: it takes the usage index's lock.
             last_used_date: None,
+            custom_key_store_id: key.custom_key_store_id.clone(),
         }
     }
 
@@ -59,7 +64,9 @@ impl KmsService {
                     )));
                 }
             }
-            if let Some(origin) = r.origin.as_deref().filter(|o| *o != "AWS_KMS") {
+            let store = self.store_for_new_key(r.origin.as_deref(), r.custom_key_store_id.as_deref())?;
+            let hsm_origin = super::custom_key_stores::AWS_CLOUDHSM;
+            if let Some(origin) = r.origin.as_deref().filter(|o| *o != "AWS_KMS" && *o != hsm_origin) {
                 return Err(KmsError::new(
                     ErrorCode::UnsupportedOperation,
                     format!("Origin {origin} is not supported"),
@@ -84,8 +91,14 @@ impl KmsService {
                     rotation: None,
                     versions: Vec::new(),
                     tags,
+                    custom_key_store_id: store.as_ref().map(|(id, _)| id.clone()),
                 };
-                add_version(&mut key, now, "CREATE");
+                match &store {
+                    Some((_, token)) => {
+                        super::custom_key_stores::add_token_version(token, &mut key, now, "CREATE")?;
+                    }
+                    None => add_version(&mut key, now, "CREATE"),
+                }
                 state.keys.insert(key.id, key.clone());
                 Ok(key)
             })?;

@@ -28,6 +28,7 @@
 //! | `aliases.rs` | CreateAlias, UpdateAlias, DeleteAlias, ListAliases and alias-name rules |
 //! | `key_rotation.rs` | key-material rotation: automatic (`rotate_due_keys`), on demand, status, history |
 //! | `crypto.rs` | Encrypt, Decrypt, ReEncrypt, data keys, GenerateRandom |
+//! | `custom_key_stores.rs` | custom key stores (PKCS#11 tokens): their lifecycle, and the cryptography of keys whose material a token holds |
 //! | `audit_trail.rs` | VerifyAuditTrail, GetAuditReport: the audit trail read through the KMS |
 //! | `access_report.rs` | the access report: effective permissions per key and principal |
 //! | `usage.rs` | the deletion interlock over the audit trail's usage index, and the records of refused requests |
@@ -40,6 +41,7 @@ mod aliases;
 mod audit_trail;
 mod authz;
 mod crypto;
+mod custom_key_stores;
 mod key_rotation;
 mod keys;
 mod names;
@@ -142,6 +144,8 @@ pub struct KmsService {
     clock_offset_secs: AtomicI64,
     /// When the keystore file was last checked for updates by others.
     checked: Mutex<std::time::Instant>,
+    /// Logged-in PKCS#11 tokens of connected custom key stores.
+    tokens: custom_key_stores::Tokens,
 }
 
 /// How long an update by another process may go unnoticed.
@@ -217,7 +221,17 @@ impl KmsService {
 
     /// [`KmsService::init`] with a chosen region and account.
     pub fn init_with(home: &Path, config: Config) -> Result<AccessKeyResponse> {
-        let store = Keystore::create(home, config)?;
+        KmsService::init_with_root(home, config, None)
+    }
+
+    /// [`KmsService::init_with`], the keystore sealed by a root key in a
+    /// PKCS#11 token when `root_uri` is a `pkcs11:` URI ([`crate::root::Pkcs11RootKey`]).
+    pub fn init_with_root(
+        home: &Path,
+        config: Config,
+        root_uri: Option<&str>,
+    ) -> Result<AccessKeyResponse> {
+        let store = Keystore::create_with_root(home, config, root_uri)?;
         let policies = home.join("policies");
         std::fs::create_dir_all(&policies)
             .map_err(|e| KmsError::internal(format!("{}: {e}", policies.display())))?;
@@ -262,6 +276,7 @@ impl KmsService {
             policy_dirs,
             audit,
             clock_offset_secs: AtomicI64::new(0),
+            tokens: custom_key_stores::Tokens::default(),
         }))
     }
 

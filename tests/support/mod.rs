@@ -5,11 +5,13 @@
 //!   `rewrap` binary, as users drive it;
 //! - [`library`]: the same keystore driven in process, one `LocalSession`
 //!   per principal;
+//! - [`hsm`]: a SoftHSM2 token per test, and `rewrap serve` to reach it;
 //! - [`objects`]: object stores (moto S3 on loopback, `file://`), and a
 //!   keystore with the role principals and two keys for the object tests.
 #![allow(dead_code)] // reason: each test crate uses a different part of the harness
 
 pub(crate) mod cli;
+pub(crate) mod hsm;
 pub(crate) mod library;
 pub(crate) mod objects;
 

@@ -1,0 +1,518 @@
+//! The PKCS#11 layer: a token in an HSM that holds AES-256 keys rewrap can
+//! use but never read.
+//!
+//! [`Token`] loads a PKCS#11 module (once per process: a second
+//! `C_Initialize` of the same library fails, and finalizing one handle would
+//! end every other), finds a token by label or serial number, logs in with
+//! the user PIN and keeps a pool of sessions sized to the worker threads.
+//! Keys are generated inside the token (`CKA_SENSITIVE`, not
+//! `CKA_EXTRACTABLE`, `CKA_TOKEN`) and named by their `CKA_LABEL`;
+//! AES-GCM encryption and decryption run inside the token with the IV and
+//! the additional authenticated data rewrap passes (PKCS#11 v2.40
+//! `CK_GCM_PARAMS`, 128-bit tag appended to the ciphertext).
+//!
+//! A session lost to a token reset (`CKR_SESSION_HANDLE_INVALID`,
+//! `CKR_USER_NOT_LOGGED_IN`, ...) is replaced once: the pool is emptied, a
+//! new session logs in again and the call is repeated.
+//!
+//! The PIN is read from a [`PinSource`] (a file or an environment variable)
+//! when the token is opened and kept only in cryptoki's zeroizing
+//! `AuthPin`; it is never in an error message.
+
+use crate::secret::Secret;
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, OnceLock};
+
+/// Length of the AES-GCM IV rewrap passes to the token.
+pub const IV_LEN: usize = 12;
+/// Length of the AES-GCM tag the token appends.
+pub const TAG_LEN: usize = 16;
+
+/// Why a PKCS#11 call failed. Messages name the module, the token or the
+/// key label, never the PIN or key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HsmError {
+    /// The PKCS#11 module file is not there.
+    #[error("PKCS#11 module {} not found", .0.display())]
+    ModuleNotFound(PathBuf),
+    /// The module could not be loaded or initialized.
+    #[error("PKCS#11 module {}: {}", .0.display(), .1)]
+    Module(PathBuf, String),
+    /// No slot holds a token with that label or serial number.
+    #[error("no PKCS#11 token {0} in the module")]
+    TokenNotFound(String),
+    /// The PIN source could not be read (the PIN itself is never shown).
+    #[error("PIN source {0}: {1}")]
+    PinSource(String, String),
+    /// The token refused the PIN.
+    #[error("the token refused the user PIN (CKR_PIN_INCORRECT)")]
+    InvalidCredentials,
+    /// The token locked the user out after too many wrong PINs.
+    #[error("the token's user PIN is locked (CKR_PIN_LOCKED)")]
+    PinLocked,
+    /// The token has no room for another object.
+    #[error("the token is full: no room for another key object ({0})")]
+    TokenFull(String),
+    /// No key object has that label.
+    #[error("no key object labelled {0} in the token")]
+    KeyNotFound(String),
+    /// AES-GCM decryption failed: the ciphertext, the tag or the additional
+    /// data does not match.
+    #[error("authentication failed")]
+    Authentication,
+    /// Any other PKCS#11 failure.
+    #[error("{function}: {rv}")]
+    Pkcs11 {
+        /// The PKCS#11 function.
+        function: String,
+        /// The return value's name.
+        rv: String,
+    },
+}
+
+impl HsmError {
+    /// A stable PascalCase name for reports and tests.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HsmError::ModuleNotFound(_) => "ModuleNotFound",
+            HsmError::Module(..) => "ModuleLoad",
+            HsmError::TokenNotFound(_) => "TokenNotFound",
+            HsmError::PinSource(..) => "PinSourceUnreadable",
+            HsmError::InvalidCredentials => "InvalidCredentials",
+            HsmError::PinLocked => "PinLocked",
+            HsmError::TokenFull(_) => "TokenFull",
+            HsmError::KeyNotFound(_) => "KeyNotFound",
+            HsmError::Authentication => "Authentication",
+            HsmError::Pkcs11 { .. } => "Pkcs11",
+        }
+    }
+
+    /// The custom key store's `ConnectionErrorCode` for a failure to
+    /// connect: AWS's names where one fits, rewrap's otherwise.
+    pub fn connection_error_code(&self) -> &'static str {
+        match self {
+            HsmError::InvalidCredentials => "INVALID_CREDENTIALS",
+            HsmError::PinLocked => "USER_LOCKED_OUT",
+            HsmError::ModuleNotFound(_) | HsmError::Module(..) => "PKCS11_MODULE_NOT_FOUND",
+            HsmError::TokenNotFound(_) => "TOKEN_NOT_FOUND",
+            HsmError::PinSource(..) => "PIN_SOURCE_UNREADABLE",
+            _ => "INTERNAL_ERROR",
+        }
+    }
+
+    fn from_ck(e: CkError) -> HsmError {
+        match e {
+            CkError::Pkcs11(RvError::PinIncorrect, _) => HsmError::InvalidCredentials,
+            CkError::Pkcs11(RvError::PinLocked, _) => HsmError::PinLocked,
+            CkError::Pkcs11(rv, function) => HsmError::Pkcs11 {
+                function: format!("{function:?}"),
+                rv: format!("{rv:?}"),
+            },
+            other => HsmError::Pkcs11 {
+                function: "cryptoki".into(),
+                rv: other.to_string(),
+            },
+        }
+    }
+}
+
+/// Whether a failure means the session or the login is gone (a token
+/// reset, a removed and reinserted token): worth one new session.
+fn session_lost(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::SessionHandleInvalid
+                | RvError::SessionClosed
+                | RvError::UserNotLoggedIn
+                | RvError::TokenNotPresent
+                | RvError::DeviceRemoved,
+            _
+        )
+    )
+}
+
+/// Where the user PIN comes from: `file:PATH` (the first line of a file) or
+/// `env:NAME` (an environment variable of the process that connects).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinSource {
+    /// The first line of a file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+}
+
+impl PinSource {
+    /// Parses `file:PATH` or `env:NAME`; anything else (a PIN given inline)
+    /// is refused, and the refusal does not repeat it.
+    pub fn parse(text: &str) -> Result<PinSource, String> {
+        if let Some(path) = text.strip_prefix("file:").filter(|p| !p.is_empty()) {
+            return Ok(PinSource::File(PathBuf::from(path)));
+        }
+        if let Some(name) = text.strip_prefix("env:").filter(|n| !n.is_empty()) {
+            return Ok(PinSource::Env(name.to_string()));
+        }
+        Err(
+            "the PIN must be given by reference, as file:PATH or env:NAME; rewrap never takes a PIN inline"
+                .into(),
+        )
+    }
+
+    /// Reads the PIN.
+    pub fn read(&self) -> Result<Secret, HsmError> {
+        let err = |why: String| HsmError::PinSource(self.to_string(), why);
+        let mut pin = match self {
+            PinSource::File(path) => {
+                Secret::new(std::fs::read(path).map_err(|e| err(e.kind().to_string()))?)
+            }
+            PinSource::Env(name) => Secret::new(
+                std::env::var_os(name)
+                    .ok_or_else(|| err("not set".into()))?
+                    .into_encoded_bytes(),
+            ),
+        };
+        let end = pin
+            .expose()
+            .iter()
+            .position(|&b| b == b'\n' || b == b'\r')
+            .unwrap_or(pin.len());
+        pin.expose_mut().truncate(end);
+        if pin.is_empty() {
+            return Err(err("empty".into()));
+        }
+        Ok(pin)
+    }
+}
+
+impl std::fmt::Display for PinSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PinSource::File(p) => write!(f, "file:{}", p.display()),
+            PinSource::Env(n) => write!(f, "env:{n}"),
+        }
+    }
+}
+
+/// Which token of a module: by label or by serial number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSelector {
+    /// `CKA_LABEL` of the token (trailing blanks ignored).
+    Label(String),
+    /// The token's serial number.
+    Serial(String),
+}
+
+impl std::fmt::Display for TokenSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenSelector::Label(l) => write!(f, "labelled {l:?}"),
+            TokenSelector::Serial(s) => write!(f, "with serial {s:?}"),
+        }
+    }
+}
+
+/// Loads `path` once per process and keeps it loaded.
+fn module(path: &Path) -> Result<Pkcs11, HsmError> {
+    static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+    let mut modules = MODULES
+        .get_or_init(Mutex::default)
+        .lock()
+        .expect("module table lock");
+    if let Some(m) = modules.get(path) {
+        return Ok(m.clone());
+    }
+    if !path.is_file() {
+        return Err(HsmError::ModuleNotFound(path.to_path_buf()));
+    }
+    let load = |e: CkError| HsmError::Module(path.to_path_buf(), e.to_string());
+    let pkcs11 = Pkcs11::new(path).map_err(load)?;
+    match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => return Err(load(e)),
+    }
+    modules.insert(path.to_path_buf(), pkcs11.clone());
+    Ok(pkcs11)
+}
+
+/// An open, logged-in token with a pool of sessions.
+pub struct Token {
+    pkcs11: Pkcs11,
+    slot: Slot,
+    pin: AuthPin,
+    name: String,
+    max_sessions: usize,
+    pool: Mutex<Pool>,
+    returned: Condvar,
+    handles: Mutex<HashMap<String, ObjectHandle>>,
+}
+
+#[derive(Default)]
+struct Pool {
+    idle: Vec<Session>,
+    open: usize,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Token({})", self.name)
+    }
+}
+
+impl Token {
+    /// Opens the token `which` of the module at `module_path`, logs in with
+    /// the PIN from `pin`, and keeps up to `max_sessions` sessions.
+    pub fn open(
+        module_path: &Path,
+        which: &TokenSelector,
+        pin: &PinSource,
+        max_sessions: usize,
+    ) -> Result<Token, HsmError> {
+        let pkcs11 = module(module_path)?;
+        let slot = find_slot(&pkcs11, which)?;
+        let secret = pin.read()?;
+        let text = String::from_utf8(secret.expose().to_vec())
+            .map_err(|_| HsmError::PinSource(pin.to_string(), "not UTF-8".into()))?;
+        let token = Token {
+            pkcs11,
+            slot,
+            pin: AuthPin::new(text.into()),
+            name: format!("token {which} of {}", module_path.display()),
+            max_sessions: max_sessions.max(1),
+            pool: Mutex::default(),
+            returned: Condvar::new(),
+            handles: Mutex::default(),
+        };
+        // Logging in now makes a wrong PIN a connection error, not a
+        // failure of the first Encrypt.
+        let session = token.new_session()?;
+        token.give_back(session);
+        Ok(token)
+    }
+
+    /// The sessions this token keeps at most.
+    pub fn max_sessions(&self) -> usize {
+        self.max_sessions
+    }
+
+    fn new_session(&self) -> Result<Session, HsmError> {
+        let session = self
+            .pkcs11
+            .open_rw_session(self.slot)
+            .map_err(HsmError::from_ck)?;
+        match session.login(UserType::User, Some(&self.pin)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+            Err(e) => Err(HsmError::from_ck(e)),
+        }
+    }
+
+    fn take(&self) -> Result<Session, HsmError> {
+        let mut pool = self.pool.lock().expect("session pool lock");
+        loop {
+            if let Some(s) = pool.idle.pop() {
+                return Ok(s);
+            }
+            if pool.open < self.max_sessions {
+                pool.open += 1;
+                drop(pool);
+                return self.new_session().inspect_err(|_| {
+                    self.pool.lock().expect("session pool lock").open -= 1;
+                    self.returned.notify_one();
+                });
+            }
+            pool = self.returned.wait(pool).expect("session pool lock");
+        }
+    }
+
+    fn give_back(&self, session: Session) {
+        self.pool
+            .lock()
+            .expect("session pool lock")
+            .idle
+            .push(session);
+        self.returned.notify_one();
+    }
+
+    fn discard(&self, session: Session) {
+        drop(session);
+        self.pool.lock().expect("session pool lock").open -= 1;
+        self.returned.notify_one();
+    }
+
+    /// Runs `f` on a pooled session; a lost session or login is replaced
+    /// once (the idle sessions, probably lost too, are closed first). The
+    /// outer error: no session could be had; the inner one: `f`'s.
+    fn with_session<R>(
+        &self,
+        f: impl Fn(&Session) -> Result<R, CkError>,
+    ) -> Result<Result<R, CkError>, HsmError> {
+        let session = self.take()?;
+        match f(&session) {
+            Err(e) if session_lost(&e) => {
+                self.discard(session);
+                let stale = std::mem::take(&mut self.pool.lock().expect("session pool lock").idle);
+                for s in stale {
+                    self.discard(s);
+                }
+                self.handles.lock().expect("handle cache lock").clear();
+                let fresh = self.take()?;
+                let out = f(&fresh);
+                self.give_back(fresh);
+                Ok(out)
+            }
+            out => {
+                self.give_back(session);
+                Ok(out)
+            }
+        }
+    }
+
+    fn key_handle(&self, session: &Session, label: &str) -> Result<Option<ObjectHandle>, CkError> {
+        if let Some(h) = self.handles.lock().expect("handle cache lock").get(label) {
+            return Ok(Some(*h));
+        }
+        let found = session.find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])?;
+        let handle = found.first().copied();
+        if let Some(h) = handle {
+            self.handles
+                .lock()
+                .expect("handle cache lock")
+                .insert(label.to_string(), h);
+        }
+        Ok(handle)
+    }
+
+    /// Generates an AES-256 key inside the token, labelled `label`:
+    /// a token object, sensitive, not extractable, for encrypt and decrypt.
+    pub fn generate_aes_key(&self, label: &str) -> Result<(), HsmError> {
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ];
+        let handle = self
+            .with_session(|s| s.generate_key(&Mechanism::AesKeyGen, &template))?
+            .map_err(|e| match e {
+                CkError::Pkcs11(RvError::DeviceMemory | RvError::HostMemory, _) => {
+                    HsmError::TokenFull(label.to_string())
+                }
+                other => HsmError::from_ck(other),
+            })?;
+        self.handles
+            .lock()
+            .expect("handle cache lock")
+            .insert(label.to_string(), handle);
+        Ok(())
+    }
+
+    /// Whether a key object labelled `label` is in the token.
+    pub fn has_key(&self, label: &str) -> Result<bool, HsmError> {
+        self.with_session(|s| self.key_handle(s, label))?
+            .map(|h| h.is_some())
+            .map_err(HsmError::from_ck)
+    }
+
+    /// AES-256-GCM inside the token under the key labelled `label`:
+    /// returns ciphertext || 16-byte tag.
+    pub fn encrypt_gcm(
+        &self,
+        label: &str,
+        iv: [u8; IV_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, HsmError> {
+        let out = self.with_session(|s| {
+            let Some(key) = self.key_handle(s, label)? else {
+                return Ok(None);
+            };
+            let mut iv = iv;
+            let params = GcmParams::new(&mut iv, aad, (TAG_LEN as u64 * 8).into())?;
+            s.encrypt(&Mechanism::AesGcm(params), key, plaintext)
+                .map(Some)
+        })?;
+        out.map_err(HsmError::from_ck)?
+            .ok_or_else(|| HsmError::KeyNotFound(label.to_string()))
+    }
+
+    /// Reverses [`Token::encrypt_gcm`]; any mismatch is
+    /// [`HsmError::Authentication`].
+    pub fn decrypt_gcm(
+        &self,
+        label: &str,
+        iv: [u8; IV_LEN],
+        aad: &[u8],
+        ciphertext_and_tag: &[u8],
+    ) -> Result<Secret, HsmError> {
+        if ciphertext_and_tag.len() < TAG_LEN {
+            return Err(HsmError::Authentication);
+        }
+        let out = self.with_session(|s| {
+            let Some(key) = self.key_handle(s, label)? else {
+                return Ok(None);
+            };
+            let mut iv = iv;
+            let params = GcmParams::new(&mut iv, aad, (TAG_LEN as u64 * 8).into())?;
+            s.decrypt(&Mechanism::AesGcm(params), key, ciphertext_and_tag)
+                .map(|p| Some(Secret::new(p)))
+        })?;
+        match out {
+            Ok(Some(plain)) => Ok(plain),
+            Ok(None) => Err(HsmError::KeyNotFound(label.to_string())),
+            Err(CkError::Pkcs11(
+                RvError::EncryptedDataInvalid
+                | RvError::EncryptedDataLenRange
+                | RvError::FunctionFailed
+                | RvError::GeneralError,
+                _,
+            )) => Err(HsmError::Authentication),
+            Err(e) => Err(HsmError::from_ck(e)),
+        }
+    }
+}
+
+fn find_slot(pkcs11: &Pkcs11, which: &TokenSelector) -> Result<Slot, HsmError> {
+    let slots = pkcs11.get_slots_with_token().map_err(HsmError::from_ck)?;
+    for slot in slots {
+        let Ok(info) = pkcs11.get_token_info(slot) else {
+            continue;
+        };
+        let matches = match which {
+            TokenSelector::Label(l) => info.label().trim_end() == l,
+            TokenSelector::Serial(s) => info.serial_number().trim_end() == s,
+        };
+        if matches {
+            return Ok(slot);
+        }
+    }
+    Err(HsmError::TokenNotFound(which.to_string()))
+}
+
+/// The label of the token object that holds `version` of key `key_id`.
+pub fn key_label(key_id: &uuid::Uuid, version: u32) -> String {
+    format!("rewrap/{key_id}/v{version}")
+}
+
+/// Sessions a token keeps: one per worker thread, so a rotation's threads
+/// never wait for each other's sessions.
+pub fn default_sessions() -> usize {
+    rayon::current_num_threads().max(2)
+}

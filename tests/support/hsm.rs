@@ -1,0 +1,138 @@
+//! SoftHSM2 tokens for the custom key store tests: a fresh token per test,
+//! in its own temporary folder (`SOFTHSM2_CONF` names a configuration whose
+//! `directories.tokendir` is that folder), and a `rewrap serve` to reach it
+//! through.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Debian's SoftHSM2 PKCS#11 module.
+pub(crate) const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// The user PIN of every test token.
+pub(crate) const USER_PIN: &str = "731-user-pin";
+const SO_PIN: &str = "so-pin-8642";
+
+/// A SoftHSM2 token in a temporary folder.
+pub(crate) struct SoftHsm {
+    pub dir: tempfile::TempDir,
+    /// The `SOFTHSM2_CONF` file.
+    pub conf: PathBuf,
+    /// The token's label.
+    pub label: String,
+    /// A file holding the user PIN (mode 0600).
+    pub pin_file: PathBuf,
+}
+
+impl SoftHsm {
+    /// Initializes a token labelled `label`. Panics (never skips) when
+    /// SoftHSM2 is not installed.
+    pub(crate) fn new(label: &str) -> SoftHsm {
+        assert!(
+            Path::new(MODULE).exists(),
+            "{MODULE} is missing: apt-get install softhsm2 opensc (scripts/test installs them)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new("softhsm2-util")
+            .env("SOFTHSM2_CONF", &conf)
+            .args(["--init-token", "--free", "--label", label])
+            .args(["--so-pin", SO_PIN, "--pin", USER_PIN])
+            .output()
+            .expect("softhsm2-util runs");
+        assert!(
+            out.status.success(),
+            "softhsm2-util --init-token: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pin_file = dir.path().join("user.pin");
+        write_private(&pin_file, format!("{USER_PIN}\n").as_bytes());
+        SoftHsm {
+            dir,
+            conf,
+            label: label.into(),
+            pin_file,
+        }
+    }
+
+    /// `file:PATH` of the PIN file.
+    pub(crate) fn pin_source(&self) -> String {
+        format!("file:{}", self.pin_file.display())
+    }
+
+    /// OpenSC's `pkcs11-tool` on this token, logged in as the user.
+    pub(crate) fn tool(&self) -> Command {
+        let mut c = Command::new("pkcs11-tool");
+        c.env("SOFTHSM2_CONF", &self.conf)
+            .args(["--module", MODULE, "--token-label", &self.label])
+            .args(["--login", "--pin", USER_PIN]);
+        c
+    }
+}
+
+/// Writes `bytes` to a new file of mode 0600.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+/// A running `rewrap serve` (started from `cmd`, which names the keystore
+/// and its environment); killed on drop.
+pub(crate) struct Serve {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Serve {
+    pub(crate) fn start(mut cmd: Command) -> Serve {
+        let mut child = cmd
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("rewrap serve printed no start line within 30 s");
+        let url = line
+            .trim()
+            .strip_prefix("rewrap serve listening on ")
+            .unwrap_or_else(|| panic!("unexpected start line {line:?}"))
+            .trim_end_matches('/')
+            .to_string();
+        Serve { child, url }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
