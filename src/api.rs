@@ -320,6 +320,9 @@ pub struct EncryptRequest {
     pub grant_tokens: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption_algorithm: Option<String>,
+    /// Check authorization and key state only: `DryRunOperationException` (HTTP 412) when the call would succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
 }
 
 /// Encrypt response.
@@ -346,6 +349,9 @@ pub struct DecryptRequest {
     pub grant_tokens: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption_algorithm: Option<String>,
+    /// Check authorization and key state only: `DryRunOperationException` (HTTP 412) when the call would succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
 }
 
 /// Decrypt response.
@@ -377,6 +383,9 @@ pub struct ReEncryptRequest {
     pub destination_encryption_algorithm: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_tokens: Option<Vec<String>>,
+    /// Check authorization and key state only: `DryRunOperationException` (HTTP 412) when the call would succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
 }
 
 /// ReEncrypt response.
@@ -405,6 +414,9 @@ pub struct GenerateDataKeyRequest {
     pub key_spec: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_tokens: Option<Vec<String>>,
+    /// Check authorization and key state only: `DryRunOperationException` (HTTP 412) when the call would succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
 }
 
 /// GenerateDataKey response.
@@ -636,3 +648,7 @@ pub struct AuditReportResponse {
     pub next_marker: Option<String>,
     pub truncated: bool,
 }
+
+// ----- issue 15 part A: tags and grants (their shapes live in api/tags_grants.rs)
+mod tags_grants;
+pub use tags_grants::*;

@@ -65,6 +65,15 @@ pub enum ErrorCode {
     EndpointConnection,
     /// The key store or another dependency failed; the message says which.
     Internal,
+    // ----- issue 15 part A: tags, dry runs, grants -----
+    /// A tag key or value is invalid, reserved, or a key would have too many tags.
+    Tag,
+    /// The request would have succeeded; DryRun was set (HTTP 412).
+    DryRunOperation,
+    /// The grant id is not a grant of the key.
+    InvalidGrantId,
+    /// The grant token is malformed or not one this KMS issued.
+    InvalidGrantToken,
 }
 
 impl ErrorCode {
@@ -93,6 +102,10 @@ impl ErrorCode {
         ErrorCode::Throttling,
         ErrorCode::EndpointConnection,
         ErrorCode::Internal,
+        ErrorCode::Tag,
+        ErrorCode::DryRunOperation,
+        ErrorCode::InvalidGrantId,
+        ErrorCode::InvalidGrantToken,
     ];
 
     /// The AWS name, e.g. `NotFoundException`.
@@ -114,13 +127,17 @@ impl ErrorCode {
             ErrorCode::Serialization => "SerializationException",
             ErrorCode::UnrecognizedClient => "UnrecognizedClientException",
             ErrorCode::InvalidSignature => "InvalidSignatureException",
-            ErrorCode::IncompleteSignature => "IncompleteSignature",
+            ErrorCode::IncompleteSignature => "IncompleteSignatureException",
             ErrorCode::MissingAuthenticationToken => "MissingAuthenticationTokenException",
             ErrorCode::RequestExpired => "RequestExpired",
             ErrorCode::UnsupportedOperation => "UnsupportedOperationException",
             ErrorCode::Throttling => "ThrottlingException",
             ErrorCode::EndpointConnection => "EndpointConnectionError",
             ErrorCode::Internal => "KMSInternalException",
+            ErrorCode::Tag => "TagException",
+            ErrorCode::DryRunOperation => "DryRunOperationException",
+            ErrorCode::InvalidGrantId => "InvalidGrantIdException",
+            ErrorCode::InvalidGrantToken => "InvalidGrantTokenException",
         }
     }
 
@@ -136,6 +153,7 @@ impl ErrorCode {
         match self {
             ErrorCode::Internal => 500,
             ErrorCode::EndpointConnection => 503,
+            ErrorCode::DryRunOperation => 412,
             _ => 400,
         }
     }

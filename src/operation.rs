@@ -148,6 +148,26 @@ macro_rules! for_each_operation {
             /// paged (rewrap extension).
             GetAuditReport = get_audit_report(AuditReportRequest) -> AuditReportResponse,
                 [ReadAuditTrail], reads;
+            // ----- issue 15 part A: tags and grants -----
+            /// Adds or replaces tags on a key.
+            TagResource = tag_resource(TagResourceRequest) -> Empty, [TagResource], writes;
+            /// Removes tags from a key.
+            UntagResource = untag_resource(UntagResourceRequest) -> Empty, [UntagResource], writes;
+            /// Lists a key's tags, paged.
+            ListResourceTags = list_resource_tags(ListResourceTagsRequest)
+                -> ListResourceTagsResponse, [ListResourceTags], reads;
+            /// Gives a principal a narrow, revocable right to use a key.
+            CreateGrant = create_grant(CreateGrantRequest) -> CreateGrantResponse,
+                [CreateGrant], writes;
+            /// Lists a key's grants, paged.
+            ListGrants = list_grants(ListGrantsRequest) -> ListGrantsResponse, [ListGrants], reads;
+            /// Lists the grants a principal may retire, paged.
+            ListRetirableGrants = list_retirable_grants(ListRetirableGrantsRequest)
+                -> ListGrantsResponse, [ListRetirableGrants], reads;
+            /// Retires a grant (its retiring principal or grantee, or an administrator).
+            RetireGrant = retire_grant(RetireGrantRequest) -> Empty, [RetireGrant], writes;
+            /// Revokes a grant (an administrator of the key).
+            RevokeGrant = revoke_grant(RevokeGrantRequest) -> Empty, [RevokeGrant], writes;
         }
     };
 }
@@ -326,6 +346,23 @@ define_actions! {
     /// Ask the policy engine about any principal (`rewrap policy check`;
     /// rewrap extension).
     CheckPolicy = "rewrap:CheckPolicy",
+    // ----- issue 15 part A: tags and grants -----
+    /// TagResource.
+    TagResource = "kms:TagResource",
+    /// UntagResource.
+    UntagResource = "kms:UntagResource",
+    /// ListResourceTags.
+    ListResourceTags = "kms:ListResourceTags",
+    /// CreateGrant.
+    CreateGrant = "kms:CreateGrant",
+    /// ListGrants.
+    ListGrants = "kms:ListGrants",
+    /// ListRetirableGrants (account level).
+    ListRetirableGrants = "kms:ListRetirableGrants",
+    /// RetireGrant (besides the grant's own retiring principal and grantee).
+    RetireGrant = "kms:RetireGrant",
+    /// RevokeGrant.
+    RevokeGrant = "kms:RevokeGrant",
 }
 
 // An action set is a bitset in a u64.
@@ -422,6 +459,11 @@ mod tests {
                 "DeletePrincipal",
                 "CreateAccessKey",
                 "DeleteAccessKey",
+                "TagResource",
+                "UntagResource",
+                "CreateGrant",
+                "RetireGrant",
+                "RevokeGrant",
             ]
         );
     }

@@ -122,3 +122,84 @@ impl Env {
 pub(crate) fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap();
 }
+
+// ----- issue 15 part A: `rewrap serve` on an Env, and the AWS tools -----
+
+/// `rewrap serve` on an [`Env`]'s keystore (127.0.0.1, a free port);
+/// killed on drop.
+pub(crate) struct Served {
+    child: std::process::Child,
+    /// The endpoint URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+}
+
+impl Env {
+    /// Starts `rewrap serve` on this keystore with the shipped policies.
+    pub(crate) fn serve(&self) -> Served {
+        use std::io::BufRead as _;
+        let mut child = self
+            .command(&self.owner)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("rewrap serve printed no start line within 30 s");
+        let url = line
+            .trim()
+            .strip_prefix("rewrap serve listening on ")
+            .unwrap_or_else(|| panic!("unexpected start line {line:?}"))
+            .trim_end_matches('/')
+            .to_string();
+        Served { child, url }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The test virtual environment's `bin/` (awscli, boto3); panics with the
+/// fix if absent.
+pub(crate) fn venv_bin() -> PathBuf {
+    let dir = std::env::var_os("REWRAP_TEST_VENV")
+        .map_or_else(|| repo().join(".venv"), PathBuf::from)
+        .join("bin");
+    for tool in ["python", "aws"] {
+        assert!(
+            dir.join(tool).exists(),
+            "{tool} is missing from the test virtual environment {}: run scripts/test, or \
+             python3 -m venv .venv && .venv/bin/pip install -r tests/requirements.txt",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// A command of the test virtual environment (`python`, `aws`) acting as
+/// `who`, with AWS settings isolated from the machine's.
+pub(crate) fn aws_tool(tool: &str, who: &Creds) -> Command {
+    let bin = venv_bin();
+    let mut c = Command::new(bin.join(tool));
+    c.env("AWS_ACCESS_KEY_ID", &who.id)
+        .env("AWS_SECRET_ACCESS_KEY", &who.secret)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_CA_BUNDLE");
+    c
+}
