@@ -298,12 +298,7 @@ impl KmsService {
                 })
                 .map(|(id, g)| self.grant_entry(id, g))
                 .collect();
-            let (grants, next_marker) = page(&all, r.limit, &r.marker)?;
-            Ok(ListGrantsResponse {
-                grants,
-                truncated: next_marker.is_some(),
-                next_marker,
-            })
+            grant_page(&all, r.limit, &r.marker)
         })
     }
 
@@ -325,12 +320,7 @@ impl KmsService {
                 .filter(|(_, g)| g.retiring.as_deref() == Some(retiring))
                 .map(|(id, g)| self.grant_entry(id, g))
                 .collect();
-            let (grants, next_marker) = page(&all, r.limit, &r.marker)?;
-            Ok(ListGrantsResponse {
-                grants,
-                truncated: next_marker.is_some(),
-                next_marker,
-            })
+            grant_page(&all, r.limit, &r.marker)
         })
     }
 
@@ -427,6 +417,20 @@ impl KmsService {
 }
 
 const TOKEN_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// One page of ListGrants or ListRetirableGrants.
+fn grant_page(
+    all: &[GrantListEntry],
+    limit: Option<u32>,
+    marker: &Option<String>,
+) -> Result<ListGrantsResponse> {
+    let (grants, next_marker) = page(all, limit, marker)?;
+    Ok(ListGrantsResponse {
+        grants,
+        truncated: next_marker.is_some(),
+        next_marker,
+    })
+}
 
 fn grant_not_found(id: &str) -> KmsError {
     KmsError::not_found(format!("Grant ID {id} not found"))
