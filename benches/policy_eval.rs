@@ -47,6 +47,7 @@ fn evaluate(c: &mut Criterion) {
         resources: &key,
         context: Some(&context),
         re_encrypt: None,
+        resource_tags: None,
     };
     let mut g = c.benchmark_group("policy_evaluate");
     g.throughput(Throughput::Elements(1));

@@ -327,6 +327,9 @@ pub struct EncryptRequest {
     pub grant_tokens: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption_algorithm: Option<String>,
+    /// Check authorization and key state only: `DryRunOperationException` (HTTP 412) when the call would succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
 }
 
 /// Encrypt response.
@@ -353,6 +356,9 @@ pub struct DecryptRequest {
     pub grant_tokens: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption_algorithm: Option<String>,
+    /// Check authorization and key state only: `DryRunOperationException` (HTTP 412) when the call would succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
 }
 
 /// Decrypt response.
@@ -384,6 +390,9 @@ pub struct ReEncryptRequest {
     pub destination_encryption_algorithm: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_tokens: Option<Vec<String>>,
+    /// Check authorization and key state only: `DryRunOperationException` (HTTP 412) when the call would succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
 }
 
 /// ReEncrypt response.
@@ -412,6 +421,9 @@ pub struct GenerateDataKeyRequest {
     pub key_spec: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_tokens: Option<Vec<String>>,
+    /// Check authorization and key state only: `DryRunOperationException` (HTTP 412) when the call would succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
 }
 
 /// GenerateDataKey response.
@@ -647,3 +659,6 @@ pub struct AuditReportResponse {
 // Custom key stores (PKCS#11; issue 13): their request and response types.
 mod custom_key_stores;
 pub use custom_key_stores::*;
+// ----- issue 15 part A: tags and grants (their shapes live in api/tags_grants.rs)
+mod tags_grants;
+pub use tags_grants::*;

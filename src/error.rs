@@ -74,6 +74,15 @@ pub enum ErrorCode {
     CustomKeyStoreInvalidState,
     /// The custom key store still holds keys.
     CustomKeyStoreHasCMKs,
+    // ----- issue 15 part A: tags, dry runs, grants -----
+    /// A tag key or value is invalid, reserved, or a key would have too many tags.
+    Tag,
+    /// The request would have succeeded; DryRun was set (HTTP 412).
+    DryRunOperation,
+    /// The grant id is not a grant of the key.
+    InvalidGrantId,
+    /// The grant token is malformed or not one this KMS issued.
+    InvalidGrantToken,
 }
 
 impl ErrorCode {
@@ -106,6 +115,10 @@ impl ErrorCode {
         ErrorCode::CustomKeyStoreNameInUse,
         ErrorCode::CustomKeyStoreInvalidState,
         ErrorCode::CustomKeyStoreHasCMKs,
+        ErrorCode::Tag,
+        ErrorCode::DryRunOperation,
+        ErrorCode::InvalidGrantId,
+        ErrorCode::InvalidGrantToken,
     ];
 
     /// The AWS name, e.g. `NotFoundException`.
@@ -127,7 +140,7 @@ impl ErrorCode {
             ErrorCode::Serialization => "SerializationException",
             ErrorCode::UnrecognizedClient => "UnrecognizedClientException",
             ErrorCode::InvalidSignature => "InvalidSignatureException",
-            ErrorCode::IncompleteSignature => "IncompleteSignature",
+            ErrorCode::IncompleteSignature => "IncompleteSignatureException",
             ErrorCode::MissingAuthenticationToken => "MissingAuthenticationTokenException",
             ErrorCode::RequestExpired => "RequestExpired",
             ErrorCode::UnsupportedOperation => "UnsupportedOperationException",
@@ -138,6 +151,10 @@ impl ErrorCode {
             ErrorCode::CustomKeyStoreNameInUse => "CustomKeyStoreNameInUseException",
             ErrorCode::CustomKeyStoreInvalidState => "CustomKeyStoreInvalidStateException",
             ErrorCode::CustomKeyStoreHasCMKs => "CustomKeyStoreHasCMKsException",
+            ErrorCode::Tag => "TagException",
+            ErrorCode::DryRunOperation => "DryRunOperationException",
+            ErrorCode::InvalidGrantId => "InvalidGrantIdException",
+            ErrorCode::InvalidGrantToken => "InvalidGrantTokenException",
         }
     }
 
@@ -153,6 +170,7 @@ impl ErrorCode {
         match self {
             ErrorCode::Internal => 500,
             ErrorCode::EndpointConnection => 503,
+            ErrorCode::DryRunOperation => 412,
             _ => 400,
         }
     }

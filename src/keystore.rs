@@ -295,6 +295,30 @@ pub struct State {
     /// Custom key stores (PKCS#11 tokens) by id.
     #[serde(default)]
     pub custom_key_stores: BTreeMap<String, CustomKeyStoreRecord>,
+    /// Grants by grant id (issue 15).
+    #[serde(default)]
+    pub grants: BTreeMap<String, GrantRecord>,
+}
+
+/// A grant: a principal's narrow, revocable right to use one key (issue 15).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GrantRecord {
+    /// The key it applies to.
+    pub key: Uuid,
+    /// The principal name it gives rights to.
+    pub grantee: String,
+    /// The principal name that may retire it, if any.
+    pub retiring: Option<String>,
+    /// AWS grant operation names (`Decrypt`, `ReEncryptFrom`, ...).
+    pub operations: Vec<String>,
+    /// Encryption-context constraints.
+    pub constraints: Option<crate::api::GrantConstraints>,
+    /// The name given at creation (makes CreateGrant idempotent).
+    pub name: Option<String>,
+    /// Creation time, seconds since the epoch.
+    pub created: f64,
+    /// The grant tokens handed out for it (RetireGrant accepts any).
+    pub tokens: Vec<String>,
 }
 
 /// Where ARNs say the keys live.

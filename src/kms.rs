@@ -85,6 +85,16 @@ pub fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
     })
 }
 
+/// A request body without a required member, as AWS answers it
+/// (`ValidationException`, "Value null at 'keyId' ..."); `None` for any
+/// other error. Takes the error [`from_json`] gave the request body.
+pub(crate) fn missing_member(e: &KmsError) -> Option<KmsError> {
+    let rest = e.message.strip_prefix(MALFORMED)?;
+    let field = rest.strip_prefix(": missing field `")?.split('`').next()?;
+    let member = crate::service::validation::member_name(field);
+    Some(crate::service::validation::null(&member))
+}
+
 fn redact_serde_error(e: &serde_json::Error) -> String {
     let text = e.to_string();
     // "invalid type: string \"secret\", expected ..." quotes the value: drop it.

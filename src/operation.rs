@@ -168,6 +168,26 @@ macro_rules! for_each_operation {
             /// Deletes a disconnected custom key store that holds no keys.
             DeleteCustomKeyStore = delete_custom_key_store(CustomKeyStoreIdRequest) -> Empty,
                 [DeleteCustomKeyStore], writes;
+            // ----- issue 15 part A: tags and grants -----
+            /// Adds or replaces tags on a key.
+            TagResource = tag_resource(TagResourceRequest) -> Empty, [TagResource], writes;
+            /// Removes tags from a key.
+            UntagResource = untag_resource(UntagResourceRequest) -> Empty, [UntagResource], writes;
+            /// Lists a key's tags, paged.
+            ListResourceTags = list_resource_tags(ListResourceTagsRequest)
+                -> ListResourceTagsResponse, [ListResourceTags], reads;
+            /// Gives a principal a narrow, revocable right to use a key.
+            CreateGrant = create_grant(CreateGrantRequest) -> CreateGrantResponse,
+                [CreateGrant], writes;
+            /// Lists a key's grants, paged.
+            ListGrants = list_grants(ListGrantsRequest) -> ListGrantsResponse, [ListGrants], reads;
+            /// Lists the grants a principal may retire, paged.
+            ListRetirableGrants = list_retirable_grants(ListRetirableGrantsRequest)
+                -> ListGrantsResponse, [ListRetirableGrants], reads;
+            /// Retires a grant (its retiring principal or grantee, or an administrator).
+            RetireGrant = retire_grant(RetireGrantRequest) -> Empty, [RetireGrant], writes;
+            /// Revokes a grant (an administrator of the key).
+            RevokeGrant = revoke_grant(RevokeGrantRequest) -> Empty, [RevokeGrant], writes;
         }
     };
 }
@@ -359,6 +379,23 @@ define_actions! {
     UpdateCustomKeyStore = "kms:UpdateCustomKeyStore",
     /// DeleteCustomKeyStore.
     DeleteCustomKeyStore = "kms:DeleteCustomKeyStore",
+    // ----- issue 15 part A: tags and grants -----
+    /// TagResource.
+    TagResource = "kms:TagResource",
+    /// UntagResource.
+    UntagResource = "kms:UntagResource",
+    /// ListResourceTags.
+    ListResourceTags = "kms:ListResourceTags",
+    /// CreateGrant.
+    CreateGrant = "kms:CreateGrant",
+    /// ListGrants.
+    ListGrants = "kms:ListGrants",
+    /// ListRetirableGrants (account level).
+    ListRetirableGrants = "kms:ListRetirableGrants",
+    /// RetireGrant (besides the grant's own retiring principal and grantee).
+    RetireGrant = "kms:RetireGrant",
+    /// RevokeGrant.
+    RevokeGrant = "kms:RevokeGrant",
 }
 
 // An action set is a bitset in a u64.
@@ -460,6 +497,11 @@ mod tests {
                 "DisconnectCustomKeyStore",
                 "UpdateCustomKeyStore",
                 "DeleteCustomKeyStore",
+                "TagResource",
+                "UntagResource",
+                "CreateGrant",
+                "RetireGrant",
+                "RevokeGrant",
             ]
         );
     }

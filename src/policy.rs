@@ -15,6 +15,7 @@
 //! context_keys_allowed = ["purpose", "file-id", "rewrap:file-id"]
 //! reencrypt_same_context = true          # rewrap:ReEncryptSameContext
 //! reencrypt_on_same_key = false          # kms:ReEncryptOnSameKey
+//! resource_tags = { team = "hr" }        # aws:ResourceTag/team
 //! ```
 //!
 //! [`Condition`] lists what each condition key means. Alias names used as
@@ -81,6 +82,14 @@ const ADMINISTER: &[Action] = &[
     Action::DisconnectCustomKeyStore,
     Action::UpdateCustomKeyStore,
     Action::DeleteCustomKeyStore,
+    Action::TagResource,
+    Action::UntagResource,
+    Action::ListResourceTags,
+    Action::CreateGrant,
+    Action::ListGrants,
+    Action::ListRetirableGrants,
+    Action::RetireGrant,
+    Action::RevokeGrant,
 ];
 const ENCRYPT: &[Action] = &[
     Action::Encrypt,
@@ -100,6 +109,9 @@ const AUDIT: &[Action] = &[
     Action::ListKeyPolicies,
     Action::ReadAuditTrail,
     Action::CheckPolicy,
+    Action::ListResourceTags,
+    Action::ListGrants,
+    Action::ListRetirableGrants,
 ];
 
 /// Every cryptographic use of a key: what an alias move must never hand out
@@ -145,6 +157,7 @@ pub enum Effect {
 /// | `context_keys_allowed` | `kms:EncryptionContextKeys` (ForAllValues) | every key of the context is in the list |
 /// | `reencrypt_same_context` | `rewrap:ReEncryptSameContext` | a ReEncrypt whose destination context equals its source context (`true`), or differs (`false`) |
 /// | `reencrypt_on_same_key` | `kms:ReEncryptOnSameKey` | a ReEncrypt whose source and destination key are the same (`true`) or not (`false`) |
+/// | `resource_tags` | `aws:ResourceTag/KEY` | the key carries each tag with exactly that value (never for account-level actions) |
 ///
 /// As in AWS, a condition on a key the request does not carry does not hold:
 /// the two ReEncrypt conditions never hold outside ReEncryptFrom / ReEncryptTo.
@@ -168,6 +181,9 @@ pub struct Condition {
     /// `kms:ReEncryptOnSameKey`: whether a ReEncrypt stays on its key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reencrypt_on_same_key: Option<bool>,
+    /// `aws:ResourceTag/KEY`: tags the key must carry with exactly these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resource_tags: BTreeMap<String, String>,
 }
 
 /// The condition key of `rewrap:ReEncryptSameContext`.
@@ -219,6 +235,11 @@ impl Condition {
                 return say(&|| format!("kms:ReEncryptOnSameKey = {want}"));
             }
         }
+        for (k, v) in &self.resource_tags {
+            if req.resource_tags.and_then(|t| t.get(k)) != Some(v) {
+                return say(&|| format!("aws:ResourceTag/{k} = {v:?}"));
+            }
+        }
         None
     }
 
@@ -249,6 +270,11 @@ impl Condition {
         if let Some(want) = self.reencrypt_on_same_key {
             parts.push(format!("kms:ReEncryptOnSameKey = {want}"));
         }
+        parts.extend(
+            self.resource_tags
+                .iter()
+                .map(|(k, v)| format!("aws:ResourceTag/{k} = {v:?}")),
+        );
         parts.join(", ")
     }
 }
@@ -292,6 +318,8 @@ pub struct AccessRequest<'a> {
     /// For ReEncryptFrom / ReEncryptTo, the whole re-encryption, which the
     /// ReEncrypt conditions look at; `None` for every other action.
     pub re_encrypt: Option<ReEncryptFacts<'a>>,
+    /// The key's tags (`aws:ResourceTag/...`); `None` for account-level actions.
+    pub resource_tags: Option<&'a BTreeMap<String, String>>,
 }
 
 /// What the ReEncrypt conditions see of a ReEncrypt request.

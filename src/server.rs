@@ -84,6 +84,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Records a request refused before any operation ran (bad or missing
     /// signature, unknown access key or operation, unreadable body).
     fn audit_rejected(&self, _request: RejectedRequest) {}
+    /// The region the KMS's keys live in: a credential scope naming another
+    /// is refused (`None`: any region).
+    fn region(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The embedded [`KmsService`] as a server backend: every request runs in a
@@ -114,6 +119,10 @@ impl Backend for ServiceBackend {
 
     fn audit_rejected(&self, request: RejectedRequest) {
         self.0.audit_rejected(&request);
+    }
+
+    fn region(&self) -> Option<String> {
+        Some(self.0.config().region.clone())
     }
 }
 
@@ -463,6 +472,7 @@ async fn process<B: Backend>(
     precheck(&parts.headers, chrono::Utc::now(), |id| {
         shared.backend.lookup_access_key(id)
     })
+    .and_then(|()| check_region(&parts.headers, shared.backend.region()))
     .inspect_err(|e| audit_rejected_request(shared, peer, &parts.headers, None, e.code.as_str()))?;
     let body = read_body(&parts.headers, incoming, &shared.config)
         .await
@@ -587,16 +597,25 @@ where
             "X-Amz-Date must be in the ISO 8601 basic format",
         )
     })?;
-    if (now - time).abs() > sigv4::MAX_CLOCK_SKEW {
-        return Err(KmsError::new(
-            ErrorCode::RequestExpired,
-            format!(
-                "Signature expired: {date_text} is more than 15 minutes away from the server time {}",
-                sigv4::amz_date(now)
-            ),
-        ));
-    }
+    sigv4::check_time(date_text, time, now)?;
     lookup(&auth.access_key_id).map(drop)
+}
+
+/// A credential scope must name the region the server's keys live in, as
+/// AWS refuses a request signed for another region.
+fn check_region(headers: &hyper::HeaderMap, region: Option<String>) -> Result<()> {
+    let text = headers.get("authorization").and_then(|v| v.to_str().ok());
+    let (Some(region), Some(text)) = (region, text) else {
+        return Ok(());
+    };
+    let scoped = sigv4::parse_authorization(text)?.region;
+    if scoped == region {
+        return Ok(());
+    }
+    Err(KmsError::new(
+        ErrorCode::InvalidSignature,
+        format!("Credential should be scoped to a valid region: '{region}', not '{scoped}'"),
+    ))
 }
 
 fn too_large(limit: usize) -> WireError {

@@ -13,10 +13,12 @@
 //! ```
 //!
 //! Verification refuses, with the AWS error names, a missing signature
-//! (`MissingAuthenticationTokenException`), a malformed one (`IncompleteSignature`),
-//! an unknown access key (`UnrecognizedClientException`), a request time more
-//! than `MAX_CLOCK_SKEW` away from the server's (`RequestExpired`) and any
-//! mismatch (`InvalidSignatureException`). Signatures are compared in constant
+//! (`MissingAuthenticationTokenException`), a malformed one
+//! (`IncompleteSignatureException`), an unknown access key
+//! (`UnrecognizedClientException`), and a request time more than
+//! `MAX_CLOCK_SKEW` away from the server's ("Signature expired: ..." or
+//! "Signature not yet current: ...") or any mismatch
+//! (`InvalidSignatureException`). Signatures are compared in constant
 //! time. Nothing here logs or returns a secret, a signature or a body.
 
 use crate::error::{ErrorCode, KmsError, Result};
@@ -423,15 +425,7 @@ where
     let time = parse_amz_date(date_text)
         .ok_or_else(|| incomplete("X-Amz-Date must be in the ISO 8601 basic format"))?;
     check_scope(&auth, date_text, service)?;
-    if (now - time).abs() > MAX_CLOCK_SKEW {
-        return Err(KmsError::new(
-            ErrorCode::RequestExpired,
-            format!(
-                "Signature expired: {date_text} is more than 15 minutes away from the server time {}",
-                amz_date(now)
-            ),
-        ));
-    }
+    check_time(date_text, time, now)?;
     if header(req, "x-amz-security-token").is_some() {
         // rewrap issues no temporary credentials: a token is one we cannot honour.
         return Err(KmsError::new(
@@ -467,6 +461,27 @@ where
         principal,
         access_key_id: auth.access_key_id,
     })
+}
+
+/// A signature more than [`MAX_CLOCK_SKEW`] from `now` either way is
+/// `InvalidSignatureException`, worded as AWS's JSON services word it.
+pub(crate) fn check_time(date_text: &str, time: DateTime<Utc>, now: DateTime<Utc>) -> Result<()> {
+    let minutes = MAX_CLOCK_SKEW.num_minutes();
+    if now - time > MAX_CLOCK_SKEW {
+        return Err(invalid(format!(
+            "Signature expired: {date_text} is now earlier than {} ({} - {minutes} min.)",
+            amz_date(now - MAX_CLOCK_SKEW),
+            amz_date(now)
+        )));
+    }
+    if time - now > MAX_CLOCK_SKEW {
+        return Err(invalid(format!(
+            "Signature not yet current: {date_text} is still later than {} ({} + {minutes} min.)",
+            amz_date(now + MAX_CLOCK_SKEW),
+            amz_date(now)
+        )));
+    }
+    Ok(())
 }
 
 fn check_scope(auth: &Authorization, date_text: &str, service: &str) -> Result<()> {

@@ -264,7 +264,12 @@ fn dry_run_lists_every_envelope_with_its_key_alias_and_version() {
     );
     assert_eq!(summary["not_envelope"], 1);
     assert!(f.snapshot() == before, "a dry run changed a file");
-    assert_eq!(f.audited("storage-rotator", "ReEncrypt", "Success"), 1);
+    // The probe is a DryRun ReEncrypt (issue 15): rights checked, no key used.
+    assert_eq!(f.audited("storage-rotator", "ReEncrypt", "Success"), 0);
+    assert_eq!(
+        f.audited("storage-rotator", "ReEncrypt", "DryRunOperationException"),
+        1
+    );
 }
 
 #[test]

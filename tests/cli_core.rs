@@ -149,7 +149,10 @@ fn every_error_name_is_reachable_from_the_cli() {
         ],
     );
     assert_aws_error(&out, "ValidationException", "Encrypt");
-    assert!(stderr(&out).contains("Plaintext is 4097 bytes; Encrypt takes 1 to 4096 bytes"));
+    assert!(stderr(&out).contains(
+        "1 validation error detected: Value at 'plaintext' failed to satisfy constraint: \
+         Member must have length less than or equal to 4096"
+    ));
     assert!(stderr(&out).contains("envelope encryption"));
     std::fs::write(env.path("max.bin"), vec![7u8; 4096]).unwrap();
     assert!(env
@@ -215,7 +218,7 @@ fn every_error_name_is_reachable_from_the_cli() {
                 &key,
             ],
         ),
-        "InvalidAliasNameException",
+        "ValidationException",
         "CreateAlias",
     );
     // LimitExceededException: 11 grant tokens

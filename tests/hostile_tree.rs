@@ -370,7 +370,7 @@ fn unreadable_files_and_folders_get_a_named_outcome_as_an_unprivileged_user() {
     let old = env.key("old");
     let new = env.key("new");
     let good = envelope(&env, &old, b"readable by its owner only");
-    let served = env.serve(&[]);
+    let served = env.serve();
     // The user must reach the tree: the test folder is root's, 0700.
     std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     let tree = env.path("tree");

@@ -338,14 +338,17 @@ fn refusals_carry_aws_error_names_and_nothing_runs() {
     }
     assert_eq!(
         raw(&addr, &partial, b"{}"),
-        (400, "IncompleteSignature".into())
+        (400, "IncompleteSignatureException".into())
     );
     assert_eq!(
         raw(&addr, &h, b"{ }"),
         (400, "InvalidSignatureException".into())
     );
     let old = signed_headers(&addr, &ks.owner, b"{}", now - chrono::Duration::minutes(16));
-    assert_eq!(raw(&addr, &old, b"{}"), (400, "RequestExpired".into()));
+    assert_eq!(
+        raw(&addr, &old, b"{}"),
+        (400, "InvalidSignatureException".into())
+    );
     let stranger = signed_headers(&addr, &("RWAKNOBODY".into(), "x".into()), b"{}", now);
     assert_eq!(
         raw(&addr, &stranger, b"{}"),
@@ -375,10 +378,10 @@ fn refusals_carry_aws_error_names_and_nothing_runs() {
     assert_eq!(
         refused,
         [
-            "IncompleteSignature",
+            "IncompleteSignatureException",
+            "InvalidSignatureException",
             "InvalidSignatureException",
             "MissingAuthenticationTokenException",
-            "RequestExpired",
             "SerializationException",
             "UnrecognizedClientException",
             "ValidationException",

@@ -303,9 +303,9 @@ fn slow_body_unauthenticated_requests_are_refused_before_the_body_is_sent() {
     for (head, want) in [
         (unsigned, "MissingAuthenticationTokenException"),
         (huge, "MissingAuthenticationTokenException"),
-        (garbled, "IncompleteSignature"),
+        (garbled, "IncompleteSignatureException"),
         (unknown, "UnrecognizedClientException"),
-        (stale, "RequestExpired"),
+        (stale, "InvalidSignatureException"),
     ] {
         let mut s = connect_from("127.0.0.1", server.addr);
         s.write_all(head.as_bytes()).unwrap();

@@ -59,7 +59,7 @@ impl Served {
         };
         let (old, second, new, unrelated) =
             (arn("old"), arn("second"), arn("new"), arn("unrelated"));
-        let server = env.serve(&[]);
+        let server = env.serve();
         let url = server.url.clone();
         Served {
             env,

@@ -55,6 +55,10 @@ pub(crate) struct RotateArgs {
     /// Never show a progress bar.
     #[arg(long)]
     pub(crate) no_progress: bool,
+    /// A grant token sent with every ReEncrypt (repeatable): a job running
+    /// under a grant (`rewrap create-grant`, retired at its end).
+    #[arg(long, value_name = "TOKEN")]
+    pub(crate) grant_token: Vec<String>,
     /// Object-store options (checkpoint, shard, endpoint, concurrency).
     #[command(flatten)]
     pub(crate) objects: ObjectStoreArgs,
@@ -112,6 +116,7 @@ pub(crate) fn rotate(a: RotateArgs, ctx: &Context) -> anyhow::Result<i32> {
     let mut opts = RewrapOptions::new(&a.to);
     opts.from.clone_from(&a.from);
     opts.dry_run = a.dry_run;
+    opts.grant_tokens.clone_from(&a.grant_token);
     // A remote KMS answers slower than local disk: keep many requests in flight.
     opts.jobs = match (a.jobs, remote) {
         (0, true) => 32,

@@ -8,6 +8,9 @@ use rewrap::api::*;
 use rewrap::kms::{to_json, Kms};
 use rewrap::secret::Secret;
 
+// Issue 15 part A: the tag and grant subcommands.
+mod tags_grants;
+
 /// KMS operations, named as in `aws kms`.
 #[derive(Debug, Subcommand)]
 #[allow(missing_docs)] // reason: clap shows the doc of each field as its help
@@ -362,6 +365,9 @@ pub(crate) enum KmsCommand {
         #[arg(long)]
         marker: Option<String>,
     },
+    /// Tags and grants (issue 15).
+    #[command(flatten)]
+    TagsGrants(tags_grants::TagsGrantsCommand),
 }
 
 /// Reads a blob argument as the AWS CLI v1 does: `fileb://` raw bytes,
@@ -440,9 +446,11 @@ fn request(cmd: &KmsCommand) -> anyhow::Result<(Operation, Secret)> {
                 number_of_bytes: *n,
                 key_spec: key_spec.clone(),
                 grant_tokens: None,
+                dry_run: None,
             })
         };
     let out = match cmd {
+        C::TagsGrants(c) => tags_grants::request(c)?,
         C::CreateKey {
             description,
             key_usage,
@@ -565,6 +573,7 @@ fn request(cmd: &KmsCommand) -> anyhow::Result<(Operation, Secret)> {
                 encryption_context: context_arg(encryption_context.as_deref())?,
                 grant_tokens: grant_tokens.clone(),
                 encryption_algorithm: encryption_algorithm.clone(),
+                dry_run: None,
             }),
         ),
         C::Decrypt {
@@ -581,6 +590,7 @@ fn request(cmd: &KmsCommand) -> anyhow::Result<(Operation, Secret)> {
                 key_id: key_id.clone(),
                 grant_tokens: grant_tokens.clone(),
                 encryption_algorithm: encryption_algorithm.clone(),
+                dry_run: None,
             }),
         ),
         C::ReEncrypt {

@@ -80,6 +80,7 @@ fn check(
         resources,
         context,
         re_encrypt,
+        resource_tags: None,
     })
 }
 
@@ -223,6 +224,14 @@ fn groups_expand_to_exactly_their_actions() {
                 "kms:DisconnectCustomKeyStore",
                 "kms:UpdateCustomKeyStore",
                 "kms:DeleteCustomKeyStore",
+                "kms:TagResource",
+                "kms:UntagResource",
+                "kms:ListResourceTags",
+                "kms:CreateGrant",
+                "kms:ListGrants",
+                "kms:ListRetirableGrants",
+                "kms:RetireGrant",
+                "kms:RevokeGrant",
             ],
         ),
         (
@@ -247,6 +256,9 @@ fn groups_expand_to_exactly_their_actions() {
                 "kms:ListKeyPolicies",
                 "rewrap:ReadAuditTrail",
                 "rewrap:CheckPolicy",
+                "kms:ListResourceTags",
+                "kms:ListGrants",
+                "kms:ListRetirableGrants",
             ],
         ),
     ];
@@ -314,7 +326,10 @@ fn wildcard_actions_expand_over_known_actions() {
             "kms:ListAliases",
             "kms:ListKeyRotations",
             "kms:ListKeyPolicies",
-            "kms:ListPrincipals"
+            "kms:ListPrincipals",
+            "kms:ListResourceTags",
+            "kms:ListGrants",
+            "kms:ListRetirableGrants"
         ]
     );
     assert!(allowed(&s, "p", "kms:DECRYPT", &["*"]));
@@ -509,7 +524,7 @@ fn unknown_field_names_file_and_line() {
         load_error(&text),
         "policies/bad.toml line 7: unknown field `context_equal`, expected one of \
          `context_equals`, `context_keys_required`, `context_keys_allowed`, \
-         `reencrypt_same_context`, `reencrypt_on_same_key`"
+         `reencrypt_same_context`, `reencrypt_on_same_key`, `resource_tags`"
     );
     assert_eq!(
         load_error("[[statements]]\n"),
@@ -865,6 +880,7 @@ fn re_encrypt<'a>(
             destination_context: destination,
             same_key,
         }),
+        resource_tags: None,
     }
 }
 
@@ -911,6 +927,7 @@ fn shipped_rotator_cannot_change_a_context_issue_11_finding_1() {
         resources: KEY_NAMES,
         context: Some(&app),
         re_encrypt: None,
+        resource_tags: None,
     });
     assert_eq!(
         (d.allowed, d.decided_by.as_str(), d.condition.as_deref()),
@@ -1010,4 +1027,84 @@ resources = ["*"]
 "#);
     assert!(!s.covers("rot", "plain"));
     assert!(s.covers("plain", "rot"));
+}
+
+/// `resource_tags` (`aws:ResourceTag/KEY`): an allow that follows a key's
+/// tags, a deny that follows them too, and no tag condition ever holding
+/// for an account-level request (issue 15).
+#[test]
+fn conditions_on_the_resource_tags() {
+    let s = set(r#"
+[[statement]]
+sid = "hr-decrypt"
+effect = "allow"
+principals = ["app-reader"]
+actions = ["decrypt"]
+resources = ["*"]
+[statement.condition]
+resource_tags = { team = "hr" }
+
+[[statement]]
+sid = "no-frozen"
+effect = "deny"
+principals = ["*"]
+actions = ["*"]
+resources = ["*"]
+[statement.condition]
+resource_tags = { state = "frozen" }
+"#);
+    let evaluate = |tags: Option<&BTreeMap<String, String>>, resources: &[&str]| {
+        s.evaluate(&AccessRequest {
+            principal: "app-reader",
+            action: Action::Decrypt,
+            resources,
+            context: None,
+            re_encrypt: None,
+            resource_tags: tags,
+        })
+    };
+    let hr = ctx(&[("team", "hr"), ("env", "prod")]);
+    let d = evaluate(Some(&hr), KEY_NAMES);
+    assert_eq!(
+        (d.allowed, d.decided_by.as_str(), d.condition.as_deref()),
+        (
+            true,
+            "test.toml#1 (hr-decrypt)",
+            Some("aws:ResourceTag/team = \"hr\"")
+        )
+    );
+    // Another value, no tags at all, or an account-level request: the
+    // condition does not hold, and the refusal says which part failed.
+    for tags in [
+        Some(ctx(&[("team", "finance")])),
+        Some(BTreeMap::new()),
+        None,
+    ] {
+        let d = evaluate(tags.as_ref(), KEY_NAMES);
+        assert_eq!(
+            (d.allowed, d.decided_by.as_str(), d.condition.as_deref()),
+            (
+                false,
+                IMPLICIT_DENY,
+                Some("test.toml#1 (hr-decrypt): aws:ResourceTag/team = \"hr\" not met")
+            ),
+            "{tags:?}"
+        );
+    }
+    // A deny on a tag wins over the allow once the key carries it.
+    let frozen = ctx(&[("team", "hr"), ("state", "frozen")]);
+    let d = evaluate(Some(&frozen), KEY_NAMES);
+    assert_eq!(
+        (d.allowed, d.decided_by.as_str()),
+        (false, "test.toml#2 (no-frozen)")
+    );
+    // Tag keys are case-sensitive, as in AWS.
+    let d = evaluate(Some(&ctx(&[("Team", "hr")])), KEY_NAMES);
+    assert!(!d.allowed);
+    // A misspelt condition field refuses the file.
+    let err = load_error(
+        "[[statement]]\neffect = \"allow\"\nprincipals = [\"p\"]\nactions = [\"decrypt\"]\nresources = [\"*\"]\n[statement.condition]\nresource_tag = { a = \"b\" }\n",
+    );
+    assert!(err.starts_with("policies/bad.toml line "), "{err}");
+    assert!(err.contains("unknown field `resource_tag`"), "{err}");
 }

@@ -21,19 +21,23 @@ fn check_alias_name(name: &str) -> Result<()> {
             format!("alias name {name:?} {why}"),
         )
     };
-    let Some(rest) = name.strip_prefix("alias/") else {
-        return Err(invalid("must begin with \"alias/\""));
-    };
-    if rest.is_empty() || name.len() > 256 {
-        return Err(invalid("must have 1 to 250 characters after \"alias/\""));
+    // The wire constraints (length 1 to 256, AWS's pattern) are
+    // ValidationException, as AWS's front end answers them.
+    super::validation::required("aliasName", name, 256)?;
+    let well_formed = name.strip_prefix("alias/").is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/_-".contains(&b))
+    });
+    if !well_formed {
+        return Err(super::validation::pattern(
+            "aliasName",
+            name,
+            "^alias/[a-zA-Z0-9/_-]+$",
+        ));
     }
-    if !rest
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"/_-".contains(&b))
-    {
-        return Err(invalid("may contain only letters, digits, /, _ and -"));
-    }
-    if rest.starts_with("aws/") {
+    if name.starts_with("alias/aws/") {
         return Err(invalid(
             "is reserved: alias/aws/ names belong to AWS managed keys",
         ));

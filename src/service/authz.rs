@@ -8,7 +8,7 @@ use crate::api::{CheckPolicyRequest, CheckPolicyResponse, EncryptionContext, Ope
 use crate::audit::{AuditKey, AuditRecord, DECISION_ALLOW, DECISION_DENY, OUTCOME_SUCCESS};
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::keystore::{KeyRecord, KeyState};
-use crate::policy::{AccessRequest, Action, Decision, ReEncryptFacts};
+use crate::policy::{AccessRequest, Action, Decision, ReEncryptFacts, IMPLICIT_DENY};
 
 /// What one operation did, for its audit record.
 #[derive(Default)]
@@ -48,6 +48,17 @@ impl Trail {
             decided_by: AUTHENTICATED_ONLY.into(),
             condition: None,
         });
+    }
+
+    /// Records a decision made outside the policy engine (a grant's
+    /// retiring principal retiring it).
+    pub(super) fn decided(&mut self, decision: Decision) {
+        self.decisions.push(decision);
+    }
+
+    /// What decided the last policy check (a statement, or a grant).
+    pub(super) fn last_decided_by(&self) -> Option<&str> {
+        self.decisions.last().map(|d| d.decided_by.as_str())
     }
 
     /// Adds a request parameter to the audit record.
@@ -91,6 +102,21 @@ impl KmsService {
         resources: &[String],
         context: Option<&EncryptionContext>,
     ) -> Result<()> {
+        self.authorize_on(trail, caller, action, resources, context, None)
+    }
+
+    /// [`KmsService::authorize`] on a key that exists: the policy
+    /// conditions see its tags, and where no statement decides, one of
+    /// its grants may allow (an explicit deny still wins).
+    fn authorize_on(
+        &self,
+        trail: &mut Trail,
+        caller: &Caller,
+        action: Action,
+        resources: &[String],
+        context: Option<&EncryptionContext>,
+        key: Option<(&Snapshot, &KeyRecord)>,
+    ) -> Result<()> {
         debug_assert!(
             trail.declared & action.bit() != 0,
             "{action} is not among the actions the operations table declares"
@@ -108,7 +134,13 @@ impl KmsService {
             resources: &refs,
             context,
             re_encrypt,
+            resource_tags: key.map(|(_, k)| &k.tags),
         });
+        if let Some((snap, k)) = key.filter(|_| decision.decided_by == IMPLICIT_DENY) {
+            if let Some(granted) = self.grant_allows(snap, caller, k, action, context) {
+                decision = granted;
+            }
+        }
         let allowed = decision.allowed;
         // A refusal says which condition decided, in the error and the audit record.
         let unmet = match decision.condition.take() {
@@ -152,7 +184,7 @@ impl KmsService {
             Ok(key) => {
                 let names = self.resource_names(snap, key);
                 trail.key(names[1].clone(), None);
-                self.authorize(trail, caller, action, names, context)?;
+                self.authorize_on(trail, caller, action, names, context, Some((snap, key)))?;
                 Ok(key)
             }
             Err(e) => {
@@ -290,6 +322,8 @@ impl KmsService {
                 None => (vec!["*".to_string()], None),
             })
         };
+        let tags_of =
+            |id: Option<uuid::Uuid>| id.and_then(|id| snap.state.keys.get(&id)).map(|k| &k.tags);
         let (source, source_id) = names(r.key_id.as_deref())?;
         let (destination, destination_id) = match &r.destination_key_id {
             Some(d) => names(Some(d))?,
@@ -297,7 +331,7 @@ impl KmsService {
         };
         let source_context = r.encryption_context.as_ref();
         let destination_context = r.destination_encryption_context.as_ref().or(source_context);
-        let (resources, context, re_encrypt) = match action {
+        let (resources, context, re_encrypt, key_id) = match action {
             Action::ReEncryptFrom | Action::ReEncryptTo => {
                 let facts = ReEncryptFacts {
                     source_context,
@@ -305,12 +339,17 @@ impl KmsService {
                     same_key: source_id.is_some() && source_id == destination_id,
                 };
                 if action == Action::ReEncryptFrom {
-                    (&source, source_context, Some(facts))
+                    (&source, source_context, Some(facts), source_id)
                 } else {
-                    (&destination, destination_context, Some(facts))
+                    (
+                        &destination,
+                        destination_context,
+                        Some(facts),
+                        destination_id,
+                    )
                 }
             }
-            _ => (&source, source_context, None),
+            _ => (&source, source_context, None, source_id),
         };
         let refs: Vec<&str> = resources.iter().map(String::as_str).collect();
         Ok(self.policies().evaluate(&AccessRequest {
@@ -319,6 +358,7 @@ impl KmsService {
             resources: &refs,
             context,
             re_encrypt,
+            resource_tags: tags_of(key_id),
         }))
     }
 

@@ -3,6 +3,7 @@
 //! names.
 
 use super::authz::{audit_failed, Trail};
+use super::validation;
 use super::{check_grant_tokens, Caller, KmsService, Snapshot, MAX_PLAINTEXT, SYMMETRIC_DEFAULT};
 use crate::api::{
     CiphertextBlob, DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse,
@@ -33,6 +34,17 @@ fn check_algorithm(algorithm: &Option<String>) -> Result<()> {
             "encryption algorithm {other:?} is not supported; symmetric keys use SYMMETRIC_DEFAULT"
         ))),
     }
+}
+
+/// DryRun: authorization and key state were checked and passed; AWS
+/// answers `DryRunOperationException` (HTTP 412) without using the key. The
+/// audit record carries `DryRun` and that outcome.
+fn stop_if_dry_run(trail: &mut Trail, dry_run: Option<bool>) -> Result<()> {
+    if dry_run != Some(true) {
+        return Ok(());
+    }
+    trail.param("DryRun", "true".into());
+    Err(super::grants::dry_run())
 }
 
 impl KmsService {
@@ -113,17 +125,19 @@ impl KmsService {
             check_grant_tokens(&r.grant_tokens)?;
             check_algorithm(&r.encryption_algorithm)?;
             let len = r.plaintext.len();
-            if len == 0 || len > MAX_PLAINTEXT {
-                return Err(KmsError::validation(format!(
-                    "Plaintext is {len} bytes; Encrypt takes 1 to {MAX_PLAINTEXT} bytes. To encrypt more data, \
-                     use a data key (GenerateDataKey) and envelope encryption, e.g. `rewrap encrypt-file`"
-                )));
-            }
+            validation::sensitive_length("plaintext", len, 1, MAX_PLAINTEXT).map_err(|e| {
+                KmsError::validation(format!(
+                    "{}. To encrypt more data, use a data key (GenerateDataKey) and envelope \
+                     encryption, e.g. `rewrap encrypt-file`",
+                    e.message
+                ))
+            })?;
             let snap = self.snapshot()?;
             let ctx = r.encryption_context.as_ref();
             let key = self.authorized_key(trail, caller, &snap, &r.key_id, Action::Encrypt, ctx)?;
             self.usable(key)?;
             trail.version(key.current().version);
+            stop_if_dry_run(trail, r.dry_run)?;
             let ciphertext = self.seal_under(key, ctx, r.plaintext.expose())?;
             Ok(EncryptResponse {
                 ciphertext_blob: CiphertextBlob(ciphertext),
@@ -151,6 +165,7 @@ impl KmsService {
                     context: ctx,
                 },
             )?;
+            stop_if_dry_run(trail, r.dry_run)?;
             let plaintext = self.open_blob(key, version, &r.ciphertext_blob.0, ctx)?;
             Ok(DecryptResponse {
                 key_id: trail.keys[0].arn.clone(),
@@ -240,6 +255,7 @@ impl KmsService {
             )?;
             self.usable(dest)?;
             trail.version(dest.current().version);
+            stop_if_dry_run(trail, r.dry_run)?;
             // The plaintext lives only in this zeroizing buffer, for this call.
             let plaintext = self.open_blob(source, version, &r.ciphertext_blob.0, src_ctx)?;
             let ciphertext = self.seal_under(dest, dst_ctx, plaintext.expose())?;
@@ -307,11 +323,9 @@ impl KmsService {
                         "KeySpec {other:?} is not valid; use AES_256 or AES_128"
                     )))
                 }
-                (None, Some(n)) if (1..=1024).contains(&n) => n as usize,
                 (None, Some(n)) => {
-                    return Err(KmsError::validation(format!(
-                        "NumberOfBytes is {n}; it must be between 1 and 1024"
-                    )))
+                    validation::int_range("numberOfBytes", n.into(), 1, 1024)?;
+                    n as usize
                 }
             };
             let snap = self.snapshot()?;
@@ -319,6 +333,7 @@ impl KmsService {
             let key = self.authorized_key(trail, caller, &snap, &r.key_id, action, ctx)?;
             self.usable(key)?;
             trail.version(key.current().version);
+            stop_if_dry_run(trail, r.dry_run)?;
             let data_key = Secret::random(len);
             let ciphertext = self.seal_under(key, ctx, data_key.expose())?;
             Ok((
@@ -340,11 +355,7 @@ impl KmsService {
         self.audited(caller, Operation::GenerateRandom, |trail| {
             self.authorize(trail, caller, Action::GenerateRandom, &["*".into()], None)?;
             let n = r.number_of_bytes.unwrap_or(32);
-            if !(1..=1024).contains(&n) {
-                return Err(KmsError::validation(format!(
-                    "NumberOfBytes is {n}; it must be between 1 and 1024"
-                )));
-            }
+            validation::int_range("numberOfBytes", n.into(), 1, 1024)?;
             Ok(GenerateRandomResponse {
                 plaintext: Secret::random(n as usize),
             })

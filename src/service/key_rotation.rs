@@ -7,7 +7,7 @@ use crate::api::{
     Empty, EnableKeyRotationRequest, KeyIdRequest, KeyIdResponse, KeyRotationStatusResponse,
     ListKeyRotationsResponse, ListRequest, Operation, RotationEntry,
 };
-use crate::error::{KmsError, Result};
+use crate::error::Result;
 use crate::keystore::{KeyRecord, KeyState, KeyVersion, RotationConfig};
 use crate::operation::Action;
 use crate::secret::Secret;
@@ -50,11 +50,7 @@ impl KmsService {
         let period = r.rotation_period_in_days.unwrap_or(365);
         let op = Operation::EnableKeyRotation;
         self.change_key(caller, op, &r.key_id, |key, now| {
-            if !(90..=2560).contains(&period) {
-                return Err(KmsError::validation(format!(
-                    "RotationPeriodInDays is {period}; it must be between 90 and 2560"
-                )));
-            }
+            super::validation::int_range("rotationPeriodInDays", period.into(), 90, 2560)?;
             self.usable(key)?;
             key.rotation = Some(RotationConfig {
                 period_days: period,

@@ -74,12 +74,8 @@ impl KmsService {
             }
             let description = r.description.clone().unwrap_or_default();
             check_description(&description)?;
-            let tags = r
-                .tags
-                .iter()
-                .flatten()
-                .map(|t| (t.tag_key.clone(), t.tag_value.clone()))
-                .collect();
+            let mut tags = std::collections::BTreeMap::new();
+            super::tags::apply_tags(&mut tags, r.tags.as_deref().unwrap_or_default())?;
             let key = self.mutate(|state, now| {
                 let mut key = KeyRecord {
                     id: Uuid::new_v4(),
@@ -245,11 +241,7 @@ impl KmsService {
         let op = Operation::ScheduleKeyDeletion;
         let interlock = Some((r.force == Some(true), "schedule its deletion"));
         self.change_key_guarded(caller, op, &r.key_id, interlock, |key, now| {
-            if !(7..=30).contains(&days) {
-                return Err(KmsError::validation(format!(
-                    "PendingWindowInDays is {days}; it must be between 7 and 30"
-                )));
-            }
+            super::validation::int_range("pendingWindowInDays", days.into(), 7, 30)?;
             self.not_pending(key)?;
             let when = now + f64::from(days) * DAY;
             key.state = KeyState::PendingDeletion;
@@ -306,14 +298,13 @@ pub(super) fn purge_deleted(state: &mut State, now: f64) {
         state.keys.remove(id);
     }
     state.aliases.retain(|_, a| !gone.contains(&a.target));
+    state.grants.retain(|_, g| !gone.contains(&g.key));
 }
 
 /// AWS's limit on a key description.
 fn check_description(description: &str) -> Result<()> {
-    if description.len() > 8192 {
-        return Err(KmsError::validation(
-            "Description is longer than 8192 characters",
-        ));
+    if description.chars().count() > 8192 {
+        return Err(super::validation::too_long("description", 8192));
     }
     Ok(())
 }

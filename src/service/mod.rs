@@ -35,6 +35,9 @@
 //! | `policies.rs` | GetKeyPolicy, ListKeyPolicies and loading the policy files |
 //! | `principals.rs` | principals and access keys, authentication |
 //! | `session.rs` | [`LocalSession`], the [`Kms`](crate::kms::Kms) implementation |
+//! | `tags.rs` | TagResource, UntagResource, ListResourceTags and the tag rules |
+//! | `grants.rs` | CreateGrant, ListGrants, ListRetirableGrants, RetireGrant, RevokeGrant, and what a grant allows |
+//! | `validation.rs` | AWS's wording of request validation errors |
 
 mod access_report;
 mod aliases;
@@ -42,15 +45,18 @@ mod audit_trail;
 mod authz;
 mod crypto;
 mod custom_key_stores;
+mod grants;
 mod key_rotation;
 mod keys;
 mod names;
 mod policies;
 mod principals;
 mod session;
+mod tags;
 #[cfg(test)]
 mod tests;
 mod usage;
+pub(crate) mod validation;
 
 pub use session::LocalSession;
 pub use usage::RejectedRequest;
@@ -183,9 +189,7 @@ fn page<T: Clone>(
     marker: &Option<String>,
 ) -> Result<(Vec<T>, Option<String>)> {
     let limit = limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(KmsError::validation("Limit must be between 1 and 1000"));
-    }
+    validation::int_range("limit", i64::from(limit), 1, 1000)?;
     let start = match marker {
         None => 0,
         Some(m) => m
@@ -206,9 +210,7 @@ fn page<T: Clone>(
 
 /// The KeyId of a list request whose operation needs one.
 fn required_key_id(r: &ListRequest) -> Result<&str> {
-    r.key_id
-        .as_deref()
-        .ok_or_else(|| KmsError::validation("KeyId is required"))
+    r.key_id.as_deref().ok_or_else(|| validation::null("keyId"))
 }
 
 impl KmsService {

@@ -26,6 +26,9 @@ impl KmsService {
 
     /// Parses any form of key name to a key id or an alias name.
     pub(super) fn parse_key_name<'a>(&self, name: &'a str) -> Result<KeyName<'a>> {
+        if name.is_empty() {
+            return Err(super::validation::too_short("keyId", name, 1));
+        }
         let not_found = || KmsError::not_found(format!("Invalid keyId '{name}'"));
         let local = if let Some(rest) = name.strip_prefix("arn:") {
             let parts: Vec<&str> = rest.splitn(5, ':').collect();

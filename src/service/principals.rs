@@ -14,7 +14,7 @@ use crate::keystore::{AccessKeyRecord, PrincipalRecord, State};
 use crate::operation::Action;
 use crate::secret::Secret;
 
-fn random_token(len: usize, alphabet: &[u8]) -> String {
+pub(super) fn random_token(len: usize, alphabet: &[u8]) -> String {
     use rand::Rng;
     let mut rng = rand::rngs::OsRng;
     (0..len)

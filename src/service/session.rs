@@ -46,12 +46,16 @@ macro_rules! forward_to_service {
         /// operations table).
         impl Kms for LocalSession {
             fn call(&self, op: Operation, request: &[u8]) -> Result<Secret> {
-                dispatch(self, op, request).inspect_err(|e| {
+                dispatch(self, op, request).map_err(|e| {
                     // A body that does not parse never reaches a handler,
-                    // so it would leave no record of its own.
+                    // so it would leave no record of its own. A missing
+                    // required member is AWS's ValidationException.
                     if e.code == ErrorCode::Serialization && e.message.starts_with(MALFORMED) {
-                        self.service.audit_malformed(&self.caller, op, e);
+                        let e = crate::kms::missing_member(&e).unwrap_or(e);
+                        self.service.audit_malformed(&self.caller, op, &e);
+                        return e;
                     }
+                    e
                 })
             }
 

@@ -179,13 +179,28 @@ fn malformed_authorizations_are_incomplete() {
 fn a_request_16_minutes_off_is_expired_and_14_is_not() {
     let h = signed(b"{}");
     let m = chrono::Duration::minutes;
+    // AWS's words: the request time, the edge of the window, the server time.
+    let late = check(&h, b"{}", now() + m(16)).unwrap_err();
+    assert_eq!(late.code, ErrorCode::InvalidSignature);
     assert_eq!(
-        code(check(&h, b"{}", now() + m(16))),
-        ErrorCode::RequestExpired
+        late.message,
+        format!(
+            "Signature expired: {} is now earlier than {} ({} - 15 min.)",
+            amz_date(now()),
+            amz_date(now() + m(1)),
+            amz_date(now() + m(16))
+        )
     );
+    let early = check(&h, b"{}", now() - m(16)).unwrap_err();
+    assert_eq!(early.code, ErrorCode::InvalidSignature);
     assert_eq!(
-        code(check(&h, b"{}", now() - m(16))),
-        ErrorCode::RequestExpired
+        early.message,
+        format!(
+            "Signature not yet current: {} is still later than {} ({} + 15 min.)",
+            amz_date(now()),
+            amz_date(now() - m(1)),
+            amz_date(now() - m(16))
+        )
     );
     assert!(check(&h, b"{}", now() + m(14)).is_ok());
     assert!(check(&h, b"{}", now() - m(14)).is_ok());

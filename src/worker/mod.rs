@@ -206,6 +206,9 @@ pub struct RewrapOptions {
     pub max_failures: u64,
     /// Set from outside to stop the run gracefully (see [`Interrupt`]).
     pub interrupt: Interrupt,
+    /// Grant tokens sent with every ReEncrypt (`rotate --grant-token`): a
+    /// job running under a grant (issue 15).
+    pub grant_tokens: Vec<String>,
 }
 
 impl RewrapOptions {
@@ -223,6 +226,7 @@ impl RewrapOptions {
             expected_items: 0,
             max_failures: DEFAULT_MAX_FAILURES,
             interrupt: Interrupt::default(),
+            grant_tokens: Vec::new(),
         }
     }
 }

@@ -37,7 +37,7 @@ use super::target::{FromFilter, Target};
 use super::RewrapOptions;
 use crate::api::{ReEncryptRequest, ReEncryptResponse};
 use crate::envelope::{Header, Slot, SlotState, EMPTY_SLOT};
-use crate::error::KmsError;
+use crate::error::{ErrorCode, KmsError};
 use crate::kms::Kms;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -388,14 +388,23 @@ impl<S: EnvelopeStore> Run<'_, S> {
             None => {}
         }
         let ctx = header.kms_context();
+        // A described target needs nothing learned from the answer: the
+        // probe is a DryRun (rights and key states checked, no key used).
+        let dry_run = self.target.is_described().then_some(true);
         let resp = self.kms.re_encrypt(&ReEncryptRequest {
             ciphertext_blob: crate::api::CiphertextBlob(slot.wrapped_key.clone()),
             source_encryption_context: Some(ctx.clone()),
             destination_key_id: self.target.destination(),
             destination_encryption_context: Some(ctx),
+            grant_tokens: self.grant_tokens(),
+            dry_run,
             ..Default::default()
         });
         match resp {
+            Err(e) if dry_run.is_some() && e.code == ErrorCode::DryRunOperation => {
+                probed.insert(seen, None);
+                Ok(())
+            }
             Ok(resp) => {
                 let version = crate::ciphertext_blob::peek(&resp.ciphertext_blob.0)
                     .map_or(0, |b| b.key_version);
@@ -418,6 +427,11 @@ impl<S: EnvelopeStore> Run<'_, S> {
                 Err(e)
             }
         }
+    }
+
+    /// The run's grant tokens as a request member (`None` without any).
+    fn grant_tokens(&self) -> Option<Vec<String>> {
+        (!self.opts.grant_tokens.is_empty()).then(|| self.opts.grant_tokens.clone())
     }
 
     /// A dry run's listing entry.
@@ -609,6 +623,7 @@ impl<S: EnvelopeStore> Run<'_, S> {
                     source_encryption_context: Some(ctx.clone()),
                     destination_key_id: self.target.destination(),
                     destination_encryption_context: Some(ctx),
+                    grant_tokens: self.grant_tokens(),
                     ..Default::default()
                 }
             })

@@ -53,6 +53,11 @@ impl Target {
         }
     }
 
+    /// Whether DescribeKey resolved the target when the run started.
+    pub(super) fn is_described(&self) -> bool {
+        self.state.is_some()
+    }
+
     pub(super) fn destination(&self) -> String {
         match &*self
             .known

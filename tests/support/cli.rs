@@ -150,24 +150,31 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("rewrap serve printed no start line within 30 s");
         let url = line
             .trim()
             .strip_prefix("rewrap serve listening on ")
             .unwrap_or_else(|| panic!("unexpected start line {line:?}"))
+            .trim_end_matches('/')
             .to_string();
         Server { child, url }
     }
 }
 
 impl Env {
-    /// Starts `rewrap serve` on this keystore with the shipped policies
-    /// (and `extra` options), once it listens.
-    pub(crate) fn serve(&self, extra: &[&str]) -> Server {
-        Server::start(&self.home, extra)
+    /// Starts `rewrap serve` on this keystore with the shipped policies,
+    /// once it listens.
+    pub(crate) fn serve(&self) -> Server {
+        Server::start(&self.home, &[])
     }
 
     /// The environment of a command acting as `who` through the server at
@@ -211,4 +218,19 @@ pub(crate) fn venv_tool(tool: &str) -> PathBuf {
         dir.display()
     );
     path
+}
+
+/// A command of the test virtual environment (`python`, `aws`) acting as
+/// `who`, with AWS settings isolated from the machine's.
+pub(crate) fn aws_tool(tool: &str, who: &Creds) -> Command {
+    let mut c = Command::new(venv_tool(tool));
+    c.env("AWS_ACCESS_KEY_ID", &who.id)
+        .env("AWS_SECRET_ACCESS_KEY", &who.secret)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_CA_BUNDLE");
+    c
 }
