@@ -14,6 +14,7 @@
 //! killed by SIGPIPE.
 
 pub(crate) mod admin;
+pub(crate) mod audit;
 pub(crate) mod batch;
 pub(crate) mod demo;
 pub(crate) mod files;
