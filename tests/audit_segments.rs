@@ -374,12 +374,21 @@ fn offline_verify_finds_a_removed_last_segment() {
     std::fs::remove_file(last).unwrap();
     let name = last.file_name().unwrap().to_str().unwrap();
     let err = offline_failure(&keys, &copy);
+    // The digest that listed it also covers its records: the copy ends
+    // before a signed digest.
     let want = format!(
-        "lists segment {name} (records {} to {}), which is missing (segment removed)",
-        first_seq(last),
-        first_seq(last) + records - 1
+        "the trail ends at record {} but digest ",
+        first_seq(last) - 1
     );
     assert!(err.contains(&want), "want {want}\n in {err}");
+    assert!(
+        err.contains(&format!(
+            "covers records up to {}: records were removed back to (or before) a signed digest",
+            first_seq(last) + records - 1
+        )),
+        "{err}"
+    );
+    assert!(!copy.join("audit.segments").join(name).exists());
 }
 
 #[test]
@@ -628,6 +637,10 @@ fn retention_removes_only_exported_and_digested_segments_and_records_it() {
         .collect();
     assert!(!exported_segments.is_empty());
     let before = segments(&env);
+    let ends: Vec<u64> = before
+        .iter()
+        .map(|s| first_seq(s) + record_lines(&body(s)).len() as u64 - 1)
+        .collect();
     let v = prune(&env);
     let removed: Vec<String> = v["segments"]
         .as_array()
@@ -648,9 +661,9 @@ fn retention_removes_only_exported_and_digested_segments_and_records_it() {
     assert!(after.len() >= before.len() - removed.len());
     let through = v["through_seq"].as_u64().unwrap();
     assert_eq!(
-        through + 1,
-        first_seq(&before[removed.len()]),
-        "the first kept segment follows the last removed record"
+        through,
+        ends[removed.len() - 1],
+        "the last removed segment ends at the record the prune names"
     );
     // The trail still verifies: a signed digest vouches for what went.
     let o = verify(&env);
@@ -666,7 +679,9 @@ fn retention_removes_only_exported_and_digested_segments_and_records_it() {
         .unwrap_or_else(|| panic!("{rows}"));
     assert_eq!(prunes["count"], 2);
     // A segment removed by hand is still a removal verify reports.
+    list_keys(&env, 12);
     let kept = segments(&env);
+    assert!(kept.len() >= 2, "{kept:?}");
     std::fs::remove_file(&kept[0]).unwrap();
     let err = failed(&env);
     assert!(err.contains("(segment removed)"), "{err}");

@@ -89,11 +89,11 @@ impl std::fmt::Display for VerifySummary {
         if self.segments > 0 {
             write!(f, "; {} closed segment(s)", self.segments)?;
         }
-        if self.digests > 0 {
-            write!(f, "; {} signed digest(s) verified", self.digests)?;
-        }
         if self.checkpoint_checked {
             write!(f, "; end matches the sealed checkpoint")?;
+        }
+        if self.digests > 0 {
+            write!(f, "; {} signed digest(s) verified", self.digests)?;
         }
         Ok(())
     }

@@ -7,6 +7,18 @@ use super::OpError;
 use rewrap::audit;
 use std::path::{Path, PathBuf};
 
+/// The keystore's service and the caller's principal, authenticated.
+fn authenticated(
+    ctx: &Context,
+) -> anyhow::Result<(std::sync::Arc<rewrap::service::KmsService>, String)> {
+    let service = ctx.service()?;
+    let creds = ctx.credentials()?;
+    let principal = service
+        .authenticate(&creds.access_key_id, creds.secret_access_key.expose())
+        .map_err(|e| super::ConfigError(format!("{}: {}", e.code, e.message)))?;
+    Ok((service, principal))
+}
+
 /// `rewrap audit public-key`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct PublicKeyArgs {
@@ -19,11 +31,7 @@ pub(crate) struct PublicKeyArgs {
 /// Prints the trail's audit-signing public keys, oldest first, one hex key a
 /// line: the file `audit verify --public-key` reads.
 pub(crate) fn public_key(args: PublicKeyArgs, ctx: &Context) -> anyhow::Result<i32> {
-    let service = ctx.service()?;
-    let creds = ctx.credentials()?;
-    let principal = service
-        .authenticate(&creds.access_key_id, creds.secret_access_key.expose())
-        .map_err(|e| super::ConfigError(format!("{}: {}", e.code, e.message)))?;
+    let (service, principal) = authenticated(ctx)?;
     let action = if args.rotate {
         rewrap::policy::Action::RotateKeyOnDemand
     } else {
@@ -108,11 +116,7 @@ pub(crate) fn export(args: ExportArgs, ctx: &Context) -> anyhow::Result<i32> {
     };
     let location = rewrap::objstore::open_location(&args.location, &options)
         .map_err(|e| super::UsageError(e.to_string()))?;
-    let service = ctx.service()?;
-    let creds = ctx.credentials()?;
-    let principal = service
-        .authenticate(&creds.access_key_id, creds.secret_access_key.expose())
-        .map_err(|e| super::ConfigError(format!("{}: {}", e.code, e.message)))?;
+    let (service, principal) = authenticated(ctx)?;
     let report = service
         .with_access(&principal, rewrap::policy::Action::ReadAuditTrail, || {
             service.export_audit_trail(&location)
@@ -136,11 +140,7 @@ pub(crate) struct PruneArgs {
 
 /// Applies the retention; prints what was removed.
 pub(crate) fn prune(args: PruneArgs, ctx: &Context) -> anyhow::Result<i32> {
-    let service = ctx.service()?;
-    let creds = ctx.credentials()?;
-    let principal = service
-        .authenticate(&creds.access_key_id, creds.secret_access_key.expose())
-        .map_err(|e| super::ConfigError(format!("{}: {}", e.code, e.message)))?;
+    let (service, principal) = authenticated(ctx)?;
     let caller = rewrap::service::Caller {
         principal,
         ..Default::default()
