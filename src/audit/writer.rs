@@ -722,8 +722,8 @@ fn close_segment(
     usage: Option<&mut Usage<UsageIndex>>,
 ) -> Result<Option<SegmentHeader>, AuditError> {
     let end = chain.end.expect("the caller knows the end");
-    let closed = segment::last_header(path)?;
-    let closed_end = closed.as_ref().map_or(0, SegmentHeader::last_seq);
+    let closed = closed_end(path)?;
+    let closed_end = closed.as_ref().map_or(0, |c| c.0);
     let bytes = read_range(file, path, 0, end)?;
     let mut records = Vec::new();
     for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
@@ -777,8 +777,8 @@ fn close_segment(
 }
 
 /// Why `records` are not a chain continuing the last closed segment.
-fn chain_problem(closed: Option<&SegmentHeader>, records: &[AuditRecord]) -> Option<String> {
-    let (mut seq, mut hash) = closed.map_or((0, GENESIS_HASH), |h| (h.last_seq(), &h.last_hash));
+fn chain_problem(closed: Option<&(u64, String)>, records: &[AuditRecord]) -> Option<String> {
+    let (mut seq, mut hash) = closed.map_or((0, GENESIS_HASH), |c| (c.0, c.1.as_str()));
     for r in records {
         if r.seq != seq + 1 || r.prev_hash != hash {
             return Some(format!("record {} does not follow record {seq}", r.seq));
@@ -787,6 +787,15 @@ fn chain_problem(closed: Option<&SegmentHeader>, records: &[AuditRecord]) -> Opt
         hash = &r.hash;
     }
     None
+}
+
+/// Where the closed part of the trail ends (`seq`, hash): the last closed
+/// segment, or, when retention removed them all, the last removed record.
+fn closed_end(path: &Path) -> Result<Option<(u64, String)>, AuditError> {
+    if let Some(h) = segment::last_header(path)? {
+        return Ok(Some((h.last_seq(), h.last_hash)));
+    }
+    digest::pruned(path)
 }
 
 /// The time of the first record of the active file (Unix seconds), if any.
@@ -1118,10 +1127,7 @@ fn read_tail(file: &File, path: &Path) -> Result<Tail, AuditError> {
         let end = start + complete as u64;
         if complete == 0 {
             // An empty active file continues the last closed segment.
-            let (seq, hash) = match segment::last_header(path)? {
-                Some(h) => (h.last_seq(), h.last_hash),
-                None => (0, GENESIS_HASH.to_string()),
-            };
+            let (seq, hash) = closed_end(path)?.unwrap_or_else(|| (0, GENESIS_HASH.to_string()));
             return Ok(Tail {
                 end,
                 seq,
