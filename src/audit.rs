@@ -74,6 +74,20 @@
 //! also one AES-GCM seal of 128 bytes and one `pwrite` of the checkpoint. The tail of the
 //! file is re-read only when another writer appended in between.
 //!
+//! # Durable before answered
+//!
+//! A keystore's trail is opened durable ([`AuditOptions::durable`]): an
+//! append returns only once its records are on stable storage, so no key
+//! use is answered whose record a power loss could take back (no audit, no
+//! answer). The `fdatasync` is a group commit shared by concurrent appends:
+//! one runs at a time, outside the chain's lock, and covers every write
+//! made before it started; an append whose write came after the running
+//! sync started waits for the next one, which it may run itself. N
+//! concurrent requests therefore cost about two syncs, not N. A failed
+//! write or sync fails the append (and so the operation); after a failed
+//! sync the handle fails every later durable append, since the kernel may
+//! have dropped the pages the sync did not reach.
+//!
 //! # No secrets
 //!
 //! A record has no field for plaintext, data keys, secrets or ciphertext: it
@@ -91,15 +105,21 @@
 //! - `checkpoint`: the sealed checkpoint of the end of the trail.
 
 mod checkpoint;
+mod digest;
+mod export;
 pub mod html;
 mod read;
 mod record;
 mod report;
+mod retention;
+mod segment;
 mod usage;
 mod verify;
 mod writer;
 
 pub use checkpoint::Checkpoint;
+pub use digest::{read_public_keys, Digest, DigestSegment, DigestSummary, PUBLIC_KEYS_FILE};
+pub use export::{export, ExportReport};
 pub use read::read_records;
 pub use record::{
     AuditKey, AuditRecord, DECISION_ALLOW, DECISION_DENY, GENESIS_HASH, OUTCOME_SUCCESS,
@@ -108,13 +128,44 @@ pub use report::{
     activity, clip, key_id_of, report, Activity, DeniedAttempt, ReportFilter, UsageReport,
     UsageRow, DENIED_KEPT, NO_KEY, TABLE_WIDTH,
 };
+pub use retention::Pruned;
+pub use segment::SegmentHeader;
 pub use usage::KeyUsage;
-pub use verify::{verify, verify_sealed, VerifySummary};
+pub use verify::{verify, verify_offline, verify_sealed, VerifySummary};
 pub use writer::{AuditLog, AuditOptions};
 
 use crate::error::{ErrorCode, KmsError};
 use std::io;
 use std::path::{Path, PathBuf};
+
+/// When the writer closes the active file into a segment: the `[audit]`
+/// table of the keystore's `config.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Close the active file once it holds at least this many bytes.
+    pub segment_max_bytes: u64,
+    /// Close the active file once its first record is this many seconds old.
+    pub segment_max_age_secs: u64,
+    /// Write a signed digest when the last one is this many seconds old
+    /// (and at every segment close).
+    pub digest_interval_secs: u64,
+    /// Closed segments older than this many days may be removed (`rewrap
+    /// audit prune`) once exported and listed by a digest; none: keep all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u64>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> AuditConfig {
+        AuditConfig {
+            segment_max_bytes: 64 << 20,
+            segment_max_age_secs: 24 * 60 * 60,
+            digest_interval_secs: 60 * 60,
+            retention_days: None,
+        }
+    }
+}
 
 /// Failures of the audit trail.
 #[derive(Debug, thiserror::Error)]

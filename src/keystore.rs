@@ -328,6 +328,9 @@ pub struct Config {
     pub region: String,
     /// 12-digit account id.
     pub account: String,
+    /// The audit trail's segments (`[audit]`; issue 14).
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
 }
 
 impl Default for Config {
@@ -335,6 +338,7 @@ impl Default for Config {
         Config {
             region: "us-east-1".into(),
             account: "111122223333".into(),
+            audit: crate::audit::AuditConfig::default(),
         }
     }
 }

@@ -155,6 +155,9 @@ pub struct ServerConfig {
     /// on the connection's task: they are CPU-light, and a hop to tokio's
     /// blocking pool costs a third of the server's throughput. Operations
     /// that write the keystore (with fsync) always go to the blocking pool.
+    /// Off by default (as `rewrap serve` and `benches/server.rs` run): every
+    /// operation waits for its audit record's fdatasync, which must not
+    /// block a connection task.
     pub inline_operations: bool,
 }
 
@@ -169,7 +172,7 @@ impl Default for ServerConfig {
             max_connections: 4096,
             max_connections_per_address: 128,
             shutdown_grace: Duration::from_secs(30),
-            inline_operations: true,
+            inline_operations: false,
         }
     }
 }

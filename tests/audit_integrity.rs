@@ -540,3 +540,69 @@ fn a_deleted_checkpoint_is_said_in_the_trail() {
         stdout(&o)
     );
 }
+
+/// Replaces the trail with `/dev/full`: every write to it fails with
+/// ENOSPC, as on a full disk (the test runs as any user, root included).
+fn fill_the_disk_under_the_trail(env: &Env) {
+    std::fs::remove_file(audit_path(env)).unwrap();
+    std::os::unix::fs::symlink("/dev/full", audit_path(env)).unwrap();
+}
+
+const NO_SPACE: &str = "cannot write the audit trail: audit log ";
+
+/// No audit, no answer (issue 14): when the record of a key use cannot be
+/// written, the CLI fails the operation and prints no ciphertext.
+#[test]
+fn the_cli_refuses_a_key_use_it_cannot_record() {
+    let env = busy_env();
+    let key = env.key("k2");
+    fill_the_disk_under_the_trail(&env);
+    let o = env.run(
+        &env.owner,
+        &["encrypt", "--key-id", &key, "--plaintext", "aGVsbG8="],
+    );
+    assert_aws_error(&o, "KMSInternalException", "Encrypt");
+    assert!(stderr(&o).contains(NO_SPACE), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("No space left on device (os error 28)"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stdout(&o), "", "no ciphertext without its record");
+}
+
+/// The server's version of the same rule: a Decrypt whose record cannot be
+/// written returns an error, not the plaintext.
+#[test]
+fn the_server_refuses_a_decrypt_it_cannot_record() {
+    let env = busy_env();
+    let key = env.key("k2");
+    let blob = env.ok(
+        &env.owner,
+        &["encrypt", "--key-id", &key, "--plaintext", "c2VjcmV0IQ=="],
+    )["CiphertextBlob"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(blob)
+        .unwrap();
+    std::fs::write(env.path("ct.bin"), bytes).unwrap();
+    fill_the_disk_under_the_trail(&env);
+    let server = Serve::start(&env);
+    let o = env.run(
+        &env.owner,
+        &[
+            "--endpoint-url",
+            &server.url,
+            "decrypt",
+            "--ciphertext-blob",
+            "fileb://ct.bin",
+        ],
+    );
+    assert_aws_error(&o, "KMSInternalException", "Decrypt");
+    assert!(stderr(&o).contains(NO_SPACE), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("c2VjcmV0IQ=="), "{}", stdout(&o));
+    assert_eq!(stdout(&o), "");
+}

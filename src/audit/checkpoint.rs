@@ -16,10 +16,11 @@
 //!
 //! The additional authenticated data is `rewrap audit checkpoint v1`. The
 //! file has a fixed length and is rewritten in place with one `pwrite`.
-//! Without `durable`, neither the trail nor the checkpoint is synced: after
-//! a power loss the checkpoint can name records the disk lost, which the
-//! next append records as `AuditTrailCut` and verify reports: a loss is
-//! never hidden.
+//! The checkpoint itself is never synced, and the trail is synced only by a
+//! durable handle's group commit, after the checkpoint's `pwrite`: after a
+//! power loss the checkpoint can name records the disk lost (records no
+//! request was answered for, in a durable trail), which the next append
+//! records as `AuditTrailCut` and verify reports: a loss is never hidden.
 
 use super::{io_error, AuditError};
 use crate::root::RootKey;

@@ -1,6 +1,7 @@
 //! Reading the audit file without a lock, line by line.
 
 use super::record::{parse_record, AuditRecord};
+use super::segment;
 use super::{io_error, AuditError};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -49,23 +50,39 @@ impl Lines {
         }
     }
 
-    /// Calls `visit` with every complete record; ignores a torn final line.
+    /// Calls `visit` with every complete record of the trail: those of the
+    /// closed segments (with their `seq` as line number), then those of the
+    /// active file `path` (with their line number) that no segment holds;
+    /// ignores a torn final line.
     pub(super) fn for_each_record(
         path: &Path,
         mut visit: impl FnMut(u64, AuditRecord) -> Result<(), AuditError>,
     ) -> Result<(), AuditError> {
+        let mut closed_end = 0;
+        for seg in segment::list(path)? {
+            let mut reader = segment::SegmentReader::open(&seg)?;
+            while let Some(record) = reader.next_record()? {
+                closed_end = record.seq;
+                visit(record.seq, record)?;
+            }
+        }
         let mut lines = Lines::open(path)?;
         loop {
             match lines.next_line()? {
-                Line::Complete(line, bytes) => visit(line, parse_record(line, bytes)?)?,
+                Line::Complete(line, bytes) => {
+                    let record = parse_record(line, bytes)?;
+                    if record.seq > closed_end || closed_end == 0 {
+                        visit(line, record)?;
+                    }
+                }
                 Line::Torn(_) | Line::End => return Ok(()),
             }
         }
     }
 }
 
-/// Every complete record of the audit file, in file order; a torn final line
-/// is skipped. Does not verify the chain (use [`verify`](super::verify())).
+/// Every complete record of the trail (closed segments, then the active
+/// file `path`), in order; a torn final line is skipped. Does not verify the chain (use [`verify`](super::verify())).
 pub fn read_records(path: &Path) -> Result<Vec<AuditRecord>, AuditError> {
     let mut records = Vec::new();
     Lines::for_each_record(path, |_, record| {

@@ -13,6 +13,16 @@ use std::sync::Arc;
 const KEY_A: &str = "arn:aws:kms:us-east-1:111122223333:key/aaaaaaaa-0000-0000-0000-000000000001";
 const KEY_B: &str = "arn:aws:kms:us-east-1:111122223333:key/bbbbbbbb-0000-0000-0000-000000000002";
 
+const DURABLE: AuditOptions = AuditOptions {
+    durable: true,
+    segments: AuditConfig {
+        segment_max_bytes: 64 << 20,
+        segment_max_age_secs: 24 * 60 * 60,
+        digest_interval_secs: 60 * 60,
+        retention_days: None,
+    },
+};
+
 fn record(principal: &str, operation: &str, keys: &[&str]) -> AuditRecord {
     AuditRecord {
         request_id: uuid::Uuid::new_v4().to_string(),
@@ -529,11 +539,126 @@ fn eight_threads_share_one_handle() {
 fn durable_log_appends_and_syncs() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
-    let log = AuditLog::open_with(&path, AuditOptions { durable: true }).unwrap();
+    let log = AuditLog::open_with(&path, DURABLE).unwrap();
+    assert_eq!(log.syncs(), 0);
     log.append(record("bob", "Encrypt", &[KEY_A])).unwrap();
+    // Alone, each append runs its own fdatasync before it returns.
+    assert_eq!(log.syncs(), 1);
+    log.append_all(vec![
+        record("bob", "Encrypt", &[KEY_A]),
+        record("bob", "Decrypt", &[KEY_A]),
+    ])
+    .unwrap();
+    assert_eq!(log.syncs(), 2, "a batch is one group commit, one sync");
     log.sync().unwrap();
-    assert_eq!(verify(&path).unwrap().records, 1);
+    assert_eq!(verify(&path).unwrap().records, 3);
     assert_eq!(log.path(), path.as_path());
+}
+
+#[test]
+fn a_log_that_is_not_durable_never_syncs_on_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = AuditLog::open(&path).unwrap();
+    log.append(record("bob", "Encrypt", &[KEY_A])).unwrap();
+    assert_eq!(log.syncs(), 0);
+}
+
+/// Concurrent durable appends share syncs: every append returns only after
+/// a sync that started after its write, and 8 threads of 200 appends need
+/// fewer syncs than appends whenever two of them overlap. The count of
+/// syncs depends on scheduling, so the test asserts the bounds that hold
+/// under any schedule, and that the records are all there and chained.
+#[test]
+fn concurrent_durable_appends_share_a_group_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = Arc::new(AuditLog::open_with(&path, DURABLE).unwrap());
+    let barrier = Arc::new(std::sync::Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let (log, barrier) = (Arc::clone(&log), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                for _ in 0..200 {
+                    log.append(record(&format!("t{t}"), "ReEncrypt", &[KEY_A, KEY_B]))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(verify(&path).unwrap().records, 1600);
+    let syncs = log.syncs();
+    assert!(
+        (1..=1600).contains(&syncs),
+        "{syncs} syncs for 1600 appends"
+    );
+}
+
+/// Trail bytes a fresh handle reads to answer `last_used` (DescribeKey's
+/// last-used date) after `n` records were appended by another handle that
+/// never asked for usage itself (a CLI `encrypt`, a rotation).
+fn usage_reads_after(n: u64) -> (u64, u64, Option<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_with(dir.path(), n);
+    let fresh = AuditLog::open(&path).unwrap();
+    let last = fresh.last_used(KEY_A).unwrap();
+    let len = std::fs::metadata(&path).unwrap().len();
+    (fresh.usage_reads(), len, last)
+}
+
+/// Issue 14: a fresh process's DescribeKey does not scan the trail. Every
+/// writer keeps the last-used index and saves it, so the reader reads the
+/// trail's last line and nothing else, for 10 records as for 5000.
+#[test]
+fn key_usage_in_a_fresh_handle_reads_the_tail_not_the_trail() {
+    let (small, small_len, last) = usage_reads_after(10);
+    assert!(last.is_some(), "the index knows KEY_A was used");
+    assert_eq!(small, small_len.min(TAIL_WINDOW));
+    let (large, large_len, last) = usage_reads_after(5000);
+    assert!(last.is_some());
+    assert!(large_len > 200 * TAIL_WINDOW, "{large_len} bytes");
+    assert_eq!(large, TAIL_WINDOW, "read {large} of {large_len} bytes");
+}
+
+/// Without a saved index (deleted, or a trail older than it), the first
+/// reader replays the whole trail once and saves it; the next reads the
+/// tail only.
+#[test]
+fn a_missing_usage_index_is_rebuilt_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_with(dir.path(), 100);
+    std::fs::remove_file(path.with_file_name("usage.last")).unwrap();
+    let len = std::fs::metadata(&path).unwrap().len();
+    let first = AuditLog::open(&path).unwrap();
+    first.last_used(KEY_A).unwrap();
+    assert_eq!(first.usage_reads(), len.min(TAIL_WINDOW) + len);
+    drop(first);
+    let second = AuditLog::open(&path).unwrap();
+    second.last_used(KEY_A).unwrap();
+    assert_eq!(second.usage_reads(), len.min(TAIL_WINDOW));
+}
+
+/// A write that fails (here: the file is `/dev/full`, a full disk) fails
+/// the append: the caller gets the error, never a silent success.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_fails_the_append_with_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+    let log = AuditLog::open_with(&path, DURABLE).unwrap();
+    match log.append(record("bob", "Decrypt", &[KEY_A])) {
+        Err(AuditError::Io { path: p, source }) => {
+            assert_eq!(p, path);
+            assert_eq!(source.raw_os_error(), Some(28), "ENOSPC: {source}");
+        }
+        other => panic!("expected Io, got {other:?}"),
+    }
+    assert_eq!(log.syncs(), 0, "nothing written, nothing to sync");
 }
 
 #[cfg(unix)]
@@ -907,4 +1032,90 @@ fn the_usage_index_survives_processes_and_stale_or_forged_snapshots() {
         log.key_usage(KEY_B).unwrap().versions,
         BTreeMap::from([(1, 1)])
     );
+}
+
+// Segments (issue 14).
+
+fn segmented_options(bytes: u64) -> AuditOptions {
+    AuditOptions {
+        durable: false,
+        segments: AuditConfig {
+            segment_max_bytes: bytes,
+            ..AuditConfig::default()
+        },
+    }
+}
+
+/// Every field survives the compaction: the records read back from closed
+/// segments are exactly those appended, and the chain runs across them.
+#[test]
+fn records_read_back_from_closed_segments_are_the_appended_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = AuditLog::open_with(&path, segmented_options(3000)).unwrap();
+    let ctx = BTreeMap::from([("rewrap:file-id".to_string(), "f-1".to_string())]);
+    for i in 0..40u32 {
+        let mut r = record(&format!("app{}", i % 3), "ReEncrypt", &[KEY_A, KEY_B]);
+        r.encryption_context = Some(ctx.clone());
+        r.destination_encryption_context = Some(ctx.clone());
+        r.source_ip = (i % 2 == 0).then(|| "10.0.0.1".to_string());
+        r.user_agent = Some("aws-cli/2".to_string());
+        r.access_key_id = (i % 5 == 0).then(|| "AKIAEXAMPLE".to_string());
+        r.request_parameters =
+            (i % 7 == 0).then(|| BTreeMap::from([("Force".into(), "true".into())]));
+        log.append(r).unwrap();
+    }
+    let segments = std::fs::read_dir(dir.path().join("audit.segments"))
+        .unwrap()
+        .count();
+    assert!(segments >= 3, "{segments} segments");
+    let records = read_records(&path).unwrap();
+    assert_eq!(records.len(), 40);
+    assert_eq!(
+        records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=40).collect::<Vec<_>>()
+    );
+    for pair in records.windows(2) {
+        assert_eq!(pair[1].prev_hash, pair[0].hash);
+    }
+    assert_eq!(records[5].source_ip, None);
+    assert_eq!(records[10].access_key_id.as_deref(), Some("AKIAEXAMPLE"));
+    assert_eq!(
+        records[14].request_parameters.as_ref().unwrap()["Force"],
+        "true"
+    );
+    assert_eq!(records[3].destination_encryption_context, Some(ctx.clone()));
+    let summary = verify(&path).unwrap();
+    assert_eq!(summary.records, 40);
+    assert_eq!(summary.segments as usize, segments);
+    // The usage index, rebuilt from nothing, reads the segments too.
+    std::fs::remove_file(dir.path().join("usage.last")).unwrap();
+    let fresh = AuditLog::open(&path).unwrap();
+    assert!(fresh.last_used(KEY_B).unwrap().is_some());
+}
+
+/// A close interrupted after the segment was written and before the active
+/// file was emptied leaves the records in both places: readers count them
+/// once and the next append goes on from the end.
+#[test]
+fn an_interrupted_close_counts_its_records_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = AuditLog::open(&path).unwrap();
+    for _ in 0..5 {
+        log.append(record("bob", "Encrypt", &[KEY_A])).unwrap();
+    }
+    let active = std::fs::read(&path).unwrap();
+    log.close_segment().unwrap().unwrap();
+    drop(log);
+    std::fs::write(&path, &active).unwrap();
+    assert_eq!(verify(&path).unwrap().records, 5);
+    assert_eq!(read_records(&path).unwrap().len(), 5);
+    let log = AuditLog::open(&path).unwrap();
+    log.append(record("bob", "Decrypt", &[KEY_A])).unwrap();
+    let summary = verify(&path).unwrap();
+    assert_eq!((summary.records, summary.segments), (6, 1));
+    let header = log.close_segment().unwrap().unwrap();
+    assert_eq!((header.first_seq, header.records), (6, 1));
+    assert_eq!(verify(&path).unwrap().records, 6);
 }

@@ -108,17 +108,71 @@ impl UsageIndex {
     }
 }
 
+/// An index the writer derives from the records and saves beside the trail.
+pub(super) trait Index: Default + Serialize + serde::de::DeserializeOwned {
+    /// The snapshot's file name, beside the audit file.
+    const FILE: &'static str;
+    /// Takes one record into account.
+    fn take(&mut self, record: &AuditRecord);
+}
+
+impl Index for UsageIndex {
+    const FILE: &'static str = "usage.index";
+    fn take(&mut self, record: &AuditRecord) {
+        self.apply(record);
+    }
+}
+
+/// When each key was last used for cryptography: what DescribeKey needs,
+/// small (one entry per key), so every writer keeps it and a fresh process
+/// reads it instead of the trail or the per-envelope [`UsageIndex`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LastUsed {
+    keys: HashMap<String, String>,
+}
+
+impl LastUsed {
+    /// The last use of the key `arn` (RFC 3339 UTC, milliseconds).
+    pub(crate) fn key(&self, arn: &str) -> Option<String> {
+        self.keys.get(arn).cloned()
+    }
+}
+
+impl Index for LastUsed {
+    const FILE: &'static str = "usage.last";
+    fn take(&mut self, record: &AuditRecord) {
+        if !is_cryptography(record) {
+            return;
+        }
+        for key in &record.keys {
+            let last = self.keys.entry(key.arn.clone()).or_default();
+            if last.as_str() < record.time.as_str() {
+                last.clone_from(&record.time);
+            }
+        }
+    }
+}
+
+/// Whether the record is an attempt of a cryptographic operation (a use
+/// of its keys, allowed or not).
+fn is_cryptography(record: &AuditRecord) -> bool {
+    matches!(
+        record.operation.as_str(),
+        "Encrypt" | "Decrypt" | "GenerateDataKey" | "GenerateDataKeyWithoutPlaintext" | "ReEncrypt"
+    )
+}
+
 /// The saved index and the end of the trail it covers.
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub(super) struct Snapshot {
-    /// Byte offset just after the last record covered.
+pub(super) struct Snapshot<I> {
+    /// Byte offset in the active file just after the last record covered.
     pub(super) offset: u64,
     /// `seq` of the last record covered (0 for none).
     pub(super) seq: u64,
     /// `hash` of the last record covered.
     pub(super) hash: String,
     /// The index.
-    pub(super) index: UsageIndex,
+    pub(super) index: I,
 }
 
 #[cfg(test)]

@@ -2,8 +2,13 @@
 //! other writers, and repair of a torn final line.
 
 use super::checkpoint::{Checkpoint, Checkpointer};
-use super::record::{encode_line, AuditRecord, DECISION_ALLOW, GENESIS_HASH, OUTCOME_SUCCESS};
-use super::usage::{KeyUsage, Snapshot};
+use super::digest;
+use super::record::{
+    encode_line, parse_record, AuditRecord, DECISION_ALLOW, GENESIS_HASH, OUTCOME_SUCCESS,
+};
+use super::retention::{self, Pruned};
+use super::segment::{self, SegmentHeader};
+use super::usage::{Index, KeyUsage, LastUsed, Snapshot, UsageIndex};
 use super::{io_error, AuditError};
 use crate::root::RootKey;
 use chrono::{SecondsFormat, Utc};
@@ -13,7 +18,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 /// First read size when looking for the last line of the file.
 pub(super) const TAIL_WINDOW: u64 = 4096;
@@ -21,9 +26,13 @@ pub(super) const TAIL_WINDOW: u64 = 4096;
 /// How to open an [`AuditLog`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AuditOptions {
-    /// `fdatasync` after every append: a record survives a power loss once
-    /// `append` returns. Off by default; call [`AuditLog::sync`] instead.
+    /// A record is on stable storage (`fdatasync`) before `append` returns:
+    /// it survives a power loss once the caller can act on it. Concurrent
+    /// appends share one `fdatasync` (see [`AuditLog::append_all`]). Off by
+    /// default; a keystore's trail is always opened durable.
     pub durable: bool,
+    /// When to close the active file into a segment.
+    pub segments: super::AuditConfig,
 }
 
 /// The file and what this handle knows about the end of its chain.
@@ -31,14 +40,19 @@ struct ChainState {
     file: File,
     chain: Chain,
     /// The usage index, loaded on first use (see `usage.rs`).
-    usage: Option<Usage>,
+    usage: Option<Usage<UsageIndex>>,
+    /// When each key was last used: kept by every writer, loaded on the
+    /// first append or DescribeKey.
+    last_used: Option<Usage<LastUsed>>,
     /// The sealed checkpoint, for a trail inside a keystore.
     checkpoint: Option<Checkpointer>,
+    /// Trail bytes read by `key_usage` (see [`AuditLog::usage_reads`]).
+    usage_reads: u64,
 }
 
-/// The usage index and the end of the trail it has taken in.
-struct Usage {
-    covered: Snapshot,
+/// An index and the end of the trail it has taken in.
+struct Usage<I> {
+    covered: Snapshot<I>,
     /// Records taken in since the snapshot was last saved.
     unsaved: u64,
 }
@@ -56,21 +70,75 @@ struct Chain {
     seq: u64,
     last_hash: String,
     repaired_torn_bytes: u64,
+    /// When the first record of the active file was written.
+    started: Started,
+    /// After a failed close, do not try again before the file is this long.
+    close_backoff: u64,
+    /// When the last signed digest was written (Unix seconds); `None`
+    /// until learned.
+    last_digest: Option<i64>,
+}
+
+/// When the active file's first record was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Started {
+    /// Not learned yet (read from the file when needed).
+    Unknown,
+    /// Unix seconds of the first record; `None` for an empty file.
+    At(Option<i64>),
 }
 
 /// An append handle on an audit file; share one per process.
 pub struct AuditLog {
     path: PathBuf,
     durable: bool,
+    segments: super::AuditConfig,
+    /// The keystore's root key, which seals the digest-signing keys; no
+    /// digests without it.
+    root: Option<Arc<dyn RootKey>>,
     state: Mutex<ChainState>,
+    sync: GroupSync,
+}
+
+/// The group commit of durable appends: one `fdatasync` at a time, and
+/// each covers every write made before it started. An append takes a
+/// ticket (the count of writes so far) under the state lock, right after
+/// its write, and waits until a sync that started after that write has
+/// finished; if none is running it runs one itself (it becomes the
+/// leader). Records appended while a sync runs are covered by the next
+/// one, so N concurrent requests cost about two syncs, not N.
+struct GroupSync {
+    /// The audit file, duplicated, so a sync runs without the state lock.
+    file: File,
+    state: Mutex<SyncState>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Writes made (tickets handed out).
+    written: u64,
+    /// Writes known to be on stable storage.
+    durable: u64,
+    /// A leader is syncing.
+    syncing: bool,
+    /// `fdatasync` calls made by this handle.
+    syncs: u64,
+    /// A sync failed: after that the kernel may have dropped the dirty
+    /// pages and a later sync could succeed without them, so nothing this
+    /// handle wrote is trusted as durable any more (fails closed).
+    failed: Option<String>,
 }
 
 impl Drop for AuditLog {
     fn drop(&mut self) {
         let state = self.lock_state();
+        // Best effort: a later process replays what the snapshots miss.
         if let Some(usage) = state.usage.as_ref().filter(|u| u.unsaved > 0) {
-            // Best effort: a later process replays what the snapshot misses.
             let _ = save_usage(&self.path, &usage.covered);
+        }
+        if let Some(last) = state.last_used.as_ref().filter(|u| u.unsaved > 0) {
+            let _ = save_usage(&self.path, &last.covered);
         }
     }
 }
@@ -135,9 +203,17 @@ impl AuditLog {
             open.mode(0o600);
         }
         let file = open.open(path).map_err(io_error(path))?;
+        let sync = GroupSync {
+            file: file.try_clone().map_err(io_error(path))?,
+            state: Mutex::new(SyncState::default()),
+            done: Condvar::new(),
+        };
         let log = AuditLog {
             path: path.to_path_buf(),
             durable: options.durable,
+            segments: options.segments,
+            root: root.clone(),
+            sync,
             state: Mutex::new(ChainState {
                 file,
                 chain: Chain {
@@ -146,9 +222,14 @@ impl AuditLog {
                     seq: 0,
                     last_hash: GENESIS_HASH.to_string(),
                     repaired_torn_bytes: 0,
+                    started: Started::Unknown,
+                    close_backoff: 0,
+                    last_digest: None,
                 },
                 usage: None,
+                last_used: None,
                 checkpoint: root.map(|root| Checkpointer::new(path, root)),
+                usage_reads: 0,
             }),
         };
         {
@@ -180,24 +261,42 @@ impl AuditLog {
     }
 
     /// Appends `records`, in order, as the next lines of the chain, with one
-    /// lock, one write and (if `durable`) one sync for all of them: the
-    /// group commit of a batch of key uses. Each record is its own line,
-    /// exactly as [`AuditLog::append`] would have written it.
+    /// lock and one write for all of them: the group commit of a batch of
+    /// key uses. Each record is its own line, exactly as
+    /// [`AuditLog::append`] would have written it.
+    ///
+    /// If `durable`, returns only once the records are on stable storage,
+    /// with one `fdatasync` shared by every append that wrote while the
+    /// previous one ran (see [`GroupSync`]). An error means the records may
+    /// be lost: the caller must not answer the request.
     pub(crate) fn append_all(&self, records: Vec<AuditRecord>) -> Result<(), AuditError> {
         if records.is_empty() {
             return Ok(());
         }
+        let ticket = self.write_records(records)?;
+        if self.durable {
+            self.make_durable(ticket)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the records (under the state lock and the file lock) and
+    /// returns the group-commit ticket of the write.
+    fn write_records(&self, records: Vec<AuditRecord>) -> Result<u64, AuditError> {
         let mut state = self.lock_state();
         let ChainState {
             file,
             chain,
             usage,
+            last_used,
             checkpoint,
+            ..
         } = &mut *state;
         let _lock = FileLock::acquire(file, &self.path)?;
         let mut len = file.metadata().map_err(io_error(&self.path))?.len();
         let mut notes = Vec::new();
         if chain.end != Some(len) {
+            chain.started = Started::Unknown;
             if let Some(repair) = resync(file, &self.path, chain)? {
                 notes.push(repair.record(&self.path, &records[0]));
             }
@@ -228,8 +327,21 @@ impl AuditLog {
                 notes.push(note_record(&records[0], "AuditCheckpointMissing", params));
             }
         }
+        // Every writer keeps the last-used index, so its snapshot stays
+        // within SAVE_USAGE_EVERY records of the end of the trail and a
+        // fresh process's DescribeKey replays only those, however long the
+        // trail. The per-envelope index only where it was loaded.
+        let last_used = last_used.get_or_insert_with(|| load_usage(&self.path));
+        let end_before = (len, chain.seq, chain.last_hash.as_str());
+        catch_up(file, &self.path, last_used, end_before)?;
         if let Some(usage) = usage.as_mut() {
-            catch_up(file, &self.path, usage, (len, chain.seq, &chain.last_hash))?;
+            catch_up(file, &self.path, usage, end_before)?;
+        }
+        if self.digest_due(chain) {
+            // The records before this append, made durable first: a digest
+            // never signs what a power loss could take back.
+            file.sync_data().map_err(io_error(&self.path))?;
+            self.write_digest(chain);
         }
         let records: Vec<AuditRecord> = notes.into_iter().chain(records).collect();
         // Until the write succeeds the end of the chain is unknown; a failed
@@ -248,15 +360,22 @@ impl AuditLog {
             record.prev_hash = std::mem::take(&mut last_hash);
             record.hash.clear();
             last_hash = encode_line(&record, &mut chain.buf);
+            record.hash.clone_from(&last_hash);
             written.push(record);
         }
         (&*file)
             .write_all(&chain.buf)
             .map_err(io_error(&self.path))?;
-        if self.durable {
-            file.sync_data().map_err(io_error(&self.path))?;
-        }
+        // Taken under the state lock, so tickets follow the order of writes.
+        let ticket = {
+            let mut sync = lock(&self.sync.state);
+            sync.written += 1;
+            sync.written
+        };
         let end = len + chain.buf.len() as u64;
+        if len == 0 {
+            chain.started = Started::At(unix_secs(&written[0].time));
+        }
         chain.end = Some(end);
         chain.seq = seq;
         chain.last_hash.clone_from(&last_hash);
@@ -266,19 +385,243 @@ impl AuditLog {
                 hash: last_hash.clone(),
             })?;
         }
+        advance(&self.path, last_used, &written, end);
         if let Some(usage) = usage.as_mut() {
-            for record in &written {
-                usage.covered.index.apply(record);
-            }
-            usage.covered.offset = end;
-            usage.covered.seq = seq;
-            usage.covered.hash = last_hash;
-            usage.unsaved += written.len() as u64;
-            if usage.unsaved >= SAVE_USAGE_EVERY && save_usage(&self.path, &usage.covered).is_ok() {
-                usage.unsaved = 0;
+            advance(&self.path, usage, &written, end);
+        }
+        if self.segment_due(file, chain, end) {
+            // The records are written (and the caller will make them
+            // durable): a failed close leaves them in the active file,
+            // says so, and is tried again later.
+            match close_segment(file, &self.path, chain, last_used, usage.as_mut()) {
+                Ok(_) => self.write_digest(chain),
+                Err(e) => {
+                    eprintln!(
+                        "rewrap: audit trail {}: closing the segment failed ({e}); the records stay in the active file",
+                        self.path.display()
+                    );
+                    chain.close_backoff = end + (self.segments.segment_max_bytes / 8).max(1);
+                }
             }
         }
-        Ok(())
+        Ok(ticket)
+    }
+
+    /// Whether the active file (now `end` bytes long) is to be closed.
+    fn segment_due(&self, file: &File, chain: &mut Chain, end: u64) -> bool {
+        if end == 0 || end < chain.close_backoff {
+            return false;
+        }
+        if end >= self.segments.segment_max_bytes {
+            return true;
+        }
+        if chain.started == Started::Unknown {
+            chain.started = Started::At(first_record_time(file, &self.path));
+        }
+        let Started::At(started) = chain.started else {
+            return false;
+        };
+        let age = started.map_or(0, |t| Utc::now().timestamp().saturating_sub(t));
+        age >= 0 && age as u64 >= self.segments.segment_max_age_secs
+    }
+
+    /// Closes the active file into a segment now, whatever its size or age
+    /// (a no-op on an empty active file); returns the segment's header.
+    pub fn close_segment(&self) -> Result<Option<SegmentHeader>, AuditError> {
+        let mut state = self.lock_state();
+        let ChainState {
+            file,
+            chain,
+            usage,
+            last_used,
+            ..
+        } = &mut *state;
+        let _lock = FileLock::acquire(file, &self.path)?;
+        let len = file.metadata().map_err(io_error(&self.path))?.len();
+        if chain.end != Some(len) {
+            // Another writer appended: learn the end (no repair here; the
+            // next append repairs a torn tail and records it).
+            let tail = read_tail(file, &self.path)?;
+            if tail.torn_bytes > 0 {
+                return Err(AuditError::Malformed {
+                    line: 0,
+                    problem: "the active file ends in a torn record; append once to repair it before closing".into(),
+                });
+            }
+            chain.end = Some(tail.end);
+            chain.seq = tail.seq;
+            chain.last_hash = tail.hash;
+            chain.started = Started::Unknown;
+        }
+        let end = (
+            chain.end.unwrap_or(len),
+            chain.seq,
+            chain.last_hash.as_str(),
+        );
+        let last_used = last_used.get_or_insert_with(|| load_usage(&self.path));
+        catch_up(file, &self.path, last_used, end)?;
+        if let Some(usage) = usage.as_mut() {
+            catch_up(file, &self.path, usage, end)?;
+        }
+        let header = close_segment(file, &self.path, chain, last_used, usage.as_mut())?;
+        if header.is_some() {
+            self.write_digest(chain);
+        }
+        Ok(header)
+    }
+
+    /// Whether a periodic digest is due (in a keystore, with records).
+    fn digest_due(&self, chain: &mut Chain) -> bool {
+        if self.root.is_none() || chain.seq == 0 {
+            return false;
+        }
+        let last = *chain
+            .last_digest
+            .get_or_insert_with(|| digest::last_time(&self.path).unwrap_or(0));
+        let age = Utc::now().timestamp().saturating_sub(last);
+        age >= 0 && age as u64 >= self.segments.digest_interval_secs
+    }
+
+    /// Writes a signed digest of the trail up to the end of `chain`
+    /// (creating the signing key the first time). A failure is said on
+    /// stderr and tried again at the next append: the records themselves
+    /// are written, and verify reports a trail whose digests fall behind.
+    fn write_digest(&self, chain: &mut Chain) {
+        let Some(root) = &self.root else { return };
+        chain.last_digest = Some(Utc::now().timestamp());
+        if let Err(e) = digest::write_next(&self.path, root.as_ref(), (chain.seq, &chain.last_hash))
+        {
+            chain.last_digest = Some(0);
+            eprintln!(
+                "rewrap: audit trail {}: writing the signed digest failed: {e}",
+                self.path.display()
+            );
+        }
+    }
+
+    /// Adds a new audit-signing key (the old ones are kept, their public
+    /// keys still listed) and writes a digest signed with it; returns every
+    /// public key, oldest first.
+    pub(crate) fn rotate_signing_key(&self) -> Result<Vec<String>, AuditError> {
+        let Some(root) = &self.root else {
+            return Err(AuditError::Checkpoint {
+                problem: "only a keystore's trail has signing keys".into(),
+            });
+        };
+        let mut state = self.lock_state();
+        let ChainState { file, chain, .. } = &mut *state;
+        let _lock = FileLock::acquire(file, &self.path)?;
+        let public = digest::rotate_signing_key(&self.path, root.as_ref())?;
+        let tail = read_tail(file, &self.path)?;
+        file.sync_data().map_err(io_error(&self.path))?;
+        digest::write_next(&self.path, root.as_ref(), (tail.seq, &tail.hash))?;
+        chain.last_digest = Some(Utc::now().timestamp());
+        Ok(public)
+    }
+
+    /// Removes the closed segments past `retention` that were exported and
+    /// are listed by a digest (see `retention.rs`): first a digest signed
+    /// saying so, then the files. The caller records the removal.
+    pub(crate) fn prune(&self, retention: std::time::Duration) -> Result<Pruned, AuditError> {
+        let Some(root) = &self.root else {
+            return Err(AuditError::Checkpoint {
+                problem: "only a keystore's trail has retention".into(),
+            });
+        };
+        let mut state = self.lock_state();
+        let ChainState { file, chain, .. } = &mut *state;
+        let _lock = FileLock::acquire(file, &self.path)?;
+        let gone = retention::removable(&self.path, retention, std::time::SystemTime::now())?;
+        let Some((_, last)) = gone.last() else {
+            return Ok(Pruned::default());
+        };
+        let (through_seq, through_hash) = (last.last_seq(), last.last_hash.clone());
+        let tail = read_tail(file, &self.path)?;
+        file.sync_data().map_err(io_error(&self.path))?;
+        digest::write_next_pruning(
+            &self.path,
+            root.as_ref(),
+            (tail.seq, &tail.hash),
+            Some((through_seq, &through_hash)),
+        )?;
+        chain.last_digest = Some(Utc::now().timestamp());
+        let mut segments = Vec::new();
+        for (path, _) in &gone {
+            std::fs::remove_file(path).map_err(io_error(path))?;
+            segments.push(
+                path.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+        let dir = segment::segments_dir(&self.path);
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error(&dir))?;
+        Ok(Pruned {
+            segments,
+            through_seq,
+            through_hash,
+        })
+    }
+
+    /// The public keys that verify this trail's digests, oldest first
+    /// (creating the first signing key if there is none yet).
+    pub(crate) fn public_keys(&self) -> Result<Vec<String>, AuditError> {
+        let Some(root) = &self.root else {
+            return Ok(Vec::new());
+        };
+        let keys = digest::keystore_public_keys(&self.path, root.as_ref())?;
+        if keys.is_empty() {
+            return self.rotate_signing_key();
+        }
+        Ok(keys)
+    }
+
+    /// Waits until the write with `ticket` is on stable storage, running
+    /// the sync itself if no other thread is (the group commit's leader).
+    fn make_durable(&self, ticket: u64) -> Result<(), AuditError> {
+        let failed = |why: &str| AuditError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other(format!("an earlier fdatasync failed ({why})")),
+        };
+        let mut sync = lock(&self.sync.state);
+        loop {
+            if let Some(why) = &sync.failed {
+                return Err(failed(why));
+            }
+            if sync.durable >= ticket {
+                return Ok(());
+            }
+            if sync.syncing {
+                sync = self
+                    .sync
+                    .done
+                    .wait(sync)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            sync.syncing = true;
+            let upto = sync.written;
+            drop(sync);
+            let result = self.sync.file.sync_data();
+            sync = lock(&self.sync.state);
+            sync.syncing = false;
+            sync.syncs += 1;
+            match &result {
+                Ok(()) => sync.durable = sync.durable.max(upto),
+                Err(e) => sync.failed = Some(e.to_string()),
+            }
+            self.sync.done.notify_all();
+            result.map_err(io_error(&self.path))?;
+        }
+    }
+
+    /// `fdatasync` calls this handle has made for durable appends.
+    #[cfg(test)]
+    pub(crate) fn syncs(&self) -> u64 {
+        lock(&self.sync.state).syncs
     }
 
     /// Flushes every appended record to stable storage (`fdatasync`).
@@ -291,15 +634,54 @@ impl AuditLog {
     /// process has appended so far taken in.
     pub(crate) fn key_usage(&self, arn: &str) -> Result<KeyUsage, AuditError> {
         let mut state = self.lock_state();
-        let ChainState { file, usage, .. } = &mut *state;
+        let ChainState {
+            file,
+            usage,
+            usage_reads,
+            ..
+        } = &mut *state;
         let _lock = FileLock::acquire(file, &self.path)?;
         let tail = read_tail(file, &self.path)?;
         let usage = match usage {
             Some(usage) => usage,
             None => usage.insert(load_usage(&self.path)),
         };
-        catch_up(file, &self.path, usage, (tail.end, tail.seq, &tail.hash))?;
+        let replayed = catch_up(file, &self.path, usage, (tail.end, tail.seq, &tail.hash))?;
+        *usage_reads += tail.read + replayed;
         Ok(usage.covered.index.key(arn))
+    }
+
+    /// When the key `arn` was last used for cryptography (RFC 3339 UTC),
+    /// with every record any process has appended so far taken in: reads
+    /// the small last-used index and the records its snapshot misses, not
+    /// the trail nor the per-envelope index (DescribeKey's cost).
+    pub(crate) fn last_used(&self, arn: &str) -> Result<Option<String>, AuditError> {
+        let mut state = self.lock_state();
+        let ChainState {
+            file,
+            last_used,
+            usage_reads,
+            ..
+        } = &mut *state;
+        let _lock = FileLock::acquire(file, &self.path)?;
+        let tail = read_tail(file, &self.path)?;
+        let last_used = last_used.get_or_insert_with(|| load_usage(&self.path));
+        let replayed = catch_up(
+            file,
+            &self.path,
+            last_used,
+            (tail.end, tail.seq, &tail.hash),
+        )?;
+        *usage_reads += tail.read + replayed;
+        Ok(last_used.covered.index.key(arn))
+    }
+
+    /// Bytes of the trail [`AuditLog::key_usage`] has read so far (its
+    /// tail, and the records the saved usage index did not cover): what a
+    /// DescribeKey costs besides the index itself.
+    #[cfg(test)]
+    pub(crate) fn usage_reads(&self) -> u64 {
+        self.lock_state().usage_reads
     }
 
     /// Bytes of torn final lines (left by crashed writers) this handle has
@@ -321,6 +703,123 @@ impl AuditLog {
             }
         }
     }
+}
+
+/// Moves the records of the active file into a new closed segment and
+/// empties the active file. The caller holds the file lock, and `chain`
+/// and `usage` are at the end of the active file.
+///
+/// Crash safety: the segment is written beside its final name, synced,
+/// renamed and the folder synced before the active file is truncated. A
+/// crash in between leaves the records in both places; readers skip the
+/// records of the active file that the last segment already holds, and the
+/// next close leaves them out.
+fn close_segment(
+    file: &File,
+    path: &Path,
+    chain: &mut Chain,
+    last_used: &mut Usage<LastUsed>,
+    usage: Option<&mut Usage<UsageIndex>>,
+) -> Result<Option<SegmentHeader>, AuditError> {
+    let end = chain.end.expect("the caller knows the end");
+    let closed = closed_end(path)?;
+    let closed_end = closed.as_ref().map_or(0, |c| c.0);
+    let bytes = read_range(file, path, 0, end)?;
+    let mut records = Vec::new();
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let record = parse_record(i as u64 + 1, line)?;
+        if record.seq > closed_end {
+            records.push(record);
+        }
+    }
+    if let Some(problem) = chain_problem(closed.as_ref(), &records) {
+        // A broken chain is left where `audit verify` names the line.
+        return Err(AuditError::Malformed {
+            line: 0,
+            problem: format!("not closing a segment: {problem}"),
+        });
+    }
+    let header = match records.first() {
+        Some(first) => {
+            let dir = segment::segments_dir(path);
+            std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+            let target = segment::segment_path(path, first.seq);
+            crate::keystore::write_atomic(&target, &segment::encode(&records)).map_err(|e| {
+                AuditError::Io {
+                    path: target.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                }
+            })?;
+            let last = records.last().expect("not empty");
+            Some(SegmentHeader {
+                first_seq: first.seq,
+                prev_hash: first.prev_hash.clone(),
+                records: records.len() as u64,
+                last_hash: last.hash.clone(),
+            })
+        }
+        None => None,
+    };
+    file.set_len(0).map_err(io_error(path))?;
+    chain.end = Some(0);
+    chain.started = Started::At(None);
+    chain.close_backoff = 0;
+    // Saved at offset 0 now, so other writers' snapshots (at offsets of
+    // the old active file) are replaced by these instead of rebuilt.
+    restart(path, last_used);
+    if let Some(usage) = usage {
+        restart(path, usage);
+    }
+    Ok(header)
+}
+
+/// Why `records` are not a chain continuing the last closed segment.
+fn chain_problem(closed: Option<&(u64, String)>, records: &[AuditRecord]) -> Option<String> {
+    let (mut seq, mut hash) = closed.map_or((0, GENESIS_HASH), |c| (c.0, c.1.as_str()));
+    for r in records {
+        if r.seq != seq + 1 || r.prev_hash != hash {
+            return Some(format!("record {} does not follow record {seq}", r.seq));
+        }
+        seq = r.seq;
+        hash = &r.hash;
+    }
+    None
+}
+
+/// Where the closed part of the trail ends (`seq`, hash): the last closed
+/// segment, or, when retention removed them all, the last removed record.
+fn closed_end(path: &Path) -> Result<Option<(u64, String)>, AuditError> {
+    if let Some(h) = segment::last_header(path)? {
+        return Ok(Some((h.last_seq(), h.last_hash)));
+    }
+    digest::pruned(path)
+}
+
+/// The time of the first record of the active file (Unix seconds), if any.
+fn first_record_time(file: &File, path: &Path) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct TimeOnly {
+        time: String,
+    }
+    let len = file.metadata().ok()?.len();
+    let bytes = read_range(file, path, 0, len.min(TAIL_WINDOW)).ok()?;
+    let line = bytes.split(|&b| b == b'\n').next()?;
+    let first: TimeOnly = serde_json::from_slice(line).ok()?;
+    unix_secs(&first.time)
+}
+
+fn unix_secs(time: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(time)
+        .ok()
+        .map(|t| t.timestamp())
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Learns `seq` and `hash` of the last complete line and repairs a torn
@@ -421,16 +920,41 @@ fn note_record(by: &AuditRecord, operation: &str, params: BTreeMap<String, Strin
     }
 }
 
-/// The usage snapshot's file, beside the audit file.
-fn usage_path(path: &Path) -> PathBuf {
-    path.with_file_name("usage.index")
+/// Takes the records just written (ending at `end`) into `usage`, and saves
+/// its snapshot every [`SAVE_USAGE_EVERY`] records.
+fn advance<I: Index>(path: &Path, usage: &mut Usage<I>, written: &[AuditRecord], end: u64) {
+    for record in written {
+        usage.covered.index.take(record);
+    }
+    if let Some(last) = written.last() {
+        usage.covered.seq = last.seq;
+        usage.covered.hash.clone_from(&last.hash);
+    }
+    usage.covered.offset = end;
+    usage.unsaved += written.len() as u64;
+    if usage.unsaved >= SAVE_USAGE_EVERY && save_usage(path, &usage.covered).is_ok() {
+        usage.unsaved = 0;
+    }
 }
 
-/// The saved usage index, or an empty one (replayed from the first record).
-fn load_usage(path: &Path) -> Usage {
-    let covered = std::fs::read(usage_path(path))
+/// After a close: the same index, at offset 0 of the emptied active file.
+fn restart<I: Index>(path: &Path, usage: &mut Usage<I>) {
+    usage.covered.offset = 0;
+    if save_usage(path, &usage.covered).is_ok() {
+        usage.unsaved = 0;
+    }
+}
+
+/// An index's snapshot file, beside the audit file.
+fn usage_path<I: Index>(path: &Path) -> PathBuf {
+    path.with_file_name(I::FILE)
+}
+
+/// The saved index, or an empty one (replayed from the first record).
+fn load_usage<I: Index>(path: &Path) -> Usage<I> {
+    let covered = std::fs::read(usage_path::<I>(path))
         .ok()
-        .and_then(|bytes| serde_json::from_slice::<Snapshot>(&bytes).ok())
+        .and_then(|bytes| serde_json::from_slice::<Snapshot<I>>(&bytes).ok())
         .unwrap_or_else(empty_snapshot);
     Usage {
         covered,
@@ -438,19 +962,21 @@ fn load_usage(path: &Path) -> Usage {
     }
 }
 
-fn empty_snapshot() -> Snapshot {
+fn empty_snapshot<I: Index>() -> Snapshot<I> {
     Snapshot {
+        offset: 0,
+        seq: 0,
         hash: GENESIS_HASH.to_string(),
-        ..Snapshot::default()
+        index: I::default(),
     }
 }
 
-fn save_usage(path: &Path, covered: &Snapshot) -> Result<(), AuditError> {
+fn save_usage<I: Index>(path: &Path, covered: &Snapshot<I>) -> Result<(), AuditError> {
     let bytes = serde_json::to_vec(covered).map_err(|e| AuditError::Malformed {
         line: 0,
         problem: format!("usage index: {e}"),
     })?;
-    let target = usage_path(path);
+    let target = usage_path::<I>(path);
     crate::keystore::write_atomic(&target, &bytes).map_err(|e| AuditError::Io {
         path: target,
         source: std::io::Error::other(e.to_string()),
@@ -459,41 +985,73 @@ fn save_usage(path: &Path, covered: &Snapshot) -> Result<(), AuditError> {
 
 /// Takes in the records between what `usage` covers and `end`. If they do
 /// not chain onto it (the trail was cut or rewritten, or the snapshot is
-/// not of this trail), the index is rebuilt from the first record.
-fn catch_up(
+/// not of this trail), the index is rebuilt from the first record. Returns
+/// the bytes of the trail it read.
+fn catch_up<I: Index>(
     file: &File,
     path: &Path,
-    usage: &mut Usage,
+    usage: &mut Usage<I>,
     end: (u64, u64, &str),
-) -> Result<(), AuditError> {
+) -> Result<u64, AuditError> {
     let (end, seq, hash) = end;
     let covered = &usage.covered;
     if covered.offset == end && covered.seq == seq && covered.hash == hash {
-        return Ok(());
+        return Ok(0);
     }
+    let mut read = 0;
     if covered.offset < end {
         let before = covered.seq;
+        read += end - covered.offset;
         let mut next = std::mem::take(&mut usage.covered);
         if replay(file, path, &mut next, end, true)? && next.seq == seq && next.hash == hash {
             usage.unsaved += next.seq - before;
             usage.covered = next;
-            return Ok(());
+            return Ok(read);
+        }
+    }
+    // A snapshot saved by another writer (one that closed a segment saves
+    // one at offset 0) may fit where this one did not.
+    let saved = load_usage::<I>(path).covered;
+    if saved.offset <= end && saved.seq <= seq {
+        let mut next = saved;
+        read += end - next.offset;
+        if replay(file, path, &mut next, end, true)? && next.seq == seq && next.hash == hash {
+            usage.unsaved = 1;
+            usage.covered = next;
+            return Ok(read);
         }
     }
     let mut next = empty_snapshot();
+    read += replay_segments(path, &mut next)?;
     replay(file, path, &mut next, end, false)?;
     usage.unsaved = next.seq.max(1);
     usage.covered = next;
-    Ok(())
+    Ok(read + end)
+}
+
+/// Applies the records of every closed segment to `into` (from empty);
+/// returns the compressed bytes read.
+fn replay_segments<I: Index>(path: &Path, into: &mut Snapshot<I>) -> Result<u64, AuditError> {
+    let mut read = 0;
+    for seg in segment::list(path)? {
+        read += std::fs::metadata(&seg).map_or(0, |m| m.len());
+        let mut reader = segment::SegmentReader::open(&seg)?;
+        while let Some(record) = reader.next_record()? {
+            into.index.take(&record);
+            into.seq = record.seq;
+            into.hash = record.hash;
+        }
+    }
+    Ok(read)
 }
 
 /// Applies the complete records in `[into.offset, end)` to `into`. With
 /// `strict`, returns `false` (leaving `into` half-applied) as soon as a record
 /// does not chain onto the one before; without, takes in every record.
-fn replay(
+fn replay<I: Index>(
     file: &File,
     path: &Path,
-    into: &mut Snapshot,
+    into: &mut Snapshot<I>,
     end: u64,
     strict: bool,
 ) -> Result<bool, AuditError> {
@@ -517,10 +1075,15 @@ fn replay(
             into.offset += n as u64;
             continue;
         };
+        if strict && record.seq <= into.seq {
+            // Already in a closed segment (a close interrupted by a crash).
+            into.offset += n as u64;
+            continue;
+        }
         if strict && (record.seq != into.seq + 1 || record.prev_hash != into.hash) {
             return Ok(false);
         }
-        into.index.apply(&record);
+        into.index.take(&record);
         into.offset += n as u64;
         into.seq = record.seq;
         into.hash = record.hash;
@@ -539,15 +1102,19 @@ struct Tail {
     seq: u64,
     hash: String,
     torn_bytes: u64,
+    /// Bytes read from the file to find the last line.
+    read: u64,
 }
 
 /// Reads backwards from the end of the file to its last complete line.
 fn read_tail(file: &File, path: &Path) -> Result<Tail, AuditError> {
     let len = file.metadata().map_err(io_error(path))?.len();
     let mut window = TAIL_WINDOW;
+    let mut read = 0;
     loop {
         let start = len.saturating_sub(window);
         let bytes = read_range(file, path, start, len)?;
+        read += bytes.len() as u64;
         let complete = match bytes.iter().rposition(|&b| b == b'\n') {
             Some(i) => i + 1,
             None if start == 0 => 0,
@@ -559,11 +1126,14 @@ fn read_tail(file: &File, path: &Path) -> Result<Tail, AuditError> {
         let torn_bytes = bytes.len() as u64 - complete as u64;
         let end = start + complete as u64;
         if complete == 0 {
+            // An empty active file continues the last closed segment.
+            let (seq, hash) = closed_end(path)?.unwrap_or_else(|| (0, GENESIS_HASH.to_string()));
             return Ok(Tail {
                 end,
-                seq: 0,
-                hash: GENESIS_HASH.to_string(),
+                seq,
+                hash,
                 torn_bytes,
+                read,
             });
         }
         let line_end = complete - 1;
@@ -592,6 +1162,7 @@ fn read_tail(file: &File, path: &Path) -> Result<Tail, AuditError> {
             seq: last.seq,
             hash: last.hash,
             torn_bytes,
+            read,
         });
     }
 }

@@ -82,9 +82,25 @@ pub(crate) enum AuditCommand {
     )]
     Verify {
         /// The audit file [default: <keystore>/audit.log].
-        #[arg(long)]
+        #[arg(long, conflicts_with = "public_key")]
         file: Option<PathBuf>,
+        /// Verify offline, with only these audit-signing public keys (the
+        /// output of `rewrap audit public-key`), the trail copied to DIR.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+        /// With --public-key: the copied trail's folder [default: the keystore].
+        #[arg(requires = "public_key")]
+        dir: Option<PathBuf>,
     },
+    /// Prints the audit-signing public keys (one hex key a line), for
+    /// `audit verify --public-key`.
+    PublicKey(super::audit::PublicKeyArgs),
+    /// Copies the closed segments and signed digests to an object-store
+    /// location (s3://, az://, gs://, file://); create-only, resumable.
+    Export(super::audit::ExportArgs),
+    /// Removes closed segments past the retention that were exported and
+    /// are listed by a signed digest; the removal is signed and recorded.
+    Prune(super::audit::PruneArgs),
     /// Summarises key use per key, principal and operation.
     #[command(
         after_help = "Examples:\n  rewrap audit report --since 2026-11-01\n  rewrap audit report --key-id alias/app-data --principal storage-rotator --output text"
@@ -98,6 +114,7 @@ pub(crate) fn init(args: InitArgs, ctx: &Context) -> anyhow::Result<i32> {
     let config = rewrap::keystore::Config {
         region: args.arn_region,
         account: args.account,
+        ..Default::default()
     };
     let root = args.root.as_deref();
     let creds =
@@ -178,15 +195,25 @@ pub(crate) fn policy(cmd: PolicyCommand, ctx: &Context) -> anyhow::Result<i32> {
 /// `audit verify` of the keystore's own trail checks its end against the
 /// sealed checkpoint too, and records its own use only after it verified.
 pub(crate) fn audit(cmd: AuditCommand, ctx: &Context) -> anyhow::Result<i32> {
-    if let AuditCommand::Report(a) = &cmd {
-        return super::audit_report::run(a, ctx);
-    }
+    let cmd = match cmd {
+        AuditCommand::Report(a) => return super::audit_report::run(&a, ctx),
+        AuditCommand::Verify {
+            public_key: Some(keys),
+            dir,
+            ..
+        } => return super::audit::verify_offline(&keys, dir, ctx),
+        AuditCommand::PublicKey(args) => return super::audit::public_key(args, ctx),
+        AuditCommand::Export(args) => return super::audit::export(args, ctx),
+        AuditCommand::Prune(args) => return super::audit::prune(args, ctx),
+        cmd => cmd,
+    };
     if ctx.global.endpoint_url.is_some() {
         return remote_audit(cmd, ctx);
     }
     let file = match &cmd {
-        AuditCommand::Verify { file } => file.clone(),
+        AuditCommand::Verify { file, .. } => file.clone(),
         AuditCommand::Report(a) => a.file.clone(),
+        AuditCommand::PublicKey(_) | AuditCommand::Export(_) | AuditCommand::Prune(_) => None,
     };
     let verify_only = matches!(cmd, AuditCommand::Verify { .. });
     let (path, verified) = if let Some(p) = file {
@@ -209,6 +236,9 @@ pub(crate) fn audit(cmd: AuditCommand, ctx: &Context) -> anyhow::Result<i32> {
         (service.audit_path(), verified)
     };
     match cmd {
+        AuditCommand::PublicKey(_) | AuditCommand::Export(_) | AuditCommand::Prune(_) => {
+            unreachable!("handled before the keystore is opened")
+        }
         AuditCommand::Verify { .. } => match verified.expect("verify ran") {
             Ok(summary) => {
                 if !summary.repairs.is_empty() {
@@ -244,11 +274,22 @@ fn remote_audit(cmd: AuditCommand, ctx: &Context) -> anyhow::Result<i32> {
     let kms = ctx.kms()?;
     let op_error = |operation| move |error| OpError { operation, error };
     match cmd {
-        AuditCommand::Verify { file: Some(_) } => Err(ConfigError(
+        AuditCommand::PublicKey(_)
+        | AuditCommand::Export(_)
+        | AuditCommand::Prune(_)
+        | AuditCommand::Verify {
+            public_key: Some(_),
+            ..
+        } => Err(ConfigError(
+            "this audit command reads the local keystore; it cannot be used with --endpoint-url"
+                .into(),
+        )
+        .into()),
+        AuditCommand::Verify { file: Some(_), .. } => Err(ConfigError(
             "--file reads a local trail; it cannot be used with --endpoint-url".into(),
         )
         .into()),
-        AuditCommand::Verify { file: None } => {
+        AuditCommand::Verify { file: None, .. } => {
             let v = kms
                 .verify_audit_trail(&Empty {})
                 .map_err(op_error("VerifyAuditTrail"))?;

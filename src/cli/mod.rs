@@ -14,6 +14,7 @@
 //! killed by SIGPIPE.
 
 pub(crate) mod admin;
+pub(crate) mod audit;
 pub(crate) mod audit_report;
 pub(crate) mod batch;
 pub(crate) mod custom_key_stores;

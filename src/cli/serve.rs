@@ -97,7 +97,8 @@ pub(crate) fn run(cmd: ServeCommand, ctx: &super::Context) -> anyhow::Result<i32
         max_connections: args.max_connections.max(1),
         max_connections_per_address: args.max_connections_per_address.max(1),
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
-        inline_operations: false,
+        // The default, which benches/server.rs measures.
+        inline_operations: ServerConfig::default().inline_operations,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -16,6 +16,73 @@ use crate::operation::Action;
 use chrono::SecondsFormat;
 
 impl KmsService {
+    /// Closes the audit trail's active file into a segment now, whatever
+    /// its size or age (an operator's or a benchmark's way to cut one);
+    /// `None` if the active file was empty.
+    pub fn close_audit_segment(
+        &self,
+    ) -> std::result::Result<Option<crate::audit::SegmentHeader>, AuditError> {
+        self.audit.close_segment()
+    }
+
+    /// The audit-signing public keys, oldest first (hex), creating the
+    /// first signing key if the trail has none yet.
+    pub fn audit_public_keys(&self) -> std::result::Result<Vec<String>, AuditError> {
+        self.audit.public_keys()
+    }
+
+    /// Adds a new audit-signing key (the old public keys stay listed) and
+    /// signs a digest with it; returns every public key, oldest first.
+    pub fn rotate_audit_signing_key(&self) -> std::result::Result<Vec<String>, AuditError> {
+        self.audit.rotate_signing_key()
+    }
+
+    /// Copies the closed segments and signed digests to `location`
+    /// (create-only puts; resumable).
+    pub fn export_audit_trail(
+        &self,
+        location: &crate::objstore::ObjectLocation,
+    ) -> std::result::Result<crate::audit::ExportReport, AuditError> {
+        crate::audit::export(self.audit.path(), location)
+    }
+
+    /// Removes the closed segments older than `older_than_days` (default:
+    /// the keystore's `retention_days`; none: nothing) that were exported
+    /// and are listed by a signed digest; the removal is signed in a digest
+    /// and recorded in the trail (`PruneAuditTrail`).
+    pub fn prune_audit_trail(
+        &self,
+        caller: &Caller,
+        older_than_days: Option<u64>,
+    ) -> Result<crate::audit::Pruned> {
+        self.audited_named(
+            caller,
+            "PruneAuditTrail",
+            Action::ScheduleKeyDeletion.bit(),
+            |trail| {
+                self.authorize(
+                    trail,
+                    caller,
+                    Action::ScheduleKeyDeletion,
+                    &["*".into()],
+                    None,
+                )?;
+                let Some(days) = older_than_days.or(self.config().audit.retention_days) else {
+                    return Ok(crate::audit::Pruned::default());
+                };
+                let retention = std::time::Duration::from_secs(days.saturating_mul(86_400));
+                let pruned = self
+                    .audit
+                    .prune(retention)
+                    .map_err(|e| KmsError::internal(format!("audit trail: {e}")))?;
+                trail.param("Segments", pruned.segments.join(","));
+                trail.param("ThroughSeq", pruned.through_seq.to_string());
+                trail.param("ThroughHash", pruned.through_hash.clone());
+                Ok(pruned)
+            },
+        )
+    }
+
     pub(super) fn verify_audit_trail(
         &self,
         caller: &Caller,

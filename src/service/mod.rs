@@ -263,9 +263,14 @@ impl KmsService {
         policy_dirs.extend(extra_policies.map(Path::to_path_buf));
         let policies = load_policies(&policy_dirs)?;
         let audit_path = home.join("audit.log");
+        // No audit, no answer: a key use's record is on stable storage
+        // before its result is returned (one fdatasync per group commit).
         let audit = AuditLog::open_in_keystore(
             &audit_path,
-            crate::audit::AuditOptions::default(),
+            crate::audit::AuditOptions {
+                durable: true,
+                segments: keystore.config().audit,
+            },
             Some(keystore.root_key()),
         )
         .map_err(|e| KmsError::internal(format!("audit trail {}: {e}", audit_path.display())))?;

@@ -116,8 +116,9 @@ impl KmsService {
     /// When the key `arn` was last used for cryptography, from the usage
     /// index (seconds since the Unix epoch).
     pub(super) fn last_used(&self, arn: &str) -> Option<f64> {
-        let usage = self.audit.key_usage(arn).ok()?;
-        let t = chrono::DateTime::parse_from_rfc3339(usage.last_used.as_deref()?).ok()?;
+        // The small last-used index, not the per-envelope one (issue 14).
+        let last = self.audit.last_used(arn).ok()??;
+        let t = chrono::DateTime::parse_from_rfc3339(&last).ok()?;
         Some(t.timestamp_millis() as f64 / 1000.0)
     }
 

@@ -1,0 +1,451 @@
+//! Closed segments: a stretch of the chain, compacted and compressed.
+//!
+//! The trail is the closed segments in `seq` order (`audit.segments/`
+//! beside the active file), then the active file `audit.log` (JSON lines,
+//! see the module doc of `audit`). When the active file reaches the
+//! segment size (or its first record the segment age), the writer closes
+//! it: its records become one closed segment and the active file starts
+//! empty, the chain running on across the boundary (the first record of
+//! the new active file has the last segment's last hash as `prev_hash`).
+//!
+//! A closed segment is named after its first `seq`,
+//! `audit.segments/<first seq, 20 digits>.seg`:
+//!
+//! ```text
+//! offset  size  field
+//! 0       8     magic "RWAUDSG1"
+//! 8       ...   raw DEFLATE stream of the body
+//! ```
+//!
+//! The body is JSON lines, one [`Entry`] each: first the header (first
+//! `seq`, `prev_hash` of the first record, record count, hash of the last
+//! record), then string and context declarations and records in order.
+//! A record names its principal, operation, keys, decision, outcome and
+//! caller fields by the id of a string declared once before in the segment
+//! (ids count from 0 in declaration order), and its encryption contexts by
+//! the id of a declared context. `seq` and `prev_hash` are implicit (they
+//! follow from the header), and of `hash` only the first
+//! [`SHORT_HASH`] hex digits are kept: a reader rebuilds every record,
+//! recomputes its canonical line and hash, and checks the short hash
+//! (naming the record that was changed) and, at the end, the full hash of
+//! the last record in the header. A record decodes to exactly the
+//! [`AuditRecord`] that was appended, so its hash, and so the chain, is the
+//! one the active file had.
+
+use super::record::{encode_line, AuditKey, AuditRecord};
+use super::AuditError;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// The first bytes of a closed segment.
+pub(super) const MAGIC: &[u8; 8] = b"RWAUDSG1";
+/// Hex digits of each record's hash kept in a closed segment.
+pub(super) const SHORT_HASH: usize = 8;
+/// The folder of closed segments, beside the active file.
+pub(super) const SEGMENTS_DIR: &str = "audit.segments";
+
+/// The header of a closed segment: where it sits in the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentHeader {
+    /// `seq` of the first record.
+    pub first_seq: u64,
+    /// `prev_hash` of the first record.
+    pub prev_hash: String,
+    /// Number of records.
+    pub records: u64,
+    /// `hash` of the last record.
+    pub last_hash: String,
+}
+
+impl SegmentHeader {
+    /// `seq` of the last record.
+    pub fn last_seq(&self) -> u64 {
+        self.first_seq + self.records - 1
+    }
+}
+
+/// One line of a segment body.
+#[derive(Debug, Serialize, Deserialize)]
+enum Entry {
+    #[serde(rename = "H")]
+    Header(SegmentHeader),
+    /// Declares the next string id.
+    #[serde(rename = "s")]
+    Str(String),
+    /// Declares the next context id.
+    #[serde(rename = "c")]
+    Context(BTreeMap<String, String>),
+    #[serde(rename = "r")]
+    Record(Compact),
+}
+
+/// A record with its repeated values replaced by ids.
+#[derive(Debug, Serialize, Deserialize)]
+struct Compact {
+    h: String,
+    t: String,
+    i: String,
+    p: u32,
+    o: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    k: Vec<(u32, Option<u32>)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ec: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dc: Option<u32>,
+    d: u32,
+    b: u32,
+    r: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ip: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ua: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ak: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rp: Option<BTreeMap<String, String>>,
+}
+
+/// Ids of declared values, declaring each on first use.
+#[derive(Default)]
+struct Declared<'a> {
+    strings: HashMap<&'a str, u32>,
+    contexts: HashMap<&'a BTreeMap<String, String>, u32>,
+}
+
+fn line(out: &mut Vec<u8>, entry: &Entry) {
+    serde_json::to_writer(&mut *out, entry).expect("a segment entry serializes");
+    out.push(b'\n');
+}
+
+impl<'a> Declared<'a> {
+    fn string(&mut self, out: &mut Vec<u8>, s: &'a str) -> u32 {
+        let next = self.strings.len() as u32;
+        *self.strings.entry(s).or_insert_with(|| {
+            line(out, &Entry::Str(s.to_string()));
+            next
+        })
+    }
+
+    fn context(&mut self, out: &mut Vec<u8>, c: &'a BTreeMap<String, String>) -> u32 {
+        let next = self.contexts.len() as u32;
+        *self.contexts.entry(c).or_insert_with(|| {
+            line(out, &Entry::Context(c.clone()));
+            next
+        })
+    }
+}
+
+/// The bytes of a closed segment holding `records`, which must be a
+/// consecutive, chained stretch of the trail (as the active file holds them).
+pub(super) fn encode<'a>(records: &'a [AuditRecord]) -> Vec<u8> {
+    let (first, last) = (
+        records.first().expect("a segment has records"),
+        records.last().expect("a segment has records"),
+    );
+    let mut body = Vec::with_capacity(records.len() * 200);
+    line(
+        &mut body,
+        &Entry::Header(SegmentHeader {
+            first_seq: first.seq,
+            prev_hash: first.prev_hash.clone(),
+            records: records.len() as u64,
+            last_hash: last.hash.clone(),
+        }),
+    );
+    let mut ids = Declared::<'a>::default();
+    for r in records {
+        let mut opt =
+            |s: &'a Option<String>, body: &mut Vec<u8>| s.as_deref().map(|s| ids.string(body, s));
+        let (ip, ua, ak) = (
+            opt(&r.source_ip, &mut body),
+            opt(&r.user_agent, &mut body),
+            opt(&r.access_key_id, &mut body),
+        );
+        let compact = Compact {
+            h: r.hash.get(..SHORT_HASH).unwrap_or(&r.hash).to_string(),
+            t: r.time.clone(),
+            i: r.request_id.clone(),
+            p: ids.string(&mut body, &r.principal),
+            o: ids.string(&mut body, &r.operation),
+            k: r.keys
+                .iter()
+                .map(|k| (ids.string(&mut body, &k.arn), k.version))
+                .collect(),
+            ec: r
+                .encryption_context
+                .as_ref()
+                .map(|c| ids.context(&mut body, c)),
+            dc: r
+                .destination_encryption_context
+                .as_ref()
+                .map(|c| ids.context(&mut body, c)),
+            d: ids.string(&mut body, &r.decision),
+            b: ids.string(&mut body, &r.decided_by),
+            r: ids.string(&mut body, &r.outcome),
+            ip,
+            ua,
+            ak,
+            rp: r.request_parameters.clone(),
+        };
+        line(&mut body, &Entry::Record(compact));
+    }
+    let mut out = MAGIC.to_vec();
+    let mut deflate = flate2::write::DeflateEncoder::new(out, flate2::Compression::best());
+    deflate.write_all(&body).expect("writing to memory");
+    out = deflate.finish().expect("writing to memory");
+    out
+}
+
+/// Reads a closed segment: its header, then each record, rebuilt and
+/// checked against its short hash and the chain.
+pub(super) struct SegmentReader {
+    path: PathBuf,
+    lines: std::io::BufReader<flate2::read::DeflateDecoder<std::io::BufReader<std::fs::File>>>,
+    header: SegmentHeader,
+    strings: Vec<String>,
+    contexts: Vec<BTreeMap<String, String>>,
+    next_seq: u64,
+    prev_hash: String,
+    buf: Vec<u8>,
+    canonical: Vec<u8>,
+}
+
+impl SegmentReader {
+    /// Opens the segment at `path` and reads its header.
+    pub(super) fn open(path: &Path) -> Result<SegmentReader, AuditError> {
+        let file = std::fs::File::open(path).map_err(super::io_error(path))?;
+        let mut raw = std::io::BufReader::new(file);
+        let mut magic = [0u8; 8];
+        raw.read_exact(&mut magic)
+            .map_err(|_| malformed(path, 0, "shorter than its magic"))?;
+        if &magic != MAGIC {
+            return Err(malformed(path, 0, "not a closed audit segment (bad magic)"));
+        }
+        let mut lines = std::io::BufReader::new(flate2::read::DeflateDecoder::new(raw));
+        let mut buf = Vec::with_capacity(1024);
+        let header = match read_entry(path, &mut lines, &mut buf, 0)? {
+            Some(Entry::Header(h)) if h.records > 0 && h.first_seq > 0 => h,
+            _ => return Err(malformed(path, 0, "no segment header")),
+        };
+        Ok(SegmentReader {
+            path: path.to_path_buf(),
+            lines,
+            next_seq: header.first_seq,
+            prev_hash: header.prev_hash.clone(),
+            header,
+            strings: Vec::new(),
+            contexts: Vec::new(),
+            buf,
+            canonical: Vec::with_capacity(1024),
+        })
+    }
+
+    /// Where the segment sits in the chain, as its header says.
+    pub(super) fn header(&self) -> &SegmentHeader {
+        &self.header
+    }
+
+    /// The next record, or `None` after the last one (whose hash was then
+    /// checked against the header).
+    pub(super) fn next_record(&mut self) -> Result<Option<AuditRecord>, AuditError> {
+        loop {
+            let seq = self.next_seq;
+            let entry = read_entry(&self.path, &mut self.lines, &mut self.buf, seq)?;
+            let compact = match entry {
+                None => return self.finish(),
+                Some(Entry::Str(s)) => {
+                    self.strings.push(s);
+                    continue;
+                }
+                Some(Entry::Context(c)) => {
+                    self.contexts.push(c);
+                    continue;
+                }
+                Some(Entry::Header(_)) => {
+                    return Err(malformed(&self.path, seq, "a second header"))
+                }
+                Some(Entry::Record(c)) => c,
+            };
+            if seq > self.header.last_seq() {
+                return Err(
+                    self.tampered(seq, "more records than its header says (record inserted)")
+                );
+            }
+            let mut record = self.rebuild(seq, compact)?;
+            let short = std::mem::take(&mut record.hash);
+            self.canonical.clear();
+            record.hash = encode_line(&record, &mut self.canonical);
+            if !record.hash.starts_with(&short) || short.len() != SHORT_HASH {
+                return Err(self.tampered(
+                    seq,
+                    "hash mismatch (record changed, removed, inserted or reordered)",
+                ));
+            }
+            self.next_seq += 1;
+            self.prev_hash.clone_from(&record.hash);
+            return Ok(Some(record));
+        }
+    }
+
+    fn finish(&mut self) -> Result<Option<AuditRecord>, AuditError> {
+        let h = &self.header;
+        if self.next_seq != h.first_seq + h.records {
+            return Err(AuditError::Truncated {
+                records: self.next_seq - h.first_seq,
+                expected: h.records,
+                problem: format!(
+                    "segment {} ends at record {} but its header says it holds records {} to {} (records removed or segment truncated)",
+                    self.path.display(),
+                    self.next_seq - 1,
+                    h.first_seq,
+                    h.last_seq()
+                ),
+            });
+        }
+        if self.prev_hash != h.last_hash {
+            return Err(self.tampered(
+                h.last_seq(),
+                "the last record's hash is not the one the segment header says (a record was changed)",
+            ));
+        }
+        Ok(None)
+    }
+
+    fn rebuild(&self, seq: u64, c: Compact) -> Result<AuditRecord, AuditError> {
+        let s = |id: u32| {
+            self.strings
+                .get(id as usize)
+                .cloned()
+                .ok_or_else(|| malformed(&self.path, seq, "names an undeclared string"))
+        };
+        let ctx = |id: Option<u32>| {
+            id.map(|id| {
+                self.contexts
+                    .get(id as usize)
+                    .cloned()
+                    .ok_or_else(|| malformed(&self.path, seq, "names an undeclared context"))
+            })
+            .transpose()
+        };
+        let opt = |id: Option<u32>| id.map(s).transpose();
+        Ok(AuditRecord {
+            seq,
+            time: c.t,
+            request_id: c.i,
+            principal: s(c.p)?,
+            operation: s(c.o)?,
+            keys: c
+                .k
+                .into_iter()
+                .map(|(arn, version)| {
+                    Ok(AuditKey {
+                        arn: s(arn)?,
+                        version,
+                    })
+                })
+                .collect::<Result<_, AuditError>>()?,
+            encryption_context: ctx(c.ec)?,
+            destination_encryption_context: ctx(c.dc)?,
+            decision: s(c.d)?,
+            decided_by: s(c.b)?,
+            outcome: s(c.r)?,
+            source_ip: opt(c.ip)?,
+            user_agent: opt(c.ua)?,
+            access_key_id: opt(c.ak)?,
+            request_parameters: c.rp,
+            prev_hash: self.prev_hash.clone(),
+            hash: c.h,
+        })
+    }
+
+    fn tampered(&self, seq: u64, problem: &str) -> AuditError {
+        AuditError::Tampered {
+            line: seq,
+            seq,
+            problem: format!("segment {}: {problem}", self.path.display()),
+        }
+    }
+}
+
+fn malformed(path: &Path, seq: u64, problem: &str) -> AuditError {
+    AuditError::Malformed {
+        line: seq,
+        problem: format!("segment {}: {problem}", path.display()),
+    }
+}
+
+/// The next entry of a segment body; `None` at its end.
+fn read_entry(
+    path: &Path,
+    lines: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    seq: u64,
+) -> Result<Option<Entry>, AuditError> {
+    buf.clear();
+    let n = lines.read_until(b'\n', buf).map_err(|e| {
+        malformed(
+            path,
+            seq,
+            &format!("cannot decompress ({e}): segment truncated or changed"),
+        )
+    })?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() != Some(&b'\n') {
+        return Err(malformed(
+            path,
+            seq,
+            "ends in the middle of an entry (segment truncated)",
+        ));
+    }
+    serde_json::from_slice(&buf[..n - 1])
+        .map(Some)
+        .map_err(|e| malformed(path, seq, &format!("not a segment entry ({e})")))
+}
+
+/// The folder of closed segments of the trail whose active file is `active`.
+pub(super) fn segments_dir(active: &Path) -> PathBuf {
+    active.with_file_name(SEGMENTS_DIR)
+}
+
+/// The file of the closed segment starting at `first_seq`.
+pub(super) fn segment_path(active: &Path, first_seq: u64) -> PathBuf {
+    segments_dir(active).join(format!("{first_seq:020}.seg"))
+}
+
+/// The closed segments of the trail, in `seq` order (by name).
+pub(super) fn list(active: &Path) -> Result<Vec<PathBuf>, AuditError> {
+    let dir = segments_dir(active);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(super::io_error(&dir)(e)),
+    };
+    let mut segments = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(super::io_error(&dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.len() == 24
+            && name.ends_with(".seg")
+            && name[..20].bytes().all(|b| b.is_ascii_digit())
+        {
+            segments.push(entry.path());
+        }
+    }
+    segments.sort();
+    Ok(segments)
+}
+
+/// The header of the last closed segment, if any: where the active file's
+/// chain starts.
+pub(super) fn last_header(active: &Path) -> Result<Option<SegmentHeader>, AuditError> {
+    match list(active)?.last() {
+        Some(last) => Ok(Some(SegmentReader::open(last)?.header().clone())),
+        None => Ok(None),
+    }
+}
