@@ -65,6 +65,17 @@ pub enum ErrorCode {
     EndpointConnection,
     /// The key store or another dependency failed; the message says which.
     Internal,
+    // Asymmetric and HMAC keys, imported key material (issues 15, 13).
+    /// Verify: the signature does not verify under the key and algorithm.
+    KmsInvalidSignature,
+    /// VerifyMac: the MAC does not verify under the key and algorithm.
+    KmsInvalidMac,
+    /// ImportKeyMaterial: the import token is not the key's current one.
+    InvalidImportToken,
+    /// ImportKeyMaterial: the import token is more than 24 hours old.
+    ExpiredImportToken,
+    /// ImportKeyMaterial: the material is not the key's earlier material.
+    IncorrectKeyMaterial,
 }
 
 impl ErrorCode {
@@ -93,6 +104,11 @@ impl ErrorCode {
         ErrorCode::Throttling,
         ErrorCode::EndpointConnection,
         ErrorCode::Internal,
+        ErrorCode::KmsInvalidSignature,
+        ErrorCode::KmsInvalidMac,
+        ErrorCode::InvalidImportToken,
+        ErrorCode::ExpiredImportToken,
+        ErrorCode::IncorrectKeyMaterial,
     ];
 
     /// The AWS name, e.g. `NotFoundException`.
@@ -121,6 +137,11 @@ impl ErrorCode {
             ErrorCode::Throttling => "ThrottlingException",
             ErrorCode::EndpointConnection => "EndpointConnectionError",
             ErrorCode::Internal => "KMSInternalException",
+            ErrorCode::KmsInvalidSignature => "KMSInvalidSignatureException",
+            ErrorCode::KmsInvalidMac => "KMSInvalidMacException",
+            ErrorCode::InvalidImportToken => "InvalidImportTokenException",
+            ErrorCode::ExpiredImportToken => "ExpiredImportTokenException",
+            ErrorCode::IncorrectKeyMaterial => "IncorrectKeyMaterialException",
         }
     }
 

@@ -14,6 +14,7 @@
 //! killed by SIGPIPE.
 
 pub(crate) mod admin;
+pub(crate) mod asymmetric;
 pub(crate) mod batch;
 pub(crate) mod demo;
 pub(crate) mod files;
@@ -155,6 +156,9 @@ pub(crate) enum Command {
     /// KMS operations, named as in `aws kms`.
     #[command(flatten)]
     Kms(kms::KmsCommand),
+    /// Asymmetric, HMAC and import operations (issues 15, 13).
+    #[command(flatten)]
+    Asymmetric(asymmetric::AsymmetricCommand),
     /// Envelope files, rotation and inventory.
     #[command(flatten)]
     Files(files::FileCommand),
@@ -495,6 +499,7 @@ pub(crate) fn main() -> i32 {
         Command::Policy(cmd) => admin::policy(cmd, &ctx),
         Command::Audit(cmd) => admin::audit(cmd, &ctx),
         Command::Kms(cmd) => kms::run(cmd, &ctx),
+        Command::Asymmetric(cmd) => asymmetric::run(cmd, &ctx),
         Command::Serve(cmd) => serve::run(cmd, &ctx),
         Command::Files(cmd) => files::run(cmd, &ctx),
         Command::Demo(args) => demo::run(args),

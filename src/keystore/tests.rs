@@ -20,6 +20,10 @@ fn key(id: u128) -> KeyRecord {
             material: Secret::random(32),
         }],
         tags: BTreeMap::new(),
+        key_spec: default_key_spec(),
+        key_usage: default_key_usage(),
+        origin: default_origin(),
+        import: None,
     }
 }
 

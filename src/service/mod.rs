@@ -33,6 +33,10 @@
 //! | `policies.rs` | GetKeyPolicy, ListKeyPolicies and loading the policy files |
 //! | `principals.rs` | principals and access keys, authentication |
 //! | `session.rs` | [`LocalSession`], the [`Kms`](crate::kms::Kms) implementation |
+//! | `keyspec.rs` | KeySpec / KeyUsage: valid pairs, material, generation, algorithm names |
+//! | `asymmetric.rs` | Sign, Verify, GetPublicKey, RSA-OAEP Encrypt/Decrypt/ReEncrypt, GenerateDataKeyPair* |
+//! | `mac.rs` | GenerateMac, VerifyMac |
+//! | `import.rs` | Origin EXTERNAL: GetParametersForImport, ImportKeyMaterial, DeleteImportedKeyMaterial, expiry |
 
 mod aliases;
 mod audit_trail;
@@ -47,6 +51,11 @@ mod session;
 #[cfg(test)]
 mod tests;
 mod usage;
+// Asymmetric and HMAC keys (issue 15), imported key material (issue 13).
+mod asymmetric;
+mod import;
+mod keyspec;
+mod mac;
 
 pub use session::LocalSession;
 pub use usage::RejectedRequest;
@@ -140,6 +149,8 @@ pub struct KmsService {
     clock_offset_secs: AtomicI64,
     /// When the keystore file was last checked for updates by others.
     checked: Mutex<std::time::Instant>,
+    /// Parsed private keys of asymmetric keys (issue 15).
+    parsed_keys: asymmetric::ParsedKeys,
 }
 
 /// How long an update by another process may go unnoticed.
@@ -260,6 +271,7 @@ impl KmsService {
             policy_dirs,
             audit,
             clock_offset_secs: AtomicI64::new(0),
+            parsed_keys: asymmetric::ParsedKeys::default(),
         }))
     }
 

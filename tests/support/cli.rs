@@ -122,3 +122,101 @@ impl Env {
 pub(crate) fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap();
 }
+
+// ----- `rewrap serve` driven by the AWS CLI and boto3 (issues 15, 13) -----
+
+/// `rewrap serve` on 127.0.0.1:0 over an [`Env`]'s keystore, with the
+/// shipped policies; killed on drop.
+pub(crate) struct Served {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The test virtual environment's `bin` folder (awscli, boto3); panics
+/// with the fix when it is missing: these tests never skip.
+pub(crate) fn venv_bin() -> PathBuf {
+    let dir =
+        std::env::var_os("REWRAP_TEST_VENV").map_or_else(|| repo().join(".venv"), PathBuf::from);
+    let bin = dir.join("bin");
+    for tool in ["python", "aws"] {
+        assert!(
+            bin.join(tool).exists(),
+            "{tool} is missing from the test virtual environment {}: run scripts/test, or \
+             python3 -m venv .venv && .venv/bin/pip install -r tests/requirements.txt",
+            dir.display()
+        );
+    }
+    bin
+}
+
+impl Env {
+    /// Starts `rewrap serve` on this keystore.
+    pub(crate) fn serve(&self) -> Served {
+        use std::io::BufRead;
+        let mut child = Command::new(bin())
+            .arg("--keystore")
+            .arg(&self.home)
+            .arg("--policies")
+            .arg(repo().join("policies"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("rewrap serve printed no start line within 30 s");
+        let url = line
+            .trim()
+            .strip_prefix("rewrap serve listening on ")
+            .unwrap_or_else(|| panic!("unexpected start line {line:?}"))
+            .trim_end_matches('/')
+            .to_string();
+        Served { child, url }
+    }
+
+    /// Runs a bash script (`set -euo pipefail`) in the test folder as
+    /// `who`, with the venv's `aws` and `python` first on PATH, the AWS
+    /// settings isolated from the machine's, `$E` = `--endpoint-url URL`
+    /// and `$REWRAP_URL` = the URL.
+    pub(crate) fn aws_script(&self, served: &Served, who: &Creds, script: &str) -> Output {
+        let path = format!(
+            "{}:{}",
+            venv_bin().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "set -euo pipefail\nE=\"--endpoint-url $REWRAP_URL\"\n{script}"
+            ))
+            .current_dir(self.dir.path())
+            .env("PATH", path)
+            .env("REWRAP_URL", &served.url)
+            .env("AWS_ACCESS_KEY_ID", &who.id)
+            .env("AWS_SECRET_ACCESS_KEY", &who.secret)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_CA_BUNDLE")
+            .output()
+            .unwrap()
+    }
+}
