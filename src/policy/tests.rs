@@ -216,6 +216,9 @@ fn groups_expand_to_exactly_their_actions() {
                 "kms:CreateAccessKey",
                 "kms:DeleteAccessKey",
                 "rewrap:CheckPolicy",
+                "kms:GetParametersForImport",
+                "kms:ImportKeyMaterial",
+                "kms:DeleteImportedKeyMaterial",
             ],
         ),
         (
@@ -224,6 +227,9 @@ fn groups_expand_to_exactly_their_actions() {
                 "kms:Encrypt",
                 "kms:GenerateDataKey",
                 "kms:GenerateDataKeyWithoutPlaintext",
+                "kms:GenerateDataKeyPair",
+                "kms:GenerateDataKeyPairWithoutPlaintext",
+                "kms:GetPublicKey",
             ],
         ),
         ("decrypt", &["kms:Decrypt"]),
@@ -240,6 +246,16 @@ fn groups_expand_to_exactly_their_actions() {
                 "kms:ListKeyPolicies",
                 "rewrap:ReadAuditTrail",
                 "rewrap:CheckPolicy",
+            ],
+        ),
+        (
+            "sign",
+            &[
+                "kms:Sign",
+                "kms:Verify",
+                "kms:GenerateMac",
+                "kms:VerifyMac",
+                "kms:GetPublicKey",
             ],
         ),
     ];
@@ -261,6 +277,9 @@ fn groups_expand_to_exactly_their_actions() {
         "kms:ReEncryptTo",
         "kms:GenerateDataKey",
         "kms:GenerateDataKeyWithoutPlaintext",
+        "kms:Sign",
+        "kms:GenerateMac",
+        "kms:GenerateDataKeyPair",
     ] {
         assert!(!admin.contains(&crypto), "administer grants {crypto}");
     }
@@ -276,7 +295,12 @@ fn wildcard_actions_expand_over_known_actions() {
     ));
     assert_eq!(
         allowed_actions(&s, "p", &["*"], None),
-        ["kms:GenerateDataKey", "kms:GenerateDataKeyWithoutPlaintext"]
+        [
+            "kms:GenerateDataKey",
+            "kms:GenerateDataKeyWithoutPlaintext",
+            "kms:GenerateDataKeyPair",
+            "kms:GenerateDataKeyPairWithoutPlaintext"
+        ]
     );
     let s = set(&statement(r#"["p"]"#, r#"["kms:*"]"#, r#"["*"]"#));
     assert_eq!(
@@ -651,6 +675,9 @@ fn shipped_policies_give_each_role_exactly_its_part() {
         "kms:GenerateDataKey",
         "kms:GenerateDataKeyWithoutPlaintext",
         "kms:DescribeKey",
+        "kms:GetPublicKey",
+        "kms:GenerateDataKeyPair",
+        "kms:GenerateDataKeyPairWithoutPlaintext",
     ];
     assert_eq!(on_key("app-writer"), writer);
 
