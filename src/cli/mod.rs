@@ -51,7 +51,11 @@ rotate, inventory, encrypt-file -r, decrypt-file -r: 1 some items failed,
 /// rewrap: a key-management service with AWS KMS semantics and a
 /// role-separated re-encryption batch worker.
 #[derive(Debug, Parser)]
-#[command(name = "rewrap", version, about, long_about = None, after_help = TOP_AFTER_HELP)]
+// term_width: with `generate-data-key-pair-without-plaintext` (41
+// characters) clap would put every command's description on its own line
+// below a 100-column width (it does when the names take over 40% of it).
+#[command(name = "rewrap", version, about, long_about = None, after_help = TOP_AFTER_HELP,
+          term_width = 124)]
 pub(crate) struct Cli {
     /// Options every command takes.
     #[command(flatten)]
