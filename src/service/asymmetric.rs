@@ -10,7 +10,7 @@
 //! re-wrapped under a symmetric key by ReEncrypt (the rotator's path).
 
 use super::authz::Trail;
-use super::keyspec::{enum_error, require_usage, KeySpec, ENCRYPT_DECRYPT, SIGN_VERIFY};
+use super::keyspec::{enum_error, require_usage, KeySpec, ENCRYPT_DECRYPT, KEY_SPECS, SIGN_VERIFY};
 use super::{check_grant_tokens, Caller, KmsService, Snapshot, MAX_PLAINTEXT, SYMMETRIC_DEFAULT};
 use crate::api::{
     CiphertextBlob, DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse,
@@ -30,18 +30,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
-/// Every signing algorithm, for messages.
-const SIGNING_ALGORITHMS: &[&str] = &[
-    "RSASSA_PSS_SHA_256",
-    "RSASSA_PSS_SHA_384",
-    "RSASSA_PSS_SHA_512",
-    "RSASSA_PKCS1_V1_5_SHA_256",
-    "RSASSA_PKCS1_V1_5_SHA_384",
-    "RSASSA_PKCS1_V1_5_SHA_512",
-    "ECDSA_SHA_256",
-    "ECDSA_SHA_384",
-    "ECDSA_SHA_512",
-];
 /// Every key pair spec GenerateDataKeyPair makes.
 const KEY_PAIR_SPECS: &[&str] = &[
     "RSA_2048",
@@ -118,12 +106,14 @@ enum Message<'a> {
 
 /// InvalidKeyUsageException unless `algorithm` is one of the key's.
 fn check_signing_algorithm(spec: KeySpec, algorithm: &str, arn: &str) -> Result<()> {
-    if !SIGNING_ALGORITHMS.contains(&algorithm) {
-        return Err(enum_error(
-            algorithm,
-            "signingAlgorithm",
-            SIGNING_ALGORITHMS,
-        ));
+    let mut known: Vec<&str> = Vec::new();
+    for name in KEY_SPECS.iter().flat_map(|s| s.signing_algorithms()) {
+        if !known.contains(name) {
+            known.push(name);
+        }
+    }
+    if !known.contains(&algorithm) {
+        return Err(enum_error(algorithm, "signingAlgorithm", &known));
     }
     if spec.signing_algorithms().contains(&algorithm) {
         return Ok(());
