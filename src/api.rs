@@ -63,6 +63,8 @@ pub struct KeyMetadata {
     pub key_manager: String,
     pub customer_master_key_spec: String,
     pub key_spec: String,
+    /// Absent for keys that do not encrypt (SIGN_VERIFY, GENERATE_VERIFY_MAC), as in AWS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub encryption_algorithms: Vec<String>,
     pub multi_region: bool,
     /// rewrap extension: number of key-material versions.
@@ -74,6 +76,9 @@ pub struct KeyMetadata {
     /// The custom key store whose token holds the key's material.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_key_store_id: Option<String>,
+    /// Asymmetric, HMAC and imported keys' fields (issues 15, 13).
+    #[serde(flatten)]
+    pub extra: KeyMetadataExtra,
 }
 
 /// CreateKey request.
@@ -662,3 +667,210 @@ pub use custom_key_stores::*;
 // ----- issue 15 part A: tags and grants (their shapes live in api/tags_grants.rs)
 mod tags_grants;
 pub use tags_grants::*;
+// ----- Asymmetric and HMAC keys, imported key material (issues 15, 13) -----
+
+/// The fields DescribeKey adds for asymmetric, HMAC and imported keys; set
+/// on [`KeyMetadata`]-carrying responses through [`KeyMetadataExtra`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS KeyMetadata field names
+pub struct KeyMetadataExtra {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_algorithms: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_algorithms: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration_model: Option<String>,
+    /// Seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<f64>,
+}
+
+/// Sign request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct SignRequest {
+    pub key_id: String,
+    pub message: Secret,
+    /// `RAW` (default) or `DIGEST`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_type: Option<String>,
+    pub signing_algorithm: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_tokens: Option<Vec<String>>,
+}
+
+/// Sign response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct SignResponse {
+    pub key_id: String,
+    pub signature: CiphertextBlob,
+    pub signing_algorithm: String,
+}
+
+/// Verify request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct VerifyRequest {
+    pub key_id: String,
+    pub message: Secret,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_type: Option<String>,
+    pub signature: CiphertextBlob,
+    pub signing_algorithm: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_tokens: Option<Vec<String>>,
+}
+
+/// Verify response (an invalid signature is KMSInvalidSignatureException).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct VerifyResponse {
+    pub key_id: String,
+    pub signature_valid: bool,
+    pub signing_algorithm: String,
+}
+
+/// GetPublicKey response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct GetPublicKeyResponse {
+    pub key_id: String,
+    /// DER SubjectPublicKeyInfo.
+    pub public_key: CiphertextBlob,
+    pub customer_master_key_spec: String,
+    pub key_spec: String,
+    pub key_usage: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_algorithms: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_algorithms: Option<Vec<String>>,
+}
+
+/// GenerateMac request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct GenerateMacRequest {
+    pub key_id: String,
+    pub message: Secret,
+    pub mac_algorithm: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_tokens: Option<Vec<String>>,
+}
+
+/// GenerateMac response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct GenerateMacResponse {
+    pub key_id: String,
+    pub mac: CiphertextBlob,
+    pub mac_algorithm: String,
+}
+
+/// VerifyMac request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct VerifyMacRequest {
+    pub key_id: String,
+    pub message: Secret,
+    pub mac_algorithm: String,
+    pub mac: CiphertextBlob,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_tokens: Option<Vec<String>>,
+}
+
+/// VerifyMac response (an invalid MAC is KMSInvalidMacException).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct VerifyMacResponse {
+    pub key_id: String,
+    pub mac_valid: bool,
+    pub mac_algorithm: String,
+}
+
+/// GenerateDataKeyPair and GenerateDataKeyPairWithoutPlaintext request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct GenerateDataKeyPairRequest {
+    pub key_id: String,
+    pub key_pair_spec: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_context: Option<EncryptionContext>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_tokens: Option<Vec<String>>,
+}
+
+/// GenerateDataKeyPair response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct GenerateDataKeyPairResponse {
+    pub private_key_ciphertext_blob: CiphertextBlob,
+    /// PKCS#8 DER.
+    pub private_key_plaintext: Secret,
+    /// DER SubjectPublicKeyInfo.
+    pub public_key: CiphertextBlob,
+    pub key_id: String,
+    pub key_pair_spec: String,
+}
+
+/// GenerateDataKeyPairWithoutPlaintext response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct GenerateDataKeyPairWithoutPlaintextResponse {
+    pub private_key_ciphertext_blob: CiphertextBlob,
+    pub public_key: CiphertextBlob,
+    pub key_id: String,
+    pub key_pair_spec: String,
+}
+
+/// GetParametersForImport request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct GetParametersForImportRequest {
+    pub key_id: String,
+    pub wrapping_algorithm: String,
+    pub wrapping_key_spec: String,
+}
+
+/// GetParametersForImport response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct GetParametersForImportResponse {
+    pub key_id: String,
+    pub import_token: CiphertextBlob,
+    /// DER SubjectPublicKeyInfo of the RSA wrapping key.
+    pub public_key: CiphertextBlob,
+    /// Seconds since the Unix epoch.
+    pub parameters_valid_to: f64,
+}
+
+/// ImportKeyMaterial request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // reason: AWS field names
+pub struct ImportKeyMaterialRequest {
+    pub key_id: String,
+    pub import_token: CiphertextBlob,
+    pub encrypted_key_material: CiphertextBlob,
+    /// Seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<f64>,
+    /// `KEY_MATERIAL_EXPIRES` (default, needs ValidTo) or `KEY_MATERIAL_DOES_NOT_EXPIRE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration_model: Option<String>,
+}

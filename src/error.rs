@@ -83,6 +83,17 @@ pub enum ErrorCode {
     InvalidGrantId,
     /// The grant token is malformed or not one this KMS issued.
     InvalidGrantToken,
+    // Asymmetric and HMAC keys, imported key material (issues 15, 13).
+    /// Verify: the signature does not verify under the key and algorithm.
+    KmsInvalidSignature,
+    /// VerifyMac: the MAC does not verify under the key and algorithm.
+    KmsInvalidMac,
+    /// ImportKeyMaterial: the import token is not the key's current one.
+    InvalidImportToken,
+    /// ImportKeyMaterial: the import token is more than 24 hours old.
+    ExpiredImportToken,
+    /// ImportKeyMaterial: the material is not the key's earlier material.
+    IncorrectKeyMaterial,
 }
 
 impl ErrorCode {
@@ -119,6 +130,11 @@ impl ErrorCode {
         ErrorCode::DryRunOperation,
         ErrorCode::InvalidGrantId,
         ErrorCode::InvalidGrantToken,
+        ErrorCode::KmsInvalidSignature,
+        ErrorCode::KmsInvalidMac,
+        ErrorCode::InvalidImportToken,
+        ErrorCode::ExpiredImportToken,
+        ErrorCode::IncorrectKeyMaterial,
     ];
 
     /// The AWS name, e.g. `NotFoundException`.
@@ -155,6 +171,11 @@ impl ErrorCode {
             ErrorCode::DryRunOperation => "DryRunOperationException",
             ErrorCode::InvalidGrantId => "InvalidGrantIdException",
             ErrorCode::InvalidGrantToken => "InvalidGrantTokenException",
+            ErrorCode::KmsInvalidSignature => "KMSInvalidSignatureException",
+            ErrorCode::KmsInvalidMac => "KMSInvalidMacException",
+            ErrorCode::InvalidImportToken => "InvalidImportTokenException",
+            ErrorCode::ExpiredImportToken => "ExpiredImportTokenException",
+            ErrorCode::IncorrectKeyMaterial => "IncorrectKeyMaterialException",
         }
     }
 

@@ -173,6 +173,9 @@ pub enum KeyState {
     Disabled,
     /// Scheduled for deletion; refuses cryptographic operations (KMSInvalidStateException).
     PendingDeletion,
+    /// Origin EXTERNAL without (or with expired) imported key material;
+    /// refuses cryptographic operations (KMSInvalidStateException).
+    PendingImport,
 }
 
 impl KeyState {
@@ -182,6 +185,7 @@ impl KeyState {
             KeyState::Enabled => "Enabled",
             KeyState::Disabled => "Disabled",
             KeyState::PendingDeletion => "PendingDeletion",
+            KeyState::PendingImport => "PendingImport",
         }
     }
 }
@@ -234,6 +238,64 @@ pub struct KeyRecord {
     /// (the versions' `material` is then empty): see [`crate::hsm`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_key_store_id: Option<String>,
+    // Asymmetric and HMAC keys, imported key material (issues 15, 13).
+    /// AWS KeySpec: `SYMMETRIC_DEFAULT`, `RSA_2048`, `ECC_NIST_P256`,
+    /// `HMAC_256`, ... It says how each version's `material` is read: 32
+    /// AES bytes, the PKCS#8 DER of a private key, or HMAC key bytes.
+    #[serde(default = "default_key_spec")]
+    pub key_spec: String,
+    /// AWS KeyUsage: `ENCRYPT_DECRYPT`, `SIGN_VERIFY` or `GENERATE_VERIFY_MAC`.
+    #[serde(default = "default_key_usage")]
+    pub key_usage: String,
+    /// AWS Origin: `AWS_KMS`, or `EXTERNAL` for imported key material.
+    #[serde(default = "default_origin")]
+    pub origin: String,
+    /// Origin `EXTERNAL`: the import parameters and imported material's terms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import: Option<ImportRecord>,
+}
+
+fn default_key_spec() -> String {
+    "SYMMETRIC_DEFAULT".into()
+}
+
+fn default_key_usage() -> String {
+    "ENCRYPT_DECRYPT".into()
+}
+
+fn default_origin() -> String {
+    "AWS_KMS".into()
+}
+
+/// Imported key material of an `EXTERNAL` key (issue 13).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ImportRecord {
+    /// The latest GetParametersForImport answer, until used or expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<ImportParameters>,
+    /// SHA-256 over the key id and the material first imported: a
+    /// re-import must bring the same material.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub material_digest: Option<String>,
+    /// `KEY_MATERIAL_EXPIRES` or `KEY_MATERIAL_DOES_NOT_EXPIRE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration_model: Option<String>,
+    /// When imported material expires, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<f64>,
+}
+
+/// A wrapping key pair and its import token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportParameters {
+    /// The import token (random, hex); names these parameters.
+    pub token: String,
+    /// The wrapping private key, PKCS#8 DER.
+    pub wrapping_key: Secret,
+    /// `RSAES_OAEP_SHA_1` or `RSAES_OAEP_SHA_256`.
+    pub wrapping_algorithm: String,
+    /// When the token expires (24 hours after it was made).
+    pub valid_to: f64,
 }
 
 impl KeyRecord {

@@ -188,6 +188,36 @@ macro_rules! for_each_operation {
             RetireGrant = retire_grant(RetireGrantRequest) -> Empty, [RetireGrant], writes;
             /// Revokes a grant (an administrator of the key).
             RevokeGrant = revoke_grant(RevokeGrantRequest) -> Empty, [RevokeGrant], writes;
+            // Asymmetric and HMAC keys (issue 15), imported key material (issue 13).
+            /// Signs a message or digest with an asymmetric SIGN_VERIFY key.
+            Sign = sign(SignRequest) -> SignResponse, [Sign], reads;
+            /// Verifies a signature made with an asymmetric SIGN_VERIFY key.
+            Verify = verify(VerifyRequest) -> VerifyResponse, [Verify], reads;
+            /// The public key of an asymmetric key (DER SubjectPublicKeyInfo).
+            GetPublicKey = get_public_key(KeyIdRequest) -> GetPublicKeyResponse,
+                [GetPublicKey], reads;
+            /// An HMAC of a message under a GENERATE_VERIFY_MAC key.
+            GenerateMac = generate_mac(GenerateMacRequest) -> GenerateMacResponse,
+                [GenerateMac], reads;
+            /// Verifies an HMAC made under a GENERATE_VERIFY_MAC key.
+            VerifyMac = verify_mac(VerifyMacRequest) -> VerifyMacResponse, [VerifyMac], reads;
+            /// A fresh asymmetric data key pair, its private key in plaintext
+            /// and wrapped under a symmetric key.
+            GenerateDataKeyPair = generate_data_key_pair(GenerateDataKeyPairRequest)
+                -> GenerateDataKeyPairResponse, [GenerateDataKeyPair], reads;
+            /// A fresh asymmetric data key pair, its private key wrapped only.
+            GenerateDataKeyPairWithoutPlaintext = generate_data_key_pair_without_plaintext(
+                GenerateDataKeyPairRequest) -> GenerateDataKeyPairWithoutPlaintextResponse,
+                [GenerateDataKeyPairWithoutPlaintext], reads;
+            /// A wrapping public key and import token for an EXTERNAL key.
+            GetParametersForImport = get_parameters_for_import(GetParametersForImportRequest)
+                -> GetParametersForImportResponse, [GetParametersForImport], writes;
+            /// Imports wrapped key material into an EXTERNAL key.
+            ImportKeyMaterial = import_key_material(ImportKeyMaterialRequest) -> Empty,
+                [ImportKeyMaterial], writes;
+            /// Deletes an EXTERNAL key's imported material (state PendingImport).
+            DeleteImportedKeyMaterial = delete_imported_key_material(KeyIdRequest) -> Empty,
+                [DeleteImportedKeyMaterial], writes;
         }
     };
 }
@@ -396,6 +426,27 @@ define_actions! {
     RetireGrant = "kms:RetireGrant",
     /// RevokeGrant.
     RevokeGrant = "kms:RevokeGrant",
+    // Asymmetric and HMAC keys (issue 15), imported key material (issue 13).
+    /// Sign with the key.
+    Sign = "kms:Sign",
+    /// Verify with the key.
+    Verify = "kms:Verify",
+    /// GetPublicKey.
+    GetPublicKey = "kms:GetPublicKey",
+    /// GenerateMac with the key.
+    GenerateMac = "kms:GenerateMac",
+    /// VerifyMac with the key.
+    VerifyMac = "kms:VerifyMac",
+    /// GenerateDataKeyPair under the key.
+    GenerateDataKeyPair = "kms:GenerateDataKeyPair",
+    /// GenerateDataKeyPairWithoutPlaintext under the key.
+    GenerateDataKeyPairWithoutPlaintext = "kms:GenerateDataKeyPairWithoutPlaintext",
+    /// GetParametersForImport.
+    GetParametersForImport = "kms:GetParametersForImport",
+    /// ImportKeyMaterial.
+    ImportKeyMaterial = "kms:ImportKeyMaterial",
+    /// DeleteImportedKeyMaterial.
+    DeleteImportedKeyMaterial = "kms:DeleteImportedKeyMaterial",
 }
 
 // An action set is a bitset in a u64.
@@ -502,6 +553,9 @@ mod tests {
                 "CreateGrant",
                 "RetireGrant",
                 "RevokeGrant",
+                "GetParametersForImport",
+                "ImportKeyMaterial",
+                "DeleteImportedKeyMaterial",
             ]
         );
     }

@@ -45,7 +45,14 @@ use std::sync::Arc;
 use toml::Spanned;
 
 /// The names of the action groups a policy may use instead of action names.
-pub const GROUPS: &[&str] = &["administer", "encrypt", "decrypt", "re-encrypt", "audit"];
+pub const GROUPS: &[&str] = &[
+    "administer",
+    "encrypt",
+    "decrypt",
+    "re-encrypt",
+    "audit",
+    "sign",
+];
 
 /// Key and alias lifecycle, rotation, deletion, principals, policy reads,
 /// Describe and List. Deliberately no cryptographic use.
@@ -90,11 +97,28 @@ const ADMINISTER: &[Action] = &[
     Action::ListRetirableGrants,
     Action::RetireGrant,
     Action::RevokeGrant,
+    // Imported key material (issue 13): lifecycle, no cryptographic use.
+    Action::GetParametersForImport,
+    Action::ImportKeyMaterial,
+    Action::DeleteImportedKeyMaterial,
 ];
 const ENCRYPT: &[Action] = &[
     Action::Encrypt,
     Action::GenerateDataKey,
     Action::GenerateDataKeyWithoutPlaintext,
+    // Asymmetric keys (issue 15): data key pairs are wrapped like data keys,
+    // and encrypting offline needs the public key.
+    Action::GenerateDataKeyPair,
+    Action::GenerateDataKeyPairWithoutPlaintext,
+    Action::GetPublicKey,
+];
+/// Signatures and MACs (issue 15): asymmetric SIGN_VERIFY and HMAC keys.
+const SIGN: &[Action] = &[
+    Action::Sign,
+    Action::Verify,
+    Action::GenerateMac,
+    Action::VerifyMac,
+    Action::GetPublicKey,
 ];
 const DECRYPT: &[Action] = &[Action::Decrypt];
 const RE_ENCRYPT: &[Action] = &[Action::ReEncryptFrom, Action::ReEncryptTo];
@@ -123,6 +147,12 @@ pub const CRYPTOGRAPHIC: &[Action] = &[
     Action::ReEncryptTo,
     Action::GenerateDataKey,
     Action::GenerateDataKeyWithoutPlaintext,
+    Action::Sign,
+    Action::Verify,
+    Action::GenerateMac,
+    Action::VerifyMac,
+    Action::GenerateDataKeyPair,
+    Action::GenerateDataKeyPairWithoutPlaintext,
 ];
 
 /// The actions of a group in [`GROUPS`], or `None` for an unknown group name.
@@ -133,6 +163,7 @@ pub fn group_members(group: &str) -> Option<&'static [Action]> {
         "decrypt" => Some(DECRYPT),
         "re-encrypt" => Some(RE_ENCRYPT),
         "audit" => Some(AUDIT),
+        "sign" => Some(SIGN),
         _ => None,
     }
 }

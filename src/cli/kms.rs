@@ -15,23 +15,25 @@ mod tags_grants;
 #[derive(Debug, Subcommand)]
 #[allow(missing_docs)] // reason: clap shows the doc of each field as its help
 pub(crate) enum KmsCommand {
-    /// Creates a customer master key (AES-256, SYMMETRIC_DEFAULT).
+    /// Creates a customer master key (AES-256 SYMMETRIC_DEFAULT unless --key-spec says otherwise).
     #[command(
-        after_help = "Examples:\n  rewrap create-key --description \"app data 2027\"\n  rewrap create-key --description app-data --tags team=storage,env=prod --query KeyMetadata.KeyId --output text"
+        after_help = "Examples:\n  rewrap create-key --description \"app data 2027\"\n  rewrap create-key --description app-data --tags team=storage,env=prod --query KeyMetadata.KeyId --output text\n  rewrap create-key --key-spec ECC_NIST_P256 --key-usage SIGN_VERIFY\n  rewrap create-key --key-spec HMAC_256 --key-usage GENERATE_VERIFY_MAC\n  rewrap create-key --origin EXTERNAL   # then get-parameters-for-import, import-key-material"
     )]
     CreateKey {
         #[arg(long)]
         description: Option<String>,
+        /// ENCRYPT_DECRYPT (default), SIGN_VERIFY or GENERATE_VERIFY_MAC.
         #[arg(long)]
         key_usage: Option<String>,
+        /// SYMMETRIC_DEFAULT (default), RSA_2048/3072/4096, ECC_NIST_P256/P384/P521, ECC_SECG_P256K1, HMAC_224/256/384/512.
         #[arg(long)]
         key_spec: Option<String>,
+        /// AWS_KMS (default), EXTERNAL (imported key material) or AWS_CLOUDHSM (with --custom-key-store-id: the key is generated in, and never leaves, the store's PKCS#11 token).
+        #[arg(long)]
+        origin: Option<String>,
         /// Tags as KEY=VALUE,...
         #[arg(long)]
         tags: Option<String>,
-        /// AWS_KMS (default) or AWS_CLOUDHSM (with --custom-key-store-id: the key is generated in, and never leaves, the store's PKCS#11 token).
-        #[arg(long)]
-        origin: Option<String>,
         #[arg(long)]
         custom_key_store_id: Option<String>,
     },
@@ -455,8 +457,8 @@ fn request(cmd: &KmsCommand) -> anyhow::Result<(Operation, Secret)> {
             description,
             key_usage,
             key_spec,
-            tags,
             origin,
+            tags,
             custom_key_store_id,
         } => (
             O::CreateKey,
@@ -464,8 +466,8 @@ fn request(cmd: &KmsCommand) -> anyhow::Result<(Operation, Secret)> {
                 description: description.clone(),
                 key_usage: key_usage.clone(),
                 key_spec: key_spec.clone(),
-                tags: tags_arg(tags.as_deref())?,
                 origin: origin.clone(),
+                tags: tags_arg(tags.as_deref())?,
                 custom_key_store_id: custom_key_store_id.clone(),
                 ..Default::default()
             }),

@@ -14,6 +14,7 @@
 //! killed by SIGPIPE.
 
 pub(crate) mod admin;
+pub(crate) mod asymmetric;
 pub(crate) mod audit;
 pub(crate) mod audit_report;
 pub(crate) mod batch;
@@ -54,7 +55,11 @@ rotate, inventory, encrypt-file -r, decrypt-file -r: 1 some items failed,
 /// rewrap: a key-management service with AWS KMS semantics and a
 /// role-separated re-encryption batch worker.
 #[derive(Debug, Parser)]
-#[command(name = "rewrap", version, about, long_about = None, after_help = TOP_AFTER_HELP)]
+// term_width: with `generate-data-key-pair-without-plaintext` (41
+// characters) clap would put every command's description on its own line
+// below a 100-column width (it does when the names take over 40% of it).
+#[command(name = "rewrap", version, about, long_about = None, after_help = TOP_AFTER_HELP,
+          term_width = 124)]
 pub(crate) struct Cli {
     /// Options every command takes.
     #[command(flatten)]
@@ -162,6 +167,9 @@ pub(crate) enum Command {
     /// Custom key stores (PKCS#11 tokens), named as in `aws kms`.
     #[command(flatten)]
     CustomKeyStores(custom_key_stores::CustomKeyStoreCommand),
+    /// Asymmetric, HMAC and import operations (issues 15, 13).
+    #[command(flatten)]
+    Asymmetric(asymmetric::AsymmetricCommand),
     /// Envelope files, rotation and inventory.
     #[command(flatten)]
     Files(files::FileCommand),
@@ -514,6 +522,7 @@ pub(crate) fn main() -> i32 {
         Command::Audit(cmd) => admin::audit(cmd, &ctx),
         Command::Kms(cmd) => kms::run(cmd, &ctx),
         Command::CustomKeyStores(cmd) => custom_key_stores::run(cmd, &ctx),
+        Command::Asymmetric(cmd) => asymmetric::run(cmd, &ctx),
         Command::Serve(cmd) => serve::run(cmd, &ctx),
         Command::Files(cmd) => files::run(cmd, &ctx),
         Command::Demo(args) => demo::run(args),

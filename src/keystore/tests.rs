@@ -21,6 +21,10 @@ fn key(id: u128) -> KeyRecord {
         }],
         tags: BTreeMap::new(),
         custom_key_store_id: None,
+        key_spec: default_key_spec(),
+        key_usage: default_key_usage(),
+        origin: default_origin(),
+        import: None,
     }
 }
 

@@ -232,6 +232,9 @@ fn groups_expand_to_exactly_their_actions() {
                 "kms:ListRetirableGrants",
                 "kms:RetireGrant",
                 "kms:RevokeGrant",
+                "kms:GetParametersForImport",
+                "kms:ImportKeyMaterial",
+                "kms:DeleteImportedKeyMaterial",
             ],
         ),
         (
@@ -240,6 +243,9 @@ fn groups_expand_to_exactly_their_actions() {
                 "kms:Encrypt",
                 "kms:GenerateDataKey",
                 "kms:GenerateDataKeyWithoutPlaintext",
+                "kms:GenerateDataKeyPair",
+                "kms:GenerateDataKeyPairWithoutPlaintext",
+                "kms:GetPublicKey",
             ],
         ),
         ("decrypt", &["kms:Decrypt"]),
@@ -261,6 +267,16 @@ fn groups_expand_to_exactly_their_actions() {
                 "kms:ListRetirableGrants",
             ],
         ),
+        (
+            "sign",
+            &[
+                "kms:Sign",
+                "kms:Verify",
+                "kms:GenerateMac",
+                "kms:VerifyMac",
+                "kms:GetPublicKey",
+            ],
+        ),
     ];
     assert_eq!(expect.len(), GROUPS.len());
     for (group, actions) in expect {
@@ -280,6 +296,9 @@ fn groups_expand_to_exactly_their_actions() {
         "kms:ReEncryptTo",
         "kms:GenerateDataKey",
         "kms:GenerateDataKeyWithoutPlaintext",
+        "kms:Sign",
+        "kms:GenerateMac",
+        "kms:GenerateDataKeyPair",
     ] {
         assert!(!admin.contains(&crypto), "administer grants {crypto}");
     }
@@ -295,7 +314,12 @@ fn wildcard_actions_expand_over_known_actions() {
     ));
     assert_eq!(
         allowed_actions(&s, "p", &["*"], None),
-        ["kms:GenerateDataKey", "kms:GenerateDataKeyWithoutPlaintext"]
+        [
+            "kms:GenerateDataKey",
+            "kms:GenerateDataKeyWithoutPlaintext",
+            "kms:GenerateDataKeyPair",
+            "kms:GenerateDataKeyPairWithoutPlaintext"
+        ]
     );
     let s = set(&statement(r#"["p"]"#, r#"["kms:*"]"#, r#"["*"]"#));
     assert_eq!(
@@ -673,6 +697,9 @@ fn shipped_policies_give_each_role_exactly_its_part() {
         "kms:GenerateDataKey",
         "kms:GenerateDataKeyWithoutPlaintext",
         "kms:DescribeKey",
+        "kms:GetPublicKey",
+        "kms:GenerateDataKeyPair",
+        "kms:GenerateDataKeyPairWithoutPlaintext",
     ];
     assert_eq!(on_key("app-writer"), writer);
 

@@ -195,7 +195,7 @@ impl KmsService {
     }
 
     pub(super) fn usable(&self, key: &KeyRecord) -> Result<()> {
-        match key.state {
+        match super::import::effective_state(key, self.now()) {
             KeyState::Enabled => Ok(()),
             KeyState::Disabled => Err(KmsError::new(
                 ErrorCode::Disabled,
@@ -204,6 +204,10 @@ impl KmsService {
             KeyState::PendingDeletion => Err(KmsError::new(
                 ErrorCode::InvalidState,
                 format!("{} is pending deletion.", self.key_arn(&key.id)),
+            )),
+            KeyState::PendingImport => Err(KmsError::new(
+                ErrorCode::InvalidState,
+                format!("{} is pending import.", self.key_arn(&key.id)),
             )),
         }
     }

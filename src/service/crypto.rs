@@ -48,7 +48,7 @@ fn stop_if_dry_run(trail: &mut Trail, dry_run: Option<bool>) -> Result<()> {
 }
 
 impl KmsService {
-    fn seal_under(
+    pub(super) fn seal_under(
         &self,
         key: &KeyRecord,
         context: Option<&EncryptionContext>,
@@ -57,6 +57,7 @@ impl KmsService {
         if let Some(store) = key.custom_key_store_id.as_deref() {
             return self.seal_in_token(key, store, context, plain);
         }
+        super::keyspec::require_symmetric(key, &self.key_arn(&key.id))?;
         let v = key.current();
         ciphertext_blob::seal(
             &v.material,
@@ -120,6 +121,9 @@ impl KmsService {
     }
 
     pub(super) fn encrypt(&self, caller: &Caller, r: &EncryptRequest) -> Result<EncryptResponse> {
+        if let Some(rsa) = super::asymmetric::rsa_oaep(&r.encryption_algorithm) {
+            return self.encrypt_asymmetric(caller, r, rsa);
+        }
         self.audited(caller, Operation::Encrypt, |trail| {
             trail.context.clone_from(&r.encryption_context);
             check_grant_tokens(&r.grant_tokens)?;
@@ -148,6 +152,9 @@ impl KmsService {
     }
 
     pub(super) fn decrypt(&self, caller: &Caller, r: &DecryptRequest) -> Result<DecryptResponse> {
+        if let Some(rsa) = super::asymmetric::rsa_oaep(&r.encryption_algorithm) {
+            return self.decrypt_asymmetric(caller, r, rsa);
+        }
         self.audited(caller, Operation::Decrypt, |trail| {
             trail.context.clone_from(&r.encryption_context);
             check_grant_tokens(&r.grant_tokens)?;
@@ -218,6 +225,9 @@ impl KmsService {
         caller: &Caller,
         r: &ReEncryptRequest,
     ) -> Result<ReEncryptResponse> {
+        if let Some(rsa) = super::asymmetric::rsa_oaep(&r.source_encryption_algorithm) {
+            return self.re_encrypt_from_asymmetric(trail, caller, r, rsa);
+        }
         {
             trail.context.clone_from(&r.source_encryption_context);
             trail

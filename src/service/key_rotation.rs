@@ -52,6 +52,7 @@ impl KmsService {
         self.change_key(caller, op, &r.key_id, |key, now| {
             super::validation::int_range("rotationPeriodInDays", period.into(), 90, 2560)?;
             self.usable(key)?;
+            super::keyspec::require_rotatable(key, &self.key_arn(&key.id))?;
             key.rotation = Some(RotationConfig {
                 period_days: period,
                 next_rotation: now + f64::from(period) * DAY,
@@ -103,6 +104,7 @@ impl KmsService {
         let op = Operation::RotateKeyOnDemand;
         self.change_key(caller, op, &r.key_id, |key, now| {
             self.usable(key)?;
+            super::keyspec::require_rotatable(key, &self.key_arn(&key.id))?;
             self.new_key_version(key, now, "ON_DEMAND")?;
             Ok(KeyIdResponse {
                 key_id: self.key_arn(&key.id),

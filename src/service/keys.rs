@@ -2,8 +2,7 @@
 //! ScheduleKeyDeletion, CancelKeyDeletion, key metadata, and the purge of
 //! keys whose deletion date has passed.
 
-use super::key_rotation::add_version;
-use super::{check_grant_tokens, page, Caller, KmsService, DAY, SYMMETRIC_DEFAULT};
+use super::{check_grant_tokens, page, Caller, KmsService, DAY};
 use crate::api::{
     CreateKeyRequest, DisableKeyRequest, Empty, KeyIdRequest, KeyIdResponse, KeyListEntry,
     KeyMetadata, KeyMetadataResponse, ListKeysResponse, ListRequest, Operation,
@@ -17,31 +16,30 @@ use uuid::Uuid;
 impl KmsService {
     fn metadata(&self, key: &KeyRecord) -> KeyMetadata {
         let c = self.keystore.config();
+        let state = super::import::effective_state(key, self.now());
+        let (encryption_algorithms, extra) = super::keyspec::algorithms(key);
         KeyMetadata {
             aws_account_id: c.account.clone(),
             key_id: key.id.to_string(),
             arn: self.key_arn(&key.id),
             creation_date: key.created,
-            enabled: key.state == KeyState::Enabled,
+            enabled: state == KeyState::Enabled,
             description: key.description.clone(),
-            key_usage: "ENCRYPT_DECRYPT".into(),
-            key_state: key.state.as_str().into(),
+            key_usage: key.key_usage.clone(),
+            key_state: state.as_str().into(),
             deletion_date: key.deletion_date,
             pending_deletion_window_in_days: key.pending_window_days,
-            origin: if key.custom_key_store_id.is_some() {
-                super::custom_key_stores::AWS_CLOUDHSM.into()
-            } else {
-                "AWS_KMS".into()
-            },
+            origin: key.origin.clone(),
             key_manager: "CUSTOMER".into(),
-            customer_master_key_spec: SYMMETRIC_DEFAULT.into(),
-            key_spec: SYMMETRIC_DEFAULT.into(),
-            encryption_algorithms: vec![SYMMETRIC_DEFAULT.into()],
+            customer_master_key_spec: key.key_spec.clone(),
+            key_spec: key.key_spec.clone(),
+            encryption_algorithms,
             multi_region: false,
             key_material_versions: key.versions.len() as u32,
             // Filled in by DescribeKey only: it takes the usage index's lock.
             last_used_date: None,
             custom_key_store_id: key.custom_key_store_id.clone(),
+            extra,
         }
     }
 
@@ -52,26 +50,34 @@ impl KmsService {
     ) -> Result<KeyMetadataResponse> {
         self.audited(caller, Operation::CreateKey, |trail| {
             self.authorize(trail, caller, Action::CreateKey, &["*".into()], None)?;
-            if let Some(usage) = r.key_usage.as_deref().filter(|u| *u != "ENCRYPT_DECRYPT") {
-                return Err(KmsError::validation(format!(
-                    "KeyUsage {usage} is not supported; rewrap keys are ENCRYPT_DECRYPT"
-                )));
-            }
-            for spec in [&r.key_spec, &r.customer_master_key_spec].into_iter().flatten() {
-                if spec != SYMMETRIC_DEFAULT {
-                    return Err(KmsError::validation(format!(
-                        "KeySpec {spec} is not supported; rewrap keys are SYMMETRIC_DEFAULT (AES-256-GCM)"
-                    )));
-                }
-            }
-            let store = self.store_for_new_key(r.origin.as_deref(), r.custom_key_store_id.as_deref())?;
+            // KeySpec, KeyUsage and Origin EXTERNAL (issues 15, 13).
+            let choice = super::keyspec::KeyChoice::from_request(r)?;
             let hsm_origin = super::custom_key_stores::AWS_CLOUDHSM;
-            if let Some(origin) = r.origin.as_deref().filter(|o| *o != "AWS_KMS" && *o != hsm_origin) {
+            if let Some(origin) = r
+                .origin
+                .as_deref()
+                .filter(|o| !matches!(*o, "AWS_KMS" | "EXTERNAL") && *o != hsm_origin)
+            {
                 return Err(KmsError::new(
                     ErrorCode::UnsupportedOperation,
                     format!("Origin {origin} is not supported"),
                 ));
             }
+            let store =
+                self.store_for_new_key(r.origin.as_deref(), r.custom_key_store_id.as_deref())?;
+            if store.is_some() && choice.spec.name() != super::SYMMETRIC_DEFAULT {
+                return Err(KmsError::validation(format!(
+                    "KeySpec {} is not supported in a custom key store; its keys are \
+                     SYMMETRIC_DEFAULT (AES-256-GCM in the token)",
+                    choice.spec.name()
+                )));
+            }
+            // An HSM key's material is generated in the token, never here.
+            let first = if store.is_some() {
+                None
+            } else {
+                choice.first_material()?
+            };
             let description = r.description.clone().unwrap_or_default();
             check_description(&description)?;
             let mut tags = std::collections::BTreeMap::new();
@@ -87,13 +93,23 @@ impl KmsService {
                     rotation: None,
                     versions: Vec::new(),
                     tags,
+                    key_spec: choice.spec.name().into(),
+                    key_usage: choice.usage.into(),
+                    origin: if store.is_some() {
+                        hsm_origin.into()
+                    } else {
+                        choice.origin().into()
+                    },
+                    import: None,
                     custom_key_store_id: store.as_ref().map(|(id, _)| id.clone()),
                 };
                 match &store {
                     Some((_, token)) => {
-                        super::custom_key_stores::add_token_version(token, &mut key, now, "CREATE")?;
+                        super::custom_key_stores::add_token_version(
+                            token, &mut key, now, "CREATE",
+                        )?;
                     }
-                    None => add_version(&mut key, now, "CREATE"),
+                    None => choice.install(&mut key, first, now),
                 }
                 state.keys.insert(key.id, key.clone());
                 Ok(key)
@@ -217,6 +233,7 @@ impl KmsService {
     pub(super) fn enable_key(&self, caller: &Caller, r: &KeyIdRequest) -> Result<Empty> {
         self.change_key(caller, Operation::EnableKey, &r.key_id, |key, _| {
             self.not_pending(key)?;
+            self.not_pending_import(key)?;
             key.state = KeyState::Enabled;
             Ok(Empty {})
         })
@@ -227,6 +244,7 @@ impl KmsService {
         let op = Operation::DisableKey;
         self.change_key_guarded(caller, op, &r.key_id, interlock, |key, _| {
             self.not_pending(key)?;
+            self.not_pending_import(key)?;
             key.state = KeyState::Disabled;
             Ok(Empty {})
         })
@@ -299,6 +317,7 @@ pub(super) fn purge_deleted(state: &mut State, now: f64) {
     }
     state.aliases.retain(|_, a| !gone.contains(&a.target));
     state.grants.retain(|_, g| !gone.contains(&g.key));
+    super::import::purge_expired_material(state, now);
 }
 
 /// AWS's limit on a key description.

@@ -38,6 +38,10 @@
 //! | `tags.rs` | TagResource, UntagResource, ListResourceTags and the tag rules |
 //! | `grants.rs` | CreateGrant, ListGrants, ListRetirableGrants, RetireGrant, RevokeGrant, and what a grant allows |
 //! | `validation.rs` | AWS's wording of request validation errors |
+//! | `keyspec.rs` | KeySpec / KeyUsage: valid pairs, material, generation, algorithm names |
+//! | `asymmetric.rs` | Sign, Verify, GetPublicKey, RSA-OAEP Encrypt/Decrypt/ReEncrypt, GenerateDataKeyPair* |
+//! | `mac.rs` | GenerateMac, VerifyMac |
+//! | `import.rs` | Origin EXTERNAL: GetParametersForImport, ImportKeyMaterial, DeleteImportedKeyMaterial, expiry |
 
 mod access_report;
 mod aliases;
@@ -57,6 +61,11 @@ mod tags;
 mod tests;
 mod usage;
 pub(crate) mod validation;
+// Asymmetric and HMAC keys (issue 15), imported key material (issue 13).
+mod asymmetric;
+mod import;
+mod keyspec;
+mod mac;
 
 pub use session::LocalSession;
 pub use usage::RejectedRequest;
@@ -152,6 +161,8 @@ pub struct KmsService {
     checked: Mutex<std::time::Instant>,
     /// Logged-in PKCS#11 tokens of connected custom key stores.
     tokens: custom_key_stores::Tokens,
+    /// Parsed private keys of asymmetric keys (issue 15).
+    parsed_keys: asymmetric::ParsedKeys,
 }
 
 /// How long an update by another process may go unnoticed.
@@ -284,6 +295,7 @@ impl KmsService {
             audit,
             clock_offset_secs: AtomicI64::new(0),
             tokens: custom_key_stores::Tokens::default(),
+            parsed_keys: asymmetric::ParsedKeys::default(),
         }))
     }
 

@@ -234,3 +234,42 @@ pub(crate) fn aws_tool(tool: &str, who: &Creds) -> Command {
         .env_remove("AWS_CA_BUNDLE");
     c
 }
+
+/// The test virtual environment's `bin` folder (awscli, boto3); panics
+/// with the fix when it is missing: these tests never skip.
+pub(crate) fn venv_bin() -> PathBuf {
+    venv_tool("aws");
+    venv_tool("python").parent().unwrap().to_path_buf()
+}
+
+impl Env {
+    /// Runs a bash script (`set -euo pipefail`) in the test folder as
+    /// `who`, with the venv's `aws` and `python` first on PATH, the AWS
+    /// settings isolated from the machine's, `$E` = `--endpoint-url URL`
+    /// and `$REWRAP_URL` = the URL.
+    pub(crate) fn aws_script(&self, served: &Server, who: &Creds, script: &str) -> Output {
+        let path = format!(
+            "{}:{}",
+            venv_bin().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "set -euo pipefail\nE=\"--endpoint-url $REWRAP_URL\"\n{script}"
+            ))
+            .current_dir(self.dir.path())
+            .env("PATH", path)
+            .env("REWRAP_URL", &served.url)
+            .env("AWS_ACCESS_KEY_ID", &who.id)
+            .env("AWS_SECRET_ACCESS_KEY", &who.secret)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_CA_BUNDLE")
+            .output()
+            .unwrap()
+    }
+}

@@ -1,0 +1,150 @@
+//! Sign and Verify per second in process (issue 15): the service call, with
+//! its policy check, audit record and parsed-key cache, against the bare
+//! aws-lc-rs calls in the same run (a key pair of the same spec already
+//! parsed; Verify with the same public key and signature). The goal is a
+//! ratio of at least 0.7.
+//!
+//! `cargo bench --bench sign_verify` prints one line per operation and
+//! spec: `service N/s  bare M/s  ratio R`. `REWRAP_BENCH_SECONDS` sets the
+//! time per measurement (default 2).
+#![allow(missing_docs)] // reason: a bench binary
+
+/// The allocator the `rewrap` binary ships with (src/main.rs), so the bench
+/// measures the shipped configuration.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa;
+use aws_lc_rs::signature::{self, KeyPair as _};
+use rewrap::api::{CreateKeyRequest, KeyIdRequest, SignRequest, VerifyRequest};
+use rewrap::kms::Kms;
+use rewrap::secret::Secret;
+use rewrap::service::{Caller, KmsService};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+/// Operations per second of `f`, after a warm-up.
+fn rate(mut f: impl FnMut()) -> f64 {
+    let seconds: f64 = std::env::var("REWRAP_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2.0);
+    for _ in 0..20 {
+        f();
+    }
+    let budget = Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < budget {
+        for _ in 0..10 {
+            f();
+        }
+        n += 10;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn report(what: &str, service: f64, bare: f64) {
+    println!(
+        "{what:<32} service {service:>9.0}/s  bare {bare:>9.0}/s  ratio {:.2}",
+        service / bare
+    );
+}
+
+/// A bare signer of the spec: the baseline's key pair, parsed once.
+/// Signs a message, returning the signature.
+type Signer = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+
+fn bare_signer(spec: &str) -> Signer {
+    let rng = SystemRandom::new();
+    if spec == "RSA_2048" {
+        let pair = rsa::KeyPair::generate(rsa::KeySize::Rsa2048).unwrap();
+        Box::new(move |m| {
+            let mut sig = vec![0; pair.public_modulus_len()];
+            pair.sign(&signature::RSA_PSS_SHA256, &rng, m, &mut sig)
+                .unwrap();
+            sig
+        })
+    } else {
+        let pair =
+            signature::EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_ASN1_SIGNING).unwrap();
+        let _ = pair.public_key().as_der().unwrap();
+        Box::new(move |m| pair.sign(&rng, m).unwrap().as_ref().to_vec())
+    }
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("ks");
+    KmsService::init(&home).unwrap();
+    let service = KmsService::open(&home, None).unwrap();
+    let kms = service.session(Caller {
+        principal: "owner".into(),
+        ..Caller::default()
+    });
+    let message = Secret::from_slice(&[42u8; 32]);
+    let cases = [
+        ("ECC_NIST_P256", "ECDSA_SHA_256"),
+        ("RSA_2048", "RSASSA_PSS_SHA_256"),
+    ];
+    for (spec, algorithm) in cases {
+        let key_id = kms
+            .create_key(&CreateKeyRequest {
+                key_spec: Some(spec.into()),
+                key_usage: Some("SIGN_VERIFY".into()),
+                ..Default::default()
+            })
+            .unwrap()
+            .key_metadata
+            .key_id;
+        let sign = SignRequest {
+            key_id: key_id.clone(),
+            message: message.clone(),
+            message_type: None,
+            signing_algorithm: algorithm.into(),
+            grant_tokens: None,
+        };
+        let service_sign = rate(|| {
+            black_box(kms.sign(black_box(&sign)).unwrap());
+        });
+        let bare = bare_signer(spec);
+        let bare_sign = rate(|| {
+            black_box(bare(black_box(message.expose())));
+        });
+        report(&format!("Sign {spec}"), service_sign, bare_sign);
+
+        let signature = kms.sign(&sign).unwrap().signature;
+        let verify = VerifyRequest {
+            key_id: key_id.clone(),
+            message: message.clone(),
+            message_type: None,
+            signature: signature.clone(),
+            signing_algorithm: algorithm.into(),
+            grant_tokens: None,
+        };
+        let service_verify = rate(|| {
+            black_box(kms.verify(black_box(&verify)).unwrap());
+        });
+        let public = kms
+            .get_public_key(&KeyIdRequest {
+                key_id,
+                grant_tokens: None,
+            })
+            .unwrap()
+            .public_key
+            .0;
+        let alg: &'static dyn signature::VerificationAlgorithm = if spec == "RSA_2048" {
+            &signature::RSA_PSS_2048_8192_SHA256
+        } else {
+            &signature::ECDSA_P256_SHA256_ASN1
+        };
+        let key = signature::UnparsedPublicKey::new(alg, &public);
+        let bare_verify = rate(|| {
+            key.verify(black_box(message.expose()), black_box(&signature.0))
+                .unwrap();
+        });
+        report(&format!("Verify {spec}"), service_verify, bare_verify);
+    }
+}
