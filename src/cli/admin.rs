@@ -205,7 +205,7 @@ pub(crate) fn audit(cmd: AuditCommand, ctx: &Context) -> anyhow::Result<i32> {
         AuditCommand::PublicKey(args) => return super::audit::public_key(args, ctx),
         AuditCommand::Export(args) => return super::audit::export(args, ctx),
         AuditCommand::Prune(args) => return super::audit::prune(args, ctx),
-        cmd => cmd,
+        cmd @ AuditCommand::Verify { .. } => cmd,
     };
     if ctx.global.endpoint_url.is_some() {
         return remote_audit(cmd, ctx);
