@@ -159,6 +159,22 @@ fn validation_errors_of_every_operation_as_aws_gives_them() {
         ("ListRetirableGrants", "{}".into(), null("retiringPrincipal")),
         ("RetireGrant", r#"{"GrantToken": ""}"#.into(), empty("grantToken")),
         ("RevokeGrant", k(r#"{"KeyId": "KEY"}"#), null("grantId")),
+        ("CreateCustomKeyStore", "{}".into(), null("customKeyStoreName")),
+        ("DescribeCustomKeyStores", r#"{"Limit": 0}"#.into(), int("limit", 0, "greater", 1)),
+        ("ConnectCustomKeyStore", "{}".into(), null("customKeyStoreId")),
+        ("DisconnectCustomKeyStore", "{}".into(), null("customKeyStoreId")),
+        ("UpdateCustomKeyStore", "{}".into(), null("customKeyStoreId")),
+        ("DeleteCustomKeyStore", "{}".into(), null("customKeyStoreId")),
+        ("Sign", "{}".into(), null("keyId")),
+        ("Verify", "{}".into(), null("keyId")),
+        ("GetPublicKey", "{}".into(), null("keyId")),
+        ("GenerateMac", "{}".into(), null("keyId")),
+        ("VerifyMac", "{}".into(), null("keyId")),
+        ("GenerateDataKeyPair", "{}".into(), null("keyId")),
+        ("GenerateDataKeyPairWithoutPlaintext", "{}".into(), null("keyId")),
+        ("GetParametersForImport", "{}".into(), null("keyId")),
+        ("ImportKeyMaterial", "{}".into(), null("keyId")),
+        ("DeleteImportedKeyMaterial", "{}".into(), null("keyId")),
     ];
     let now = chrono::Utc::now();
     let mut wrong = Vec::new();

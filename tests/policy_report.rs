@@ -90,6 +90,37 @@ const ADMINISTER: &[&str] = &[
     "kms:CreateAccessKey",
     "kms:DeleteAccessKey",
     "rewrap:CheckPolicy",
+    "kms:CreateCustomKeyStore",
+    "kms:DescribeCustomKeyStores",
+    "kms:ConnectCustomKeyStore",
+    "kms:DisconnectCustomKeyStore",
+    "kms:UpdateCustomKeyStore",
+    "kms:DeleteCustomKeyStore",
+    "kms:TagResource",
+    "kms:UntagResource",
+    "kms:ListResourceTags",
+    "kms:CreateGrant",
+    "kms:ListGrants",
+    "kms:ListRetirableGrants",
+    "kms:RetireGrant",
+    "kms:RevokeGrant",
+    "kms:GetParametersForImport",
+    "kms:ImportKeyMaterial",
+    "kms:DeleteImportedKeyMaterial",
+];
+/// The audit group's reads after `rewrap:CheckPolicy` (tags and grants).
+const AUDIT_TAIL: &[&str] = &[
+    "kms:ListResourceTags",
+    "kms:ListGrants",
+    "kms:ListRetirableGrants",
+];
+/// The sign group (the owner holds it all; `GetPublicKey` is in encrypt too).
+const SIGN: &[&str] = &[
+    "kms:Sign",
+    "kms:Verify",
+    "kms:GenerateMac",
+    "kms:VerifyMac",
+    "kms:GetPublicKey",
 ];
 const AUDIT_READS: &[&str] = &[
     "kms:DescribeKey",
@@ -104,6 +135,9 @@ const ENCRYPT: &[&str] = &[
     "kms:Encrypt",
     "kms:GenerateDataKey",
     "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:GenerateDataKeyPair",
+    "kms:GenerateDataKeyPairWithoutPlaintext",
+    "kms:GetPublicKey",
 ];
 const OWNER: &str = "owner.toml#1 (owner-all)";
 
@@ -113,6 +147,7 @@ fn owner_rows() -> Vec<Row> {
         .iter()
         .copied()
         .chain(["rewrap:ReadAuditTrail", "rewrap:CheckPolicy"])
+        .chain(AUDIT_TAIL.iter().copied())
         .collect();
     vec![
         row(
@@ -144,6 +179,7 @@ fn owner_rows() -> Vec<Row> {
             &[],
         ),
         row("owner", "audit", "allow", &audit, &[], &[OWNER], &[]),
+        row("owner", "sign", "allow", SIGN, &[], &[OWNER], &[]),
     ]
 }
 
@@ -224,17 +260,15 @@ fn shipped_role_policies_give_exact_rows() {
         .iter()
         .copied()
         .chain(["rewrap:CheckPolicy"])
+        .chain(AUDIT_TAIL.iter().copied())
         .collect();
     let auditor_all: Vec<&str> = AUDIT_READS
         .iter()
         .copied()
         .chain(["rewrap:ReadAuditTrail", "rewrap:CheckPolicy"])
+        .chain(AUDIT_TAIL.iter().copied())
         .collect();
-    let admin_audit: Vec<&str> = AUDIT_READS
-        .iter()
-        .copied()
-        .chain(["rewrap:CheckPolicy"])
-        .collect();
+    let admin_audit = auditor_admin.clone();
     let mut want =
         vec![
         row(
@@ -249,6 +283,7 @@ fn shipped_role_policies_give_exact_rows() {
         row("app-writer", "administer", "partial", &["kms:DescribeKey"], &[], &[writer], &[]),
         row("app-writer", "encrypt", "allow", ENCRYPT, &[], &[writer], &[]),
         row("app-writer", "audit", "partial", &["kms:DescribeKey"], &[], &[writer], &[]),
+        row("app-writer", "sign", "partial", &["kms:GetPublicKey"], &[], &[writer], &[]),
         row("auditor", "administer", "partial", &auditor_admin, &[], &[auditor_read], &[]),
         row("auditor", "audit", "allow", &auditor_all, &[], &[auditor_read], &[]),
         row("key-admin", "administer", "allow", ADMINISTER, &[], &[admin], &[]),
@@ -442,14 +477,33 @@ fn tricky_policies_globs_denies_and_conditions() {
     // the conditional deny on prod restricts ops' conditional decrypt.
     let mut want = vec![
         row("app-one", "encrypt", "allow", ENCRYPT, &[], &[apps], &[]),
+        row(
+            "app-one",
+            "sign",
+            "partial",
+            &["kms:GetPublicKey"],
+            &[],
+            &[apps],
+            &[],
+        ),
         row("app-two", "encrypt", "allow", ENCRYPT, &[], &[apps], &[]),
+        row(
+            "app-two",
+            "sign",
+            "partial",
+            &["kms:GetPublicKey"],
+            &[],
+            &[apps],
+            &[],
+        ),
         ops_decrypt(&["tricky.toml#4 (ops-no-prod) when kms:EncryptionContext:stage = \"prod\""]),
     ];
     want.extend(owner_rows());
     assert_eq!(json("alias/team-prod"), want);
 
     // The deny on GenerateDataKey* (principal "*") overrides every allow
-    // of it on alias/team-legacy: Encrypt alone is left, even to the owner.
+    // of it (GenerateDataKeyPair* included) on alias/team-legacy: Encrypt and
+    // GetPublicKey are left, even to the owner.
     let got = json("alias/team-legacy");
     let encrypt_rows: Vec<Row> = got.iter().filter(|r| r.1 == "encrypt").cloned().collect();
     assert_eq!(
@@ -459,7 +513,7 @@ fn tricky_policies_globs_denies_and_conditions() {
                 "app-one",
                 "encrypt",
                 "partial",
-                &["kms:Encrypt"],
+                &["kms:Encrypt", "kms:GetPublicKey"],
                 &[],
                 &[apps],
                 &[no_legacy]
@@ -468,7 +522,7 @@ fn tricky_policies_globs_denies_and_conditions() {
                 "app-two",
                 "encrypt",
                 "partial",
-                &["kms:Encrypt"],
+                &["kms:Encrypt", "kms:GetPublicKey"],
                 &[],
                 &[apps],
                 &[no_legacy]
@@ -478,7 +532,7 @@ fn tricky_policies_globs_denies_and_conditions() {
                 "owner",
                 "encrypt",
                 "partial",
-                &["kms:Encrypt"],
+                &["kms:Encrypt", "kms:GetPublicKey"],
                 &[],
                 &[OWNER],
                 &[no_legacy]
