@@ -371,7 +371,7 @@ pub(super) fn pruned(active: &Path) -> Result<Option<(u64, String)>, AuditError>
     Ok((d.pruned_through > 0).then_some((d.pruned_through, d.pruned_hash)))
 }
 
-/// What [`verify_digests`] found.
+/// What `verify_digests` found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DigestSummary {
     /// Digests checked.

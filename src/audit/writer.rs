@@ -28,7 +28,7 @@ pub(super) const TAIL_WINDOW: u64 = 4096;
 pub struct AuditOptions {
     /// A record is on stable storage (`fdatasync`) before `append` returns:
     /// it survives a power loss once the caller can act on it. Concurrent
-    /// appends share one `fdatasync` (see [`AuditLog::append_all`]). Off by
+    /// appends share one `fdatasync` (see `AuditLog::append_all`). Off by
     /// default; a keystore's trail is always opened durable.
     pub durable: bool,
     /// When to close the active file into a segment.
