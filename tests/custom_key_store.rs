@@ -9,7 +9,7 @@ mod support;
 
 use std::process::{Command, Output};
 use support::cli::{assert_aws_error, json, stderr, stdout, Env};
-use support::hsm::{write_private, Serve, SoftHsm, MODULE, USER_PIN};
+use support::hsm::{write_private, SoftHsm, MODULE, USER_PIN};
 
 /// `rewrap ARGS` as the owner, with the token's SoftHSM2 configuration.
 fn run(env: &Env, hsm: &SoftHsm, args: &[&str]) -> Output {
@@ -757,7 +757,7 @@ fn the_aws_cli_and_a_tree_rotation_use_an_hsm_key_through_the_server() {
     let hsm = SoftHsm::new("rewrap-serve");
     let mut serve = env.command(&env.owner);
     serve.env("SOFTHSM2_CONF", &hsm.conf);
-    let server = Serve::start(serve);
+    let server = support::cli::Server::from_command(serve, &[]);
     let url = server.url.clone();
     let cli = |args: &[&str]| json(&remote(&env, &url).args(args).output().unwrap());
 

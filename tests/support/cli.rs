@@ -138,12 +138,19 @@ impl Server {
     /// Starts `rewrap serve` on the keystore `home` with the shipped
     /// policies (and `extra` options), once it listens.
     pub(crate) fn start(home: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(bin())
-            .env_remove("REWRAP_HOME")
+        let mut cmd = Command::new(bin());
+        cmd.env_remove("REWRAP_HOME")
             .arg("--keystore")
             .arg(home)
             .arg("--policies")
-            .arg(repo().join("policies"))
+            .arg(repo().join("policies"));
+        Server::from_command(cmd, extra)
+    }
+
+    /// Starts `rewrap serve` (and `extra` options) from `cmd`, which names
+    /// the keystore and its environment, once it listens.
+    pub(crate) fn from_command(mut cmd: Command, extra: &[&str]) -> Server {
+        let mut child = cmd
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::piped())
