@@ -107,6 +107,7 @@
 mod checkpoint;
 mod digest;
 mod export;
+mod group_commit;
 pub mod html;
 mod read;
 mod record;
@@ -120,6 +121,7 @@ mod writer;
 pub use checkpoint::Checkpoint;
 pub use digest::{read_public_keys, Digest, DigestSegment, DigestSummary, PUBLIC_KEYS_FILE};
 pub use export::{export, ExportReport};
+pub use group_commit::{defer_durability, Durability};
 pub use read::read_records;
 pub use record::{
     AuditKey, AuditRecord, DECISION_ALLOW, DECISION_DENY, GENESIS_HASH, OUTCOME_SUCCESS,

@@ -26,6 +26,7 @@
 //! own socket buffers are outside its reach).
 
 use crate::api::Operation;
+use crate::audit;
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::kms::Kms;
 use crate::secret::Secret;
@@ -84,6 +85,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Records a request refused before any operation ran (bad or missing
     /// signature, unknown access key or operation, unreadable body).
     fn audit_rejected(&self, _request: RejectedRequest) {}
+    /// Whether `op` may hold its thread for long (a keystore write with
+    /// fsync, an HSM, key-pair generation): the server then runs it on the
+    /// blocking pool instead of the connection's task.
+    fn may_block(&self, _op: Operation) -> bool {
+        true
+    }
     /// The region the KMS's keys live in: a credential scope naming another
     /// is refused (`None`: any region).
     fn region(&self) -> Option<String> {
@@ -121,6 +128,15 @@ impl Backend for ServiceBackend {
         self.0.audit_rejected(&request);
     }
 
+    fn may_block(&self, op: Operation) -> bool {
+        op.writes_keystore()
+            || matches!(
+                op,
+                Operation::GenerateDataKeyPair | Operation::GenerateDataKeyPairWithoutPlaintext
+            )
+            || self.0.uses_custom_key_stores()
+    }
+
     fn region(&self) -> Option<String> {
         Some(self.0.config().region.clone())
     }
@@ -151,13 +167,14 @@ pub struct ServerConfig {
     pub max_connections_per_address: usize,
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
-    /// Run operations that do not write the keystore (cryptography, reads)
-    /// on the connection's task: they are CPU-light, and a hop to tokio's
-    /// blocking pool costs a third of the server's throughput. Operations
-    /// that write the keystore (with fsync) always go to the blocking pool.
-    /// Off by default (as `rewrap serve` and `benches/server.rs` run): every
-    /// operation waits for its audit record's fdatasync, which must not
-    /// block a connection task.
+    /// Run operations that cannot hold the thread for long (cryptography
+    /// and reads with software keys) on the connection's task: a hop to
+    /// tokio's blocking pool and back costs more than the operation. Their
+    /// audit records' fdatasync (the group commit) is awaited without
+    /// blocking the task, and no answer leaves before it is done. Keystore
+    /// writes, HSM operations and key-pair generation always go to the
+    /// blocking pool ([`Backend::may_block`]). On by default, as
+    /// `rewrap serve` and `benches/server.rs` run.
     pub inline_operations: bool,
 }
 
@@ -172,7 +189,7 @@ impl Default for ServerConfig {
             max_connections: 4096,
             max_connections_per_address: 128,
             shutdown_grace: Duration::from_secs(30),
-            inline_operations: false,
+            inline_operations: true,
         }
     }
 }
@@ -514,11 +531,17 @@ async fn process<B: Backend>(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
     };
-    if shared.config.inline_operations && !op.writes_keystore() {
-        return shared
-            .backend
-            .call(caller, op, body.expose())
-            .map_err(WireError::from);
+    if shared.config.inline_operations && !shared.backend.may_block(op) {
+        // Run on this task; the record's fdatasync is awaited without
+        // blocking the thread, and nothing is answered before it is done.
+        let (result, durability) =
+            audit::defer_durability(|| shared.backend.call(caller, op, body.expose()));
+        durability.wait().await.map_err(|e| {
+            WireError::from(KmsError::internal(format!(
+                "cannot write the audit trail: {e}"
+            )))
+        })?;
+        return result.map_err(WireError::from);
     }
     let backend = shared.backend.clone();
     tokio::task::spawn_blocking(move || backend.call(caller, op, body.expose()))
@@ -556,14 +579,25 @@ fn audit_rejected_request<B: Backend>(
         .and_then(|t| t.strip_prefix(TARGET_PREFIX))
         .and_then(Operation::from_name)
         .map(|op| op.name().to_string());
-    shared.backend.audit_rejected(RejectedRequest {
-        principal,
-        access_key_id,
-        source_ip: Some(peer.ip().to_string()),
-        user_agent: text(USER_AGENT).map(|u| u.chars().take(512).collect()),
-        operation,
-        error: error.to_string(),
+    // A refusal answers no key use: its record is made durable in the
+    // background (a sync is requested now), not awaited.
+    let ((), durability) = audit::defer_durability(|| {
+        shared.backend.audit_rejected(RejectedRequest {
+            principal,
+            access_key_id,
+            source_ip: Some(peer.ip().to_string()),
+            user_agent: text(USER_AGENT).map(|u| u.chars().take(512).collect()),
+            operation,
+            error: error.to_string(),
+        });
     });
+    if !durability.is_empty() {
+        tokio::spawn(async move {
+            if let Err(e) = durability.wait().await {
+                eprintln!("rewrap: cannot record a refused request in the audit trail: {e}");
+            }
+        });
+    }
 }
 
 /// The checks of a request's headers that need no body, made before any body

@@ -598,6 +598,73 @@ fn concurrent_durable_appends_share_a_group_commit() {
     );
 }
 
+/// The server's connection tasks: an append inside `defer_durability` is
+/// written at once but synced only when its `Durability` is awaited, which
+/// does not block the thread; appends outside a scope (the CLI, the
+/// blocking pool) still sync before they return.
+#[test]
+fn deferred_appends_are_synced_when_awaited_and_scopes_do_not_leak() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = Arc::new(AuditLog::open_with(&path, DURABLE).unwrap());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let append = |log: &AuditLog| log.append(record("p", "ReEncrypt", &[KEY_A])).unwrap();
+
+    let ((), durability) = defer_durability(|| append(&log));
+    assert!(!durability.is_empty());
+    assert_eq!(verify(&path).unwrap().records, 1, "written before the wait");
+    assert_eq!(log.syncs(), 0, "not synced before the wait");
+    rt.block_on(durability.wait()).unwrap();
+    assert_eq!(log.syncs(), 1);
+
+    // Outside a scope the append syncs itself.
+    append(&log);
+    assert_eq!(log.syncs(), 2);
+
+    // A panic inside a scope, and a nested scope, leave no scope behind.
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        defer_durability(|| {
+            append(&log);
+            panic!("inside the scope");
+        })
+    }));
+    assert!(panicked.is_err());
+    let ((), outer) = defer_durability(|| {
+        let ((), inner) = defer_durability(|| append(&log));
+        inner.wait_blocking().unwrap();
+    });
+    assert!(
+        outer.is_empty(),
+        "the inner scope's append is not the outer's"
+    );
+    let synced = log.syncs();
+    append(&log);
+    assert_eq!(log.syncs(), synced + 1, "no scope left on this thread");
+
+    // 64 tasks on 2 threads, each awaiting its own records.
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    for _ in 0..20 {
+                        let ((), d) = defer_durability(|| append(&log));
+                        d.wait().await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    assert_eq!(verify(&path).unwrap().records, 5 + 64 * 20);
+}
+
 /// Trail bytes a fresh handle reads to answer `last_used` (DescribeKey's
 /// last-used date) after `n` records were appended by another handle that
 /// never asked for usage itself (a CLI `encrypt`, a rotation).

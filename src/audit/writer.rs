@@ -3,6 +3,7 @@
 
 use super::checkpoint::{Checkpoint, Checkpointer};
 use super::digest;
+use super::group_commit::{self, GroupSync};
 use super::record::{
     encode_line, parse_record, AuditRecord, DECISION_ALLOW, GENESIS_HASH, OUTCOME_SUCCESS,
 };
@@ -18,7 +19,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 
 /// First read size when looking for the last line of the file.
 pub(super) const TAIL_WINDOW: u64 = 4096;
@@ -97,41 +98,12 @@ pub struct AuditLog {
     /// digests without it.
     root: Option<Arc<dyn RootKey>>,
     state: Mutex<ChainState>,
-    sync: GroupSync,
-}
-
-/// The group commit of durable appends: one `fdatasync` at a time, and
-/// each covers every write made before it started. An append takes a
-/// ticket (the count of writes so far) under the state lock, right after
-/// its write, and waits until a sync that started after that write has
-/// finished; if none is running it runs one itself (it becomes the
-/// leader). Records appended while a sync runs are covered by the next
-/// one, so N concurrent requests cost about two syncs, not N.
-struct GroupSync {
-    /// The audit file, duplicated, so a sync runs without the state lock.
-    file: File,
-    state: Mutex<SyncState>,
-    done: Condvar,
-}
-
-#[derive(Default)]
-struct SyncState {
-    /// Writes made (tickets handed out).
-    written: u64,
-    /// Writes known to be on stable storage.
-    durable: u64,
-    /// A leader is syncing.
-    syncing: bool,
-    /// `fdatasync` calls made by this handle.
-    syncs: u64,
-    /// A sync failed: after that the kernel may have dropped the dirty
-    /// pages and a later sync could succeed without them, so nothing this
-    /// handle wrote is trusted as durable any more (fails closed).
-    failed: Option<String>,
+    sync: Arc<GroupSync>,
 }
 
 impl Drop for AuditLog {
     fn drop(&mut self) {
+        self.sync.close();
         let state = self.lock_state();
         // Best effort: a later process replays what the snapshots miss.
         if let Some(usage) = state.usage.as_ref().filter(|u| u.unsaved > 0) {
@@ -203,11 +175,7 @@ impl AuditLog {
             open.mode(0o600);
         }
         let file = open.open(path).map_err(io_error(path))?;
-        let sync = GroupSync {
-            file: file.try_clone().map_err(io_error(path))?,
-            state: Mutex::new(SyncState::default()),
-            done: Condvar::new(),
-        };
+        let sync = GroupSync::new(file.try_clone().map_err(io_error(path))?, path);
         let log = AuditLog {
             path: path.to_path_buf(),
             durable: options.durable,
@@ -274,8 +242,8 @@ impl AuditLog {
             return Ok(());
         }
         let ticket = self.write_records(records)?;
-        if self.durable {
-            self.make_durable(ticket)?;
+        if self.durable && !group_commit::defer(&self.sync, ticket) {
+            self.sync.wait(ticket)?;
         }
         Ok(())
     }
@@ -367,11 +335,7 @@ impl AuditLog {
             .write_all(&chain.buf)
             .map_err(io_error(&self.path))?;
         // Taken under the state lock, so tickets follow the order of writes.
-        let ticket = {
-            let mut sync = lock(&self.sync.state);
-            sync.written += 1;
-            sync.written
-        };
+        let ticket = self.sync.ticket();
         let end = len + chain.buf.len() as u64;
         if len == 0 {
             chain.started = Started::At(unix_secs(&written[0].time));
@@ -579,49 +543,10 @@ impl AuditLog {
         Ok(keys)
     }
 
-    /// Waits until the write with `ticket` is on stable storage, running
-    /// the sync itself if no other thread is (the group commit's leader).
-    fn make_durable(&self, ticket: u64) -> Result<(), AuditError> {
-        let failed = |why: &str| AuditError::Io {
-            path: self.path.clone(),
-            source: std::io::Error::other(format!("an earlier fdatasync failed ({why})")),
-        };
-        let mut sync = lock(&self.sync.state);
-        loop {
-            if let Some(why) = &sync.failed {
-                return Err(failed(why));
-            }
-            if sync.durable >= ticket {
-                return Ok(());
-            }
-            if sync.syncing {
-                sync = self
-                    .sync
-                    .done
-                    .wait(sync)
-                    .unwrap_or_else(PoisonError::into_inner);
-                continue;
-            }
-            sync.syncing = true;
-            let upto = sync.written;
-            drop(sync);
-            let result = self.sync.file.sync_data();
-            sync = lock(&self.sync.state);
-            sync.syncing = false;
-            sync.syncs += 1;
-            match &result {
-                Ok(()) => sync.durable = sync.durable.max(upto),
-                Err(e) => sync.failed = Some(e.to_string()),
-            }
-            self.sync.done.notify_all();
-            result.map_err(io_error(&self.path))?;
-        }
-    }
-
     /// `fdatasync` calls this handle has made for durable appends.
     #[cfg(test)]
     pub(crate) fn syncs(&self) -> u64 {
-        lock(&self.sync.state).syncs
+        self.sync.syncs()
     }
 
     /// Flushes every appended record to stable storage (`fdatasync`).
@@ -815,11 +740,6 @@ fn unix_secs(time: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(time)
         .ok()
         .map(|t| t.timestamp())
-}
-
-/// Locks a mutex whose data stays consistent even if a holder panicked.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Learns `seq` and `hash` of the last complete line and repairs a torn

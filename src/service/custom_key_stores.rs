@@ -165,6 +165,15 @@ impl KmsService {
         self.authorize(trail, caller, action, &["*".into()], None)
     }
 
+    /// Whether any custom key store exists: operations on its keys call a
+    /// PKCS#11 module, which may hold the thread (the server then runs
+    /// every operation on its blocking pool).
+    pub(crate) fn uses_custom_key_stores(&self) -> bool {
+        self.snapshot
+            .read()
+            .map_or(true, |s| !s.state.custom_key_stores.is_empty())
+    }
+
     pub(super) fn create_custom_key_store(
         &self,
         caller: &Caller,
