@@ -10,10 +10,15 @@
 //!    active file in the JSON-lines format (the only format before
 //!    segments). Measured: the closed segment the same records become.
 //!    Goal: at most 100 bytes per record.
+//!    The records span several segments (each closed at the shipped
+//!    `segment_max_bytes`, 64 MiB of JSON lines): every segment they
+//!    made is counted, and the baseline is the same records as JSON lines.
 //! 2. DescribeKey in a fresh service (a fresh process's cost: open the
 //!    keystore and the trail, read the usage index, answer), on a keystore
-//!    with the trail of part 1 against one with an empty trail, in
-//!    alternating rounds. Goal: a ratio near 1 (the trail is not scanned).
+//!    whose trail holds `REWRAP_BENCH_TRAIL_BYTES` (1 GB) of records as
+//!    JSON lines (part 1's records, then more of the same) against one
+//!    with an empty trail, in alternating rounds. Goal: a ratio near 1
+//!    (the trail is not scanned).
 
 use rewrap::api::{CreateKeyRequest, EncryptRequest, KeyIdRequest, ReEncryptRequest};
 use rewrap::kms::Kms;
@@ -106,46 +111,87 @@ fn fresh_describe_key(home: &Path, caller: &Caller, key: &str) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
+/// The closed segment files of the trail at `active`, by name.
+fn segments(active: &Path) -> Vec<std::path::PathBuf> {
+    let dir = active.with_file_name("audit.segments");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "seg"));
+    files.sort();
+    files
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
     let n = setting("REWRAP_BENCH_RECORDS", 100_000) as usize;
+    let trail_bytes = setting("REWRAP_BENCH_TRAIL_BYTES", 1_000_000_000);
     let dir = tempfile::tempdir().unwrap();
     let large = dir.path().join("large");
     let (service, caller, from, to) = keystore(&large);
+    let active = service.audit_path();
     // Everything before the ReEncrypt records goes into a first segment,
-    // so the measured segment holds the ReEncrypt records only.
+    // so the measured segments hold the ReEncrypt records only.
     service.close_audit_segment().unwrap();
+    let before = segments(&active);
+    let first_seq = rewrap::audit::read_records(&active)
+        .unwrap()
+        .last()
+        .map_or(1, |r| r.seq + 1);
     let started = Instant::now();
     re_encrypt_records(&service, &caller, (&from, &to), n);
     let secs = started.elapsed().as_secs_f64();
-    let active = service.audit_path();
-    let json_bytes = std::fs::metadata(&active).unwrap().len();
-    let header = service.close_audit_segment().unwrap().unwrap();
-    let segment = active
-        .with_file_name("audit.segments")
-        .join(format!("{:020}.seg", header.first_seq));
-    let segment_bytes = std::fs::metadata(&segment).unwrap().len();
-    let records = header.records as f64;
+    service.close_audit_segment().unwrap();
+    let made: Vec<_> = segments(&active)
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    let segment_bytes: u64 = made
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    let (mut records, mut json_bytes) = (0u64, 0u64);
+    for record in rewrap::audit::read_records(&active).unwrap() {
+        if record.seq >= first_seq {
+            records += 1;
+            json_bytes += serde_json::to_vec(&record).unwrap().len() as u64 + 1;
+        }
+    }
+    let per_record = json_bytes as f64 / records as f64;
     println!(
-        "Audit trail size, {} ReEncrypt records through the service ({:.0} records/s, durable):",
-        header.records,
-        records / secs
+        "Audit trail size, {records} ReEncrypt records through the service ({:.0} records/s, durable), {} segments:",
+        records as f64 / secs,
+        made.len()
     );
     println!(
-        "  JSON lines (the format before segments): {:>12} bytes, {:>7.1} bytes/record",
-        json_bytes,
-        json_bytes as f64 / records
+        "  JSON lines (the format before segments): {json_bytes:>12} bytes, {per_record:>7.1} bytes/record"
     );
     println!(
-        "  closed segment (compact + DEFLATE):      {:>12} bytes, {:>7.1} bytes/record (goal <= 100)",
+        "  closed segments (compact + DEFLATE):     {:>12} bytes, {:>7.1} bytes/record (goal <= 100)",
         segment_bytes,
-        segment_bytes as f64 / records
+        segment_bytes as f64 / records as f64
     );
     println!(
-        "  ratio segment / JSON lines: {:.3}",
+        "  ratio segments / JSON lines: {:.3}",
         segment_bytes as f64 / json_bytes as f64
+    );
+    // Part 2: grow the trail to `trail_bytes` of JSON lines.
+    let more = ((trail_bytes as f64 / per_record) as u64).saturating_sub(records) as usize;
+    let started = Instant::now();
+    re_encrypt_records(&service, &caller, (&from, &to), more);
+    let total = records + more as u64;
+    let on_disk: u64 = segments(&active)
+        .iter()
+        .chain([&active])
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    println!(
+        "Grew the trail to {total} records, {:.2} GB as JSON lines ({:.0} MB on disk), in {:.0} s",
+        total as f64 * per_record / 1e9,
+        on_disk as f64 / 1e6,
+        started.elapsed().as_secs_f64()
     );
     drop(service);
 
@@ -162,10 +208,13 @@ fn main() {
     l.sort_by(f64::total_cmp);
     let (e, l) = (e[e.len() / 2], l[l.len() / 2]);
     println!("DescribeKey in a fresh service, median of {rounds} alternating rounds:");
-    println!("  empty trail:                         {:>8.3} ms", e * 1e3);
     println!(
-        "  trail of {:>7} records (closed):    {:>8.3} ms",
-        header.records,
+        "  empty trail:                                  {:>8.3} ms",
+        e * 1e3
+    );
+    println!(
+        "  trail of {total:>8} records ({:.2} GB as JSON): {:>8.3} ms",
+        total as f64 * per_record / 1e9,
         l * 1e3
     );
     println!("  ratio large / empty: {:.2} (goal: about 1)", l / e);

@@ -429,6 +429,13 @@ pub(crate) struct Staged {
     pub(crate) bytes: u64,
 }
 
+impl Staged {
+    /// Where the file goes at the commit.
+    pub(crate) fn destination(&self) -> &Path {
+        &self.dest
+    }
+}
+
 /// [`encrypt_file`], staged for a group commit.
 pub(crate) fn encrypt_staged(
     kms: &dyn Kms,

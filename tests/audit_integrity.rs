@@ -606,3 +606,59 @@ fn the_server_refuses_a_decrypt_it_cannot_record() {
     assert!(!stdout(&o).contains("c2VjcmV0IQ=="), "{}", stdout(&o));
     assert_eq!(stdout(&o), "");
 }
+
+/// A tree encryption makes its GenerateDataKey records durable once per
+/// batch, before the batch's files are renamed into place: when the records
+/// cannot be written, no encrypted file is published and the plain files
+/// are untouched.
+#[test]
+fn a_tree_encryption_publishes_no_file_whose_key_use_it_cannot_record() {
+    let env = busy_env();
+    let key = env.key("k2");
+    let tree = env.path("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    let files = ["a.txt", "b.txt", "sub/c.txt"];
+    for f in files {
+        std::fs::write(tree.join(f), format!("plain {f}")).unwrap();
+    }
+    fill_the_disk_under_the_trail(&env);
+    let out = env.path("out");
+    let o = env.run(
+        &env.owner,
+        &[
+            "encrypt-file",
+            "-r",
+            "--key-id",
+            &key,
+            tree.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["done"], 0, "{report}");
+    let failed = report["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 3, "{report}");
+    for f in failed {
+        assert_eq!(f["kind"], "Internal", "{report}");
+        let error = f["error"].as_str().unwrap();
+        assert!(
+            error.starts_with(&format!("KMSInternalException: {NO_SPACE}")),
+            "{report}"
+        );
+    }
+    let published: Vec<_> = walkdir::WalkDir::new(&out)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().to_path_buf())
+        .collect();
+    assert_eq!(published, Vec::<PathBuf>::new());
+    for f in files {
+        assert_eq!(
+            std::fs::read_to_string(tree.join(f)).unwrap(),
+            format!("plain {f}")
+        );
+    }
+}

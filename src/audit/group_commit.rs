@@ -195,9 +195,12 @@ impl GroupSync {
     }
 }
 
+/// Writes awaiting a sync: the log's group commit and the highest ticket.
+type Pending = Vec<(Arc<GroupSync>, u64)>;
+
 thread_local! {
     /// The writes of the current [`defer_durability`] scope, if any.
-    static DEFERRED: RefCell<Option<Vec<(Arc<GroupSync>, u64)>>> = const { RefCell::new(None) };
+    static DEFERRED: RefCell<Option<Pending>> = const { RefCell::new(None) };
 }
 
 /// Hands the wait for `ticket` to the current thread's
@@ -220,7 +223,7 @@ pub(super) fn defer(sync: &Arc<GroupSync>, ticket: u64) -> bool {
 /// [`Durability`] must be awaited before anything `f` computed is handed
 /// to anyone ("no audit, no answer").
 pub fn defer_durability<R>(f: impl FnOnce() -> R) -> (R, Durability) {
-    struct Scope(Option<Vec<(Arc<GroupSync>, u64)>>);
+    struct Scope(Option<Pending>);
     impl Drop for Scope {
         // Restores the enclosing scope, also when `f` panics.
         fn drop(&mut self) {
@@ -241,8 +244,9 @@ pub fn defer_durability<R>(f: impl FnOnce() -> R) -> (R, Durability) {
 /// Audit records written but not yet known to be on stable storage (see
 /// [`defer_durability`]).
 #[must_use = "a result may be handed out only once its audit records are durable"]
+#[derive(Default)]
 pub struct Durability {
-    pending: Vec<(Arc<GroupSync>, u64)>,
+    pending: Pending,
 }
 
 impl std::fmt::Debug for Durability {
@@ -254,6 +258,16 @@ impl std::fmt::Debug for Durability {
 }
 
 impl Durability {
+    /// Adds the records of `other`: waiting for the result waits for both.
+    pub fn absorb(&mut self, other: Durability) {
+        for (sync, ticket) in other.pending {
+            match self.pending.iter_mut().find(|(s, _)| Arc::ptr_eq(s, &sync)) {
+                Some((_, t)) => *t = (*t).max(ticket),
+                None => self.pending.push((sync, ticket)),
+            }
+        }
+    }
+
     /// Whether there is nothing to wait for.
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()

@@ -9,6 +9,8 @@ use super::failure::{Failure, FailureKind};
 use super::pool::{run_workers, Merge};
 use super::report::worker_panicked;
 use super::tree::{walk_tree, LeftAlone, Links};
+use crate::audit::{self, Durability};
+use crate::error::KmsError;
 use crate::files::{
     commit_staged, decrypt_staged, encrypt_staged, is_envelope_file, open_walked, DecryptOptions,
     EncryptOptions, FileError, Output, Staged,
@@ -132,6 +134,7 @@ pub fn transform_tree(
         let mut report = TreeReport::default();
         let mut staged = Vec::new();
         let mut staged_bytes = 0;
+        let mut pending = Durability::default();
         loop {
             if opts.interrupt.is_requested() {
                 report.interrupted = true;
@@ -151,7 +154,21 @@ pub fn transform_tree(
                     continue;
                 }
             };
-            match transform_one(kms, op, opts.follow_links, root, &path, out_root) {
+            // A file encrypted here is published only at the batch's
+            // commit, so its GenerateDataKey record needs to be durable
+            // only then: one fdatasync per batch instead of one per file.
+            // (A decrypted file's plaintext is on disk once staged, so its
+            // Decrypt record is made durable before, as for any call.)
+            let one = || transform_one(kms, op, opts.follow_links, root, &path, out_root);
+            let result = match op {
+                TreeOp::Encrypt(_) => {
+                    let (result, durability) = audit::defer_durability(one);
+                    pending.absorb(durability);
+                    result
+                }
+                TreeOp::Decrypt(_) => one(),
+            };
+            match result {
                 Ok(Some(s)) => {
                     started.store(true, std::sync::atomic::Ordering::Release);
                     staged_bytes += s.bytes;
@@ -181,11 +198,15 @@ pub fn transform_tree(
                 }
             }
             if staged.len() >= batch || staged_bytes >= BATCH_BYTES {
-                commit(std::mem::take(&mut staged), &mut report);
+                commit(
+                    std::mem::take(&mut staged),
+                    std::mem::take(&mut pending),
+                    &mut report,
+                );
                 staged_bytes = 0;
             }
         }
-        commit(staged, &mut report);
+        commit(staged, pending, &mut report);
         report
     });
     if let Some(p) = &opts.progress.0 {
@@ -207,8 +228,20 @@ const BATCH_BYTES: u64 = 64 << 20;
 /// Default of [`TreeOptions::batch`].
 pub const DEFAULT_TREE_BATCH: usize = 64;
 
-/// The group commit of one worker's staged files.
-fn commit(staged: Vec<Staged>, report: &mut TreeReport) {
+/// The group commit of one worker's staged files, once the audit records
+/// of their key uses are durable (if they cannot be, no file is published).
+fn commit(staged: Vec<Staged>, durability: Durability, report: &mut TreeReport) {
+    if let Err(e) = durability.wait_blocking() {
+        let e = FileError::Kms(KmsError::internal(format!(
+            "cannot write the audit trail: {e}"
+        )));
+        for s in staged {
+            report
+                .failed
+                .push(Failure::new(s.destination().display().to_string(), &e));
+        }
+        return;
+    }
     for (dest, r) in commit_staged(staged) {
         match r {
             Ok(()) => report.done += 1,
