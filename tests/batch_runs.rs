@@ -764,3 +764,52 @@ fn a_tree_decryption_without_rights_stops_early_with_exit_2() {
     );
     assert!(f.snapshot() == before);
 }
+
+/// `--max-failures` bounds a tree decryption as it bounds a rotation: with
+/// 40 corrupt envelopes and a limit of 5, the run stops (exit 2) after at
+/// most the limit plus one file in flight per worker, and says why.
+#[test]
+fn max_failures_stops_a_tree_decryption_with_exit_2_and_says_why() {
+    let f = fixture(40);
+    for (path, _) in &f.plain {
+        let mut bytes = std::fs::read(path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(path, bytes).unwrap();
+    }
+    let opened = f.env.path("opened");
+    let out = f.run(
+        &f.reader,
+        &[
+            "decrypt-file",
+            "--jobs",
+            "2",
+            "--max-failures",
+            "5",
+            "-r",
+            f.root(),
+            "-o",
+            opened.to_str().unwrap(),
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["stopped_early"], true, "{v}");
+    assert_eq!(v["done"], 0, "{v}");
+    let failed = v["failed"].as_array().unwrap();
+    assert!((5..=6).contains(&failed.len()), "{v}");
+    assert!(
+        failed
+            .iter()
+            .all(|x| x["kind"] == "CorruptEnvelope"
+                && x["error"] == "truncated: final chunk missing"),
+        "{v}"
+    );
+    let reason = v["stop_reason"].as_str().unwrap();
+    assert!(
+        reason.ends_with(" files failed: the limit is 5 (--max-failures)"),
+        "{v}"
+    );
+    assert!(err.contains("rewrap: stopped early: "), "{err}");
+}

@@ -80,6 +80,10 @@ pub(crate) struct IoArgs {
     /// Worker threads for --recursive (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub(crate) jobs: usize,
+    /// With --recursive: stop the run (exit 2) once N files failed; 0 for
+    /// no limit. The files in flight finish; the rest are left as they are.
+    #[arg(long, value_name = "N", default_value_t = worker::DEFAULT_MAX_FAILURES, requires = "recursive")]
+    pub(crate) max_failures: u64,
     /// Follow symbolic links inside the tree (a link named as INPUT is
     /// always followed). Without it they are counted and listed as left alone.
     #[arg(long)]
@@ -433,6 +437,7 @@ fn tree(ctx: &Context, kms: &dyn Kms, op: TreeOp, io: &IoArgs) -> anyhow::Result
     let mut opts = TreeOptions {
         follow_links: io.follow_symlinks,
         jobs: io.jobs,
+        max_failures: io.max_failures,
         ..TreeOptions::default()
     };
     if !io.no_progress && std::io::stderr().is_terminal() {

@@ -40,6 +40,9 @@ pub struct TreeOptions {
     pub interrupt: super::Interrupt,
     /// Told of the run's progress, if set (counted first when set).
     pub progress: super::Watcher,
+    /// Stop the run (report `stopped_early`) once this many files failed
+    /// (0: never); the files in flight finish.
+    pub max_failures: u64,
     /// Files per group commit and worker (0: [`DEFAULT_TREE_BATCH`]): each
     /// is written to a temporary file beside its destination, the batch
     /// made durable with one `syncfs`, then each renamed into place.
@@ -125,6 +128,7 @@ pub fn transform_tree(
     // and a chunk of large ones would keep one worker busy alone.
     let stop: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
     let started = std::sync::atomic::AtomicBool::new(false);
+    let failures = std::sync::atomic::AtomicU64::new(0);
     let stopped = || {
         stop.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -135,6 +139,7 @@ pub fn transform_tree(
         let mut staged = Vec::new();
         let mut staged_bytes = 0;
         let mut pending = Durability::default();
+        let mut counted = 0u64;
         loop {
             if opts.interrupt.is_requested() {
                 report.interrupted = true;
@@ -196,6 +201,20 @@ pub fn transform_tree(
                         .failed
                         .push(Failure::new(path.display().to_string(), &e));
                 }
+            }
+            let failed = report.failed.len() as u64 - counted;
+            counted += failed;
+            let total = failures.fetch_add(failed, std::sync::atomic::Ordering::AcqRel) + failed;
+            if opts.max_failures > 0 && total >= opts.max_failures {
+                let mut r = stop
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                r.get_or_insert_with(|| {
+                    format!(
+                        "{total} files failed: the limit is {} (--max-failures)",
+                        opts.max_failures
+                    )
+                });
             }
             if staged.len() >= batch || staged_bytes >= BATCH_BYTES {
                 commit(
