@@ -4,7 +4,7 @@
 
 use super::authz::{audit_failed, Trail};
 use super::validation;
-use super::{check_grant_tokens, Caller, KmsService, Snapshot, MAX_PLAINTEXT, SYMMETRIC_DEFAULT};
+use super::{Caller, KmsService, Snapshot, MAX_PLAINTEXT, SYMMETRIC_DEFAULT};
 use crate::api::{
     CiphertextBlob, DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse,
     EncryptionContext, GenerateDataKeyRequest, GenerateDataKeyResponse,
@@ -126,7 +126,7 @@ impl KmsService {
         }
         self.audited(caller, Operation::Encrypt, |trail| {
             trail.context.clone_from(&r.encryption_context);
-            check_grant_tokens(&r.grant_tokens)?;
+            self.check_grant_tokens(&r.grant_tokens)?;
             check_algorithm(&r.encryption_algorithm)?;
             let len = r.plaintext.len();
             validation::sensitive_length("plaintext", len, 1, MAX_PLAINTEXT).map_err(|e| {
@@ -157,7 +157,7 @@ impl KmsService {
         }
         self.audited(caller, Operation::Decrypt, |trail| {
             trail.context.clone_from(&r.encryption_context);
-            check_grant_tokens(&r.grant_tokens)?;
+            self.check_grant_tokens(&r.grant_tokens)?;
             check_algorithm(&r.encryption_algorithm)?;
             let snap = self.snapshot()?;
             let ctx = r.encryption_context.as_ref();
@@ -233,7 +233,7 @@ impl KmsService {
             trail
                 .destination_context
                 .clone_from(&r.destination_encryption_context);
-            check_grant_tokens(&r.grant_tokens)?;
+            self.check_grant_tokens(&r.grant_tokens)?;
             check_algorithm(&r.source_encryption_algorithm)?;
             check_algorithm(&r.destination_encryption_algorithm)?;
             let snap = self.snapshot()?;
@@ -316,7 +316,7 @@ impl KmsService {
         let action = op.actions()[0];
         self.audited(caller, op, |trail| {
             trail.context.clone_from(&r.encryption_context);
-            check_grant_tokens(&r.grant_tokens)?;
+            self.check_grant_tokens(&r.grant_tokens)?;
             let len = match (r.key_spec.as_deref(), r.number_of_bytes) {
                 (Some(_), Some(_)) => {
                     return Err(KmsError::validation(

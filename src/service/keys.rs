@@ -2,7 +2,7 @@
 //! ScheduleKeyDeletion, CancelKeyDeletion, key metadata, and the purge of
 //! keys whose deletion date has passed.
 
-use super::{check_grant_tokens, page, Caller, KmsService, DAY};
+use super::{page, Caller, KmsService, DAY};
 use crate::api::{
     CreateKeyRequest, DisableKeyRequest, Empty, KeyIdRequest, KeyIdResponse, KeyListEntry,
     KeyMetadata, KeyMetadataResponse, ListKeysResponse, ListRequest, Operation,
@@ -127,7 +127,7 @@ impl KmsService {
         r: &KeyIdRequest,
     ) -> Result<KeyMetadataResponse> {
         self.audited(caller, Operation::DescribeKey, |trail| {
-            check_grant_tokens(&r.grant_tokens)?;
+            self.check_grant_tokens(&r.grant_tokens)?;
             let snap = self.snapshot()?;
             let key =
                 self.authorized_key(trail, caller, &snap, &r.key_id, Action::DescribeKey, None)?;

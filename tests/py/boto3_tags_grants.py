@@ -116,6 +116,10 @@ again = owner.create_grant(KeyId=k, GranteePrincipal="grantee-job", RetiringPrin
 ok("create_grant with the same Name is idempotent", again["GrantId"] == g["GrantId"] and again["GrantToken"] != g["GrantToken"], again)
 plain = grantee.decrypt(CiphertextBlob=blob, EncryptionContext=APP, GrantTokens=[g["GrantToken"]])["Plaintext"]
 ok("the grantee decrypts under the grant", plain == b"dry")
+plain = grantee.decrypt(CiphertextBlob=blob, EncryptionContext=APP, GrantTokens=[again["GrantToken"], g["GrantToken"]])["Plaintext"]
+ok("every token of the grant is valid at once", plain == b"dry")
+expect_error("an unknown grant token", "InvalidGrantTokenException", owner.encrypt, KeyId=k, Plaintext=b"x", GrantTokens=["no-such-token"])
+expect_error("one unknown token among valid ones", "InvalidGrantTokenException", grantee.decrypt, CiphertextBlob=blob, EncryptionContext=APP, GrantTokens=[g["GrantToken"], "A" * 64])
 ok("the grantee describes the key under the grant", grantee.describe_key(KeyId=k)["KeyMetadata"]["KeyId"] == k)
 other = owner.encrypt(KeyId=k, Plaintext=b"other", EncryptionContext={"purpose": "other"})["CiphertextBlob"]
 expect_error("the grant's constraint holds", "AccessDeniedException", grantee.decrypt, CiphertextBlob=other, EncryptionContext={"purpose": "other"})
@@ -133,6 +137,7 @@ expect_error("list_grants without rights", "AccessDeniedException", grantee.list
 d = owner.create_grant(KeyId=k, GranteePrincipal="grantee-denied", Operations=["Decrypt"])
 expect_error("explicit deny wins over a grant", "AccessDeniedException", denied.decrypt, CiphertextBlob=blob, EncryptionContext=APP)
 owner.revoke_grant(KeyId=k, GrantId=d["GrantId"])
+expect_error("a revoked grant's token", "InvalidGrantTokenException", owner.decrypt, CiphertextBlob=blob, EncryptionContext=APP, GrantTokens=[d["GrantToken"]])
 expect_error("revoke a revoked grant", "NotFoundException", owner.revoke_grant, KeyId=k, GrantId=d["GrantId"])
 
 # A grant with CreateGrant hands on no more than it holds.
@@ -159,6 +164,8 @@ ok("only the DryRun grant was not created", len(owner.list_grants(KeyId=k)["Gran
 grantee.retire_grant(GrantToken=g["GrantToken"])
 expect_error("after retire_grant the grantee is refused", "AccessDeniedException", grantee.decrypt, CiphertextBlob=blob, EncryptionContext=APP)
 ok("no grants left", owner.list_grants(KeyId=k)["Grants"] == [])
+expect_error("a retired grant's token", "InvalidGrantTokenException", grantee.decrypt, CiphertextBlob=blob, EncryptionContext=APP, GrantTokens=[g["GrantToken"]])
+expect_error("a retired grant's token on DescribeKey", "InvalidGrantTokenException", owner.describe_key, KeyId=k, GrantTokens=[again["GrantToken"]])
 expect_error("retire_grant twice", "InvalidGrantTokenException", grantee.retire_grant, GrantToken=g["GrantToken"])
 
 print(f"ALL CHECKS PASSED {CHECKS}")
