@@ -60,7 +60,8 @@ fn constraints_hold(c: Option<&GrantConstraints>, context: Option<&EncryptionCon
     true
 }
 
-fn describe_constraints(c: &GrantConstraints) -> String {
+/// A grant's constraints as the audit trail and the access report show them.
+pub(super) fn describe_constraints(c: &GrantConstraints) -> String {
     let mut parts = Vec::new();
     if let Some(e) = &c.encryption_context_equals {
         parts.push(format!("EncryptionContextEquals {e:?}"));
