@@ -574,16 +574,7 @@ impl KmsService {
         rsa_encryption_key(source, &source_arn, "ReEncrypt")?;
         let version = source.current();
         trail.version(version.version);
-        let dest = self.authorized_key(
-            trail,
-            caller,
-            &snap,
-            &r.destination_key_id,
-            Action::ReEncryptTo,
-            dst_ctx,
-        )?;
-        self.usable(dest)?;
-        trail.version(dest.current().version);
+        let dest = self.re_encrypt_destination(trail, caller, &snap, r)?;
         // The plaintext lives only in this zeroizing buffer, for this call.
         let plaintext = rsa_decrypt(version.material.expose(), algorithm, &r.ciphertext_blob.0)?;
         let ciphertext = self.seal_under(dest, dst_ctx, plaintext.expose())?;

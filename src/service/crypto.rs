@@ -225,6 +225,7 @@ impl KmsService {
         caller: &Caller,
         r: &ReEncryptRequest,
     ) -> Result<ReEncryptResponse> {
+        validation::key_id("destinationKeyId", &r.destination_key_id)?;
         if let Some(rsa) = super::asymmetric::rsa_oaep(&r.source_encryption_algorithm) {
             return self.re_encrypt_from_asymmetric(trail, caller, r, rsa);
         }
@@ -255,17 +256,7 @@ impl KmsService {
                     context: src_ctx,
                 },
             )?;
-            let dest = self.authorized_key(
-                trail,
-                caller,
-                &snap,
-                &r.destination_key_id,
-                Action::ReEncryptTo,
-                dst_ctx,
-            )?;
-            self.usable(dest)?;
-            trail.version(dest.current().version);
-            stop_if_dry_run(trail, r.dry_run)?;
+            let dest = self.re_encrypt_destination(trail, caller, &snap, r)?;
             // The plaintext lives only in this zeroizing buffer, for this call.
             let plaintext = self.open_blob(source, version, &r.ciphertext_blob.0, src_ctx)?;
             let ciphertext = self.seal_under(dest, dst_ctx, plaintext.expose())?;
@@ -277,6 +268,31 @@ impl KmsService {
                 destination_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
             })
         }
+    }
+
+    /// The destination key of a ReEncrypt (symmetric or RSA source alike):
+    /// `kms:ReEncryptTo` checked under the destination context, the key
+    /// usable, its version on record; a DryRun stops here.
+    pub(super) fn re_encrypt_destination<'s>(
+        &self,
+        trail: &mut Trail,
+        caller: &Caller,
+        snap: &'s Snapshot,
+        r: &ReEncryptRequest,
+    ) -> Result<&'s KeyRecord> {
+        let dst_ctx = r.destination_encryption_context.as_ref();
+        let dest = self.authorized_key(
+            trail,
+            caller,
+            snap,
+            &r.destination_key_id,
+            Action::ReEncryptTo,
+            dst_ctx,
+        )?;
+        self.usable(dest)?;
+        trail.version(dest.current().version);
+        stop_if_dry_run(trail, r.dry_run)?;
+        Ok(dest)
     }
 
     pub(super) fn generate_data_key(

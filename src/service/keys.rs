@@ -13,6 +13,10 @@ use crate::keystore::{KeyRecord, KeyState, State};
 use crate::operation::Action;
 use uuid::Uuid;
 
+/// The Origin values of AWS's CreateKey (`EXTERNAL_KEY_STORE` is known but
+/// not supported here: UnsupportedOperationException).
+const ORIGINS: &[&str] = &["AWS_KMS", "EXTERNAL", "AWS_CLOUDHSM", "EXTERNAL_KEY_STORE"];
+
 impl KmsService {
     fn metadata(&self, key: &KeyRecord) -> KeyMetadata {
         let c = self.keystore.config();
@@ -53,6 +57,9 @@ impl KmsService {
             // KeySpec, KeyUsage and Origin EXTERNAL (issues 15, 13).
             let choice = super::keyspec::KeyChoice::from_request(r)?;
             let hsm_origin = super::custom_key_stores::AWS_CLOUDHSM;
+            if let Some(origin) = r.origin.as_deref().filter(|o| !ORIGINS.contains(o)) {
+                return Err(super::keyspec::enum_error(origin, "origin", ORIGINS));
+            }
             if let Some(origin) = r
                 .origin
                 .as_deref()
