@@ -547,6 +547,7 @@ impl KmsService {
         trail
             .destination_context
             .clone_from(&r.destination_encryption_context);
+        trail.source_binds_no_context = true;
         self.check_grant_tokens(&r.grant_tokens)?;
         no_context(&r.source_encryption_context)?;
         if let Some(alg) = r
