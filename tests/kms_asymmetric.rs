@@ -798,34 +798,29 @@ fn an_envelope_wrapped_offline_under_an_rsa_public_key_rotates_like_any_other() 
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(out.stdout, b"offline body two");
-    // The storage rotator re-wraps them, locally and through `rewrap serve`.
+    // The storage rotator re-wraps them, locally and through `rewrap serve`;
+    // each run's report (exit 0).
     let rotate = |dir: &std::path::Path, url: Option<&str>| {
         let mut cmd = env.command(&rotator);
         if let Some(url) = url {
             cmd.args(["--endpoint-url", url]);
         }
-        cmd.args(["rotate", "--to", &target, "--no-progress"])
+        let out = cmd
+            .args(["rotate", "--to", &target, "--no-progress"])
             .arg(dir)
             .output()
-            .unwrap()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
-    let out = rotate(&local, None);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        (report["rotated"].as_u64(), report["failed"].as_u64()),
-        (Some(2), Some(0)),
-        "{report}"
-    );
     let server = env.serve();
-    let out = rotate(&remote, Some(&server.url));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        (report["rotated"].as_u64(), report["failed"].as_u64()),
-        (Some(2), Some(0)),
-        "{report}"
-    );
+    for report in [rotate(&local, None), rotate(&remote, Some(&server.url))] {
+        assert_eq!(
+            (report["rotated"].as_u64(), report["failed"].as_u64()),
+            (Some(2), Some(0)),
+            "{report}"
+        );
+    }
     // Afterwards each slot is an ordinary one under the target, and the
     // envelope decrypts to the bytes written.
     for dir in [&local, &remote] {
@@ -842,7 +837,6 @@ fn an_envelope_wrapped_offline_under_an_rsa_public_key_rotates_like_any_other() 
         }
     }
     // A second run finds them current.
-    let out = rotate(&local, None);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = rotate(&local, None);
     assert_eq!(report["already_current"].as_u64(), Some(2), "{report}");
 }
