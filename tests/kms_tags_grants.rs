@@ -278,7 +278,15 @@ fn rewrap_cli_tags_and_access_that_follows_them() {
         &env.owner,
         &["tag-resource", "--key-id", &key, "--tags", &long],
     );
-    assert_aws_error(&out, "TagException", "TagResource");
+    assert_aws_error(&out, "ValidationException", "TagResource");
+    assert!(
+        stderr(&out).contains(
+            "1 validation error detected: Value at 'tags.1.member.tagKey' failed to satisfy \
+             constraint: Member must have length less than or equal to 128"
+        ),
+        "{}",
+        stderr(&out)
+    );
     let out = env.run(&env.owner, &["create-key", "--tags", "aws:team=hr"]);
     assert_aws_error(&out, "TagException", "CreateKey");
     assert_eq!(
