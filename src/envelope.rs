@@ -37,7 +37,12 @@
 //! A key slot (1024 bytes; all zero = empty / wiped):
 //!
 //! ```text
-//!   0   4  slot magic       "SLOT"
+//!   0   4  slot magic       how the data key is wrapped ([`SlotWrapping`]):
+//!                           "SLOT" a KMS ciphertext blob (symmetric key,
+//!                                  the envelope's context);
+//!                           "OAP1" / "OAP2" RSAES_OAEP_SHA_1 / _SHA_256
+//!                                  under the public key of the RSA key the
+//!                                  ARN names, made offline, no context
 //!   4   8  sequence number  >= 1; the valid slot with the highest one is active
 //!  12   8  wrap time        seconds since the Unix epoch
 //!  20   4  key version      key-material version of the wrapping key, 0 = unknown
@@ -51,7 +56,11 @@
 //!
 //! The data key is wrapped with the encryption context returned by
 //! [`Header::kms_context`]: the user pairs plus `rewrap:file-id`, so a slot
-//! copied from another envelope is refused by the KMS.
+//! copied from another envelope is refused by the KMS. An "OAP1"/"OAP2"
+//! slot (an application wrapped the data key offline with a downloaded
+//! public key, [`crate::files::encrypt_stream_offline`]) carries no context,
+//! as RSA-OAEP under KMS takes none; the rotator re-wraps it under a
+//! symmetric key, with the context, into an ordinary "SLOT" slot.
 
 use crate::api::EncryptionContext;
 use sha2::{Digest, Sha256};
@@ -87,6 +96,59 @@ pub const FILE_ID_CONTEXT_KEY: &str = "rewrap:file-id";
 pub const MAX_HEADER_LEN: usize = FIXED_LEN + MAX_CONTEXT_LEN + 32 + 2 * SLOT_SIZE;
 
 const SLOT_MAGIC: [u8; 4] = *b"SLOT";
+const SLOT_MAGIC_OAEP_SHA_1: [u8; 4] = *b"OAP1";
+const SLOT_MAGIC_OAEP_SHA_256: [u8; 4] = *b"OAP2";
+
+/// How a slot's data key is wrapped; the slot magic says which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlotWrapping {
+    /// A KMS ciphertext blob under a symmetric key, with the envelope's
+    /// encryption context (magic "SLOT").
+    #[default]
+    Kms,
+    /// `RSAES_OAEP_SHA_1` under the public key of the RSA key the slot
+    /// names, made offline (magic "OAP1").
+    RsaOaepSha1,
+    /// `RSAES_OAEP_SHA_256`, likewise (magic "OAP2").
+    RsaOaepSha256,
+}
+
+impl SlotWrapping {
+    fn magic(self) -> [u8; 4] {
+        match self {
+            SlotWrapping::Kms => SLOT_MAGIC,
+            SlotWrapping::RsaOaepSha1 => SLOT_MAGIC_OAEP_SHA_1,
+            SlotWrapping::RsaOaepSha256 => SLOT_MAGIC_OAEP_SHA_256,
+        }
+    }
+
+    fn from_magic(magic: &[u8]) -> Option<SlotWrapping> {
+        [
+            SlotWrapping::Kms,
+            SlotWrapping::RsaOaepSha1,
+            SlotWrapping::RsaOaepSha256,
+        ]
+        .into_iter()
+        .find(|w| w.magic() == magic)
+    }
+
+    /// The KMS `EncryptionAlgorithm` of an offline RSA wrap; `None` for a
+    /// KMS ciphertext blob.
+    pub fn rsa_algorithm(self) -> Option<&'static str> {
+        match self {
+            SlotWrapping::Kms => None,
+            SlotWrapping::RsaOaepSha1 => Some("RSAES_OAEP_SHA_1"),
+            SlotWrapping::RsaOaepSha256 => Some("RSAES_OAEP_SHA_256"),
+        }
+    }
+
+    /// The offline RSA wrap an `EncryptionAlgorithm` names.
+    pub fn from_rsa_algorithm(name: &str) -> Option<SlotWrapping> {
+        [SlotWrapping::RsaOaepSha1, SlotWrapping::RsaOaepSha256]
+            .into_iter()
+            .find(|w| w.rsa_algorithm() == Some(name))
+    }
+}
 const SLOT_FIXED: usize = 28;
 const SLOT_BODY: usize = SLOT_SIZE - 32;
 const MAX_ARN_LEN: usize = 512;
@@ -365,8 +427,11 @@ pub struct Slot {
     pub key_version: u32,
     /// ARN of the wrapping key, as the KMS returned it.
     pub key_arn: String,
-    /// The KMS ciphertext blob of the data key.
+    /// The KMS ciphertext blob of the data key (an RSA-OAEP ciphertext
+    /// when `wrapping` says so).
     pub wrapped_key: Vec<u8>,
+    /// How `wrapped_key` was made.
+    pub wrapping: SlotWrapping,
 }
 
 impl std::fmt::Debug for Slot {
@@ -380,6 +445,7 @@ impl std::fmt::Debug for Slot {
                 "wrapped_key",
                 &format_args!("{} bytes", self.wrapped_key.len()),
             )
+            .field("wrapping", &self.wrapping)
             .finish()
     }
 }
@@ -411,7 +477,7 @@ impl Slot {
             ));
         }
         let mut out = [0u8; SLOT_SIZE];
-        out[0..4].copy_from_slice(&SLOT_MAGIC);
+        out[0..4].copy_from_slice(&self.wrapping.magic());
         out[4..12].copy_from_slice(&self.sequence.to_be_bytes());
         out[12..20].copy_from_slice(&self.wrapped_at.to_be_bytes());
         out[20..24].copy_from_slice(&self.key_version.to_be_bytes());
@@ -439,9 +505,8 @@ impl Slot {
     }
 
     fn decode_strict(bytes: &[u8]) -> Option<Slot> {
-        if bytes[0..4] != SLOT_MAGIC
-            || Sha256::digest(&bytes[..SLOT_BODY]).as_slice() != &bytes[SLOT_BODY..]
-        {
+        let wrapping = SlotWrapping::from_magic(&bytes[0..4])?;
+        if Sha256::digest(&bytes[..SLOT_BODY]).as_slice() != &bytes[SLOT_BODY..] {
             return None;
         }
         let sequence = u64::from_be_bytes(bytes[4..12].try_into().ok()?);
@@ -465,6 +530,7 @@ impl Slot {
             key_version,
             key_arn,
             wrapped_key,
+            wrapping,
         })
     }
 }
@@ -475,6 +541,9 @@ impl Slot {
     /// blob (another KMS's blob names its key in a form rewrap cannot read,
     /// and is not checked). On a mismatch, returns what the blob names.
     pub fn check_label(&self) -> Result<(), (Uuid, u32)> {
+        if self.wrapping != SlotWrapping::Kms {
+            return Ok(());
+        }
         let Some(blob) = crate::ciphertext_blob::peek(&self.wrapped_key) else {
             return Ok(());
         };

@@ -15,7 +15,7 @@
 
 use crate::api::{DecryptRequest, EncryptionContext, GenerateDataKeyRequest};
 use crate::envelope::{
-    validate_context, EnvelopeError, Header, ParsedHeader, Slot, EMPTY_SLOT, MAGIC,
+    validate_context, EnvelopeError, Header, ParsedHeader, Slot, SlotWrapping, EMPTY_SLOT, MAGIC,
 };
 use crate::error::KmsError;
 use crate::kms::Kms;
@@ -160,21 +160,81 @@ pub fn encrypt_stream(
         key_version,
         key_arn: resp.key_id.clone(),
         wrapped_key: resp.ciphertext_blob.0,
+        wrapping: SlotWrapping::Kms,
+    };
+    write_envelope(&header, &resp.plaintext, &slot, input, output)
+}
+
+/// Writes a new envelope of `input` without asking a KMS: a fresh data key
+/// wrapped offline by RSA-OAEP (`wrapping`) under `public_key_der` (the
+/// DER SubjectPublicKeyInfo GetPublicKey returns for the RSA
+/// ENCRYPT_DECRYPT key `opts.key_id`, which must be its key ARN). The
+/// envelope opens through Decrypt on that key, and `rewrap rotate`
+/// re-wraps its slot under a symmetric key like any other.
+pub fn encrypt_stream_offline(
+    public_key_der: &[u8],
+    wrapping: SlotWrapping,
+    opts: &EncryptOptions,
+    input: &mut dyn Read,
+    output: &mut dyn Write,
+) -> Result<EnvelopeInfo> {
+    use aws_lc_rs::rsa;
+    validate_context(&opts.context)?;
+    let bad = |why: &str| FileError::Format(EnvelopeError::InvalidParameter(why.into()));
+    let algorithm = match wrapping {
+        SlotWrapping::RsaOaepSha1 => &rsa::OAEP_SHA1_MGF1SHA1,
+        SlotWrapping::RsaOaepSha256 => &rsa::OAEP_SHA256_MGF1SHA256,
+        SlotWrapping::Kms => return Err(bad("an offline wrap is RSA-OAEP")),
+    };
+    if !opts.key_id.starts_with("arn:") || !opts.key_id.contains(":key/") {
+        return Err(bad("an offline wrap names its RSA key by key ARN"));
     }
-    .encode()?;
+    let public = rsa::PublicEncryptingKey::from_der(public_key_der)
+        .ok()
+        .and_then(|k| rsa::OaepPublicEncryptingKey::new(k).ok())
+        .ok_or_else(|| bad("not an RSA public key (DER SubjectPublicKeyInfo)"))?;
+    let header = Header::new(opts.chunk_size, opts.context.clone())?;
+    let data_key = Secret::random(32);
+    let mut wrapped = vec![0u8; public.ciphertext_size()];
+    let n = public
+        .encrypt(algorithm, data_key.expose(), &mut wrapped, None)
+        .map_err(|_| bad("RSA-OAEP encryption of the data key failed"))?
+        .len();
+    wrapped.truncate(n);
+    let slot = Slot {
+        sequence: 1,
+        wrapped_at: chrono::Utc::now().timestamp(),
+        key_version: 0,
+        key_arn: opts.key_id.clone(),
+        wrapped_key: wrapped,
+        wrapping,
+    };
+    write_envelope(&header, &data_key, &slot, input, output)
+}
+
+/// Writes header, `slot` (slot 0; slot 1 empty) and the body of `input`
+/// under `data_key`.
+fn write_envelope(
+    header: &Header,
+    data_key: &Secret,
+    slot: &Slot,
+    input: &mut dyn Read,
+    output: &mut dyn Write,
+) -> Result<EnvelopeInfo> {
+    let encoded = slot.encode()?;
     let io = |e: std::io::Error| FileError::Format(EnvelopeError::Io(e));
     let mut head = Vec::with_capacity(header.len() + 2 * crate::envelope::SLOT_SIZE);
     head.extend_from_slice(header.as_bytes());
-    head.extend_from_slice(&slot);
+    head.extend_from_slice(&encoded);
     head.extend_from_slice(&EMPTY_SLOT);
     output.write_all(&head).map_err(io)?;
     // The body goes out in whole batches of chunks: no second buffer.
-    let n = crate::stream::encrypt(&resp.plaintext, &header, input, output)?;
+    let n = crate::stream::encrypt(data_key, header, input, output)?;
     output.flush().map_err(io)?;
     Ok(EnvelopeInfo {
         file_id: header.file_id().hyphenated().to_string(),
-        key_arn: resp.key_id,
-        key_version,
+        key_arn: slot.key_arn.clone(),
+        key_version: slot.key_version,
         plaintext_bytes: n,
     })
 }
@@ -187,10 +247,17 @@ pub(crate) fn unwrap_data_key(
 ) -> Result<(Secret, Slot)> {
     check_context(&opts.expect_context, parsed.header.user_context())?;
     let (_, slot) = parsed.slots.active()?;
+    // A slot wrapped offline under an RSA public key: Decrypt names the key
+    // and the algorithm, and takes no context.
+    let offline = slot.wrapping.rsa_algorithm();
     let resp = kms.decrypt(&DecryptRequest {
         ciphertext_blob: crate::api::CiphertextBlob(slot.wrapped_key.clone()),
-        encryption_context: Some(parsed.header.kms_context()),
-        key_id: opts.key_id.clone(),
+        encryption_context: offline.is_none().then(|| parsed.header.kms_context()),
+        key_id: match offline {
+            Some(_) => Some(opts.key_id.clone().unwrap_or_else(|| slot.key_arn.clone())),
+            None => opts.key_id.clone(),
+        },
+        encryption_algorithm: offline.map(str::to_string),
         ..Default::default()
     })?;
     if resp.plaintext.len() != 32 {

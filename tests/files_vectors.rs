@@ -8,7 +8,7 @@
 
 use rewrap::api::EncryptionContext;
 use rewrap::envelope::{
-    EnvelopeError, Header, ParsedHeader, Slot, EMPTY_SLOT, MAX_CHUNK_SIZE, SLOT_SIZE,
+    EnvelopeError, Header, ParsedHeader, Slot, SlotWrapping, EMPTY_SLOT, MAX_CHUNK_SIZE, SLOT_SIZE,
 };
 use rewrap::secret::Secret;
 use serde::{Deserialize, Serialize};
@@ -86,12 +86,17 @@ const ARN: &str = "arn:aws:kms:us-east-1:111122223333:key/00000000-0000-4000-800
 const KEY: [u8; 32] = [0x42; 32];
 
 fn slot(seq: u64, version: u32) -> [u8; SLOT_SIZE] {
+    wrapped_slot(seq, version, SlotWrapping::Kms)
+}
+
+fn wrapped_slot(seq: u64, version: u32, wrapping: SlotWrapping) -> [u8; SLOT_SIZE] {
     Slot {
         sequence: seq,
         wrapped_at: 1_767_225_600 + seq as i64,
         key_version: version,
         key_arn: ARN.into(),
         wrapped_key: b"placeholder: the data key is data_key_hex".to_vec(),
+        wrapping,
     }
     .encode()
     .unwrap()
@@ -219,6 +224,43 @@ fn vectors() -> Vec<(&'static str, Vector)> {
             ),
         ),
     ];
+    // Issue 15: a slot wrapped offline under an RSA public key ("OAP2"),
+    // and the same envelope after its rotation to an ordinary slot.
+    let offline = wrapped_slot(1, 0, SlotWrapping::RsaOaepSha256);
+    v.push((
+        "ok-offline-rsa-slot",
+        vector(
+            "slot 0 wrapped offline with RSAES_OAEP_SHA_256 (slot magic OAP2), no context",
+            build(64, &[], &plain(10), [offline, EMPTY_SLOT]),
+            "ok",
+            Some(&plain(10)),
+            Some(0),
+        ),
+    ));
+    v.push((
+        "ok-rotated-from-offline",
+        vector(
+            "interrupted rotation of an offline slot: OAP2 slot 0, SLOT slot 1 with sequence 2 wins",
+            build(64, &[], &plain(10), [offline, slot(2, 1)]),
+            "ok",
+            Some(&plain(10)),
+            Some(1),
+        ),
+    ));
+    let mut unknown = offline;
+    unknown[0..4].copy_from_slice(b"OAP9");
+    let sum = sha2::Sha256::digest(&unknown[..SLOT_SIZE - 32]);
+    unknown[SLOT_SIZE - 32..].copy_from_slice(&sum);
+    v.push((
+        "err-unknown-slot-magic",
+        vector(
+            "slot 0 with an unknown slot magic (OAP9, checksum recomputed), slot 1 empty",
+            build(64, &[], &plain(10), [unknown, EMPTY_SLOT]),
+            "CorruptHeader",
+            None,
+            None,
+        ),
+    ));
     let mut torn = slot(2, 2);
     torn[512..].fill(0);
     v.push((

@@ -705,3 +705,138 @@ resources = ["*"]
         [denied, denied, denied]
     );
 }
+
+/// Writes envelopes of `bodies` into a fresh folder `name`, each data key
+/// wrapped offline under `public_der` (the RSA key `rsa_arn`), as an
+/// application holding only the downloaded public key would.
+fn offline_envelopes(
+    env: &Env,
+    name: &str,
+    public_der: &[u8],
+    rsa_arn: &str,
+    bodies: &[(&str, rewrap::envelope::SlotWrapping)],
+) -> std::path::PathBuf {
+    let dir = env.path(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut opts = rewrap::files::EncryptOptions::new(rsa_arn);
+    opts.context = [("purpose".to_string(), "app-data".to_string())].into();
+    for (i, (body, wrapping)) in bodies.iter().enumerate() {
+        let mut out = Vec::new();
+        rewrap::files::encrypt_stream_offline(
+            public_der,
+            *wrapping,
+            &opts,
+            &mut body.as_bytes(),
+            &mut out,
+        )
+        .unwrap();
+        std::fs::write(dir.join(format!("f{i}.rwp")), out).unwrap();
+    }
+    dir
+}
+
+/// The active slot of the envelope at `path`.
+fn active_slot(path: &std::path::Path) -> rewrap::envelope::Slot {
+    let bytes = std::fs::read(path).unwrap();
+    let parsed = rewrap::envelope::ParsedHeader::read_from(&mut &bytes[..]).unwrap();
+    parsed.slots.active().unwrap().1.clone()
+}
+
+#[test]
+fn an_envelope_wrapped_offline_under_an_rsa_public_key_rotates_like_any_other() {
+    use base64::Engine;
+    use rewrap::envelope::SlotWrapping;
+    let env = Env::new();
+    let o = &env.owner;
+    let rotator = env.principal("storage-rotator");
+    let rsa = env.ok(
+        o,
+        &[
+            "create-key",
+            "--key-spec",
+            "RSA_2048",
+            "--key-usage",
+            "ENCRYPT_DECRYPT",
+        ],
+    )["KeyMetadata"]["Arn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let target = env.key("target");
+    let target_arn = env.ok(o, &["describe-key", "--key-id", &target])["KeyMetadata"]["Arn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let public = base64::engine::general_purpose::STANDARD
+        .decode(
+            env.ok(o, &["get-public-key", "--key-id", &rsa])["PublicKey"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+    let bodies = [
+        ("offline body one", SlotWrapping::RsaOaepSha256),
+        ("offline body two", SlotWrapping::RsaOaepSha1),
+    ];
+    let local = offline_envelopes(&env, "local", &public, &rsa, &bodies);
+    let remote = offline_envelopes(&env, "remote", &public, &rsa, &bodies);
+    let slot = active_slot(&local.join("f0.rwp"));
+    assert_eq!(
+        (slot.wrapping, slot.key_arn.as_str()),
+        (SlotWrapping::RsaOaepSha256, rsa.as_str())
+    );
+    assert_eq!(slot.wrapped_key.len(), 256);
+    // Before rotation, the envelope opens through Decrypt on the RSA key.
+    let out = env.run(
+        o,
+        &[
+            "decrypt-file",
+            local.join("f1.rwp").to_str().unwrap(),
+            "-o",
+            "-",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.stdout, b"offline body two");
+    // The storage rotator re-wraps them, locally and through `rewrap serve`;
+    // each run's report (exit 0).
+    let rotate = |dir: &std::path::Path, url: Option<&str>| {
+        let mut cmd = env.command(&rotator);
+        if let Some(url) = url {
+            cmd.args(["--endpoint-url", url]);
+        }
+        let out = cmd
+            .args(["rotate", "--to", &target, "--no-progress"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let server = env.serve();
+    for report in [rotate(&local, None), rotate(&remote, Some(&server.url))] {
+        assert_eq!(
+            (report["rotated"].as_u64(), report["failed"].as_u64()),
+            (Some(2), Some(0)),
+            "{report}"
+        );
+    }
+    // Afterwards each slot is an ordinary one under the target, and the
+    // envelope decrypts to the bytes written.
+    for dir in [&local, &remote] {
+        for (i, (body, _)) in bodies.iter().enumerate() {
+            let path = dir.join(format!("f{i}.rwp"));
+            let slot = active_slot(&path);
+            assert_eq!(
+                (slot.wrapping, slot.key_arn.as_str(), slot.sequence),
+                (SlotWrapping::Kms, target_arn.as_str(), 2)
+            );
+            let out = env.run(o, &["decrypt-file", path.to_str().unwrap(), "-o", "-"]);
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            assert_eq!(out.stdout, body.as_bytes());
+        }
+    }
+    // A second run finds them current.
+    let report = rotate(&local, None);
+    assert_eq!(report["already_current"].as_u64(), Some(2), "{report}");
+}

@@ -68,7 +68,7 @@ fn boto3_tags_dry_runs_and_grants_with_exact_codes() {
         stderr(&out)
     );
     assert!(
-        stdout(&out).contains("ALL CHECKS PASSED 54"),
+        stdout(&out).contains("ALL CHECKS PASSED 60"),
         "{}",
         stdout(&out)
     );
@@ -278,7 +278,15 @@ fn rewrap_cli_tags_and_access_that_follows_them() {
         &env.owner,
         &["tag-resource", "--key-id", &key, "--tags", &long],
     );
-    assert_aws_error(&out, "TagException", "TagResource");
+    assert_aws_error(&out, "ValidationException", "TagResource");
+    assert!(
+        stderr(&out).contains(
+            "1 validation error detected: Value at 'tags.1.member.tagKey' failed to satisfy \
+             constraint: Member must have length less than or equal to 128"
+        ),
+        "{}",
+        stderr(&out)
+    );
     let out = env.run(&env.owner, &["create-key", "--tags", "aws:team=hr"]);
     assert_aws_error(&out, "TagException", "CreateKey");
     assert_eq!(
@@ -401,16 +409,55 @@ fn a_rotation_job_runs_under_a_grant_retired_at_its_end() {
     };
     let out = rotate(&first, &[&from, &to]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    for token in [&from, &to] {
-        let out = remote(&job, &["retire-grant", "--grant-token", token]);
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    }
-    // Retired: the next run does not start (a systematic AccessDenied).
+    // The job retires its target grant at its end; the owner revokes the
+    // source grant.
+    let out = remote(&job, &["retire-grant", "--grant-token", &to]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let from_id = env.ok(&env.owner, &["list-grants", "--key-id", &old])["Grants"][0]["GrantId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.ok(
+        &env.owner,
+        &["revoke-grant", "--key-id", &old, "--grant-id", &from_id],
+    );
+    // A run with the revoked grant's token stops at once (exit 2): the
+    // token is refused, whatever the policies say.
     let second = envelopes(&env, &old, "second", 2);
-    let out = rotate(&second, &[&from, &to]);
+    let out = rotate(&second, &[&from]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("AccessDeniedException"),
+        stderr(&out).contains(
+            "the KMS refused the caller (InvalidGrantTokenException): The request was rejected \
+             because the specified grant token is not valid."
+        ),
+        "{}",
+        stderr(&out)
+    );
+    // ... so does one with the retired grant's token, and the owner's own
+    // rights do not make a dead token acceptable.
+    let out = rotate(&second, &[&to]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("InvalidGrantTokenException"),
+        "{}",
+        stderr(&out)
+    );
+    let out = remote(
+        &env.owner,
+        &[
+            "rotate",
+            "--to",
+            &new,
+            "--no-progress",
+            "--grant-token",
+            &from,
+            second.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("InvalidGrantTokenException"),
         "{}",
         stderr(&out)
     );
@@ -426,14 +473,15 @@ fn a_rotation_job_runs_under_a_grant_retired_at_its_end() {
             )
         })
         .collect();
-    // ... and after the grants were retired, each attempt was refused.
-    let (first_run, second_run) = granted.split_at(3);
+    // ... and after the grants were retired or revoked, each attempt was
+    // refused for its token, before any policy decision.
+    let (first_run, later_runs) = granted.split_at(3);
     assert_eq!(first_run, ["Success true"; 3]);
-    assert!(!second_run.is_empty());
+    assert!(!later_runs.is_empty());
     assert!(
-        second_run
+        later_runs
             .iter()
-            .all(|o| o == "AccessDeniedException false"),
-        "{second_run:?}"
+            .all(|o| o == "InvalidGrantTokenException false"),
+        "{later_runs:?}"
     );
 }

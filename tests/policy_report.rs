@@ -590,3 +590,194 @@ fn tricky_policies_globs_denies_and_conditions() {
          denied by tricky.toml#4 (ops-no-prod) when kms:EncryptionContext:stage = \"prod\""
     );
 }
+
+/// An explicit deny of decrypt for `grant-denied`: its grant must not beat it.
+const DENY_DECRYPT: &str = r#"
+[[statement]]
+sid = "no-decrypt"
+effect = "deny"
+principals = ["grant-denied"]
+actions = ["decrypt"]
+resources = ["*"]
+"#;
+
+#[test]
+fn grants_give_their_grantees_rows_named_after_the_grant() {
+    let env = Env::new();
+    let o = &env.owner;
+    for p in ["grant-job", "grant-reader", "grant-denied"] {
+        env.principal(p);
+    }
+    std::fs::write(env.home.join("policies").join("deny.toml"), DENY_DECRYPT).unwrap();
+    let key = env.key("granted");
+    let other = env.key("not granted");
+    let grant = |grantee: &str, ops: &[&str], extra: &[&str]| {
+        let mut args = vec![
+            "create-grant",
+            "--key-id",
+            &key,
+            "--grantee-principal",
+            grantee,
+        ];
+        args.extend_from_slice(extra);
+        args.push("--operations");
+        args.extend_from_slice(ops);
+        env.ok(o, &args)["GrantId"].as_str().unwrap().to_string()
+    };
+    let job = grant(
+        "grant-job",
+        &["ReEncryptFrom", "ReEncryptTo", "DescribeKey"],
+        &[
+            "--name",
+            "nightly",
+            "--constraints",
+            r#"{"EncryptionContextSubset":{"purpose":"app-data"}}"#,
+        ],
+    );
+    let reader = grant("grant-reader", &["Decrypt"], &[]);
+    let denied = grant("grant-denied", &["Decrypt"], &[]);
+    let report = |key: &str| {
+        env.ok(
+            o,
+            &["policy", "report", "--key-id", key, "--format", "json"],
+        )
+    };
+    let granted_rows = |report: &Value| -> Vec<Row> {
+        rows(report)
+            .into_iter()
+            .filter(|r| r.0.starts_with("grant-"))
+            .collect()
+    };
+    let job_label = format!("grant {job} (nightly)");
+    let job_condition =
+        format!("{job_label}: EncryptionContextSubset {{\"purpose\": \"app-data\"}}");
+    let reader_label = format!("grant {reader}");
+    let got = report(&key);
+    assert_eq!(
+        granted_rows(&got),
+        vec![
+            row(
+                "grant-denied",
+                "decrypt",
+                "denied",
+                &[],
+                &[],
+                &[],
+                &["deny.toml#1 (no-decrypt)"]
+            ),
+            // Constraints bind the cryptographic operations only.
+            row(
+                "grant-job",
+                "administer",
+                "partial",
+                &["kms:DescribeKey"],
+                &[],
+                &[&job_label],
+                &[]
+            ),
+            row(
+                "grant-job",
+                "re-encrypt",
+                "conditional",
+                &["kms:ReEncryptFrom", "kms:ReEncryptTo"],
+                &[&job_condition],
+                &[&job_label],
+                &[]
+            ),
+            row(
+                "grant-job",
+                "audit",
+                "partial",
+                &["kms:DescribeKey"],
+                &[],
+                &[&job_label],
+                &[]
+            ),
+            row(
+                "grant-reader",
+                "decrypt",
+                "allow",
+                &["kms:Decrypt"],
+                &[],
+                &[&reader_label],
+                &[]
+            ),
+        ]
+    );
+    // Every grant in force is listed beside the rows, by grant id.
+    let arn = env.ok(o, &["describe-key", "--key-id", &key])["KeyMetadata"]["Arn"].clone();
+    let mut want = vec![
+        serde_json::json!({"key": arn, "grant_id": job, "name": "nightly", "grantee": "grant-job",
+            "operations": ["ReEncryptFrom", "ReEncryptTo", "DescribeKey"],
+            "constraints": "EncryptionContextSubset {\"purpose\": \"app-data\"}"}),
+        serde_json::json!({"key": arn, "grant_id": reader, "name": null, "grantee": "grant-reader",
+            "operations": ["Decrypt"], "constraints": null}),
+        serde_json::json!({"key": arn, "grant_id": denied, "name": null, "grantee": "grant-denied",
+            "operations": ["Decrypt"], "constraints": null}),
+    ];
+    want.sort_by(|a, b| a["grant_id"].as_str().cmp(&b["grant_id"].as_str()));
+    assert_eq!(got["grants"], Value::Array(want.clone()));
+    // Another key: no grant, so only the policy's deny is left.
+    let got = report(&other);
+    assert_eq!(
+        granted_rows(&got),
+        vec![row(
+            "grant-denied",
+            "decrypt",
+            "denied",
+            &[],
+            &[],
+            &[],
+            &["deny.toml#1 (no-decrypt)"]
+        )]
+    );
+    assert_eq!(got["grants"], serde_json::json!([]));
+    // The table lists the grants below the key's rows.
+    let out = env.run(
+        o,
+        &["policy", "report", "--key-id", &key, "--format", "table"],
+    );
+    let table = stdout(&out);
+    let tail: Vec<&str> = table.lines().rev().take(3).collect();
+    let want_lines: Vec<String> = want
+        .iter()
+        .map(|g| {
+            let id = g["grant_id"].as_str().unwrap();
+            if id == job {
+                format!(
+                    "  {job_label} to grant-job: ReEncryptFrom, ReEncryptTo, DescribeKey if \
+                     EncryptionContextSubset {{\"purpose\": \"app-data\"}}"
+                )
+            } else {
+                format!(
+                    "  grant {id} to {}: Decrypt",
+                    g["grantee"].as_str().unwrap()
+                )
+            }
+        })
+        .rev()
+        .collect();
+    assert_eq!(
+        tail,
+        want_lines.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    // A revoked grant gives nothing any more, and is not listed.
+    env.ok(
+        o,
+        &["revoke-grant", "--key-id", &key, "--grant-id", &reader],
+    );
+    let got = report(&key);
+    assert!(got["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["principal"] != "grant-reader"));
+    let listed: Vec<&str> = got["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["grantee"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 2);
+    assert!(!listed.contains(&"grant-reader"), "{listed:?}");
+}

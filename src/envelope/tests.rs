@@ -13,6 +13,7 @@ fn slot(seq: u64) -> Slot {
         key_version: 2,
         key_arn: "arn:aws:kms:us-east-1:111122223333:key/abc".into(),
         wrapped_key: vec![7u8; 200],
+        wrapping: SlotWrapping::Kms,
     }
 }
 

@@ -11,8 +11,15 @@
 //! outright, `conditional` when every action is held but some only under a
 //! condition, `partial` when only some actions are held, `denied` when none
 //! is held and a deny matched.
+//!
+//! Grants count as the engine counts them: a grant in force gives its
+//! grantee its operations on its key as an allow would (an explicit deny
+//! still wins), under its constraints for the cryptographic operations
+//! (the only ones constraints bind), and is named in `allowed_by` as
+//! `grant <id>` (with its name in brackets). The report lists every grant
+//! in force beside the rows.
 
-use super::{group_members, Action, Effect, PolicySet, Statement, GROUPS};
+use super::{group_members, Action, Effect, PolicySet, Statement, CRYPTOGRAPHIC, GROUPS};
 use serde::Serialize;
 
 /// A key as policies name it.
@@ -77,18 +84,66 @@ pub struct AccessRow {
     pub denied_by: Vec<String>,
 }
 
+/// A grant in force on a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GrantInForce {
+    /// The key ARN.
+    pub key: String,
+    /// The grant id.
+    pub grant_id: String,
+    /// The name given at creation, if any.
+    pub name: Option<String>,
+    /// The principal it gives rights to.
+    pub grantee: String,
+    /// Its operations (AWS grant operation names: `Decrypt`, `ReEncryptFrom`).
+    pub operations: Vec<String>,
+    /// Its encryption-context constraints, described; `None` without any.
+    pub constraints: Option<String>,
+}
+
+impl GrantInForce {
+    /// How `allowed_by` and `conditions` name it.
+    fn label(&self) -> String {
+        match &self.name {
+            Some(name) => format!("grant {} ({name})", self.grant_id),
+            None => format!("grant {}", self.grant_id),
+        }
+    }
+
+    /// Whether it gives `principal` `action`.
+    fn gives(&self, principal: &str, action: Action) -> bool {
+        let name = action.name();
+        self.grantee == principal
+            && self
+                .operations
+                .iter()
+                .any(|o| name.strip_prefix("kms:") == Some(o.as_str()))
+    }
+}
+
 /// The effective permissions of every principal on every key.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct AccessReport {
-    /// One row per (key, principal, group) some statement matches, by key
-    /// (in the order given), principal, then group (in [`GROUPS`] order).
+    /// One row per (key, principal, group) some statement or grant matches,
+    /// by key (in the order given), principal, then group (in [`GROUPS`]
+    /// order).
     pub rows: Vec<AccessRow>,
+    /// The grants in force on the keys, by key (in the order given), then
+    /// grant id.
+    pub grants: Vec<GrantInForce>,
 }
 
-/// What the statements matching one (principal, key, action) say.
+/// One allow of an action: a policy statement or a grant.
+struct Allow {
+    label: String,
+    condition: Option<String>,
+}
+
+/// What the statements and grants matching one (principal, key, action)
+/// say.
 #[derive(Default)]
 struct ActionFacts<'s> {
-    allows: Vec<&'s Statement>,
+    allows: Vec<Allow>,
     denies: Vec<&'s Statement>,
 }
 
@@ -97,7 +152,7 @@ impl ActionFacts<'_> {
         self.denies.iter().any(|s| s.condition_text.is_none())
     }
     fn allowed_outright(&self) -> bool {
-        self.allows.iter().any(|s| s.condition_text.is_none())
+        self.allows.iter().any(|a| a.condition.is_none())
     }
     /// Held outright or under a condition, and not denied outright.
     fn held(&self) -> bool {
@@ -110,23 +165,38 @@ impl ActionFacts<'_> {
 }
 
 impl PolicySet {
-    /// The effective permissions of `principals` on `keys` (see the module
-    /// documentation). A principal glob in a statement applies to every
-    /// principal of `principals` it matches.
-    pub fn access_report(&self, keys: &[KeyNames], principals: &[String]) -> AccessReport {
-        let mut rows = Vec::new();
+    /// The effective permissions of `principals` on `keys` with `grants`
+    /// in force (see the module documentation). A principal glob in a
+    /// statement applies to every principal of `principals` it matches.
+    pub fn access_report(
+        &self,
+        keys: &[KeyNames],
+        principals: &[String],
+        grants: &[GrantInForce],
+    ) -> AccessReport {
+        let mut report = AccessReport::default();
         for key in keys {
             let names: Vec<&str> = key.names.iter().map(String::as_str).collect();
+            let mut on_key: Vec<&GrantInForce> =
+                grants.iter().filter(|g| g.key == key.arn).collect();
+            on_key.sort_by(|a, b| a.grant_id.cmp(&b.grant_id));
             for principal in principals {
                 for group in GROUPS {
                     let actions = group_members(group).unwrap_or(&[]);
-                    if let Some(row) = self.group_row(key, &names, principal, group, actions) {
-                        rows.push(row);
+                    let asked = Asked {
+                        key,
+                        names: &names,
+                        principal,
+                        grants: &on_key,
+                    };
+                    if let Some(row) = self.group_row(&asked, group, actions) {
+                        report.rows.push(row);
                     }
                 }
             }
+            report.grants.extend(on_key.into_iter().cloned());
         }
-        AccessReport { rows }
+        report
     }
 
     /// Every principal name a statement spells out without a glob.
@@ -146,34 +216,43 @@ impl PolicySet {
         out
     }
 
-    fn facts(&self, principal: &str, names: &[&str], action: Action) -> ActionFacts<'_> {
+    fn facts(&self, asked: &Asked<'_>, action: Action) -> ActionFacts<'_> {
         let mut facts = ActionFacts::default();
         for s in &self.inner.statements {
             if s.actions & action.bit() == 0
-                || !s.matches_principal(principal)
-                || !s.matches_resources(names)
+                || !s.matches_principal(asked.principal)
+                || !s.matches_resources(asked.names)
             {
                 continue;
             }
             match s.effect {
-                Effect::Allow => facts.allows.push(s),
+                Effect::Allow => facts.allows.push(Allow {
+                    label: s.label.to_string(),
+                    condition: s.condition_text.as_deref().map(str::to_string),
+                }),
                 Effect::Deny => facts.denies.push(s),
             }
+        }
+        // Constraints bind only the operations that take an encryption
+        // context, as in the engine.
+        let constrained = CRYPTOGRAPHIC.contains(&action);
+        for g in asked
+            .grants
+            .iter()
+            .filter(|g| g.gives(asked.principal, action))
+        {
+            facts.allows.push(Allow {
+                label: g.label(),
+                condition: g.constraints.clone().filter(|_| constrained),
+            });
         }
         facts
     }
 
-    fn group_row(
-        &self,
-        key: &KeyNames,
-        names: &[&str],
-        principal: &str,
-        group: &str,
-        actions: &[Action],
-    ) -> Option<AccessRow> {
+    fn group_row(&self, asked: &Asked<'_>, group: &str, actions: &[Action]) -> Option<AccessRow> {
         let per_action: Vec<(Action, ActionFacts<'_>)> = actions
             .iter()
-            .map(|a| (*a, self.facts(principal, names, *a)))
+            .map(|a| (*a, self.facts(asked, *a)))
             .collect();
         if per_action
             .iter()
@@ -197,12 +276,12 @@ impl PolicySet {
         for (_, f) in &held {
             // An outright allow makes the conditional ones beside it moot.
             let outright = f.allowed_outright();
-            for s in &f.allows {
-                match &s.condition_text {
-                    None => allowed_by.push(s.label.to_string()),
+            for a in &f.allows {
+                match &a.condition {
+                    None => allowed_by.push(a.label.clone()),
                     Some(c) if !outright => {
-                        allowed_by.push(s.label.to_string());
-                        conditions.push(format!("{}: {c}", s.label));
+                        allowed_by.push(a.label.clone());
+                        conditions.push(format!("{}: {c}", a.label));
                     }
                     Some(_) => {}
                 }
@@ -217,9 +296,9 @@ impl PolicySet {
             })
             .collect();
         Some(AccessRow {
-            key: key.arn.clone(),
-            aliases: key.aliases.clone(),
-            principal: principal.to_string(),
+            key: asked.key.arn.clone(),
+            aliases: asked.key.aliases.clone(),
+            principal: asked.principal.to_string(),
             permission: group.to_string(),
             access,
             actions: held.iter().map(|(a, _)| a.name().to_string()).collect(),
@@ -228,6 +307,14 @@ impl PolicySet {
             denied_by: dedup(denied_by),
         })
     }
+}
+
+/// One (key, principal) the report asks about, with the key's grants.
+struct Asked<'a> {
+    key: &'a KeyNames,
+    names: &'a [&'a str],
+    principal: &'a str,
+    grants: &'a [&'a GrantInForce],
 }
 
 /// `list` without repeats, first occurrence kept.
@@ -292,6 +379,9 @@ impl AccessReport {
         let mut current: Option<&str> = None;
         for (r, row) in self.rows.iter().zip(&cells) {
             if current != Some(r.key.as_str()) {
+                if let Some(done) = current {
+                    out.push_str(&self.grant_lines(done));
+                }
                 current = Some(&r.key);
                 let id = r.key.rsplit_once(":key/").map_or(&*r.key, |(_, id)| id);
                 if r.aliases.is_empty() {
@@ -301,6 +391,27 @@ impl AccessReport {
                 }
             }
             out.push_str(&line(row));
+        }
+        if let Some(done) = current {
+            out.push_str(&self.grant_lines(done));
+        }
+        out
+    }
+
+    /// The grants in force on `key`, one line each, below its rows.
+    fn grant_lines(&self, key: &str) -> String {
+        let mut out = String::new();
+        for g in self.grants.iter().filter(|g| g.key == key) {
+            out.push_str(&format!(
+                "  {} to {}: {}",
+                g.label(),
+                g.grantee,
+                g.operations.join(", ")
+            ));
+            if let Some(c) = &g.constraints {
+                out.push_str(&format!(" if {c}"));
+            }
+            out.push('\n');
         }
         out
     }

@@ -1,12 +1,12 @@
 //! The access report (`rewrap policy report`): effective permissions of
-//! every principal on every key (or one), from all loaded policy files, for
-//! callers allowed `rewrap:CheckPolicy`.
+//! every principal on every key (or one), from all loaded policy files and
+//! the grants in force, for callers allowed `rewrap:CheckPolicy`.
 
 use super::keys::is_past_deletion;
 use super::KmsService;
 use crate::error::Result;
 use crate::operation::Action;
-use crate::policy::report::{AccessReport, KeyNames};
+use crate::policy::report::{AccessReport, GrantInForce, KeyNames};
 
 impl KmsService {
     /// The effective permissions on `key` (any name of it), or on every key
@@ -50,6 +50,22 @@ impl KmsService {
         principals.extend(policies.literal_principals());
         principals.sort();
         principals.dedup();
-        Ok(policies.access_report(&keys, &principals))
+        let grants: Vec<GrantInForce> = snap
+            .state
+            .grants
+            .iter()
+            .map(|(id, g)| GrantInForce {
+                key: self.key_arn(&g.key),
+                grant_id: id.clone(),
+                name: g.name.clone(),
+                grantee: g.grantee.clone(),
+                operations: g.operations.clone(),
+                constraints: g
+                    .constraints
+                    .as_ref()
+                    .map(super::grants::describe_constraints),
+            })
+            .collect();
+        Ok(policies.access_report(&keys, &principals, &grants))
     }
 }

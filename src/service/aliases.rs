@@ -126,6 +126,7 @@ impl KmsService {
         let action = op.actions()[0];
         self.audited(caller, op, |trail| {
             check_alias_name(&r.alias_name)?;
+            super::validation::key_id("targetKeyId", &r.target_key_id)?;
             if self
                 .parse_key_name(&r.target_key_id)
                 .is_ok_and(|n| matches!(n, KeyName::Alias(_)))

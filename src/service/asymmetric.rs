@@ -11,7 +11,7 @@
 
 use super::authz::Trail;
 use super::keyspec::{enum_error, require_usage, KeySpec, ENCRYPT_DECRYPT, KEY_SPECS, SIGN_VERIFY};
-use super::{check_grant_tokens, Caller, KmsService, Snapshot, MAX_PLAINTEXT, SYMMETRIC_DEFAULT};
+use super::{Caller, KmsService, Snapshot, MAX_PLAINTEXT, SYMMETRIC_DEFAULT};
 use crate::api::{
     CiphertextBlob, DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse,
     GenerateDataKeyPairRequest, GenerateDataKeyPairResponse,
@@ -355,7 +355,7 @@ fn no_context(context: &Option<crate::api::EncryptionContext>) -> Result<()> {
 impl KmsService {
     pub(super) fn sign(&self, caller: &Caller, r: &SignRequest) -> Result<SignResponse> {
         self.audited(caller, Operation::Sign, |trail| {
-            check_grant_tokens(&r.grant_tokens)?;
+            self.check_grant_tokens(&r.grant_tokens)?;
             let digest = is_digest(&r.message_type)?;
             let message = checked_message(&r.message, digest, &r.signing_algorithm)?;
             let snap = self.snapshot()?;
@@ -376,7 +376,7 @@ impl KmsService {
 
     pub(super) fn verify(&self, caller: &Caller, r: &VerifyRequest) -> Result<VerifyResponse> {
         self.audited(caller, Operation::Verify, |trail| {
-            check_grant_tokens(&r.grant_tokens)?;
+            self.check_grant_tokens(&r.grant_tokens)?;
             let digest = is_digest(&r.message_type)?;
             let message = checked_message(&r.message, digest, &r.signing_algorithm)?;
             if r.signature.0.is_empty() || r.signature.0.len() > MAX_SIGNATURE {
@@ -429,7 +429,7 @@ impl KmsService {
         r: &KeyIdRequest,
     ) -> Result<GetPublicKeyResponse> {
         self.audited(caller, Operation::GetPublicKey, |trail| {
-            check_grant_tokens(&r.grant_tokens)?;
+            self.check_grant_tokens(&r.grant_tokens)?;
             let snap = self.snapshot()?;
             let key =
                 self.authorized_key(trail, caller, &snap, &r.key_id, Action::GetPublicKey, None)?;
@@ -478,7 +478,7 @@ impl KmsService {
         algorithm: &'static rsa::OaepAlgorithm,
     ) -> Result<EncryptResponse> {
         self.audited(caller, Operation::Encrypt, |trail| {
-            check_grant_tokens(&r.grant_tokens)?;
+            self.check_grant_tokens(&r.grant_tokens)?;
             no_context(&r.encryption_context)?;
             let name = r.encryption_algorithm.clone().unwrap_or_default();
             let snap = self.snapshot()?;
@@ -512,7 +512,7 @@ impl KmsService {
         algorithm: &'static rsa::OaepAlgorithm,
     ) -> Result<DecryptResponse> {
         self.audited(caller, Operation::Decrypt, |trail| {
-            check_grant_tokens(&r.grant_tokens)?;
+            self.check_grant_tokens(&r.grant_tokens)?;
             no_context(&r.encryption_context)?;
             let name = r.encryption_algorithm.clone().unwrap_or_default();
             let key_id = asymmetric_key_id(r.key_id.as_deref(), "KeyId")?;
@@ -547,7 +547,8 @@ impl KmsService {
         trail
             .destination_context
             .clone_from(&r.destination_encryption_context);
-        check_grant_tokens(&r.grant_tokens)?;
+        trail.source_binds_no_context = true;
+        self.check_grant_tokens(&r.grant_tokens)?;
         no_context(&r.source_encryption_context)?;
         if let Some(alg) = r
             .destination_encryption_algorithm
@@ -574,16 +575,7 @@ impl KmsService {
         rsa_encryption_key(source, &source_arn, "ReEncrypt")?;
         let version = source.current();
         trail.version(version.version);
-        let dest = self.authorized_key(
-            trail,
-            caller,
-            &snap,
-            &r.destination_key_id,
-            Action::ReEncryptTo,
-            dst_ctx,
-        )?;
-        self.usable(dest)?;
-        trail.version(dest.current().version);
+        let dest = self.re_encrypt_destination(trail, caller, &snap, r)?;
         // The plaintext lives only in this zeroizing buffer, for this call.
         let plaintext = rsa_decrypt(version.material.expose(), algorithm, &r.ciphertext_blob.0)?;
         let ciphertext = self.seal_under(dest, dst_ctx, plaintext.expose())?;
@@ -632,7 +624,7 @@ impl KmsService {
         let action = op.actions()[0];
         self.audited(caller, op, |trail| {
             trail.context.clone_from(&r.encryption_context);
-            check_grant_tokens(&r.grant_tokens)?;
+            self.check_grant_tokens(&r.grant_tokens)?;
             let spec = KeySpec::parse(&r.key_pair_spec)
                 .filter(|s| s.is_asymmetric())
                 .ok_or_else(|| enum_error(&r.key_pair_spec, "keyPairSpec", KEY_PAIR_SPECS))?;

@@ -20,6 +20,12 @@ pub(super) struct Trail {
     /// `kms:ReEncryptOnSameKey` condition); `context` and
     /// `destination_context` are the two contexts the ReEncrypt conditions see.
     pub(super) same_key: bool,
+    /// For ReEncrypt from an RSA key (issue 15): the source ciphertext binds
+    /// no context (RSA-OAEP takes none), so wrapping it under the
+    /// destination context changes no binding: the ReEncrypt conditions see
+    /// the destination context as the source's. The audit record keeps the
+    /// source without one.
+    pub(super) source_binds_no_context: bool,
     decisions: Vec<Decision>,
     /// Parameters the handler adds to the record (a created access key id,
     /// the count a forced deletion overrode).
@@ -124,7 +130,11 @@ impl KmsService {
         let refs: Vec<&str> = resources.iter().map(String::as_str).collect();
         let re_encrypt =
             matches!(action, Action::ReEncryptFrom | Action::ReEncryptTo).then(|| ReEncryptFacts {
-                source_context: trail.context.as_ref(),
+                source_context: if trail.source_binds_no_context {
+                    trail.destination_context.as_ref()
+                } else {
+                    trail.context.as_ref()
+                },
                 destination_context: trail.destination_context.as_ref(),
                 same_key: trail.same_key,
             });

@@ -4,7 +4,7 @@
 
 use super::authz::{audit_failed, Trail};
 use super::validation;
-use super::{check_grant_tokens, Caller, KmsService, Snapshot, MAX_PLAINTEXT, SYMMETRIC_DEFAULT};
+use super::{Caller, KmsService, Snapshot, MAX_PLAINTEXT, SYMMETRIC_DEFAULT};
 use crate::api::{
     CiphertextBlob, DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse,
     EncryptionContext, GenerateDataKeyRequest, GenerateDataKeyResponse,
@@ -126,7 +126,7 @@ impl KmsService {
         }
         self.audited(caller, Operation::Encrypt, |trail| {
             trail.context.clone_from(&r.encryption_context);
-            check_grant_tokens(&r.grant_tokens)?;
+            self.check_grant_tokens(&r.grant_tokens)?;
             check_algorithm(&r.encryption_algorithm)?;
             let len = r.plaintext.len();
             validation::sensitive_length("plaintext", len, 1, MAX_PLAINTEXT).map_err(|e| {
@@ -157,7 +157,7 @@ impl KmsService {
         }
         self.audited(caller, Operation::Decrypt, |trail| {
             trail.context.clone_from(&r.encryption_context);
-            check_grant_tokens(&r.grant_tokens)?;
+            self.check_grant_tokens(&r.grant_tokens)?;
             check_algorithm(&r.encryption_algorithm)?;
             let snap = self.snapshot()?;
             let ctx = r.encryption_context.as_ref();
@@ -225,6 +225,7 @@ impl KmsService {
         caller: &Caller,
         r: &ReEncryptRequest,
     ) -> Result<ReEncryptResponse> {
+        validation::key_id("destinationKeyId", &r.destination_key_id)?;
         if let Some(rsa) = super::asymmetric::rsa_oaep(&r.source_encryption_algorithm) {
             return self.re_encrypt_from_asymmetric(trail, caller, r, rsa);
         }
@@ -233,7 +234,7 @@ impl KmsService {
             trail
                 .destination_context
                 .clone_from(&r.destination_encryption_context);
-            check_grant_tokens(&r.grant_tokens)?;
+            self.check_grant_tokens(&r.grant_tokens)?;
             check_algorithm(&r.source_encryption_algorithm)?;
             check_algorithm(&r.destination_encryption_algorithm)?;
             let snap = self.snapshot()?;
@@ -255,17 +256,7 @@ impl KmsService {
                     context: src_ctx,
                 },
             )?;
-            let dest = self.authorized_key(
-                trail,
-                caller,
-                &snap,
-                &r.destination_key_id,
-                Action::ReEncryptTo,
-                dst_ctx,
-            )?;
-            self.usable(dest)?;
-            trail.version(dest.current().version);
-            stop_if_dry_run(trail, r.dry_run)?;
+            let dest = self.re_encrypt_destination(trail, caller, &snap, r)?;
             // The plaintext lives only in this zeroizing buffer, for this call.
             let plaintext = self.open_blob(source, version, &r.ciphertext_blob.0, src_ctx)?;
             let ciphertext = self.seal_under(dest, dst_ctx, plaintext.expose())?;
@@ -277,6 +268,31 @@ impl KmsService {
                 destination_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
             })
         }
+    }
+
+    /// The destination key of a ReEncrypt (symmetric or RSA source alike):
+    /// `kms:ReEncryptTo` checked under the destination context, the key
+    /// usable, its version on record; a DryRun stops here.
+    pub(super) fn re_encrypt_destination<'s>(
+        &self,
+        trail: &mut Trail,
+        caller: &Caller,
+        snap: &'s Snapshot,
+        r: &ReEncryptRequest,
+    ) -> Result<&'s KeyRecord> {
+        let dst_ctx = r.destination_encryption_context.as_ref();
+        let dest = self.authorized_key(
+            trail,
+            caller,
+            snap,
+            &r.destination_key_id,
+            Action::ReEncryptTo,
+            dst_ctx,
+        )?;
+        self.usable(dest)?;
+        trail.version(dest.current().version);
+        stop_if_dry_run(trail, r.dry_run)?;
+        Ok(dest)
     }
 
     pub(super) fn generate_data_key(
@@ -316,7 +332,7 @@ impl KmsService {
         let action = op.actions()[0];
         self.audited(caller, op, |trail| {
             trail.context.clone_from(&r.encryption_context);
-            check_grant_tokens(&r.grant_tokens)?;
+            self.check_grant_tokens(&r.grant_tokens)?;
             let len = match (r.key_spec.as_deref(), r.number_of_bytes) {
                 (Some(_), Some(_)) => {
                     return Err(KmsError::validation(

@@ -60,7 +60,8 @@ fn constraints_hold(c: Option<&GrantConstraints>, context: Option<&EncryptionCon
     true
 }
 
-fn describe_constraints(c: &GrantConstraints) -> String {
+/// A grant's constraints as the audit trail and the access report show them.
+pub(super) fn describe_constraints(c: &GrantConstraints) -> String {
     let mut parts = Vec::new();
     if let Some(e) = &c.encryption_context_equals {
         parts.push(format!("EncryptionContextEquals {e:?}"));
@@ -112,7 +113,62 @@ fn check_name(name: &Option<String>) -> Result<()> {
     Ok(())
 }
 
+/// The answer to a grant token that names no grant in force (unknown,
+/// malformed, or its grant retired or revoked), worded as AWS words it.
+fn invalid_grant_token() -> KmsError {
+    KmsError::new(
+        ErrorCode::InvalidGrantToken,
+        "The request was rejected because the specified grant token is not valid.",
+    )
+}
+
 impl KmsService {
+    /// `GrantTokens` of a request: at most [`super::MAX_GRANT_TOKENS`], each
+    /// naming a grant in force. Grants are immediately consistent here, so a
+    /// token adds no right (the grant itself allows); it only has to be
+    /// valid, as AWS refuses a request with a token it cannot honour.
+    pub(super) fn check_grant_tokens(&self, tokens: &Option<Vec<String>>) -> Result<()> {
+        let Some(tokens) = tokens.as_deref().filter(|t| !t.is_empty()) else {
+            return Ok(());
+        };
+        if tokens.len() > super::MAX_GRANT_TOKENS {
+            return Err(KmsError::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "{} grant tokens given; at most {} are allowed",
+                    tokens.len(),
+                    super::MAX_GRANT_TOKENS
+                ),
+            ));
+        }
+        // AWS words a list member's constraint on the list; a token is a
+        // bearer credential, so its value is not repeated.
+        if let Some(bad) = tokens.iter().find(|t| t.is_empty() || t.len() > 8192) {
+            let (word, bound) = if bad.is_empty() {
+                ("greater", 1)
+            } else {
+                ("less", 8192)
+            };
+            return Err(KmsError::validation(format!(
+                "1 validation error detected: Value at 'grantTokens' failed to satisfy \
+                 constraint: Member must satisfy constraint: [Member must have length {word} \
+                 than or equal to {bound}]"
+            )));
+        }
+        let snap = self.snapshot()?;
+        let in_force = |token: &String| {
+            snap.state
+                .grants
+                .values()
+                .any(|g| g.tokens.iter().any(|t| t == token))
+        };
+        if tokens.iter().all(in_force) {
+            Ok(())
+        } else {
+            Err(invalid_grant_token())
+        }
+    }
+
     /// A principal named by name or by the IAM user ARN GetCallerIdentity
     /// shows for it.
     fn principal_name<'a>(&self, given: &'a str) -> &'a str {
@@ -200,7 +256,7 @@ impl KmsService {
             validation::required("granteePrincipal", &r.grantee_principal, 256)?;
             check_operations(&r.operations)?;
             check_name(&r.name)?;
-            super::check_grant_tokens(&r.grant_tokens)?;
+            self.check_grant_tokens(&r.grant_tokens)?;
             if let Some(c) = &r.constraints {
                 if c.encryption_context_equals.is_some() && c.encryption_context_subset.is_some() {
                     return Err(KmsError::validation(
@@ -337,12 +393,7 @@ impl KmsService {
                         .grants
                         .iter()
                         .find(|(_, g)| g.tokens.iter().any(|t| t == token))
-                        .ok_or_else(|| {
-                            KmsError::new(
-                                ErrorCode::InvalidGrantToken,
-                                "The grant token is not valid or its grant was retired",
-                            )
-                        })?
+                        .ok_or_else(invalid_grant_token)?
                 }
                 (None, Some(key_id), Some(grant_id)) => {
                     validation::key_id("keyId", key_id)?;

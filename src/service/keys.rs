@@ -2,7 +2,7 @@
 //! ScheduleKeyDeletion, CancelKeyDeletion, key metadata, and the purge of
 //! keys whose deletion date has passed.
 
-use super::{check_grant_tokens, page, Caller, KmsService, DAY};
+use super::{page, Caller, KmsService, DAY};
 use crate::api::{
     CreateKeyRequest, DisableKeyRequest, Empty, KeyIdRequest, KeyIdResponse, KeyListEntry,
     KeyMetadata, KeyMetadataResponse, ListKeysResponse, ListRequest, Operation,
@@ -12,6 +12,10 @@ use crate::error::{ErrorCode, KmsError, Result};
 use crate::keystore::{KeyRecord, KeyState, State};
 use crate::operation::Action;
 use uuid::Uuid;
+
+/// The Origin values of AWS's CreateKey (`EXTERNAL_KEY_STORE` is known but
+/// not supported here: UnsupportedOperationException).
+const ORIGINS: &[&str] = &["AWS_KMS", "EXTERNAL", "AWS_CLOUDHSM", "EXTERNAL_KEY_STORE"];
 
 impl KmsService {
     fn metadata(&self, key: &KeyRecord) -> KeyMetadata {
@@ -53,6 +57,9 @@ impl KmsService {
             // KeySpec, KeyUsage and Origin EXTERNAL (issues 15, 13).
             let choice = super::keyspec::KeyChoice::from_request(r)?;
             let hsm_origin = super::custom_key_stores::AWS_CLOUDHSM;
+            if let Some(origin) = r.origin.as_deref().filter(|o| !ORIGINS.contains(o)) {
+                return Err(super::keyspec::enum_error(origin, "origin", ORIGINS));
+            }
             if let Some(origin) = r
                 .origin
                 .as_deref()
@@ -127,7 +134,7 @@ impl KmsService {
         r: &KeyIdRequest,
     ) -> Result<KeyMetadataResponse> {
         self.audited(caller, Operation::DescribeKey, |trail| {
-            check_grant_tokens(&r.grant_tokens)?;
+            self.check_grant_tokens(&r.grant_tokens)?;
             let snap = self.snapshot()?;
             let key =
                 self.authorized_key(trail, caller, &snap, &r.key_id, Action::DescribeKey, None)?;

@@ -2,7 +2,7 @@
 //! keys (KeySpec HMAC_224 / 256 / 384 / 512), by AWS-LC's HMAC.
 
 use super::keyspec::{enum_error, require_usage, KeySpec, GENERATE_VERIFY_MAC};
-use super::{check_grant_tokens, Caller, KmsService, Snapshot, MAX_PLAINTEXT};
+use super::{Caller, KmsService, Snapshot, MAX_PLAINTEXT};
 use crate::api::{
     CiphertextBlob, GenerateMacRequest, GenerateMacResponse, Operation, VerifyMacRequest,
     VerifyMacResponse,
@@ -82,7 +82,7 @@ impl KmsService {
         r: &GenerateMacRequest,
     ) -> Result<GenerateMacResponse> {
         self.audited(caller, Operation::GenerateMac, |trail| {
-            check_grant_tokens(&r.grant_tokens)?;
+            self.check_grant_tokens(&r.grant_tokens)?;
             check_request(&r.mac_algorithm, &r.message)?;
             let snap = self.snapshot()?;
             let names = (r.key_id.as_str(), r.mac_algorithm.as_str());
@@ -102,7 +102,7 @@ impl KmsService {
         r: &VerifyMacRequest,
     ) -> Result<VerifyMacResponse> {
         self.audited(caller, Operation::VerifyMac, |trail| {
-            check_grant_tokens(&r.grant_tokens)?;
+            self.check_grant_tokens(&r.grant_tokens)?;
             check_request(&r.mac_algorithm, &r.message)?;
             if r.mac.0.is_empty() || r.mac.0.len() > 6144 {
                 return Err(KmsError::validation(format!(

@@ -181,19 +181,6 @@ fn now_secs() -> f64 {
     (d.as_millis() as f64) / 1000.0
 }
 
-fn check_grant_tokens(tokens: &Option<Vec<String>>) -> Result<()> {
-    match tokens {
-        Some(t) if t.len() > MAX_GRANT_TOKENS => Err(KmsError::new(
-            ErrorCode::LimitExceeded,
-            format!(
-                "{} grant tokens given; at most {MAX_GRANT_TOKENS} are allowed",
-                t.len()
-            ),
-        )),
-        _ => Ok(()),
-    }
-}
-
 fn page<T: Clone>(
     items: &[T],
     limit: Option<u32>,

@@ -25,19 +25,23 @@ fn tag_error(message: String) -> KmsError {
     KmsError::new(ErrorCode::Tag, message)
 }
 
-/// Checks one tag against AWS's rules.
-fn check_tag(tag: &Tag) -> Result<()> {
-    let key_len = tag.tag_key.chars().count();
-    if !(1..=MAX_TAG_KEY).contains(&key_len) {
-        return Err(tag_error(format!(
-            "Tag key must be between 1 and {MAX_TAG_KEY} characters long; it is {key_len}"
-        )));
-    }
+/// A tag key's length: 1 to 128 characters, a constraint of AWS's API
+/// model, so a `ValidationException` naming the list member
+/// (`tags.1.member.tagKey`, 1-based) as AWS's front end words it.
+fn check_tag_key(member: &str, key: &str) -> Result<()> {
+    validation::required(member, key, MAX_TAG_KEY)
+}
+
+/// Checks the `index`-th tag (1-based) against AWS's rules: lengths as
+/// the API model constrains them (`ValidationException`), the reserved
+/// `aws:` prefix as KMS does (`TagException`).
+fn check_tag(index: usize, tag: &Tag) -> Result<()> {
+    check_tag_key(&format!("tags.{index}.member.tagKey"), &tag.tag_key)?;
     if tag.tag_value.chars().count() > MAX_TAG_VALUE {
-        return Err(tag_error(format!(
-            "Tag value of tag key '{}' must be at most {MAX_TAG_VALUE} characters long",
-            tag.tag_key
-        )));
+        return Err(validation::too_long(
+            &format!("tags.{index}.member.tagValue"),
+            MAX_TAG_VALUE,
+        ));
     }
     if tag
         .tag_key
@@ -56,8 +60,8 @@ fn check_tag(tag: &Tag) -> Result<()> {
 /// after checking each and the total.
 pub(super) fn apply_tags(current: &mut BTreeMap<String, String>, tags: &[Tag]) -> Result<()> {
     let mut next = current.clone();
-    for tag in tags {
-        check_tag(tag)?;
+    for (i, tag) in tags.iter().enumerate() {
+        check_tag(i + 1, tag)?;
         next.insert(tag.tag_key.clone(), tag.tag_value.clone());
     }
     if next.len() > MAX_TAGS {
@@ -86,12 +90,8 @@ impl KmsService {
             return Err(validation::too_short("tagKeys", "[]", 1));
         }
         self.tag_change(caller, Operation::UntagResource, &r.key_id, |tags| {
-            for k in &r.tag_keys {
-                if k.is_empty() || k.chars().count() > MAX_TAG_KEY {
-                    return Err(tag_error(format!(
-                        "Tag key must be between 1 and {MAX_TAG_KEY} characters long"
-                    )));
-                }
+            for (i, k) in r.tag_keys.iter().enumerate() {
+                check_tag_key(&format!("tagKeys.{}.member", i + 1), k)?;
                 // As in AWS, a key the resource does not carry is no error.
                 tags.remove(k);
             }

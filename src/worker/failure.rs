@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum FailureKind {
-    /// The KMS policy or the object store refused the caller.
+    /// The KMS policy or the object store refused the caller (or a grant
+    /// token it presented).
     AccessDenied,
     /// The key, file, object or bucket does not exist.
     NotFound,
@@ -84,7 +85,10 @@ impl From<&KmsError> for FailureKind {
             | ErrorCode::InvalidSignature
             | ErrorCode::IncompleteSignature
             | ErrorCode::MissingAuthenticationToken
-            | ErrorCode::RequestExpired => FailureKind::AccessDenied,
+            | ErrorCode::RequestExpired
+            // A grant token refused (its grant retired or revoked) refuses
+            // every item of the run alike, as a policy refusal does.
+            | ErrorCode::InvalidGrantToken => FailureKind::AccessDenied,
             ErrorCode::NotFound => FailureKind::NotFound,
             ErrorCode::Disabled | ErrorCode::InvalidState => FailureKind::KeyState,
             ErrorCode::InvalidCiphertext | ErrorCode::IncorrectKey => {

@@ -36,7 +36,7 @@ use super::store::{EnvelopeStore, ItemError, StoreError};
 use super::target::{FromFilter, Target};
 use super::RewrapOptions;
 use crate::api::{ReEncryptRequest, ReEncryptResponse};
-use crate::envelope::{Header, Slot, SlotState, EMPTY_SLOT};
+use crate::envelope::{Header, Slot, SlotState, SlotWrapping, EMPTY_SLOT};
 use crate::error::{ErrorCode, KmsError};
 use crate::kms::Kms;
 use std::collections::HashMap;
@@ -387,18 +387,12 @@ impl<S: EnvelopeStore> Run<'_, S> {
             Some(Some(refused)) => return Err(refused.clone()),
             None => {}
         }
-        let ctx = header.kms_context();
         // A described target needs nothing learned from the answer: the
         // probe is a DryRun (rights and key states checked, no key used).
         let dry_run = self.target.is_described().then_some(true);
         let resp = self.kms.re_encrypt(&ReEncryptRequest {
-            ciphertext_blob: crate::api::CiphertextBlob(slot.wrapped_key.clone()),
-            source_encryption_context: Some(ctx.clone()),
-            destination_key_id: self.target.destination(),
-            destination_encryption_context: Some(ctx),
-            grant_tokens: self.grant_tokens(),
             dry_run,
-            ..Default::default()
+            ..self.re_encrypt_request(header, slot)
         });
         match resp {
             Err(e) if dry_run.is_some() && e.code == ErrorCode::DryRunOperation => {
@@ -426,6 +420,25 @@ impl<S: EnvelopeStore> Run<'_, S> {
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// The ReEncrypt of `slot` of an envelope with `header` to the target,
+    /// under the envelope's context. A slot wrapped offline under an RSA
+    /// public key names its key and algorithm instead of a source context
+    /// (RSA-OAEP takes none); the result is an ordinary slot.
+    fn re_encrypt_request(&self, header: &Header, slot: &Slot) -> ReEncryptRequest {
+        let ctx = header.kms_context();
+        let offline = slot.wrapping.rsa_algorithm();
+        ReEncryptRequest {
+            ciphertext_blob: crate::api::CiphertextBlob(slot.wrapped_key.clone()),
+            source_encryption_context: offline.is_none().then(|| ctx.clone()),
+            source_key_id: offline.map(|_| slot.key_arn.clone()),
+            source_encryption_algorithm: offline.map(str::to_string),
+            destination_key_id: self.target.destination(),
+            destination_encryption_context: Some(ctx),
+            grant_tokens: self.grant_tokens(),
+            ..Default::default()
         }
     }
 
@@ -616,17 +629,7 @@ impl<S: EnvelopeStore> Run<'_, S> {
         let ready = std::mem::take(&mut q.ready);
         let requests: Vec<ReEncryptRequest> = ready
             .iter()
-            .map(|r| {
-                let ctx = r.read.header.kms_context();
-                ReEncryptRequest {
-                    ciphertext_blob: crate::api::CiphertextBlob(r.read.slot.wrapped_key.clone()),
-                    source_encryption_context: Some(ctx.clone()),
-                    destination_key_id: self.target.destination(),
-                    destination_encryption_context: Some(ctx),
-                    grant_tokens: self.grant_tokens(),
-                    ..Default::default()
-                }
-            })
+            .map(|r| self.re_encrypt_request(&r.read.header, &r.read.slot))
             .collect();
         let mut responses = self.kms.re_encrypt_many(&requests).into_iter();
         for r in ready {
@@ -671,6 +674,7 @@ impl<S: EnvelopeStore> Run<'_, S> {
             key_version,
             key_arn: resp.key_id,
             wrapped_key: resp.ciphertext_blob.0,
+            wrapping: SlotWrapping::Kms,
         };
         if new.key_arn == slot.key_arn && new.key_version == slot.key_version && new.key_version > 0
         {

@@ -341,6 +341,7 @@ pub(super) fn slot_of(entry: &KmsEntry) -> Slot {
         key_version,
         key_arn: entry.arn.value.clone(),
         wrapped_key: blob,
+        wrapping: crate::envelope::SlotWrapping::Kms,
     }
 }
 

@@ -77,8 +77,8 @@ owner.untag_resource(KeyId=k, TagKeys=["env", "never-there"])
 tags = owner.list_resource_tags(KeyId=k)["Tags"]
 ok("untag_resource removes, ignores absent keys", [t["TagKey"] for t in tags] == ["note", "team"], tags)
 expect_error("tag key with the reserved aws: prefix", "TagException", owner.tag_resource, KeyId=k, Tags=[{"TagKey": "AWS:owner", "TagValue": "x"}])
-expect_error("tag key of 129 characters", "TagException", owner.tag_resource, KeyId=k, Tags=[{"TagKey": "k" * 129, "TagValue": "x"}])
-expect_error("tag value of 257 characters", "TagException", owner.tag_resource, KeyId=k, Tags=[{"TagKey": "big", "TagValue": "v" * 257}])
+expect_error("tag key of 129 characters", "ValidationException", owner.tag_resource, KeyId=k, Tags=[{"TagKey": "k" * 129, "TagValue": "x"}])
+expect_error("tag value of 257 characters", "ValidationException", owner.tag_resource, KeyId=k, Tags=[{"TagKey": "big", "TagValue": "v" * 257}])
 expect_error("51 tags on one key", "TagException", owner.tag_resource, KeyId=k, Tags=[{"TagKey": f"t{i}", "TagValue": "x"} for i in range(49)])
 ok("a refused TagResource changes nothing", len(owner.list_resource_tags(KeyId=k)["Tags"]) == 2)
 expect_error("create_key with a reserved tag", "TagException", owner.create_key, Tags=[{"TagKey": "aws:x", "TagValue": "y"}])
@@ -116,6 +116,10 @@ again = owner.create_grant(KeyId=k, GranteePrincipal="grantee-job", RetiringPrin
 ok("create_grant with the same Name is idempotent", again["GrantId"] == g["GrantId"] and again["GrantToken"] != g["GrantToken"], again)
 plain = grantee.decrypt(CiphertextBlob=blob, EncryptionContext=APP, GrantTokens=[g["GrantToken"]])["Plaintext"]
 ok("the grantee decrypts under the grant", plain == b"dry")
+plain = grantee.decrypt(CiphertextBlob=blob, EncryptionContext=APP, GrantTokens=[again["GrantToken"], g["GrantToken"]])["Plaintext"]
+ok("every token of the grant is valid at once", plain == b"dry")
+expect_error("an unknown grant token", "InvalidGrantTokenException", owner.encrypt, KeyId=k, Plaintext=b"x", GrantTokens=["no-such-token"])
+expect_error("one unknown token among valid ones", "InvalidGrantTokenException", grantee.decrypt, CiphertextBlob=blob, EncryptionContext=APP, GrantTokens=[g["GrantToken"], "A" * 64])
 ok("the grantee describes the key under the grant", grantee.describe_key(KeyId=k)["KeyMetadata"]["KeyId"] == k)
 other = owner.encrypt(KeyId=k, Plaintext=b"other", EncryptionContext={"purpose": "other"})["CiphertextBlob"]
 expect_error("the grant's constraint holds", "AccessDeniedException", grantee.decrypt, CiphertextBlob=other, EncryptionContext={"purpose": "other"})
@@ -133,6 +137,7 @@ expect_error("list_grants without rights", "AccessDeniedException", grantee.list
 d = owner.create_grant(KeyId=k, GranteePrincipal="grantee-denied", Operations=["Decrypt"])
 expect_error("explicit deny wins over a grant", "AccessDeniedException", denied.decrypt, CiphertextBlob=blob, EncryptionContext=APP)
 owner.revoke_grant(KeyId=k, GrantId=d["GrantId"])
+expect_error("a revoked grant's token", "InvalidGrantTokenException", owner.decrypt, CiphertextBlob=blob, EncryptionContext=APP, GrantTokens=[d["GrantToken"]])
 expect_error("revoke a revoked grant", "NotFoundException", owner.revoke_grant, KeyId=k, GrantId=d["GrantId"])
 
 # A grant with CreateGrant hands on no more than it holds.
@@ -159,6 +164,8 @@ ok("only the DryRun grant was not created", len(owner.list_grants(KeyId=k)["Gran
 grantee.retire_grant(GrantToken=g["GrantToken"])
 expect_error("after retire_grant the grantee is refused", "AccessDeniedException", grantee.decrypt, CiphertextBlob=blob, EncryptionContext=APP)
 ok("no grants left", owner.list_grants(KeyId=k)["Grants"] == [])
+expect_error("a retired grant's token", "InvalidGrantTokenException", grantee.decrypt, CiphertextBlob=blob, EncryptionContext=APP, GrantTokens=[g["GrantToken"]])
+expect_error("a retired grant's token on DescribeKey", "InvalidGrantTokenException", owner.describe_key, KeyId=k, GrantTokens=[again["GrantToken"]])
 expect_error("retire_grant twice", "InvalidGrantTokenException", grantee.retire_grant, GrantToken=g["GrantToken"])
 
 print(f"ALL CHECKS PASSED {CHECKS}")
