@@ -376,7 +376,12 @@ impl<S: EnvelopeStore> Run<'_, S> {
     /// so that a right the real run would miss fails the dry run too. The
     /// lock is held over the call: workers meeting the same key version
     /// wait for its one probe instead of each making their own.
-    fn probe(&self, header: &Header, slot: &Slot) -> Result<(), KmsError> {
+    fn probe(
+        &self,
+        item: &S::Item,
+        ctx: Option<crate::api::EncryptionContext>,
+        slot: &Slot,
+    ) -> Result<(), KmsError> {
         let seen = (slot.key_arn.clone(), slot.key_version);
         let mut probed = self
             .probed
@@ -387,17 +392,17 @@ impl<S: EnvelopeStore> Run<'_, S> {
             Some(Some(refused)) => return Err(refused.clone()),
             None => {}
         }
-        let ctx = header.kms_context();
         // A described target needs nothing learned from the answer: the
         // probe is a DryRun (rights and key states checked, no key used).
         let dry_run = self.target.is_described().then_some(true);
         let resp = self.kms.re_encrypt(&ReEncryptRequest {
             ciphertext_blob: crate::api::CiphertextBlob(slot.wrapped_key.clone()),
-            source_encryption_context: Some(ctx.clone()),
+            source_encryption_context: ctx.clone(),
             destination_key_id: self.target.destination(),
-            destination_encryption_context: Some(ctx),
+            destination_encryption_context: ctx,
             grant_tokens: self.grant_tokens(),
             dry_run,
+            object: Some(self.object(item)),
             ..Default::default()
         });
         match resp {
@@ -427,6 +432,11 @@ impl<S: EnvelopeStore> Run<'_, S> {
                 Err(e)
             }
         }
+    }
+
+    /// The item as the audit records of its key uses name it.
+    fn object(&self, item: &S::Item) -> String {
+        crate::audit::object_name(&self.store.display(item))
     }
 
     /// The run's grant tokens as a request member (`None` without any).
@@ -595,7 +605,7 @@ impl<S: EnvelopeStore> Run<'_, S> {
             }));
         }
         if self.opts.dry_run {
-            self.probe(&parsed.header, &slot)
+            self.probe(item, Some(parsed.header.kms_context()), &slot)
                 .map_err(|e| (Cause::Kms(e), Some(slot.clone())))?;
             return Ok(Decision::WouldRotate(slot));
         }
@@ -624,6 +634,7 @@ impl<S: EnvelopeStore> Run<'_, S> {
                     destination_key_id: self.target.destination(),
                     destination_encryption_context: Some(ctx),
                     grant_tokens: self.grant_tokens(),
+                    object: Some(self.object(&r.item)),
                     ..Default::default()
                 }
             })

@@ -130,6 +130,19 @@ impl<S: EnvelopeStore> Run<'_, S> {
         };
         let source = slot_of(first);
         if self.opts.dry_run {
+            // The rights the real run needs, probed as for envelopes (once
+            // per source key version).
+            for entry in &rewrap {
+                let ctx = (!entry.context.is_empty()).then(|| entry.context.clone());
+                if let Err(e) = self.probe(item, ctx, &slot_of(entry)) {
+                    self.judge(&e);
+                    report.source(&source).seen += 1;
+                    report.fail(Failure::new(name, &e), Some(&source));
+                    reported.action = "failed".into();
+                    report.sops.push(reported);
+                    return Ok(None);
+                }
+            }
             reported.action = "would_rotate".into();
             report.would_rotate += 1;
             report.source(&source).seen += 1;
@@ -148,6 +161,8 @@ impl<S: EnvelopeStore> Run<'_, S> {
                     source_encryption_context: ctx.clone(),
                     destination_key_id: self.target.destination(),
                     destination_encryption_context: ctx,
+                    grant_tokens: self.grant_tokens(),
+                    object: Some(crate::audit::object_name(name)),
                     ..Default::default()
                 }
             })
