@@ -165,6 +165,8 @@ struct Queues<S: EnvelopeStore> {
     /// Locked by another writer when we came to them: done last, each after
     /// releasing everything we hold (see [`Run::handle`]).
     busy: Vec<(S::Item, u32)>,
+    /// SOPS files waiting for their batch's ReEncrypt.
+    sops_ready: Vec<sops::SopsReady<S::Item>>,
     /// SOPS files staged, waiting for their group commit.
     sops: Vec<sops::SopsPending>,
 }
@@ -269,6 +271,7 @@ impl<S: EnvelopeStore> Run<'_, S> {
             pending: Vec::new(),
             retry: Vec::new(),
             busy: Vec::new(),
+            sops_ready: Vec::new(),
             sops: Vec::new(),
         };
         let mut counted = 0;
@@ -290,7 +293,11 @@ impl<S: EnvelopeStore> Run<'_, S> {
                         self.tick(1);
                         continue;
                     }
-                    None if !q.ready.is_empty() || !q.pending.is_empty() || !q.sops.is_empty() => {
+                    None if !q.ready.is_empty()
+                        || !q.pending.is_empty()
+                        || !q.sops_ready.is_empty()
+                        || !q.sops.is_empty() =>
+                    {
                         // The input is done: finish what is in flight (which
                         // may give items to read again).
                         self.release(&mut q, &mut report);
@@ -309,6 +316,9 @@ impl<S: EnvelopeStore> Run<'_, S> {
             self.handle(item, attempts, false, &mut q, &mut report);
             if q.ready.len() >= self.opts.kms_batch.max(1) {
                 self.rewrap(&mut q, &mut report);
+            }
+            if Self::sops_entries(&q.sops_ready) >= self.opts.kms_batch.max(1) {
+                self.rewrap_sops(&mut q.sops_ready, &mut q.sops, &mut q.retry, &mut report);
             }
             if q.pending.len() >= self.opts.batch.max(1) {
                 self.flush(&mut q.pending, &mut report);
@@ -348,8 +358,10 @@ impl<S: EnvelopeStore> Run<'_, S> {
     fn leave(&self, q: &mut Queues<S>, report: &mut RewrapReport) {
         self.flush(&mut q.pending, report);
         self.flush_sops(&mut q.sops, report);
-        report.unfinished += (q.ready.len() + q.retry.len() + q.busy.len()) as u64;
+        report.unfinished +=
+            (q.ready.len() + q.sops_ready.len() + q.retry.len() + q.busy.len()) as u64;
         q.ready.clear();
+        q.sops_ready.clear();
         q.retry.clear();
         q.busy.clear();
     }
@@ -470,6 +482,7 @@ impl<S: EnvelopeStore> Run<'_, S> {
     /// this worker holds.
     fn release(&self, q: &mut Queues<S>, report: &mut RewrapReport) {
         self.rewrap(q, report);
+        self.rewrap_sops(&mut q.sops_ready, &mut q.sops, &mut q.retry, report);
         self.flush(&mut q.pending, report);
         self.flush_sops(&mut q.sops, report);
     }
@@ -518,11 +531,13 @@ impl<S: EnvelopeStore> Run<'_, S> {
         report: &mut RewrapReport,
     ) {
         match decision {
-            Ok(Decision::NotEnvelope) => match self.sops_item(&item, &mut q.sops, report) {
-                sops::Handled::NotSops => report.not_envelope += 1,
-                sops::Handled::Counted => {}
-                sops::Handled::Queued => return,
-            },
+            Ok(Decision::NotEnvelope) => {
+                match self.sops_item(item, attempts, &mut q.sops_ready, report) {
+                    sops::Handled::NotSops => report.not_envelope += 1,
+                    sops::Handled::Counted => {}
+                    sops::Handled::Queued => return,
+                }
+            }
             Ok(Decision::Current(slot)) => {
                 self.list(report, &item, &slot, "already_current");
                 report.already_current += 1;
