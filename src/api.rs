@@ -335,6 +335,11 @@ pub struct EncryptRequest {
     /// Check authorization and key state only: `DryRunOperationException` (HTTP 412) when the call would succeed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<bool>,
+    /// Not an AWS member: the object this key use is for, as the audit
+    /// record names it ([`crate::audit::AuditRecord::object`]); sent as the
+    /// `x-rewrap-object` header, never in the body.
+    #[serde(skip)]
+    pub object: Option<String>,
 }
 
 /// Encrypt response.
@@ -364,6 +369,11 @@ pub struct DecryptRequest {
     /// Check authorization and key state only: `DryRunOperationException` (HTTP 412) when the call would succeed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<bool>,
+    /// Not an AWS member: the object this key use is for, as the audit
+    /// record names it ([`crate::audit::AuditRecord::object`]); sent as the
+    /// `x-rewrap-object` header, never in the body.
+    #[serde(skip)]
+    pub object: Option<String>,
 }
 
 /// Decrypt response.
@@ -398,6 +408,11 @@ pub struct ReEncryptRequest {
     /// Check authorization and key state only: `DryRunOperationException` (HTTP 412) when the call would succeed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<bool>,
+    /// Not an AWS member: the object this key use is for, as the audit
+    /// record names it ([`crate::audit::AuditRecord::object`]); sent as the
+    /// `x-rewrap-object` header, never in the body.
+    #[serde(skip)]
+    pub object: Option<String>,
 }
 
 /// ReEncrypt response.
@@ -429,6 +444,11 @@ pub struct GenerateDataKeyRequest {
     /// Check authorization and key state only: `DryRunOperationException` (HTTP 412) when the call would succeed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<bool>,
+    /// Not an AWS member: the object this key use is for, as the audit
+    /// record names it ([`crate::audit::AuditRecord::object`]); sent as the
+    /// `x-rewrap-object` header, never in the body.
+    #[serde(skip)]
+    pub object: Option<String>,
 }
 
 /// GenerateDataKey response.

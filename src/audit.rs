@@ -124,7 +124,8 @@ pub use export::{export, ExportReport};
 pub use group_commit::{defer_durability, Durability};
 pub use read::read_records;
 pub use record::{
-    AuditKey, AuditRecord, DECISION_ALLOW, DECISION_DENY, GENESIS_HASH, OUTCOME_SUCCESS,
+    check_object, decode_object_header, encode_object_header, object_name, AuditKey, AuditRecord,
+    DECISION_ALLOW, DECISION_DENY, GENESIS_HASH, MAX_OBJECT, OBJECT_HEADER, OUTCOME_SUCCESS,
 };
 pub use report::{
     activity, clip, key_id_of, report, Activity, DeniedAttempt, ReportFilter, UsageReport,

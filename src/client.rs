@@ -467,10 +467,22 @@ impl RemoteKms {
 
     /// Calls `op` asynchronously (for callers that already run in tokio).
     pub async fn call_async(&self, op: Operation, request: &[u8]) -> Result<Secret> {
+        self.call_about_async(op, request, None).await
+    }
+
+    /// [`RemoteKms::call_async`] on behalf of `object`, sent as the signed
+    /// `x-rewrap-object` header for the server's audit record.
+    pub async fn call_about_async(
+        &self,
+        op: Operation,
+        request: &[u8],
+        object: Option<&str>,
+    ) -> Result<Secret> {
+        let header = object.map(crate::audit::encode_object_header);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.attempt(op, request).await {
+            match self.attempt(op, request, header.as_deref()).await {
                 Err(Failure::Transient(e)) if attempt < MAX_ATTEMPTS => {
                     let backoff = Duration::from_millis(25 << attempt);
                     tokio::time::sleep(backoff).await;
@@ -482,13 +494,21 @@ impl RemoteKms {
         }
     }
 
-    async fn attempt(&self, op: Operation, request: &[u8]) -> std::result::Result<Secret, Failure> {
+    async fn attempt(
+        &self,
+        op: Operation,
+        request: &[u8],
+        object: Option<&str>,
+    ) -> std::result::Result<Secret, Failure> {
         let target = format!("TrentService.{}", op.name());
-        let base: [(&str, &str); 3] = [
+        let mut base: Vec<(&str, &str)> = vec![
             ("host", &self.host),
             ("content-type", "application/x-amz-json-1.1"),
             ("x-amz-target", &target),
         ];
+        if let Some(object) = object {
+            base.push((crate::audit::OBJECT_HEADER, object));
+        }
         let parts = sigv4::RequestParts {
             method: "POST",
             path: self.url.path(),
@@ -508,6 +528,9 @@ impl RemoteKms {
             .post(self.url.clone())
             .header("content-type", "application/x-amz-json-1.1")
             .header("x-amz-target", &target);
+        if let Some(object) = object {
+            req = req.header(crate::audit::OBJECT_HEADER, object);
+        }
         for (name, value) in &signed {
             req = req.header(*name, value);
         }
@@ -711,8 +734,14 @@ fn wipe(value: &mut serde_json::Value) {
     }
 }
 
-impl Kms for RemoteKms {
-    fn call(&self, op: Operation, request: &[u8]) -> Result<Secret> {
+impl RemoteKms {
+    /// [`Kms::call`] on behalf of `object` (see [`RemoteKms::call_about_async`]).
+    pub fn call_about(
+        &self,
+        op: Operation,
+        request: &[u8],
+        object: Option<&str>,
+    ) -> Result<Secret> {
         let runtime = self
             .runtime
             .as_ref()
@@ -720,14 +749,56 @@ impl Kms for RemoteKms {
         if tokio::runtime::Handle::try_current().is_err() {
             // The common case: a worker thread. The request runs on this
             // thread; the runtime's threads drive the sockets.
-            return runtime.block_on(self.call_async(op, request));
+            return runtime.block_on(self.call_about_async(op, request, object));
         }
         // Called from inside some tokio runtime: block_on would panic there.
         std::thread::scope(|s| {
-            s.spawn(|| runtime.block_on(self.call_async(op, request)))
+            s.spawn(|| runtime.block_on(self.call_about_async(op, request, object)))
                 .join()
                 .unwrap_or_else(|_| Err(KmsError::internal("the KMS call panicked")))
         })
+    }
+
+    /// A typed call whose request may name its object (`object` member).
+    fn call_typed_about<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        op: Operation,
+        request: &Req,
+        object: Option<&str>,
+    ) -> Result<Resp> {
+        let body = crate::kms::to_json(request)?;
+        let out = self.call_about(op, body.expose(), object)?;
+        crate::kms::from_json(out.expose())
+    }
+}
+
+/// The key uses that may name their object send it as a header; every other
+/// operation is the trait's default (JSON through [`RemoteKms::call`]).
+impl Kms for RemoteKms {
+    fn call(&self, op: Operation, request: &[u8]) -> Result<Secret> {
+        self.call_about(op, request, None)
+    }
+
+    fn encrypt(&self, r: &crate::api::EncryptRequest) -> Result<crate::api::EncryptResponse> {
+        self.call_typed_about(Operation::Encrypt, r, r.object.as_deref())
+    }
+
+    fn decrypt(&self, r: &crate::api::DecryptRequest) -> Result<crate::api::DecryptResponse> {
+        self.call_typed_about(Operation::Decrypt, r, r.object.as_deref())
+    }
+
+    fn re_encrypt(
+        &self,
+        r: &crate::api::ReEncryptRequest,
+    ) -> Result<crate::api::ReEncryptResponse> {
+        self.call_typed_about(Operation::ReEncrypt, r, r.object.as_deref())
+    }
+
+    fn generate_data_key(
+        &self,
+        r: &crate::api::GenerateDataKeyRequest,
+    ) -> Result<crate::api::GenerateDataKeyResponse> {
+        self.call_typed_about(Operation::GenerateDataKey, r, r.object.as_deref())
     }
 }
 

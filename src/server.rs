@@ -71,6 +71,8 @@ pub struct CallerInfo {
     pub user_agent: Option<String>,
     /// The access key id that signed the request.
     pub access_key_id: Option<String>,
+    /// The signed `x-rewrap-object` header: what the key use is for.
+    pub object: Option<String>,
 }
 
 /// What the server needs of a KMS: access keys, operations, automatic rotation.
@@ -116,6 +118,7 @@ impl Backend for ServiceBackend {
             user_agent: caller.user_agent,
             access_key_id: caller.access_key_id,
             request_parameters: None,
+            object: caller.object,
         });
         session.call(op, body)
     }
@@ -521,7 +524,11 @@ async fn process<B: Backend>(
     check_content_type(&parts.headers).inspect_err(|e| {
         audit_rejected_request(shared, peer, &parts.headers, known, e.code.as_str());
     })?;
+    let object = object_header(&parts.headers).inspect_err(|e| {
+        audit_rejected_request(shared, peer, &parts.headers, known, e.code.as_str());
+    })?;
     let caller = CallerInfo {
+        object,
         access_key_id: Some(verified.access_key_id),
         principal: verified.principal,
         source_ip: Some(peer.ip().to_string()),
@@ -723,6 +730,27 @@ fn operation(headers: &hyper::HeaderMap) -> std::result::Result<Operation, WireE
                 "The X-Amz-Target header does not name a supported operation",
             )
         })
+}
+
+/// The signed `x-rewrap-object` header (issue 16), if sent: refused when it
+/// is not signed, too long or holds a control character.
+fn object_header(headers: &hyper::HeaderMap) -> Result<Option<String>> {
+    let Some(value) = headers.get(audit::OBJECT_HEADER) else {
+        return Ok(None);
+    };
+    let bad =
+        |why: &str| KmsError::validation(format!("The {} header {why}", audit::OBJECT_HEADER));
+    let signed = headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|a| a.to_str().ok())
+        .and_then(|a| sigv4::parse_authorization(a).ok())
+        .is_some_and(|a| a.signed_headers.iter().any(|h| h == audit::OBJECT_HEADER));
+    if !signed {
+        return Err(bad("must be signed (named in SignedHeaders)"));
+    }
+    audit::decode_object_header(value.as_bytes())
+        .map(Some)
+        .map_err(bad)
 }
 
 fn check_content_type(headers: &hyper::HeaderMap) -> Result<()> {

@@ -115,14 +115,19 @@ impl Served {
 
     /// `rewrap ARGS` as the storage-rotator, through the server.
     fn rotator(&self, args: &[&str]) -> Command {
+        self.remote(&self.rotator, args)
+    }
+
+    /// `rewrap ARGS` as `who`, through the server.
+    fn remote(&self, who: &Creds, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.env.dir.path())
             .env("REWRAP_ENDPOINT_URL", &self.url)
-            .env("REWRAP_ACCESS_KEY_ID", &self.rotator.id)
-            .env("REWRAP_SECRET_ACCESS_KEY", &self.rotator.secret)
+            .env("REWRAP_ACCESS_KEY_ID", &who.id)
+            .env("REWRAP_SECRET_ACCESS_KEY", &who.secret)
             .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
         c
     }
@@ -930,4 +935,345 @@ fn sops_objects_are_rewrapped_with_conditional_puts() {
     assert_eq!(inv.sops_formats.values().sum::<u64>(), 4, "{inv:#?}");
     assert_eq!(inv.sops_keys.get(&s.new), Some(&3), "{inv:#?}");
     assert_eq!(inv.envelopes, 1, "{inv:#?}");
+}
+
+/// The ReEncrypt records of `principal` in the trail, in order.
+fn re_encrypts(s: &Served, principal: &str) -> Vec<rewrap::audit::AuditRecord> {
+    rewrap::audit::read_records(&s.env.home.join("audit.log"))
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.operation == "ReEncrypt" && r.principal == principal)
+        .collect()
+}
+
+/// Every ReEncrypt the worker makes for a SOPS file (and for an envelope
+/// beside it) names the file in its audit record (`object`): through
+/// `rewrap serve` (the signed `x-rewrap-object` header) and in process; a
+/// trail holding such records verifies; a header with a control character
+/// is refused.
+#[test]
+fn audit_records_name_the_file_each_rewrap_is_for() {
+    let s = Served::start();
+    let tree = s.env.path("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    let work = s.env.path("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let yaml = tree.join("db ä.enc.yaml");
+    s.encrypt(
+        &work,
+        "db.yaml",
+        b"password: p\n",
+        &["--kms", &s.old, "--encryption-context", "app:web"],
+        &yaml,
+    );
+    let plain = s.env.path("plain");
+    std::fs::write(&plain, b"envelope body").unwrap();
+    let envelope = tree.join("data.rwp");
+    let out = s.env.run(
+        &s.env.owner,
+        &[
+            "encrypt-file",
+            "--key-id",
+            &s.old,
+            plain.to_str().unwrap(),
+            "-o",
+            envelope.to_str().unwrap(),
+        ],
+    );
+    must(&out, "encrypt-file");
+    let root = tree.to_str().unwrap();
+    let (yaml_name, envelope_name) = (
+        yaml.to_str().unwrap().to_string(),
+        envelope.to_str().unwrap().to_string(),
+    );
+
+    // Through the server.
+    let out = s
+        .rotator(&["rotate", "--no-progress", "--to", &s.new, root])
+        .output()
+        .unwrap();
+    assert_eq!(report(&out)["rotated"], 2);
+    let records = re_encrypts(&s, "storage-rotator");
+    assert_eq!(records.len(), 2, "{records:#?}");
+    let ctx = std::collections::BTreeMap::from([("app".to_string(), "web".to_string())]);
+    let sops = records
+        .iter()
+        .find(|r| r.encryption_context.as_ref() == Some(&ctx))
+        .unwrap();
+    let key = |arn: &str| rewrap::audit::AuditKey {
+        arn: arn.to_string(),
+        version: Some(1),
+    };
+    let expected = rewrap::audit::AuditRecord {
+        principal: "storage-rotator".into(),
+        operation: "ReEncrypt".into(),
+        keys: vec![key(&s.old), key(&s.new)],
+        encryption_context: Some(ctx.clone()),
+        destination_encryption_context: Some(ctx.clone()),
+        decision: "Allow".into(),
+        outcome: "Success".into(),
+        source_ip: Some("127.0.0.1".into()),
+        access_key_id: Some(s.rotator.id.clone()),
+        object: Some(yaml_name.clone()),
+        // Not what this test is about: as recorded.
+        seq: sops.seq,
+        time: sops.time.clone(),
+        request_id: sops.request_id.clone(),
+        decided_by: sops.decided_by.clone(),
+        user_agent: sops.user_agent.clone(),
+        prev_hash: sops.prev_hash.clone(),
+        hash: sops.hash.clone(),
+        request_parameters: None,
+    };
+    assert_eq!(*sops, expected);
+    let other = records.iter().find(|r| r.seq != sops.seq).unwrap();
+    assert_eq!(other.object.as_deref(), Some(envelope_name.as_str()));
+    assert_eq!(other.source_ip.as_deref(), Some("127.0.0.1"));
+
+    // In process: the rotator on the keystore itself, back to the old key.
+    let out = s
+        .env
+        .command(&s.rotator)
+        .args(["rotate", "--no-progress", "--to", &s.old, root])
+        .output()
+        .unwrap();
+    assert_eq!(report(&out)["rotated"], 2);
+    let records = re_encrypts(&s, "storage-rotator");
+    assert_eq!(records.len(), 4, "{records:#?}");
+    let mut local: Vec<(Option<String>, Option<String>, Vec<String>)> = records[2..]
+        .iter()
+        .map(|r| {
+            (
+                r.object.clone(),
+                r.source_ip.clone(),
+                r.keys.iter().map(|k| k.arn.clone()).collect(),
+            )
+        })
+        .collect();
+    local.sort();
+    let mut want = vec![
+        (
+            Some(envelope_name),
+            None,
+            vec![s.new.clone(), s.old.clone()],
+        ),
+        (Some(yaml_name), None, vec![s.new.clone(), s.old.clone()]),
+    ];
+    want.sort();
+    assert_eq!(local, want);
+
+    // A control character in the header is refused, with nothing used.
+    let kms = s.rotator_kms();
+    let blob = rewrap::sops::parse(&std::fs::read(&yaml).unwrap())
+        .unwrap()
+        .unwrap()
+        .entries[0]
+        .blob();
+    let err = kms
+        .re_encrypt(&rewrap::api::ReEncryptRequest {
+            ciphertext_blob: rewrap::api::CiphertextBlob(blob),
+            source_encryption_context: Some(ctx.clone()),
+            destination_key_id: s.new.clone(),
+            destination_encryption_context: Some(ctx),
+            object: Some("a\nb".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_eq!(err.code.as_str(), "ValidationException");
+    assert_eq!(
+        err.message,
+        "The x-rewrap-object header holds a control character"
+    );
+    // Its record: refused before any key was used, naming no object.
+    let records = re_encrypts(&s, "storage-rotator");
+    assert_eq!(records.len(), 5, "{records:#?}");
+    assert_eq!(
+        (
+            records[4].outcome.as_str(),
+            records[4].keys.len(),
+            &records[4].object
+        ),
+        ("ValidationException", 0, &None)
+    );
+
+    // The trail with the new field verifies.
+    let out = s.env.run(&s.env.owner, &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", support::cli::stderr(&out));
+}
+
+/// `rotate --dry-run` probes the rights a SOPS file's re-wrap needs, as for
+/// envelopes: a principal without ReEncrypt stops with exit 2 after one
+/// refused (DryRun) ReEncrypt, on a tree of SOPS files only, writing nothing.
+#[test]
+fn sops_dry_run_without_reencrypt_rights_stops_with_exit_2() {
+    let s = Served::start();
+    let reader = s.env.principal("app-reader");
+    let tree = s.env.path("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    let work = s.env.path("work");
+    std::fs::create_dir_all(&work).unwrap();
+    for (name, plain) in [
+        ("a.yaml", &b"a: 1\n"[..]),
+        ("b.json", b"{\"b\": 2}"),
+        ("c.env", b"C=3\n"),
+    ] {
+        s.encrypt(&work, name, plain, &["--kms", &s.old], &tree.join(name));
+    }
+    let snapshot = || {
+        let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&tree)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                let b = std::fs::read(&p).unwrap();
+                (p, b)
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let before = snapshot();
+    let written = s.env.path("dry.json");
+    let out = s
+        .remote(
+            &reader,
+            &[
+                "rotate",
+                "--no-progress",
+                "--dry-run",
+                "--report",
+                written.to_str().unwrap(),
+                "--to",
+                &s.new,
+                tree.to_str().unwrap(),
+            ],
+        )
+        .output()
+        .unwrap();
+    let err = support::cli::stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&written).unwrap()).unwrap();
+    assert_eq!(r["dry_run"], true, "{r}");
+    assert_eq!(r["stopped_early"], true, "{r}");
+    assert_eq!(r["would_rotate"], 0, "{r}");
+    assert_eq!(r["failures"][0]["kind"], "AccessDenied", "{r}");
+    assert!(
+        err.contains("rewrap: stopped early: the KMS refused the caller"),
+        "{err}"
+    );
+    let refused: Vec<String> = re_encrypts(&s, "app-reader")
+        .into_iter()
+        .map(|r| r.outcome)
+        .collect();
+    assert_eq!(refused, ["AccessDeniedException"]);
+    assert!(snapshot() == before, "a dry run changed a file");
+}
+
+/// `inventory --stale-against` counts SOPS files a rotation to the key
+/// would re-wrap in `stale`, per format and per key; `--list` has one line
+/// per KMS entry (format and entry named), `--stale-only` only the entries
+/// such a rotation re-wraps.
+#[test]
+fn inventory_counts_stale_sops_files_per_key_and_format() {
+    let s = Served::start();
+    let tree = s.env.path("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    let work = s.env.path("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let old_and_second = format!("{},{}", s.old, s.second);
+    for (name, plain, key) in [
+        ("old.yaml", &b"a: 1\n"[..], s.old.as_str()),
+        ("new.json", b"{\"b\": 2}", s.new.as_str()),
+        ("two.json", b"{\"c\": 3}", old_and_second.as_str()),
+        ("unrelated.env", b"D=4\n", s.unrelated.as_str()),
+    ] {
+        s.encrypt(&work, name, plain, &["--kms", key], &tree.join(name));
+    }
+    let plain = s.env.path("plain");
+    std::fs::write(&plain, b"envelope body").unwrap();
+    let envelope = tree.join("data.rwp");
+    let args = [
+        "encrypt-file",
+        "--key-id",
+        &s.old,
+        plain.to_str().unwrap(),
+        "-o",
+        envelope.to_str().unwrap(),
+    ];
+    must(&s.env.run(&s.env.owner, &args), "encrypt-file");
+    let root = tree.to_str().unwrap();
+
+    let out = s
+        .rotator(&["inventory", "--stale-against", &s.new, root])
+        .arg("--output=json")
+        .output()
+        .unwrap();
+    let inv: serde_json::Value = serde_json::from_slice(&must(&out, "inventory")).unwrap();
+    assert_eq!(inv["envelopes"], 1, "{inv}");
+    // The envelope, old.yaml, two.json (its old entry; its second-key
+    // entry is redundant once the group has the target) and unrelated.env.
+    assert_eq!(inv["stale"], 4, "{inv}");
+    assert_eq!(
+        inv["sops_stale_formats"],
+        serde_json::json!({"sops-dotenv": 1, "sops-json": 1, "sops-yaml": 1}),
+        "{inv}"
+    );
+    let mut keys = serde_json::Map::new();
+    keys.insert(s.old.clone(), 2.into());
+    keys.insert(s.unrelated.clone(), 1.into());
+    assert_eq!(
+        inv["sops_stale_keys"],
+        serde_json::Value::Object(keys),
+        "{inv}"
+    );
+    assert_eq!(
+        inv["sops_formats"],
+        serde_json::json!({"sops-dotenv": 1, "sops-json": 2, "sops-yaml": 1}),
+        "{inv}"
+    );
+
+    let lines = |extra: &str| -> Vec<(String, Option<String>, String, bool)> {
+        let out = s
+            .rotator(&["inventory", extra, "--stale-against", &s.new, root])
+            .output()
+            .unwrap();
+        let mut v: Vec<_> = String::from_utf8(must(&out, "inventory --list"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let j: serde_json::Value = serde_json::from_str(l).unwrap();
+                let name = Path::new(j["path"].as_str().unwrap())
+                    .file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                let entry = j["entry"].as_str().map(str::to_string);
+                let arn = j["key_arn"].as_str().unwrap().to_string();
+                (name, entry, arn, j["stale"].as_bool().unwrap())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let e = |name: &str, entry: Option<&str>, arn: &str, stale: bool| {
+        (
+            name.to_string(),
+            entry.map(str::to_string),
+            arn.to_string(),
+            stale,
+        )
+    };
+    let k0 = Some("kms__list_0");
+    let mut all = vec![
+        e("data.rwp", None, &s.old, true),
+        e("new.json", k0, &s.new, false),
+        e("old.yaml", k0, &s.old, true),
+        e("two.json", k0, &s.old, true),
+        e("two.json", Some("kms__list_1"), &s.second, false),
+        e("unrelated.env", k0, &s.unrelated, true),
+    ];
+    all.sort();
+    assert_eq!(lines("--list"), all);
+    all.retain(|l| l.3);
+    assert_eq!(lines("--stale-only"), all);
 }

@@ -18,6 +18,88 @@ pub const OUTCOME_SUCCESS: &str = "Success";
 /// The tail of every canonical serialization: `hash` is the last field.
 const EMPTY_HASH_TAIL: &[u8] = br#","hash":""}"#;
 
+/// The request header naming [`AuditRecord::object`] (signed, percent-encoded
+/// UTF-8; not an AWS header, so AWS clients never send it).
+pub const OBJECT_HEADER: &str = "x-rewrap-object";
+
+/// Longest [`AuditRecord::object`], in bytes (a path, `PATH_MAX`).
+pub const MAX_OBJECT: usize = 4096;
+
+/// `name` as an [`AuditRecord::object`]: control characters written as
+/// `\u{..}` escapes, cut to [`MAX_OBJECT`] bytes keeping the end (the
+/// file name) and marking the cut with a leading `...`.
+pub fn object_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_control() {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    if out.len() > MAX_OBJECT {
+        let mut cut = out.len() - (MAX_OBJECT - 3);
+        while !out.is_char_boundary(cut) {
+            cut += 1;
+        }
+        out = format!("...{}", &out[cut..]);
+    }
+    out
+}
+
+/// Why `object` cannot be an [`AuditRecord::object`], if it cannot: empty,
+/// longer than [`MAX_OBJECT`] bytes, or holding a control character.
+pub fn check_object(object: &str) -> Result<(), &'static str> {
+    if object.is_empty() {
+        Err("is empty")
+    } else if object.len() > MAX_OBJECT {
+        Err("is longer than 4096 bytes")
+    } else if object.chars().any(char::is_control) {
+        Err("holds a control character")
+    } else {
+        Ok(())
+    }
+}
+
+/// `object` as the value of [`OBJECT_HEADER`]: every byte outside visible
+/// ASCII, and `%`, as `%XX`, so any UTF-8 name travels in a header.
+pub fn encode_object_header(object: &str) -> String {
+    let mut out = String::with_capacity(object.len());
+    for &b in object.as_bytes() {
+        if b.is_ascii_graphic() && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The object an [`OBJECT_HEADER`] value names, checked as
+/// [`check_object`] checks it; why not otherwise.
+pub fn decode_object_header(value: &[u8]) -> Result<String, &'static str> {
+    if value.len() > 3 * MAX_OBJECT {
+        return Err("is longer than 4096 bytes");
+    }
+    let mut bytes = Vec::with_capacity(value.len());
+    let mut i = 0;
+    while i < value.len() {
+        let b = value[i];
+        if b == b'%' {
+            let hex = value.get(i + 1..i + 3).ok_or("has a truncated %-escape")?;
+            let hex = std::str::from_utf8(hex).map_err(|_| "has a bad %-escape")?;
+            bytes.push(u8::from_str_radix(hex, 16).map_err(|_| "has a bad %-escape")?);
+            i += 3;
+        } else {
+            bytes.push(b);
+            i += 1;
+        }
+    }
+    let object = String::from_utf8(bytes).map_err(|_| "is not UTF-8")?;
+    check_object(&object)?;
+    Ok(object)
+}
+
 /// A key an operation used: its ARN and, where known, the key-material version.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct AuditKey {
@@ -71,6 +153,14 @@ pub struct AuditRecord {
     /// empty, so records written before this field existed still verify.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_parameters: Option<BTreeMap<String, String>>,
+    /// The object the caller says the key use is for (a file's path, an
+    /// object's URL): the rotation worker names each item it re-wraps, as a
+    /// SOPS file cannot name itself in its encryption context. Sent over the
+    /// wire as the signed [`OBJECT_HEADER`]; absent for other callers, and
+    /// then not serialized, so records written before this field existed
+    /// still verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
     /// The `hash` of the previous record, or [`GENESIS_HASH`].
     pub prev_hash: String,
     /// Hex SHA-256 of this record's canonical serialization (see module doc).

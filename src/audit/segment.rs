@@ -106,6 +106,9 @@ struct Compact {
     ak: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rp: Option<BTreeMap<String, String>>,
+    /// [`AuditRecord::object`] (each distinct, so not declared).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ob: Option<String>,
 }
 
 /// Ids of declared values, declaring each on first use.
@@ -189,6 +192,7 @@ pub(super) fn encode<'a>(records: &'a [AuditRecord]) -> Vec<u8> {
             ua,
             ak,
             rp: r.request_parameters.clone(),
+            ob: r.object.clone(),
         };
         line(&mut body, &Entry::Record(compact));
     }
@@ -356,6 +360,7 @@ impl SegmentReader {
             user_agent: opt(c.ua)?,
             access_key_id: opt(c.ak)?,
             request_parameters: c.rp,
+            object: c.ob,
             prev_hash: self.prev_hash.clone(),
             hash: c.h,
         })

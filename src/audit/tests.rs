@@ -1186,3 +1186,98 @@ fn an_interrupted_close_counts_its_records_once() {
     assert_eq!((header.first_seq, header.records), (6, 1));
     assert_eq!(verify(&path).unwrap().records, 6);
 }
+
+// The object a key use is for (issue 16).
+
+/// A record without an object serializes as before the field existed (so
+/// old trails verify unchanged); one with it ends with `"object"` just
+/// before the chain fields, and both survive a closed segment.
+#[test]
+fn the_object_field_is_absent_when_unset_and_survives_a_closed_segment() {
+    let mut line = Vec::new();
+    let plain = AuditRecord {
+        seq: 1,
+        prev_hash: GENESIS_HASH.into(),
+        ..record("bob", "ReEncrypt", &[KEY_A])
+    };
+    encode_line(&plain, &mut line);
+    assert!(!String::from_utf8_lossy(&line).contains("object"));
+    line.clear();
+    let named = AuditRecord {
+        object: Some("/srv/conf/db.enc.yaml".into()),
+        ..plain
+    };
+    encode_line(&named, &mut line);
+    let text = String::from_utf8(line).unwrap();
+    assert!(
+        text.contains(&format!(
+            r#""object":"/srv/conf/db.enc.yaml","prev_hash":"{GENESIS_HASH}""#
+        )),
+        "{text}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = AuditLog::open_with(&path, segmented_options(1 << 20)).unwrap();
+    for i in 0..6 {
+        let mut r = record("rotator", "ReEncrypt", &[KEY_A, KEY_B]);
+        r.object = (i % 2 == 0).then(|| format!("s3://bucket/conf/{i}.enc.json"));
+        log.append(r).unwrap();
+    }
+    let active = read_records(&path).unwrap();
+    log.close_segment().unwrap().unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    let compacted = read_records(&path).unwrap();
+    assert_eq!(compacted, active);
+    assert_eq!(
+        compacted
+            .iter()
+            .map(|r| r.object.clone())
+            .collect::<Vec<_>>(),
+        [
+            Some("s3://bucket/conf/0.enc.json".to_string()),
+            None,
+            Some("s3://bucket/conf/2.enc.json".to_string()),
+            None,
+            Some("s3://bucket/conf/4.enc.json".to_string()),
+            None,
+        ]
+    );
+    assert_eq!(verify(&path).unwrap().records, 6);
+}
+
+#[test]
+fn object_names_escape_control_characters_and_keep_the_end_of_long_names() {
+    assert_eq!(object_name("a\nb\u{7f}.yaml"), "a\\u{a}b\\u{7f}.yaml");
+    assert_eq!(check_object(&object_name("a\nb")), Ok(()));
+    let long = format!("/{}/secret.yaml", "d".repeat(5000));
+    let named = object_name(&long);
+    assert_eq!(named.len(), MAX_OBJECT);
+    assert!(named.starts_with("...d") && named.ends_with("d/secret.yaml"));
+    assert_eq!(check_object(&named), Ok(()));
+    assert_eq!(check_object(""), Err("is empty"));
+    assert_eq!(check_object("a\rb"), Err("holds a control character"));
+    assert_eq!(
+        check_object(&"x".repeat(MAX_OBJECT + 1)),
+        Err("is longer than 4096 bytes")
+    );
+}
+
+#[test]
+fn object_headers_round_trip_and_refuse_what_a_record_cannot_hold() {
+    let name = "/srv/ä b%/db.enc.yaml";
+    let header = encode_object_header(name);
+    assert_eq!(header, "/srv/%C3%A4%20b%25/db.enc.yaml");
+    assert_eq!(decode_object_header(header.as_bytes()).as_deref(), Ok(name));
+    assert_eq!(
+        decode_object_header(b"a%0Ab"),
+        Err("holds a control character")
+    );
+    assert_eq!(decode_object_header(b"a%FFb"), Err("is not UTF-8"));
+    assert_eq!(
+        decode_object_header(b"a%4"),
+        Err("has a truncated %-escape")
+    );
+    assert_eq!(decode_object_header(b"a%zzb"), Err("has a bad %-escape"));
+    assert_eq!(decode_object_header(b""), Err("is empty"));
+}

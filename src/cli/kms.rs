@@ -449,6 +449,7 @@ fn request(cmd: &KmsCommand) -> anyhow::Result<(Operation, Secret)> {
                 key_spec: key_spec.clone(),
                 grant_tokens: None,
                 dry_run: None,
+                object: None,
             })
         };
     let out = match cmd {
@@ -576,6 +577,7 @@ fn request(cmd: &KmsCommand) -> anyhow::Result<(Operation, Secret)> {
                 grant_tokens: grant_tokens.clone(),
                 encryption_algorithm: encryption_algorithm.clone(),
                 dry_run: None,
+                object: None,
             }),
         ),
         C::Decrypt {
@@ -593,6 +595,7 @@ fn request(cmd: &KmsCommand) -> anyhow::Result<(Operation, Secret)> {
                 grant_tokens: grant_tokens.clone(),
                 encryption_algorithm: encryption_algorithm.clone(),
                 dry_run: None,
+                object: None,
             }),
         ),
         C::ReEncrypt {

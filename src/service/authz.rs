@@ -34,6 +34,8 @@ pub(super) struct Trail {
     /// handler may check only those (asserted in debug builds, so a table
     /// row and its handler cannot drift apart unnoticed in tests).
     declared: u64,
+    /// The object the request says the key use is for (its `object`).
+    pub(super) object: Option<String>,
 }
 
 impl Trail {
@@ -291,6 +293,7 @@ impl KmsService {
             user_agent: caller.user_agent.clone(),
             access_key_id: caller.access_key_id.clone(),
             request_parameters: merge_parameters(caller, trail.params),
+            object: trail.object.or_else(|| caller.object.clone()),
             ..Default::default()
         };
         (record, result)

@@ -126,6 +126,7 @@ impl KmsService {
         }
         self.audited(caller, Operation::Encrypt, |trail| {
             trail.context.clone_from(&r.encryption_context);
+            trail.object.clone_from(&r.object);
             self.check_grant_tokens(&r.grant_tokens)?;
             check_algorithm(&r.encryption_algorithm)?;
             let len = r.plaintext.len();
@@ -157,6 +158,7 @@ impl KmsService {
         }
         self.audited(caller, Operation::Decrypt, |trail| {
             trail.context.clone_from(&r.encryption_context);
+            trail.object.clone_from(&r.object);
             self.check_grant_tokens(&r.grant_tokens)?;
             check_algorithm(&r.encryption_algorithm)?;
             let snap = self.snapshot()?;
@@ -225,6 +227,7 @@ impl KmsService {
         caller: &Caller,
         r: &ReEncryptRequest,
     ) -> Result<ReEncryptResponse> {
+        trail.object.clone_from(&r.object);
         validation::key_id("destinationKeyId", &r.destination_key_id)?;
         if let Some(rsa) = super::asymmetric::rsa_oaep(&r.source_encryption_algorithm) {
             return self.re_encrypt_from_asymmetric(trail, caller, r, rsa);
@@ -332,6 +335,7 @@ impl KmsService {
         let action = op.actions()[0];
         self.audited(caller, op, |trail| {
             trail.context.clone_from(&r.encryption_context);
+            trail.object.clone_from(&r.object);
             self.check_grant_tokens(&r.grant_tokens)?;
             let len = match (r.key_spec.as_deref(), r.number_of_bytes) {
                 (Some(_), Some(_)) => {

@@ -108,6 +108,10 @@ pub struct Caller {
     /// What the request names besides keys (alias, principal, access key,
     /// `Force`), for the audit record; filled in per request by the session.
     pub request_parameters: Option<std::collections::BTreeMap<String, String>>,
+    /// The object the caller says its key uses are for (the server's
+    /// `x-rewrap-object` header), for the audit record; a request's own
+    /// `object` member wins.
+    pub object: Option<String>,
 }
 
 /// The keystore state as last read, with lookup indexes.

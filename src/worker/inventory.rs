@@ -72,6 +72,15 @@ pub struct Inventory {
     /// Per key ARN: SOPS files with a KMS entry under it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sops_keys: BTreeMap<String, u64>,
+    /// With `stale_against`: SOPS files a rotation to it would re-wrap (a
+    /// KMS entry in a group without one under its newest version), per
+    /// format; they count in `stale` too.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sops_stale_formats: BTreeMap<String, u64>,
+    /// Per key ARN: SOPS files with an entry under it that such a rotation
+    /// would re-wrap.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sops_stale_keys: BTreeMap<String, u64>,
 }
 
 /// The sum of two optional counts; `None` only when both are.
@@ -111,6 +120,12 @@ impl Merge for Inventory {
         for (k, n) in o.sops_keys {
             *self.sops_keys.entry(k).or_default() += n;
         }
+        for (k, n) in o.sops_stale_formats {
+            *self.sops_stale_formats.entry(k).or_default() += n;
+        }
+        for (k, n) in o.sops_stale_keys {
+            *self.sops_stale_keys.entry(k).or_default() += n;
+        }
     }
     fn worker_panicked(&mut self) {
         self.failed += 1;
@@ -120,10 +135,18 @@ impl Merge for Inventory {
 
 impl Inventory {
     /// An item that is not an envelope: a SOPS file, or `not_envelope`.
-    fn count_sops<S: EnvelopeStore>(&mut self, store: &S, item: Option<S::Item>, name: &str) {
+    fn count_sops<S: EnvelopeStore>(
+        &mut self,
+        store: &S,
+        item: Option<S::Item>,
+        name: &str,
+        target: Option<&Target>,
+        lister: Option<&Lister<'_>>,
+    ) {
         let found = item.map_or(Ok(None), |i| super::sops::read_sops(store, &i, name));
         match found {
             Ok(Some(file)) => {
+                self.count_stale_sops(&file, name, target, lister);
                 *self
                     .sops_formats
                     .entry(file.format.name().into())
@@ -140,6 +163,48 @@ impl Inventory {
             Err(f) => {
                 self.failed += 1;
                 self.failures.push(f);
+            }
+        }
+    }
+
+    /// A SOPS file's staleness: against the target as `rotate --to` would
+    /// decide its entries, and each entry listed (`--list`).
+    fn count_stale_sops(
+        &mut self,
+        file: &crate::sops::SopsFile,
+        name: &str,
+        target: Option<&Target>,
+        lister: Option<&Lister<'_>>,
+    ) {
+        let rewrap: Option<Vec<bool>> = target.map(|t| {
+            super::sops::plan(file, t, &super::target::FromFilter::any())
+                .into_iter()
+                .map(|a| a == super::sops::EntryAction::Rewrap)
+                .collect()
+        });
+        if let Some(rewrap) = &rewrap {
+            let mut arns: Vec<&str> = file
+                .entries
+                .iter()
+                .zip(rewrap)
+                .filter(|(_, r)| **r)
+                .map(|(e, _)| e.arn.value.as_str())
+                .collect();
+            arns.sort_unstable();
+            arns.dedup();
+            if !arns.is_empty() {
+                *self.stale.get_or_insert(0) += 1;
+                let format = file.format.name().to_string();
+                *self.sops_stale_formats.entry(format).or_default() += 1;
+                for arn in arns {
+                    *self.sops_stale_keys.entry(arn.to_string()).or_default() += 1;
+                }
+            }
+        }
+        if let (Some(l), Some(n)) = (lister, self.stale_listed.as_mut()) {
+            for (i, entry) in file.entries.iter().enumerate() {
+                let stale = rewrap.as_ref().map(|r| r[i]);
+                *n += u64::from(l.list_sops(name, file.format, entry, stale));
             }
         }
     }
@@ -174,6 +239,16 @@ pub struct ListedEnvelope {
     /// without one, of its own key; `None` when that version is unknown
     /// (the caller may not describe the key).
     pub stale: Option<bool>,
+    /// For a KMS entry of a SOPS file (one line each): the file's format
+    /// (`sops-yaml`, ...); `wrapped_at` is then the entry's `created_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// For a KMS entry of a SOPS file: the entry (`kms__list_0`,
+    /// `key_groups__list_1__map_kms__list_0`). For a rotation to
+    /// `--stale-against`, an entry is stale when the rotation would
+    /// re-wrap it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<String>,
 }
 
 /// What an inventory needs to list each envelope: alias names and the
@@ -219,25 +294,59 @@ impl<'a> Lister<'a> {
     fn list(&self, path: String, slot: &Slot, target: Option<&Target>) -> bool {
         let stale = match target {
             Some(t) => Some(!t.is_current(slot)),
-            None => self
-                .newest_version(&slot.key_arn)
-                .map(|newest| newest != 0 && slot.key_version < newest),
+            None => self.behind_its_key(slot),
         };
-        let id = slot.key_arn.rsplit('/').next().unwrap_or(&slot.key_arn);
-        let mut aliases = self.aliases.get(id).cloned().unwrap_or_default();
-        aliases.sort();
-        (self.sink)(&ListedEnvelope {
+        let wrapped_at = (slot.wrapped_at > 0)
+            .then(|| chrono::DateTime::from_timestamp(slot.wrapped_at, 0))
+            .flatten()
+            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        self.emit(ListedEnvelope {
             path,
             key_arn: slot.key_arn.clone(),
-            aliases,
             key_version: slot.key_version,
-            wrapped_at: (slot.wrapped_at > 0)
-                .then(|| chrono::DateTime::from_timestamp(slot.wrapped_at, 0))
-                .flatten()
-                .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            wrapped_at,
             stale,
-        });
-        stale == Some(true)
+            ..Default::default()
+        })
+    }
+
+    /// One KMS entry of a SOPS file; `stale` as decided against the target,
+    /// if any.
+    fn list_sops(
+        &self,
+        path: &str,
+        format: crate::sops::Format,
+        entry: &crate::sops::KmsEntry,
+        stale: Option<bool>,
+    ) -> bool {
+        let slot = super::sops::slot_of(entry);
+        self.emit(ListedEnvelope {
+            path: path.to_string(),
+            stale: stale.or_else(|| self.behind_its_key(&slot)),
+            key_arn: slot.key_arn,
+            key_version: slot.key_version,
+            wrapped_at: entry.created_at.as_ref().map(|c| c.value.clone()),
+            format: Some(format.name().into()),
+            entry: Some(entry.name()),
+            ..Default::default()
+        })
+    }
+
+    /// Under an older version than its key's newest.
+    fn behind_its_key(&self, slot: &Slot) -> Option<bool> {
+        self.newest_version(&slot.key_arn)
+            .map(|newest| newest != 0 && slot.key_version < newest)
+    }
+
+    /// Sends `listed` (with its key's alias names) to the sink; true when
+    /// it is stale.
+    fn emit(&self, mut listed: ListedEnvelope) -> bool {
+        let arn = &listed.key_arn;
+        let id = arn.rsplit('/').next().unwrap_or(arn);
+        listed.aliases = self.aliases.get(id).cloned().unwrap_or_default();
+        listed.aliases.sort();
+        (self.sink)(&listed);
+        listed.stale == Some(true)
     }
 }
 
@@ -298,7 +407,7 @@ where
             };
             let parsed = match r {
                 Ok(None) => {
-                    inv.count_sops(store, item, &name);
+                    inv.count_sops(store, item, &name, target.as_ref(), lister);
                     continue;
                 }
                 Ok(Some((parsed, _))) => parsed,

@@ -165,6 +165,8 @@ struct Queues<S: EnvelopeStore> {
     /// Locked by another writer when we came to them: done last, each after
     /// releasing everything we hold (see [`Run::handle`]).
     busy: Vec<(S::Item, u32)>,
+    /// SOPS files waiting for their batch's ReEncrypt.
+    sops_ready: Vec<sops::SopsReady<S::Item>>,
     /// SOPS files staged, waiting for their group commit.
     sops: Vec<sops::SopsPending>,
 }
@@ -269,6 +271,7 @@ impl<S: EnvelopeStore> Run<'_, S> {
             pending: Vec::new(),
             retry: Vec::new(),
             busy: Vec::new(),
+            sops_ready: Vec::new(),
             sops: Vec::new(),
         };
         let mut counted = 0;
@@ -290,7 +293,11 @@ impl<S: EnvelopeStore> Run<'_, S> {
                         self.tick(1);
                         continue;
                     }
-                    None if !q.ready.is_empty() || !q.pending.is_empty() || !q.sops.is_empty() => {
+                    None if !q.ready.is_empty()
+                        || !q.pending.is_empty()
+                        || !q.sops_ready.is_empty()
+                        || !q.sops.is_empty() =>
+                    {
                         // The input is done: finish what is in flight (which
                         // may give items to read again).
                         self.release(&mut q, &mut report);
@@ -309,6 +316,9 @@ impl<S: EnvelopeStore> Run<'_, S> {
             self.handle(item, attempts, false, &mut q, &mut report);
             if q.ready.len() >= self.opts.kms_batch.max(1) {
                 self.rewrap(&mut q, &mut report);
+            }
+            if Self::sops_entries(&q.sops_ready) >= self.opts.kms_batch.max(1) {
+                self.rewrap_sops(&mut q.sops_ready, &mut q.sops, &mut q.retry, &mut report);
             }
             if q.pending.len() >= self.opts.batch.max(1) {
                 self.flush(&mut q.pending, &mut report);
@@ -348,8 +358,10 @@ impl<S: EnvelopeStore> Run<'_, S> {
     fn leave(&self, q: &mut Queues<S>, report: &mut RewrapReport) {
         self.flush(&mut q.pending, report);
         self.flush_sops(&mut q.sops, report);
-        report.unfinished += (q.ready.len() + q.retry.len() + q.busy.len()) as u64;
+        report.unfinished +=
+            (q.ready.len() + q.sops_ready.len() + q.retry.len() + q.busy.len()) as u64;
         q.ready.clear();
+        q.sops_ready.clear();
         q.retry.clear();
         q.busy.clear();
     }
@@ -376,7 +388,12 @@ impl<S: EnvelopeStore> Run<'_, S> {
     /// so that a right the real run would miss fails the dry run too. The
     /// lock is held over the call: workers meeting the same key version
     /// wait for its one probe instead of each making their own.
-    fn probe(&self, header: &Header, slot: &Slot) -> Result<(), KmsError> {
+    fn probe(
+        &self,
+        item: &S::Item,
+        ctx: Option<crate::api::EncryptionContext>,
+        slot: &Slot,
+    ) -> Result<(), KmsError> {
         let seen = (slot.key_arn.clone(), slot.key_version);
         let mut probed = self
             .probed
@@ -392,7 +409,7 @@ impl<S: EnvelopeStore> Run<'_, S> {
         let dry_run = self.target.is_described().then_some(true);
         let resp = self.kms.re_encrypt(&ReEncryptRequest {
             dry_run,
-            ..self.re_encrypt_request(header, slot)
+            ..self.slot_request(ctx, slot, item)
         });
         match resp {
             Err(e) if dry_run.is_some() && e.code == ErrorCode::DryRunOperation => {
@@ -427,19 +444,35 @@ impl<S: EnvelopeStore> Run<'_, S> {
     /// under the envelope's context. A slot wrapped offline under an RSA
     /// public key names its key and algorithm instead of a source context
     /// (RSA-OAEP takes none); the result is an ordinary slot.
-    fn re_encrypt_request(&self, header: &Header, slot: &Slot) -> ReEncryptRequest {
-        let ctx = header.kms_context();
+    fn re_encrypt_request(&self, header: &Header, slot: &Slot, item: &S::Item) -> ReEncryptRequest {
+        self.slot_request(Some(header.kms_context()), slot, item)
+    }
+
+    /// The ReEncrypt of `slot` (of an envelope or a SOPS entry, for
+    /// `item`) to the target under `ctx`.
+    fn slot_request(
+        &self,
+        ctx: Option<crate::api::EncryptionContext>,
+        slot: &Slot,
+        item: &S::Item,
+    ) -> ReEncryptRequest {
         let offline = slot.wrapping.rsa_algorithm();
         ReEncryptRequest {
             ciphertext_blob: crate::api::CiphertextBlob(slot.wrapped_key.clone()),
-            source_encryption_context: offline.is_none().then(|| ctx.clone()),
+            source_encryption_context: if offline.is_none() { ctx.clone() } else { None },
             source_key_id: offline.map(|_| slot.key_arn.clone()),
             source_encryption_algorithm: offline.map(str::to_string),
             destination_key_id: self.target.destination(),
-            destination_encryption_context: Some(ctx),
+            destination_encryption_context: ctx,
             grant_tokens: self.grant_tokens(),
+            object: Some(self.object(item)),
             ..Default::default()
         }
+    }
+
+    /// The item as the audit records of its key uses name it.
+    fn object(&self, item: &S::Item) -> String {
+        crate::audit::object_name(&self.store.display(item))
     }
 
     /// The run's grant tokens as a request member (`None` without any).
@@ -473,6 +506,7 @@ impl<S: EnvelopeStore> Run<'_, S> {
     /// this worker holds.
     fn release(&self, q: &mut Queues<S>, report: &mut RewrapReport) {
         self.rewrap(q, report);
+        self.rewrap_sops(&mut q.sops_ready, &mut q.sops, &mut q.retry, report);
         self.flush(&mut q.pending, report);
         self.flush_sops(&mut q.sops, report);
     }
@@ -521,11 +555,13 @@ impl<S: EnvelopeStore> Run<'_, S> {
         report: &mut RewrapReport,
     ) {
         match decision {
-            Ok(Decision::NotEnvelope) => match self.sops_item(&item, &mut q.sops, report) {
-                sops::Handled::NotSops => report.not_envelope += 1,
-                sops::Handled::Counted => {}
-                sops::Handled::Queued => return,
-            },
+            Ok(Decision::NotEnvelope) => {
+                match self.sops_item(item, attempts, &mut q.sops_ready, report) {
+                    sops::Handled::NotSops => report.not_envelope += 1,
+                    sops::Handled::Counted => {}
+                    sops::Handled::Queued => return,
+                }
+            }
             Ok(Decision::Current(slot)) => {
                 self.list(report, &item, &slot, "already_current");
                 report.already_current += 1;
@@ -608,7 +644,7 @@ impl<S: EnvelopeStore> Run<'_, S> {
             }));
         }
         if self.opts.dry_run {
-            self.probe(&parsed.header, &slot)
+            self.probe(item, Some(parsed.header.kms_context()), &slot)
                 .map_err(|e| (Cause::Kms(e), Some(slot.clone())))?;
             return Ok(Decision::WouldRotate(slot));
         }
@@ -629,7 +665,7 @@ impl<S: EnvelopeStore> Run<'_, S> {
         let ready = std::mem::take(&mut q.ready);
         let requests: Vec<ReEncryptRequest> = ready
             .iter()
-            .map(|r| self.re_encrypt_request(&r.read.header, &r.read.slot))
+            .map(|r| self.re_encrypt_request(&r.read.header, &r.read.slot, &r.item))
             .collect();
         let mut responses = self.kms.re_encrypt_many(&requests).into_iter();
         for r in ready {

@@ -160,6 +160,11 @@ impl FromFilter {
         Ok(FromFilter(out))
     }
 
+    /// No `--from`: every key is a source.
+    pub(super) fn any() -> FromFilter {
+        FromFilter(Vec::new())
+    }
+
     pub(super) fn admits(&self, arn: &str) -> bool {
         self.0.is_empty()
             || self
