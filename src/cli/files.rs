@@ -80,9 +80,10 @@ pub(crate) struct IoArgs {
     /// Worker threads for --recursive (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub(crate) jobs: usize,
-    /// With --recursive: stop the run (exit 2) once N files failed; 0 for
-    /// no limit. The files in flight finish; the rest are left as they are.
-    #[arg(long, value_name = "N", default_value_t = worker::DEFAULT_MAX_FAILURES, requires = "recursive")]
+    /// With --recursive: stop the run (exit 2) once N files failed. The
+    /// files in flight finish; the rest are left as they are. Default 0: no
+    /// limit, every file gets its outcome in the report.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "recursive")]
     pub(crate) max_failures: u64,
     /// Follow symbolic links inside the tree (a link named as INPUT is
     /// always followed). Without it they are counted and listed as left alone.
