@@ -478,6 +478,7 @@ impl KmsService {
         algorithm: &'static rsa::OaepAlgorithm,
     ) -> Result<EncryptResponse> {
         self.audited(caller, Operation::Encrypt, |trail| {
+            trail.object.clone_from(&r.object);
             self.check_grant_tokens(&r.grant_tokens)?;
             no_context(&r.encryption_context)?;
             let name = r.encryption_algorithm.clone().unwrap_or_default();
@@ -512,6 +513,7 @@ impl KmsService {
         algorithm: &'static rsa::OaepAlgorithm,
     ) -> Result<DecryptResponse> {
         self.audited(caller, Operation::Decrypt, |trail| {
+            trail.object.clone_from(&r.object);
             self.check_grant_tokens(&r.grant_tokens)?;
             no_context(&r.encryption_context)?;
             let name = r.encryption_algorithm.clone().unwrap_or_default();
