@@ -4,11 +4,17 @@
 //! parsed; Verify with the same public key and signature). The goal is a
 //! ratio of at least 0.7.
 //!
-//! Both sides run on `REWRAP_BENCH_THREADS` (16) threads calling back to
-//! back, as a server's concurrent clients do: every service call waits for
-//! its audit record's fdatasync (durable before answered), which the
-//! concurrent calls share (group commit). A single caller's rate, bound by
-//! one fdatasync per call, is printed for reference.
+//! Both sides run as `rewrap serve` runs a request: on a tokio runtime
+//! with its default worker threads (one per core), `REWRAP_BENCH_CALLERS`
+//! (256) concurrent tasks each calling back to back, as a server's
+//! concurrent requests do. A service call runs inline in its task inside
+//! `audit::defer_durability` and awaits its audit record's write and
+//! fdatasync before it counts (durable before answered, as the server
+//! answers); the concurrent calls share the writes and syncs (group
+//! commit). The bare side runs the aws-lc-rs call in the same tasks. Two
+//! reference lines follow: 16 blocking threads (the CLI's and the blocking
+//! pool's way: each call writes and syncs before it returns) and a single
+//! caller, bound by one fdatasync per call.
 //!
 //! `cargo bench --bench sign_verify` prints one line per operation and
 //! spec: `service N/s  bare M/s  ratio R`. `REWRAP_BENCH_SECONDS` sets the
@@ -25,10 +31,12 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa;
 use aws_lc_rs::signature::{self, KeyPair as _};
 use rewrap::api::{CreateKeyRequest, KeyIdRequest, SignRequest, VerifyRequest};
+use rewrap::audit::defer_durability;
 use rewrap::kms::Kms;
 use rewrap::secret::Secret;
-use rewrap::service::{Caller, KmsService};
+use rewrap::service::{Caller, KmsService, LocalSession};
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn setting(name: &str, default: f64) -> f64 {
@@ -64,6 +72,44 @@ fn rate(threads: usize, f: impl Fn() + Sync) -> f64 {
         workers.into_iter().map(|w| w.join().unwrap()).sum()
     });
     total as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Operations per second of `f` called back to back by `callers` tasks on
+/// `runtime`, after a warm-up; a call counts once its audit records are
+/// durable (`defer_durability`, then the wait the server makes).
+fn rate_async(
+    runtime: &tokio::runtime::Runtime,
+    callers: usize,
+    f: impl Fn() + Send + Sync + 'static,
+) -> f64 {
+    let budget = Duration::from_secs_f64(setting("REWRAP_BENCH_SECONDS", 2.0));
+    let f = Arc::new(f);
+    runtime.block_on(async {
+        for _ in 0..20 {
+            let ((), durable) = defer_durability(|| f());
+            durable.wait().await.unwrap();
+        }
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..callers)
+            .map(|_| {
+                let f = Arc::clone(&f);
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while start.elapsed() < budget {
+                        let ((), durable) = defer_durability(|| f());
+                        durable.wait().await.unwrap();
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for task in tasks {
+            total += task.await.unwrap();
+        }
+        total as f64 / start.elapsed().as_secs_f64()
+    })
 }
 
 fn report(what: &str, service: f64, bare: f64) {
@@ -106,7 +152,16 @@ fn main() {
     });
     let message = Secret::from_slice(&[42u8; 32]);
     let threads = setting("REWRAP_BENCH_THREADS", 16.0) as usize;
-    println!("{threads} threads per measurement, durable audit (as shipped):");
+    let callers = setting("REWRAP_BENCH_CALLERS", 256.0) as usize;
+    // As `rewrap serve` builds its runtime (src/cli/serve.rs).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let shared = |kms: &LocalSession| Arc::new(kms.clone());
+    println!(
+        "{callers} concurrent tasks per measurement on the server's runtime, durable audit (as shipped):"
+    );
     let cases = [
         ("ECC_NIST_P256", "ECDSA_SHA_256"),
         ("RSA_2048", "RSASSA_PSS_SHA_256"),
@@ -128,18 +183,29 @@ fn main() {
             signing_algorithm: algorithm.into(),
             grant_tokens: None,
         };
-        let service_sign = rate(threads, || {
-            black_box(kms.sign(black_box(&sign)).unwrap());
+        let (k, req) = (shared(&kms), sign.clone());
+        let service_sign = rate_async(&runtime, callers, move || {
+            black_box(k.sign(black_box(&req)).unwrap());
         });
-        let bare = bare_signer(spec);
-        let bare_sign = rate(threads, || {
-            black_box(bare(black_box(message.expose())));
+        let bare: Arc<Signer> = Arc::new(bare_signer(spec));
+        let (b, m) = (Arc::clone(&bare), message.clone());
+        let bare_sign = rate_async(&runtime, callers, move || {
+            black_box(b(black_box(m.expose())));
         });
         report(&format!("Sign {spec}"), service_sign, bare_sign);
+        let blocking = rate(threads, || {
+            black_box(kms.sign(black_box(&sign)).unwrap());
+        });
+        let bare_blocking = rate(threads, || {
+            black_box(bare(black_box(message.expose())));
+        });
         let one_caller = rate(1, || {
             black_box(kms.sign(black_box(&sign)).unwrap());
         });
-        println!("  (one caller: service {one_caller:.0}/s, bound by one fdatasync per call)");
+        println!(
+            "  ({threads} blocking threads: service {blocking:.0}/s, bare {bare_blocking:.0}/s, ratio {:.2}; one caller: service {one_caller:.0}/s, bound by one fdatasync per call)",
+            blocking / bare_blocking
+        );
 
         let signature = kms.sign(&sign).unwrap().signature;
         let verify = VerifyRequest {
@@ -150,8 +216,9 @@ fn main() {
             signing_algorithm: algorithm.into(),
             grant_tokens: None,
         };
-        let service_verify = rate(threads, || {
-            black_box(kms.verify(black_box(&verify)).unwrap());
+        let (k, req) = (shared(&kms), verify.clone());
+        let service_verify = rate_async(&runtime, callers, move || {
+            black_box(k.verify(black_box(&req)).unwrap());
         });
         let public = kms
             .get_public_key(&KeyIdRequest {
@@ -166,10 +233,10 @@ fn main() {
         } else {
             &signature::ECDSA_P256_SHA256_ASN1
         };
-        let key = signature::UnparsedPublicKey::new(alg, &public);
-        let bare_verify = rate(threads, || {
-            key.verify(black_box(message.expose()), black_box(&signature.0))
-                .unwrap();
+        let key = signature::UnparsedPublicKey::new(alg, public);
+        let (m, sig) = (message.clone(), signature.0.clone());
+        let bare_verify = rate_async(&runtime, callers, move || {
+            key.verify(black_box(m.expose()), black_box(&sig)).unwrap();
         });
         report(&format!("Verify {spec}"), service_verify, bare_verify);
     }

@@ -1,29 +1,36 @@
 //! The group commit of durable appends: one `fdatasync` at a time, and
 //! each covers every write made before it started.
 //!
-//! An append takes a ticket (the count of writes so far) under the chain's
-//! lock, right after its write, and its caller is answered only once a sync
-//! that started after that write has finished. Two kinds of waiter share
-//! the syncs:
+//! A write takes a ticket (the count of writes so far) under the chain's
+//! lock, and its caller is answered only once a sync that started after
+//! that write has finished. Two kinds of caller share the syncs:
 //!
-//! - a blocking waiter ([`GroupSync::wait`], the CLI and the server's
-//!   blocking pool) runs the sync itself if none is running (it becomes the
-//!   leader), or waits for the running one and then for the next;
-//! - an async waiter ([`Durability::wait`], the server's connection tasks)
-//!   never blocks its thread: it asks this log's syncer thread for a sync
-//!   and awaits the result, so a connection task runs the operation, writes
-//!   its record and goes on serving other requests while the sync runs.
+//! - a blocking caller (the CLI, keystore writes, the server's blocking
+//!   pool) writes its records at once and then waits ([`GroupSync::wait`]):
+//!   it runs the sync itself if none is running (it becomes the leader), or
+//!   waits for the running one and then for the next;
+//! - a caller inside a [`defer_durability`] scope (the server's connection
+//!   tasks, tree encryption) does not even write: its records join this
+//!   log's queue ([`GroupSync::enqueue`]) and it gets a [`Batch`] to wait
+//!   for. The log's syncer thread writes everything queued with one lock,
+//!   one `write` and one checkpoint, then syncs it, while the callers'
+//!   threads go on serving other requests ([`Durability::wait`] awaits it
+//!   without blocking the thread). A blocking wait, a direct write or a
+//!   read of the trail writes the queue first, so records reach the file in
+//!   the order they were appended.
 //!
 //! Records appended while a sync runs are covered by the next one, so N
-//! concurrent requests cost about two syncs, not N. A failed sync fails
-//! every waiter and every later append of the handle (the kernel may have
-//! dropped the dirty pages, so a later sync could succeed without them).
+//! concurrent requests cost about two syncs and two writes, not N. A failed
+//! write fails the batches it held; a failed sync fails every waiter and
+//! every later append of the handle (the kernel may have dropped the dirty
+//! pages, so a later sync could succeed without them).
 
+use super::record::AuditRecord;
 use super::{io_error, AuditError};
 use std::cell::RefCell;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use tokio::sync::watch;
 
 pub(super) struct GroupSync {
@@ -35,6 +42,38 @@ pub(super) struct GroupSync {
     done: Condvar,
     /// What is durable, for async waiters.
     progress: watch::Sender<Progress>,
+    /// Records appended in [`defer_durability`] scopes, not written yet.
+    queue: Mutex<Vec<Queued>>,
+    /// Writes the queue: the log that owns this group commit.
+    writer: OnceLock<Weak<dyn WriteQueue>>,
+}
+
+/// The log behind a [`GroupSync`]: writes the queued records (taking its
+/// chain's lock) and resolves their batches.
+pub(super) trait WriteQueue: Send + Sync {
+    fn write_queue(&self);
+}
+
+/// Records waiting in the queue, and the batch their caller waits for.
+pub(super) struct Queued {
+    pub(super) records: Vec<AuditRecord>,
+    pub(super) batch: Arc<Batch>,
+}
+
+/// The outcome of writing queued records: the ticket of the write that
+/// held them, or why it failed.
+#[derive(Default)]
+pub(super) struct Batch(OnceLock<Result<u64, String>>);
+
+impl Batch {
+    /// Sets the outcome (once; a batch is written by exactly one write).
+    pub(super) fn resolve(&self, outcome: Result<u64, String>) {
+        let _ = self.0.set(outcome);
+    }
+
+    fn outcome(&self) -> Option<&Result<u64, String>> {
+        self.0.get()
+    }
 }
 
 #[derive(Default)]
@@ -45,6 +84,9 @@ struct SyncState {
     durable: u64,
     /// The highest ticket an async waiter waits for.
     wanted: u64,
+    /// Requests from async waiters to write the queue (and sync it) that
+    /// the syncer has not taken up yet.
+    flush_requests: u64,
     /// A sync is running.
     syncing: bool,
     /// The syncer thread runs.
@@ -61,6 +103,9 @@ struct SyncState {
 struct Progress {
     durable: u64,
     failed: Option<String>,
+    /// Queue writes made by the syncer: wakes the waiters of a batch whose
+    /// write failed (nothing to sync then).
+    writes: u64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -75,7 +120,38 @@ impl GroupSync {
             state: Mutex::new(SyncState::default()),
             done: Condvar::new(),
             progress: watch::Sender::new(Progress::default()),
+            queue: Mutex::new(Vec::new()),
+            writer: OnceLock::new(),
         })
+    }
+
+    /// Names the log that writes this group commit's queue.
+    pub(super) fn set_writer(&self, writer: Weak<dyn WriteQueue>) {
+        let _ = self.writer.set(writer);
+    }
+
+    /// Queues `records` for the syncer (or the next write) to write; the
+    /// returned batch tells when they are written and with which ticket.
+    pub(super) fn enqueue(&self, records: Vec<AuditRecord>) -> Arc<Batch> {
+        let batch = Arc::new(Batch::default());
+        lock(&self.queue).push(Queued {
+            records,
+            batch: Arc::clone(&batch),
+        });
+        batch
+    }
+
+    /// Takes every queued record, oldest first; call it under the chain's
+    /// lock, right before the write that will hold them.
+    pub(super) fn take_queue(&self) -> Vec<Queued> {
+        std::mem::take(&mut *lock(&self.queue))
+    }
+
+    /// Has the owning log write the queue now, on this thread.
+    fn write_queue(&self) {
+        if let Some(writer) = self.writer.get().and_then(Weak::upgrade) {
+            writer.write_queue();
+        }
     }
 
     /// The ticket of a write just made; call it under the chain's lock, so
@@ -134,19 +210,19 @@ impl GroupSync {
             Ok(()) => state.durable = state.durable.max(upto),
             Err(e) => state.failed = Some(e.to_string()),
         }
-        self.progress.send_replace(Progress {
-            durable: state.durable,
-            failed: state.failed.clone(),
+        self.progress.send_modify(|p| {
+            p.durable = state.durable;
+            p.failed.clone_from(&state.failed);
         });
         self.done.notify_all();
         (state, result)
     }
 
-    /// Asks the syncer thread for a sync covering `ticket` (starting the
-    /// thread on first use).
-    fn request(self: &Arc<Self>, ticket: u64) -> Result<(), AuditError> {
+    /// Asks the syncer thread to write the queue and sync every write made
+    /// so far (starting the thread on first use).
+    fn request(self: &Arc<Self>) -> Result<(), AuditError> {
         let mut state = lock(&self.state);
-        state.wanted = state.wanted.max(ticket);
+        state.flush_requests += 1;
         if !state.syncer {
             let sync = Arc::clone(self);
             std::thread::Builder::new()
@@ -159,13 +235,23 @@ impl GroupSync {
         Ok(())
     }
 
-    /// The syncer thread: syncs whenever an async waiter wants a write that
-    /// is not durable yet and no sync is running.
+    /// The syncer thread: when an async waiter asks, writes the queue
+    /// (everything appended since the last time, in one write), then syncs
+    /// every write made so far; never while another sync runs.
     fn syncer(&self) {
         let mut state = lock(&self.state);
         loop {
             if state.failed.is_some() {
                 break;
+            }
+            if state.flush_requests > 0 && !state.syncing {
+                state.flush_requests = 0;
+                drop(state);
+                self.write_queue();
+                state = lock(&self.state);
+                state.wanted = state.wanted.max(state.written);
+                self.progress.send_modify(|p| p.writes += 1);
+                continue;
             }
             if state.wanted > state.durable && !state.syncing {
                 (state, _) = self.run_sync(state);
@@ -195,33 +281,39 @@ impl GroupSync {
     }
 }
 
-/// Writes awaiting a sync: the log's group commit and the highest ticket.
-type Pending = Vec<(Arc<GroupSync>, u64)>;
+/// Appends awaiting their write and sync, per log: the log's group commit
+/// and the batches queued there.
+type Pending = Vec<(Arc<GroupSync>, Vec<Arc<Batch>>)>;
 
 thread_local! {
     /// The writes of the current [`defer_durability`] scope, if any.
     static DEFERRED: RefCell<Option<Pending>> = const { RefCell::new(None) };
 }
 
-/// Hands the wait for `ticket` to the current thread's
-/// [`defer_durability`] scope; `false` if there is none (the caller waits).
-pub(super) fn defer(sync: &Arc<GroupSync>, ticket: u64) -> bool {
+/// Queues `records` in `sync` and hands the wait for them to the current
+/// thread's [`defer_durability`] scope; gives the records back if there is
+/// no scope (the caller writes them and waits).
+pub(super) fn defer(
+    sync: &Arc<GroupSync>,
+    records: Vec<AuditRecord>,
+) -> Result<(), Vec<AuditRecord>> {
     DEFERRED.with(|deferred| match deferred.borrow_mut().as_mut() {
         Some(list) => {
+            let batch = sync.enqueue(records);
             match list.iter_mut().find(|(s, _)| Arc::ptr_eq(s, sync)) {
-                Some((_, t)) => *t = (*t).max(ticket),
-                None => list.push((Arc::clone(sync), ticket)),
+                Some((_, batches)) => batches.push(batch),
+                None => list.push((Arc::clone(sync), vec![batch])),
             }
-            true
+            Ok(())
         }
-        None => false,
+        None => Err(records),
     })
 }
 
-/// Runs `f` (on this thread) with the durability of its durable audit
-/// appends deferred: they are written when `f` returns, and the returned
-/// [`Durability`] must be awaited before anything `f` computed is handed
-/// to anyone ("no audit, no answer").
+/// Runs `f` (on this thread) with its durable audit appends deferred: they
+/// are queued, not written, and the returned [`Durability`] must be
+/// awaited (which writes and syncs them) before anything `f` computed is
+/// handed to anyone ("no audit, no answer").
 pub fn defer_durability<R>(f: impl FnOnce() -> R) -> (R, Durability) {
     struct Scope(Option<Pending>);
     impl Drop for Scope {
@@ -241,8 +333,9 @@ pub fn defer_durability<R>(f: impl FnOnce() -> R) -> (R, Durability) {
     (result, Durability { pending })
 }
 
-/// Audit records written but not yet known to be on stable storage (see
-/// [`defer_durability`]).
+/// Audit records appended but not yet known to be on stable storage (see
+/// [`defer_durability`]). Dropped without a wait, it still asks for its
+/// records to be written (a refusal's record, say).
 #[must_use = "a result may be handed out only once its audit records are durable"]
 #[derive(Default)]
 pub struct Durability {
@@ -259,11 +352,11 @@ impl std::fmt::Debug for Durability {
 
 impl Durability {
     /// Adds the records of `other`: waiting for the result waits for both.
-    pub fn absorb(&mut self, other: Durability) {
-        for (sync, ticket) in other.pending {
+    pub fn absorb(&mut self, mut other: Durability) {
+        for (sync, batches) in std::mem::take(&mut other.pending) {
             match self.pending.iter_mut().find(|(s, _)| Arc::ptr_eq(s, &sync)) {
-                Some((_, t)) => *t = (*t).max(ticket),
-                None => self.pending.push((sync, ticket)),
+                Some((_, mine)) => mine.extend(batches),
+                None => self.pending.push((sync, batches)),
             }
         }
     }
@@ -273,33 +366,82 @@ impl Durability {
         self.pending.is_empty()
     }
 
-    /// Waits, without blocking the thread, until the records are on stable
-    /// storage; an error if a sync failed (the records may be lost).
-    pub async fn wait(self) -> Result<(), AuditError> {
-        for (sync, ticket) in self.pending {
+    /// Waits, without blocking the thread, until the records are written
+    /// and on stable storage; an error if their write or a sync failed (the
+    /// records may be lost).
+    pub async fn wait(mut self) -> Result<(), AuditError> {
+        for (sync, batches) in std::mem::take(&mut self.pending) {
             let mut progress = sync.progress.subscribe();
-            sync.request(ticket)?;
+            sync.request()?;
+            let mut outcome = Ok(());
             let reached = progress
-                .wait_for(|p| p.failed.is_some() || p.durable >= ticket)
-                .await
-                .map(|p| p.clone());
-            match reached {
-                Ok(Progress {
-                    failed: Some(why), ..
-                }) => return Err(sync.failed(&why)),
-                Ok(_) => {}
+                .wait_for(|p| {
+                    if let Some(why) = &p.failed {
+                        outcome = Err(sync.failed(why));
+                        return true;
+                    }
+                    match written(&sync, &batches) {
+                        Some(Ok(ticket)) => p.durable >= ticket,
+                        Some(Err(e)) => {
+                            outcome = Err(e);
+                            true
+                        }
+                        None => false,
+                    }
+                })
+                .await;
+            if reached.is_err() {
                 // Cannot happen: the sender lives in `sync`, held here.
-                Err(_) => return Err(sync.failed("the group commit ended")),
+                return Err(sync.failed("the group commit ended"));
             }
+            outcome?;
         }
         Ok(())
     }
 
-    /// Waits, blocking the thread, until the records are on stable storage.
-    pub fn wait_blocking(self) -> Result<(), AuditError> {
-        for (sync, ticket) in self.pending {
-            sync.wait(ticket)?;
+    /// Waits, blocking the thread, until the records are written (by this
+    /// thread if they are still queued) and on stable storage.
+    pub fn wait_blocking(mut self) -> Result<(), AuditError> {
+        for (sync, batches) in std::mem::take(&mut self.pending) {
+            if written(&sync, &batches).is_none() {
+                sync.write_queue();
+            }
+            match written(&sync, &batches) {
+                Some(Ok(ticket)) => sync.wait(ticket)?,
+                Some(Err(e)) => return Err(e),
+                None => {
+                    return Err(sync.failed("the audit log was closed before its queue was written"))
+                }
+            }
         }
         Ok(())
     }
+}
+
+impl Drop for Durability {
+    fn drop(&mut self) {
+        // Not waited for (an error path, or a panic): the records are still
+        // written and synced, only nobody waits for it.
+        for (sync, _) in &self.pending {
+            let _ = sync.request();
+        }
+    }
+}
+
+/// The highest ticket of `batches` once all are written; the first write
+/// error; `None` while one is still queued.
+fn written(sync: &GroupSync, batches: &[Arc<Batch>]) -> Option<Result<u64, AuditError>> {
+    let mut ticket = 0;
+    for batch in batches {
+        match batch.outcome()? {
+            Ok(t) => ticket = ticket.max(*t),
+            Err(why) => {
+                return Some(Err(AuditError::Io {
+                    path: sync.path.clone(),
+                    source: std::io::Error::other(why.clone()),
+                }))
+            }
+        }
+    }
+    Some(Ok(ticket))
 }

@@ -599,9 +599,10 @@ fn concurrent_durable_appends_share_a_group_commit() {
 }
 
 /// The server's connection tasks: an append inside `defer_durability` is
-/// written at once but synced only when its `Durability` is awaited, which
-/// does not block the thread; appends outside a scope (the CLI, the
-/// blocking pool) still sync before they return.
+/// queued, and written and synced only when its `Durability` is awaited,
+/// which does not block the thread; appends outside a scope (the CLI, the
+/// blocking pool) still write and sync before they return, after the
+/// queue, so the trail keeps the order of the appends.
 #[test]
 fn deferred_appends_are_synced_when_awaited_and_scopes_do_not_leak() {
     let dir = tempfile::tempdir().unwrap();
@@ -616,14 +617,36 @@ fn deferred_appends_are_synced_when_awaited_and_scopes_do_not_leak() {
 
     let ((), durability) = defer_durability(|| append(&log));
     assert!(!durability.is_empty());
-    assert_eq!(verify(&path).unwrap().records, 1, "written before the wait");
+    assert_eq!(verify(&path).unwrap().records, 0, "queued, not written");
     assert_eq!(log.syncs(), 0, "not synced before the wait");
     rt.block_on(durability.wait()).unwrap();
+    assert_eq!(verify(&path).unwrap().records, 1);
     assert_eq!(log.syncs(), 1);
 
-    // Outside a scope the append syncs itself.
-    append(&log);
+    // Outside a scope the append writes and syncs itself, after what a
+    // scope queued before it.
+    let ((), queued) = defer_durability(|| {
+        log.append(record("first", "Decrypt", &[KEY_A])).unwrap();
+    });
+    log.append(record("second", "Decrypt", &[KEY_A])).unwrap();
     assert_eq!(log.syncs(), 2);
+    let principals: Vec<String> = read_records(&path)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.principal)
+        .collect();
+    assert_eq!(principals, ["p", "first", "second"]);
+    queued.wait_blocking().unwrap();
+    assert_eq!(
+        log.syncs(),
+        2,
+        "the direct append wrote the queued record with its own, and synced both"
+    );
+
+    // A Durability dropped without a wait still gets its record written.
+    drop(defer_durability(|| append(&log)));
+    log.sync().unwrap();
+    assert_eq!(verify(&path).unwrap().records, 4);
 
     // A panic inside a scope, and a nested scope, leave no scope behind.
     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -644,6 +667,7 @@ fn deferred_appends_are_synced_when_awaited_and_scopes_do_not_leak() {
     let synced = log.syncs();
     append(&log);
     assert_eq!(log.syncs(), synced + 1, "no scope left on this thread");
+    let before = verify(&path).unwrap().records;
 
     // 64 tasks on 2 threads, each awaiting its own records.
     rt.block_on(async {
@@ -662,7 +686,13 @@ fn deferred_appends_are_synced_when_awaited_and_scopes_do_not_leak() {
             task.await.unwrap();
         }
     });
-    assert_eq!(verify(&path).unwrap().records, 5 + 64 * 20);
+    assert_eq!(verify(&path).unwrap().records, before + 64 * 20);
+    assert!(
+        log.syncs() < synced + 1 + 64 * 20,
+        "{} syncs for {} awaited appends",
+        log.syncs() - synced - 1,
+        64 * 20
+    );
 }
 
 /// Trail bytes a fresh handle reads to answer `last_used` (DescribeKey's

@@ -3,7 +3,7 @@
 
 use super::checkpoint::{Checkpoint, Checkpointer};
 use super::digest;
-use super::group_commit::{self, GroupSync};
+use super::group_commit::{self, GroupSync, WriteQueue};
 use super::record::{
     encode_line, parse_record, AuditRecord, DECISION_ALLOW, GENESIS_HASH, OUTCOME_SUCCESS,
 };
@@ -91,6 +91,12 @@ enum Started {
 
 /// An append handle on an audit file; share one per process.
 pub struct AuditLog {
+    inner: Arc<Inner>,
+}
+
+/// The handle's state, shared with its group commit's syncer thread (which
+/// writes the queue of deferred appends, see `group_commit.rs`).
+struct Inner {
     path: PathBuf,
     durable: bool,
     segments: super::AuditConfig,
@@ -101,10 +107,15 @@ pub struct AuditLog {
     sync: Arc<GroupSync>,
 }
 
-impl Drop for AuditLog {
+impl Drop for Inner {
     fn drop(&mut self) {
+        let mut state = self.lock_state();
+        // Appends no one waited for (their scope's `Durability` was dropped)
+        // are written all the same.
+        if self.write_queue_locked(&mut state) {
+            let _ = state.file.sync_data();
+        }
         self.sync.close();
-        let state = self.lock_state();
         // Best effort: a later process replays what the snapshots miss.
         if let Some(usage) = state.usage.as_ref().filter(|u| u.unsaved > 0) {
             let _ = save_usage(&self.path, &usage.covered);
@@ -118,8 +129,8 @@ impl Drop for AuditLog {
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditLog")
-            .field("path", &self.path)
-            .field("durable", &self.durable)
+            .field("path", &self.inner.path)
+            .field("durable", &self.inner.durable)
             .finish_non_exhaustive()
     }
 }
@@ -176,7 +187,7 @@ impl AuditLog {
         }
         let file = open.open(path).map_err(io_error(path))?;
         let sync = GroupSync::new(file.try_clone().map_err(io_error(path))?, path);
-        let log = AuditLog {
+        let inner = Arc::new(Inner {
             path: path.to_path_buf(),
             durable: options.durable,
             segments: options.segments,
@@ -199,15 +210,18 @@ impl AuditLog {
                 checkpoint: root.map(|root| Checkpointer::new(path, root)),
                 usage_reads: 0,
             }),
-        };
+        });
+        let writer: std::sync::Weak<dyn WriteQueue> = Arc::downgrade(&inner) as _;
+        inner.sync.set_writer(writer);
+        let log = AuditLog { inner };
         {
-            let mut state = log.lock_state();
+            let mut state = log.inner.lock_state();
             let ChainState { file, chain, .. } = &mut *state;
-            let _lock = FileLock::acquire(file, &log.path)?;
+            let _lock = FileLock::acquire(file, &log.inner.path)?;
             // Fails closed on a last line that is not a record. The first
             // append re-reads the tail anyway (`end` is `None`), repairs it
             // and compares it with the checkpoint.
-            let tail = read_tail(file, &log.path)?;
+            let tail = read_tail(file, &log.inner.path)?;
             chain.seq = tail.seq;
             chain.last_hash = tail.hash;
         }
@@ -216,7 +230,7 @@ impl AuditLog {
 
     /// The audit file's path.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.inner.path
     }
 
     /// Appends `record` as the next line of the chain.
@@ -236,22 +250,256 @@ impl AuditLog {
     /// If `durable`, returns only once the records are on stable storage,
     /// with one `fdatasync` shared by every append that wrote while the
     /// previous one ran (see [`GroupSync`]). An error means the records may
-    /// be lost: the caller must not answer the request.
+    /// be lost: the caller must not answer the request. Inside a
+    /// [`super::defer_durability`] scope a durable append only queues the
+    /// records (the scope's `Durability` writes and syncs them).
     pub(crate) fn append_all(&self, records: Vec<AuditRecord>) -> Result<(), AuditError> {
         if records.is_empty() {
             return Ok(());
         }
-        let ticket = self.write_records(records)?;
-        if self.durable && !group_commit::defer(&self.sync, ticket) {
-            self.sync.wait(ticket)?;
+        let inner = &self.inner;
+        let records = if inner.durable {
+            match group_commit::defer(&inner.sync, records) {
+                Ok(()) => return Ok(()),
+                Err(records) => records,
+            }
+        } else {
+            records
+        };
+        let ticket = {
+            let mut state = inner.lock_state();
+            inner.write_with_queue(&mut state, records)?
+        };
+        if inner.durable {
+            inner.sync.wait(ticket)?;
         }
         Ok(())
     }
 
-    /// Writes the records (under the state lock and the file lock) and
-    /// returns the group-commit ticket of the write.
-    fn write_records(&self, records: Vec<AuditRecord>) -> Result<u64, AuditError> {
+    /// Closes the active file into a segment now, whatever its size or age
+    /// (a no-op on an empty active file); returns the segment's header.
+    pub fn close_segment(&self) -> Result<Option<SegmentHeader>, AuditError> {
+        let mut state = self.inner.lock_state();
+        self.inner.write_queue_locked(&mut state);
+        let ChainState {
+            file,
+            chain,
+            usage,
+            last_used,
+            ..
+        } = &mut *state;
+        let _lock = FileLock::acquire(file, &self.inner.path)?;
+        let len = file.metadata().map_err(io_error(&self.inner.path))?.len();
+        if chain.end != Some(len) {
+            // Another writer appended: learn the end (no repair here; the
+            // next append repairs a torn tail and records it).
+            let tail = read_tail(file, &self.inner.path)?;
+            if tail.torn_bytes > 0 {
+                return Err(AuditError::Malformed {
+                    line: 0,
+                    problem: "the active file ends in a torn record; append once to repair it before closing".into(),
+                });
+            }
+            chain.end = Some(tail.end);
+            chain.seq = tail.seq;
+            chain.last_hash = tail.hash;
+            chain.started = Started::Unknown;
+        }
+        let end = (
+            chain.end.unwrap_or(len),
+            chain.seq,
+            chain.last_hash.as_str(),
+        );
+        let last_used = last_used.get_or_insert_with(|| load_usage(&self.inner.path));
+        catch_up(file, &self.inner.path, last_used, end)?;
+        if let Some(usage) = usage.as_mut() {
+            catch_up(file, &self.inner.path, usage, end)?;
+        }
+        let header = close_segment(file, &self.inner.path, chain, last_used, usage.as_mut())?;
+        if header.is_some() {
+            self.inner.write_digest(chain);
+        }
+        Ok(header)
+    }
+
+    /// Adds a new audit-signing key (the old ones are kept, their public
+    /// keys still listed) and writes a digest signed with it; returns every
+    /// public key, oldest first.
+    pub(crate) fn rotate_signing_key(&self) -> Result<Vec<String>, AuditError> {
+        let Some(root) = &self.inner.root else {
+            return Err(AuditError::Checkpoint {
+                problem: "only a keystore's trail has signing keys".into(),
+            });
+        };
+        let mut state = self.inner.lock_state();
+        self.inner.write_queue_locked(&mut state);
+        let ChainState { file, chain, .. } = &mut *state;
+        let _lock = FileLock::acquire(file, &self.inner.path)?;
+        let public = digest::rotate_signing_key(&self.inner.path, root.as_ref())?;
+        let tail = read_tail(file, &self.inner.path)?;
+        file.sync_data().map_err(io_error(&self.inner.path))?;
+        digest::write_next(&self.inner.path, root.as_ref(), (tail.seq, &tail.hash))?;
+        chain.last_digest = Some(Utc::now().timestamp());
+        Ok(public)
+    }
+
+    /// Removes the closed segments past `retention` that were exported and
+    /// are listed by a digest (see `retention.rs`): first a digest signed
+    /// saying so, then the files. The caller records the removal.
+    pub(crate) fn prune(&self, retention: std::time::Duration) -> Result<Pruned, AuditError> {
+        let Some(root) = &self.inner.root else {
+            return Err(AuditError::Checkpoint {
+                problem: "only a keystore's trail has retention".into(),
+            });
+        };
+        let mut state = self.inner.lock_state();
+        self.inner.write_queue_locked(&mut state);
+        let ChainState { file, chain, .. } = &mut *state;
+        let _lock = FileLock::acquire(file, &self.inner.path)?;
+        let gone = retention::removable(&self.inner.path, retention, std::time::SystemTime::now())?;
+        let Some((_, last)) = gone.last() else {
+            return Ok(Pruned::default());
+        };
+        let (through_seq, through_hash) = (last.last_seq(), last.last_hash.clone());
+        let tail = read_tail(file, &self.inner.path)?;
+        file.sync_data().map_err(io_error(&self.inner.path))?;
+        digest::write_next_pruning(
+            &self.inner.path,
+            root.as_ref(),
+            (tail.seq, &tail.hash),
+            Some((through_seq, &through_hash)),
+        )?;
+        chain.last_digest = Some(Utc::now().timestamp());
+        let mut segments = Vec::new();
+        for (path, _) in &gone {
+            std::fs::remove_file(path).map_err(io_error(path))?;
+            segments.push(
+                path.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+        let dir = segment::segments_dir(&self.inner.path);
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error(&dir))?;
+        Ok(Pruned {
+            segments,
+            through_seq,
+            through_hash,
+        })
+    }
+
+    /// The public keys that verify this trail's digests, oldest first
+    /// (creating the first signing key if there is none yet).
+    pub(crate) fn public_keys(&self) -> Result<Vec<String>, AuditError> {
+        let Some(root) = &self.inner.root else {
+            return Ok(Vec::new());
+        };
+        let keys = digest::keystore_public_keys(&self.inner.path, root.as_ref())?;
+        if keys.is_empty() {
+            return self.rotate_signing_key();
+        }
+        Ok(keys)
+    }
+
+    /// `fdatasync` calls this handle has made for durable appends.
+    #[cfg(test)]
+    pub(crate) fn syncs(&self) -> u64 {
+        self.inner.sync.syncs()
+    }
+
+    /// Flushes every appended record to stable storage (`fdatasync`).
+    pub fn sync(&self) -> Result<(), AuditError> {
+        let mut state = self.inner.lock_state();
+        self.inner.write_queue_locked(&mut state);
+        state.file.sync_data().map_err(io_error(&self.inner.path))
+    }
+
+    /// What the usage index knows of the key `arn`, with every record any
+    /// process has appended so far taken in.
+    pub(crate) fn key_usage(&self, arn: &str) -> Result<KeyUsage, AuditError> {
+        let mut state = self.inner.lock_state();
+        self.inner.write_queue_locked(&mut state);
+        let ChainState {
+            file,
+            usage,
+            usage_reads,
+            ..
+        } = &mut *state;
+        let _lock = FileLock::acquire(file, &self.inner.path)?;
+        let tail = read_tail(file, &self.inner.path)?;
+        let usage = match usage {
+            Some(usage) => usage,
+            None => usage.insert(load_usage(&self.inner.path)),
+        };
+        let replayed = catch_up(
+            file,
+            &self.inner.path,
+            usage,
+            (tail.end, tail.seq, &tail.hash),
+        )?;
+        *usage_reads += tail.read + replayed;
+        Ok(usage.covered.index.key(arn))
+    }
+
+    /// When the key `arn` was last used for cryptography (RFC 3339 UTC),
+    /// with every record any process has appended so far taken in: reads
+    /// the small last-used index and the records its snapshot misses, not
+    /// the trail nor the per-envelope index (DescribeKey's cost).
+    pub(crate) fn last_used(&self, arn: &str) -> Result<Option<String>, AuditError> {
+        let mut state = self.inner.lock_state();
+        self.inner.write_queue_locked(&mut state);
+        let ChainState {
+            file,
+            last_used,
+            usage_reads,
+            ..
+        } = &mut *state;
+        let _lock = FileLock::acquire(file, &self.inner.path)?;
+        let tail = read_tail(file, &self.inner.path)?;
+        let last_used = last_used.get_or_insert_with(|| load_usage(&self.inner.path));
+        let replayed = catch_up(
+            file,
+            &self.inner.path,
+            last_used,
+            (tail.end, tail.seq, &tail.hash),
+        )?;
+        *usage_reads += tail.read + replayed;
+        Ok(last_used.covered.index.key(arn))
+    }
+
+    /// Bytes of the trail [`AuditLog::key_usage`] has read so far (its
+    /// tail, and the records the saved usage index did not cover): what a
+    /// DescribeKey costs besides the index itself.
+    #[cfg(test)]
+    pub(crate) fn usage_reads(&self) -> u64 {
+        self.inner.lock_state().usage_reads
+    }
+
+    /// Bytes of torn final lines (left by crashed writers) this handle has
+    /// truncated away so far. Non-zero means a writer crashed mid-append.
+    pub fn repaired_torn_bytes(&self) -> u64 {
+        self.inner.lock_state().chain.repaired_torn_bytes
+    }
+}
+
+impl WriteQueue for Inner {
+    fn write_queue(&self) {
         let mut state = self.lock_state();
+        self.write_queue_locked(&mut state);
+    }
+}
+
+impl Inner {
+    /// Writes the records (the caller holds the state lock; this takes the
+    /// file lock) and returns the group-commit ticket of the write.
+    fn write_locked(
+        &self,
+        state: &mut ChainState,
+        records: Vec<AuditRecord>,
+    ) -> Result<u64, AuditError> {
         let ChainState {
             file,
             chain,
@@ -259,7 +507,7 @@ impl AuditLog {
             last_used,
             checkpoint,
             ..
-        } = &mut *state;
+        } = state;
         let _lock = FileLock::acquire(file, &self.path)?;
         let mut len = file.metadata().map_err(io_error(&self.path))?.len();
         let mut notes = Vec::new();
@@ -371,6 +619,56 @@ impl AuditLog {
         Ok(ticket)
     }
 
+    /// Writes the queued records, then `records`, with one write; resolves
+    /// the queued batches with its outcome. The caller holds the state lock.
+    fn write_with_queue(
+        &self,
+        state: &mut ChainState,
+        records: Vec<AuditRecord>,
+    ) -> Result<u64, AuditError> {
+        let queued = self.sync.take_queue();
+        if queued.is_empty() {
+            return self.write_locked(state, records);
+        }
+        let mut all: Vec<AuditRecord> = Vec::new();
+        let mut batches = Vec::with_capacity(queued.len());
+        for q in queued {
+            all.extend(q.records);
+            batches.push(q.batch);
+        }
+        all.extend(records);
+        let result = self.write_locked(state, all);
+        let outcome = match &result {
+            Ok(ticket) => Ok(*ticket),
+            Err(e) => Err(e.to_string()),
+        };
+        for batch in batches {
+            batch.resolve(outcome.clone());
+        }
+        result
+    }
+
+    /// Writes the queued records, if any (see [`Inner::write_with_queue`]);
+    /// a failure reaches their waiters through their batches. Whether
+    /// there were any.
+    fn write_queue_locked(&self, state: &mut ChainState) -> bool {
+        let queued = self.sync.take_queue();
+        if queued.is_empty() {
+            return false;
+        }
+        let mut all: Vec<AuditRecord> = Vec::new();
+        let mut batches = Vec::with_capacity(queued.len());
+        for q in queued {
+            all.extend(q.records);
+            batches.push(q.batch);
+        }
+        let outcome = self.write_locked(state, all).map_err(|e| e.to_string());
+        for batch in batches {
+            batch.resolve(outcome.clone());
+        }
+        true
+    }
+
     /// Whether the active file (now `end` bytes long) is to be closed.
     fn segment_due(&self, file: &File, chain: &mut Chain, end: u64) -> bool {
         if end == 0 || end < chain.close_backoff {
@@ -387,51 +685,6 @@ impl AuditLog {
         };
         let age = started.map_or(0, |t| Utc::now().timestamp().saturating_sub(t));
         age >= 0 && age as u64 >= self.segments.segment_max_age_secs
-    }
-
-    /// Closes the active file into a segment now, whatever its size or age
-    /// (a no-op on an empty active file); returns the segment's header.
-    pub fn close_segment(&self) -> Result<Option<SegmentHeader>, AuditError> {
-        let mut state = self.lock_state();
-        let ChainState {
-            file,
-            chain,
-            usage,
-            last_used,
-            ..
-        } = &mut *state;
-        let _lock = FileLock::acquire(file, &self.path)?;
-        let len = file.metadata().map_err(io_error(&self.path))?.len();
-        if chain.end != Some(len) {
-            // Another writer appended: learn the end (no repair here; the
-            // next append repairs a torn tail and records it).
-            let tail = read_tail(file, &self.path)?;
-            if tail.torn_bytes > 0 {
-                return Err(AuditError::Malformed {
-                    line: 0,
-                    problem: "the active file ends in a torn record; append once to repair it before closing".into(),
-                });
-            }
-            chain.end = Some(tail.end);
-            chain.seq = tail.seq;
-            chain.last_hash = tail.hash;
-            chain.started = Started::Unknown;
-        }
-        let end = (
-            chain.end.unwrap_or(len),
-            chain.seq,
-            chain.last_hash.as_str(),
-        );
-        let last_used = last_used.get_or_insert_with(|| load_usage(&self.path));
-        catch_up(file, &self.path, last_used, end)?;
-        if let Some(usage) = usage.as_mut() {
-            catch_up(file, &self.path, usage, end)?;
-        }
-        let header = close_segment(file, &self.path, chain, last_used, usage.as_mut())?;
-        if header.is_some() {
-            self.write_digest(chain);
-        }
-        Ok(header)
     }
 
     /// Whether a periodic digest is due (in a keystore, with records).
@@ -461,158 +714,6 @@ impl AuditLog {
                 self.path.display()
             );
         }
-    }
-
-    /// Adds a new audit-signing key (the old ones are kept, their public
-    /// keys still listed) and writes a digest signed with it; returns every
-    /// public key, oldest first.
-    pub(crate) fn rotate_signing_key(&self) -> Result<Vec<String>, AuditError> {
-        let Some(root) = &self.root else {
-            return Err(AuditError::Checkpoint {
-                problem: "only a keystore's trail has signing keys".into(),
-            });
-        };
-        let mut state = self.lock_state();
-        let ChainState { file, chain, .. } = &mut *state;
-        let _lock = FileLock::acquire(file, &self.path)?;
-        let public = digest::rotate_signing_key(&self.path, root.as_ref())?;
-        let tail = read_tail(file, &self.path)?;
-        file.sync_data().map_err(io_error(&self.path))?;
-        digest::write_next(&self.path, root.as_ref(), (tail.seq, &tail.hash))?;
-        chain.last_digest = Some(Utc::now().timestamp());
-        Ok(public)
-    }
-
-    /// Removes the closed segments past `retention` that were exported and
-    /// are listed by a digest (see `retention.rs`): first a digest signed
-    /// saying so, then the files. The caller records the removal.
-    pub(crate) fn prune(&self, retention: std::time::Duration) -> Result<Pruned, AuditError> {
-        let Some(root) = &self.root else {
-            return Err(AuditError::Checkpoint {
-                problem: "only a keystore's trail has retention".into(),
-            });
-        };
-        let mut state = self.lock_state();
-        let ChainState { file, chain, .. } = &mut *state;
-        let _lock = FileLock::acquire(file, &self.path)?;
-        let gone = retention::removable(&self.path, retention, std::time::SystemTime::now())?;
-        let Some((_, last)) = gone.last() else {
-            return Ok(Pruned::default());
-        };
-        let (through_seq, through_hash) = (last.last_seq(), last.last_hash.clone());
-        let tail = read_tail(file, &self.path)?;
-        file.sync_data().map_err(io_error(&self.path))?;
-        digest::write_next_pruning(
-            &self.path,
-            root.as_ref(),
-            (tail.seq, &tail.hash),
-            Some((through_seq, &through_hash)),
-        )?;
-        chain.last_digest = Some(Utc::now().timestamp());
-        let mut segments = Vec::new();
-        for (path, _) in &gone {
-            std::fs::remove_file(path).map_err(io_error(path))?;
-            segments.push(
-                path.file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned(),
-            );
-        }
-        let dir = segment::segments_dir(&self.path);
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_error(&dir))?;
-        Ok(Pruned {
-            segments,
-            through_seq,
-            through_hash,
-        })
-    }
-
-    /// The public keys that verify this trail's digests, oldest first
-    /// (creating the first signing key if there is none yet).
-    pub(crate) fn public_keys(&self) -> Result<Vec<String>, AuditError> {
-        let Some(root) = &self.root else {
-            return Ok(Vec::new());
-        };
-        let keys = digest::keystore_public_keys(&self.path, root.as_ref())?;
-        if keys.is_empty() {
-            return self.rotate_signing_key();
-        }
-        Ok(keys)
-    }
-
-    /// `fdatasync` calls this handle has made for durable appends.
-    #[cfg(test)]
-    pub(crate) fn syncs(&self) -> u64 {
-        self.sync.syncs()
-    }
-
-    /// Flushes every appended record to stable storage (`fdatasync`).
-    pub fn sync(&self) -> Result<(), AuditError> {
-        let state = self.lock_state();
-        state.file.sync_data().map_err(io_error(&self.path))
-    }
-
-    /// What the usage index knows of the key `arn`, with every record any
-    /// process has appended so far taken in.
-    pub(crate) fn key_usage(&self, arn: &str) -> Result<KeyUsage, AuditError> {
-        let mut state = self.lock_state();
-        let ChainState {
-            file,
-            usage,
-            usage_reads,
-            ..
-        } = &mut *state;
-        let _lock = FileLock::acquire(file, &self.path)?;
-        let tail = read_tail(file, &self.path)?;
-        let usage = match usage {
-            Some(usage) => usage,
-            None => usage.insert(load_usage(&self.path)),
-        };
-        let replayed = catch_up(file, &self.path, usage, (tail.end, tail.seq, &tail.hash))?;
-        *usage_reads += tail.read + replayed;
-        Ok(usage.covered.index.key(arn))
-    }
-
-    /// When the key `arn` was last used for cryptography (RFC 3339 UTC),
-    /// with every record any process has appended so far taken in: reads
-    /// the small last-used index and the records its snapshot misses, not
-    /// the trail nor the per-envelope index (DescribeKey's cost).
-    pub(crate) fn last_used(&self, arn: &str) -> Result<Option<String>, AuditError> {
-        let mut state = self.lock_state();
-        let ChainState {
-            file,
-            last_used,
-            usage_reads,
-            ..
-        } = &mut *state;
-        let _lock = FileLock::acquire(file, &self.path)?;
-        let tail = read_tail(file, &self.path)?;
-        let last_used = last_used.get_or_insert_with(|| load_usage(&self.path));
-        let replayed = catch_up(
-            file,
-            &self.path,
-            last_used,
-            (tail.end, tail.seq, &tail.hash),
-        )?;
-        *usage_reads += tail.read + replayed;
-        Ok(last_used.covered.index.key(arn))
-    }
-
-    /// Bytes of the trail [`AuditLog::key_usage`] has read so far (its
-    /// tail, and the records the saved usage index did not cover): what a
-    /// DescribeKey costs besides the index itself.
-    #[cfg(test)]
-    pub(crate) fn usage_reads(&self) -> u64 {
-        self.lock_state().usage_reads
-    }
-
-    /// Bytes of torn final lines (left by crashed writers) this handle has
-    /// truncated away so far. Non-zero means a writer crashed mid-append.
-    pub fn repaired_torn_bytes(&self) -> u64 {
-        self.lock_state().chain.repaired_torn_bytes
     }
 
     /// Locks the chain state; after a panic in another thread, re-reads the
