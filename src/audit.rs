@@ -34,7 +34,11 @@
 //!
 //! [`AuditLog::append`] writes the complete line with one `write_all` on an
 //! `O_APPEND` file before it returns, so a crash loses at most the records of
-//! operations still in flight. A crash in the middle of that write can leave a
+//! operations still in flight. (Inside a [`defer_durability`] scope a durable
+//! append is queued instead, and the scope's [`Durability`] writes and syncs
+//! it before the operation's result may be handed out: see
+//! `group_commit.rs`. A crash then also loses only records whose
+//! operations have not answered.) A crash in the middle of that write can leave a
 //! *torn* final line: bytes with no trailing `\n`. The choice made here:
 //!
 //! - [`verify`] does not count a torn final line and does not fail on it; it
@@ -69,9 +73,11 @@
 //! `hash` before appending. Readers ([`verify`], [`report`]) take no lock; an
 //! append in progress looks to them like a torn final line.
 //!
-//! An append costs one JSON serialization into a reused buffer, one SHA-256,
-//! and four syscalls: `flock`, `fstat`, one `write`, unlock; in a keystore,
-//! also one AES-GCM seal of 128 bytes and one `pwrite` of the checkpoint. The tail of the
+//! A write costs one JSON serialization into a reused buffer and one
+//! SHA-256 per record, and four syscalls: `flock`, `fstat`, one `write`,
+//! unlock; in a keystore, also one AES-GCM seal of 128 bytes and one
+//! `pwrite` of the checkpoint. A direct append is one write; the server's
+//! deferred appends share one write per group commit. The tail of the
 //! file is re-read only when another writer appended in between.
 //!
 //! # Durable before answered
