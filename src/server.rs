@@ -586,8 +586,8 @@ fn audit_rejected_request<B: Backend>(
         .and_then(|t| t.strip_prefix(TARGET_PREFIX))
         .and_then(Operation::from_name)
         .map(|op| op.name().to_string());
-    // A refusal answers no key use: its record is made durable in the
-    // background (a sync is requested now), not awaited.
+    // A refusal answers no key use: its record is written before the
+    // answer, and made durable in the background, not awaited.
     let ((), durability) = audit::defer_durability(|| {
         shared.backend.audit_rejected(RejectedRequest {
             principal,
@@ -599,6 +599,7 @@ fn audit_rejected_request<B: Backend>(
         });
     });
     if !durability.is_empty() {
+        durability.write_now();
         tokio::spawn(async move {
             if let Err(e) = durability.wait().await {
                 eprintln!("rewrap: cannot record a refused request in the audit trail: {e}");

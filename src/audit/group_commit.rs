@@ -366,6 +366,18 @@ impl Durability {
         self.pending.is_empty()
     }
 
+    /// Writes the records still queued, on this thread, without waiting
+    /// for their sync: for an answer that must not go out before its record
+    /// is in the trail but need not wait for stable storage (a refused
+    /// request's).
+    pub fn write_now(&self) {
+        for (sync, batches) in &self.pending {
+            if written(sync, batches).is_none() {
+                sync.write_queue();
+            }
+        }
+    }
+
     /// Waits, without blocking the thread, until the records are written
     /// and on stable storage; an error if their write or a sync failed (the
     /// records may be lost).
