@@ -84,10 +84,16 @@ fn main() {
     let (dec_ours, dec_copy) = contest(&base, &sealed, reps, &kms, &dec);
     let n = files as f64;
     println!("{files} files of 1 KiB, to another folder (best of {reps}, warm cache):");
-    report("copy + rename, syncfs/batch", n, "files", enc_copy);
-    report("rewrap encrypt-file -r", n, "files", enc_ours);
-    report("copy envelopes, syncfs/batch", n, "files", dec_copy);
-    report("rewrap decrypt-file -r", n, "files", dec_ours);
+    report(
+        n,
+        "files",
+        &[
+            ("copy + rename, syncfs/batch", enc_copy),
+            ("rewrap encrypt-file -r", enc_ours),
+            ("copy envelopes, syncfs/batch", dec_copy),
+            ("rewrap decrypt-file -r", dec_ours),
+        ],
+    );
     ratio("encrypt / copy", enc_copy, enc_ours);
     ratio("decrypt / copy of the envelopes", dec_copy, dec_ours);
     std::fs::remove_dir_all(&small).unwrap();
@@ -109,12 +115,18 @@ fn main() {
     let _ = std::fs::remove_file(&out);
     let mib = size as f64 / f64::from(1 << 20);
     println!("one file of {mib:.0} MiB, to another folder (best of {reps}, warm cache):");
-    report("cp (page cache, no fsync)", mib, "MiB", cp);
-    report("cp + sync FILE (durable)", mib, "MiB", cp_sync);
-    report("copy + rename, syncfs", mib, "MiB", enc_copy);
-    report("rewrap encrypt-file -r", mib, "MiB", enc_ours);
-    report("copy envelope + rename, syncfs", mib, "MiB", dec_copy);
-    report("rewrap decrypt-file -r", mib, "MiB", dec_ours);
+    report(
+        mib,
+        "MiB",
+        &[
+            ("cp (page cache, no fsync)", cp),
+            ("cp + sync FILE (durable)", cp_sync),
+            ("copy + rename, syncfs", enc_copy),
+            ("rewrap encrypt-file -r", enc_ours),
+            ("copy envelope + rename, syncfs", dec_copy),
+            ("rewrap decrypt-file -r", dec_ours),
+        ],
+    );
     ratio("encrypt / cp", cp, enc_ours);
     ratio("encrypt / cp + sync", cp_sync, enc_ours);
     ratio("encrypt / copy + syncfs", enc_copy, enc_ours);
@@ -153,12 +165,15 @@ fn seal(kms: &dyn Kms, enc: &TreeOp, src: &Path, sealed: &Path) {
     assert!(r.failed.is_empty(), "{:?}", r.failed.first());
 }
 
-fn report(what: &str, n: f64, unit: &str, d: Duration) {
-    println!(
-        "  {what:<30} {:>10.0} {unit}/s  {:.3} s",
-        n / d.as_secs_f64(),
-        d.as_secs_f64()
-    );
+/// One line per `(what, time)`: `n` `unit`s in that time.
+fn report(n: f64, unit: &str, rows: &[(&str, Duration)]) {
+    for (what, d) in rows {
+        println!(
+            "  {what:<30} {:>10.0} {unit}/s  {:.3} s",
+            n / d.as_secs_f64(),
+            d.as_secs_f64()
+        );
+    }
 }
 
 /// Best times of rewrap's tree encryption or decryption (`op`) and of the

@@ -831,22 +831,22 @@ fn tree_encryption_and_decryption_name_each_envelope_in_their_audit_records() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, bytes(100 + i, i as u64)).unwrap();
     }
-    let sealed = f.env.path("sealed");
-    let out = f.run(
-        &f.writer,
-        &[
+    // `encrypt-file -r` as the writer, then `tail` (where to and what).
+    let encrypt = |tail: &[&str]| {
+        let mut args = vec![
             "encrypt-file",
             "--key-id",
             &f.old,
             "--context",
             "purpose=app-data",
             "-r",
-            plain.to_str().unwrap(),
-            "-o",
-            sealed.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        ];
+        args.extend(tail);
+        let out = f.run(&f.writer, &args);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    };
+    let sealed = f.env.path("sealed");
+    encrypt(&[plain.to_str().unwrap(), "-o", sealed.to_str().unwrap()]);
     let opened = f.env.path("opened");
     let out = f.run(
         &f.reader,
@@ -910,20 +910,7 @@ fn tree_encryption_and_decryption_name_each_envelope_in_their_audit_records() {
     assert_eq!(got, expected);
 
     // In place, the envelope is the file itself, named as the root is given.
-    let out = f.run(
-        &f.writer,
-        &[
-            "encrypt-file",
-            "--key-id",
-            &f.old,
-            "--context",
-            "purpose=app-data",
-            "-r",
-            "--in-place",
-            "plain",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    encrypt(&["--in-place", "plain"]);
     let mut objects: Vec<_> = rewrap::audit::read_records(&f.env.service.audit_path())
         .unwrap()
         .into_iter()
