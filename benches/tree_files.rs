@@ -1,17 +1,24 @@
-//! Tree encryption (`encrypt-file -r`) against a same-run baseline that
-//! only copies: each file copied to a temporary file beside its
-//! destination, one `syncfs` per batch, then renamed into place, on as many
-//! threads. Both write crash-safely the same way; the ratio is what
-//! encryption (a data key per file from the in-process KMS, AES-GCM, the
-//! envelope header, its audit record) costs on top of the copy.
+//! Tree encryption and decryption (`encrypt-file -r`, `decrypt-file -r`)
+//! against a same-run baseline that only copies: each file copied to a
+//! temporary file beside its destination, one `syncfs` per batch, then
+//! renamed into place, on as many threads. Both write crash-safely the same
+//! way; the ratio is what encryption (a data key per file from the
+//! in-process KMS, AES-GCM, the envelope header, its audit record) or
+//! decryption (a Decrypt per file whose audit record is made durable before
+//! the plaintext is staged, AES-GCM) costs on top of the copy. The
+//! decryption's baseline copies the envelopes it decrypts.
 //!
 //! `cargo bench --bench tree_files`. Two shapes:
 //! - `REWRAP_BENCH_FILES` (default 10,000) files of 1 KiB;
-//! - one file of `REWRAP_BENCH_BYTES` (default 1 GiB), also against `cp`.
+//! - one file of `REWRAP_BENCH_BYTES` (default 1 GiB), also against `cp`
+//!   (page cache only) and `cp` + `sync FILE` (an fsync of the copy, timed
+//!   together: as durable as rewrap's output), both copying the envelope
+//!   (its size is the plaintext's + 0.02 %).
 //!
-//! The rewrap figure runs [`rewrap::worker::transform_tree`] with the
-//! options the CLI gives it (`encrypt-file -r SRC -o DST`: default jobs and
-//! batch). Best of `REWRAP_BENCH_REPS` (default 3); warm page cache;
+//! The rewrap figures run [`rewrap::worker::transform_tree`] with the
+//! options the CLI gives it (`encrypt-file -r SRC -o DST`, `decrypt-file -r
+//! ENVELOPES -o DST`: default jobs and batch) and the allocator the binary
+//! ships with. Best of `REWRAP_BENCH_REPS` (default 3); warm page cache;
 //! folder `REWRAP_BENCH_DIR` (default: a temporary folder). Goal: ratio
 //! >= 0.7 for both shapes.
 
@@ -20,7 +27,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use rewrap::api::CreateKeyRequest;
-use rewrap::files::EncryptOptions;
+use rewrap::files::{DecryptOptions, EncryptOptions};
 use rewrap::kms::Kms;
 use rewrap::service::{Caller, KmsService};
 use rewrap::worker::{transform_tree, TreeOp, TreeOptions, DEFAULT_TREE_BATCH};
@@ -61,7 +68,9 @@ fn main() {
         .unwrap()
         .key_metadata
         .arn;
-    let op = TreeOp::Encrypt(EncryptOptions::new(&key));
+    let enc = TreeOp::Encrypt(EncryptOptions::new(&key));
+    let dec = TreeOp::Decrypt(DecryptOptions::default());
+    let sealed = base.join("sealed");
 
     // Many small files.
     let small = base.join("small");
@@ -70,56 +79,105 @@ fn main() {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(format!("{i}")), noise(1024, i as u64)).unwrap();
     }
-    let (ours, copy) = contest(&base, &small, reps, &kms, &op);
+    let (enc_ours, enc_copy) = contest(&base, &small, reps, &kms, &enc);
+    seal(&kms, &enc, &small, &sealed);
+    let (dec_ours, dec_copy) = contest(&base, &sealed, reps, &kms, &dec);
+    let n = files as f64;
     println!("{files} files of 1 KiB, to another folder (best of {reps}, warm cache):");
-    report("copy + rename, syncfs/batch", files as f64, "files", copy);
-    report("rewrap encrypt-file -r", files as f64, "files", ours);
-    println!(
-        "  ratio rewrap / baseline: {:.2} (goal >= 0.7)",
-        copy.as_secs_f64() / ours.as_secs_f64()
+    report(
+        n,
+        "files",
+        &[
+            ("copy + rename, syncfs/batch", enc_copy),
+            ("rewrap encrypt-file -r", enc_ours),
+            ("copy envelopes, syncfs/batch", dec_copy),
+            ("rewrap decrypt-file -r", dec_ours),
+        ],
     );
+    ratio("encrypt / copy", enc_copy, enc_ours);
+    ratio("decrypt / copy of the envelopes", dec_copy, dec_ours);
     std::fs::remove_dir_all(&small).unwrap();
+    std::fs::remove_dir_all(&sealed).unwrap();
 
     // One large file.
     let large = base.join("large");
     std::fs::create_dir_all(&large).unwrap();
     let src = large.join("plain.bin");
     write_noise(&src, size);
-    let (ours, copy) = contest(&base, &large, reps, &kms, &op);
+    let (enc_ours, enc_copy) = contest(&base, &large, reps, &kms, &enc);
+    seal(&kms, &enc, &large, &sealed);
+    std::fs::remove_dir_all(&large).unwrap();
+    let envelope = sealed.join("plain.bin");
+    let (dec_ours, dec_copy) = contest(&base, &sealed, reps, &kms, &dec);
     let out = base.join("cp.out");
-    let cp = best(reps, || {
-        let _ = std::fs::remove_file(&out);
-        let t = Instant::now();
-        assert!(Command::new("cp")
-            .arg(&src)
-            .arg(&out)
-            .status()
-            .unwrap()
-            .success());
-        t.elapsed()
-    });
+    let cp = best(reps, || time_cp(&envelope, &out, false));
+    let cp_sync = best(reps, || time_cp(&envelope, &out, true));
+    let _ = std::fs::remove_file(&out);
     let mib = size as f64 / f64::from(1 << 20);
     println!("one file of {mib:.0} MiB, to another folder (best of {reps}, warm cache):");
-    report("cp (no fsync)", mib, "MiB", cp);
-    report("copy + rename, syncfs", mib, "MiB", copy);
-    report("rewrap encrypt-file -r", mib, "MiB", ours);
+    report(
+        mib,
+        "MiB",
+        &[
+            ("cp (page cache, no fsync)", cp),
+            ("cp + sync FILE (durable)", cp_sync),
+            ("copy + rename, syncfs", enc_copy),
+            ("rewrap encrypt-file -r", enc_ours),
+            ("copy envelope + rename, syncfs", dec_copy),
+            ("rewrap decrypt-file -r", dec_ours),
+        ],
+    );
+    ratio("encrypt / cp", cp, enc_ours);
+    ratio("encrypt / cp + sync", cp_sync, enc_ours);
+    ratio("encrypt / copy + syncfs", enc_copy, enc_ours);
+    ratio("decrypt / cp", cp, dec_ours);
+    ratio("decrypt / cp + sync", cp_sync, dec_ours);
+    ratio("decrypt / copy + syncfs", dec_copy, dec_ours);
+}
+
+/// Prints the throughput ratio of `ours` to `baseline` (times given).
+fn ratio(what: &str, baseline: Duration, ours: Duration) {
     println!(
-        "  ratio rewrap / cp: {:.2} (goal >= 0.7); rewrap / copy+syncfs: {:.2}",
-        cp.as_secs_f64() / ours.as_secs_f64(),
-        copy.as_secs_f64() / ours.as_secs_f64()
+        "  ratio {what:<32} {:.2} (goal >= 0.7)",
+        baseline.as_secs_f64() / ours.as_secs_f64()
     );
 }
 
-fn report(what: &str, n: f64, unit: &str, d: Duration) {
-    println!(
-        "  {what:<30} {:>10.0} {unit}/s  {:.3} s",
-        n / d.as_secs_f64(),
-        d.as_secs_f64()
-    );
+/// The time of `cp SRC DST` (over no file), followed by `sync DST` (an
+/// fsync of the copy) when `durable`.
+fn time_cp(src: &Path, dst: &Path, durable: bool) -> Duration {
+    let _ = std::fs::remove_file(dst);
+    let t = Instant::now();
+    let run = |cmd: &mut Command| assert!(cmd.status().unwrap().success());
+    run(Command::new("cp").arg(src).arg(dst));
+    if durable {
+        run(Command::new("sync").arg(dst));
+    }
+    t.elapsed()
 }
 
-/// Best times of rewrap's tree encryption and of the copying baseline,
-/// from `src` into a fresh folder each time, interleaved.
+/// Encrypts the tree `src` into a fresh `sealed` (untimed): the envelopes
+/// the decryption reads.
+fn seal(kms: &dyn Kms, enc: &TreeOp, src: &Path, sealed: &Path) {
+    let _ = std::fs::remove_dir_all(sealed);
+    std::fs::create_dir_all(sealed).unwrap();
+    let r = transform_tree(kms, enc, src, Some(sealed), &TreeOptions::default());
+    assert!(r.failed.is_empty(), "{:?}", r.failed.first());
+}
+
+/// One line per `(what, time)`: `n` `unit`s in that time.
+fn report(n: f64, unit: &str, rows: &[(&str, Duration)]) {
+    for (what, d) in rows {
+        println!(
+            "  {what:<30} {:>10.0} {unit}/s  {:.3} s",
+            n / d.as_secs_f64(),
+            d.as_secs_f64()
+        );
+    }
+}
+
+/// Best times of rewrap's tree encryption or decryption (`op`) and of the
+/// copying baseline, from `src` into a fresh folder each time, interleaved.
 fn contest(
     base: &Path,
     src: &Path,
@@ -139,6 +197,7 @@ fn contest(
         let r = transform_tree(kms, op, src, Some(&dst), &TreeOptions::default());
         ours = ours.min(t.elapsed());
         assert!(r.failed.is_empty(), "{:?}", r.failed.first());
+        assert_eq!(r.skipped, 0, "every file is transformed");
         fresh();
         let t = Instant::now();
         copy_tree(src, &dst);

@@ -82,3 +82,20 @@ for p in sorted(glob.glob(str(root / "tests/vectors/sops/*"))):
     data = pathlib.Path(p).read_bytes()
     put("sops_file", name, data)
     put("sops_file", name + "-crlf", data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+
+# x-rewrap-object header values: as the client encodes them (paths, object
+# URLs, non-ASCII and escaped control characters), and malformed ones.
+for name, value in [
+    ("path", "/srv/conf/db.enc.yaml"),
+    ("url", "s3://bucket/conf/0.enc.json"),
+    ("non-ascii", "/data/b%20%C3%A4.txt"),
+    ("escaped-control", "tree/c\\u{a}d.txt"),
+    ("lowercase-hex", "a%2fb%c3%a4"),
+    ("truncated-escape", "a%4"),
+    ("bad-escape", "a%zz"),
+    ("control", "a%0Ab"),
+    ("not-utf8", "%FF%FE"),
+    ("empty", ""),
+    ("long", "/d" + "%41" * 1400),
+]:
+    put("object_header", name, value)

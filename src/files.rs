@@ -95,6 +95,9 @@ pub struct EncryptOptions {
     pub context: EncryptionContext,
     /// Plaintext bytes per chunk.
     pub chunk_size: u32,
+    /// What the GenerateDataKey's audit record names as its object (the
+    /// envelope's path; see [`crate::audit::AuditRecord::object`]).
+    pub object: Option<String>,
 }
 
 impl EncryptOptions {
@@ -104,6 +107,7 @@ impl EncryptOptions {
             key_id: key_id.into(),
             context: EncryptionContext::new(),
             chunk_size: crate::envelope::DEFAULT_CHUNK_SIZE,
+            object: None,
         }
     }
 }
@@ -117,6 +121,9 @@ pub struct DecryptOptions {
     /// Pairs the envelope's context must contain (checked before the KMS is
     /// asked).
     pub expect_context: EncryptionContext,
+    /// What the Decrypt's audit record names as its object (the envelope's
+    /// path; see [`crate::audit::AuditRecord::object`]).
+    pub object: Option<String>,
 }
 
 /// What an encryption or decryption produced.
@@ -145,6 +152,7 @@ pub fn encrypt_stream(
         key_id: opts.key_id.clone(),
         encryption_context: Some(header.kms_context()),
         key_spec: Some("AES_256".into()),
+        object: opts.object.clone(),
         ..Default::default()
     })?;
     if resp.plaintext.len() != 32 {
@@ -258,6 +266,7 @@ pub(crate) fn unwrap_data_key(
             None => opts.key_id.clone(),
         },
         encryption_algorithm: offline.map(str::to_string),
+        object: opts.object.clone(),
         ..Default::default()
     })?;
     if resp.plaintext.len() != 32 {

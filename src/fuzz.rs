@@ -35,6 +35,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("key_object", key_object),
     ("checkpoint", checkpoint),
     ("sops_file", sops_file),
+    ("object_header", object_header),
 ];
 
 /// Envelope header and slots: strict parsing, and what parses re-encodes
@@ -387,5 +388,38 @@ pub fn sops_file(data: &[u8]) {
     for e in &again.entries {
         assert_eq!(e.arn.value, "arn:aws:kms:r:1:key/k");
         assert_eq!(e.enc.value, "QUJD");
+    }
+}
+
+/// The `x-rewrap-object` header's value as the server decodes it
+/// ([`crate::audit::decode_object_header`]): what decodes is an object
+/// name an audit record may hold, and the encoder gives it back. Any input
+/// that is UTF-8 also goes through [`crate::audit::object_name`] (what the
+/// worker names its files with), whose every non-empty output must encode
+/// to a header that decodes back to it: any file name travels.
+pub fn object_header(data: &[u8]) {
+    use crate::audit::{check_object, decode_object_header, encode_object_header, object_name};
+    let round_trip = |object: &str| {
+        let header = encode_object_header(object);
+        assert!(
+            header.bytes().all(|b| b.is_ascii_graphic()),
+            "{header:?} is not a header value"
+        );
+        assert_eq!(
+            decode_object_header(header.as_bytes()).as_deref(),
+            Ok(object),
+            "does not survive the header"
+        );
+    };
+    if let Ok(object) = decode_object_header(data) {
+        assert_eq!(check_object(&object), Ok(()));
+        round_trip(&object);
+    }
+    if let Ok(name) = std::str::from_utf8(data) {
+        let object = object_name(name);
+        if !name.is_empty() {
+            assert_eq!(check_object(&object), Ok(()), "{name:?} names no object");
+            round_trip(&object);
+        }
     }
 }

@@ -11,10 +11,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output};
 use support::cli::*;
 
 fn records(env: &Env) -> Vec<serde_json::Value> {
@@ -254,47 +252,6 @@ fn alias_and_principal_records_name_their_targets() {
     );
 }
 
-/// `rewrap serve` on a loopback port for `env`; killed on drop.
-struct Serve {
-    child: Child,
-    url: String,
-}
-
-impl Serve {
-    fn start(env: &Env) -> Serve {
-        let mut child = env
-            .command(&env.owner)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("rewrap serve printed no start line within 30 s");
-        let url = line
-            .trim()
-            .strip_prefix("rewrap serve listening on ")
-            .unwrap_or_else(|| panic!("unexpected start line {line:?}"))
-            .to_string();
-        Serve { child, url }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn venv_bin(tool: &str) -> PathBuf {
     let venv =
         std::env::var_os("REWRAP_TEST_VENV").map_or_else(|| repo().join(".venv"), PathBuf::from);
@@ -344,7 +301,7 @@ except urllib.error.HTTPError as e:
 #[test]
 fn requests_refused_before_any_operation_leave_records() {
     let env = Env::new();
-    let server = Serve::start(&env);
+    let server = Server::from_command(env.command(&env.owner), &[]);
     let last = || records(&env).pop().unwrap();
 
     // A wrong secret: the signature does not verify.
@@ -413,7 +370,7 @@ fn the_auditor_verifies_and_reports_through_the_endpoint() {
     let env = busy_env();
     let auditor = env.principal("auditor");
     let admin = env.principal("key-admin");
-    let server = Serve::start(&env);
+    let server = Server::from_command(env.command(&env.owner), &[]);
     let remote = |who: &Creds, args: &[&str]| {
         let mut all = vec!["--endpoint-url", server.url.as_str()];
         all.extend_from_slice(args);
@@ -590,7 +547,7 @@ fn the_server_refuses_a_decrypt_it_cannot_record() {
         .unwrap();
     std::fs::write(env.path("ct.bin"), bytes).unwrap();
     fill_the_disk_under_the_trail(&env);
-    let server = Serve::start(&env);
+    let server = Server::from_command(env.command(&env.owner), &[]);
     let o = env.run(
         &env.owner,
         &[

@@ -813,3 +813,119 @@ fn max_failures_stops_a_tree_decryption_with_exit_2_and_says_why() {
     );
     assert!(err.contains("rewrap: stopped early: "), "{err}");
 }
+
+/// Every key use of `encrypt-file -r` (GenerateDataKey) and `decrypt-file
+/// -r` (Decrypt) names its envelope in the audit record (`object`), as a
+/// rotation's ReEncrypt does: the path as walked (the tree root as given,
+/// joined with the path inside it), the envelope written when encrypting
+/// into another folder, the one read when decrypting; a control character
+/// in a file name is written as an escape. Before, their records named no
+/// file at all.
+#[test]
+fn tree_encryption_and_decryption_name_each_envelope_in_their_audit_records() {
+    let f = fixture(0);
+    let plain = f.env.path("plain");
+    let names = ["a.txt", "sub/b ä.txt", "sub/deeper/c\nd.txt"];
+    for (i, name) in names.iter().enumerate() {
+        let path = plain.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes(100 + i, i as u64)).unwrap();
+    }
+    // `encrypt-file -r` as the writer, then `tail` (where to and what).
+    let encrypt = |tail: &[&str]| {
+        let mut args = vec![
+            "encrypt-file",
+            "--key-id",
+            &f.old,
+            "--context",
+            "purpose=app-data",
+            "-r",
+        ];
+        args.extend(tail);
+        let out = f.run(&f.writer, &args);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    };
+    let sealed = f.env.path("sealed");
+    encrypt(&[plain.to_str().unwrap(), "-o", sealed.to_str().unwrap()]);
+    let opened = f.env.path("opened");
+    let out = f.run(
+        &f.reader,
+        &[
+            "decrypt-file",
+            "-r",
+            sealed.to_str().unwrap(),
+            "-o",
+            opened.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for (i, name) in names.iter().enumerate() {
+        assert!(std::fs::read(opened.join(name)).unwrap() == bytes(100 + i, i as u64));
+    }
+
+    let records = rewrap::audit::read_records(&f.env.service.audit_path()).unwrap();
+    let uses: Vec<_> = records
+        .iter()
+        .filter(|r| r.operation == "GenerateDataKey" || r.operation == "Decrypt")
+        .collect();
+    assert_eq!(uses.len(), 2 * names.len(), "{uses:#?}");
+    let mut expected = Vec::new();
+    for (operation, principal) in [("GenerateDataKey", "app-writer"), ("Decrypt", "app-reader")] {
+        for name in names {
+            let envelope = sealed.join(name);
+            let object = envelope.to_str().unwrap().replace('\n', "\\u{a}");
+            let got = uses
+                .iter()
+                .find(|r| r.operation == operation && r.object.as_deref() == Some(&object))
+                .unwrap_or_else(|| panic!("no {operation} record names {object:?}: {uses:#?}"));
+            expected.push(rewrap::audit::AuditRecord {
+                principal: principal.into(),
+                operation: operation.into(),
+                keys: vec![rewrap::audit::AuditKey {
+                    arn: f.old.clone(),
+                    version: Some(1),
+                }],
+                encryption_context: Some(header(&envelope).header.kms_context()),
+                destination_encryption_context: None,
+                decision: "Allow".into(),
+                outcome: "Success".into(),
+                // In process: no network address, no access key recorded.
+                source_ip: None,
+                access_key_id: None,
+                object: Some(object),
+                // Not what this test is about: as recorded.
+                seq: got.seq,
+                time: got.time.clone(),
+                request_id: got.request_id.clone(),
+                decided_by: got.decided_by.clone(),
+                user_agent: got.user_agent.clone(),
+                request_parameters: got.request_parameters.clone(),
+                prev_hash: got.prev_hash.clone(),
+                hash: got.hash.clone(),
+            });
+        }
+    }
+    expected.sort_by_key(|r| r.seq);
+    let got: Vec<_> = uses.into_iter().cloned().collect();
+    assert_eq!(got, expected);
+
+    // In place, the envelope is the file itself, named as the root is given.
+    encrypt(&["--in-place", "plain"]);
+    let mut objects: Vec<_> = rewrap::audit::read_records(&f.env.service.audit_path())
+        .unwrap()
+        .into_iter()
+        .skip(records.len())
+        .filter(|r| r.operation == "GenerateDataKey")
+        .map(|r| (r.operation, r.object))
+        .collect();
+    objects.sort();
+    let gdk = |o: &str| ("GenerateDataKey".to_string(), Some(o.to_string()));
+    assert_eq!(
+        objects,
+        [
+            gdk("plain/a.txt"),
+            gdk("plain/sub/b ä.txt"),
+            gdk("plain/sub/deeper/c\\u{a}d.txt"),
+        ]
+    );
+}

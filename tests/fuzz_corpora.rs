@@ -65,3 +65,29 @@ fn every_corpus_file_and_crash_case_replays_without_a_panic() {
     }
     assert!(replayed >= 150, "only {replayed} files replayed");
 }
+
+/// The `object_header` seeds hold what the server must accept (as the
+/// client encodes names) and each way a value is refused, with the exact
+/// decoded name or reason: the fuzzer starts from both sides.
+#[test]
+fn object_header_seeds_decode_to_the_expected_names_and_refusals() {
+    let decode = |seed: &str| {
+        let data = std::fs::read(fuzz_dir().join("corpus/object_header").join(seed)).unwrap();
+        rewrap::audit::decode_object_header(&data)
+    };
+    let ok = |name: &str| Ok(name.to_string());
+    assert_eq!(decode("seed-path"), ok("/srv/conf/db.enc.yaml"));
+    assert_eq!(decode("seed-url"), ok("s3://bucket/conf/0.enc.json"));
+    assert_eq!(decode("seed-non-ascii"), ok("/data/b ä.txt"));
+    assert_eq!(decode("seed-escaped-control"), ok("tree/c\\u{a}d.txt"));
+    assert_eq!(decode("seed-lowercase-hex"), ok("a/bä"));
+    assert_eq!(decode("seed-long"), ok(&format!("/d{}", "A".repeat(1400))));
+    assert_eq!(
+        decode("seed-truncated-escape"),
+        Err("has a truncated %-escape")
+    );
+    assert_eq!(decode("seed-bad-escape"), Err("has a bad %-escape"));
+    assert_eq!(decode("seed-control"), Err("holds a control character"));
+    assert_eq!(decode("seed-not-utf8"), Err("is not UTF-8"));
+    assert_eq!(decode("seed-empty"), Err("is empty"));
+}

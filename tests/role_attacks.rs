@@ -9,10 +9,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output};
 use support::cli::*;
 
 const HR_SECRET: &[u8] = b"salary review: confidential\n";
@@ -259,51 +257,6 @@ fn venv() -> PathBuf {
     dir
 }
 
-/// `rewrap serve` on an ephemeral loopback port over `env`'s keystore, with
-/// the shipped policies; killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(env: &Env) -> Server {
-        let mut child = Command::new(bin())
-            .arg("--keystore")
-            .arg(&env.home)
-            .arg("--policies")
-            .arg(repo().join("policies"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("rewrap serve printed no start line within 30 s");
-        let url = line
-            .trim()
-            .strip_prefix("rewrap serve listening on ")
-            .unwrap_or_else(|| panic!("unexpected start line {line:?}"))
-            .to_string();
-        Server { child, url }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `aws kms ARGS --endpoint-url URL` as `who`, isolated from the machine's AWS settings.
 fn aws(env: &Env, server: &Server, who: &Creds, args: &[&str]) -> Output {
     let venv = venv();
@@ -349,7 +302,7 @@ fn rotator_cannot_launder_hr_data_through_the_aws_cli_nor_admin_delete_the_owner
     let reader = env.principal("app-reader");
     let rotator = env.principal("storage-rotator");
     hr_ciphertext(&env, &writer, &reader, &key);
-    let server = Server::start(&env);
+    let server = env.serve();
 
     let out = aws(
         &env,
@@ -772,7 +725,7 @@ fn key_admin_cannot_move_alias_grants_to_the_hr_key_issue_11_finding_3() {
     );
 
     // The same attack through the AWS CLI against rewrap serve.
-    let server = Server::start(&env);
+    let server = env.serve();
     let out = aws(
         &env,
         &server,

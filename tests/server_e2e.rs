@@ -6,16 +6,19 @@
 //! `.venv` in the crate). A test whose tool is missing fails and says how to
 //! install it: it never skips.
 
+mod support;
+
 use rewrap::api::*;
 use rewrap::client::RemoteKms;
 use rewrap::error::ErrorCode;
 use rewrap::kms::Kms;
 use rewrap::secret::Secret;
 use rewrap::sigv4::{self, Credentials};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+use support::cli::Server;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rewrap");
 
@@ -63,77 +66,6 @@ fn keystore() -> Keystore {
         v["SecretAccessKey"].as_str().unwrap().to_string(),
     );
     Keystore { home, owner }
-}
-
-/// A running `rewrap serve`; killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(ks: &Keystore, extra: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
-            .arg("--keystore")
-            .arg(ks.home.path())
-            .arg("--policies")
-            .arg(manifest_dir().join("policies"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("rewrap serve printed no start line within 30 s");
-        let url = line
-            .trim()
-            .strip_prefix("rewrap serve listening on ")
-            .unwrap_or_else(|| panic!("unexpected start line {line:?}"))
-            .to_string();
-        Server { child, url }
-    }
-
-    fn addr(&self) -> String {
-        self.url
-            .split("://")
-            .nth(1)
-            .unwrap()
-            .trim_end_matches('/')
-            .to_string()
-    }
-
-    /// Sends SIGTERM and waits for the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "serve did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn remote(url: &str, creds: &(String, String)) -> RemoteKms {
@@ -189,7 +121,7 @@ fn must(out: Output, what: &str) -> String {
 fn aws_cli_lesson_commands_round_trip_a_secret() {
     let venv = venv();
     let ks = keystore();
-    let server = Server::start(&ks, &[]);
+    let server = Server::start(ks.home.path(), &[]);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("topsecret.txt"), "my lesson secret\n").unwrap();
     // The lesson's commands, verbatim but for --endpoint-url.
@@ -235,7 +167,7 @@ aws kms encrypt $E --key-id alias/lakmsdemo --plaintext file://topsecret.txt --o
 fn boto3_calls_every_operation_with_exact_error_codes() {
     let venv = venv();
     let ks = keystore();
-    let server = Server::start(&ks, &[]);
+    let server = Server::start(ks.home.path(), &[]);
     let reader = principal(&remote(&server.url, &ks.owner), "app-reader");
     let out = aws_env(&mut Command::new(venv.join("bin/python")), &ks.owner)
         .arg(manifest_dir().join("tests/py/boto3_all_operations.py"))
@@ -316,8 +248,8 @@ fn signed_headers(
 #[test]
 fn refusals_carry_aws_error_names_and_nothing_runs() {
     let ks = keystore();
-    let server = Server::start(&ks, &[]);
-    let addr = server.addr();
+    let server = Server::start(ks.home.path(), &[]);
+    let addr = server.addr().to_string();
     let now = chrono::Utc::now();
     let h = signed_headers(&addr, &ks.owner, b"{}", now);
     assert_eq!(raw(&addr, &h, b"{}"), (200, String::new()));
@@ -461,7 +393,7 @@ fn tls_serves_with_the_given_certificate_and_sigterm_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = test_pki(dir.path());
     let server = Server::start(
-        &ks,
+        ks.home.path(),
         &[
             "--tls-cert",
             cert.to_str().unwrap(),
@@ -515,7 +447,7 @@ fn tls_serves_with_the_given_certificate_and_sigterm_stops_cleanly() {
 #[test]
 fn automatic_rotation_adds_versions_while_serving() {
     let ks = keystore();
-    let server = Server::start(&ks, &[]);
+    let server = Server::start(ks.home.path(), &[]);
     let kms = remote(&server.url, &ks.owner);
     let key = kms
         .create_key(&CreateKeyRequest::default())
@@ -539,7 +471,7 @@ fn automatic_rotation_adds_versions_while_serving() {
     assert!(server.terminate().success());
     // 91 days later (test-only clock), the background task rotates the key.
     let server = Server::start(
-        &ks,
+        ks.home.path(),
         &[
             "--debug-clock-offset-days",
             "91",

@@ -13,58 +13,17 @@ mod support;
 
 use rewrap::secret::Secret;
 use rewrap::sigv4::{self, Credentials};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::cli::Env;
+use support::cli::{Env, Server};
 
-/// A running `rewrap serve`; killed on drop.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(env: &Env, extra: &[&str]) -> Server {
-        let mut child = Command::new(support::cli::bin())
-            .arg("--keystore")
-            .arg(&env.home)
-            .arg("--policies")
-            .arg(support::repo().join("policies"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(["--rotation-check-interval", "0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("rewrap serve printed no start line within 30 s");
-        let addr = line
-            .trim()
-            .strip_prefix("rewrap serve listening on http://")
-            .unwrap_or_else(|| panic!("unexpected start line {line:?}"))
-            .trim_end_matches('/')
-            .parse()
-            .unwrap();
-        Server { child, addr }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `rewrap serve` on `env`'s keystore (and `extra` options), without the
+/// background rotation check.
+fn start(env: &Env, extra: &[&str]) -> Server {
+    let mut args = vec!["--rotation-check-interval", "0"];
+    args.extend(extra);
+    Server::start(&env.home, &args)
 }
 
 /// A TCP connection to `to` from source address `from`.
@@ -163,8 +122,8 @@ fn response(stream: &mut TcpStream, deadline: Duration) -> (u16, String) {
 /// One signed ListKeys from `from`, answered within 5 s.
 fn signed_call(env: &Env, server: &Server, from: &str) -> (u16, String) {
     let body = b"{}";
-    let mut s = connect_from(from, server.addr);
-    let head = signed_head(env, server.addr, body, body.len(), chrono::Utc::now());
+    let mut s = connect_from(from, server.addr());
+    let head = signed_head(env, server.addr(), body, body.len(), chrono::Utc::now());
     // The server may refuse (and close) before it reads the request.
     let _ = s.write_all(head.as_bytes());
     let _ = s.write_all(body);
@@ -175,10 +134,10 @@ fn signed_call(env: &Env, server: &Server, from: &str) -> (u16, String) {
 /// the first byte of a 100-byte body, then stall.
 fn slow_body_flood(env: &Env, server: &Server, n: usize) -> Vec<TcpStream> {
     let body = [b'{'; 100];
-    let head = signed_head(env, server.addr, &body, body.len(), chrono::Utc::now());
+    let head = signed_head(env, server.addr(), &body, body.len(), chrono::Utc::now());
     (0..n)
         .map(|_| {
-            let mut s = connect_from("127.0.0.1", server.addr);
+            let mut s = connect_from("127.0.0.1", server.addr());
             let _ = s.write_all(head.as_bytes());
             let _ = s.write_all(&body[..1]);
             s
@@ -217,7 +176,7 @@ fn still_held(flood: &[TcpStream]) -> usize {
 #[test]
 fn slow_body_flood_from_one_address_is_capped_and_another_address_is_served() {
     let env = Env::new();
-    let server = Server::start(
+    let server = start(
         &env,
         &[
             "--max-connections-per-address",
@@ -247,7 +206,7 @@ fn slow_body_flood_from_one_address_is_capped_and_another_address_is_served() {
 #[test]
 fn slow_body_flood_at_the_global_limit_is_shed_for_a_signed_client() {
     let env = Env::new();
-    let server = Server::start(
+    let server = start(
         &env,
         &[
             "--max-connections-per-address",
@@ -263,9 +222,9 @@ fn slow_body_flood_at_the_global_limit_is_shed_for_a_signed_client() {
     // Five signed calls on one keep-alive connection: admitting it shed the
     // oldest stalled connection, and between its requests it is the newest
     // waiting one, so nothing else is shed: 99 stalled remain.
-    let mut client = connect_from("127.0.0.1", server.addr);
+    let mut client = connect_from("127.0.0.1", server.addr());
     for _ in 0..5 {
-        let head = signed_head(&env, server.addr, b"{}", 2, chrono::Utc::now());
+        let head = signed_head(&env, server.addr(), b"{}", 2, chrono::Utc::now());
         client.write_all(head.as_bytes()).unwrap();
         client.write_all(b"{}").unwrap();
         assert_eq!(
@@ -279,13 +238,13 @@ fn slow_body_flood_at_the_global_limit_is_shed_for_a_signed_client() {
 #[test]
 fn slow_body_unauthenticated_requests_are_refused_before_the_body_is_sent() {
     let env = Env::new();
-    let server = Server::start(&env, &["--body-timeout", "60"]);
+    let server = start(&env, &["--body-timeout", "60"]);
     let fresh = chrono::Utc::now();
-    let signed = signed_head(&env, server.addr, b"{}", 200_000, fresh);
+    let signed = signed_head(&env, server.addr(), b"{}", 200_000, fresh);
     let unknown = signed.replace(&env.owner.id, "AKIAUNKNOWNUNKNOWN00");
     let stale = signed_head(
         &env,
-        server.addr,
+        server.addr(),
         b"{}",
         200_000,
         fresh - chrono::Duration::hours(1),
@@ -293,7 +252,7 @@ fn slow_body_unauthenticated_requests_are_refused_before_the_body_is_sent() {
     let unsigned = format!(
         "POST / HTTP/1.1\r\nhost: {}\r\ncontent-length: 200000\r\n\
          x-amz-target: TrentService.ListKeys\r\n\r\n",
-        server.addr
+        server.addr()
     );
     let garbled = unsigned.replace(
         "\r\n\r\n",
@@ -307,7 +266,7 @@ fn slow_body_unauthenticated_requests_are_refused_before_the_body_is_sent() {
         (unknown, "UnrecognizedClientException"),
         (stale, "InvalidSignatureException"),
     ] {
-        let mut s = connect_from("127.0.0.1", server.addr);
+        let mut s = connect_from("127.0.0.1", server.addr());
         s.write_all(head.as_bytes()).unwrap();
         // Not one body byte is sent: the answer must come anyway.
         let (_, kind) = response(&mut s, Duration::from_secs(10));

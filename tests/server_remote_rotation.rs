@@ -5,15 +5,17 @@
 //! Python tools come from `REWRAP_TEST_VENV` (set by `scripts/test`; else
 //! `.venv` in the crate); a missing tool fails the test with the fix.
 
+mod support;
+
 use rewrap::api::*;
 use rewrap::client::RemoteKms;
 use rewrap::kms::Kms;
 use rewrap::secret::Secret;
 use rewrap::sigv4::Credentials;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use support::cli::Server;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rewrap");
 const FILES: usize = 40;
@@ -103,29 +105,6 @@ fn rotation_report(stdout: &str) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("rotate printed no JSON summary ({e}):\n{stdout}"))
 }
 
-fn start_serve(home: &Path) -> (Guard, String) {
-    let mut child = Command::new(BIN)
-        .arg("--keystore")
-        .arg(home)
-        .arg("--policies")
-        .arg(manifest_dir().join("policies"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("rewrap serve listening on ")
-        .unwrap_or_else(|| panic!("unexpected start line {line:?}"))
-        .to_string();
-    (Guard(child), url)
-}
-
 #[test]
 fn rotator_rotates_through_the_server_and_cannot_decrypt() {
     let home = tempfile::tempdir().unwrap();
@@ -140,7 +119,8 @@ fn rotator_rotates_through_the_server_and_cannot_decrypt() {
         v["AccessKeyId"].as_str().unwrap().to_string(),
         v["SecretAccessKey"].as_str().unwrap().to_string(),
     );
-    let (_server, url) = start_serve(home.path());
+    let server = Server::start(home.path(), &[]);
+    let url = server.url.clone();
     let admin = client(&url, &owner);
     let principal = |name: &str| {
         let r = admin

@@ -188,6 +188,7 @@ fn encrypt(a: EncryptArgs, ctx: &Context) -> anyhow::Result<i32> {
         key_id: a.key_id,
         context: a.context.into_iter().collect(),
         chunk_size: a.chunk_size,
+        object: None,
     };
     let kms = match kms_or_exit(ctx) {
         Ok(k) => k,
@@ -222,6 +223,7 @@ fn decrypt(a: DecryptArgs, ctx: &Context) -> anyhow::Result<i32> {
     let opts = DecryptOptions {
         key_id: a.key_id,
         expect_context: a.context.into_iter().collect::<EncryptionContext>(),
+        object: None,
     };
     let kms = match kms_or_exit(ctx) {
         Ok(k) => k,

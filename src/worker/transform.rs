@@ -294,9 +294,25 @@ fn transform_one(
         TreeOp::Decrypt(_) if !envelope => return Ok(None),
         _ => {}
     }
+    // The key use's audit record names the envelope, as rotation names it
+    // (the path as walked): the one a data key lives in, written here when
+    // encrypting, read when decrypting.
     Ok(Some(match op {
-        TreeOp::Encrypt(enc) => encrypt_staged(kms, enc, path, src, output)?,
-        TreeOp::Decrypt(dec) => decrypt_staged(kms, dec, path, src, output)?,
+        TreeOp::Encrypt(enc) => {
+            let envelope = dest.as_deref().unwrap_or(path);
+            let enc = EncryptOptions {
+                object: Some(audit::object_name(&envelope.display().to_string())),
+                ..enc.clone()
+            };
+            encrypt_staged(kms, &enc, path, src, output)?
+        }
+        TreeOp::Decrypt(dec) => {
+            let dec = DecryptOptions {
+                object: Some(audit::object_name(&path.display().to_string())),
+                ..dec.clone()
+            };
+            decrypt_staged(kms, &dec, path, src, output)?
+        }
     }))
 }
 

@@ -175,6 +175,30 @@ impl Server {
             .to_string();
         Server { child, url }
     }
+
+    /// The address it listens on.
+    pub(crate) fn addr(&self) -> std::net::SocketAddr {
+        let (_, addr) = self.url.split_once("://").expect("a URL");
+        addr.parse()
+            .unwrap_or_else(|e| panic!("{}: no address: {e}", self.url))
+    }
+
+    /// Sends SIGTERM and waits (at most 20 s) for the exit status.
+    pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "serve did not stop on SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
 }
 
 impl Env {
