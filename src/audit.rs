@@ -127,7 +127,7 @@ mod writer;
 pub use checkpoint::Checkpoint;
 pub use digest::{read_public_keys, Digest, DigestSegment, DigestSummary, PUBLIC_KEYS_FILE};
 pub use export::{export, ExportReport};
-pub use group_commit::{defer_durability, Durability};
+pub use group_commit::{defer_durability, defer_sync, Durability};
 pub use read::read_records;
 pub use record::{
     check_object, decode_object_header, encode_object_header, object_name, AuditKey, AuditRecord,

@@ -285,28 +285,60 @@ impl GroupSync {
 /// and the batches queued there.
 type Pending = Vec<(Arc<GroupSync>, Vec<Arc<Batch>>)>;
 
+/// What a scope defers: the whole write, or only the sync.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Deferred {
+    /// [`defer_durability`]: appends are queued, written and synced later.
+    Write,
+    /// [`defer_sync`]: appends are written at once, synced later.
+    Sync,
+}
+
+/// A scope's kind and the appends it awaits.
+type Scope = (Deferred, Pending);
+
 thread_local! {
-    /// The writes of the current [`defer_durability`] scope, if any.
-    static DEFERRED: RefCell<Option<Pending>> = const { RefCell::new(None) };
+    /// The appends of the current [`defer_durability`] or [`defer_sync`]
+    /// scope, if any.
+    static DEFERRED: RefCell<Option<Scope>> = const { RefCell::new(None) };
+}
+
+/// Adds `batch` of `sync` to a scope's pending list.
+fn add(list: &mut Pending, sync: &Arc<GroupSync>, batch: Arc<Batch>) {
+    match list.iter_mut().find(|(s, _)| Arc::ptr_eq(s, sync)) {
+        Some((_, batches)) => batches.push(batch),
+        None => list.push((Arc::clone(sync), vec![batch])),
+    }
 }
 
 /// Queues `records` in `sync` and hands the wait for them to the current
 /// thread's [`defer_durability`] scope; gives the records back if there is
-/// no scope (the caller writes them and waits).
+/// no such scope (the caller writes them, then calls [`defer_written`]).
 pub(super) fn defer(
     sync: &Arc<GroupSync>,
     records: Vec<AuditRecord>,
 ) -> Result<(), Vec<AuditRecord>> {
     DEFERRED.with(|deferred| match deferred.borrow_mut().as_mut() {
-        Some(list) => {
+        Some((Deferred::Write, list)) => {
             let batch = sync.enqueue(records);
-            match list.iter_mut().find(|(s, _)| Arc::ptr_eq(s, sync)) {
-                Some((_, batches)) => batches.push(batch),
-                None => list.push((Arc::clone(sync), vec![batch])),
-            }
+            add(list, sync, batch);
             Ok(())
         }
-        None => Err(records),
+        _ => Err(records),
+    })
+}
+
+/// Hands the sync of a write just made (`ticket`) to the current thread's
+/// [`defer_sync`] scope; `false` if there is none (the caller waits).
+pub(super) fn defer_written(sync: &Arc<GroupSync>, ticket: u64) -> bool {
+    DEFERRED.with(|deferred| match deferred.borrow_mut().as_mut() {
+        Some((Deferred::Sync, list)) => {
+            let batch = Arc::new(Batch::default());
+            batch.resolve(Ok(ticket));
+            add(list, sync, batch);
+            true
+        }
+        _ => false,
     })
 }
 
@@ -315,21 +347,36 @@ pub(super) fn defer(
 /// awaited (which writes and syncs them) before anything `f` computed is
 /// handed to anyone ("no audit, no answer").
 pub fn defer_durability<R>(f: impl FnOnce() -> R) -> (R, Durability) {
-    struct Scope(Option<Pending>);
-    impl Drop for Scope {
+    scoped(Deferred::Write, f)
+}
+
+/// Runs `f` (on this thread) with its durable audit appends written at
+/// once but their sync deferred: for work whose results reach the disk
+/// before they are handed out (a tree decryption stages plaintext in
+/// temporary files), so that even a `kill -9` leaves each record in the
+/// trail beside what it produced. The returned [`Durability`] must be
+/// awaited before the results are handed out.
+pub fn defer_sync<R>(f: impl FnOnce() -> R) -> (R, Durability) {
+    scoped(Deferred::Sync, f)
+}
+
+fn scoped<R>(kind: Deferred, f: impl FnOnce() -> R) -> (R, Durability) {
+    struct Restore(Option<Scope>);
+    impl Drop for Restore {
         // Restores the enclosing scope, also when `f` panics.
         fn drop(&mut self) {
             let outer = self.0.take();
             DEFERRED.with(|deferred| *deferred.borrow_mut() = outer);
         }
     }
-    let outer = DEFERRED.with(|deferred| deferred.borrow_mut().replace(Vec::new()));
-    let scope = Scope(outer);
+    let outer = DEFERRED.with(|deferred| deferred.borrow_mut().replace((kind, Vec::new())));
+    let restore = Restore(outer);
     let result = f();
     let pending = DEFERRED
         .with(|deferred| deferred.borrow_mut().take())
+        .map(|(_, pending)| pending)
         .unwrap_or_default();
-    drop(scope);
+    drop(restore);
     (result, Durability { pending })
 }
 

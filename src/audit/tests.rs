@@ -687,6 +687,18 @@ fn deferred_appends_are_synced_when_awaited_and_scopes_do_not_leak() {
         }
     });
     assert_eq!(verify(&path).unwrap().records, before + 64 * 20);
+
+    // defer_sync (tree decryption): written at once, synced at the wait.
+    let syncs_before = log.syncs();
+    let ((), durability) = defer_sync(|| append(&log));
+    assert_eq!(
+        verify(&path).unwrap().records,
+        before + 64 * 20 + 1,
+        "written at once"
+    );
+    assert_eq!(log.syncs(), syncs_before, "not synced before the wait");
+    durability.wait_blocking().unwrap();
+    assert_eq!(log.syncs(), syncs_before + 1);
     assert!(
         log.syncs() < synced + 1 + 64 * 20,
         "{} syncs for {} awaited appends",

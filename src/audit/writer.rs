@@ -270,7 +270,7 @@ impl AuditLog {
             let mut state = inner.lock_state();
             inner.write_with_queue(&mut state, records)?
         };
-        if inner.durable {
+        if inner.durable && !group_commit::defer_written(&inner.sync, ticket) {
             inner.sync.wait(ticket)?;
         }
         Ok(())

@@ -159,20 +159,19 @@ pub fn transform_tree(
                     continue;
                 }
             };
-            // A file encrypted here is published only at the batch's
-            // commit, so its GenerateDataKey record needs to be durable
-            // only then: one fdatasync per batch instead of one per file.
-            // (A decrypted file's plaintext is on disk once staged, so its
-            // Decrypt record is made durable before, as for any call.)
+            // A file is published only at the batch's commit, so the
+            // record of its key use needs to be durable only then: one
+            // fdatasync per batch instead of one per file. A decrypted
+            // file's plaintext is on disk once staged, so its Decrypt
+            // record is written before (it survives a kill -9 beside the
+            // staged file) and only its sync waits for the commit; an
+            // encrypted file's GenerateDataKey record is queued.
             let one = || transform_one(kms, op, opts.follow_links, root, &path, out_root);
-            let result = match op {
-                TreeOp::Encrypt(_) => {
-                    let (result, durability) = audit::defer_durability(one);
-                    pending.absorb(durability);
-                    result
-                }
-                TreeOp::Decrypt(_) => one(),
+            let (result, durability) = match op {
+                TreeOp::Encrypt(_) => audit::defer_durability(one),
+                TreeOp::Decrypt(_) => audit::defer_sync(one),
             };
+            pending.absorb(durability);
             match result {
                 Ok(Some(s)) => {
                     started.store(true, std::sync::atomic::Ordering::Release);
