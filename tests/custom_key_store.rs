@@ -83,11 +83,7 @@ fn connected() -> (Env, SoftHsm, String) {
     let env = Env::new();
     let hsm = SoftHsm::new("rewrap-test");
     let id = create_store(&env, &hsm, "hsm1", &hsm.pin_source());
-    ok(
-        &env,
-        &hsm,
-        &["connect-custom-key-store", "--custom-key-store-id", &id],
-    );
+    store_op(&env, &hsm, "connect-custom-key-store", &id);
     (env, hsm, id)
 }
 
@@ -128,6 +124,11 @@ fn refused(env: &Env, module: &str, why: &str) -> String {
          custom_key_stores.allowed_modules of {}",
         env.home.join("config.toml").display()
     )
+}
+
+/// `OP --custom-key-store-id ID` (connect, disconnect, delete), which must succeed.
+fn store_op(env: &Env, hsm: &SoftHsm, op: &str, id: &str) -> serde_json::Value {
+    ok(env, hsm, &[op, "--custom-key-store-id", id])
 }
 
 fn b64(s: &str) -> Vec<u8> {
@@ -202,18 +203,10 @@ fn store_lifecycle_states_and_errors() {
     );
     assert_aws_error(&early, "CustomKeyStoreInvalidStateException", "CreateKey");
 
-    ok(
-        &env,
-        &hsm,
-        &["connect-custom-key-store", "--custom-key-store-id", &id],
-    );
+    store_op(&env, &hsm, "connect-custom-key-store", &id);
     assert_eq!(state(&env, &hsm, &id), "CONNECTED");
     // Connecting a connected store is a no-op, as in AWS.
-    ok(
-        &env,
-        &hsm,
-        &["connect-custom-key-store", "--custom-key-store-id", &id],
-    );
+    store_op(&env, &hsm, "connect-custom-key-store", &id);
     let busy = run(
         &env,
         &hsm,
@@ -242,11 +235,7 @@ fn store_lifecycle_states_and_errors() {
     );
 
     let key = hsm_key(&env, &hsm, &id);
-    ok(
-        &env,
-        &hsm,
-        &["disconnect-custom-key-store", "--custom-key-store-id", &id],
-    );
+    store_op(&env, &hsm, "disconnect-custom-key-store", &id);
     assert_eq!(state(&env, &hsm, &id), "DISCONNECTED");
     let has_keys = run(
         &env,
@@ -307,11 +296,7 @@ fn store_lifecycle_states_and_errors() {
 
     // An empty, disconnected store is deleted.
     let spare = create_store(&env, &hsm, "spare", &hsm.pin_source());
-    ok(
-        &env,
-        &hsm,
-        &["delete-custom-key-store", "--custom-key-store-id", &spare],
-    );
+    store_op(&env, &hsm, "delete-custom-key-store", &spare);
     let gone = run(
         &env,
         &hsm,
@@ -380,11 +365,7 @@ fn wrong_pin_missing_token_and_missing_module_fail_with_their_codes() {
         "CustomKeyStoreInvalidStateException",
         "ConnectCustomKeyStore",
     );
-    ok(
-        &env,
-        &hsm,
-        &["disconnect-custom-key-store", "--custom-key-store-id", &id],
-    );
+    store_op(&env, &hsm, "disconnect-custom-key-store", &id);
     ok(
         &env,
         &hsm,
@@ -396,11 +377,7 @@ fn wrong_pin_missing_token_and_missing_module_fail_with_their_codes() {
             &hsm.pin_source(),
         ],
     );
-    ok(
-        &env,
-        &hsm,
-        &["connect-custom-key-store", "--custom-key-store-id", &id],
-    );
+    store_op(&env, &hsm, "connect-custom-key-store", &id);
     let d = describe(&env, &hsm, &id);
     assert_eq!(d["ConnectionState"], "CONNECTED");
     assert!(d.get("ConnectionErrorCode").is_none(), "{d}");
@@ -713,11 +690,7 @@ fn every_cryptographic_operation_runs_in_the_token() {
         b64(soft_dec["Plaintext"].as_str().unwrap()),
         b"kept by the HSM\n"
     );
-    ok(
-        &env,
-        &hsm,
-        &["connect-custom-key-store", "--custom-key-store-id", &store],
-    );
+    store_op(&env, &hsm, "connect-custom-key-store", &store);
     ok(
         &env,
         &hsm,
@@ -1037,7 +1010,6 @@ fn a_keystore_sealed_by_a_token_key_reopens_in_new_processes() {
 #[test]
 fn the_hsm_blob_vector_is_what_the_token_computes() {
     use rewrap::ciphertext_blob::{canonical_context, HEADER_LEN};
-    use rewrap::hsm::{PinSource, Token, TokenSelector};
     let v: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
             support::repo().join("tests/vectors/ciphertext_blob/07-hsm-key.json"),
@@ -1068,14 +1040,7 @@ fn the_hsm_blob_vector_is_what_the_token_computes() {
 
     // This process loads the module for this test only (the others run it
     // in child processes), with this token's configuration.
-    std::env::set_var("SOFTHSM2_CONF", &hsm.conf);
-    let token = Token::open(
-        std::path::Path::new(MODULE),
-        &TokenSelector::Label(hsm.label.clone()),
-        &PinSource::File(hsm.pin_file.clone()),
-        2,
-    )
-    .unwrap();
+    let token = hsm.open_in_process();
     let blob = hex("blob_hex");
     let context: rewrap::api::EncryptionContext =
         serde_json::from_value(v["context"].clone()).unwrap();
@@ -1207,17 +1172,9 @@ fn a_module_off_the_allow_list_is_refused_before_it_is_loaded() {
         .as_str()
         .unwrap()
         .to_string();
-    ok(
-        &env,
-        &hsm,
-        &["connect-custom-key-store", "--custom-key-store-id", &id],
-    );
+    store_op(&env, &hsm, "connect-custom-key-store", &id);
     assert_eq!(state(&env, &hsm, &id), "CONNECTED");
-    ok(
-        &env,
-        &hsm,
-        &["disconnect-custom-key-store", "--custom-key-store-id", &id],
-    );
+    store_op(&env, &hsm, "disconnect-custom-key-store", &id);
 
     // UpdateCustomKeyStore is held to the same list; nothing changes.
     let out = run(
@@ -1370,11 +1327,7 @@ fn a_deleted_hsm_key_leaves_no_object_in_the_token() {
         "{}",
         stderr(&out)
     );
-    ok(
-        &env,
-        &hsm,
-        &["connect-custom-key-store", "--custom-key-store-id", &store],
-    );
+    store_op(&env, &hsm, "connect-custom-key-store", &store);
     assert_eq!(token_objects(&hsm, &b), 0);
     let d = describe(&env, &hsm, &store);
     assert!(d.get("TokenObjectsToDestroy").is_none(), "{d}");
@@ -1387,9 +1340,5 @@ fn a_deleted_hsm_key_leaves_no_object_in_the_token() {
             &store,
         ],
     );
-    ok(
-        &env,
-        &hsm,
-        &["delete-custom-key-store", "--custom-key-store-id", &store],
-    );
+    store_op(&env, &hsm, "delete-custom-key-store", &store);
 }

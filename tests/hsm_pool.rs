@@ -6,25 +6,17 @@
 
 mod support;
 
-use support::hsm::{SoftHsm, MODULE};
+use support::hsm::SoftHsm;
 
 /// A login lost under the pool (the token's user logged out, as a token
 /// reset does) is replaced once: the call that met it succeeds after one
 /// re-login, and later calls need none.
 #[test]
 fn a_lost_login_is_replaced_once_and_the_call_succeeds() {
-    use rewrap::hsm::{PinSource, Token, TokenSelector};
     let hsm = SoftHsm::new("rewrap-relogin");
     // The only test of this binary: the module is initialized once per
     // process, with this token's configuration.
-    std::env::set_var("SOFTHSM2_CONF", &hsm.conf);
-    let token = Token::open(
-        std::path::Path::new(MODULE),
-        &TokenSelector::Label(hsm.label.clone()),
-        &PinSource::File(hsm.pin_file.clone()),
-        2,
-    )
-    .unwrap();
+    let token = hsm.open_in_process();
     token.generate_aes_key("relogin/k1").unwrap();
     let iv = [7u8; 12];
     let sealed = token

@@ -290,8 +290,22 @@ fn a_root_move_killed_at_any_instant_leaves_a_keystore_that_opens() {
     let env = Env::new();
     let (_, blob) = key_and_blob(&env, "survives a killed move");
     let arg = format!("fileb://{}", blob.display());
+    // Kills spread over the time a whole move takes here (measured first).
+    let started = std::time::Instant::now();
+    let out = env.run(&env.owner, &["root", "move", "--to", "file"]);
+    let whole = started.elapsed();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        support::cli::stdout(&out).starts_with(&format!(
+            "moved: root key file {0}/root.key -> root key file {0}/root.key",
+            env.home.display()
+        )),
+        "{}",
+        support::cli::stdout(&out)
+    );
     let (mut old_root, mut new_root) = (0, 0);
-    for i in 0..12u64 {
+    for i in 0..12u32 {
+        let delay = whole * i / 10;
         let before = std::fs::read(env.home.join("root.key")).unwrap();
         let mut child = env
             .command(&env.owner)
@@ -300,28 +314,29 @@ fn a_root_move_killed_at_any_instant_leaves_a_keystore_that_opens() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(i * 4));
+        std::thread::sleep(delay);
         let _ = child.kill();
         let _ = child.wait();
         let dec = env.ok(&env.owner, &["decrypt", "--ciphertext-blob", &arg]);
         assert_eq!(
             b64(dec["Plaintext"].as_str().unwrap()),
             b"survives a killed move",
-            "after a kill at {} ms",
-            i * 4
+            "after a kill at {delay:?}"
         );
         let files: Vec<&str> = root_files(&env)
             .into_iter()
             .filter(|f| *f != "root.next")
             .collect();
-        assert_eq!(files, ["root.key"], "after a kill at {} ms", i * 4);
+        assert_eq!(files, ["root.key"], "after a kill at {delay:?}");
         if std::fs::read(env.home.join("root.key")).unwrap() == before {
             old_root += 1;
         } else {
             new_root += 1;
         }
     }
-    eprintln!("killed moves: {old_root} left the old root, {new_root} the new one");
+    eprintln!(
+        "killed moves (a whole move: {whole:?}): {old_root} left the old root, {new_root} the new one"
+    );
     let out = env.run(&env.owner, &["audit", "verify"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }

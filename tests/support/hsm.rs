@@ -69,6 +69,20 @@ impl SoftHsm {
         format!("file:{}", self.pin_file.display())
     }
 
+    /// This token opened in the test's own process (two sessions). The
+    /// module reads `SOFTHSM2_CONF` once per process: one test per binary
+    /// may call this.
+    pub(crate) fn open_in_process(&self) -> rewrap::hsm::Token {
+        std::env::set_var("SOFTHSM2_CONF", &self.conf);
+        rewrap::hsm::Token::open(
+            Path::new(MODULE),
+            &rewrap::hsm::TokenSelector::Label(self.label.clone()),
+            &rewrap::hsm::PinSource::File(self.pin_file.clone()),
+            2,
+        )
+        .unwrap()
+    }
+
     /// OpenSC's `pkcs11-tool` on this token, logged in as the user.
     pub(crate) fn tool(&self) -> Command {
         let mut c = Command::new("pkcs11-tool");
