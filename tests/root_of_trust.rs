@@ -340,3 +340,37 @@ fn a_root_move_killed_at_any_instant_leaves_a_keystore_that_opens() {
     let out = env.run(&env.owner, &["audit", "verify"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// A token root whose module another user could replace is not loaded.
+#[test]
+fn a_token_root_with_a_replaceable_module_is_refused() {
+    let hsm = support::hsm::SoftHsm::new("rewrap-root-module");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy.so");
+    std::fs::copy(support::hsm::MODULE, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o664)).unwrap();
+    let home = dir.path().join("keystore");
+    let uri = format!(
+        "pkcs11:token={};object=root?module-path={}&pin-source=file:{}",
+        hsm.label,
+        copy.display(),
+        hsm.pin_file.display()
+    );
+    let out = Command::new(bin())
+        .env("SOFTHSM2_CONF", &hsm.conf)
+        .env_remove("REWRAP_HOME")
+        .arg("--keystore")
+        .arg(&home)
+        .args(["init", "--root", &uri])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let want = format!(
+        "root key {}: PKCS#11 module {1} is refused: {1} is group- or world-writable (mode 664)",
+        home.join("root.uri").display(),
+        copy.display()
+    );
+    assert!(stderr(&out).contains(&want), "{}", stderr(&out));
+    assert!(!home.join("keystore.sealed").exists());
+    assert!(!home.join("root.uri").exists());
+}
