@@ -934,15 +934,7 @@ fn a_keystore_sealed_by_a_token_key_reopens_in_new_processes() {
         hsm.label,
         hsm.pin_file.display()
     );
-    let out = Command::new(support::cli::bin())
-        .env("SOFTHSM2_CONF", &hsm.conf)
-        .env_remove("REWRAP_HOME")
-        .arg("--keystore")
-        .arg(&home)
-        .args(["init", "--root", &uri])
-        .output()
-        .unwrap();
-    let v = json(&out);
+    let v = json(&hsm.init_keystore(&home, &uri));
     assert!(
         !home.join("root.key").exists(),
         "a root key file was written"

@@ -356,14 +356,7 @@ fn a_token_root_with_a_replaceable_module_is_refused() {
         copy.display(),
         hsm.pin_file.display()
     );
-    let out = Command::new(bin())
-        .env("SOFTHSM2_CONF", &hsm.conf)
-        .env_remove("REWRAP_HOME")
-        .arg("--keystore")
-        .arg(&home)
-        .args(["init", "--root", &uri])
-        .output()
-        .unwrap();
+    let out = hsm.init_keystore(&home, &uri);
     assert!(!out.status.success());
     let want = format!(
         "root key {}: PKCS#11 module {1} is refused: {1} is group- or world-writable (mode 664)",

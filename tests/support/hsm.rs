@@ -83,6 +83,19 @@ impl SoftHsm {
         .unwrap()
     }
 
+    /// `rewrap --keystore HOME init --root URI` with this token's
+    /// configuration (the root key in the token).
+    pub(crate) fn init_keystore(&self, home: &Path, uri: &str) -> std::process::Output {
+        Command::new(super::cli::bin())
+            .env("SOFTHSM2_CONF", &self.conf)
+            .env_remove("REWRAP_HOME")
+            .arg("--keystore")
+            .arg(home)
+            .args(["init", "--root", uri])
+            .output()
+            .unwrap()
+    }
+
     /// OpenSC's `pkcs11-tool` on this token, logged in as the user.
     pub(crate) fn tool(&self) -> Command {
         let mut c = Command::new("pkcs11-tool");
