@@ -142,6 +142,9 @@ pub use segment::SegmentHeader;
 pub use usage::KeyUsage;
 pub use verify::{verify, verify_offline, verify_sealed, VerifySummary};
 pub use writer::{AuditLog, AuditOptions};
+// A move of the keystore's root (crate::root::relocate) seals these again.
+pub(crate) use checkpoint::reseal as reseal_checkpoint;
+pub(crate) use digest::reseal_signing_keys;
 
 use crate::error::{ErrorCode, KmsError};
 use std::io;

@@ -70,6 +70,11 @@ pub enum HsmError {
     /// data does not match.
     #[error("authentication failed")]
     Authentication,
+    /// The module is not one the keystore's configuration allows
+    /// (`custom_key_stores.allowed_modules`), or its file could be replaced
+    /// by someone else: refused before it is loaded.
+    #[error("PKCS#11 module {} is refused: {}", .0.display(), .1)]
+    ModuleNotAllowed(PathBuf, String),
     /// Any other PKCS#11 failure.
     #[error("{function}: {rv}")]
     Pkcs11 {
@@ -86,6 +91,7 @@ impl HsmError {
         match self {
             HsmError::ModuleNotFound(_) => "ModuleNotFound",
             HsmError::Module(..) => "ModuleLoad",
+            HsmError::ModuleNotAllowed(..) => "ModuleNotAllowed",
             HsmError::TokenNotFound(_) => "TokenNotFound",
             HsmError::PinSource(..) => "PinSourceUnreadable",
             HsmError::InvalidCredentials => "InvalidCredentials",
@@ -104,6 +110,7 @@ impl HsmError {
             HsmError::InvalidCredentials => "INVALID_CREDENTIALS",
             HsmError::PinLocked => "USER_LOCKED_OUT",
             HsmError::ModuleNotFound(_) | HsmError::Module(..) => "PKCS11_MODULE_NOT_FOUND",
+            HsmError::ModuleNotAllowed(..) => "PKCS11_MODULE_NOT_ALLOWED",
             HsmError::TokenNotFound(_) => "TOKEN_NOT_FOUND",
             HsmError::PinSource(..) => "PIN_SOURCE_UNREADABLE",
             _ => "INTERNAL_ERROR",
@@ -221,6 +228,95 @@ impl std::fmt::Display for TokenSelector {
     }
 }
 
+/// The `[custom_key_stores]` table of the keystore's `config.toml`: which
+/// PKCS#11 modules rewrap may load for a custom key store. Loading a module
+/// runs its code inside rewrap (and inside `rewrap serve`), so a caller
+/// with administer rights must not be able to name any file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModuleConfig {
+    /// Absolute paths of the modules that may be loaded. The default is
+    /// Debian's SoftHSM2 (the symbolic link in `/usr/lib/softhsm` and the
+    /// multiarch file it points at), the software token of the README and
+    /// the tests: a hardware HSM's or CloudHSM's module is added by the
+    /// operator, never implied.
+    pub allowed_modules: Vec<PathBuf>,
+}
+
+impl Default for ModuleConfig {
+    fn default() -> ModuleConfig {
+        let arch = std::env::consts::ARCH;
+        ModuleConfig {
+            allowed_modules: vec![
+                PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"),
+                PathBuf::from(format!("/usr/lib/{arch}-linux-gnu/softhsm/libsofthsm2.so")),
+            ],
+        }
+    }
+}
+
+impl ModuleConfig {
+    /// Checks that `path` may be loaded, without loading it: absolute, on
+    /// the list, resolving (through any symbolic links) to a file on the
+    /// list, and neither that file nor its folder writable by anyone but
+    /// root or this process's user. Returns the resolved file, the one to
+    /// load. A listed module that is not there is [`HsmError::ModuleNotFound`].
+    pub fn check(&self, path: &Path) -> Result<PathBuf, HsmError> {
+        let refuse = |why: String| HsmError::ModuleNotAllowed(path.to_path_buf(), why);
+        if !path.is_absolute() {
+            return Err(refuse("the path is not absolute".into()));
+        }
+        if !self.allowed_modules.iter().any(|m| m == path) {
+            return Err(refuse(
+                "it is not in custom_key_stores.allowed_modules".into(),
+            ));
+        }
+        let real = match std::fs::canonicalize(path) {
+            Ok(real) => real,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(HsmError::ModuleNotFound(path.to_path_buf()))
+            }
+            Err(e) => return Err(refuse(format!("it cannot be resolved: {}", e.kind()))),
+        };
+        if real != path && !self.allowed_modules.contains(&real) {
+            return Err(refuse(format!(
+                "it leads to {}, which is not in custom_key_stores.allowed_modules",
+                real.display()
+            )));
+        }
+        check_not_replaceable(&real).map_err(refuse)?;
+        if let Some(folder) = real.parent() {
+            check_not_replaceable(folder).map_err(refuse)?;
+        }
+        Ok(real)
+    }
+}
+
+/// Refuses a file or folder that a user other than root or this process's
+/// could write (or, for a folder, replace entries of): such a user could
+/// swap the module for code of their own.
+pub fn check_not_replaceable(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {}", path.display(), e.kind()))?;
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "{} is group- or world-writable (mode {:o})",
+            path.display(),
+            mode & 0o777
+        ));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(format!(
+            "{} is owned by uid {}, neither root nor this service's user (uid {me})",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    Ok(())
+}
+
 /// Loads `path` once per process and keeps it loaded.
 fn module(path: &Path) -> Result<Pkcs11, HsmError> {
     static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
@@ -228,7 +324,9 @@ fn module(path: &Path) -> Result<Pkcs11, HsmError> {
         .get_or_init(Mutex::default)
         .lock()
         .expect("module table lock");
-    if let Some(m) = modules.get(path) {
+    // One entry per file, however it was named (a link or the file).
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if let Some(m) = modules.get(&real) {
         return Ok(m.clone());
     }
     if !path.is_file() {
@@ -240,7 +338,7 @@ fn module(path: &Path) -> Result<Pkcs11, HsmError> {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
         Err(e) => return Err(load(e)),
     }
-    modules.insert(path.to_path_buf(), pkcs11.clone());
+    modules.insert(real, pkcs11.clone());
     Ok(pkcs11)
 }
 
@@ -254,6 +352,7 @@ pub struct Token {
     pool: Mutex<Pool>,
     returned: Condvar,
     handles: Mutex<HashMap<String, ObjectHandle>>,
+    relogins: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -291,10 +390,12 @@ impl Token {
             pool: Mutex::default(),
             returned: Condvar::new(),
             handles: Mutex::default(),
+            relogins: std::sync::atomic::AtomicU64::new(0),
         };
         // Logging in now makes a wrong PIN a connection error, not a
-        // failure of the first Encrypt.
-        let session = token.new_session()?;
+        // failure of the first Encrypt. Taken from the pool, so that it is
+        // counted among the open sessions (a replaced one is uncounted).
+        let session = token.take()?;
         token.give_back(session);
         Ok(token)
     }
@@ -302,6 +403,22 @@ impl Token {
     /// The sessions this token keeps at most.
     pub fn max_sessions(&self) -> usize {
         self.max_sessions
+    }
+
+    /// How many times a lost session or login was replaced by a new,
+    /// logged-in session (for the re-login test).
+    #[doc(hidden)]
+    pub fn relogins(&self) -> u64 {
+        self.relogins.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Logs the user out of the token (`C_Logout` through a pooled
+    /// session): what a token reset does to this process's login, for the
+    /// re-login test. Every session of the process is then public.
+    #[doc(hidden)]
+    pub fn log_out(&self) -> Result<(), HsmError> {
+        self.with_session(Session::logout)?
+            .map_err(HsmError::from_ck)
     }
 
     fn new_session(&self) -> Result<Session, HsmError> {
@@ -365,6 +482,8 @@ impl Token {
                 }
                 self.handles.lock().expect("handle cache lock").clear();
                 let fresh = self.take()?;
+                self.relogins
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let out = f(&fresh);
                 self.give_back(fresh);
                 Ok(out)
@@ -422,6 +541,26 @@ impl Token {
             .expect("handle cache lock")
             .insert(label.to_string(), handle);
         Ok(())
+    }
+
+    /// Destroys every key object labelled `label` (C_DestroyObject);
+    /// returns how many there were (none: already gone).
+    pub fn destroy_key(&self, label: &str) -> Result<usize, HsmError> {
+        self.handles
+            .lock()
+            .expect("handle cache lock")
+            .remove(label);
+        self.with_session(|s| {
+            let found = s.find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])?;
+            for handle in &found {
+                s.destroy_object(*handle)?;
+            }
+            Ok(found.len())
+        })?
+        .map_err(HsmError::from_ck)
     }
 
     /// Whether a key object labelled `label` is in the token.

@@ -6,6 +6,7 @@
 //! ```text
 //! <home>/root.key          32-byte root key, mode 0600 (see crate::root)
 //! <home>/root.uri          or: the pkcs11: URI of a root key in a token
+//! <home>/root.passphrase   or: the Argon2id parameters of a passphrase root
 //! <home>/keystore.sealed   the sealed state (layout below)
 //! <home>/keystore.lock     flock(2) target: shared to read, exclusive to update
 //! <home>/config.toml       region and account used in ARNs
@@ -32,7 +33,7 @@
 //! old file, fsync the folder. A crash at any instant leaves either the old
 //! or the new state.
 
-use crate::root::{FileRootKey, Pkcs11RootKey, RootKey, RootKeyError};
+use crate::root::{RootKey, RootKeyError, RootSpec};
 use crate::secret::Secret;
 use fs4::fs_std::FileExt;
 use serde::{Deserialize, Serialize};
@@ -47,8 +48,6 @@ mod custom_key_stores;
 pub use custom_key_stores::{ConnectionState, CustomKeyStoreRecord};
 
 const MAGIC: &[u8; 4] = b"RWKS";
-/// Holds the `pkcs11:` URI of a root key in a token, in place of `root.key`.
-const ROOT_URI: &str = "root.uri";
 const FORMAT: u8 = 1;
 const HEADER_LEN: usize = 16;
 
@@ -393,6 +392,10 @@ pub struct Config {
     /// The audit trail's segments (`[audit]`; issue 14).
     #[serde(default)]
     pub audit: crate::audit::AuditConfig,
+    /// The PKCS#11 modules custom key stores may load
+    /// (`[custom_key_stores]`; issue 13).
+    #[serde(default)]
+    pub custom_key_stores: crate::hsm::ModuleConfig,
 }
 
 impl Default for Config {
@@ -401,6 +404,7 @@ impl Default for Config {
             region: "us-east-1".into(),
             account: "111122223333".into(),
             audit: crate::audit::AuditConfig::default(),
+            custom_key_stores: crate::hsm::ModuleConfig::default(),
         }
     }
 }
@@ -431,35 +435,26 @@ impl Keystore {
     /// Creates a new keystore in `dir` (created if missing). Refuses a folder
     /// that already holds a keystore.
     pub fn create(dir: &Path, config: Config) -> Result<Keystore, KeystoreError> {
-        Keystore::create_with_root(dir, config, None)
+        Keystore::create_with_root(dir, config, &RootSpec::File)
     }
 
-    /// [`Keystore::create`] with the root key in a PKCS#11 token when
-    /// `root_uri` is a `pkcs11:` URI (kept in `root.uri`; the key object is
-    /// generated in the token if it is not there), else a new `root.key`.
+    /// [`Keystore::create`] sealed by the root `root` names (see
+    /// [`crate::root::create`]).
     pub fn create_with_root(
         dir: &Path,
         config: Config,
-        root_uri: Option<&str>,
+        root: &RootSpec,
     ) -> Result<Keystore, KeystoreError> {
         fs::create_dir_all(dir).map_err(KeystoreError::io(dir))?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
             .map_err(KeystoreError::io(dir))?;
         let sealed = dir.join("keystore.sealed");
-        if sealed.exists() || dir.join("root.key").exists() || dir.join(ROOT_URI).exists() {
+        if sealed.exists() || crate::root::ROOT_FILES.iter().any(|f| dir.join(f).exists()) {
             return Err(KeystoreError::AlreadyExists {
                 dir: dir.to_path_buf(),
             });
         }
-        let root: std::sync::Arc<dyn RootKey> = match root_uri {
-            None => std::sync::Arc::new(FileRootKey::create(&dir.join("root.key"))?),
-            Some(uri) => {
-                let file = dir.join(ROOT_URI);
-                let key = Pkcs11RootKey::open(uri, true, &file)?;
-                write_atomic(&file, uri.as_bytes())?;
-                std::sync::Arc::new(key)
-            }
-        };
+        let root = crate::root::create(dir, root)?;
         let text = toml::to_string(&config).map_err(KeystoreError::ConfigSerialize)?;
         write_atomic(&dir.join("config.toml"), text.as_bytes())?;
         let store = Keystore {
@@ -482,13 +477,8 @@ impl Keystore {
         }
         check_private(dir, 0o700)?;
         check_private(&dir.join("keystore.lock"), 0o600)?;
-        let uri_file = dir.join(ROOT_URI);
-        let root: std::sync::Arc<dyn RootKey> = if uri_file.exists() {
-            let uri = fs::read_to_string(&uri_file).map_err(KeystoreError::io(&uri_file))?;
-            std::sync::Arc::new(Pkcs11RootKey::open(uri.trim(), false, &uri_file)?)
-        } else {
-            std::sync::Arc::new(FileRootKey::load(&dir.join("root.key"))?)
-        };
+        Keystore::finish_root_move(dir)?;
+        let root = crate::root::open(dir)?;
         let config_path = dir.join("config.toml");
         let text = fs::read_to_string(&config_path).map_err(KeystoreError::io(&config_path))?;
         let config: Config = toml::from_str(&text).map_err(|source| KeystoreError::Config {
@@ -513,6 +503,11 @@ impl Keystore {
         std::sync::Arc::clone(&self.root)
     }
 
+    /// What the root key is (never key bytes).
+    pub fn root_key_description(&self) -> String {
+        self.root.describe()
+    }
+
     /// Region and account.
     pub fn config(&self) -> &Config {
         &self.config
@@ -523,26 +518,7 @@ impl Keystore {
     }
 
     fn lock(&self, exclusive: bool) -> Result<File, KeystoreError> {
-        let path = self.dir.join("keystore.lock");
-        let lock_error = |source| KeystoreError::Lock {
-            path: path.clone(),
-            source,
-        };
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&path)
-            .map_err(lock_error)?;
-        let locked = if exclusive {
-            file.lock_exclusive()
-        } else {
-            FileExt::lock_shared(&file)
-        };
-        locked.map_err(lock_error)?;
-        Ok(file)
+        lock_in(&self.dir, exclusive)
     }
 
     /// The fingerprint of the sealed file as it is now.
@@ -603,7 +579,42 @@ impl Keystore {
         Ok((state, generation))
     }
 
+    /// Runs `f` with the exclusive lock held, the sealed file's bytes as
+    /// they are and the state they hold sealed again (same generation)
+    /// under `to`: a move of the root ([`crate::root::relocate`]), which
+    /// must hold the lock until it has switched roots.
+    pub(crate) fn with_resealed<R>(
+        &self,
+        to: &dyn RootKey,
+        f: impl FnOnce(Vec<u8>) -> Result<R, KeystoreError>,
+    ) -> Result<R, KeystoreError> {
+        let _lock = self.lock(true)?;
+        let (state, generation) = self.read()?;
+        f(self.sealed_bytes(to, &state, generation)?)
+    }
+
+    /// Finishes an interrupted move of the root (see
+    /// [`crate::root::relocate`]) under the exclusive lock.
+    fn finish_root_move(dir: &Path) -> Result<(), KeystoreError> {
+        if !crate::root::move_pending(dir) {
+            return Ok(());
+        }
+        let _lock = lock_in(dir, true)?;
+        crate::root::finish_move(dir)?;
+        Ok(())
+    }
+
     fn write(&self, state: &State, generation: u64) -> Result<(), KeystoreError> {
+        let bytes = self.sealed_bytes(self.root.as_ref(), state, generation)?;
+        write_atomic(&self.sealed_path(), &bytes)
+    }
+
+    fn sealed_bytes(
+        &self,
+        root: &dyn RootKey,
+        state: &State,
+        generation: u64,
+    ) -> Result<Vec<u8>, KeystoreError> {
         let mut header = Vec::with_capacity(HEADER_LEN);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&[FORMAT, 0, 0, 0]);
@@ -617,10 +628,34 @@ impl Keystore {
             + state.principals.len() * 300;
         let mut json = Secret::new(Vec::with_capacity(estimate));
         serde_json::to_writer(json.expose_mut(), state).map_err(KeystoreError::Serialize)?;
-        let sealed = self.root.seal(&header, json.expose())?;
+        let sealed = root.seal(&header, json.expose())?;
         header.extend_from_slice(&sealed);
-        write_atomic(&self.sealed_path(), &header)
+        Ok(header)
     }
+}
+
+/// Locks the keystore folder `dir`: shared to read, exclusive to update.
+fn lock_in(dir: &Path, exclusive: bool) -> Result<File, KeystoreError> {
+    let path = dir.join("keystore.lock");
+    let lock_error = |source| KeystoreError::Lock {
+        path: path.clone(),
+        source,
+    };
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(&path)
+        .map_err(lock_error)?;
+    let locked = if exclusive {
+        file.lock_exclusive()
+    } else {
+        FileExt::lock_shared(&file)
+    };
+    locked.map_err(lock_error)?;
+    Ok(file)
 }
 
 /// Writes `bytes` to `path` atomically and durably: temporary file, fsync,

@@ -2,11 +2,19 @@
 //!
 //! Kept behind the small [`RootKey`] trait so an HSM can take the place of
 //! the root key file without the keystore noticing: [`FileRootKey`] (the
-//! default, `root.key`) or [`Pkcs11RootKey`] (a key in a PKCS#11 token,
-//! named by the RFC 7512 URI in `root.uri`).
+//! default, `root.key`), [`Pkcs11RootKey`] (a key in a PKCS#11 token,
+//! named by the RFC 7512 URI in `root.uri`) or [`PassphraseRootKey`] (derived
+//! with Argon2id from a passphrase, its parameters in `root.passphrase`).
+//! [`RootSpec`] names one on a command line; [`create`] and [`open`] find
+//! which one a keystore folder has.
 
+mod passphrase;
 mod pkcs11;
+mod relocate;
+pub use passphrase::{KdfCost, PassphraseRootKey, PassphraseSource};
 pub use pkcs11::{Pkcs11RootKey, Pkcs11Uri};
+pub use relocate::relocate;
+pub(crate) use relocate::{finish_move, move_pending};
 
 use crate::secret::Secret;
 use aes_gcm::aead::{AeadInPlace, KeyInit};
@@ -35,6 +43,12 @@ pub enum RootKeyError {
         /// What is wrong.
         problem: String,
     },
+    /// The passphrase does not derive the keystore's root key.
+    #[error("wrong passphrase: the passphrase from {from} does not open this keystore's root key")]
+    WrongPassphrase {
+        /// Where the passphrase was read (never the passphrase).
+        from: String,
+    },
     /// Authentication of sealed data failed: it was changed, or sealed under another root key.
     #[error("authentication failed: the data was tampered with or sealed under another root key")]
     Authentication,
@@ -54,7 +68,7 @@ pub trait RootKey: Send + Sync {
 /// A 32-byte AES-256 root key in a file of mode 0600.
 pub struct FileRootKey {
     path: PathBuf,
-    cipher: Aes256Gcm,
+    cipher: AesRoot,
 }
 
 impl std::fmt::Debug for FileRootKey {
@@ -68,40 +82,18 @@ const ROOT_KEY_LEN: usize = 32;
 impl FileRootKey {
     /// Creates a new random root key at `path` (mode 0600); refuses to overwrite.
     pub fn create(path: &Path) -> Result<FileRootKey, RootKeyError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let io = |source| RootKeyError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
         let key = Secret::random(ROOT_KEY_LEN);
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io)?;
-        file.write_all(key.expose()).map_err(io)?;
-        file.sync_all().map_err(io)?;
+        write_new(path, key.expose())?;
         FileRootKey::from_secret(path, &key)
     }
 
     /// Loads the root key at `path`; refuses a file others can read.
     pub fn load(path: &Path) -> Result<FileRootKey, RootKeyError> {
-        use std::os::unix::fs::PermissionsExt;
         let io = |source| RootKeyError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let meta = fs::metadata(path).map_err(io)?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            return Err(RootKeyError::Invalid {
-                path: path.to_path_buf(),
-                problem: format!(
-                    "permissions {:o} are too open; it must be readable by its owner only (chmod 600)",
-                    meta.permissions().mode() & 0o777
-                ),
-            });
-        }
+        owner_only(path)?;
         let key = Secret::new(fs::read(path).map_err(io)?);
         if key.len() != ROOT_KEY_LEN {
             return Err(RootKeyError::Invalid {
@@ -113,19 +105,77 @@ impl FileRootKey {
     }
 
     fn from_secret(path: &Path, key: &Secret) -> Result<FileRootKey, RootKeyError> {
-        let cipher =
-            Aes256Gcm::new_from_slice(key.expose()).map_err(|_| RootKeyError::Invalid {
-                path: path.to_path_buf(),
-                problem: "bad key length".into(),
-            })?;
         Ok(FileRootKey {
             path: path.to_path_buf(),
-            cipher,
+            cipher: AesRoot::new(path, key)?,
         })
     }
 }
 
 impl RootKey for FileRootKey {
+    fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, RootKeyError> {
+        self.cipher.seal(aad, plaintext)
+    }
+
+    fn unseal(&self, aad: &[u8], sealed: &[u8]) -> Result<Secret, RootKeyError> {
+        self.cipher.unseal(aad, sealed)
+    }
+
+    fn describe(&self) -> String {
+        format!("root key file {}", self.path.display())
+    }
+}
+
+/// Refuses a secret-bearing file (a root key, a passphrase) that others can read.
+fn owner_only(path: &Path) -> Result<(), RootKeyError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::metadata(path).map_err(|source| RootKeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(RootKeyError::Invalid {
+            path: path.to_path_buf(),
+            problem: format!(
+                "permissions {:o} are too open; it must be readable by its owner only (chmod 600)",
+                meta.permissions().mode() & 0o777
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Writes a new file of mode 0600 and syncs it; refuses to overwrite.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<(), RootKeyError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| RootKeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_all().map_err(io)
+}
+
+/// AES-256-GCM under a root key held in this process (a key file's, or
+/// one derived from a passphrase): nonce || ciphertext || tag.
+struct AesRoot(Aes256Gcm);
+
+impl AesRoot {
+    fn new(path: &Path, key: &Secret) -> Result<AesRoot, RootKeyError> {
+        Aes256Gcm::new_from_slice(key.expose())
+            .map(AesRoot)
+            .map_err(|_| RootKeyError::Invalid {
+                path: path.to_path_buf(),
+                problem: "bad key length".into(),
+            })
+    }
+
     fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, RootKeyError> {
         let mut nonce = [0u8; 12];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
@@ -133,7 +183,7 @@ impl RootKey for FileRootKey {
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plaintext);
         let tag = self
-            .cipher
+            .0
             .encrypt_in_place_detached(Nonce::from_slice(&nonce), aad, &mut out[12..])
             .map_err(|_| RootKeyError::Authentication)?;
         out.extend_from_slice(&tag);
@@ -147,7 +197,7 @@ impl RootKey for FileRootKey {
         let (nonce, rest) = sealed.split_at(12);
         let (body, tag) = rest.split_at(rest.len() - 16);
         let mut plain = Secret::from_slice(body);
-        self.cipher
+        self.0
             .decrypt_in_place_detached(
                 Nonce::from_slice(nonce),
                 aad,
@@ -157,10 +207,85 @@ impl RootKey for FileRootKey {
             .map_err(|_| RootKeyError::Authentication)?;
         Ok(plain)
     }
+}
 
-    fn describe(&self) -> String {
-        format!("root key file {}", self.path.display())
+/// Which root key seals a keystore, as `rewrap init --root` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootSpec {
+    /// `file`: a new random key in `root.key` (the default).
+    File,
+    /// `pkcs11:...`: a key in a PKCS#11 token, generated if missing.
+    Pkcs11(String),
+    /// `passphrase:file:PATH` or `passphrase:env:NAME`, with its Argon2id cost.
+    Passphrase(PassphraseSource, KdfCost),
+}
+
+/// The files that say which root a keystore folder has, one at a time.
+pub const ROOT_FILES: [&str; 3] = [KEY_FILE, URI_FILE, PASSPHRASE_FILE];
+const KEY_FILE: &str = "root.key";
+const URI_FILE: &str = "root.uri";
+const PASSPHRASE_FILE: &str = "root.passphrase";
+
+impl RootSpec {
+    /// Parses `file`, a `pkcs11:` URI or `passphrase:SOURCE` (`cost` is the
+    /// Argon2id cost of a passphrase root).
+    pub fn parse(text: &str, cost: KdfCost) -> Result<RootSpec, String> {
+        if text == "file" {
+            return Ok(RootSpec::File);
+        }
+        if text.starts_with("pkcs11:") {
+            Pkcs11Uri::parse(text)?;
+            return Ok(RootSpec::Pkcs11(text.to_string()));
+        }
+        if let Some(source) = text.strip_prefix("passphrase:") {
+            return Ok(RootSpec::Passphrase(PassphraseSource::parse(source)?, cost));
+        }
+        Err(format!(
+            "unknown root {text:?}: give file, pkcs11:URI, passphrase:file:PATH or passphrase:env:NAME"
+        ))
     }
+}
+
+/// Makes the root `spec` names in `dir`, with its file there (`root.key`,
+/// `root.uri` or `root.passphrase`); refuses to overwrite one.
+pub fn create(dir: &Path, spec: &RootSpec) -> Result<std::sync::Arc<dyn RootKey>, RootKeyError> {
+    Ok(match spec {
+        RootSpec::File => std::sync::Arc::new(FileRootKey::create(&dir.join(KEY_FILE))?),
+        RootSpec::Pkcs11(uri) => {
+            let file = dir.join(URI_FILE);
+            let key = Pkcs11RootKey::open(uri, true, &file)?;
+            write_new(&file, uri.as_bytes())?;
+            std::sync::Arc::new(key)
+        }
+        RootSpec::Passphrase(source, cost) => std::sync::Arc::new(PassphraseRootKey::create(
+            &dir.join(PASSPHRASE_FILE),
+            source,
+            *cost,
+        )?),
+    })
+}
+
+/// Opens the root of the keystore folder `dir`, whichever file it has.
+pub fn open(dir: &Path) -> Result<std::sync::Arc<dyn RootKey>, RootKeyError> {
+    let uri_file = dir.join(URI_FILE);
+    if uri_file.exists() {
+        let uri = fs::read_to_string(&uri_file).map_err(|source| RootKeyError::Io {
+            path: uri_file.clone(),
+            source,
+        })?;
+        return Ok(std::sync::Arc::new(Pkcs11RootKey::open(
+            uri.trim(),
+            false,
+            &uri_file,
+        )?));
+    }
+    let passphrase_file = dir.join(PASSPHRASE_FILE);
+    if passphrase_file.exists() {
+        return Ok(std::sync::Arc::new(PassphraseRootKey::open(
+            &passphrase_file,
+        )?));
+    }
+    Ok(std::sync::Arc::new(FileRootKey::load(&dir.join(KEY_FILE))?))
 }
 
 #[cfg(test)]

@@ -83,12 +83,52 @@ fn connected() -> (Env, SoftHsm, String) {
     let env = Env::new();
     let hsm = SoftHsm::new("rewrap-test");
     let id = create_store(&env, &hsm, "hsm1", &hsm.pin_source());
-    ok(
-        &env,
-        &hsm,
-        &["connect-custom-key-store", "--custom-key-store-id", &id],
-    );
+    store_op(&env, &hsm, "connect-custom-key-store", &id);
     (env, hsm, id)
+}
+
+/// Rewrites `custom_key_stores.allowed_modules` in the keystore's config.toml.
+fn set_allowed_modules(env: &Env, modules: &[&str]) {
+    let path = env.home.join("config.toml");
+    let mut config: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    let list = modules.iter().map(|m| toml::Value::from(*m)).collect();
+    let mut table = toml::Table::new();
+    table.insert("allowed_modules".into(), toml::Value::Array(list));
+    config.insert("custom_key_stores".into(), toml::Value::Table(table));
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+}
+
+/// `create-custom-key-store` for `module` on `hsm`'s token.
+fn create_with_module(env: &Env, hsm: &SoftHsm, name: &str, module: &str) -> Output {
+    run(
+        env,
+        hsm,
+        &[
+            "create-custom-key-store",
+            "--custom-key-store-name",
+            name,
+            "--pkcs11-module-path",
+            module,
+            "--token-label",
+            &hsm.label,
+            "--pin-source",
+            &hsm.pin_source(),
+        ],
+    )
+}
+
+/// The ValidationException message for a refused module.
+fn refused(env: &Env, module: &str, why: &str) -> String {
+    format!(
+        "PKCS#11 module {module} is refused: {why}. The modules rewrap may load are listed in \
+         custom_key_stores.allowed_modules of {}",
+        env.home.join("config.toml").display()
+    )
+}
+
+/// `OP --custom-key-store-id ID` (connect, disconnect, delete), which must succeed.
+fn store_op(env: &Env, hsm: &SoftHsm, op: &str, id: &str) -> serde_json::Value {
+    ok(env, hsm, &[op, "--custom-key-store-id", id])
 }
 
 fn b64(s: &str) -> Vec<u8> {
@@ -163,18 +203,10 @@ fn store_lifecycle_states_and_errors() {
     );
     assert_aws_error(&early, "CustomKeyStoreInvalidStateException", "CreateKey");
 
-    ok(
-        &env,
-        &hsm,
-        &["connect-custom-key-store", "--custom-key-store-id", &id],
-    );
+    store_op(&env, &hsm, "connect-custom-key-store", &id);
     assert_eq!(state(&env, &hsm, &id), "CONNECTED");
     // Connecting a connected store is a no-op, as in AWS.
-    ok(
-        &env,
-        &hsm,
-        &["connect-custom-key-store", "--custom-key-store-id", &id],
-    );
+    store_op(&env, &hsm, "connect-custom-key-store", &id);
     let busy = run(
         &env,
         &hsm,
@@ -203,11 +235,7 @@ fn store_lifecycle_states_and_errors() {
     );
 
     let key = hsm_key(&env, &hsm, &id);
-    ok(
-        &env,
-        &hsm,
-        &["disconnect-custom-key-store", "--custom-key-store-id", &id],
-    );
+    store_op(&env, &hsm, "disconnect-custom-key-store", &id);
     assert_eq!(state(&env, &hsm, &id), "DISCONNECTED");
     let has_keys = run(
         &env,
@@ -268,11 +296,7 @@ fn store_lifecycle_states_and_errors() {
 
     // An empty, disconnected store is deleted.
     let spare = create_store(&env, &hsm, "spare", &hsm.pin_source());
-    ok(
-        &env,
-        &hsm,
-        &["delete-custom-key-store", "--custom-key-store-id", &spare],
-    );
+    store_op(&env, &hsm, "delete-custom-key-store", &spare);
     let gone = run(
         &env,
         &hsm,
@@ -341,11 +365,7 @@ fn wrong_pin_missing_token_and_missing_module_fail_with_their_codes() {
         "CustomKeyStoreInvalidStateException",
         "ConnectCustomKeyStore",
     );
-    ok(
-        &env,
-        &hsm,
-        &["disconnect-custom-key-store", "--custom-key-store-id", &id],
-    );
+    store_op(&env, &hsm, "disconnect-custom-key-store", &id);
     ok(
         &env,
         &hsm,
@@ -357,11 +377,7 @@ fn wrong_pin_missing_token_and_missing_module_fail_with_their_codes() {
             &hsm.pin_source(),
         ],
     );
-    ok(
-        &env,
-        &hsm,
-        &["connect-custom-key-store", "--custom-key-store-id", &id],
-    );
+    store_op(&env, &hsm, "connect-custom-key-store", &id);
     let d = describe(&env, &hsm, &id);
     assert_eq!(d["ConnectionState"], "CONNECTED");
     assert!(d.get("ConnectionErrorCode").is_none(), "{d}");
@@ -392,6 +408,10 @@ fn wrong_pin_missing_token_and_missing_module_fail_with_their_codes() {
             "PKCS11_MODULE_NOT_FOUND",
         ),
     ] {
+        if flag == "--pkcs11-module-path" {
+            // Allowed, but not installed: the failure is at connection.
+            set_allowed_modules(&env, &[MODULE, value]);
+        }
         let mut args = vec![
             "create-custom-key-store",
             "--custom-key-store-name",
@@ -670,11 +690,7 @@ fn every_cryptographic_operation_runs_in_the_token() {
         b64(soft_dec["Plaintext"].as_str().unwrap()),
         b"kept by the HSM\n"
     );
-    ok(
-        &env,
-        &hsm,
-        &["connect-custom-key-store", "--custom-key-store-id", &store],
-    );
+    store_op(&env, &hsm, "connect-custom-key-store", &store);
     ok(
         &env,
         &hsm,
@@ -918,15 +934,7 @@ fn a_keystore_sealed_by_a_token_key_reopens_in_new_processes() {
         hsm.label,
         hsm.pin_file.display()
     );
-    let out = Command::new(support::cli::bin())
-        .env("SOFTHSM2_CONF", &hsm.conf)
-        .env_remove("REWRAP_HOME")
-        .arg("--keystore")
-        .arg(&home)
-        .args(["init", "--root", &uri])
-        .output()
-        .unwrap();
-    let v = json(&out);
+    let v = json(&hsm.init_keystore(&home, &uri));
     assert!(
         !home.join("root.key").exists(),
         "a root key file was written"
@@ -994,7 +1002,6 @@ fn a_keystore_sealed_by_a_token_key_reopens_in_new_processes() {
 #[test]
 fn the_hsm_blob_vector_is_what_the_token_computes() {
     use rewrap::ciphertext_blob::{canonical_context, HEADER_LEN};
-    use rewrap::hsm::{PinSource, Token, TokenSelector};
     let v: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
             support::repo().join("tests/vectors/ciphertext_blob/07-hsm-key.json"),
@@ -1025,14 +1032,7 @@ fn the_hsm_blob_vector_is_what_the_token_computes() {
 
     // This process loads the module for this test only (the others run it
     // in child processes), with this token's configuration.
-    std::env::set_var("SOFTHSM2_CONF", &hsm.conf);
-    let token = Token::open(
-        std::path::Path::new(MODULE),
-        &TokenSelector::Label(hsm.label.clone()),
-        &PinSource::File(hsm.pin_file.clone()),
-        2,
-    )
-    .unwrap();
+    let token = hsm.open_in_process();
     let blob = hex("blob_hex");
     let context: rewrap::api::EncryptionContext =
         serde_json::from_value(v["context"].clone()).unwrap();
@@ -1063,4 +1063,274 @@ fn the_hsm_blob_vector_is_what_the_token_computes() {
             .kind(),
         "KeyNotFound"
     );
+}
+
+#[test]
+fn a_module_off_the_allow_list_is_refused_before_it_is_loaded() {
+    let env = Env::new();
+    let hsm = SoftHsm::new("rewrap-allow");
+    // The default list, as init writes it: SoftHSM2's Debian paths only.
+    let config = std::fs::read_to_string(env.home.join("config.toml")).unwrap();
+    let arch = std::env::consts::ARCH;
+    assert!(
+        config.contains(&format!(
+            "[custom_key_stores]\nallowed_modules = [\"{MODULE}\", \"/usr/lib/{arch}-linux-gnu/softhsm/libsofthsm2.so\"]"
+        )),
+        "{config}"
+    );
+    let folder = env.path("modules");
+    std::fs::create_dir(&folder).unwrap();
+    // Never loaded: a library would fail differently than these refusals.
+    let evil = folder.join("evil.so");
+    std::fs::write(&evil, b"not a library").unwrap();
+    let evil = evil.to_str().unwrap();
+    let nothing_created = |env: &Env| {
+        let all = ok(env, &hsm, &["describe-custom-key-stores"]);
+        assert_eq!(all["CustomKeyStores"], serde_json::json!([]), "{all}");
+    };
+
+    let out = create_with_module(&env, &hsm, "evil", evil);
+    assert_aws_error(&out, "ValidationException", "CreateCustomKeyStore");
+    assert!(
+        stderr(&out).ends_with(&format!(
+            "{}\n",
+            refused(&env, evil, "it is not in custom_key_stores.allowed_modules")
+        )),
+        "{}",
+        stderr(&out)
+    );
+    let out = create_with_module(&env, &hsm, "relative", "libsofthsm2.so");
+    assert_aws_error(&out, "ValidationException", "CreateCustomKeyStore");
+    assert!(
+        stderr(&out).contains(&refused(&env, "libsofthsm2.so", "the path is not absolute")),
+        "{}",
+        stderr(&out)
+    );
+    nothing_created(&env);
+    // Each refusal is on record, with the module it named.
+    let audit = env.audit_log();
+    let refusals: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["outcome"] == "ValidationException")
+        .collect();
+    assert_eq!(refusals.len(), 2, "{audit}");
+    assert_eq!(refusals[0]["operation"], "CreateCustomKeyStore");
+    assert!(refusals[0].to_string().contains(evil), "{}", refusals[0]);
+
+    // A listed link to a file off the list; then that file group-writable,
+    // owned by another user; then as it should be.
+    let copy = folder.join("copy.so");
+    std::fs::copy(MODULE, &copy).unwrap();
+    let link = folder.join("link.so");
+    std::os::unix::fs::symlink(&copy, &link).unwrap();
+    let (copy, link) = (copy.to_str().unwrap(), link.to_str().unwrap());
+    set_allowed_modules(&env, &[MODULE, link]);
+    let out = create_with_module(&env, &hsm, "link", link);
+    assert_aws_error(&out, "ValidationException", "CreateCustomKeyStore");
+    let why = format!("it leads to {copy}, which is not in custom_key_stores.allowed_modules");
+    assert!(
+        stderr(&out).contains(&refused(&env, link, &why)),
+        "{}",
+        stderr(&out)
+    );
+    set_allowed_modules(&env, &[MODULE, link, copy]);
+    let chmod = |mode| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(copy, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    chmod(0o664);
+    let out = create_with_module(&env, &hsm, "link", link);
+    assert_aws_error(&out, "ValidationException", "CreateCustomKeyStore");
+    let why = format!("{copy} is group- or world-writable (mode 664)");
+    assert!(
+        stderr(&out).contains(&refused(&env, link, &why)),
+        "{}",
+        stderr(&out)
+    );
+    chmod(0o644);
+    if std::os::unix::fs::chown(copy, Some(4242), None).is_ok() {
+        let out = create_with_module(&env, &hsm, "link", link);
+        assert_aws_error(&out, "ValidationException", "CreateCustomKeyStore");
+        assert!(
+            stderr(&out).contains(&format!("{copy} is owned by uid 4242, neither root nor")),
+            "{}",
+            stderr(&out)
+        );
+        std::os::unix::fs::chown(copy, Some(0), None).unwrap();
+    }
+    nothing_created(&env);
+    let id = json(&create_with_module(&env, &hsm, "link", link))["CustomKeyStoreId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    store_op(&env, &hsm, "connect-custom-key-store", &id);
+    assert_eq!(state(&env, &hsm, &id), "CONNECTED");
+    store_op(&env, &hsm, "disconnect-custom-key-store", &id);
+
+    // UpdateCustomKeyStore is held to the same list; nothing changes.
+    let out = run(
+        &env,
+        &hsm,
+        &[
+            "update-custom-key-store",
+            "--custom-key-store-id",
+            &id,
+            "--pkcs11-module-path",
+            evil,
+        ],
+    );
+    assert_aws_error(&out, "ValidationException", "UpdateCustomKeyStore");
+    assert!(
+        stderr(&out).contains(&refused(
+            &env,
+            evil,
+            "it is not in custom_key_stores.allowed_modules"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(describe(&env, &hsm, &id)["Pkcs11ModulePath"], link);
+
+    // A module taken off the list after the store was made is not loaded
+    // when connecting.
+    set_allowed_modules(&env, &[MODULE]);
+    let out = run(
+        &env,
+        &hsm,
+        &["connect-custom-key-store", "--custom-key-store-id", &id],
+    );
+    assert_aws_error(
+        &out,
+        "CustomKeyStoreInvalidStateException",
+        "ConnectCustomKeyStore",
+    );
+    let d = describe(&env, &hsm, &id);
+    assert_eq!(d["ConnectionState"], "FAILED");
+    assert_eq!(d["ConnectionErrorCode"], "PKCS11_MODULE_NOT_ALLOWED");
+    assert_eq!(
+        d["ConnectionErrorMessage"],
+        format!("PKCS#11 module {link} is refused: it is not in custom_key_stores.allowed_modules")
+    );
+}
+
+/// How many key objects of `key` the token holds (by their labels).
+fn token_objects(hsm: &SoftHsm, key: &str) -> usize {
+    let out = hsm
+        .tool()
+        .args(["--list-objects", "--type", "secrkey"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out).matches(&format!("rewrap/{key}/v")).count()
+}
+
+/// `rewrap serve` on `env` with its clock `days` ahead; one CreateKey
+/// through it (any keystore update purges the keys past their deletion date).
+fn purge_through_server(env: &Env, hsm: &SoftHsm, days: &str) {
+    let mut serve = env.command(&env.owner);
+    serve.env("SOFTHSM2_CONF", &hsm.conf);
+    let server = support::cli::Server::from_command(serve, &["--debug-clock-offset-days", days]);
+    let out = remote(env, &server.url)
+        .args(["create-key"])
+        .output()
+        .unwrap();
+    json(&out);
+    drop(server);
+}
+
+#[test]
+fn a_deleted_hsm_key_leaves_no_object_in_the_token() {
+    let (env, hsm, store) = connected();
+    let a = hsm_key(&env, &hsm, &store)["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = hsm_key(&env, &hsm, &store)["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(&env, &hsm, &["rotate-key-on-demand", "--key-id", &a]);
+    assert_eq!((token_objects(&hsm, &a), token_objects(&hsm, &b)), (2, 1));
+
+    // Connected: the purge destroys both versions' objects at once.
+    ok(
+        &env,
+        &hsm,
+        &[
+            "schedule-key-deletion",
+            "--key-id",
+            &a,
+            "--pending-window-in-days",
+            "7",
+        ],
+    );
+    assert_eq!(token_objects(&hsm, &a), 2, "destroyed before the purge");
+    purge_through_server(&env, &hsm, "8");
+    assert_eq!((token_objects(&hsm, &a), token_objects(&hsm, &b)), (0, 1));
+    assert!(
+        describe(&env, &hsm, &store)
+            .get("TokenObjectsToDestroy")
+            .is_none(),
+        "{}",
+        describe(&env, &hsm, &store)
+    );
+
+    // Disconnected: the object is listed, kept, and destroyed when the
+    // store is next connected; until then the store cannot be deleted.
+    ok(
+        &env,
+        &hsm,
+        &[
+            "schedule-key-deletion",
+            "--key-id",
+            &b,
+            "--pending-window-in-days",
+            "30",
+        ],
+    );
+    ok(
+        &env,
+        &hsm,
+        &[
+            "disconnect-custom-key-store",
+            "--custom-key-store-id",
+            &store,
+        ],
+    );
+    purge_through_server(&env, &hsm, "31");
+    let d = describe(&env, &hsm, &store);
+    assert_eq!(d["TokenObjectsToDestroy"], 1, "{d}");
+    assert_eq!(token_objects(&hsm, &b), 1);
+    let out = run(
+        &env,
+        &hsm,
+        &["delete-custom-key-store", "--custom-key-store-id", &store],
+    );
+    assert_aws_error(
+        &out,
+        "CustomKeyStoreInvalidStateException",
+        "DeleteCustomKeyStore",
+    );
+    assert!(
+        stderr(&out).contains(
+            "1 token objects of deleted keys are still to be destroyed: connect it once first"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    store_op(&env, &hsm, "connect-custom-key-store", &store);
+    assert_eq!(token_objects(&hsm, &b), 0);
+    let d = describe(&env, &hsm, &store);
+    assert!(d.get("TokenObjectsToDestroy").is_none(), "{d}");
+    ok(
+        &env,
+        &hsm,
+        &[
+            "disconnect-custom-key-store",
+            "--custom-key-store-id",
+            &store,
+        ],
+    );
+    store_op(&env, &hsm, "delete-custom-key-store", &store);
 }

@@ -103,6 +103,10 @@ pub struct CustomKeyStoreEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_serial: Option<String>,
     pub pin_source: String,
+    /// rewrap extension: token objects of deleted keys that are still to be
+    /// destroyed (C_DestroyObject) when the store is next connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_objects_to_destroy: Option<usize>,
 }
 
 /// DescribeCustomKeyStores response.

@@ -172,6 +172,25 @@ fn open_rw(path: &Path) -> Result<File, AuditError> {
         .map_err(io_error(path))
 }
 
+/// The checkpoint of the trail at `trail` sealed under `to` instead of
+/// `from` (a move of the keystore's root); `None` if there is none.
+pub(crate) fn reseal(
+    trail: &Path,
+    from: &dyn RootKey,
+    to: &dyn RootKey,
+) -> Result<Option<Vec<u8>>, AuditError> {
+    let path = checkpoint_path(trail);
+    let Some(cp) = read(&path, from)? else {
+        return Ok(None);
+    };
+    let mut plain = serde_json::to_vec(&cp).expect("a checkpoint serializes");
+    plain.resize(PLAIN_LEN, b' ');
+    to.seal(AAD, &plain).map(Some).map_err(|e| AuditError::Io {
+        path,
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
 /// Reads and unseals the checkpoint at `path`; `Ok(None)` if there is none.
 pub(super) fn read(path: &Path, root: &dyn RootKey) -> Result<Option<Checkpoint>, AuditError> {
     let bytes = match std::fs::read(path) {

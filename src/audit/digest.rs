@@ -185,6 +185,22 @@ pub(crate) fn rotate_signing_key(
     Ok(public)
 }
 
+/// The audit-signing keys of the trail at `active` sealed under `to`
+/// instead of `from` (a move of the keystore's root); `None` if there are
+/// none yet.
+pub(crate) fn reseal_signing_keys(
+    active: &Path,
+    from: &dyn RootKey,
+    to: &dyn RootKey,
+) -> Result<Option<Vec<u8>>, AuditError> {
+    let Some(keys) = load_keys(active, from)? else {
+        return Ok(None);
+    };
+    to.seal(SIGNING_AAD, keys.seeds.expose())
+        .map(Some)
+        .map_err(|e| signing_error(&format!("cannot seal the audit-signing keys: {e}")))
+}
+
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), AuditError> {
     crate::keystore::write_atomic(path, bytes).map_err(|e| AuditError::Io {
         path: path.to_path_buf(),

@@ -17,10 +17,39 @@ pub(crate) struct InitArgs {
     /// Account id written into key ARNs.
     #[arg(long, default_value = "111122223333")]
     pub(crate) account: String,
-    /// Seal the keystore with a key in a PKCS#11 token instead of a root.key file: an RFC 7512 URI,
-    /// pkcs11:token=LABEL;object=NAME?module-path=PATH&pin-source=file:PATH (the key is generated if missing).
-    #[arg(long, value_name = "PKCS11_URI")]
+    /// The root key that seals the keystore: file (a new root.key, the default); an RFC 7512 URI,
+    /// pkcs11:token=LABEL;object=NAME?module-path=PATH&pin-source=file:PATH (the key is generated if missing);
+    /// or passphrase:file:PATH / passphrase:env:NAME (Argon2id).
+    #[arg(long, value_name = "ROOT")]
     pub(crate) root: Option<String>,
+    #[command(flatten)]
+    pub(crate) kdf: KdfArgs,
+}
+
+/// The Argon2id cost of a passphrase root (recorded in root.passphrase).
+#[derive(Debug, Args)]
+pub(crate) struct KdfArgs {
+    /// Argon2id memory of a passphrase root, KiB.
+    #[arg(long, default_value_t = rewrap::root::KdfCost::default().memory_kib)]
+    pub(crate) root_kdf_memory_kib: u32,
+    /// Argon2id passes of a passphrase root.
+    #[arg(long, default_value_t = rewrap::root::KdfCost::default().iterations)]
+    pub(crate) root_kdf_iterations: u32,
+}
+
+impl KdfArgs {
+    /// The root `text` names, with this cost for a passphrase root.
+    pub(crate) fn root(
+        &self,
+        text: Option<&str>,
+    ) -> Result<rewrap::root::RootSpec, super::UsageError> {
+        let cost = rewrap::root::KdfCost {
+            memory_kib: self.root_kdf_memory_kib,
+            iterations: self.root_kdf_iterations,
+            ..Default::default()
+        };
+        rewrap::root::RootSpec::parse(text.unwrap_or("file"), cost).map_err(super::UsageError)
+    }
 }
 
 /// `rewrap policy ...`.
@@ -116,9 +145,9 @@ pub(crate) fn init(args: InitArgs, ctx: &Context) -> anyhow::Result<i32> {
         account: args.account,
         ..Default::default()
     };
-    let root = args.root.as_deref();
+    let root = args.kdf.root(args.root.as_deref())?;
     let creds =
-        rewrap::service::KmsService::init_with_root(&home, config, root).map_err(|error| {
+        rewrap::service::KmsService::init_with_root(&home, config, &root).map_err(|error| {
             OpError {
                 operation: "Init",
                 error,

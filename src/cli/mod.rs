@@ -25,6 +25,7 @@ pub(crate) mod kms;
 pub(crate) mod objects;
 pub(crate) mod policy_report;
 pub(crate) mod report;
+pub(crate) mod root;
 pub(crate) mod serve;
 mod whoami;
 
@@ -161,6 +162,12 @@ pub(crate) enum Command {
     /// Audit trail tools.
     #[command(subcommand)]
     Audit(admin::AuditCommand),
+    /// The keystore's root of trust: moves a keystore to another root key (issue 13).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  rewrap root move --to passphrase:file:/etc/rewrap/passphrase\n  rewrap root move --to file"
+    )]
+    Root(root::RootCommand),
     /// KMS operations, named as in `aws kms`.
     #[command(flatten)]
     Kms(kms::KmsCommand),
@@ -520,6 +527,7 @@ pub(crate) fn main() -> i32 {
         Command::Init(args) => admin::init(args, &ctx),
         Command::Policy(cmd) => admin::policy(cmd, &ctx),
         Command::Audit(cmd) => admin::audit(cmd, &ctx),
+        Command::Root(cmd) => root::run(cmd, &ctx),
         Command::Kms(cmd) => kms::run(cmd, &ctx),
         Command::CustomKeyStores(cmd) => custom_key_stores::run(cmd, &ctx),
         Command::Asymmetric(cmd) => asymmetric::run(cmd, &ctx),

@@ -62,4 +62,10 @@ pub struct CustomKeyStoreRecord {
     pub error_code: Option<String>,
     /// What failed, when `FAILED` (never the PIN).
     pub error_message: Option<String>,
+    /// Labels of token objects whose keys were deleted for good and that
+    /// were not destroyed yet (the store was not connected, or the
+    /// process stopped first): destroyed at the next keystore update made
+    /// while the store is connected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects_to_destroy: Vec<String>,
 }

@@ -126,7 +126,7 @@ fn concurrent_updates_from_many_handles_lose_nothing() {
 
 /// A sealed file with a valid header whose body was sealed by `root`.
 fn seal_body(dir: &Path, body: &[u8]) {
-    let root = FileRootKey::load(&dir.join("root.key")).unwrap();
+    let root = crate::root::FileRootKey::load(&dir.join("root.key")).unwrap();
     let mut file = b"RWKS\x01\0\0\0".to_vec();
     file.extend_from_slice(&7u64.to_be_bytes());
     let sealed = root.seal(&file, body).unwrap();

@@ -112,7 +112,23 @@ impl Pkcs11RootKey {
             problem,
         };
         let parsed = Pkcs11Uri::parse(uri).map_err(invalid)?;
-        let token = Token::open(&parsed.module_path, &parsed.token, &parsed.pin_source, 2)
+        // As a custom key store's module: one another user could replace
+        // is not loaded (the operator named it, so no allow-list applies).
+        let module = std::fs::canonicalize(&parsed.module_path).map_err(|e| {
+            invalid(format!(
+                "PKCS#11 module {}: {e}",
+                parsed.module_path.display()
+            ))
+        })?;
+        for path in std::iter::once(module.as_path()).chain(module.parent()) {
+            crate::hsm::check_not_replaceable(path).map_err(|why| {
+                invalid(format!(
+                    "PKCS#11 module {} is refused: {why}",
+                    parsed.module_path.display()
+                ))
+            })?;
+        }
+        let token = Token::open(&module, &parsed.token, &parsed.pin_source, 2)
             .map_err(|e| invalid(e.to_string()))?;
         let present = token
             .has_key(&parsed.object)

@@ -19,7 +19,7 @@ use crate::api::{
 };
 use crate::ciphertext_blob::{self, BlobHeader};
 use crate::error::{ErrorCode, KmsError, Result};
-use crate::hsm::{self, HsmError, PinSource, Token, TokenSelector};
+use crate::hsm::{self, HsmError, ModuleConfig, PinSource, Token, TokenSelector};
 use crate::keystore::{ConnectionState, CustomKeyStoreRecord, KeyRecord, KeyVersion, State};
 use crate::operation::Action;
 use crate::secret::Secret;
@@ -60,13 +60,11 @@ impl Connection {
         })
     }
 
-    fn open(&self) -> std::result::Result<Token, HsmError> {
-        Token::open(
-            Path::new(&self.module),
-            &self.token,
-            &self.pin,
-            hsm::default_sessions(),
-        )
+    /// Logs in, after checking the module against `modules` (nothing is
+    /// loaded when the check fails).
+    fn open(&self, modules: &ModuleConfig) -> std::result::Result<Token, HsmError> {
+        let module = modules.check(Path::new(&self.module))?;
+        Token::open(&module, &self.token, &self.pin, hsm::default_sessions())
     }
 }
 
@@ -115,15 +113,6 @@ fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn check_module(path: &str) -> Result<()> {
-    if !Path::new(path).is_absolute() {
-        return Err(KmsError::validation(format!(
-            "Pkcs11ModulePath {path:?} must be an absolute path"
-        )));
-    }
-    Ok(())
-}
-
 fn name_taken(state: &State, name: &str, except: &str) -> Result<()> {
     if state
         .custom_key_stores
@@ -156,10 +145,61 @@ fn entry(s: &CustomKeyStoreRecord) -> CustomKeyStoreEntry {
         token_label: s.token_label.clone(),
         token_serial: s.token_serial.clone(),
         pin_source: s.pin_source.clone(),
+        token_objects_to_destroy: (!s.objects_to_destroy.is_empty())
+            .then_some(s.objects_to_destroy.len()),
     }
 }
 
+/// Records, in their stores, the token objects of the keys `gone` (being
+/// deleted for good in this update), one per key-material version.
+pub(super) fn queue_token_objects(state: &mut State, gone: &[uuid::Uuid]) {
+    for id in gone {
+        let Some(key) = state.keys.get(id) else {
+            continue;
+        };
+        let Some(store) = key.custom_key_store_id.as_deref() else {
+            continue;
+        };
+        let labels: Vec<String> = key
+            .versions
+            .iter()
+            .map(|v| hsm::key_label(&key.id, v.version))
+            .collect();
+        if let Some(record) = state.custom_key_stores.get_mut(store) {
+            record.objects_to_destroy.extend(labels);
+        }
+    }
+}
+
+/// Whether a connected store has token objects to destroy.
+pub(super) fn has_objects_to_destroy(state: &State) -> bool {
+    state
+        .custom_key_stores
+        .values()
+        .any(|s| s.state == ConnectionState::Connected && !s.objects_to_destroy.is_empty())
+}
+
 impl KmsService {
+    /// The module allow-list of the keystore's configuration.
+    fn modules(&self) -> &ModuleConfig {
+        &self.keystore.config().custom_key_stores
+    }
+
+    /// Refuses a `Pkcs11ModulePath` the allow-list does not admit, before
+    /// anything is loaded or stored (the refusal is audited with the path).
+    /// A listed module that is not installed (yet) is accepted: connecting
+    /// reports `PKCS11_MODULE_NOT_FOUND`.
+    fn check_module(&self, trail: &mut Trail, path: &str) -> Result<()> {
+        trail.param("Pkcs11ModulePath", path.to_string());
+        match self.modules().check(Path::new(path)) {
+            Ok(_) | Err(HsmError::ModuleNotFound(_)) => Ok(()),
+            Err(e) => Err(KmsError::validation(format!(
+                "{e}. The modules rewrap may load are listed in custom_key_stores.allowed_modules of {}",
+                self.keystore.dir().join("config.toml").display()
+            ))),
+        }
+    }
+
     /// Checks an account-level custom key store action.
     fn authorize_store(&self, trail: &mut Trail, caller: &Caller, action: Action) -> Result<()> {
         self.authorize(trail, caller, action, &["*".into()], None)
@@ -195,7 +235,7 @@ impl KmsService {
                 .pkcs11_module_path
                 .clone()
                 .ok_or_else(|| KmsError::validation("Pkcs11ModulePath is required"))?;
-            check_module(&module)?;
+            self.check_module(trail, &module)?;
             if r.token_label.is_some() == r.token_serial.is_some() {
                 return Err(KmsError::validation(
                     "give exactly one of TokenLabel and TokenSerial",
@@ -219,6 +259,7 @@ impl KmsService {
                         state: ConnectionState::Disconnected,
                         error_code: None,
                         error_message: None,
+                        objects_to_destroy: Vec::new(),
                     },
                 );
                 Ok(id)
@@ -321,7 +362,7 @@ impl KmsService {
                 return Ok(Empty {});
             };
             let connection = Connection::of(&record)?;
-            match connection.open() {
+            match connection.open(self.modules()) {
                 Ok(token) => {
                     self.tokens
                         .0
@@ -366,7 +407,7 @@ impl KmsService {
                 check_name(name)?;
             }
             if let Some(module) = &r.pkcs11_module_path {
-                check_module(module)?;
+                self.check_module(trail, module)?;
             }
             if r.token_label.is_some() && r.token_serial.is_some() {
                 return Err(KmsError::validation(
@@ -439,10 +480,56 @@ impl KmsService {
                         format!("custom key store {id} holds {keys} keys; delete them first (ScheduleKeyDeletion)"),
                     ));
                 }
+                if !record.objects_to_destroy.is_empty() {
+                    return Err(invalid_state(
+                        record,
+                        &format!(
+                            "{} token objects of deleted keys are still to be destroyed: connect it once first",
+                            record.objects_to_destroy.len()
+                        ),
+                    ));
+                }
                 s.custom_key_stores.remove(id);
                 Ok(Empty {})
             })
         })
+    }
+
+    /// Destroys the queued token objects of purged keys in every connected
+    /// store, then removes from the queue those that are gone (destroyed
+    /// now, or already). A failure leaves them queued for the next update:
+    /// it never fails the operation that purged the keys.
+    pub(super) fn destroy_token_objects(&self) {
+        let snap = Arc::clone(&self.snapshot.read().expect("snapshot lock"));
+        let mut gone: Vec<(String, String)> = Vec::new();
+        for store in snap.state.custom_key_stores.values() {
+            if store.state != ConnectionState::Connected || store.objects_to_destroy.is_empty() {
+                continue;
+            }
+            let Ok(token) = self.token_in(&snap, &store.id) else {
+                continue;
+            };
+            for label in &store.objects_to_destroy {
+                if token.destroy_key(label).is_ok() {
+                    gone.push((store.id.clone(), label.clone()));
+                }
+            }
+        }
+        if gone.is_empty() {
+            return;
+        }
+        let update = self.keystore.update(|s| {
+            for (store, label) in &gone {
+                if let Some(record) = s.custom_key_stores.get_mut(store) {
+                    record.objects_to_destroy.retain(|l| l != label);
+                }
+            }
+            Ok::<_, KmsError>(())
+        });
+        if let Ok(((), state, fingerprint)) = update {
+            *self.snapshot.write().expect("snapshot lock") =
+                Arc::new(Snapshot::new(state, fingerprint, self.keystore.config()));
+        }
     }
 
     /// The logged-in token of store `id`, which must be `CONNECTED`; any
@@ -482,7 +569,7 @@ impl KmsService {
         // in here too. The lock is held so that threads log in once.
         let token = Arc::new(
             connection
-                .open()
+                .open(self.modules())
                 .map_err(|e| unusable(format!("cannot be reached: {e}")))?,
         );
         tokens.insert(id.to_string(), (connection, Arc::clone(&token)));

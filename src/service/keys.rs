@@ -319,6 +319,7 @@ pub(super) fn purge_deleted(state: &mut State, now: f64) {
         .filter(|k| is_past_deletion(k, now))
         .map(|k| k.id)
         .collect();
+    super::custom_key_stores::queue_token_objects(state, &gone);
     for id in &gone {
         state.keys.remove(id);
     }

@@ -225,17 +225,17 @@ impl KmsService {
 
     /// [`KmsService::init`] with a chosen region and account.
     pub fn init_with(home: &Path, config: Config) -> Result<AccessKeyResponse> {
-        KmsService::init_with_root(home, config, None)
+        KmsService::init_with_root(home, config, &crate::root::RootSpec::File)
     }
 
-    /// [`KmsService::init_with`], the keystore sealed by a root key in a
-    /// PKCS#11 token when `root_uri` is a `pkcs11:` URI ([`crate::root::Pkcs11RootKey`]).
+    /// [`KmsService::init_with`], the keystore sealed by the root `root`
+    /// names (a key file, a key in a PKCS#11 token, a passphrase).
     pub fn init_with_root(
         home: &Path,
         config: Config,
-        root_uri: Option<&str>,
+        root: &crate::root::RootSpec,
     ) -> Result<AccessKeyResponse> {
-        let store = Keystore::create_with_root(home, config, root_uri)?;
+        let store = Keystore::create_with_root(home, config, root)?;
         let policies = home.join("policies");
         std::fs::create_dir_all(&policies)
             .map_err(|e| KmsError::internal(format!("{}: {e}", policies.display())))?;
@@ -372,8 +372,12 @@ impl KmsService {
             purge_deleted(state, now);
             change(state, now)
         })?;
+        let queued = custom_key_stores::has_objects_to_destroy(&state);
         *self.snapshot.write().expect("snapshot lock") =
             Arc::new(Snapshot::new(state, fingerprint, self.keystore.config()));
+        if queued {
+            self.destroy_token_objects();
+        }
         Ok(out)
     }
 }

@@ -69,6 +69,33 @@ impl SoftHsm {
         format!("file:{}", self.pin_file.display())
     }
 
+    /// This token opened in the test's own process (two sessions). The
+    /// module reads `SOFTHSM2_CONF` once per process: one test per binary
+    /// may call this.
+    pub(crate) fn open_in_process(&self) -> rewrap::hsm::Token {
+        std::env::set_var("SOFTHSM2_CONF", &self.conf);
+        rewrap::hsm::Token::open(
+            Path::new(MODULE),
+            &rewrap::hsm::TokenSelector::Label(self.label.clone()),
+            &rewrap::hsm::PinSource::File(self.pin_file.clone()),
+            2,
+        )
+        .unwrap()
+    }
+
+    /// `rewrap --keystore HOME init --root URI` with this token's
+    /// configuration (the root key in the token).
+    pub(crate) fn init_keystore(&self, home: &Path, uri: &str) -> std::process::Output {
+        Command::new(super::cli::bin())
+            .env("SOFTHSM2_CONF", &self.conf)
+            .env_remove("REWRAP_HOME")
+            .arg("--keystore")
+            .arg(home)
+            .args(["init", "--root", uri])
+            .output()
+            .unwrap()
+    }
+
     /// OpenSC's `pkcs11-tool` on this token, logged in as the user.
     pub(crate) fn tool(&self) -> Command {
         let mut c = Command::new("pkcs11-tool");

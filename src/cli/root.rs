@@ -1,0 +1,42 @@
+//! `rewrap root ...`: the keystore's root of trust.
+
+use super::{ConfigError, Context};
+use clap::Subcommand;
+
+/// `rewrap root ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum RootCommand {
+    /// Seals the keystore, the audit-signing keys and the audit checkpoint again under another root
+    /// and switches to it; keys, ciphertexts and envelopes are unchanged. Restart `rewrap serve` after.
+    #[command(
+        after_help = "Examples:\n  rewrap root move --to passphrase:file:/etc/rewrap/passphrase\n  rewrap root move --to 'pkcs11:token=prod;object=rewrap-root?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/rewrap/hsm.pin'\n  rewrap root move --to file"
+    )]
+    Move {
+        /// The new root: file, pkcs11:URI, passphrase:file:PATH or passphrase:env:NAME.
+        #[arg(long, value_name = "ROOT")]
+        to: String,
+        #[command(flatten)]
+        kdf: super::admin::KdfArgs,
+    },
+}
+
+/// Runs a root subcommand.
+pub(crate) fn run(cmd: RootCommand, ctx: &Context) -> anyhow::Result<i32> {
+    match cmd {
+        RootCommand::Move { to, kdf } => {
+            let spec = kdf.root(Some(&to))?;
+            let home = ctx.home();
+            let store =
+                rewrap::keystore::Keystore::open(&home).map_err(|e| ConfigError(e.to_string()))?;
+            let before = store.root_key_description();
+            rewrap::root::relocate(&store, &spec)?;
+            // Opened again, as the next process will: with the new root only.
+            let after = rewrap::keystore::Keystore::open(&home)
+                .map_err(|e| ConfigError(e.to_string()))?
+                .root_key_description();
+            let value = serde_json::json!({ "From": before, "To": after });
+            ctx.print_verdict(&format!("moved: {before} -> {after}"), &value)?;
+            Ok(0)
+        }
+    }
+}

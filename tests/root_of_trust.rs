@@ -1,0 +1,369 @@
+//! The keystore's root of trust through the real binary: a root key derived
+//! from a passphrase (Argon2id, from a file or an environment variable),
+//! reopened by new processes, a wrong passphrase and an unsafe passphrase
+//! file refused with exit 253 and nothing changed.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use support::cli::{bin, json, stderr, Creds, Env};
+use support::hsm::write_private;
+
+/// A cheap Argon2id cost, chosen in the open (recorded in root.passphrase).
+const CHEAP: [&str; 4] = [
+    "--root-kdf-memory-kib",
+    "1024",
+    "--root-kdf-iterations",
+    "1",
+];
+
+/// `rewrap --keystore HOME init --root ROOT` with the cheap cost.
+fn init(home: &Path, root: &str, envs: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(bin());
+    c.env_remove("REWRAP_HOME")
+        .arg("--keystore")
+        .arg(home)
+        .args(["init", "--root", root])
+        .args(CHEAP);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+/// An [`Env`] over a keystore made by `rewrap init --root ROOT`.
+fn env_with_root(dir: tempfile::TempDir, root: &str, envs: &[(&str, &str)]) -> Env {
+    let home = dir.path().join("keystore");
+    let v = json(&init(&home, root, envs));
+    Env {
+        owner: Creds {
+            name: "owner".into(),
+            id: v["AccessKeyId"].as_str().unwrap().into(),
+            secret: v["SecretAccessKey"].as_str().unwrap().into(),
+        },
+        dir,
+        home,
+    }
+}
+
+fn b64(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+/// Encrypts `text` under a new key (one process each); returns the key and
+/// the path of the ciphertext blob.
+fn key_and_blob(env: &Env, text: &str) -> (String, PathBuf) {
+    let key = env.key("under a passphrase root");
+    let enc = env.ok(
+        &env.owner,
+        &["encrypt", "--key-id", &key, "--plaintext", text],
+    );
+    let path = env.path(&format!("{key}.enc"));
+    std::fs::write(&path, b64(enc["CiphertextBlob"].as_str().unwrap())).unwrap();
+    (key, path)
+}
+
+fn decrypt(env: &Env, blob: &Path) -> Vec<u8> {
+    let arg = format!("fileb://{}", blob.display());
+    let v = env.ok(&env.owner, &["decrypt", "--ciphertext-blob", &arg]);
+    b64(v["Plaintext"].as_str().unwrap())
+}
+
+#[test]
+fn a_passphrase_root_reopens_and_refuses_a_wrong_or_exposed_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let pass = dir.path().join("passphrase");
+    write_private(&pass, b"correct horse battery staple\n");
+    let root = format!("passphrase:file:{}", pass.display());
+    let env = env_with_root(dir, &root, &[]);
+    assert!(
+        !env.home.join("root.key").exists(),
+        "a root key file was written"
+    );
+    let params = std::fs::read_to_string(env.home.join("root.passphrase")).unwrap();
+    for line in [
+        format!("source = \"file:{}\"", pass.display()),
+        "kdf = \"argon2id\"".into(),
+        "version = 19".into(),
+        "memory_kib = 1024".into(),
+        "iterations = 1".into(),
+        "parallelism = 1".into(),
+    ] {
+        assert!(params.lines().any(|l| l == line), "{line} not in\n{params}");
+    }
+    assert!(!params.contains("correct horse"), "{params}");
+
+    // Each command is a new process that derives the root key again.
+    let (_, blob) = key_and_blob(&env, "behind a passphrase");
+    assert_eq!(decrypt(&env, &blob), b"behind a passphrase");
+
+    let sealed = std::fs::read(env.home.join("keystore.sealed")).unwrap();
+    let exits_253 = |want: &str| {
+        let out = env.run(&env.owner, &["list-keys"]);
+        assert_eq!(out.status.code(), Some(253), "{}", stderr(&out));
+        assert!(stderr(&out).contains(want), "{}", stderr(&out));
+        assert!(!stderr(&out).contains("horse"), "{}", stderr(&out));
+        assert_eq!(
+            std::fs::read(env.home.join("keystore.sealed")).unwrap(),
+            sealed,
+            "the keystore changed"
+        );
+    };
+    std::fs::remove_file(&pass).unwrap();
+    write_private(&pass, b"correct horse battery stable\n");
+    exits_253(&format!(
+        "wrong passphrase: the passphrase from file:{} does not open this keystore's root key",
+        pass.display()
+    ));
+    std::fs::remove_file(&pass).unwrap();
+    write_private(&pass, b"correct horse battery staple\n");
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o644)).unwrap();
+    exits_253(&format!(
+        "root key {}: permissions 644 are too open; it must be readable by its owner only (chmod 600)",
+        pass.display()
+    ));
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(decrypt(&env, &blob), b"behind a passphrase");
+}
+
+#[test]
+fn a_passphrase_from_the_environment_and_a_passphrase_given_inline() {
+    let var = ("REWRAP_TEST_ROOT_PASSPHRASE", "from the environment");
+    let env = env_with_root(
+        tempfile::tempdir().unwrap(),
+        "passphrase:env:REWRAP_TEST_ROOT_PASSPHRASE",
+        &[var],
+    );
+    let with_var = |args: &[&str]| {
+        env.command(&env.owner)
+            .env(var.0, var.1)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let key = json(&with_var(&["create-key"]))["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    json(&with_var(&["describe-key", "--key-id", &key]));
+    let out = env.run(&env.owner, &["list-keys"]);
+    assert_eq!(out.status.code(), Some(253), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "root key env:REWRAP_TEST_ROOT_PASSPHRASE: the passphrase is unreadable: not set"
+        ),
+        "{}",
+        stderr(&out)
+    );
+
+    // A passphrase is never an argument.
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("keystore");
+    let out = init(&home, "passphrase:hunter2", &[]);
+    assert_eq!(out.status.code(), Some(252), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "a passphrase root is passphrase:file:PATH or passphrase:env:NAME; rewrap never takes a passphrase inline"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("hunter2"), "{}", stderr(&out));
+    assert!(!home.exists(), "init left {}", home.display());
+}
+
+/// `rewrap ARGS` as the owner, with `hsm`'s SoftHSM2 configuration.
+fn run_with_token(env: &Env, hsm: &support::hsm::SoftHsm, args: &[&str]) -> Output {
+    env.command(&env.owner)
+        .env("SOFTHSM2_CONF", &hsm.conf)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Which root files the keystore folder holds.
+fn root_files(env: &Env) -> Vec<&'static str> {
+    [
+        "root.key",
+        "root.uri",
+        "root.passphrase",
+        "root.next",
+        "root.moving",
+    ]
+    .into_iter()
+    .filter(|f| env.home.join(f).exists())
+    .collect()
+}
+
+#[test]
+fn a_keystore_moves_from_file_to_passphrase_to_pkcs11_to_file_and_keeps_its_data() {
+    let env = Env::new();
+    let hsm = support::hsm::SoftHsm::new("rewrap-move");
+    let pass = env.path("passphrase");
+    write_private(&pass, b"moving day\n");
+    let (key, blob) = key_and_blob(&env, "made under the first root key file");
+    std::fs::write(env.path("plain.txt"), b"an envelope from before").unwrap();
+    json(&env.run(
+        &env.owner,
+        &[
+            "encrypt-file",
+            "--key-id",
+            &key,
+            "plain.txt",
+            "-o",
+            "plain.rwp",
+        ],
+    ));
+    let public_key = |env: &Env| {
+        let out = run_with_token(env, &hsm, &["audit", "public-key"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        out.stdout
+    };
+    let signing = public_key(&env);
+    let first_root_key = std::fs::read(env.home.join("root.key")).unwrap();
+
+    let uri = format!(
+        "pkcs11:token={};object=rewrap-moved-root?module-path={}&pin-source=file:{}",
+        hsm.label,
+        support::hsm::MODULE,
+        hsm.pin_file.display()
+    );
+    let passphrase = format!("passphrase:file:{}", pass.display());
+    for (to, files) in [
+        (passphrase.as_str(), vec!["root.passphrase"]),
+        (uri.as_str(), vec!["root.uri"]),
+        ("file", vec!["root.key"]),
+    ] {
+        let mut args = vec!["root", "move", "--to", to];
+        args.extend(CHEAP);
+        let out = run_with_token(&env, &hsm, &args);
+        assert!(out.status.success(), "move to {to}: {}", stderr(&out));
+        assert_eq!(root_files(&env), files, "after the move to {to}");
+        // A new process opens the keystore with the new root only.
+        let arg = format!("fileb://{}", blob.display());
+        let dec = json(&run_with_token(
+            &env,
+            &hsm,
+            &["decrypt", "--ciphertext-blob", &arg],
+        ));
+        assert_eq!(
+            b64(dec["Plaintext"].as_str().unwrap()),
+            b"made under the first root key file",
+            "after the move to {to}"
+        );
+        let out = run_with_token(&env, &hsm, &["decrypt-file", "plain.rwp", "-o", "-"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(out.stdout, b"an envelope from before");
+        // The audit-signing key and the checkpoint moved too.
+        assert_eq!(public_key(&env), signing, "after the move to {to}");
+        let out = run_with_token(&env, &hsm, &["audit", "verify"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    assert_ne!(
+        std::fs::read(env.home.join("root.key")).unwrap(),
+        first_root_key,
+        "the last move made a new root key file"
+    );
+
+    // A bad root is a usage error and changes nothing.
+    let sealed = std::fs::read(env.home.join("keystore.sealed")).unwrap();
+    let out = env.run(
+        &env.owner,
+        &["root", "move", "--to", "passphrase:moving day"],
+    );
+    assert_eq!(out.status.code(), Some(252), "{}", stderr(&out));
+    assert_eq!(root_files(&env), ["root.key"]);
+    assert_eq!(
+        std::fs::read(env.home.join("keystore.sealed")).unwrap(),
+        sealed
+    );
+}
+
+/// `kill -9` of `rewrap root move` at varied instants: every time, the next
+/// process opens the keystore (with the old root or the new one, finishing
+/// a switched move first) and decrypts what was made before.
+#[test]
+fn a_root_move_killed_at_any_instant_leaves_a_keystore_that_opens() {
+    let env = Env::new();
+    let (_, blob) = key_and_blob(&env, "survives a killed move");
+    let arg = format!("fileb://{}", blob.display());
+    // Kills spread over the time a whole move takes here (measured first).
+    let started = std::time::Instant::now();
+    let out = env.run(&env.owner, &["root", "move", "--to", "file"]);
+    let whole = started.elapsed();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        support::cli::stdout(&out).starts_with(&format!(
+            "moved: root key file {0}/root.key -> root key file {0}/root.key",
+            env.home.display()
+        )),
+        "{}",
+        support::cli::stdout(&out)
+    );
+    let (mut old_root, mut new_root) = (0, 0);
+    for i in 0..12u32 {
+        let delay = whole * i / 10;
+        let before = std::fs::read(env.home.join("root.key")).unwrap();
+        let mut child = env
+            .command(&env.owner)
+            .args(["root", "move", "--to", "file"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let _ = child.wait();
+        let dec = env.ok(&env.owner, &["decrypt", "--ciphertext-blob", &arg]);
+        assert_eq!(
+            b64(dec["Plaintext"].as_str().unwrap()),
+            b"survives a killed move",
+            "after a kill at {delay:?}"
+        );
+        let files: Vec<&str> = root_files(&env)
+            .into_iter()
+            .filter(|f| *f != "root.next")
+            .collect();
+        assert_eq!(files, ["root.key"], "after a kill at {delay:?}");
+        if std::fs::read(env.home.join("root.key")).unwrap() == before {
+            old_root += 1;
+        } else {
+            new_root += 1;
+        }
+    }
+    eprintln!(
+        "killed moves (a whole move: {whole:?}): {old_root} left the old root, {new_root} the new one"
+    );
+    let out = env.run(&env.owner, &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// A token root whose module another user could replace is not loaded.
+#[test]
+fn a_token_root_with_a_replaceable_module_is_refused() {
+    let hsm = support::hsm::SoftHsm::new("rewrap-root-module");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy.so");
+    std::fs::copy(support::hsm::MODULE, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o664)).unwrap();
+    let home = dir.path().join("keystore");
+    let uri = format!(
+        "pkcs11:token={};object=root?module-path={}&pin-source=file:{}",
+        hsm.label,
+        copy.display(),
+        hsm.pin_file.display()
+    );
+    let out = hsm.init_keystore(&home, &uri);
+    assert!(!out.status.success());
+    let want = format!(
+        "root key {}: PKCS#11 module {1} is refused: {1} is group- or world-writable (mode 664)",
+        home.join("root.uri").display(),
+        copy.display()
+    );
+    assert!(stderr(&out).contains(&want), "{}", stderr(&out));
+    assert!(!home.join("keystore.sealed").exists());
+    assert!(!home.join("root.uri").exists());
+}
