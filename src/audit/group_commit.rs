@@ -31,7 +31,7 @@ use std::cell::RefCell;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 
 pub(super) struct GroupSync {
     /// The audit file, duplicated, so a sync runs without the chain's lock.
@@ -40,8 +40,9 @@ pub(super) struct GroupSync {
     state: Mutex<SyncState>,
     /// Signalled after every sync, and when an async waiter wants one.
     done: Condvar,
-    /// What is durable, for async waiters.
-    progress: watch::Sender<Progress>,
+    /// Async waiters: their batches and how to wake them. Each is woken
+    /// once, when its batches are durable (or failed), not at every sync.
+    waiters: Mutex<Vec<Waiter>>,
     /// Records appended in [`defer_durability`] scopes, not written yet.
     queue: Mutex<Vec<Queued>>,
     /// Writes the queue: the log that owns this group commit.
@@ -99,13 +100,10 @@ struct SyncState {
     failed: Option<String>,
 }
 
-#[derive(Debug, Clone, Default)]
-struct Progress {
-    durable: u64,
-    failed: Option<String>,
-    /// Queue writes made by the syncer: wakes the waiters of a batch whose
-    /// write failed (nothing to sync then).
-    writes: u64,
+/// An async waiter: the batches it waits for and its wake-up.
+struct Waiter {
+    batches: Vec<Arc<Batch>>,
+    wake: oneshot::Sender<Result<(), AuditError>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -119,7 +117,7 @@ impl GroupSync {
             path: path.to_path_buf(),
             state: Mutex::new(SyncState::default()),
             done: Condvar::new(),
-            progress: watch::Sender::new(Progress::default()),
+            waiters: Mutex::new(Vec::new()),
             queue: Mutex::new(Vec::new()),
             writer: OnceLock::new(),
         })
@@ -210,10 +208,7 @@ impl GroupSync {
             Ok(()) => state.durable = state.durable.max(upto),
             Err(e) => state.failed = Some(e.to_string()),
         }
-        self.progress.send_modify(|p| {
-            p.durable = state.durable;
-            p.failed.clone_from(&state.failed);
-        });
+        self.settle(&state);
         self.done.notify_all();
         (state, result)
     }
@@ -223,6 +218,9 @@ impl GroupSync {
     fn request(self: &Arc<Self>) -> Result<(), AuditError> {
         let mut state = lock(&self.state);
         state.flush_requests += 1;
+        // A waiter whose batches are already durable (or a failed log's)
+        // is answered now: no sync may come for it.
+        self.settle(&state);
         if !state.syncer {
             let sync = Arc::clone(self);
             std::thread::Builder::new()
@@ -250,7 +248,9 @@ impl GroupSync {
                 self.write_queue();
                 state = lock(&self.state);
                 state.wanted = state.wanted.max(state.written);
-                self.progress.send_modify(|p| p.writes += 1);
+                // Wakes the waiters of batches already durable, or whose
+                // write failed (nothing to sync for them).
+                self.settle(&state);
                 continue;
             }
             if state.wanted > state.durable && !state.syncing {
@@ -266,6 +266,50 @@ impl GroupSync {
                 .unwrap_or_else(PoisonError::into_inner);
         }
         state.syncer = false;
+        if state.failed.is_none() && state.closing {
+            // The handle is gone; whoever still waits hears it.
+            state.failed = Some("the audit log was closed".into());
+            self.settle(&state);
+            state.failed = None;
+        }
+    }
+
+    /// Wakes every async waiter whose batches are all written and durable
+    /// (or whose write or a sync failed); the others keep waiting. Called
+    /// under the state lock after every sync and queue write.
+    fn settle(&self, state: &SyncState) {
+        let mut waiters = lock(&self.waiters);
+        if waiters.is_empty() {
+            return;
+        }
+        let mut i = 0;
+        while i < waiters.len() {
+            let outcome = match (&state.failed, written(self, &waiters[i].batches)) {
+                (Some(why), _) => Some(Err(self.failed(why))),
+                (None, Some(Err(e))) => Some(Err(e)),
+                (None, Some(Ok(ticket))) if state.durable >= ticket => Some(Ok(())),
+                _ => None,
+            };
+            match outcome {
+                Some(outcome) => {
+                    let waiter = waiters.swap_remove(i);
+                    let _ = waiter.wake.send(outcome);
+                }
+                None => i += 1,
+            }
+        }
+    }
+
+    /// Registers an async waiter for `batches` and asks the syncer to write
+    /// and sync them; the receiver gets the outcome.
+    fn register(
+        self: &Arc<Self>,
+        batches: Vec<Arc<Batch>>,
+    ) -> Result<oneshot::Receiver<Result<(), AuditError>>, AuditError> {
+        let (wake, woken) = oneshot::channel();
+        lock(&self.waiters).push(Waiter { batches, wake });
+        self.request()?;
+        Ok(woken)
     }
 
     /// Ends the syncer thread once nothing is wanted (the handle is dropped).
@@ -430,30 +474,13 @@ impl Durability {
     /// records may be lost).
     pub async fn wait(mut self) -> Result<(), AuditError> {
         for (sync, batches) in std::mem::take(&mut self.pending) {
-            let mut progress = sync.progress.subscribe();
-            sync.request()?;
-            let mut outcome = Ok(());
-            let reached = progress
-                .wait_for(|p| {
-                    if let Some(why) = &p.failed {
-                        outcome = Err(sync.failed(why));
-                        return true;
-                    }
-                    match written(&sync, &batches) {
-                        Some(Ok(ticket)) => p.durable >= ticket,
-                        Some(Err(e)) => {
-                            outcome = Err(e);
-                            true
-                        }
-                        None => false,
-                    }
-                })
-                .await;
-            if reached.is_err() {
-                // Cannot happen: the sender lives in `sync`, held here.
-                return Err(sync.failed("the group commit ended"));
+            let woken = sync.register(batches)?;
+            match woken.await {
+                Ok(outcome) => outcome?,
+                // Cannot happen: the syncer settles every waiter before it
+                // ends, and the handle (which ends it) outlives this wait.
+                Err(_) => return Err(sync.failed("the group commit ended")),
             }
-            outcome?;
         }
         Ok(())
     }
