@@ -630,6 +630,29 @@ impl Inner {
         if queued.is_empty() {
             return self.write_locked(state, records);
         }
+        self.write_batches(state, queued, records)
+    }
+
+    /// Writes the queued records, if any (see [`Inner::write_with_queue`]);
+    /// a failure reaches their waiters through their batches. Whether
+    /// there were any.
+    fn write_queue_locked(&self, state: &mut ChainState) -> bool {
+        let queued = self.sync.take_queue();
+        if queued.is_empty() {
+            return false;
+        }
+        let _ = self.write_batches(state, queued, Vec::new());
+        true
+    }
+
+    /// Writes `queued` (oldest first) and then `records` with one write,
+    /// and resolves the queued batches with its outcome.
+    fn write_batches(
+        &self,
+        state: &mut ChainState,
+        queued: Vec<group_commit::Queued>,
+        records: Vec<AuditRecord>,
+    ) -> Result<u64, AuditError> {
         let mut all: Vec<AuditRecord> = Vec::new();
         let mut batches = Vec::with_capacity(queued.len());
         for q in queued {
@@ -646,27 +669,6 @@ impl Inner {
             batch.resolve(outcome.clone());
         }
         result
-    }
-
-    /// Writes the queued records, if any (see [`Inner::write_with_queue`]);
-    /// a failure reaches their waiters through their batches. Whether
-    /// there were any.
-    fn write_queue_locked(&self, state: &mut ChainState) -> bool {
-        let queued = self.sync.take_queue();
-        if queued.is_empty() {
-            return false;
-        }
-        let mut all: Vec<AuditRecord> = Vec::new();
-        let mut batches = Vec::with_capacity(queued.len());
-        for q in queued {
-            all.extend(q.records);
-            batches.push(q.batch);
-        }
-        let outcome = self.write_locked(state, all).map_err(|e| e.to_string());
-        for batch in batches {
-            batch.resolve(outcome.clone());
-        }
-        true
     }
 
     /// Whether the active file (now `end` bytes long) is to be closed.
