@@ -34,8 +34,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use tokio::sync::oneshot;
 
 pub(super) struct GroupSync {
-    /// The audit file, duplicated, so a sync runs without the chain's lock.
-    file: File,
     path: PathBuf,
     state: Mutex<SyncState>,
     /// Signalled after every sync, and when an async waiter wants one.
@@ -77,8 +75,11 @@ impl Batch {
     }
 }
 
-#[derive(Default)]
 struct SyncState {
+    /// The active audit file, duplicated, so a sync runs without the
+    /// chain's lock. Replaced when the active file is retired (see
+    /// [`GroupSync::set_file`]).
+    file: Arc<File>,
     /// Writes made (tickets handed out).
     written: u64,
     /// Writes known to be on stable storage.
@@ -113,14 +114,34 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl GroupSync {
     pub(super) fn new(file: File, path: &Path) -> Arc<GroupSync> {
         Arc::new(GroupSync {
-            file,
             path: path.to_path_buf(),
-            state: Mutex::new(SyncState::default()),
+            state: Mutex::new(SyncState {
+                file: Arc::new(file),
+                written: 0,
+                durable: 0,
+                wanted: 0,
+                flush_requests: 0,
+                syncing: false,
+                syncer: false,
+                closing: false,
+                syncs: 0,
+                failed: None,
+            }),
             done: Condvar::new(),
             waiters: Mutex::new(Vec::new()),
             queue: Mutex::new(Vec::new()),
             writer: OnceLock::new(),
         })
+    }
+
+    /// Makes `file` the one later syncs cover: the new active file, after
+    /// the old one was retired. Call it under the chain's lock, before any
+    /// write to `file`, and only once every write to the old file is on
+    /// stable storage (the retiring writer synced it): a sync that began
+    /// before still covers the old file's writes, and every ticket handed
+    /// out later is a write to `file`.
+    pub(super) fn set_file(&self, file: File) {
+        lock(&self.state).file = Arc::new(file);
     }
 
     /// Names the log that writes this group commit's queue.
@@ -199,8 +220,9 @@ impl GroupSync {
     ) -> (MutexGuard<'a, SyncState>, std::io::Result<()>) {
         state.syncing = true;
         let upto = state.written;
+        let file = Arc::clone(&state.file);
         drop(state);
-        let result = self.file.sync_data();
+        let result = file.sync_data();
         let mut state = lock(&self.state);
         state.syncing = false;
         state.syncs += 1;

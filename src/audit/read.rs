@@ -1,7 +1,7 @@
 //! Reading the audit file without a lock, line by line.
 
 use super::record::{parse_record, AuditRecord};
-use super::segment;
+use super::segment::{self, Part};
 use super::{io_error, AuditError};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -24,14 +24,14 @@ pub(super) enum Line<'a> {
 }
 
 impl Lines {
-    pub(super) fn open(path: &Path) -> Result<Lines, AuditError> {
-        let file = File::open(path).map_err(io_error(path))?;
-        Ok(Lines {
+    /// The lines of `file`, opened from `path` (named in errors).
+    pub(super) fn from_file(file: File, path: &Path) -> Lines {
+        Lines {
             reader: BufReader::with_capacity(256 * 1024, file),
             path: path.to_path_buf(),
             line: 0,
             buf: Vec::with_capacity(1024),
-        })
+        }
     }
 
     pub(super) fn next_line(&mut self) -> Result<Line<'_>, AuditError> {
@@ -51,22 +51,49 @@ impl Lines {
     }
 
     /// Calls `visit` with every complete record of the trail: those of the
-    /// closed segments (with their `seq` as line number), then those of the
-    /// active file `path` (with their line number) that no segment holds;
-    /// ignores a torn final line.
+    /// closed parts, sealed segments and retired files (with their `seq`
+    /// as line number), then those of the active file `path` (with their
+    /// line number) that no closed part holds; ignores a torn final line.
     pub(super) fn for_each_record(
         path: &Path,
         mut visit: impl FnMut(u64, AuditRecord) -> Result<(), AuditError>,
     ) -> Result<(), AuditError> {
+        // The active file first: a close after this leaves its records in
+        // the file opened here, and perhaps in a part listed next too.
+        // None: a crash between retiring it and creating the new one.
+        let active = match File::open(path) {
+            Ok(file) => Some(file),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_error(path)(e)),
+        };
         let mut closed_end = 0;
-        for seg in segment::list(path)? {
-            let mut reader = segment::SegmentReader::open(&seg)?;
-            while let Some(record) = reader.next_record()? {
-                closed_end = record.seq;
-                visit(record.seq, record)?;
+        for part in segment::parts(path)? {
+            match part {
+                Part::Sealed(seg) => {
+                    let mut reader = segment::SegmentReader::open(&seg)?;
+                    while let Some(record) = reader.next_record()? {
+                        if record.seq > closed_end {
+                            closed_end = record.seq;
+                            visit(record.seq, record)?;
+                        }
+                    }
+                }
+                Part::Retired(retired, file) => {
+                    let mut lines = Lines::from_file(file, &retired);
+                    while let Line::Complete(line, bytes) = lines.next_line()? {
+                        let record = parse_record(line, bytes)?;
+                        if record.seq > closed_end {
+                            closed_end = record.seq;
+                            visit(record.seq, record)?;
+                        }
+                    }
+                }
             }
         }
-        let mut lines = Lines::open(path)?;
+        let Some(active) = active else {
+            return Ok(());
+        };
+        let mut lines = Lines::from_file(active, path);
         loop {
             match lines.next_line()? {
                 Line::Complete(line, bytes) => {

@@ -8,7 +8,19 @@
 //! empty, the chain running on across the boundary (the first record of
 //! the new active file has the last segment's last hash as `prev_hash`).
 //!
-//! A closed segment is named after its first `seq`,
+//! Closing is two steps, so that no append waits for a compression. Under
+//! the writers' lock the active file is only *retired*: synced, renamed
+//! into `audit.segments/<first seq, 20 digits>.log` (the same JSON lines,
+//! see [`Part::Retired`]) and replaced by a new empty active file. Then,
+//! without any lock, a sealer (a background thread of the writer, or the
+//! caller of an explicit close) compacts and compresses the retired file
+//! into the sealed segment below, syncs it, and only then removes the
+//! retired file. Readers take the trail as the sealed and retired parts in
+//! `seq` order, then the active file; a crash at any instant leaves every
+//! record in a retired file, a sealed segment, or both (readers skip a
+//! record already read), so nothing is lost and nothing is read twice.
+//!
+//! A closed (sealed) segment is named after its first `seq`,
 //! `audit.segments/<first seq, 20 digits>.seg`:
 //!
 //! ```text
@@ -45,6 +57,10 @@ pub(super) const MAGIC: &[u8; 8] = b"RWAUDSG1";
 pub(super) const SHORT_HASH: usize = 8;
 /// The folder of closed segments, beside the active file.
 pub(super) const SEGMENTS_DIR: &str = "audit.segments";
+/// The extension of a sealed segment.
+const SEALED_EXT: &str = "seg";
+/// The extension of a retired active file waiting to be sealed.
+const RETIRED_EXT: &str = "log";
 
 /// The header of a closed segment: where it sits in the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -419,38 +435,230 @@ pub(super) fn segments_dir(active: &Path) -> PathBuf {
 
 /// The file of the closed segment starting at `first_seq`.
 pub(super) fn segment_path(active: &Path, first_seq: u64) -> PathBuf {
-    segments_dir(active).join(format!("{first_seq:020}.seg"))
+    segments_dir(active).join(format!("{first_seq:020}.{SEALED_EXT}"))
 }
 
-/// The closed segments of the trail, in `seq` order (by name).
-pub(super) fn list(active: &Path) -> Result<Vec<PathBuf>, AuditError> {
+/// The file a retired active file whose first record is `first_seq` is
+/// renamed to.
+pub(super) fn retired_path(active: &Path, first_seq: u64) -> PathBuf {
+    segments_dir(active).join(format!("{first_seq:020}.{RETIRED_EXT}"))
+}
+
+/// The `seq` a segment or retired file named `name` starts at, if `name`
+/// is one with extension `ext`.
+fn first_seq_of(name: &str, ext: &str) -> Option<u64> {
+    let stem = name.strip_suffix(ext)?.strip_suffix('.')?;
+    (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| stem.parse().ok())
+        .flatten()
+}
+
+/// The files of `audit.segments/` with extension `ext`, by first `seq`.
+fn list_ext(active: &Path, ext: &str) -> Result<Vec<(u64, PathBuf)>, AuditError> {
     let dir = segments_dir(active);
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(super::io_error(&dir)(e)),
     };
-    let mut segments = Vec::new();
+    let mut found = Vec::new();
     for entry in entries {
         let entry = entry.map_err(super::io_error(&dir))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.len() == 24
-            && name.ends_with(".seg")
-            && name[..20].bytes().all(|b| b.is_ascii_digit())
-        {
-            segments.push(entry.path());
+        if let Some(seq) = first_seq_of(&entry.file_name().to_string_lossy(), ext) {
+            found.push((seq, entry.path()));
         }
     }
-    segments.sort();
-    Ok(segments)
+    found.sort();
+    Ok(found)
 }
 
-/// The header of the last closed segment, if any: where the active file's
-/// chain starts.
-pub(super) fn last_header(active: &Path) -> Result<Option<SegmentHeader>, AuditError> {
-    match list(active)?.last() {
-        Some(last) => Ok(Some(SegmentReader::open(last)?.header().clone())),
-        None => Ok(None),
+/// The sealed segments of the trail, in `seq` order: what digests list,
+/// export copies and retention removes.
+pub(super) fn list(active: &Path) -> Result<Vec<PathBuf>, AuditError> {
+    Ok(list_ext(active, SEALED_EXT)?
+        .into_iter()
+        .map(|(_, path)| path)
+        .collect())
+}
+
+/// One closed part of the trail.
+pub(super) enum Part {
+    /// A sealed segment (compacted and compressed, see the module doc).
+    Sealed(PathBuf),
+    /// A retired active file, not sealed yet: JSON lines exactly as the
+    /// active file had them, opened when the trail was listed (so a sealer
+    /// removing it meanwhile takes nothing away). Its name says its first
+    /// `seq`; lines before it are records a sealed segment already holds
+    /// (left by a close a crash interrupted), which readers skip.
+    Retired(PathBuf, std::fs::File),
+}
+
+/// The closed parts of the trail in `seq` order: sealed segments and
+/// retired files (a retired file whose sealed segment exists too is left
+/// out). Lists the retired files (opening them) before the sealed
+/// segments, so a file sealed meanwhile is found in one or the other.
+pub(super) fn parts(active: &Path) -> Result<Vec<Part>, AuditError> {
+    let mut retired = Vec::new();
+    for (seq, path) in list_ext(active, RETIRED_EXT)? {
+        match std::fs::File::open(&path) {
+            Ok(file) => retired.push((seq, Part::Retired(path, file))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(super::io_error(&path)(e)),
+        }
     }
+    let sealed = list_ext(active, SEALED_EXT)?;
+    let sealed_seqs: std::collections::BTreeSet<u64> = sealed.iter().map(|(s, _)| *s).collect();
+    let mut all: Vec<(u64, Part)> = sealed
+        .into_iter()
+        .map(|(seq, path)| (seq, Part::Sealed(path)))
+        .chain(
+            retired
+                .into_iter()
+                .filter(|(seq, _)| !sealed_seqs.contains(seq)),
+        )
+        .collect();
+    all.sort_by_key(|(seq, _)| *seq);
+    Ok(all.into_iter().map(|(_, part)| part).collect())
+}
+
+/// The retired files waiting to be sealed, oldest first.
+pub(super) fn retired(active: &Path) -> Result<Vec<PathBuf>, AuditError> {
+    Ok(list_ext(active, RETIRED_EXT)?
+        .into_iter()
+        .map(|(_, path)| path)
+        .collect())
+}
+
+/// Seals the retired file at `retired`: its records (from its first
+/// `seq`, as its name says) become a sealed segment, written beside its
+/// final name (`<first seq>.seg.partial`), synced and renamed, and then
+/// the retired file is removed. Returns the header, or `None` if another
+/// sealer got there first.
+///
+/// Two sealers (two processes) never race: each holds an exclusive lock
+/// on the retired file while it seals it, so a `.partial` file found then
+/// is one a crashed sealer left, and is replaced.
+///
+/// The records are checked to be one chain starting at the first `seq`;
+/// a retired file that is not is left as it is, for `audit verify` to
+/// name the record.
+pub(super) fn seal(active: &Path, retired: &Path) -> Result<Option<SegmentHeader>, AuditError> {
+    use fs4::fs_std::FileExt;
+    let name = retired.file_name().unwrap_or_default().to_string_lossy();
+    let Some(first_seq) = first_seq_of(&name, RETIRED_EXT) else {
+        return Err(malformed(retired, 0, "not a retired audit file"));
+    };
+    let mut file = match std::fs::File::open(retired) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(super::io_error(retired)(e)),
+    };
+    FileExt::lock_exclusive(&file).map_err(super::io_error(retired))?;
+    let target = segment_path(active, first_seq);
+    if !retired.exists() {
+        return Ok(None);
+    }
+    if target.exists() {
+        // Sealed by a sealer that crashed before removing the retired file.
+        remove_and_sync(active, retired)?;
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(super::io_error(retired))?;
+    let mut records = Vec::new();
+    let mut canonical = Vec::with_capacity(1024);
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let record = super::record::parse_record(i as u64 + 1, line)?;
+        if record.seq < first_seq {
+            continue;
+        }
+        let expected = records
+            .last()
+            .map_or(first_seq, |r: &AuditRecord| r.seq + 1);
+        let chained = records
+            .last()
+            .is_none_or(|r: &AuditRecord| r.hash == record.prev_hash);
+        if record.seq != expected || !chained {
+            return Err(malformed(
+                retired,
+                record.seq,
+                "not one chain (record changed, removed, inserted or reordered); left unsealed",
+            ));
+        }
+        let mut check = record.clone();
+        check.hash.clear();
+        canonical.clear();
+        if encode_line(&check, &mut canonical) != record.hash {
+            return Err(malformed(
+                retired,
+                record.seq,
+                "hash mismatch (record changed); left unsealed",
+            ));
+        }
+        records.push(record);
+    }
+    if !bytes.is_empty() && bytes.last() != Some(&b'\n') {
+        return Err(malformed(retired, 0, "ends in a torn line; left unsealed"));
+    }
+    let header = match (records.first(), records.last()) {
+        (Some(first), Some(last)) => {
+            write_sealed(&target, &encode(&records))?;
+            Some(SegmentHeader {
+                first_seq,
+                prev_hash: first.prev_hash.clone(),
+                records: records.len() as u64,
+                last_hash: last.hash.clone(),
+            })
+        }
+        _ => None,
+    };
+    remove_and_sync(active, retired)?;
+    Ok(header)
+}
+
+/// Writes a sealed segment: to `<target>.partial` (replacing one a crashed
+/// sealer left; never through a link), synced, then renamed into place
+/// and the folder synced. The caller holds the retired file's lock.
+fn write_sealed(target: &Path, bytes: &[u8]) -> Result<(), AuditError> {
+    let partial = target.with_extension(format!("{SEALED_EXT}.partial"));
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        open.mode(0o600);
+    }
+    let mut file = match open.open(&partial) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(&partial).map_err(super::io_error(&partial))?;
+            open.open(&partial)
+        }
+        other => other,
+    }
+    .map_err(super::io_error(&partial))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(super::io_error(&partial))?;
+    std::fs::rename(&partial, target).map_err(super::io_error(target))?;
+    sync_dir(target.parent().unwrap_or(Path::new(".")))
+}
+
+/// Removes a sealed retired file and syncs the folder.
+fn remove_and_sync(active: &Path, retired: &Path) -> Result<(), AuditError> {
+    match std::fs::remove_file(retired) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(super::io_error(retired)(e)),
+    }
+    sync_dir(&segments_dir(active))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), AuditError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(super::io_error(dir))
 }

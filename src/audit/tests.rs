@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
-use std::io::Write;
+use std::io::{BufReader, Write};
+use std::path::Path;
 use std::sync::Arc;
 
 const KEY_A: &str = "arn:aws:kms:us-east-1:111122223333:key/aaaaaaaa-0000-0000-0000-000000000001";
@@ -1174,6 +1175,9 @@ fn records_read_back_from_closed_segments_are_the_appended_ones() {
             (i % 7 == 0).then(|| BTreeMap::from([("Force".into(), "true".into())]));
         log.append(r).unwrap();
     }
+    // Closes by size leave the sealing to the handle's sealer thread,
+    // which the handle joins when it is dropped.
+    drop(log);
     let segments = std::fs::read_dir(dir.path().join("audit.segments"))
         .unwrap()
         .count();
@@ -1322,4 +1326,100 @@ fn object_headers_round_trip_and_refuse_what_a_record_cannot_hold() {
     );
     assert_eq!(decode_object_header(b"a%zzb"), Err("has a bad %-escape"));
     assert_eq!(decode_object_header(b""), Err("is empty"));
+}
+
+/// The state a crash leaves between retiring the active file and sealing
+/// it: records only in `audit.segments/<first seq>.log`, no active file.
+/// Readers take the retired file as part of the trail, the next append
+/// chains onto it, and the next handle seals it into the same records.
+#[test]
+fn a_retired_file_not_yet_sealed_is_part_of_the_trail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = AuditLog::open_with(&path, segmented_options(1500)).unwrap();
+    for _ in 0..7 {
+        log.append(record("bob", "Encrypt", &[KEY_A])).unwrap();
+    }
+    drop(log);
+    // Two more in the active file, which is not due to close.
+    let log = AuditLog::open_with(&path, segmented_options(1 << 20)).unwrap();
+    for _ in 0..2 {
+        log.append(record("bob", "Encrypt", &[KEY_A])).unwrap();
+    }
+    drop(log);
+    let segments = dir.path().join("audit.segments");
+    let sealed = |ext: &str| {
+        let mut names: Vec<String> = std::fs::read_dir(&segments)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(ext))
+            .collect();
+        names.sort();
+        names
+    };
+    let closed = sealed(".seg");
+    assert!(closed.len() >= 2, "{closed:?}");
+    let before = read_records(&path).unwrap();
+    assert_eq!(before.len(), 9);
+    // Crash after the rename of the active file: its records are in the
+    // retired file, and there is no active file.
+    let last_sealed = segments.join(closed.last().unwrap());
+    let active_seq = before
+        .iter()
+        .map(|r| r.seq)
+        .filter(|&seq| seq > segment_last_seq(&last_sealed))
+        .min();
+    let retired_name = match active_seq {
+        Some(seq) => {
+            let name = format!("{seq:020}.log");
+            std::fs::rename(&path, segments.join(&name)).unwrap();
+            name
+        }
+        None => panic!("the active file holds no record"),
+    };
+    assert!(!path.exists());
+    assert_eq!(sealed(".log"), vec![retired_name.clone()]);
+    assert_eq!(verify(&path).unwrap().records, 9);
+    assert_eq!(read_records(&path).unwrap(), before);
+    assert_eq!(read_records_of_parts(&path), 9);
+    let log = AuditLog::open_with(&path, segmented_options(1 << 20)).unwrap();
+    log.append(record("carol", "Decrypt", &[KEY_B])).unwrap();
+    assert!(log.last_used(KEY_A).unwrap().is_some());
+    drop(log);
+    let after = read_records(&path).unwrap();
+    assert_eq!(after.len(), 10);
+    assert_eq!(after[..9], before[..]);
+    assert_eq!(after[9].prev_hash, before[8].hash);
+    assert_eq!(verify(&path).unwrap().records, 10);
+    // The new handle sealed the retired file.
+    assert_eq!(sealed(".log"), Vec::<String>::new());
+    assert_eq!(sealed(".seg").len(), closed.len() + 1);
+}
+
+fn segment_last_seq(path: &Path) -> u64 {
+    segment::SegmentReader::open(path)
+        .unwrap()
+        .header()
+        .last_seq()
+}
+
+/// Records of the closed parts (sealed and retired), read as the usage
+/// index's rebuild reads them.
+fn read_records_of_parts(path: &Path) -> usize {
+    let mut n = 0;
+    for part in segment::parts(path).unwrap() {
+        match part {
+            segment::Part::Sealed(seg) => {
+                let mut reader = segment::SegmentReader::open(&seg).unwrap();
+                while reader.next_record().unwrap().is_some() {
+                    n += 1;
+                }
+            }
+            segment::Part::Retired(_, file) => {
+                use std::io::BufRead;
+                n += BufReader::new(file).lines().count();
+            }
+        }
+    }
+    n
 }

@@ -4,7 +4,7 @@ use super::checkpoint::{self, Checkpoint, Cut};
 use super::digest;
 use super::read::{Line, Lines};
 use super::record::{encode_line, parse_record, AuditRecord, GENESIS_HASH};
-use super::segment::{self, SegmentHeader, SegmentReader};
+use super::segment::{self, Part, SegmentHeader, SegmentReader};
 use super::AuditError;
 use crate::root::RootKey;
 use serde::{Deserialize, Serialize};
@@ -230,7 +230,35 @@ fn walk(
         };
     }
     let pruned_through = pruned.map_or(0, |p| p.0);
-    for seg in segment::list(path)? {
+    found.closed_records = pruned_through;
+    // The active file first: a close after this leaves these records in
+    // the file read here, and the parts listed next may hold them too
+    // (read once: a record already walked is skipped).
+    let active = match std::fs::File::open(path) {
+        Ok(file) => Some(file),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(super::io_error(path)(e)),
+    };
+    let parts = segment::parts(path)?;
+    let any_parts = !parts.is_empty();
+    for part in parts {
+        let (seg, file) = match part {
+            Part::Sealed(seg) => (seg, None),
+            Part::Retired(retired, file) => (retired, Some(file)),
+        };
+        if let Some(file) = file {
+            let mut lines = Lines::from_file(file, &seg);
+            if let Some(torn) = walk_lines(&mut lines, Some(&seg), &mut found, &mut expected, cp)? {
+                return Err(AuditError::Malformed {
+                    line: 0,
+                    problem: format!(
+                        "retired file {}: ends in a torn line of {torn} bytes (file truncated)",
+                        seg.display()
+                    ),
+                });
+            }
+            continue;
+        }
         let mut reader = SegmentReader::open(&seg)?;
         if reader.header().last_seq() <= pruned_through {
             continue;
@@ -258,34 +286,58 @@ fn walk(
             };
         }
         found.segments += 1;
+        found.closed_records = expected.seq - 1;
     }
+    let Some(active) = active else {
+        if any_parts {
+            // A copy of the closed segments only (an export).
+            return Ok(found.summary(expected, None));
+        }
+        return Err(super::io_error(path)(std::io::Error::from(
+            std::io::ErrorKind::NotFound,
+        )));
+    };
+    let mut lines = Lines::from_file(active, path);
+    let torn = walk_lines(&mut lines, None, &mut found, &mut expected, cp)?;
+    Ok(found.summary(expected, torn))
+}
+
+/// Walks the records of an active or retired file (`retired` names the
+/// latter, for messages), continuing the chain at `expected`. Records the
+/// walk already has (left in both places by a close a crash interrupted)
+/// are skipped, and must be the very same records. Returns the length of
+/// a torn final line, if any.
+fn walk_lines(
+    lines: &mut Lines,
+    retired: Option<&Path>,
+    found: &mut Found,
+    expected: &mut Expected,
+    cp: Option<&Checkpoint>,
+) -> Result<Option<u64>, AuditError> {
     let closed = (expected.seq - 1, expected.prev_hash.clone());
-    found.closed_records = closed.0;
-    let mut overlap = found.segments > 0;
-    if overlap && !path.exists() {
-        // A copy of the closed segments only (an export).
-        return Ok(found.summary(expected, None));
-    }
-    let mut lines = Lines::open(path)?;
+    let mut overlap = closed.0 > 0;
     let mut buf = Vec::with_capacity(1024);
     loop {
         let (line, bytes) = match lines.next_line()? {
             Line::Complete(line, bytes) => (line, bytes),
-            Line::Torn(bytes) => return Ok(found.summary(expected, Some(bytes))),
-            Line::End => return Ok(found.summary(expected, None)),
+            Line::Torn(bytes) => return Ok(Some(bytes)),
+            Line::End => return Ok(None),
         };
         let mut record = parse_record(line, bytes)?;
         let problem = record_problem(&mut record, bytes, &mut buf);
         let tampered = |problem: String| AuditError::Tampered {
             line,
             seq: record.seq,
-            problem,
+            problem: match retired {
+                Some(file) => format!("retired file {}: {problem}", file.display()),
+                None => problem,
+            },
         };
         if let Some(problem) = problem {
             return Err(tampered(problem.to_string()));
         }
         if overlap && record.seq <= closed.0 {
-            // A close interrupted by a crash left records the last segment
+            // A close interrupted by a crash left records the part before
             // holds; they must be the very same records.
             if record.seq == closed.0 && record.hash != closed.1 {
                 return Err(tampered(format!(
@@ -297,7 +349,7 @@ fn walk(
         }
         overlap = false;
         if record.seq != expected.seq {
-            let problem = seq_problem(&mut lines, record.seq, expected.seq)?;
+            let problem = seq_problem(lines, record.seq, expected.seq)?;
             return Err(tampered(problem));
         }
         if record.prev_hash != expected.prev_hash {
@@ -313,7 +365,7 @@ fn walk(
         if let Some(problem) = found.note(&record, cp) {
             return Err(tampered(problem));
         }
-        expected = Expected {
+        *expected = Expected {
             seq: record.seq + 1,
             prev_hash: record.hash,
         };

@@ -8,7 +8,7 @@ use super::record::{
     encode_line, parse_record, AuditRecord, DECISION_ALLOW, GENESIS_HASH, OUTCOME_SUCCESS,
 };
 use super::retention::{self, Pruned};
-use super::segment::{self, SegmentHeader};
+use super::segment::{self, Part, SegmentHeader};
 use super::usage::{Index, KeyUsage, LastUsed, Snapshot, UsageIndex};
 use super::{io_error, AuditError};
 use crate::root::RootKey;
@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard};
 
@@ -105,15 +106,40 @@ struct Inner {
     root: Option<Arc<dyn RootKey>>,
     state: Mutex<ChainState>,
     sync: Arc<GroupSync>,
+    /// Seals retired files in the background (started on first use).
+    sealer: Mutex<Option<Sealer>>,
+    /// A file was sealed since the last digest: the next append (or the
+    /// handle's drop) writes one, listing the new segment.
+    digest_wanted: Arc<AtomicBool>,
+}
+
+/// The thread that seals the trail's retired files (see `segment.rs`), so
+/// no append waits for a compression.
+struct Sealer {
+    wake: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // The retired files this handle made are sealed before it goes.
+        let sealer = self
+            .sealer
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(Sealer { wake, thread }) = sealer {
+            drop(wake);
+            let _ = thread.join();
+        }
         let mut state = self.lock_state();
         // Appends no one waited for (their scope's `Durability` was dropped)
         // are written all the same.
         if self.write_queue_locked(&mut state) {
             let _ = state.file.sync_data();
+        }
+        if self.digest_wanted.load(Ordering::SeqCst) {
+            let _ = self.digest_at_end(&mut state);
         }
         self.sync.close();
         // Best effort: a later process replays what the snapshots miss.
@@ -135,15 +161,9 @@ impl std::fmt::Debug for AuditLog {
     }
 }
 
-/// Holds the exclusive `flock` on the audit file until dropped.
+/// Releases the exclusive `flock` on the audit file (taken by
+/// [`Inner::lock_active`]) when dropped.
 struct FileLock<'a>(&'a File);
-
-impl<'a> FileLock<'a> {
-    fn acquire(file: &'a File, path: &Path) -> Result<FileLock<'a>, AuditError> {
-        FileExt::lock_exclusive(file).map_err(io_error(path))?;
-        Ok(FileLock(file))
-    }
-}
 
 impl Drop for FileLock<'_> {
     fn drop(&mut self) {
@@ -162,7 +182,7 @@ impl AuditLog {
     ///
     /// Reads the last record to learn where the chain ends, and truncates a
     /// torn final line left by a crashed writer (see the module doc).
-    pub(crate) fn open_with(path: &Path, options: AuditOptions) -> Result<AuditLog, AuditError> {
+    pub fn open_with(path: &Path, options: AuditOptions) -> Result<AuditLog, AuditError> {
         AuditLog::open_in_keystore(path, options, None)
     }
 
@@ -178,14 +198,7 @@ impl AuditLog {
         options: AuditOptions,
         root: Option<Arc<dyn RootKey>>,
     ) -> Result<AuditLog, AuditError> {
-        let mut open = OpenOptions::new();
-        open.read(true).append(true).create(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            open.mode(0o600);
-        }
-        let file = open.open(path).map_err(io_error(path))?;
+        let file = open_active(path)?;
         let sync = GroupSync::new(file.try_clone().map_err(io_error(path))?, path);
         let inner = Arc::new(Inner {
             path: path.to_path_buf(),
@@ -193,6 +206,8 @@ impl AuditLog {
             segments: options.segments,
             root: root.clone(),
             sync,
+            sealer: Mutex::new(None),
+            digest_wanted: Arc::new(AtomicBool::new(false)),
             state: Mutex::new(ChainState {
                 file,
                 chain: Chain {
@@ -216,14 +231,19 @@ impl AuditLog {
         let log = AuditLog { inner };
         {
             let mut state = log.inner.lock_state();
+            log.inner.lock_active(&mut state)?;
             let ChainState { file, chain, .. } = &mut *state;
-            let _lock = FileLock::acquire(file, &log.inner.path)?;
+            let _lock = FileLock(file);
             // Fails closed on a last line that is not a record. The first
             // append re-reads the tail anyway (`end` is `None`), repairs it
             // and compares it with the checkpoint.
             let tail = read_tail(file, &log.inner.path)?;
             chain.seq = tail.seq;
             chain.last_hash = tail.hash;
+        }
+        // Files a crashed writer retired and never sealed.
+        if !segment::retired(path)?.is_empty() {
+            log.inner.wake_sealer();
         }
         Ok(log)
     }
@@ -278,22 +298,62 @@ impl AuditLog {
 
     /// Closes the active file into a segment now, whatever its size or age
     /// (a no-op on an empty active file); returns the segment's header.
+    ///
+    /// Unlike a close by size or age, which leaves the sealing to a
+    /// background thread, this seals the segment before it returns, and
+    /// writes a digest listing it.
     pub fn close_segment(&self) -> Result<Option<SegmentHeader>, AuditError> {
         let mut state = self.inner.lock_state();
         self.inner.write_queue_locked(&mut state);
-        let ChainState {
-            file,
-            chain,
-            usage,
-            last_used,
-            ..
-        } = &mut *state;
-        let _lock = FileLock::acquire(file, &self.inner.path)?;
-        let len = file.metadata().map_err(io_error(&self.inner.path))?.len();
+        self.inner.lock_active(&mut state)?;
+        let retired = self.inner.retire_now(&mut state)?;
+        let Some(retired) = retired else {
+            return Ok(None);
+        };
+        drop(state);
+        let header = segment::seal(&self.inner.path, &retired)?;
+        let mut state = self.inner.lock_state();
+        self.inner.digest_at_end(&mut state)?;
+        Ok(header)
+    }
+}
+
+impl Inner {
+    /// The part of [`AuditLog::close_segment`] under the locks (the caller
+    /// took the file lock with [`Inner::lock_active`]): learns the end of
+    /// the chain, brings the indexes there and retires the active file.
+    /// Returns the retired file's path.
+    fn retire_now(&self, state: &mut ChainState) -> Result<Option<PathBuf>, AuditError> {
+        let retired = {
+            let ChainState {
+                file,
+                chain,
+                usage,
+                last_used,
+                ..
+            } = &mut *state;
+            let _lock = FileLock(file);
+            self.retire_locked(file, chain, last_used, usage)?
+        };
+        Ok(retired.map(|(new, target)| {
+            self.install(state, new);
+            target
+        }))
+    }
+
+    fn retire_locked(
+        &self,
+        file: &File,
+        chain: &mut Chain,
+        last_used: &mut Option<Usage<LastUsed>>,
+        usage: &mut Option<Usage<UsageIndex>>,
+    ) -> Result<Option<(File, PathBuf)>, AuditError> {
+        let path = &self.path;
+        let len = file.metadata().map_err(io_error(path))?.len();
         if chain.end != Some(len) {
             // Another writer appended: learn the end (no repair here; the
             // next append repairs a torn tail and records it).
-            let tail = read_tail(file, &self.inner.path)?;
+            let tail = read_tail(file, path)?;
             if tail.torn_bytes > 0 {
                 return Err(AuditError::Malformed {
                     line: 0,
@@ -310,18 +370,110 @@ impl AuditLog {
             chain.seq,
             chain.last_hash.as_str(),
         );
-        let last_used = last_used.get_or_insert_with(|| load_usage(&self.inner.path));
-        catch_up(file, &self.inner.path, last_used, end)?;
+        let last_used = last_used.get_or_insert_with(|| load_usage(path));
+        catch_up(file, path, last_used, end)?;
         if let Some(usage) = usage.as_mut() {
-            catch_up(file, &self.inner.path, usage, end)?;
+            catch_up(file, path, usage, end)?;
         }
-        let header = close_segment(file, &self.inner.path, chain, last_used, usage.as_mut())?;
-        if header.is_some() {
-            self.inner.write_digest(chain);
-        }
-        Ok(header)
+        retire(file, path, chain, last_used, usage.as_mut())
     }
 
+    /// Makes `new` (the new active file, after a retire) the file this
+    /// handle writes and its group commit syncs. On failure the next lock
+    /// finds the handle's file retired and opens the new one anyway.
+    fn install(&self, state: &mut ChainState, new: File) {
+        match new.try_clone() {
+            Ok(dup) => {
+                self.sync.set_file(dup);
+                state.file = new;
+            }
+            Err(e) => eprintln!(
+                "rewrap: audit trail {}: cannot use the new active file yet ({e})",
+                self.path.display()
+            ),
+        }
+    }
+
+    /// Takes the exclusive lock on the active file, first replacing this
+    /// handle's file if another writer retired it (renamed it into
+    /// `audit.segments/`): every write goes to the file at the trail's
+    /// path. Release it with a [`FileLock`].
+    fn lock_active(&self, state: &mut ChainState) -> Result<(), AuditError> {
+        loop {
+            FileExt::lock_exclusive(&state.file).map_err(io_error(&self.path))?;
+            if is_active(&state.file, &self.path)? {
+                return Ok(());
+            }
+            let _ = FileExt::unlock(&state.file);
+            // This handle's writes to the retired file are made durable
+            // before its group commit syncs only the new file.
+            state.file.sync_data().map_err(io_error(&self.path))?;
+            let new = open_active(&self.path)?;
+            self.sync
+                .set_file(new.try_clone().map_err(io_error(&self.path))?);
+            state.file = new;
+            state.chain.end = None;
+            state.chain.started = Started::Unknown;
+        }
+    }
+
+    /// Starts the sealer thread if it is not running, and wakes it.
+    fn wake_sealer(&self) {
+        let mut sealer = self
+            .sealer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(running) = sealer.as_ref() {
+            if !running.thread.is_finished() && running.wake.send(()).is_ok() {
+                return;
+            }
+        }
+        let (wake, woken) = std::sync::mpsc::channel::<()>();
+        let path = self.path.clone();
+        let wanted = Arc::clone(&self.digest_wanted);
+        let thread = std::thread::Builder::new()
+            .name("rewrap-audit-seal".into())
+            .spawn(move || {
+                while woken.recv().is_ok() {
+                    while woken.try_recv().is_ok() {}
+                    seal_retired(&path, &wanted);
+                }
+            });
+        match thread {
+            Ok(thread) => {
+                let _ = wake.send(());
+                *sealer = Some(Sealer { wake, thread });
+            }
+            // The retired files stay readable; the next close tries again.
+            Err(e) => eprintln!(
+                "rewrap: audit trail {}: cannot start the sealer ({e})",
+                self.path.display()
+            ),
+        }
+    }
+
+    /// Writes a digest signed at the current end of the trail (a keystore's
+    /// trail only): after a segment was sealed.
+    fn digest_at_end(&self, state: &mut ChainState) -> Result<(), AuditError> {
+        let Some(root) = &self.root else {
+            return Ok(());
+        };
+        self.digest_wanted.store(false, Ordering::SeqCst);
+        self.lock_active(state)?;
+        let ChainState { file, chain, .. } = &mut *state;
+        let _lock = FileLock(file);
+        let tail = read_tail(file, &self.path)?;
+        if tail.seq == 0 {
+            return Ok(());
+        }
+        file.sync_data().map_err(io_error(&self.path))?;
+        digest::write_next(&self.path, root.as_ref(), (tail.seq, &tail.hash))?;
+        chain.last_digest = Some(Utc::now().timestamp());
+        Ok(())
+    }
+}
+
+impl AuditLog {
     /// Adds a new audit-signing key (the old ones are kept, their public
     /// keys still listed) and writes a digest signed with it; returns every
     /// public key, oldest first.
@@ -333,8 +485,9 @@ impl AuditLog {
         };
         let mut state = self.inner.lock_state();
         self.inner.write_queue_locked(&mut state);
+        self.inner.lock_active(&mut state)?;
         let ChainState { file, chain, .. } = &mut *state;
-        let _lock = FileLock::acquire(file, &self.inner.path)?;
+        let _lock = FileLock(file);
         let public = digest::rotate_signing_key(&self.inner.path, root.as_ref())?;
         let tail = read_tail(file, &self.inner.path)?;
         file.sync_data().map_err(io_error(&self.inner.path))?;
@@ -354,8 +507,9 @@ impl AuditLog {
         };
         let mut state = self.inner.lock_state();
         self.inner.write_queue_locked(&mut state);
+        self.inner.lock_active(&mut state)?;
         let ChainState { file, chain, .. } = &mut *state;
-        let _lock = FileLock::acquire(file, &self.inner.path)?;
+        let _lock = FileLock(file);
         let gone = retention::removable(&self.inner.path, retention, std::time::SystemTime::now())?;
         let Some((_, last)) = gone.last() else {
             return Ok(Pruned::default());
@@ -422,13 +576,14 @@ impl AuditLog {
     pub(crate) fn key_usage(&self, arn: &str) -> Result<KeyUsage, AuditError> {
         let mut state = self.inner.lock_state();
         self.inner.write_queue_locked(&mut state);
+        self.inner.lock_active(&mut state)?;
         let ChainState {
             file,
             usage,
             usage_reads,
             ..
         } = &mut *state;
-        let _lock = FileLock::acquire(file, &self.inner.path)?;
+        let _lock = FileLock(file);
         let tail = read_tail(file, &self.inner.path)?;
         let usage = match usage {
             Some(usage) => usage,
@@ -451,13 +606,14 @@ impl AuditLog {
     pub(crate) fn last_used(&self, arn: &str) -> Result<Option<String>, AuditError> {
         let mut state = self.inner.lock_state();
         self.inner.write_queue_locked(&mut state);
+        self.inner.lock_active(&mut state)?;
         let ChainState {
             file,
             last_used,
             usage_reads,
             ..
         } = &mut *state;
-        let _lock = FileLock::acquire(file, &self.inner.path)?;
+        let _lock = FileLock(file);
         let tail = read_tail(file, &self.inner.path)?;
         let last_used = last_used.get_or_insert_with(|| load_usage(&self.inner.path));
         let replayed = catch_up(
@@ -500,6 +656,22 @@ impl Inner {
         state: &mut ChainState,
         records: Vec<AuditRecord>,
     ) -> Result<u64, AuditError> {
+        self.lock_active(state)?;
+        let (ticket, retired) = self.write_active(state, records)?;
+        if let Some((new, _)) = retired {
+            self.install(state, new);
+            self.wake_sealer();
+        }
+        Ok(ticket)
+    }
+
+    /// [`Inner::write_locked`] under the file lock; also retires the
+    /// active file when it is due, returning the new one.
+    fn write_active(
+        &self,
+        state: &mut ChainState,
+        records: Vec<AuditRecord>,
+    ) -> Result<(u64, Option<(File, PathBuf)>), AuditError> {
         let ChainState {
             file,
             chain,
@@ -508,7 +680,7 @@ impl Inner {
             checkpoint,
             ..
         } = state;
-        let _lock = FileLock::acquire(file, &self.path)?;
+        let _lock = FileLock(file);
         let mut len = file.metadata().map_err(io_error(&self.path))?.len();
         let mut notes = Vec::new();
         if chain.end != Some(len) {
@@ -601,12 +773,13 @@ impl Inner {
         if let Some(usage) = usage.as_mut() {
             advance(&self.path, usage, &written, end);
         }
+        let mut retired = None;
         if self.segment_due(file, chain, end) {
             // The records are written (and the caller will make them
             // durable): a failed close leaves them in the active file,
             // says so, and is tried again later.
-            match close_segment(file, &self.path, chain, last_used, usage.as_mut()) {
-                Ok(_) => self.write_digest(chain),
+            match retire(file, &self.path, chain, last_used, usage.as_mut()) {
+                Ok(new) => retired = new,
                 Err(e) => {
                     eprintln!(
                         "rewrap: audit trail {}: closing the segment failed ({e}); the records stay in the active file",
@@ -616,7 +789,7 @@ impl Inner {
                 }
             }
         }
-        Ok(ticket)
+        Ok((ticket, retired))
     }
 
     /// Writes the queued records, then `records`, with one write; resolves
@@ -694,6 +867,10 @@ impl Inner {
         if self.root.is_none() || chain.seq == 0 {
             return false;
         }
+        if self.digest_wanted.swap(false, Ordering::SeqCst) {
+            // A segment was sealed since the last digest.
+            return true;
+        }
         let last = *chain
             .last_digest
             .get_or_insert_with(|| digest::last_time(&self.path).unwrap_or(0));
@@ -733,65 +910,54 @@ impl Inner {
     }
 }
 
-/// Moves the records of the active file into a new closed segment and
-/// empties the active file. The caller holds the file lock, and `chain`
-/// and `usage` are at the end of the active file.
+/// Retires the active file (see `segment.rs`): syncs it, renames it into
+/// `audit.segments/` under the `seq` of its first record the closed parts
+/// lack, and opens a new, empty active file, which it returns with the
+/// retired file's path. An active file holding only records the closed
+/// parts already have (left by a close a crash interrupted) is emptied
+/// instead, and `None` returned. The caller holds the file lock, and
+/// `chain` and the indexes are at the end of the active file.
 ///
-/// Crash safety: the segment is written beside its final name, synced,
-/// renamed and the folder synced before the active file is truncated. A
-/// crash in between leaves the records in both places; readers skip the
-/// records of the active file that the last segment already holds, and the
-/// next close leaves them out.
-fn close_segment(
+/// Crash safety: the records are on stable storage before the rename, and
+/// the rename is one step; a crash before the new active file exists
+/// leaves none, and the next writer creates it. Readers take a retired
+/// file as part of the trail until its sealed segment replaces it.
+fn retire(
     file: &File,
     path: &Path,
     chain: &mut Chain,
     last_used: &mut Usage<LastUsed>,
     usage: Option<&mut Usage<UsageIndex>>,
-) -> Result<Option<SegmentHeader>, AuditError> {
+) -> Result<Option<(File, PathBuf)>, AuditError> {
     let end = chain.end.expect("the caller knows the end");
-    let closed = closed_end(path)?;
-    let closed_end = closed.as_ref().map_or(0, |c| c.0);
-    let bytes = read_range(file, path, 0, end)?;
-    let mut records = Vec::new();
-    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
-        if line.is_empty() {
-            continue;
-        }
-        let record = parse_record(i as u64 + 1, line)?;
-        if record.seq > closed_end {
-            records.push(record);
-        }
-    }
-    if let Some(problem) = chain_problem(closed.as_ref(), &records) {
-        // A broken chain is left where `audit verify` names the line.
-        return Err(AuditError::Malformed {
-            line: 0,
-            problem: format!("not closing a segment: {problem}"),
-        });
-    }
-    let header = match records.first() {
-        Some(first) => {
+    let (closed_seq, closed_hash) = closed_end(path)?.unwrap_or((0, GENESIS_HASH.to_string()));
+    let first = first_record_after(file, path, end, closed_seq)?;
+    let retired = if let Some(first) = first {
+        {
+            if first.seq != closed_seq + 1 || first.prev_hash != closed_hash {
+                // A broken chain is left where `audit verify` names the line.
+                return Err(AuditError::Malformed {
+                    line: 0,
+                    problem: format!(
+                        "not closing a segment: record {} does not follow record {closed_seq}",
+                        first.seq
+                    ),
+                });
+            }
+            file.sync_data().map_err(io_error(path))?;
             let dir = segment::segments_dir(path);
             std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
-            let target = segment::segment_path(path, first.seq);
-            crate::keystore::write_atomic(&target, &segment::encode(&records)).map_err(|e| {
-                AuditError::Io {
-                    path: target.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                }
-            })?;
-            let last = records.last().expect("not empty");
-            Some(SegmentHeader {
-                first_seq: first.seq,
-                prev_hash: first.prev_hash.clone(),
-                records: records.len() as u64,
-                last_hash: last.hash.clone(),
-            })
+            let target = segment::retired_path(path, first.seq);
+            std::fs::rename(path, &target).map_err(io_error(path))?;
+            sync_dir(&dir)?;
+            let new = open_active(path)?;
+            sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+            Some((new, target))
         }
-        None => None,
+    } else {
+        file.set_len(0).map_err(io_error(path))?;
+        None
     };
-    file.set_len(0).map_err(io_error(path))?;
     chain.end = Some(0);
     chain.started = Started::At(None);
     chain.close_backoff = 0;
@@ -801,27 +967,124 @@ fn close_segment(
     if let Some(usage) = usage {
         restart(path, usage);
     }
-    Ok(header)
+    Ok(retired)
 }
 
-/// Why `records` are not a chain continuing the last closed segment.
-fn chain_problem(closed: Option<&(u64, String)>, records: &[AuditRecord]) -> Option<String> {
-    let (mut seq, mut hash) = closed.map_or((0, GENESIS_HASH), |c| (c.0, c.1.as_str()));
-    for r in records {
-        if r.seq != seq + 1 || r.prev_hash != hash {
-            return Some(format!("record {} does not follow record {seq}", r.seq));
+/// The first record of the active file (of its first `end` bytes) with a
+/// `seq` past `closed_seq`.
+fn first_record_after(
+    file: &File,
+    path: &Path,
+    end: u64,
+    closed_seq: u64,
+) -> Result<Option<AuditRecord>, AuditError> {
+    use std::io::BufRead;
+    let mut reader = file;
+    reader.seek(SeekFrom::Start(0)).map_err(io_error(path))?;
+    let mut lines = std::io::BufReader::new(reader.take(end));
+    let mut line = Vec::with_capacity(1024);
+    let mut number = 0;
+    loop {
+        line.clear();
+        let n = lines.read_until(b'\n', &mut line).map_err(io_error(path))?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            return Ok(None);
         }
-        seq = r.seq;
-        hash = &r.hash;
+        number += 1;
+        let record = parse_record(number, &line[..n - 1])?;
+        if record.seq > closed_seq {
+            return Ok(Some(record));
+        }
     }
-    None
+}
+
+/// Opens (or creates, with mode 0600) the active file at `path`.
+fn open_active(path: &Path) -> Result<File, AuditError> {
+    let mut open = OpenOptions::new();
+    open.read(true).append(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        open.mode(0o600);
+    }
+    open.open(path).map_err(io_error(path))
+}
+
+/// Whether `file` is the one at `path` (not a retired one).
+fn is_active(file: &File, path: &Path) -> Result<bool, AuditError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let mine = file.metadata().map_err(io_error(path))?;
+        match std::fs::metadata(path) {
+            Ok(there) => Ok(mine.dev() == there.dev() && mine.ino() == there.ino()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_error(path)(e)),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, path);
+        Ok(true)
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), AuditError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
+}
+
+/// The sealer's work: seals every retired file of the trail, oldest first
+/// (see [`segment::seal`]), and
+/// stops at the first that fails, so sealed segments stay a prefix of the
+/// trail. Sets `digest_wanted` when it sealed one.
+fn seal_retired(path: &Path, digest_wanted: &AtomicBool) {
+    let retired = match segment::retired(path) {
+        Ok(retired) => retired,
+        Err(e) => {
+            eprintln!(
+                "rewrap: audit trail {}: cannot list retired files ({e})",
+                path.display()
+            );
+            return;
+        }
+    };
+    for file in retired {
+        match segment::seal(path, &file) {
+            Ok(Some(_)) => digest_wanted.store(true, Ordering::SeqCst),
+            Ok(None) => {}
+            Err(AuditError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            }
+            Err(e) => {
+                eprintln!(
+                    "rewrap: audit trail {}: sealing {} failed ({e}); its records stay readable where they are",
+                    path.display(),
+                    file.display()
+                );
+                return;
+            }
+        }
+    }
 }
 
 /// Where the closed part of the trail ends (`seq`, hash): the last closed
 /// segment, or, when retention removed them all, the last removed record.
 fn closed_end(path: &Path) -> Result<Option<(u64, String)>, AuditError> {
-    if let Some(h) = segment::last_header(path)? {
-        return Ok(Some((h.last_seq(), h.last_hash)));
+    for part in segment::parts(path)?.into_iter().rev() {
+        match part {
+            Part::Sealed(seg) => {
+                let h = segment::SegmentReader::open(&seg)?.header().clone();
+                return Ok(Some((h.last_seq(), h.last_hash)));
+            }
+            Part::Retired(retired, file) => {
+                if file.metadata().map_err(io_error(&retired))?.len() == 0 {
+                    continue;
+                }
+                let tail = read_tail(&file, &retired)?;
+                return Ok(Some((tail.seq, tail.hash)));
+            }
+        }
     }
     digest::pruned(path)
 }
@@ -1056,13 +1319,29 @@ fn catch_up<I: Index>(
 /// returns the compressed bytes read.
 fn replay_segments<I: Index>(path: &Path, into: &mut Snapshot<I>) -> Result<u64, AuditError> {
     let mut read = 0;
-    for seg in segment::list(path)? {
-        read += std::fs::metadata(&seg).map_or(0, |m| m.len());
-        let mut reader = segment::SegmentReader::open(&seg)?;
-        while let Some(record) = reader.next_record()? {
-            into.index.take(&record);
-            into.seq = record.seq;
-            into.hash = record.hash;
+    for part in segment::parts(path)? {
+        match part {
+            Part::Sealed(seg) => {
+                read += std::fs::metadata(&seg).map_or(0, |m| m.len());
+                let mut reader = segment::SegmentReader::open(&seg)?;
+                while let Some(record) = reader.next_record()? {
+                    if record.seq <= into.seq {
+                        continue;
+                    }
+                    into.index.take(&record);
+                    into.seq = record.seq;
+                    into.hash = record.hash;
+                }
+            }
+            Part::Retired(retired, file) => {
+                let len = file.metadata().map_err(io_error(&retired))?.len();
+                read += len;
+                let offset = std::mem::replace(&mut into.offset, 0);
+                // Strict: skips the records before it already taken in; a
+                // broken chain is `audit verify`'s to report.
+                replay(&file, &retired, into, len, true)?;
+                into.offset = offset;
+            }
         }
     }
     Ok(read)
