@@ -73,6 +73,12 @@
 //! `hash` before appending. Readers ([`verify`], [`report`]) take no lock; an
 //! append in progress looks to them like a torn final line.
 //!
+//! A segment close renames the active file away (see `segment.rs`): after
+//! taking the lock, a writer checks that its file is still the one at the
+//! trail's path (same device and inode) and otherwise syncs what it wrote
+//! to the old one and opens the new one, so no record lands in a retired
+//! file and its group commit syncs the file it writes.
+//!
 //! A write costs one JSON serialization into a reused buffer and one
 //! SHA-256 per record, and four syscalls: `flock`, `fstat`, one `write`,
 //! unlock; in a keystore, also one AES-GCM seal of 128 bytes and one
