@@ -620,6 +620,17 @@ pub(super) fn seal(active: &Path, retired: &Path) -> Result<Option<SegmentHeader
     Ok(header)
 }
 
+/// The header of the sealed segment the retired file `retired` became.
+pub(super) fn sealed_header(active: &Path, retired: &Path) -> Result<SegmentHeader, AuditError> {
+    let name = retired.file_name().unwrap_or_default().to_string_lossy();
+    let Some(first_seq) = first_seq_of(&name, RETIRED_EXT) else {
+        return Err(malformed(retired, 0, "not a retired audit file"));
+    };
+    Ok(SegmentReader::open(&segment_path(active, first_seq))?
+        .header()
+        .clone())
+}
+
 /// Writes a sealed segment: to `<target>.partial` (replacing one a crashed
 /// sealer left; never through a link), synced, then renamed into place
 /// and the folder synced. The caller holds the retired file's lock.

@@ -300,8 +300,8 @@ impl AuditLog {
     /// (a no-op on an empty active file); returns the segment's header.
     ///
     /// Unlike a close by size or age, which leaves the sealing to a
-    /// background thread, this seals the segment before it returns, and
-    /// writes a digest listing it.
+    /// background thread, this seals the segment (and any retired file
+    /// before it) before it returns, and writes a digest listing it.
     pub fn close_segment(&self) -> Result<Option<SegmentHeader>, AuditError> {
         let mut state = self.inner.lock_state();
         self.inner.write_queue_locked(&mut state);
@@ -311,10 +311,18 @@ impl AuditLog {
             return Ok(None);
         };
         drop(state);
-        let header = segment::seal(&self.inner.path, &retired)?;
+        // Every retired file, this one last: the background sealer may be
+        // at one of them (the lock on each keeps the two apart).
+        for file in segment::retired(&self.inner.path)? {
+            segment::seal(&self.inner.path, &file)?;
+            if file == retired {
+                break;
+            }
+        }
+        let header = segment::sealed_header(&self.inner.path, &retired)?;
         let mut state = self.inner.lock_state();
         self.inner.digest_at_end(&mut state)?;
-        Ok(header)
+        Ok(Some(header))
     }
 }
 
