@@ -238,7 +238,9 @@ impl RootSpec {
             return Ok(RootSpec::Pkcs11(text.to_string()));
         }
         if let Some(source) = text.strip_prefix("passphrase:") {
-            return Ok(RootSpec::Passphrase(PassphraseSource::parse(source)?, cost));
+            let source = PassphraseSource::parse(source)?;
+            cost.check()?;
+            return Ok(RootSpec::Passphrase(source, cost));
         }
         Err(format!(
             "unknown root {text:?}: give file, pkcs11:URI, passphrase:file:PATH or passphrase:env:NAME"

@@ -367,3 +367,111 @@ fn a_token_root_with_a_replaceable_module_is_refused() {
     assert!(!home.join("keystore.sealed").exists());
     assert!(!home.join("root.uri").exists());
 }
+
+/// What a keystore folder holds: each file's name and bytes (sub-folders by name).
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let bytes = if e.file_type().unwrap().is_file() {
+                std::fs::read(e.path()).unwrap()
+            } else {
+                Vec::new()
+            };
+            (e.file_name().to_string_lossy().into_owned(), bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Every way `init --root` and `root move --to` can fail, through the real
+/// binary: 252 for a malformed root or cost, 253 for a root that cannot be
+/// made or opened (module, token, PIN, passphrase), each with its message;
+/// a failed `init` leaves no folder, a failed move changes no byte.
+#[test]
+fn a_root_that_cannot_be_made_exits_252_or_253_and_changes_nothing() {
+    let hsm = support::hsm::SoftHsm::new("rewrap-root-errors");
+    let env = Env::new();
+    let d = env.dir.path();
+    let path = |name: &str| d.join(name).display().to_string();
+    write_private(&d.join("wrong.pin"), b"0000\n");
+    write_private(
+        &d.join("open.pin"),
+        format!("{}\n", support::hsm::USER_PIN).as_bytes(),
+    );
+    std::fs::set_permissions(d.join("open.pin"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    write_private(&d.join("open.pass"), b"a passphrase\n");
+    std::fs::set_permissions(d.join("open.pass"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    write_private(
+        &d.join("not-a-module.so"),
+        &b"not an ELF file\n".repeat(256),
+    );
+    let uri = |token: &str, module: &str, pin: &str| {
+        format!("pkcs11:token={token};object=root?module-path={module}&pin-source={pin}")
+    };
+    let good_pin = hsm.pin_source();
+    let m = support::hsm::MODULE;
+    let cases: Vec<(String, i32, String)> = vec![
+        ("bogus".into(), 252, "unknown root \"bogus\": give file, pkcs11:URI, passphrase:file:PATH or passphrase:env:NAME".into()),
+        ("pkcs11:token=t;object=root?module-path=/m".into(), 252, "the URI names no PIN source (pin-source=file:PATH)".into()),
+        ("pkcs11:token=t;object=root?module-path=/m&pin-value=4321".into(), 252, "pin-value is refused: give pin-source=file:PATH or env:NAME".into()),
+        (uri("nosuch", m, &good_pin), 253, "no PKCS#11 token labelled \"nosuch\" in the module".into()),
+        (uri(&hsm.label, "/nonexistent/libnothing.so", &good_pin), 253, "PKCS#11 module /nonexistent/libnothing.so: No such file or directory (os error 2)".into()),
+        (uri(&hsm.label, &path("not-a-module.so"), &good_pin), 253, "invalid ELF header".into()),
+        (uri(&hsm.label, m, &format!("file:{}", path("wrong.pin"))), 253, "the token refused the user PIN (CKR_PIN_INCORRECT)".into()),
+        (uri(&hsm.label, m, &format!("file:{}", path("no.pin"))), 253, format!("root key {}: No such file or directory (os error 2)", path("no.pin"))),
+        (uri(&hsm.label, m, "env:REWRAP_TEST_NO_SUCH_PIN"), 253, "PIN source env:REWRAP_TEST_NO_SUCH_PIN: not set".into()),
+        (uri(&hsm.label, m, &format!("file:{}", path("open.pin"))), 253, format!("root key {}: permissions 644 are too open; it must be readable by its owner only (chmod 600)", path("open.pin"))),
+        (format!("passphrase:file:{}", path("no.pass")), 253, format!("root key {}: No such file or directory (os error 2)", path("no.pass"))),
+        (format!("passphrase:file:{}", path("open.pass")), 253, format!("root key {}: permissions 644 are too open; it must be readable by its owner only (chmod 600)", path("open.pass"))),
+        ("passphrase:env:REWRAP_TEST_NO_SUCH_PASSPHRASE".into(), 253, "root key env:REWRAP_TEST_NO_SUCH_PASSPHRASE: the passphrase is unreadable: not set".into()),
+    ];
+    let conf = hsm.conf.display().to_string();
+    let before = snapshot(&env.home);
+    let check = |what: &str, out: &Output, code: i32, want: &str| {
+        let err = stderr(out);
+        assert_eq!(out.status.code(), Some(code), "{what}: {err}");
+        assert!(err.contains(want), "{what}: want {want:?} in {err}");
+        assert!(
+            !err.contains(support::hsm::USER_PIN) && !err.contains("4321"),
+            "{err}"
+        );
+    };
+    for (root, code, want) in &cases {
+        let home = d.join("new-keystore");
+        let out = init(&home, root, &[("SOFTHSM2_CONF", &conf)]);
+        check(&format!("init --root {root}"), &out, *code, want);
+        assert!(!home.exists(), "init --root {root} left {}", home.display());
+
+        let mut args = vec!["root", "move", "--to", root.as_str()];
+        args.extend(CHEAP);
+        let out = run_with_token(&env, &hsm, &args);
+        check(&format!("root move --to {root}"), &out, *code, want);
+        assert!(
+            snapshot(&env.home) == before,
+            "root move --to {root} changed the keystore"
+        );
+    }
+    // A cost Argon2id refuses is a bad argument too.
+    let pass = d.join("good.pass");
+    write_private(&pass, b"a passphrase\n");
+    let root = format!("passphrase:file:{}", pass.display());
+    let home = d.join("new-keystore");
+    let out = Command::new(bin())
+        .env_remove("REWRAP_HOME")
+        .arg("--keystore")
+        .arg(&home)
+        .args(["init", "--root", &root, "--root-kdf-memory-kib", "1"])
+        .output()
+        .unwrap();
+    check("init with 1 KiB", &out, 252, "--root-kdf-memory-kib 1 / --root-kdf-iterations 3: Argon2id refuses them (memory cost is too small)");
+    assert!(!home.exists());
+    let out = env.run(
+        &env.owner,
+        &["root", "move", "--to", &root, "--root-kdf-iterations", "0"],
+    );
+    check("move with 0 passes", &out, 252, "--root-kdf-memory-kib 65536 / --root-kdf-iterations 0: Argon2id refuses them (time cost is too small)");
+    assert!(snapshot(&env.home) == before);
+}

@@ -146,13 +146,19 @@ pub(crate) fn init(args: InitArgs, ctx: &Context) -> anyhow::Result<i32> {
         ..Default::default()
     };
     let root = args.kdf.root(args.root.as_deref())?;
-    let creds =
-        rewrap::service::KmsService::init_with_root(&home, config, &root).map_err(|error| {
-            OpError {
-                operation: "Init",
-                error,
+    let existed = home.exists();
+    let store =
+        rewrap::keystore::Keystore::create_with_root(&home, config, &root).map_err(|e| {
+            // A failed init leaves no folder it made (only an empty one can be here).
+            if !existed {
+                let _ = std::fs::remove_dir(&home);
             }
+            super::root::keystore_error(e, "Init")
         })?;
+    let creds = rewrap::service::KmsService::init_owner(store).map_err(|error| OpError {
+        operation: "Init",
+        error,
+    })?;
     eprintln!(
         "Created keystore {}. The owner's secret access key is shown only now: store it safely.\n\
          Use it with: export REWRAP_HOME={} REWRAP_ACCESS_KEY_ID=... REWRAP_SECRET_ACCESS_KEY=...",

@@ -1,7 +1,9 @@
 //! `rewrap root ...`: the keystore's root of trust.
 
-use super::{ConfigError, Context};
+use super::{ConfigError, Context, OpError};
 use clap::Subcommand;
+use rewrap::keystore::KeystoreError;
+use rewrap::root::RootKeyError;
 
 /// `rewrap root ...`.
 #[derive(Debug, Subcommand)]
@@ -29,7 +31,7 @@ pub(crate) fn run(cmd: RootCommand, ctx: &Context) -> anyhow::Result<i32> {
             let store =
                 rewrap::keystore::Keystore::open(&home).map_err(|e| ConfigError(e.to_string()))?;
             let before = store.root_key_description();
-            rewrap::root::relocate(&store, &spec)?;
+            rewrap::root::relocate(&store, &spec).map_err(|e| keystore_error(e, "MoveRoot"))?;
             // Opened again, as the next process will: with the new root only.
             let after = rewrap::keystore::Keystore::open(&home)
                 .map_err(|e| ConfigError(e.to_string()))?
@@ -38,5 +40,24 @@ pub(crate) fn run(cmd: RootCommand, ctx: &Context) -> anyhow::Result<i32> {
             ctx.print_verdict(&format!("moved: {before} -> {after}"), &value)?;
             Ok(0)
         }
+    }
+}
+
+/// The exit code of a keystore error of `init` (`operation` `Init`) or
+/// `root move`, as the README's table has it: a root that cannot be made or
+/// opened (a missing or unsafe module, token, PIN or passphrase; a wrong
+/// PIN or passphrase; a secret file others can read) is configuration
+/// (253); an existing keystore is `AlreadyExistsException` (254); I/O and
+/// a root that fails to seal are anything else (255).
+pub(crate) fn keystore_error(e: KeystoreError, operation: &'static str) -> anyhow::Error {
+    match e {
+        KeystoreError::RootKey(RootKeyError::Authentication) => e.into(),
+        KeystoreError::RootKey(_) => ConfigError(e.to_string()).into(),
+        KeystoreError::AlreadyExists { .. } => OpError {
+            operation,
+            error: e.into(),
+        }
+        .into(),
+        _ => e.into(),
     }
 }

@@ -90,6 +90,21 @@ impl Default for KdfCost {
     }
 }
 
+impl KdfCost {
+    /// Checks the cost is one Argon2id accepts (a usage error otherwise:
+    /// `init` and `root move` refuse it before anything is created).
+    pub fn check(&self) -> Result<(), String> {
+        argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
+            .map(|_| ())
+            .map_err(|e| {
+                format!(
+                    "--root-kdf-memory-kib {} / --root-kdf-iterations {}: Argon2id refuses them ({e})",
+                    self.memory_kib, self.iterations
+                )
+            })
+    }
+}
+
 /// `root.passphrase`.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -70,7 +70,22 @@ pub fn relocate(store: &Keystore, to: &RootSpec) -> Result<String, KeystoreError
             .create(&staging)
             .map_err(io_error(&staging))?;
     }
-    let new_root = create(&staging, to)?;
+    let moved = stage_and_switch(store, &staging, to);
+    if moved.is_err() && !move_pending(dir) {
+        // Not switched: the old root stays in force and nothing is left behind.
+        let _ = fs::remove_dir_all(&staging);
+    }
+    moved
+}
+
+/// Steps 1 to 3 of a move (see the module docs), `staging` made empty.
+fn stage_and_switch(
+    store: &Keystore,
+    staging: &Path,
+    to: &RootSpec,
+) -> Result<String, KeystoreError> {
+    let dir = store.dir();
+    let new_root = create(staging, to)?;
     let root_file = ROOT_FILES
         .iter()
         .find(|f| staging.join(f).exists())
@@ -79,11 +94,11 @@ pub fn relocate(store: &Keystore, to: &RootSpec) -> Result<String, KeystoreError
     let old_root = store.root_key();
     store.with_resealed(new_root.as_ref(), |sealed| {
         super::write_new(&staging.join(SEALED_FILES[0]), &sealed)?;
-        reseal_audit(dir, &staging, old_root.as_ref(), new_root.as_ref())?;
+        reseal_audit(dir, staging, old_root.as_ref(), new_root.as_ref())?;
         super::write_new(&staging.join(MANIFEST), root_file.as_bytes())?;
-        sync_folder(&staging)?;
+        sync_folder(staging)?;
         let moving = dir.join(MOVING);
-        fs::rename(&staging, &moving).map_err(io_error(&moving))?;
+        fs::rename(staging, &moving).map_err(io_error(&moving))?;
         sync_folder(dir)?;
         finish_move(dir)
     })?;

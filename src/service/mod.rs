@@ -235,7 +235,15 @@ impl KmsService {
         config: Config,
         root: &crate::root::RootSpec,
     ) -> Result<AccessKeyResponse> {
-        let store = Keystore::create_with_root(home, config, root)?;
+        KmsService::init_owner(Keystore::create_with_root(home, config, root)?)
+    }
+
+    /// Writes the owner's policy and creates the owner principal in a
+    /// keystore [`Keystore::create_with_root`] just made (the second half
+    /// of [`KmsService::init_with_root`], for a caller that tells the
+    /// keystore's errors apart).
+    pub fn init_owner(store: Keystore) -> Result<AccessKeyResponse> {
+        let home = store.dir().to_path_buf();
         let policies = home.join("policies");
         std::fs::create_dir_all(&policies)
             .map_err(|e| KmsError::internal(format!("{}: {e}", policies.display())))?;
