@@ -63,6 +63,9 @@ pub trait RootKey: Send + Sync {
     fn unseal(&self, aad: &[u8], sealed: &[u8]) -> Result<Secret, RootKeyError>;
     /// A short description for diagnostics (never key bytes).
     fn describe(&self) -> String;
+    /// Which root this is, as `--root` names it (for the audit record of a
+    /// root move: never a PIN or a passphrase, only where they are read).
+    fn spec(&self) -> RootSpec;
 }
 
 /// A 32-byte AES-256 root key in a file of mode 0600.
@@ -122,7 +125,11 @@ impl RootKey for FileRootKey {
     }
 
     fn describe(&self) -> String {
-        format!("root key file {}", self.path.display())
+        self.spec().describe_at(&self.path)
+    }
+
+    fn spec(&self) -> RootSpec {
+        RootSpec::File
     }
 }
 
@@ -218,6 +225,59 @@ pub enum RootSpec {
     Pkcs11(String),
     /// `passphrase:file:PATH` or `passphrase:env:NAME`, with its Argon2id cost.
     Passphrase(PassphraseSource, KdfCost),
+}
+
+impl RootSpec {
+    /// The kind of root: `file`, `pkcs11` or `passphrase`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RootSpec::File => "file",
+            RootSpec::Pkcs11(_) => "pkcs11",
+            RootSpec::Passphrase(..) => "passphrase",
+        }
+    }
+
+    /// The file beside `keystore.sealed` that says a keystore has this root.
+    pub fn file_name(&self) -> &'static str {
+        match self {
+            RootSpec::File => KEY_FILE,
+            RootSpec::Pkcs11(_) => URI_FILE,
+            RootSpec::Passphrase(..) => PASSPHRASE_FILE,
+        }
+    }
+
+    /// What [`RootKey::describe`] says of this root, its file in `dir`.
+    pub fn describe_in(&self, dir: &Path) -> String {
+        self.describe_at(&dir.join(self.file_name()))
+    }
+
+    /// What [`RootKey::describe`] says of this root, its file at `file`.
+    fn describe_at(&self, file: &Path) -> String {
+        match self {
+            RootSpec::File => format!("root key file {}", file.display()),
+            RootSpec::Pkcs11(uri) => format!("root key {uri}"),
+            RootSpec::Passphrase(source, _) => format!(
+                "root key derived from the passphrase {source} ({})",
+                file.display()
+            ),
+        }
+    }
+
+    /// The audit record's parameters naming this root, each name starting
+    /// with `side` (`From` or `To`): `{side}Root` (the kind), and
+    /// `{side}RootUri` (a PKCS#11 URI, which names its PIN by reference
+    /// only) or `{side}PassphraseSource` (`file:PATH`, `env:NAME`, `prompt`).
+    pub fn audit_parameters(&self, side: &str) -> Vec<(String, String)> {
+        let mut params = vec![(format!("{side}Root"), self.kind().to_string())];
+        match self {
+            RootSpec::File => {}
+            RootSpec::Pkcs11(uri) => params.push((format!("{side}RootUri"), uri.clone())),
+            RootSpec::Passphrase(source, _) => {
+                params.push((format!("{side}PassphraseSource"), source.to_string()));
+            }
+        }
+        params
+    }
 }
 
 /// The files that say which root a keystore folder has, one at a time.

@@ -368,10 +368,17 @@ fn a_token_root_with_a_replaceable_module_is_refused() {
     assert!(!home.join("root.uri").exists());
 }
 
-/// What a keystore folder holds: each file's name and bytes (sub-folders by name).
+/// What a keystore folder holds besides its audit trail (a failed move is
+/// recorded there) and usage marks: each file's name and bytes
+/// (sub-folders by name).
 fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            let name = name.to_string_lossy();
+            !name.starts_with("audit") && !name.starts_with("usage")
+        })
         .map(|e| {
             let e = e.unwrap();
             let bytes = if e.file_type().unwrap().is_file() {
@@ -474,4 +481,179 @@ fn a_root_that_cannot_be_made_exits_252_or_253_and_changes_nothing() {
     );
     check("move with 0 passes", &out, 252, "--root-kdf-memory-kib 65536 / --root-kdf-iterations 0: Argon2id refuses them (time cost is too small)");
     assert!(snapshot(&env.home) == before);
+    // Each move refused with 253 is on record as a failure; those refused
+    // with 252 never reached the keystore.
+    let failed = env
+        .audit_log()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["operation"] == "MoveRoot")
+        .map(|r| r["outcome"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>();
+    let want = cases.iter().filter(|c| c.1 == 253).count();
+    assert_eq!(failed, vec!["KMSInternalException"; want]);
+    let out = env.run(&env.owner, &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// Every file of the keystore folder whose name starts with `audit` (the
+/// trail, its segments, digests, signing keys, checkpoint), concatenated.
+fn trail_bytes(home: &Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut dirs = vec![home.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            } else if name.starts_with("audit") || dir != home {
+                bytes.extend(std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    bytes
+}
+
+/// A root move is recorded as `MoveRoot`: who, both roots by kind, the
+/// PKCS#11 URI and the passphrase source (never the PIN or the
+/// passphrase), the outcome; a refused and a failed move too. The chain
+/// verifies after each, including after the move to a token root.
+#[test]
+fn a_root_move_is_recorded_without_its_secrets_and_the_trail_verifies() {
+    let env = Env::new();
+    let hsm = support::hsm::SoftHsm::new("rewrap-move-audit");
+    let pass = env.path("passphrase");
+    write_private(&pass, b"a moving-day passphrase\n");
+    let wrong_pin = env.path("wrong.pin");
+    write_private(&wrong_pin, b"0000-wrong\n");
+    let nobody = env.principal("nobody");
+    let uri = |pin: &Path| {
+        format!(
+            "pkcs11:token={};object=rewrap-audited-root?module-path={}&pin-source=file:{}",
+            hsm.label,
+            support::hsm::MODULE,
+            pin.display()
+        )
+    };
+    let (token_uri, wrong_uri) = (uri(&hsm.pin_file), uri(&wrong_pin));
+    let passphrase = format!("passphrase:file:{}", pass.display());
+    let source = format!("file:{}", pass.display());
+    // (who, --to, exit code)
+    let moves: [(&Creds, &str, i32); 5] = [
+        (&env.owner, &passphrase, 0),
+        (&env.owner, &token_uri, 0),
+        // The token in force, a wrong PIN: refused although the process
+        // is already logged in to the token (the login is per process).
+        (&env.owner, &wrong_uri, 253),
+        (&nobody, "file", 254),
+        (&env.owner, "file", 0),
+    ];
+    for (who, to, code) in moves {
+        let mut args = vec!["root", "move", "--to", to];
+        args.extend(CHEAP);
+        let out = env
+            .command(who)
+            .env("SOFTHSM2_CONF", &hsm.conf)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "move to {to}: {}",
+            stderr(&out)
+        );
+        let out = run_with_token(&env, &hsm, &["audit", "verify"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "after the move to {to}: {}",
+            stderr(&out)
+        );
+    }
+    let p = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    let want = [
+        (
+            "owner",
+            "Allow",
+            "Success",
+            p(&[
+                ("FromRoot", "file"),
+                ("ToRoot", "passphrase"),
+                ("ToPassphraseSource", &source),
+            ]),
+        ),
+        (
+            "owner",
+            "Allow",
+            "Success",
+            p(&[
+                ("FromRoot", "passphrase"),
+                ("FromPassphraseSource", &source),
+                ("ToRoot", "pkcs11"),
+                ("ToRootUri", &token_uri),
+            ]),
+        ),
+        (
+            "owner",
+            "Allow",
+            "KMSInternalException",
+            p(&[
+                ("FromRoot", "pkcs11"),
+                ("FromRootUri", &token_uri),
+                ("ToRoot", "pkcs11"),
+                ("ToRootUri", &wrong_uri),
+            ]),
+        ),
+        (
+            "nobody",
+            "Deny",
+            "AccessDeniedException",
+            p(&[
+                ("FromRoot", "pkcs11"),
+                ("FromRootUri", &token_uri),
+                ("ToRoot", "file"),
+            ]),
+        ),
+        (
+            "owner",
+            "Allow",
+            "Success",
+            p(&[
+                ("FromRoot", "pkcs11"),
+                ("FromRootUri", &token_uri),
+                ("ToRoot", "file"),
+            ]),
+        ),
+    ];
+    let records: Vec<serde_json::Value> = env
+        .audit_log()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &serde_json::Value| r["operation"] == "MoveRoot")
+        .collect();
+    assert_eq!(records.len(), want.len(), "{records:#?}");
+    for (r, (principal, decision, outcome, params)) in records.iter().zip(&want) {
+        assert_eq!(r["principal"], *principal, "{r}");
+        assert_eq!(r["decision"], *decision, "{r}");
+        assert_eq!(r["outcome"], *outcome, "{r}");
+        assert_eq!(
+            r["request_parameters"],
+            serde_json::Value::Object(params.clone()),
+            "{r}"
+        );
+    }
+    let bytes = trail_bytes(&env.home);
+    for secret in [support::hsm::USER_PIN, "0000-wrong", "moving-day"] {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret:?} is in the trail"
+        );
+    }
 }

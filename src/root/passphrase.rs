@@ -123,6 +123,7 @@ struct ParamsFile {
 pub struct PassphraseRootKey {
     file: PathBuf,
     source: PassphraseSource,
+    cost: KdfCost,
     cipher: AesRoot,
 }
 
@@ -183,6 +184,7 @@ impl PassphraseRootKey {
         Ok(PassphraseRootKey {
             file: file.to_path_buf(),
             source: source.clone(),
+            cost,
             cipher,
         })
     }
@@ -222,6 +224,7 @@ impl PassphraseRootKey {
         Ok(PassphraseRootKey {
             file: file.to_path_buf(),
             source,
+            cost,
             cipher,
         })
     }
@@ -237,11 +240,11 @@ impl RootKey for PassphraseRootKey {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "root key derived from the passphrase {} ({})",
-            self.source,
-            self.file.display()
-        )
+        self.spec().describe_at(&self.file)
+    }
+
+    fn spec(&self) -> super::RootSpec {
+        super::RootSpec::Passphrase(self.source.clone(), self.cost)
     }
 }
 

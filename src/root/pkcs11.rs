@@ -182,7 +182,11 @@ impl RootKey for Pkcs11RootKey {
     }
 
     fn describe(&self) -> String {
-        format!("root key {}", self.uri)
+        self.spec().describe_in(Path::new(""))
+    }
+
+    fn spec(&self) -> super::RootSpec {
+        super::RootSpec::Pkcs11(self.uri.clone())
     }
 }
 

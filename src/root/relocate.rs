@@ -27,6 +27,7 @@ use crate::keystore::{Keystore, KeystoreError};
 use std::fs::{self, File};
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 
 const STAGING: &str = "root.next";
 const MOVING: &str = "root.moving";
@@ -53,9 +54,8 @@ pub(crate) fn move_pending(dir: &Path) -> bool {
 }
 
 /// Seals everything `store` has sealed under its root again under the root
-/// `to` names, and switches the keystore to it; returns the new root's
-/// description.
-pub fn relocate(store: &Keystore, to: &RootSpec) -> Result<String, KeystoreError> {
+/// `to` names, and switches the keystore to it; returns the new root.
+pub fn relocate(store: &Keystore, to: &RootSpec) -> Result<Arc<dyn RootKey>, KeystoreError> {
     let dir = store.dir();
     let staging = dir.join(STAGING);
     match fs::remove_dir_all(&staging) {
@@ -83,7 +83,7 @@ fn stage_and_switch(
     store: &Keystore,
     staging: &Path,
     to: &RootSpec,
-) -> Result<String, KeystoreError> {
+) -> Result<Arc<dyn RootKey>, KeystoreError> {
     let dir = store.dir();
     let new_root = create(staging, to)?;
     let root_file = ROOT_FILES
@@ -102,7 +102,7 @@ fn stage_and_switch(
         sync_folder(dir)?;
         finish_move(dir)
     })?;
-    Ok(new_root.describe())
+    Ok(new_root)
 }
 
 /// The audit trail's sealed files under `to`, into `staging`.

@@ -55,6 +55,7 @@ mod keys;
 mod names;
 mod policies;
 mod principals;
+mod root_move;
 mod session;
 mod tags;
 #[cfg(test)]
@@ -67,6 +68,7 @@ mod import;
 mod keyspec;
 mod mac;
 
+pub use root_move::{MoveRootError, RootMoved, MOVE_ROOT};
 pub use session::LocalSession;
 pub use usage::RejectedRequest;
 
@@ -267,7 +269,15 @@ impl KmsService {
     /// Opens the keystore in `home`, its policies (`home/policies` plus
     /// `extra_policies`) and its audit trail.
     pub fn open(home: &Path, extra_policies: Option<&Path>) -> Result<Arc<KmsService>> {
-        let keystore = Keystore::open(home)?;
+        KmsService::open_keystore(Keystore::open(home)?, extra_policies)
+    }
+
+    /// [`KmsService::open`] of a keystore already open.
+    pub(crate) fn open_keystore(
+        keystore: Keystore,
+        extra_policies: Option<&Path>,
+    ) -> Result<Arc<KmsService>> {
+        let home = keystore.dir().to_path_buf();
         let (state, fingerprint) = keystore.load()?;
         let mut policy_dirs = vec![home.join("policies")];
         policy_dirs.extend(extra_policies.map(Path::to_path_buf));
