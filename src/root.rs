@@ -10,6 +10,7 @@
 
 mod passphrase;
 mod pkcs11;
+mod prompt;
 mod relocate;
 pub use passphrase::{KdfCost, PassphraseRootKey, PassphraseSource};
 pub use pkcs11::{Pkcs11RootKey, Pkcs11Uri};
@@ -49,6 +50,16 @@ pub enum RootKeyError {
         /// Where the passphrase was read (never the passphrase).
         from: String,
     },
+    /// A `passphrase:prompt` root could not ask: stdin is not a terminal,
+    /// there is no controlling terminal, or nothing was typed.
+    #[error("cannot prompt for the passphrase ({why}): give passphrase:file:PATH or passphrase:env:NAME instead")]
+    PromptUnavailable {
+        /// Why.
+        why: String,
+    },
+    /// The passphrase typed twice for a new root was not the same.
+    #[error("the two passphrases typed differ; nothing was changed")]
+    PassphraseMismatch,
     /// Authentication of sealed data failed: it was changed, or sealed under another root key.
     #[error("authentication failed: the data was tampered with or sealed under another root key")]
     Authentication,
@@ -223,7 +234,8 @@ pub enum RootSpec {
     File,
     /// `pkcs11:...`: a key in a PKCS#11 token, generated if missing.
     Pkcs11(String),
-    /// `passphrase:file:PATH` or `passphrase:env:NAME`, with its Argon2id cost.
+    /// `passphrase:file:PATH`, `passphrase:env:NAME` or `passphrase:prompt`,
+    /// with its Argon2id cost.
     Passphrase(PassphraseSource, KdfCost),
 }
 
@@ -303,7 +315,7 @@ impl RootSpec {
             return Ok(RootSpec::Passphrase(source, cost));
         }
         Err(format!(
-            "unknown root {text:?}: give file, pkcs11:URI, passphrase:file:PATH or passphrase:env:NAME"
+            "unknown root {text:?}: give file, pkcs11:URI, passphrase:file:PATH, passphrase:env:NAME or passphrase:prompt"
         ))
     }
 }

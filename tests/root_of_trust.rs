@@ -8,7 +8,7 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use support::cli::{bin, json, stderr, Creds, Env};
+use support::cli::{bin, json, stderr, stdout, Creds, Env};
 use support::hsm::write_private;
 
 /// A cheap Argon2id cost, chosen in the open (recorded in root.passphrase).
@@ -166,7 +166,7 @@ fn a_passphrase_from_the_environment_and_a_passphrase_given_inline() {
     assert_eq!(out.status.code(), Some(252), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(
-            "a passphrase root is passphrase:file:PATH or passphrase:env:NAME; rewrap never takes a passphrase inline"
+            "a passphrase root is passphrase:file:PATH, passphrase:env:NAME or passphrase:prompt; rewrap never takes a passphrase inline"
         ),
         "{}",
         stderr(&out)
@@ -296,12 +296,12 @@ fn a_root_move_killed_at_any_instant_leaves_a_keystore_that_opens() {
     let whole = started.elapsed();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        support::cli::stdout(&out).starts_with(&format!(
+        stdout(&out).starts_with(&format!(
             "moved: root key file {0}/root.key -> root key file {0}/root.key",
             env.home.display()
         )),
         "{}",
-        support::cli::stdout(&out)
+        stdout(&out)
     );
     let (mut old_root, mut new_root) = (0, 0);
     for i in 0..12u32 {
@@ -421,7 +421,7 @@ fn a_root_that_cannot_be_made_exits_252_or_253_and_changes_nothing() {
     let good_pin = hsm.pin_source();
     let m = support::hsm::MODULE;
     let cases: Vec<(String, i32, String)> = vec![
-        ("bogus".into(), 252, "unknown root \"bogus\": give file, pkcs11:URI, passphrase:file:PATH or passphrase:env:NAME".into()),
+        ("bogus".into(), 252, "unknown root \"bogus\": give file, pkcs11:URI, passphrase:file:PATH, passphrase:env:NAME or passphrase:prompt".into()),
         ("pkcs11:token=t;object=root?module-path=/m".into(), 252, "the URI names no PIN source (pin-source=file:PATH)".into()),
         ("pkcs11:token=t;object=root?module-path=/m&pin-value=4321".into(), 252, "pin-value is refused: give pin-source=file:PATH or env:NAME".into()),
         (uri("nosuch", m, &good_pin), 253, "no PKCS#11 token labelled \"nosuch\" in the module".into()),
@@ -656,4 +656,116 @@ fn a_root_move_is_recorded_without_its_secrets_and_the_trail_verifies() {
             "{secret:?} is in the trail"
         );
     }
+}
+
+/// `rewrap ARGS` in a new pseudo-terminal (`script` of util-linux), `input`
+/// typed ahead on it; the keystore `home`, credentials `who` if any.
+fn through_pty(home: &Path, who: Option<&Creds>, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    assert!(
+        Path::new("/usr/bin/script").exists(),
+        "/usr/bin/script (util-linux) is missing: apt-get install bsdutils"
+    );
+    let mut line = format!("{} --keystore {}", bin(), home.display());
+    for a in args {
+        line.push_str(&format!(" '{a}'"));
+    }
+    let mut c = Command::new("/usr/bin/script");
+    c.args(["-qec", &line, "/dev/null"])
+        .env_remove("REWRAP_HOME")
+        .env_remove("REWRAP_ACCESS_KEY_ID")
+        .env_remove("REWRAP_SECRET_ACCESS_KEY")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(who) = who {
+        c.env("REWRAP_ACCESS_KEY_ID", &who.id)
+            .env("REWRAP_SECRET_ACCESS_KEY", &who.secret);
+    }
+    let mut child = c.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// What a pseudo-terminal showed, with its `\r\n` as `\n`.
+fn shown(out: &Output) -> String {
+    stdout(out).replace("\r\n", "\n")
+}
+
+/// `passphrase:prompt`: asked on the terminal (twice by `init`), again by
+/// each process that opens the keystore; a mismatch, a wrong passphrase and
+/// a stdin that is not a terminal are refused with 253.
+#[test]
+fn a_passphrase_prompt_asks_on_the_terminal_and_only_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("keystore");
+    let mut init_args = vec!["init", "--root", "passphrase:prompt"];
+    init_args.extend(CHEAP);
+
+    // Not a terminal: refused before anything is made.
+    let out = init(&home, "passphrase:prompt", &[]);
+    let want = "rewrap: cannot prompt for the passphrase (stdin is not a terminal): give passphrase:file:PATH or passphrase:env:NAME instead";
+    assert_eq!(out.status.code(), Some(253), "{}", stderr(&out));
+    assert!(stderr(&out).contains(want), "{}", stderr(&out));
+    assert!(!home.exists());
+
+    // Two different answers.
+    let out = through_pty(&home, None, &init_args, "first try\nsecond try\n");
+    assert_eq!(out.status.code(), Some(253), "{}", shown(&out));
+    assert!(
+        shown(&out).contains("rewrap: passphrase for the keystore's root key: rewrap: the same passphrase again: rewrap: the two passphrases typed differ; nothing was changed"),
+        "{}",
+        shown(&out)
+    );
+    assert!(!home.exists());
+
+    let out = through_pty(
+        &home,
+        None,
+        &init_args,
+        "typed at a terminal\ntyped at a terminal\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
+    let text = shown(&out);
+    let body = &text[text.find('{').unwrap()..=text.rfind('}').unwrap()];
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    let owner = Creds {
+        name: "owner".into(),
+        id: v["AccessKeyId"].as_str().unwrap().into(),
+        secret: v["SecretAccessKey"].as_str().unwrap().into(),
+    };
+    let params = std::fs::read_to_string(home.join("root.passphrase")).unwrap();
+    assert!(
+        params.lines().any(|l| l == "source = \"prompt\""),
+        "{params}"
+    );
+
+    // Each process asks once.
+    let out = through_pty(&home, Some(&owner), &["list-keys"], "typed at a terminal\n");
+    assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
+    assert!(shown(&out).contains("\"Keys\": []"), "{}", shown(&out));
+    let out = through_pty(&home, Some(&owner), &["list-keys"], "mistyped\n");
+    assert_eq!(out.status.code(), Some(253), "{}", shown(&out));
+    assert!(
+        shown(&out).contains("rewrap: wrong passphrase: the passphrase from prompt does not open this keystore's root key"),
+        "{}",
+        shown(&out)
+    );
+    let out = Command::new(bin())
+        .env_remove("REWRAP_HOME")
+        .env("REWRAP_ACCESS_KEY_ID", &owner.id)
+        .env("REWRAP_SECRET_ACCESS_KEY", &owner.secret)
+        .arg("--keystore")
+        .arg(&home)
+        .arg("list-keys")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(253), "{}", stderr(&out));
+    assert!(stderr(&out).contains(want), "{}", stderr(&out));
 }

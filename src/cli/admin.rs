@@ -19,7 +19,8 @@ pub(crate) struct InitArgs {
     pub(crate) account: String,
     /// The root key that seals the keystore: file (a new root.key, the default); an RFC 7512 URI,
     /// pkcs11:token=LABEL;object=NAME?module-path=PATH&pin-source=file:PATH (the key is generated if missing);
-    /// or passphrase:file:PATH / passphrase:env:NAME (Argon2id).
+    /// or passphrase:file:PATH / passphrase:env:NAME / passphrase:prompt (Argon2id; the prompt asks twice
+    /// on the terminal, and again whenever the keystore is opened).
     #[arg(long, value_name = "ROOT")]
     pub(crate) root: Option<String>,
     #[command(flatten)]

@@ -16,7 +16,7 @@ pub(crate) enum RootCommand {
         after_help = "Examples:\n  rewrap root move --to passphrase:file:/etc/rewrap/passphrase\n  rewrap root move --to 'pkcs11:token=prod;object=rewrap-root?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/rewrap/hsm.pin'\n  rewrap root move --to file"
     )]
     Move {
-        /// The new root: file, pkcs11:URI, passphrase:file:PATH or passphrase:env:NAME.
+        /// The new root: file, pkcs11:URI, passphrase:file:PATH, passphrase:env:NAME or passphrase:prompt (asked twice on the terminal).
         #[arg(long, value_name = "ROOT")]
         to: String,
         #[command(flatten)]
