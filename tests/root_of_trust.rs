@@ -768,4 +768,34 @@ fn a_passphrase_prompt_asks_on_the_terminal_and_only_there() {
         .unwrap();
     assert_eq!(out.status.code(), Some(253), "{}", stderr(&out));
     assert!(stderr(&out).contains(want), "{}", stderr(&out));
+
+    // A move to a prompt root asks twice too; the trail still verifies.
+    let env = Env::new();
+    let mut args = vec!["root", "move", "--to", "passphrase:prompt"];
+    args.extend(CHEAP);
+    let out = through_pty(
+        &env.home,
+        Some(&env.owner),
+        &args,
+        "moved here\nmoved here\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
+    assert!(
+        shown(&out).contains(&format!(
+            "rewrap: passphrase for the keystore's root key: rewrap: the same passphrase again: moved: root key file {0}/root.key -> root key derived from the passphrase prompt ({0}/root.passphrase)",
+            env.home.display()
+        )),
+        "{}",
+        shown(&out)
+    );
+    let out = through_pty(
+        &env.home,
+        Some(&env.owner),
+        &["audit", "verify"],
+        "moved here\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
+    assert!(!trail_bytes(&env.home)
+        .windows(10)
+        .any(|w| w == b"moved here"));
 }
