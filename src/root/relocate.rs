@@ -85,7 +85,7 @@ fn stage_and_switch(
     to: &RootSpec,
 ) -> Result<Arc<dyn RootKey>, KeystoreError> {
     let dir = store.dir();
-    let new_root = create(staging, to)?;
+    let new_root = create(staging, to).map_err(|e| named_in(dir, staging, e))?;
     let root_file = ROOT_FILES
         .iter()
         .find(|f| staging.join(f).exists())
@@ -103,6 +103,25 @@ fn stage_and_switch(
         finish_move(dir)
     })?;
     Ok(new_root)
+}
+
+/// `e` naming the new root's file where the move puts it, not in `staging`.
+fn named_in(dir: &Path, staging: &Path, e: RootKeyError) -> RootKeyError {
+    let moved = |path: std::path::PathBuf| match path.strip_prefix(staging) {
+        Ok(name) => dir.join(name),
+        Err(_) => path,
+    };
+    match e {
+        RootKeyError::Io { path, source } => RootKeyError::Io {
+            path: moved(path),
+            source,
+        },
+        RootKeyError::Invalid { path, problem } => RootKeyError::Invalid {
+            path: moved(path),
+            problem,
+        },
+        other => other,
+    }
 }
 
 /// The audit trail's sealed files under `to`, into `staging`.
