@@ -342,11 +342,29 @@ fn module(path: &Path) -> Result<Pkcs11, HsmError> {
     Ok(pkcs11)
 }
 
+/// The PIN this process logged in to the token `login` with: records `pin`
+/// when given, returns the one recorded.
+fn logged_in_with(login: &str, pin: Option<&Secret>) -> Option<Secret> {
+    static PINS: OnceLock<Mutex<HashMap<String, Secret>>> = OnceLock::new();
+    let mut pins = PINS
+        .get_or_init(Mutex::default)
+        .lock()
+        .expect("PIN map lock");
+    if let Some(pin) = pin {
+        pins.insert(login.to_string(), Secret::from_slice(pin.expose()));
+    }
+    pins.get(login).map(|p| Secret::from_slice(p.expose()))
+}
+
 /// An open, logged-in token with a pool of sessions.
 pub struct Token {
     pkcs11: Pkcs11,
     slot: Slot,
     pin: AuthPin,
+    /// The PIN again, to compare with the one that logged this process in.
+    pin_check: Secret,
+    /// The module's real path and the slot: one login per process.
+    login: String,
     name: String,
     max_sessions: usize,
     pool: Mutex<Pool>,
@@ -381,9 +399,12 @@ impl Token {
         let secret = pin.read()?;
         let text = String::from_utf8(secret.expose().to_vec())
             .map_err(|_| HsmError::PinSource(pin.to_string(), "not UTF-8".into()))?;
+        let real = std::fs::canonicalize(module_path).unwrap_or_else(|_| module_path.into());
         let token = Token {
+            login: format!("{}#{}", real.display(), slot.id()),
             pkcs11,
             slot,
+            pin_check: Secret::from_slice(text.as_bytes()),
             pin: AuthPin::new(text.into()),
             name: format!("token {which} of {}", module_path.display()),
             max_sessions: max_sessions.max(1),
@@ -427,7 +448,21 @@ impl Token {
             .open_rw_session(self.slot)
             .map_err(HsmError::from_ck)?;
         match session.login(UserType::User, Some(&self.pin)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+            Ok(()) => {
+                logged_in_with(&self.login, Some(&self.pin_check));
+                Ok(session)
+            }
+            // The login is the process's, not the session's: a PIN is only
+            // as good as the one that logged the process in (else a wrong
+            // PIN for a token another store or root already opened passes).
+            Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+                match logged_in_with(&self.login, None) {
+                    Some(pin) if pin.expose() != self.pin_check.expose() => {
+                        Err(HsmError::InvalidCredentials)
+                    }
+                    _ => Ok(session),
+                }
+            }
             Err(e) => Err(HsmError::from_ck(e)),
         }
     }

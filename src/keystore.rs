@@ -503,6 +503,16 @@ impl Keystore {
         std::sync::Arc::clone(&self.root)
     }
 
+    /// This keystore under the root a finished [`crate::root::relocate`]
+    /// switched it to (without reading the root's secret again).
+    pub(crate) fn under_root(&self, root: std::sync::Arc<dyn RootKey>) -> Keystore {
+        Keystore {
+            dir: self.dir.clone(),
+            root,
+            config: self.config.clone(),
+        }
+    }
+
     /// What the root key is (never key bytes).
     pub fn root_key_description(&self) -> String {
         self.root.describe()

@@ -10,6 +10,7 @@
 
 mod passphrase;
 mod pkcs11;
+mod prompt;
 mod relocate;
 pub use passphrase::{KdfCost, PassphraseRootKey, PassphraseSource};
 pub use pkcs11::{Pkcs11RootKey, Pkcs11Uri};
@@ -49,6 +50,16 @@ pub enum RootKeyError {
         /// Where the passphrase was read (never the passphrase).
         from: String,
     },
+    /// A `passphrase:prompt` root could not ask: stdin is not a terminal,
+    /// there is no controlling terminal, or nothing was typed.
+    #[error("cannot prompt for the passphrase ({why}): give passphrase:file:PATH or passphrase:env:NAME instead")]
+    PromptUnavailable {
+        /// Why.
+        why: String,
+    },
+    /// The passphrase typed twice for a new root was not the same.
+    #[error("the two passphrases typed differ; nothing was changed")]
+    PassphraseMismatch,
     /// Authentication of sealed data failed: it was changed, or sealed under another root key.
     #[error("authentication failed: the data was tampered with or sealed under another root key")]
     Authentication,
@@ -63,6 +74,9 @@ pub trait RootKey: Send + Sync {
     fn unseal(&self, aad: &[u8], sealed: &[u8]) -> Result<Secret, RootKeyError>;
     /// A short description for diagnostics (never key bytes).
     fn describe(&self) -> String;
+    /// Which root this is, as `--root` names it (for the audit record of a
+    /// root move: never a PIN or a passphrase, only where they are read).
+    fn spec(&self) -> RootSpec;
 }
 
 /// A 32-byte AES-256 root key in a file of mode 0600.
@@ -122,7 +136,11 @@ impl RootKey for FileRootKey {
     }
 
     fn describe(&self) -> String {
-        format!("root key file {}", self.path.display())
+        self.spec().describe_at(&self.path)
+    }
+
+    fn spec(&self) -> RootSpec {
+        RootSpec::File
     }
 }
 
@@ -216,8 +234,62 @@ pub enum RootSpec {
     File,
     /// `pkcs11:...`: a key in a PKCS#11 token, generated if missing.
     Pkcs11(String),
-    /// `passphrase:file:PATH` or `passphrase:env:NAME`, with its Argon2id cost.
+    /// `passphrase:file:PATH`, `passphrase:env:NAME` or `passphrase:prompt`,
+    /// with its Argon2id cost.
     Passphrase(PassphraseSource, KdfCost),
+}
+
+impl RootSpec {
+    /// The kind of root: `file`, `pkcs11` or `passphrase`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RootSpec::File => "file",
+            RootSpec::Pkcs11(_) => "pkcs11",
+            RootSpec::Passphrase(..) => "passphrase",
+        }
+    }
+
+    /// The file beside `keystore.sealed` that says a keystore has this root.
+    pub fn file_name(&self) -> &'static str {
+        match self {
+            RootSpec::File => KEY_FILE,
+            RootSpec::Pkcs11(_) => URI_FILE,
+            RootSpec::Passphrase(..) => PASSPHRASE_FILE,
+        }
+    }
+
+    /// What [`RootKey::describe`] says of this root, its file in `dir`.
+    pub fn describe_in(&self, dir: &Path) -> String {
+        self.describe_at(&dir.join(self.file_name()))
+    }
+
+    /// What [`RootKey::describe`] says of this root, its file at `file`.
+    fn describe_at(&self, file: &Path) -> String {
+        match self {
+            RootSpec::File => format!("root key file {}", file.display()),
+            RootSpec::Pkcs11(uri) => format!("root key {uri}"),
+            RootSpec::Passphrase(source, _) => format!(
+                "root key derived from the passphrase {source} ({})",
+                file.display()
+            ),
+        }
+    }
+
+    /// The audit record's parameters naming this root, each name starting
+    /// with `side` (`From` or `To`): `{side}Root` (the kind), and
+    /// `{side}RootUri` (a PKCS#11 URI, which names its PIN by reference
+    /// only) or `{side}PassphraseSource` (`file:PATH`, `env:NAME`, `prompt`).
+    pub fn audit_parameters(&self, side: &str) -> Vec<(String, String)> {
+        let mut params = vec![(format!("{side}Root"), self.kind().to_string())];
+        match self {
+            RootSpec::File => {}
+            RootSpec::Pkcs11(uri) => params.push((format!("{side}RootUri"), uri.clone())),
+            RootSpec::Passphrase(source, _) => {
+                params.push((format!("{side}PassphraseSource"), source.to_string()));
+            }
+        }
+        params
+    }
 }
 
 /// The files that say which root a keystore folder has, one at a time.
@@ -238,10 +310,12 @@ impl RootSpec {
             return Ok(RootSpec::Pkcs11(text.to_string()));
         }
         if let Some(source) = text.strip_prefix("passphrase:") {
-            return Ok(RootSpec::Passphrase(PassphraseSource::parse(source)?, cost));
+            let source = PassphraseSource::parse(source)?;
+            cost.check()?;
+            return Ok(RootSpec::Passphrase(source, cost));
         }
         Err(format!(
-            "unknown root {text:?}: give file, pkcs11:URI, passphrase:file:PATH or passphrase:env:NAME"
+            "unknown root {text:?}: give file, pkcs11:URI, passphrase:file:PATH, passphrase:env:NAME or passphrase:prompt"
         ))
     }
 }

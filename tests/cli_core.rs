@@ -1091,45 +1091,6 @@ fn an_explicit_profile_wins_over_the_owners_key_variables() {
     );
 }
 
-/// `rewrap serve` on 127.0.0.1:0 for this keystore; killed on drop.
-struct Serve(std::process::Child, String);
-
-impl Serve {
-    fn start(env: &Env) -> Serve {
-        use std::io::BufRead as _;
-        let mut child = env
-            .command(&env.owner)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(std::time::Duration::from_secs(30))
-            .expect("rewrap serve printed no start line within 30 s");
-        let url = line
-            .trim()
-            .strip_prefix("rewrap serve listening on ")
-            .unwrap_or_else(|| panic!("unexpected start line {line:?}"))
-            .to_string();
-        Serve(child, url)
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `whoami` against a server: the principal is what the server says
 /// (GetCallerIdentity: no policy right needed, audited as allowed).
 #[test]
@@ -1138,14 +1099,14 @@ fn whoami_against_a_server_reports_what_the_server_says() {
     let rotator = env.principal("storage-rotator");
     let auditor = env.principal("auditor");
     let creds = credentials_file(&env, &[&rotator, &auditor]);
-    let server = Serve::start(&env);
+    let server = env.serve();
     for who in [&rotator, &auditor] {
         let out = env
             .command(&env.owner)
             .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
             .args([
                 "--endpoint-url",
-                &server.1,
+                &server.url,
                 "--profile",
                 &who.name,
                 "whoami",
@@ -1160,7 +1121,7 @@ fn whoami_against_a_server_reports_what_the_server_says() {
                 "Account": "111122223333",
                 "AccessKeyId": who.id,
                 "Credentials": format!("--profile {} in {}", who.name, creds.display()),
-                "Endpoint": server.1,
+                "Endpoint": server.url,
             })
         );
     }
@@ -1169,7 +1130,7 @@ fn whoami_against_a_server_reports_what_the_server_says() {
         secret: "not-the-secret".into(),
         ..rotator.clone()
     };
-    let out = env.run(&wrong, &["--endpoint-url", &server.1, "whoami"]);
+    let out = env.run(&wrong, &["--endpoint-url", &server.url, "whoami"]);
     assert_eq!(out.status.code(), Some(253), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(

@@ -9,72 +9,14 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::process::Output;
 use support::cli::*;
-
-/// `rewrap serve` on a loopback port for `env`; killed on drop.
-struct Serve {
-    child: Child,
-    url: String,
-}
-
-impl Serve {
-    fn start(env: &Env) -> Serve {
-        let mut child = env
-            .command(&env.owner)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("rewrap serve printed no start line within 30 s");
-        let url = line
-            .trim()
-            .strip_prefix("rewrap serve listening on ")
-            .unwrap_or_else(|| panic!("unexpected start line {line:?}"))
-            .to_string();
-        Serve { child, url }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The AWS CLI of the test virtual environment, as `who`, against `url`.
 fn aws(who: &Creds, url: &str, args: &[&str]) -> Output {
-    let venv = std::env::var_os("REWRAP_TEST_VENV")
-        .map_or_else(|| repo().join(".venv"), std::path::PathBuf::from);
-    let aws = venv.join("bin").join("aws");
-    assert!(
-        aws.exists(),
-        "aws is missing from the test virtual environment {}: run scripts/test",
-        venv.display()
-    );
-    Command::new(aws)
+    aws_tool("aws", who)
         .args(["kms", "--endpoint-url", url])
         .args(args)
-        .env("AWS_ACCESS_KEY_ID", &who.id)
-        .env("AWS_SECRET_ACCESS_KEY", &who.secret)
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE")
         .output()
         .unwrap()
 }
@@ -141,7 +83,7 @@ fn aws_cli_cannot_schedule_deletion_of_a_key_that_still_wraps_envelopes() {
     let old_arn = arn(&env, &old);
     let new_arn = arn(&env, &new);
     seal_files(&env, &old, 3);
-    let server = Serve::start(&env);
+    let server = env.serve();
 
     // The AWS CLI knows nothing of rewrap's interlock: the KMS refuses.
     let o = aws(

@@ -19,7 +19,8 @@ pub(crate) struct InitArgs {
     pub(crate) account: String,
     /// The root key that seals the keystore: file (a new root.key, the default); an RFC 7512 URI,
     /// pkcs11:token=LABEL;object=NAME?module-path=PATH&pin-source=file:PATH (the key is generated if missing);
-    /// or passphrase:file:PATH / passphrase:env:NAME (Argon2id).
+    /// or passphrase:file:PATH / passphrase:env:NAME / passphrase:prompt (Argon2id; the prompt asks twice
+    /// on the terminal, and again whenever the keystore is opened).
     #[arg(long, value_name = "ROOT")]
     pub(crate) root: Option<String>,
     #[command(flatten)]
@@ -146,13 +147,19 @@ pub(crate) fn init(args: InitArgs, ctx: &Context) -> anyhow::Result<i32> {
         ..Default::default()
     };
     let root = args.kdf.root(args.root.as_deref())?;
-    let creds =
-        rewrap::service::KmsService::init_with_root(&home, config, &root).map_err(|error| {
-            OpError {
-                operation: "Init",
-                error,
+    let existed = home.exists();
+    let store =
+        rewrap::keystore::Keystore::create_with_root(&home, config, &root).map_err(|e| {
+            // A failed init leaves no folder it made (only an empty one can be here).
+            if !existed {
+                let _ = std::fs::remove_dir(&home);
             }
+            super::root::keystore_error(e, "Init")
         })?;
+    let creds = rewrap::service::KmsService::init_owner(store).map_err(|error| OpError {
+        operation: "Init",
+        error,
+    })?;
     eprintln!(
         "Created keystore {}. The owner's secret access key is shown only now: store it safely.\n\
          Use it with: export REWRAP_HOME={} REWRAP_ACCESS_KEY_ID=... REWRAP_SECRET_ACCESS_KEY=...",

@@ -2,7 +2,8 @@
 //!
 //! The passphrase is read by reference, never from a command line:
 //! `passphrase:file:PATH` (the first line of a file readable by its owner
-//! only, as `root.key` must be) or `passphrase:env:NAME`. What the
+//! only, as `root.key` must be) or `passphrase:env:NAME`, or typed at
+//! `passphrase:prompt` (asked twice by `init` and `root move`). What the
 //! derivation needs besides the passphrase is kept in `root.passphrase`
 //! beside the sealed keystore (TOML):
 //!
@@ -34,26 +35,43 @@ const CHECK_PLAINTEXT: &[u8] = b"rewrap passphrase root";
 const SALT_LEN: usize = 16;
 
 /// Where the passphrase is read: `file:PATH` (the first line of a file of
-/// mode 0600 or stricter) or `env:NAME`, read as a PIN source is.
+/// mode 0600 or stricter) or `env:NAME`, read as a PIN source is, or
+/// `prompt` (the terminal, when stdin is one: `prompt.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PassphraseSource(PinSource);
+pub struct PassphraseSource(Source);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    Reference(PinSource),
+    Prompt,
+}
 
 impl PassphraseSource {
-    /// Parses `file:PATH` or `env:NAME`.
+    /// Parses `file:PATH`, `env:NAME` or `prompt`.
     pub fn parse(text: &str) -> Result<PassphraseSource, String> {
-        PinSource::parse(text).map(PassphraseSource).map_err(|_| {
-            "a passphrase root is passphrase:file:PATH or passphrase:env:NAME; \
-             rewrap never takes a passphrase inline"
-                .into()
-        })
+        if text == "prompt" {
+            return Ok(PassphraseSource(Source::Prompt));
+        }
+        PinSource::parse(text)
+            .map(|s| PassphraseSource(Source::Reference(s)))
+            .map_err(|_| {
+                "a passphrase root is passphrase:file:PATH, passphrase:env:NAME or \
+                 passphrase:prompt; rewrap never takes a passphrase inline"
+                    .into()
+            })
     }
 
-    /// Reads the passphrase; a file others can read is refused.
-    fn read(&self) -> Result<Secret, RootKeyError> {
-        if let PinSource::File(path) = &self.0 {
+    /// Reads the passphrase; a file others can read is refused. A prompt
+    /// asks twice when `confirm` (a new root).
+    fn read(&self, confirm: bool) -> Result<Secret, RootKeyError> {
+        let source = match &self.0 {
+            Source::Prompt => return super::prompt::read_passphrase(confirm),
+            Source::Reference(source) => source,
+        };
+        if let PinSource::File(path) = source {
             owner_only(path)?;
         }
-        self.0.read().map_err(|e| RootKeyError::Invalid {
+        source.read().map_err(|e| RootKeyError::Invalid {
             path: PathBuf::from(self.to_string()),
             problem: match e {
                 HsmError::PinSource(_, why) => format!("the passphrase is unreadable: {why}"),
@@ -65,7 +83,10 @@ impl PassphraseSource {
 
 impl std::fmt::Display for PassphraseSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        match &self.0 {
+            Source::Reference(source) => source.fmt(f),
+            Source::Prompt => f.write_str("prompt"),
+        }
     }
 }
 
@@ -90,6 +111,21 @@ impl Default for KdfCost {
     }
 }
 
+impl KdfCost {
+    /// Checks the cost is one Argon2id accepts (a usage error otherwise:
+    /// `init` and `root move` refuse it before anything is created).
+    pub fn check(&self) -> Result<(), String> {
+        argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
+            .map(|_| ())
+            .map_err(|e| {
+                format!(
+                    "--root-kdf-memory-kib {} / --root-kdf-iterations {}: Argon2id refuses them ({e})",
+                    self.memory_kib, self.iterations
+                )
+            })
+    }
+}
+
 /// `root.passphrase`.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,6 +144,7 @@ struct ParamsFile {
 pub struct PassphraseRootKey {
     file: PathBuf,
     source: PassphraseSource,
+    cost: KdfCost,
     cipher: AesRoot,
 }
 
@@ -145,7 +182,7 @@ impl PassphraseRootKey {
         source: &PassphraseSource,
         cost: KdfCost,
     ) -> Result<PassphraseRootKey, RootKeyError> {
-        let passphrase = source.read()?;
+        let passphrase = source.read(true)?;
         let salt: [u8; SALT_LEN] = rand::random();
         let cipher = derive(file, &passphrase, &salt, cost)?;
         let check = cipher.seal(CHECK_AAD, CHECK_PLAINTEXT)?;
@@ -168,6 +205,7 @@ impl PassphraseRootKey {
         Ok(PassphraseRootKey {
             file: file.to_path_buf(),
             source: source.clone(),
+            cost,
             cipher,
         })
     }
@@ -198,7 +236,7 @@ impl PassphraseRootKey {
             iterations: params.iterations,
             parallelism: params.parallelism,
         };
-        let cipher = derive(file, &source.read()?, &salt, cost)?;
+        let cipher = derive(file, &source.read(false)?, &salt, cost)?;
         cipher
             .unseal(CHECK_AAD, &check)
             .map_err(|_| RootKeyError::WrongPassphrase {
@@ -207,6 +245,7 @@ impl PassphraseRootKey {
         Ok(PassphraseRootKey {
             file: file.to_path_buf(),
             source,
+            cost,
             cipher,
         })
     }
@@ -222,11 +261,11 @@ impl RootKey for PassphraseRootKey {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "root key derived from the passphrase {} ({})",
-            self.source,
-            self.file.display()
-        )
+        self.spec().describe_at(&self.file)
+    }
+
+    fn spec(&self) -> super::RootSpec {
+        super::RootSpec::Passphrase(self.source.clone(), self.cost)
     }
 }
 

@@ -128,6 +128,10 @@ impl Pkcs11RootKey {
                 ))
             })?;
         }
+        // A PIN file others can read is refused, as a passphrase file is.
+        if let PinSource::File(path) = &parsed.pin_source {
+            super::owner_only(path)?;
+        }
         let token = Token::open(&module, &parsed.token, &parsed.pin_source, 2)
             .map_err(|e| invalid(e.to_string()))?;
         let present = token
@@ -178,7 +182,11 @@ impl RootKey for Pkcs11RootKey {
     }
 
     fn describe(&self) -> String {
-        format!("root key {}", self.uri)
+        self.spec().describe_in(Path::new(""))
+    }
+
+    fn spec(&self) -> super::RootSpec {
+        super::RootSpec::Pkcs11(self.uri.clone())
     }
 }
 

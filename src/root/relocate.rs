@@ -27,6 +27,7 @@ use crate::keystore::{Keystore, KeystoreError};
 use std::fs::{self, File};
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 
 const STAGING: &str = "root.next";
 const MOVING: &str = "root.moving";
@@ -53,9 +54,8 @@ pub(crate) fn move_pending(dir: &Path) -> bool {
 }
 
 /// Seals everything `store` has sealed under its root again under the root
-/// `to` names, and switches the keystore to it; returns the new root's
-/// description.
-pub fn relocate(store: &Keystore, to: &RootSpec) -> Result<String, KeystoreError> {
+/// `to` names, and switches the keystore to it; returns the new root.
+pub fn relocate(store: &Keystore, to: &RootSpec) -> Result<Arc<dyn RootKey>, KeystoreError> {
     let dir = store.dir();
     let staging = dir.join(STAGING);
     match fs::remove_dir_all(&staging) {
@@ -70,7 +70,22 @@ pub fn relocate(store: &Keystore, to: &RootSpec) -> Result<String, KeystoreError
             .create(&staging)
             .map_err(io_error(&staging))?;
     }
-    let new_root = create(&staging, to)?;
+    let moved = stage_and_switch(store, &staging, to);
+    if moved.is_err() && !move_pending(dir) {
+        // Not switched: the old root stays in force and nothing is left behind.
+        let _ = fs::remove_dir_all(&staging);
+    }
+    moved
+}
+
+/// Steps 1 to 3 of a move (see the module docs), `staging` made empty.
+fn stage_and_switch(
+    store: &Keystore,
+    staging: &Path,
+    to: &RootSpec,
+) -> Result<Arc<dyn RootKey>, KeystoreError> {
+    let dir = store.dir();
+    let new_root = create(staging, to).map_err(|e| named_in(dir, staging, e))?;
     let root_file = ROOT_FILES
         .iter()
         .find(|f| staging.join(f).exists())
@@ -79,15 +94,34 @@ pub fn relocate(store: &Keystore, to: &RootSpec) -> Result<String, KeystoreError
     let old_root = store.root_key();
     store.with_resealed(new_root.as_ref(), |sealed| {
         super::write_new(&staging.join(SEALED_FILES[0]), &sealed)?;
-        reseal_audit(dir, &staging, old_root.as_ref(), new_root.as_ref())?;
+        reseal_audit(dir, staging, old_root.as_ref(), new_root.as_ref())?;
         super::write_new(&staging.join(MANIFEST), root_file.as_bytes())?;
-        sync_folder(&staging)?;
+        sync_folder(staging)?;
         let moving = dir.join(MOVING);
-        fs::rename(&staging, &moving).map_err(io_error(&moving))?;
+        fs::rename(staging, &moving).map_err(io_error(&moving))?;
         sync_folder(dir)?;
         finish_move(dir)
     })?;
-    Ok(new_root.describe())
+    Ok(new_root)
+}
+
+/// `e` naming the new root's file where the move puts it, not in `staging`.
+fn named_in(dir: &Path, staging: &Path, e: RootKeyError) -> RootKeyError {
+    let moved = |path: std::path::PathBuf| match path.strip_prefix(staging) {
+        Ok(name) => dir.join(name),
+        Err(_) => path,
+    };
+    match e {
+        RootKeyError::Io { path, source } => RootKeyError::Io {
+            path: moved(path),
+            source,
+        },
+        RootKeyError::Invalid { path, problem } => RootKeyError::Invalid {
+            path: moved(path),
+            problem,
+        },
+        other => other,
+    }
 }
 
 /// The audit trail's sealed files under `to`, into `staging`.

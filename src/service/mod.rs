@@ -55,6 +55,7 @@ mod keys;
 mod names;
 mod policies;
 mod principals;
+mod root_move;
 mod session;
 mod tags;
 #[cfg(test)]
@@ -67,6 +68,7 @@ mod import;
 mod keyspec;
 mod mac;
 
+pub use root_move::{MoveRootError, RootMoved, MOVE_ROOT};
 pub use session::LocalSession;
 pub use usage::RejectedRequest;
 
@@ -235,7 +237,15 @@ impl KmsService {
         config: Config,
         root: &crate::root::RootSpec,
     ) -> Result<AccessKeyResponse> {
-        let store = Keystore::create_with_root(home, config, root)?;
+        KmsService::init_owner(Keystore::create_with_root(home, config, root)?)
+    }
+
+    /// Writes the owner's policy and creates the owner principal in a
+    /// keystore [`Keystore::create_with_root`] just made (the second half
+    /// of [`KmsService::init_with_root`], for a caller that tells the
+    /// keystore's errors apart).
+    pub fn init_owner(store: Keystore) -> Result<AccessKeyResponse> {
+        let home = store.dir().to_path_buf();
         let policies = home.join("policies");
         std::fs::create_dir_all(&policies)
             .map_err(|e| KmsError::internal(format!("{}: {e}", policies.display())))?;
@@ -259,7 +269,15 @@ impl KmsService {
     /// Opens the keystore in `home`, its policies (`home/policies` plus
     /// `extra_policies`) and its audit trail.
     pub fn open(home: &Path, extra_policies: Option<&Path>) -> Result<Arc<KmsService>> {
-        let keystore = Keystore::open(home)?;
+        KmsService::open_keystore(Keystore::open(home)?, extra_policies)
+    }
+
+    /// [`KmsService::open`] of a keystore already open.
+    pub(crate) fn open_keystore(
+        keystore: Keystore,
+        extra_policies: Option<&Path>,
+    ) -> Result<Arc<KmsService>> {
+        let home = keystore.dir().to_path_buf();
         let (state, fingerprint) = keystore.load()?;
         let mut policy_dirs = vec![home.join("policies")];
         policy_dirs.extend(extra_policies.map(Path::to_path_buf));
