@@ -213,7 +213,9 @@ pub(super) fn encode<'a>(records: &'a [AuditRecord]) -> Vec<u8> {
         line(&mut body, &Entry::Record(compact));
     }
     let mut out = MAGIC.to_vec();
-    let mut deflate = flate2::write::DeflateEncoder::new(out, flate2::Compression::best());
+    // Level 6: measured on a real 64 MiB segment body, 1.2 % larger than
+    // level 9 in half the time (sealing runs beside the requests).
+    let mut deflate = flate2::write::DeflateEncoder::new(out, flate2::Compression::default());
     deflate.write_all(&body).expect("writing to memory");
     out = deflate.finish().expect("writing to memory");
     out

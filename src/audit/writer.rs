@@ -442,6 +442,10 @@ impl Inner {
         let thread = std::thread::Builder::new()
             .name("rewrap-audit-seal".into())
             .spawn(move || {
+                // Sealing can wait; requests cannot: the thread runs at a
+                // lower priority (nice 10), best effort.
+                #[cfg(target_os = "linux")]
+                let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
                 while woken.recv().is_ok() {
                     while woken.try_recv().is_ok() {}
                     seal_retired(&path, &wanted);
