@@ -62,15 +62,36 @@ pub(super) struct Queued {
 /// The outcome of writing queued records: the ticket of the write that
 /// held them, or why it failed.
 #[derive(Default)]
-pub(super) struct Batch(OnceLock<Result<u64, String>>);
+pub(super) struct Batch(OnceLock<Result<u64, WriteFailure>>);
+
+/// Why a write of queued records failed: the error's text, and its OS
+/// error code if it had one (so a caller still tells ENOSPC apart).
+#[derive(Debug, Clone)]
+pub(super) struct WriteFailure {
+    pub(super) message: String,
+    pub(super) os_error: Option<i32>,
+}
+
+impl WriteFailure {
+    pub(super) fn of(e: &AuditError) -> WriteFailure {
+        let os_error = match e {
+            AuditError::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        };
+        WriteFailure {
+            message: e.to_string(),
+            os_error,
+        }
+    }
+}
 
 impl Batch {
     /// Sets the outcome (once; a batch is written by exactly one write).
-    pub(super) fn resolve(&self, outcome: Result<u64, String>) {
+    pub(super) fn resolve(&self, outcome: Result<u64, WriteFailure>) {
         let _ = self.0.set(outcome);
     }
 
-    fn outcome(&self) -> Option<&Result<u64, String>> {
+    fn outcome(&self) -> Option<&Result<u64, WriteFailure>> {
         self.0.get()
     }
 }
@@ -394,6 +415,28 @@ pub(super) fn defer(
     })
 }
 
+/// Whether the current thread is in a [`defer_sync`] scope (whose appends
+/// are written at once).
+pub(super) fn in_sync_scope() -> bool {
+    DEFERRED.with(|deferred| matches!(deferred.borrow().as_ref(), Some((Deferred::Sync, _))))
+}
+
+/// A durable append outside any scope, by a caller that blocks until it
+/// is durable: the records join the queue like a deferred append's, and
+/// the caller writes the queue itself unless another caller's write took
+/// them already. Concurrent blocking callers so share one locked write
+/// (one `flock`, one `write`, one checkpoint) as well as one sync.
+pub(super) fn append_blocking(
+    sync: &Arc<GroupSync>,
+    records: Vec<AuditRecord>,
+) -> Result<(), AuditError> {
+    let batch = sync.enqueue(records);
+    let durability = Durability {
+        pending: vec![(Arc::clone(sync), vec![batch])],
+    };
+    durability.wait_blocking()
+}
+
 /// Hands the sync of a write just made (`ticket`) to the current thread's
 /// [`defer_sync`] scope; `false` if there is none (the caller waits).
 pub(super) fn defer_written(sync: &Arc<GroupSync>, ticket: u64) -> bool {
@@ -546,7 +589,10 @@ fn written(sync: &GroupSync, batches: &[Arc<Batch>]) -> Option<Result<u64, Audit
             Err(why) => {
                 return Some(Err(AuditError::Io {
                     path: sync.path.clone(),
-                    source: std::io::Error::other(why.clone()),
+                    source: match why.os_error {
+                        Some(code) => std::io::Error::from_raw_os_error(code),
+                        None => std::io::Error::other(why.message.clone()),
+                    },
                 }))
             }
         }

@@ -286,6 +286,9 @@ impl AuditLog {
         } else {
             records
         };
+        if inner.durable && !group_commit::in_sync_scope() {
+            return group_commit::append_blocking(&inner.sync, records);
+        }
         let ticket = {
             let mut state = inner.lock_state();
             inner.write_with_queue(&mut state, records)?
@@ -848,7 +851,7 @@ impl Inner {
         let result = self.write_locked(state, all);
         let outcome = match &result {
             Ok(ticket) => Ok(*ticket),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(group_commit::WriteFailure::of(e)),
         };
         for batch in batches {
             batch.resolve(outcome.clone());
