@@ -122,10 +122,29 @@ struct SyncState {
     failed: Option<String>,
 }
 
-/// An async waiter: the batches it waits for and its wake-up.
+/// A waiter: the batches it waits for and its wake-up.
 struct Waiter {
     batches: Vec<Arc<Batch>>,
-    wake: oneshot::Sender<Result<(), AuditError>>,
+    wake: Wake,
+}
+
+/// How a waiter is woken: an async task, or a blocked thread.
+enum Wake {
+    Async(oneshot::Sender<Result<(), AuditError>>),
+    Blocking(std::sync::mpsc::SyncSender<Result<(), AuditError>>),
+}
+
+impl Wake {
+    fn send(self, outcome: Result<(), AuditError>) {
+        match self {
+            Wake::Async(wake) => {
+                let _ = wake.send(outcome);
+            }
+            Wake::Blocking(wake) => {
+                let _ = wake.send(outcome);
+            }
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -336,7 +355,7 @@ impl GroupSync {
             match outcome {
                 Some(outcome) => {
                     let waiter = waiters.swap_remove(i);
-                    let _ = waiter.wake.send(outcome);
+                    waiter.wake.send(outcome);
                 }
                 None => i += 1,
             }
@@ -350,7 +369,28 @@ impl GroupSync {
         batches: Vec<Arc<Batch>>,
     ) -> Result<oneshot::Receiver<Result<(), AuditError>>, AuditError> {
         let (wake, woken) = oneshot::channel();
-        lock(&self.waiters).push(Waiter { batches, wake });
+        lock(&self.waiters).push(Waiter {
+            batches,
+            wake: Wake::Async(wake),
+        });
+        self.request()?;
+        Ok(woken)
+    }
+
+    /// Registers a blocked thread as the waiter for `batches` and asks the
+    /// syncer to write and sync them; the receiver gets the outcome. The
+    /// syncer wakes exactly the waiters whose batches are durable, so
+    /// concurrent blocked callers neither contend for a lock after each
+    /// sync nor wake for a sync that does not cover them.
+    fn register_blocking(
+        self: &Arc<Self>,
+        batches: Vec<Arc<Batch>>,
+    ) -> Result<std::sync::mpsc::Receiver<Result<(), AuditError>>, AuditError> {
+        let (wake, woken) = std::sync::mpsc::sync_channel(1);
+        lock(&self.waiters).push(Waiter {
+            batches,
+            wake: Wake::Blocking(wake),
+        });
         self.request()?;
         Ok(woken)
     }
@@ -423,18 +463,21 @@ pub(super) fn in_sync_scope() -> bool {
 
 /// A durable append outside any scope, by a caller that blocks until it
 /// is durable: the records join the queue like a deferred append's, and
-/// the caller writes the queue itself unless another caller's write took
-/// them already. Concurrent blocking callers so share one locked write
-/// (one `flock`, one `write`, one checkpoint) as well as one sync.
+/// the caller blocks until the syncer thread has written the queue (one
+/// `flock`, one `write`, one checkpoint for every caller queued) and
+/// synced it, and wakes this caller alone.
 pub(super) fn append_blocking(
     sync: &Arc<GroupSync>,
     records: Vec<AuditRecord>,
 ) -> Result<(), AuditError> {
     let batch = sync.enqueue(records);
-    let durability = Durability {
-        pending: vec![(Arc::clone(sync), vec![batch])],
-    };
-    durability.wait_blocking()
+    let woken = sync.register_blocking(vec![batch])?;
+    match woken.recv() {
+        Ok(outcome) => outcome,
+        // Cannot happen: the syncer settles every waiter before it ends,
+        // and the handle (which ends it) outlives this call.
+        Err(_) => Err(sync.failed("the group commit ended")),
+    }
 }
 
 /// Hands the sync of a write just made (`ticket`) to the current thread's
