@@ -278,11 +278,14 @@ impl GroupSync {
     /// Asks the syncer thread to write the queue and sync every write made
     /// so far (starting the thread on first use).
     fn request(self: &Arc<Self>) -> Result<(), AuditError> {
-        let mut state = lock(&self.state);
+        self.request_locked(&mut lock(&self.state))
+    }
+
+    /// [`GroupSync::request`] under the state lock. Only the first request
+    /// since the syncer last took them wakes it: a later one finds it
+    /// awake (or syncing, and it looks again when the sync ends).
+    fn request_locked(self: &Arc<Self>, state: &mut SyncState) -> Result<(), AuditError> {
         state.flush_requests += 1;
-        // A waiter whose batches are already durable (or a failed log's)
-        // is answered now: no sync may come for it.
-        self.settle(&state);
         if !state.syncer {
             let sync = Arc::clone(self);
             std::thread::Builder::new()
@@ -291,7 +294,9 @@ impl GroupSync {
                 .map_err(io_error(&self.path))?;
             state.syncer = true;
         }
-        self.done.notify_all();
+        if state.flush_requests == 1 {
+            self.done.notify_all();
+        }
         Ok(())
     }
 
@@ -336,6 +341,36 @@ impl GroupSync {
         }
     }
 
+    /// The outcome for a waiter on `batches` once they are all written and
+    /// durable, or one's write or a sync failed; `None` while it must wait.
+    fn outcome(&self, state: &SyncState, batches: &[Arc<Batch>]) -> Option<Result<(), AuditError>> {
+        match (&state.failed, written(self, batches)) {
+            (Some(why), _) => Some(Err(self.failed(why))),
+            (None, Some(Err(e))) => Some(Err(e)),
+            (None, Some(Ok(ticket))) if state.durable >= ticket => Some(Ok(())),
+            _ => None,
+        }
+    }
+
+    /// Adds a waiter on `batches` and asks the syncer to write and sync
+    /// them, or answers it now if there is nothing to wait for (its batches
+    /// already durable, or failed). Under the state lock, so no sync
+    /// settles in between without seeing it; only this waiter is looked
+    /// at, not the list.
+    fn add_waiter(
+        self: &Arc<Self>,
+        batches: Vec<Arc<Batch>>,
+        wake: Wake,
+    ) -> Result<(), AuditError> {
+        let mut state = lock(&self.state);
+        if let Some(outcome) = self.outcome(&state, &batches) {
+            wake.send(outcome);
+            return Ok(());
+        }
+        lock(&self.waiters).push(Waiter { batches, wake });
+        self.request_locked(&mut state)
+    }
+
     /// Wakes every async waiter whose batches are all written and durable
     /// (or whose write or a sync failed); the others keep waiting. Called
     /// under the state lock after every sync and queue write.
@@ -346,13 +381,7 @@ impl GroupSync {
         }
         let mut i = 0;
         while i < waiters.len() {
-            let outcome = match (&state.failed, written(self, &waiters[i].batches)) {
-                (Some(why), _) => Some(Err(self.failed(why))),
-                (None, Some(Err(e))) => Some(Err(e)),
-                (None, Some(Ok(ticket))) if state.durable >= ticket => Some(Ok(())),
-                _ => None,
-            };
-            match outcome {
+            match self.outcome(state, &waiters[i].batches) {
                 Some(outcome) => {
                     let waiter = waiters.swap_remove(i);
                     waiter.wake.send(outcome);
@@ -369,11 +398,7 @@ impl GroupSync {
         batches: Vec<Arc<Batch>>,
     ) -> Result<oneshot::Receiver<Result<(), AuditError>>, AuditError> {
         let (wake, woken) = oneshot::channel();
-        lock(&self.waiters).push(Waiter {
-            batches,
-            wake: Wake::Async(wake),
-        });
-        self.request()?;
+        self.add_waiter(batches, Wake::Async(wake))?;
         Ok(woken)
     }
 
@@ -387,11 +412,7 @@ impl GroupSync {
         batches: Vec<Arc<Batch>>,
     ) -> Result<std::sync::mpsc::Receiver<Result<(), AuditError>>, AuditError> {
         let (wake, woken) = std::sync::mpsc::sync_channel(1);
-        lock(&self.waiters).push(Waiter {
-            batches,
-            wake: Wake::Blocking(wake),
-        });
-        self.request()?;
+        self.add_waiter(batches, Wake::Blocking(wake))?;
         Ok(woken)
     }
 

@@ -1423,3 +1423,163 @@ fn read_records_of_parts(path: &Path) -> usize {
     }
     n
 }
+
+/// A retired file holding records 1..=5 of a trail (the active file
+/// renamed, as a close leaves it before sealing), and its lines.
+fn retired_trail(dir: &Path) -> (PathBuf, PathBuf, Vec<String>) {
+    let path = log_with(dir, 5);
+    let segments = dir.join(segment::SEGMENTS_DIR);
+    std::fs::create_dir_all(&segments).unwrap();
+    let retired = segments.join(format!("{:020}.log", 1));
+    let text = lines(&path);
+    std::fs::rename(&path, &retired).unwrap();
+    (path, retired, text)
+}
+
+/// The sealer refuses a retired file that is not the chain the writer
+/// wrote, naming why, and leaves it as it is with no sealed segment; an
+/// untouched one seals into exactly its records.
+#[test]
+fn the_sealer_leaves_a_changed_retired_file_unsealed_and_says_why() {
+    let changed_field = |lines: &mut Vec<String>| {
+        lines[2] = lines[2].replace("\"app2\"", "\"app9\"");
+    };
+    let removed = |lines: &mut Vec<String>| {
+        lines.remove(3);
+    };
+    let rehashed = |lines: &mut Vec<String>| {
+        // A line re-hashed after a change: its own hash holds, the next
+        // record's prev_hash does not.
+        let mut rec: AuditRecord = serde_json::from_str(&lines[1]).unwrap();
+        rec.principal = "mallory".into();
+        rec.hash.clear();
+        let mut buf = Vec::new();
+        encode_line(&rec, &mut buf);
+        lines[1] = String::from_utf8(buf).unwrap().trim_end().to_string();
+    };
+    let non_canonical = |lines: &mut Vec<String>| {
+        lines[0] = lines[0].replacen("{\"seq\"", "{ \"seq\"", 1);
+    };
+    type Change = Box<dyn Fn(&mut Vec<String>)>;
+    let cases: [(Change, u64, &str); 4] = [
+        (
+            Box::new(changed_field),
+            3,
+            "hash mismatch (record changed); left unsealed",
+        ),
+        (
+            Box::new(removed),
+            5,
+            "not one chain (record changed, removed, inserted or reordered); left unsealed",
+        ),
+        (
+            Box::new(rehashed),
+            3,
+            "not one chain (record changed, removed, inserted or reordered); left unsealed",
+        ),
+        (
+            Box::new(non_canonical),
+            1,
+            "hash mismatch (record changed); left unsealed",
+        ),
+    ];
+    for (change, seq, problem) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, retired, mut text) = retired_trail(dir.path());
+        change(&mut text);
+        write_lines(&retired, &text);
+        let before = std::fs::read(&retired).unwrap();
+        match segment::seal(&path, &retired) {
+            Err(AuditError::Malformed { line, problem: p }) => {
+                assert_eq!(line, seq, "{p}");
+                assert_eq!(
+                    p,
+                    format!("segment {}: {problem}", retired.display()),
+                    "seq {seq}"
+                );
+            }
+            other => panic!("expected Malformed, got {other:?}"),
+        }
+        assert_eq!(std::fs::read(&retired).unwrap(), before);
+        assert!(!retired.with_extension("seg").exists());
+    }
+    // A torn last line.
+    let dir = tempfile::tempdir().unwrap();
+    let (path, retired, text) = retired_trail(dir.path());
+    let mut bytes = (text.join("\n") + "\n").into_bytes();
+    bytes.extend_from_slice(b"{\"seq\":6,\"ti");
+    std::fs::write(&retired, &bytes).unwrap();
+    match segment::seal(&path, &retired) {
+        Err(AuditError::Malformed { line: 0, problem }) => assert_eq!(
+            problem,
+            format!(
+                "segment {}: ends in a torn line; left unsealed",
+                retired.display()
+            )
+        ),
+        other => panic!("expected Malformed, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(&retired).unwrap(), bytes);
+    // Untouched: sealed, the retired file removed, the same records.
+    let dir = tempfile::tempdir().unwrap();
+    let (path, retired, text) = retired_trail(dir.path());
+    let header = segment::seal(&path, &retired).unwrap().unwrap();
+    let last: AuditRecord = serde_json::from_str(&text[4]).unwrap();
+    assert_eq!((header.first_seq, header.records), (1, 5));
+    assert_eq!(header.last_hash, last.hash);
+    assert_eq!(header.prev_hash, GENESIS_HASH);
+    assert!(!retired.exists());
+    let records = read_records(&path).unwrap();
+    let expected: Vec<AuditRecord> = text
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records, expected);
+}
+
+/// A segment whose distinct values outgrow the declaration tables (each
+/// record its own context, as a rotation's are) forgets them and declares
+/// again: every record reads back as appended, the repeated string
+/// included, and the declarations are bounded.
+#[test]
+fn a_segment_past_its_declaration_limit_reads_back_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = AuditLog::open(&path).unwrap();
+    for i in 0..25u32 {
+        let mut r = record(&format!("app{}", i % 2), "ReEncrypt", &[KEY_A, KEY_B]);
+        r.destination_encryption_context = Some(BTreeMap::from([(
+            "rewrap:file-id".to_string(),
+            format!("f-{i}"),
+        )]));
+        r.encryption_context = Some(BTreeMap::from([("app".to_string(), "x".to_string())]));
+        log.append(r).unwrap();
+    }
+    drop(log);
+    let records: Vec<AuditRecord> = lines(&path)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seg = dir.path().join("one.seg");
+    let bytes = segment::encode(&records, 4);
+    std::fs::write(&seg, &bytes).unwrap();
+    let mut reader = segment::SegmentReader::open(&seg).unwrap();
+    let mut back = Vec::new();
+    while let Some(r) = reader.next_record().unwrap() {
+        back.push(r);
+    }
+    assert_eq!(back, records);
+    // Count the declarations in the body.
+    use std::io::Read;
+    let mut body = String::new();
+    flate2::read::DeflateDecoder::new(&bytes[segment::MAGIC.len()..])
+        .read_to_string(&mut body)
+        .unwrap();
+    let count = |prefix: &str| body.lines().filter(|l| l.starts_with(prefix)).count();
+    // 25 distinct file-id contexts, the shared one, and the shared one
+    // again after each of the 7 times a full table (4) is forgotten while
+    // records remain (at the file ids of records 3, 6, ..., 21; at 24
+    // no record follows).
+    assert_eq!(count("{\"c\":"), 25 + 1 + 7);
+    assert_eq!(count("{\"r\":"), 25);
+}
