@@ -16,11 +16,6 @@ use crate::operation::{for_each_operation, Operation};
 use crate::secret::Secret;
 use serde::{de::DeserializeOwned, Serialize};
 
-/// Room for the largest request or response (4096 bytes of plaintext as
-/// base64 plus a ciphertext blob), so serializing a secret never reallocates
-/// and leaves a copy behind.
-const JSON_BUFFER: usize = 32 * 1024;
-
 macro_rules! define_kms {
     ($( $(#[$meta:meta])* $op:ident = $method:ident($req:ty) -> $resp:ty,
         $access:tt, $effect:ident; )*) => {
@@ -58,12 +53,33 @@ macro_rules! define_kms {
 }
 for_each_operation!(define_kms);
 
-/// Serializes `value` as JSON into a zeroizing buffer.
+/// Serializes `value` as JSON into a zeroizing buffer of exactly its size:
+/// the value is serialized once to count the bytes, then into a buffer of
+/// that capacity, so the buffer never reallocates (which would leave a copy
+/// of a secret behind) and dropping it wipes only what it held (a fixed
+/// room for the largest body made every call wipe 32 KiB).
 pub fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<Secret> {
-    let mut out = Secret::new(Vec::with_capacity(JSON_BUFFER));
-    serde_json::to_writer(out.expose_mut(), value)
-        .map_err(|e| KmsError::internal(format!("cannot serialize: {e}")))?;
+    let cannot = |e: serde_json::Error| KmsError::internal(format!("cannot serialize: {e}"));
+    let mut counter = Counter(0);
+    serde_json::to_writer(&mut counter, value).map_err(cannot)?;
+    let mut out = Secret::new(Vec::with_capacity(counter.0));
+    serde_json::to_writer(out.expose_mut(), value).map_err(cannot)?;
+    debug_assert_eq!(out.len(), counter.0);
     Ok(out)
+}
+
+/// A writer that only counts the bytes written to it.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// How the message of a body that does not parse starts.
@@ -118,4 +134,35 @@ where
     let body = to_json(req)?;
     let out = kms.call(op, body.expose())?;
     from_json(out.expose())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::EncryptRequest;
+
+    /// The buffer holding a serialized secret is exactly its size: it never
+    /// grew (no copy left behind) and its drop wipes what it held.
+    #[test]
+    fn to_json_fills_a_buffer_of_exactly_its_size() {
+        for size in [0usize, 1, 100, 4096] {
+            let request = EncryptRequest {
+                key_id: "alias/app".into(),
+                plaintext: Secret::new(vec![7u8; size]),
+                encryption_context: Some(
+                    [
+                        ("b".to_string(), "2".to_string()),
+                        ("a".to_string(), "1".to_string()),
+                    ]
+                    .into_iter()
+                    .collect(),
+                ),
+                ..Default::default()
+            };
+            let mut json = to_json(&request).unwrap();
+            let expected = serde_json::to_vec(&request).unwrap();
+            assert_eq!(json.expose(), &expected[..]);
+            assert_eq!(json.expose_mut().capacity(), expected.len(), "{size} bytes");
+        }
+    }
 }

@@ -492,10 +492,10 @@ async fn process<B: Backend>(
         return Err(e);
     }
     let (parts, incoming) = req.into_parts();
-    precheck(&parts.headers, chrono::Utc::now(), |id| {
+    let found = precheck(&parts.headers, chrono::Utc::now(), |id| {
         shared.backend.lookup_access_key(id)
     })
-    .and_then(|()| check_region(&parts.headers, shared.backend.region()))
+    .and_then(|(auth, found)| check_region(&auth.region, shared.backend.region()).map(|()| found))
     .inspect_err(|e| audit_rejected_request(shared, peer, &parts.headers, None, e.code.as_str()))?;
     let body = read_body(&parts.headers, incoming, &shared.config)
         .await
@@ -511,9 +511,9 @@ async fn process<B: Backend>(
         query: parts.uri.query().unwrap_or(""),
         headers: &headers,
     };
-    let backend = &shared.backend;
-    let verified = sigv4::verify(&request, body.expose(), SERVICE, chrono::Utc::now(), |id| {
-        backend.lookup_access_key(id)
+    // The access key was looked up by the precheck, from the same header.
+    let verified = sigv4::verify(&request, body.expose(), SERVICE, chrono::Utc::now(), |_| {
+        Ok(found)
     })
     .inspect_err(|e| audit_rejected_request(shared, peer, &parts.headers, None, e.code.as_str()))?;
     // A verified request is never shed for a newcomer while it runs.
@@ -614,11 +614,13 @@ fn audit_rejected_request<B: Backend>(
 /// that `lookup` knows. The same checks are made again, with the signature,
 /// by [`sigv4::verify`] once the body is in; this early pass only keeps an
 /// unauthenticated client from making the server wait for or buffer a body.
+///
+/// Returns the parsed header and what `lookup` found for its access key.
 pub(crate) fn precheck<F>(
     headers: &hyper::HeaderMap,
     now: chrono::DateTime<chrono::Utc>,
     lookup: F,
-) -> Result<()>
+) -> Result<(sigv4::Authorization, (String, Secret))>
 where
     F: FnOnce(&str) -> Result<(String, Secret)>,
 {
@@ -643,17 +645,16 @@ where
         )
     })?;
     sigv4::check_time(date_text, time, now)?;
-    lookup(&auth.access_key_id).map(drop)
+    let found = lookup(&auth.access_key_id)?;
+    Ok((auth, found))
 }
 
 /// A credential scope must name the region the server's keys live in, as
 /// AWS refuses a request signed for another region.
-fn check_region(headers: &hyper::HeaderMap, region: Option<String>) -> Result<()> {
-    let text = headers.get("authorization").and_then(|v| v.to_str().ok());
-    let (Some(region), Some(text)) = (region, text) else {
+fn check_region(scoped: &str, region: Option<String>) -> Result<()> {
+    let Some(region) = region else {
         return Ok(());
     };
-    let scoped = sigv4::parse_authorization(text)?.region;
     if scoped == region {
         return Ok(());
     }
