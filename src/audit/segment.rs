@@ -43,6 +43,10 @@
 //! the last record in the header. A record decodes to exactly the
 //! [`AuditRecord`] that was appended, so its hash, and so the chain, is the
 //! one the active file had.
+//!
+//! Test vectors: `tests/vectors/audit_segment/` (a valid segment using
+//! every field, with its records and body, and damaged ones with the exact
+//! error each must give), read by the unit tests of `audit`.
 
 use super::record::{encode_line, AuditKey, AuditRecord};
 use super::AuditError;
@@ -180,7 +184,7 @@ struct Declared {
 }
 
 /// Entries of a [`Declared`] table kept before it is forgotten.
-const MAX_DECLARED: usize = 1 << 16;
+pub(super) const MAX_DECLARED: usize = 1 << 16;
 
 fn line(out: &mut Vec<u8>, entry: &Entry) {
     serde_json::to_writer(&mut *out, entry).expect("a segment entry serializes");

@@ -1583,3 +1583,280 @@ fn a_segment_past_its_declaration_limit_reads_back_every_record() {
     assert_eq!(count("{\"c\":"), 25 + 1 + 7);
     assert_eq!(count("{\"r\":"), 25);
 }
+
+// Closed-segment test vectors (`tests/vectors/audit_segment/*.json`).
+// Regenerate with `cargo test --lib -- --ignored regenerate_segment_vectors`.
+
+/// One segment vector: the segment's bytes and what reading them must do.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SegmentVector {
+    description: String,
+    segment_hex: String,
+    /// `ok`, or the `AuditError` variant reading must end in.
+    expect: String,
+    /// The error's message, with the segment's path written `<segment>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    /// For `ok`: the records, as the active file held them (JSON lines).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    records: Vec<String>,
+    /// For `ok`: the decompressed body (the compact JSON lines), which the
+    /// encoder must reproduce.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    body: Option<String>,
+}
+
+fn segment_vectors_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/audit_segment")
+}
+
+/// Records 7 to 10 of a trail, chained, using every field: two keys with
+/// versions, both contexts, caller fields, request parameters, an object,
+/// a denial, a repeated context and a record without keys.
+fn vector_records() -> Vec<AuditRecord> {
+    let ctx = BTreeMap::from([("app".to_string(), "billing".to_string())]);
+    let mut a = record("rotator", "ReEncrypt", &[KEY_A, KEY_B]);
+    a.keys[1].version = Some(3);
+    a.encryption_context = Some(ctx.clone());
+    a.destination_encryption_context = Some(BTreeMap::from([(
+        "rewrap:file-id".to_string(),
+        "f-0001".to_string(),
+    )]));
+    a.source_ip = Some("10.0.0.7".into());
+    a.user_agent = Some("aws-cli/2.17 \"quoted\"".into());
+    a.access_key_id = Some("AKIAVECTOR0000000001".into());
+    a.object = Some("s3://bucket/dir/naïve file.env".into());
+    let mut b = denied(record("rotator", "Decrypt", &[KEY_A]));
+    b.request_parameters = Some(BTreeMap::from([("DryRun".into(), "true".into())]));
+    b.encryption_context = Some(ctx.clone());
+    b.source_ip = Some("10.0.0.7".into());
+    let mut c = record("auditor", "ReEncrypt", &[KEY_A, KEY_B]);
+    c.encryption_context = Some(ctx);
+    let mut d = record("admin", "CreateKey", &[]);
+    d.keys.clear();
+    let mut records = vec![a, b, c, d];
+    let mut prev = "ab".repeat(32);
+    for (i, r) in records.iter_mut().enumerate() {
+        r.seq = 7 + i as u64;
+        r.time = format!("2026-11-30T12:00:0{i}.000Z");
+        r.request_id = format!("00000000-0000-4000-8000-00000000000{i}");
+        r.prev_hash = prev.clone();
+        r.hash.clear();
+        let mut line = Vec::new();
+        r.hash = encode_line(r, &mut line);
+        prev = r.hash.clone();
+    }
+    records
+}
+
+fn deflate(body: &str) -> Vec<u8> {
+    let mut out = segment::MAGIC.to_vec();
+    let mut enc = flate2::write::DeflateEncoder::new(&mut out, flate2::Compression::fast());
+    enc.write_all(body.as_bytes()).unwrap();
+    enc.finish().unwrap();
+    out
+}
+
+fn inflate(bytes: &[u8]) -> String {
+    use std::io::Read;
+    let mut body = String::new();
+    flate2::read::DeflateDecoder::new(&bytes[segment::MAGIC.len()..])
+        .read_to_string(&mut body)
+        .unwrap();
+    body
+}
+
+fn segment_vectors() -> Vec<(&'static str, SegmentVector)> {
+    let records = vector_records();
+    let bytes = segment::encode(&records, segment::MAX_DECLARED);
+    let body = inflate(&bytes);
+    let lines: Vec<String> = body.lines().map(str::to_string).collect();
+    let with = |f: &dyn Fn(&mut Vec<String>)| {
+        let mut l = lines.clone();
+        f(&mut l);
+        deflate(&(l.join("\n") + "\n"))
+    };
+    let record_line = |l: &Vec<String>, seq: u64| {
+        l.iter()
+            .enumerate()
+            .filter(|(_, s)| s.starts_with("{\"r\":"))
+            .nth((seq - 7) as usize)
+            .map(|(i, _)| i)
+            .unwrap()
+    };
+    let err = |description: &str, bytes: Vec<u8>| SegmentVector {
+        description: description.into(),
+        segment_hex: hex::encode(bytes),
+        expect: String::new(),
+        message: None,
+        records: Vec::new(),
+        body: None,
+    };
+    let mut bad_magic = bytes.clone();
+    bad_magic[0] = b'X';
+    vec![
+        (
+            "ok-all-fields",
+            SegmentVector {
+                description: "records 7 to 10 using every field; a denial, a repeated context, a record without keys".into(),
+                segment_hex: hex::encode(&bytes),
+                expect: "ok".into(),
+                message: None,
+                records: records
+                    .iter()
+                    .map(|r| serde_json::to_string(r).unwrap())
+                    .collect(),
+                body: Some(body.clone()),
+            },
+        ),
+        ("err-bad-magic", err("the magic's first byte changed", bad_magic)),
+        (
+            "err-changed-record",
+            err(
+                "record 8's time changed in the body",
+                with(&|l| {
+                    let i = record_line(l, 8);
+                    l[i] = l[i].replace("12:00:01", "12:00:09");
+                }),
+            ),
+        ),
+        (
+            "err-removed-record",
+            err(
+                "record 9 removed from the body",
+                with(&|l| {
+                    let i = record_line(l, 9);
+                    l.remove(i);
+                }),
+            ),
+        ),
+        (
+            "err-last-record-removed",
+            err(
+                "record 10 removed from the end of the body",
+                with(&|l| {
+                    let i = record_line(l, 10);
+                    l.remove(i);
+                }),
+            ),
+        ),
+        (
+            "err-undeclared-string",
+            err(
+                "record 7 names string id 99, never declared",
+                with(&|l| {
+                    let i = record_line(l, 7);
+                    l[i] = l[i].replacen("\"p\":", "\"p\":99,\"_\":", 1);
+                }),
+            ),
+        ),
+        (
+            "err-truncated-stream",
+            err(
+                "the compressed stream cut in half",
+                bytes[..bytes.len() / 2].to_vec(),
+            ),
+        ),
+    ]
+}
+
+/// Reads a segment vector's bytes as a segment file: its records, or the
+/// error's variant name and message (the path written `<segment>`).
+fn read_segment_vector(v: &SegmentVector) -> Result<Vec<AuditRecord>, (String, String)> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("00000000000000000007.seg");
+    std::fs::write(&path, hex::decode(&v.segment_hex).unwrap()).unwrap();
+    let read = || -> Result<Vec<AuditRecord>, AuditError> {
+        let mut reader = segment::SegmentReader::open(&path)?;
+        let mut out = Vec::new();
+        while let Some(r) = reader.next_record()? {
+            out.push(r);
+        }
+        Ok(out)
+    };
+    read().map_err(|e| {
+        let kind = match &e {
+            AuditError::Io { .. } => "Io",
+            AuditError::Tampered { .. } => "Tampered",
+            AuditError::Truncated { .. } => "Truncated",
+            AuditError::Checkpoint { .. } => "Checkpoint",
+            AuditError::Malformed { .. } => "Malformed",
+        };
+        let message = e
+            .to_string()
+            .replace(&path.display().to_string(), "<segment>");
+        (kind.to_string(), message)
+    })
+}
+
+#[test]
+#[ignore = "writes tests/vectors/audit_segment/"]
+fn regenerate_segment_vectors() {
+    std::fs::create_dir_all(segment_vectors_dir()).unwrap();
+    for (name, mut v) in segment_vectors() {
+        if v.expect != "ok" {
+            let (kind, message) = read_segment_vector(&v).expect_err(name);
+            v.expect = kind;
+            v.message = Some(message);
+        }
+        let mut text = serde_json::to_string_pretty(&v).unwrap();
+        text.push('\n');
+        std::fs::write(segment_vectors_dir().join(format!("{name}.json")), text).unwrap();
+    }
+}
+
+/// Every stored segment vector reads as it says: the records of the valid
+/// one exactly (so a segment sealed by an earlier build still reads), the
+/// exact error of each damaged one.
+#[test]
+fn every_segment_vector_does_what_it_says() {
+    let mut count = 0;
+    for entry in std::fs::read_dir(segment_vectors_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let v: SegmentVector = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        match (read_segment_vector(&v), v.expect.as_str()) {
+            (Ok(records), "ok") => {
+                let lines: Vec<String> = records
+                    .iter()
+                    .map(|r| serde_json::to_string(r).unwrap())
+                    .collect();
+                assert_eq!(lines, v.records, "{path:?}");
+            }
+            (Err((kind, message)), want) => {
+                assert_eq!(kind, want, "{path:?}: {message}");
+                assert_eq!(Some(message), v.message, "{path:?}");
+            }
+            (Ok(_), want) => panic!("{path:?}: read, expected {want}"),
+        }
+        count += 1;
+    }
+    assert_eq!(
+        count,
+        segment_vectors().len(),
+        "a vector file is missing or extra"
+    );
+}
+
+/// The encoder writes the stored body (the compact format) for the stored
+/// records, and reading the valid vector gives records whose hashes chain
+/// from its header (the compressed bytes may differ between DEFLATE
+/// implementations and levels; the body may not).
+#[test]
+fn the_segment_encoder_reproduces_the_vector_body() {
+    let stored: SegmentVector = serde_json::from_slice(
+        &std::fs::read(segment_vectors_dir().join("ok-all-fields.json")).unwrap(),
+    )
+    .unwrap();
+    let records: Vec<AuditRecord> = stored
+        .records
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records, vector_records());
+    let bytes = segment::encode(&records, segment::MAX_DECLARED);
+    assert_eq!(Some(inflate(&bytes)), stored.body);
+    assert_eq!(
+        inflate(&hex::decode(&stored.segment_hex).unwrap()),
+        stored.body.unwrap()
+    );
+}
