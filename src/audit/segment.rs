@@ -680,36 +680,23 @@ pub(super) fn seal(active: &Path, retired: &Path) -> Result<Option<SegmentHeader
     // so that neither it nor its records are held whole: the first finds
     // the last record (the header comes first in a segment), the second
     // checks and compacts each record into the segment.
-    let mut lines = std::io::BufReader::with_capacity(1 << 20, &file);
-    let mut line = Vec::with_capacity(4096);
-    let (mut last, mut last_number, mut number) = (Vec::new(), 0u64, 0u64);
-    loop {
-        line.clear();
-        let n = lines
-            .read_until(b'\n', &mut line)
-            .map_err(super::io_error(retired))?;
-        if n == 0 {
-            break;
-        }
-        number += 1;
+    let (mut last, mut last_number) = (Vec::new(), 0u64);
+    each_line(&file, retired, |number, line| {
         if line.last() != Some(&b'\n') {
             return Err(malformed(retired, 0, "ends in a torn line; left unsealed"));
         }
         if line.len() > 1 {
-            std::mem::swap(&mut last, &mut line);
+            last.clear();
+            last.extend_from_slice(line);
             last_number = number;
         }
-    }
+        Ok(())
+    })?;
     if last.is_empty() {
         remove_and_sync(active, retired)?;
         return Ok(None);
     }
     let last = super::record::parse_record(last_number, &last[..last.len() - 1])?;
-    drop(lines);
-    (&file)
-        .seek(std::io::SeekFrom::Start(0))
-        .map_err(super::io_error(retired))?;
-    let mut lines = std::io::BufReader::with_capacity(1 << 20, &file);
     let not_one_chain = |seq| {
         malformed(
             retired,
@@ -719,22 +706,13 @@ pub(super) fn seal(active: &Path, retired: &Path) -> Result<Option<SegmentHeader
     };
     let mut writer: Option<SegmentWriter> = None;
     let (mut expected, mut prev_hash, mut first_prev_hash) = (first_seq, String::new(), None);
-    let mut number = 0u64;
-    loop {
-        line.clear();
-        let n = lines
-            .read_until(b'\n', &mut line)
-            .map_err(super::io_error(retired))?;
-        if n == 0 {
-            break;
-        }
-        number += 1;
+    each_line(&file, retired, |number, line| {
         let Some(text) = line.strip_suffix(b"\n").filter(|t| !t.is_empty()) else {
-            continue;
+            return Ok(());
         };
         let record = super::record::parse_record(number, text)?;
         if record.seq < first_seq {
-            continue;
+            return Ok(());
         }
         if record.seq != expected || (expected != first_seq && record.prev_hash != prev_hash) {
             return Err(not_one_chain(record.seq));
@@ -758,7 +736,8 @@ pub(super) fn seal(active: &Path, retired: &Path) -> Result<Option<SegmentHeader
             })
         });
         writer.push(record);
-    }
+        Ok(())
+    })?;
     let header = match (writer, first_prev_hash) {
         (Some(writer), Some(first_prev_hash)) => {
             if expected != last.seq + 1 || prev_hash != last.hash {
@@ -776,6 +755,33 @@ pub(super) fn seal(active: &Path, retired: &Path) -> Result<Option<SegmentHeader
     };
     remove_and_sync(active, retired)?;
     Ok(header)
+}
+
+/// Calls `f` with each line of `file` (from its start, newline included;
+/// the last may lack it) and its 1-based number, through one buffer.
+fn each_line(
+    file: &std::fs::File,
+    path: &Path,
+    mut f: impl FnMut(u64, &[u8]) -> Result<(), AuditError>,
+) -> Result<(), AuditError> {
+    let mut reader = file;
+    reader
+        .seek(std::io::SeekFrom::Start(0))
+        .map_err(super::io_error(path))?;
+    let mut lines = std::io::BufReader::with_capacity(1 << 20, reader);
+    let mut line = Vec::with_capacity(4096);
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        let n = lines
+            .read_until(b'\n', &mut line)
+            .map_err(super::io_error(path))?;
+        if n == 0 {
+            return Ok(());
+        }
+        number += 1;
+        f(number, &line)?;
+    }
 }
 
 /// Whether `line` (a stored line, newline removed) hashes to `hash`, the
