@@ -492,10 +492,12 @@ async fn process<B: Backend>(
         return Err(e);
     }
     let (parts, incoming) = req.into_parts();
-    let found = precheck(&parts.headers, chrono::Utc::now(), |id| {
+    let (auth, found) = precheck(&parts.headers, chrono::Utc::now(), |id| {
         shared.backend.lookup_access_key(id)
     })
-    .and_then(|(auth, found)| check_region(&auth.region, shared.backend.region()).map(|()| found))
+    .and_then(|(auth, found)| {
+        check_region(&auth.region, shared.backend.region()).map(|()| (auth, found))
+    })
     .inspect_err(|e| audit_rejected_request(shared, peer, &parts.headers, None, e.code.as_str()))?;
     let body = read_body(&parts.headers, incoming, &shared.config)
         .await
@@ -511,10 +513,15 @@ async fn process<B: Backend>(
         query: parts.uri.query().unwrap_or(""),
         headers: &headers,
     };
-    // The access key was looked up by the precheck, from the same header.
-    let verified = sigv4::verify(&request, body.expose(), SERVICE, chrono::Utc::now(), |_| {
-        Ok(found)
-    })
+    // The header was parsed, and its access key looked up, by the precheck.
+    let verified = sigv4::verify_parsed(
+        &request,
+        auth,
+        body.expose(),
+        SERVICE,
+        chrono::Utc::now(),
+        |_| Ok(found),
+    )
     .inspect_err(|e| audit_rejected_request(shared, peer, &parts.headers, None, e.code.as_str()))?;
     // A verified request is never shed for a newcomer while it runs.
     let _busy = ticket.busy();

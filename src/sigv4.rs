@@ -418,7 +418,29 @@ where
             "Missing Authentication Token",
         )
     })?;
-    let auth = parse_authorization(header_value)?;
+    verify_parsed(
+        req,
+        parse_authorization(header_value)?,
+        body,
+        service,
+        now,
+        lookup,
+    )
+}
+
+/// [`verify`] of a request whose `Authorization` header the caller already
+/// parsed (`auth`, from the same request).
+pub(crate) fn verify_parsed<F>(
+    req: &RequestParts<'_>,
+    auth: Authorization,
+    body: &[u8],
+    service: &str,
+    now: DateTime<Utc>,
+    lookup: F,
+) -> Result<Verified>
+where
+    F: FnOnce(&str) -> Result<(String, Secret)>,
+{
     let date_text = header(req, "x-amz-date").ok_or_else(|| {
         incomplete("Authorization header requires existence of a 'X-Amz-Date' header")
     })?;
