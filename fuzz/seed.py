@@ -76,6 +76,15 @@ put("checkpoint", "complete", json.dumps({
 # `list-keys` / a failed `describe-key`; they are kept as files, not
 # generated here.
 
+# Closed audit segments: each vector's whole file (magic first), and the
+# body of the valid one (which the entry point compresses).
+for p in sorted(glob.glob(str(root / "tests/vectors/audit_segment/*.json"))):
+    v = json.load(open(p))
+    name = pathlib.Path(p).stem
+    put("audit_segment", name, bytes.fromhex(v["segment_hex"]))
+    if "body" in v:
+        put("audit_segment", name + "-body", v["body"])
+
 # SOPS files the real sops 3.11 wrote, and the same with CRLF line ends.
 for p in sorted(glob.glob(str(root / "tests/vectors/sops/*"))):
     name = pathlib.Path(p).name.replace(".", "-")

@@ -151,6 +151,7 @@ pub use writer::{AuditLog, AuditOptions};
 // A move of the keystore's root (crate::root::relocate) seals these again.
 pub(crate) use checkpoint::reseal as reseal_checkpoint;
 pub(crate) use digest::reseal_signing_keys;
+pub(crate) use segment::fuzz as fuzz_segment;
 
 use crate::error::{ErrorCode, KmsError};
 use std::io;

@@ -31,6 +31,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("sigv4_request", sigv4_request),
     ("kms_request", kms_request),
     ("audit_line", audit_line),
+    ("audit_segment", audit_segment),
     ("policy_file", policy_file),
     ("key_object", key_object),
     ("checkpoint", checkpoint),
@@ -318,6 +319,16 @@ pub fn audit_line(data: &[u8]) {
         std::fs::write(&path, data).expect("writes");
         let _ = crate::audit::read_records(&path);
     });
+}
+
+/// A closed audit segment (`audit.segments/*.seg`), a file anyone with
+/// write access to the trail's folder can replace: a whole file when the
+/// input starts with the segment magic, else a segment body that the
+/// entry point compresses. The reader gives records or an error, never a
+/// panic, and its records re-encode into a segment that reads back the
+/// same (see `audit::segment`).
+pub fn audit_segment(data: &[u8]) {
+    crate::audit::fuzz_segment(data);
 }
 
 /// A policy file: any text through the TOML policy loader.

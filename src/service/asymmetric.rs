@@ -255,16 +255,13 @@ impl ParsedKey {
             .position(|a| *a == algorithm)
             .and_then(|i| self.verifiers.get(i))
             .ok_or_else(|| KmsError::internal("a signing algorithm the key spec does not have"))?;
-        let key = match slot.get() {
-            Some(key) => key,
-            None => {
-                let parsed = signature::ParsedPublicKey::new(
-                    verification(spec, algorithm),
-                    &self.public_der,
-                )
-                .map_err(damaged)?;
-                slot.get_or_init(|| parsed)
-            }
+        let key = if let Some(key) = slot.get() {
+            key
+        } else {
+            let parsed =
+                signature::ParsedPublicKey::new(verification(spec, algorithm), &self.public_der)
+                    .map_err(damaged)?;
+            slot.get_or_init(|| parsed)
         };
         Ok(match message {
             Message::Raw(m) => key.verify_sig(m, sig),
