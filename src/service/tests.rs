@@ -1,6 +1,6 @@
 //! Unit tests of the service: deletion windows, automatic key-material
 //! rotation, cancelled deletion, probing of unknown keys, data-key
-//! parameters.
+//! parameters, Verify with each of a key's signing algorithms.
 
 use super::*;
 use crate::api::*;
@@ -184,4 +184,87 @@ fn generate_data_key_checks_its_parameters() {
         .generate_data_key_without_plaintext(&req(Some("AES_256"), None))
         .unwrap();
     assert_eq!(wp.ciphertext_blob.0.len(), 32 + ciphertext_blob::OVERHEAD);
+}
+
+/// Verify keeps one parsed public key per key and signing algorithm: each
+/// of an RSA key's six algorithms accepts its own signature and refuses
+/// the other five's, the first time (parsing) and again (from the cache),
+/// and a DIGEST verification shares the slot of its algorithm.
+#[test]
+fn verify_checks_each_signature_with_its_own_algorithm() {
+    let (_dir, kms) = owner();
+    let key_id = kms
+        .create_key(&CreateKeyRequest {
+            key_spec: Some("RSA_2048".into()),
+            key_usage: Some("SIGN_VERIFY".into()),
+            ..Default::default()
+        })
+        .unwrap()
+        .key_metadata
+        .key_id;
+    let message = crate::secret::Secret::from_slice(b"the message");
+    let algorithms = keyspec::KeySpec::Rsa(2048).signing_algorithms();
+    assert_eq!(algorithms.len(), 6);
+    let signatures: Vec<_> = algorithms
+        .iter()
+        .map(|alg| {
+            kms.sign(&SignRequest {
+                key_id: key_id.clone(),
+                message: message.clone(),
+                message_type: None,
+                signing_algorithm: (*alg).into(),
+                grant_tokens: None,
+            })
+            .unwrap()
+            .signature
+        })
+        .collect();
+    let verify = |alg: &str, signature: &CiphertextBlob, message_type: Option<&str>, message| {
+        kms.verify(&VerifyRequest {
+            key_id: key_id.clone(),
+            message,
+            message_type: message_type.map(String::from),
+            signature: signature.clone(),
+            signing_algorithm: alg.into(),
+            grant_tokens: None,
+        })
+    };
+    for pass in 0..2 {
+        for (i, alg) in algorithms.iter().enumerate() {
+            for (j, signature) in signatures.iter().enumerate() {
+                let outcome = verify(alg, signature, None, message.clone());
+                if i == j {
+                    let response = outcome.unwrap();
+                    assert!(response.signature_valid, "pass {pass}: {alg}");
+                    assert_eq!(response.signing_algorithm, *alg);
+                } else {
+                    assert_eq!(
+                        outcome.unwrap_err().code,
+                        ErrorCode::KmsInvalidSignature,
+                        "pass {pass}: {alg} accepted the signature made with {}",
+                        algorithms[j]
+                    );
+                }
+            }
+        }
+    }
+    // RSASSA_PSS_SHA_256 over the SHA-256 digest of the message.
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"the message");
+    let digest = crate::secret::Secret::from_slice(digest.as_ref());
+    assert!(
+        verify(
+            algorithms[0],
+            &signatures[0],
+            Some("DIGEST"),
+            digest.clone()
+        )
+        .unwrap()
+        .signature_valid
+    );
+    assert_eq!(
+        verify(algorithms[0], &signatures[1], Some("DIGEST"), digest)
+            .unwrap_err()
+            .code,
+        ErrorCode::KmsInvalidSignature
+    );
 }
