@@ -1,8 +1,8 @@
 //! Sign and Verify per second in process (issue 15): the service call, with
 //! its policy check, audit record and parsed-key cache, against the bare
 //! aws-lc-rs calls in the same run (a key pair of the same spec already
-//! parsed; Verify with the same public key, parsed once, and signature). The goal is a
-//! ratio of at least 0.7.
+//! parsed; Verify with the same public key, parsed once, and signature).
+//! The goal is a ratio of at least 0.7.
 //!
 //! Both sides run as `rewrap serve` runs a request: on a tokio runtime
 //! with its default worker threads (one per core), `REWRAP_BENCH_CALLERS`

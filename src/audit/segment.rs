@@ -505,7 +505,7 @@ impl SegmentReader {
 
 /// Every record of the closed segment at `path`, read and checked as
 /// every reader reads it.
-fn read_all(path: &Path) -> Result<Vec<AuditRecord>, AuditError> {
+pub(super) fn read_all(path: &Path) -> Result<Vec<AuditRecord>, AuditError> {
     let mut reader = SegmentReader::open(path)?;
     let mut records = Vec::new();
     while let Some(record) = reader.next_record()? {

@@ -1563,12 +1563,7 @@ fn a_segment_past_its_declaration_limit_reads_back_every_record() {
     let seg = dir.path().join("one.seg");
     let bytes = segment::encode(&records, 4);
     std::fs::write(&seg, &bytes).unwrap();
-    let mut reader = segment::SegmentReader::open(&seg).unwrap();
-    let mut back = Vec::new();
-    while let Some(r) = reader.next_record().unwrap() {
-        back.push(r);
-    }
-    assert_eq!(back, records);
+    assert_eq!(segment::read_all(&seg).unwrap(), records);
     // Count the declarations in the body.
     use std::io::Read;
     let mut body = String::new();
@@ -1766,15 +1761,7 @@ fn read_segment_vector(v: &SegmentVector) -> Result<Vec<AuditRecord>, (String, S
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("00000000000000000007.seg");
     std::fs::write(&path, hex::decode(&v.segment_hex).unwrap()).unwrap();
-    let read = || -> Result<Vec<AuditRecord>, AuditError> {
-        let mut reader = segment::SegmentReader::open(&path)?;
-        let mut out = Vec::new();
-        while let Some(r) = reader.next_record()? {
-            out.push(r);
-        }
-        Ok(out)
-    };
-    read().map_err(|e| {
+    segment::read_all(&path).map_err(|e| {
         let kind = match &e {
             AuditError::Io { .. } => "Io",
             AuditError::Tampered { .. } => "Tampered",
