@@ -11,6 +11,16 @@
 //! the additional authenticated data rewrap passes (PKCS#11 v2.40
 //! `CK_GCM_PARAMS`, 128-bit tag appended to the ciphertext).
 //!
+//! Operations use a session-object copy of each key (`C_CopyObject` with
+//! `CKA_TOKEN=false`), made on first use and kept in a per-process cache:
+//! the copy is still inside the HSM, sensitive and not extractable (a copy
+//! never loosens those), but a module need not re-check its token storage
+//! on every `C_EncryptInit`/`C_DecryptInit` (SoftHSM2 opens, locks and
+//! reads the key's object file each time for a token object). A module
+//! that refuses the copy is used through the token object. The copies end
+//! with the sessions (a disconnect, a token reset) and are destroyed with
+//! their key; a copy whose handle the module no longer knows is made again.
+//!
 //! A session lost to a token reset (`CKR_SESSION_HANDLE_INVALID`,
 //! `CKR_USER_NOT_LOGGED_IN`, ...) is replaced once: the pool is emptied, a
 //! new session logs in again and the call is repeated.
@@ -369,8 +379,35 @@ pub struct Token {
     max_sessions: usize,
     pool: Mutex<Pool>,
     returned: Condvar,
-    handles: Mutex<HashMap<String, ObjectHandle>>,
+    handles: Mutex<HashMap<String, KeyHandles>>,
     relogins: std::sync::atomic::AtomicU64,
+}
+
+/// A key's objects in the token: the token object, and the object the
+/// operations use (its session-object copy, or the token object itself
+/// when the module refused the copy).
+#[derive(Clone, Copy)]
+struct KeyHandles {
+    token: ObjectHandle,
+    working: ObjectHandle,
+}
+
+/// What the module says of a key's working object (see
+/// [`Token::working_object`]).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::struct_excessive_bools)] // reason: one flag per PKCS#11 attribute
+pub struct WorkingObject {
+    /// Another object than the token object: a session-object copy.
+    pub is_copy: bool,
+    /// `CKA_TOKEN`.
+    pub token: bool,
+    /// `CKA_SENSITIVE`.
+    pub sensitive: bool,
+    /// `CKA_EXTRACTABLE`.
+    pub extractable: bool,
+    /// `C_GetAttributeValue` would return `CKA_VALUE`.
+    pub value_readable: bool,
 }
 
 #[derive(Default)]
@@ -530,22 +567,136 @@ impl Token {
         }
     }
 
-    fn key_handle(&self, session: &Session, label: &str) -> Result<Option<ObjectHandle>, CkError> {
+    /// The token object labelled `label`, if there is one (session
+    /// objects, such as this process's working copies, are not looked at).
+    fn token_object(session: &Session, label: &str) -> Result<Option<ObjectHandle>, CkError> {
+        Ok(session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Token(true),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])?
+            .first()
+            .copied())
+    }
+
+    /// The handles of the key labelled `label`: from the cache, or found
+    /// in the token and copied into a session object (see the module doc).
+    fn key_handles(&self, session: &Session, label: &str) -> Result<Option<KeyHandles>, CkError> {
         if let Some(h) = self.handles.lock().expect("handle cache lock").get(label) {
             return Ok(Some(*h));
         }
-        let found = session.find_objects(&[
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::Label(label.as_bytes().to_vec()),
-        ])?;
-        let handle = found.first().copied();
-        if let Some(h) = handle {
-            self.handles
-                .lock()
-                .expect("handle cache lock")
-                .insert(label.to_string(), h);
+        let Some(token) = Self::token_object(session, label)? else {
+            return Ok(None);
+        };
+        let working = match session.copy_object(token, &[Attribute::Token(false)]) {
+            Ok(copy) => copy,
+            Err(e) if session_lost(&e) => return Err(e),
+            // A module without C_CopyObject, or a key it will not copy.
+            Err(_) => token,
+        };
+        let handles = KeyHandles { token, working };
+        let mut cache = self.handles.lock().expect("handle cache lock");
+        // Another thread made a copy meanwhile: keep one.
+        if let Some(kept) = cache.get(label) {
+            if working != token {
+                let _ = session.destroy_object(working);
+            }
+            return Ok(Some(*kept));
         }
-        Ok(handle)
+        cache.insert(label.to_string(), handles);
+        Ok(Some(handles))
+    }
+
+    /// Forgets the cached handles of `label` after the module said it no
+    /// longer knows one (its session closed, or the object was destroyed).
+    fn forget(&self, label: &str) {
+        self.handles
+            .lock()
+            .expect("handle cache lock")
+            .remove(label);
+    }
+
+    /// Runs `op` with the working object of `label` on a pooled session;
+    /// `Ok(None)` if the token has no such key. A handle the module does
+    /// not know (a copy whose session ended) is looked up again once.
+    fn with_key<R>(
+        &self,
+        label: &str,
+        op: impl Fn(&Session, ObjectHandle) -> Result<R, CkError>,
+    ) -> Result<Result<Option<R>, CkError>, HsmError> {
+        self.with_session(|s| {
+            let Some(key) = self.key_handles(s, label)? else {
+                return Ok(None);
+            };
+            match op(s, key.working) {
+                Err(CkError::Pkcs11(
+                    RvError::KeyHandleInvalid | RvError::ObjectHandleInvalid,
+                    _,
+                )) => {
+                    self.forget(label);
+                    match self.key_handles(s, label)? {
+                        Some(key) => op(s, key.working).map(Some),
+                        None => Ok(None),
+                    }
+                }
+                out => out.map(Some),
+            }
+        })
+    }
+
+    /// The working object of `label` as the module reports it (making it
+    /// if need be), for the tests: whether it is a copy (another object
+    /// than the token object), and its `CKA_TOKEN`, `CKA_SENSITIVE`,
+    /// `CKA_EXTRACTABLE`, and whether `CKA_VALUE` can be read.
+    #[doc(hidden)]
+    pub fn working_object(&self, label: &str) -> Result<WorkingObject, HsmError> {
+        use cryptoki::object::{AttributeInfo, AttributeType};
+        self.with_session(|s| {
+            let Some(key) = self.key_handles(s, label)? else {
+                return Ok(None);
+            };
+            let flags = s.get_attributes(
+                key.working,
+                &[
+                    AttributeType::Token,
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                ],
+            )?;
+            let flag = |wanted: fn(&Attribute) -> Option<bool>| flags.iter().find_map(wanted);
+            let value = s.get_attribute_info(key.working, &[AttributeType::Value])?;
+            Ok(Some(WorkingObject {
+                is_copy: key.working != key.token,
+                token: flag(|a| matches!(a, Attribute::Token(b) if *b).then_some(true))
+                    .unwrap_or(false),
+                sensitive: flag(|a| matches!(a, Attribute::Sensitive(b) if *b).then_some(true))
+                    .unwrap_or(false),
+                extractable: flag(|a| matches!(a, Attribute::Extractable(b) if *b).then_some(true))
+                    .unwrap_or(false),
+                value_readable: matches!(value.first(), Some(AttributeInfo::Available(_))),
+            }))
+        })?
+        .map_err(HsmError::from_ck)?
+        .ok_or_else(|| HsmError::KeyNotFound(label.to_string()))
+    }
+
+    /// Destroys the working copy of `label` behind the cache's back (what
+    /// the end of the session that made it does), for the tests.
+    #[doc(hidden)]
+    pub fn destroy_working_copy(&self, label: &str) -> Result<(), HsmError> {
+        let cached = self
+            .handles
+            .lock()
+            .expect("handle cache lock")
+            .get(label)
+            .copied();
+        match cached {
+            Some(KeyHandles { token, working }) if working != token => self
+                .with_session(|s| s.destroy_object(working))?
+                .map_err(HsmError::from_ck),
+            _ => Err(HsmError::KeyNotFound(label.to_string())),
+        }
     }
 
     /// Generates an AES-256 key inside the token, labelled `label`:
@@ -563,31 +714,35 @@ impl Token {
             Attribute::Decrypt(true),
             Attribute::Label(label.as_bytes().to_vec()),
         ];
-        let handle = self
-            .with_session(|s| s.generate_key(&Mechanism::AesKeyGen, &template))?
+        // Its working copy is made on first use (see the module doc).
+        self.with_session(|s| s.generate_key(&Mechanism::AesKeyGen, &template).map(drop))?
             .map_err(|e| match e {
                 CkError::Pkcs11(RvError::DeviceMemory | RvError::HostMemory, _) => {
                     HsmError::TokenFull(label.to_string())
                 }
                 other => HsmError::from_ck(other),
             })?;
-        self.handles
-            .lock()
-            .expect("handle cache lock")
-            .insert(label.to_string(), handle);
         Ok(())
     }
 
     /// Destroys every key object labelled `label` (C_DestroyObject);
     /// returns how many there were (none: already gone).
     pub fn destroy_key(&self, label: &str) -> Result<usize, HsmError> {
-        self.handles
+        let cached = self
+            .handles
             .lock()
             .expect("handle cache lock")
             .remove(label);
         self.with_session(|s| {
+            if let Some(KeyHandles { token, working }) = cached {
+                if working != token {
+                    // Gone already if its session ended; either way unusable.
+                    let _ = s.destroy_object(working);
+                }
+            }
             let found = s.find_objects(&[
                 Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Token(true),
                 Attribute::Label(label.as_bytes().to_vec()),
             ])?;
             for handle in &found {
@@ -600,7 +755,7 @@ impl Token {
 
     /// Whether a key object labelled `label` is in the token.
     pub fn has_key(&self, label: &str) -> Result<bool, HsmError> {
-        self.with_session(|s| self.key_handle(s, label))?
+        self.with_session(|s| Self::token_object(s, label))?
             .map(|h| h.is_some())
             .map_err(HsmError::from_ck)
     }
@@ -614,14 +769,10 @@ impl Token {
         aad: &[u8],
         plaintext: &[u8],
     ) -> Result<Vec<u8>, HsmError> {
-        let out = self.with_session(|s| {
-            let Some(key) = self.key_handle(s, label)? else {
-                return Ok(None);
-            };
+        let out = self.with_key(label, |s, key| {
             let mut iv = iv;
             let params = GcmParams::new(&mut iv, aad, (TAG_LEN as u64 * 8).into())?;
             s.encrypt(&Mechanism::AesGcm(params), key, plaintext)
-                .map(Some)
         })?;
         out.map_err(HsmError::from_ck)?
             .ok_or_else(|| HsmError::KeyNotFound(label.to_string()))
@@ -639,14 +790,11 @@ impl Token {
         if ciphertext_and_tag.len() < TAG_LEN {
             return Err(HsmError::Authentication);
         }
-        let out = self.with_session(|s| {
-            let Some(key) = self.key_handle(s, label)? else {
-                return Ok(None);
-            };
+        let out = self.with_key(label, |s, key| {
             let mut iv = iv;
             let params = GcmParams::new(&mut iv, aad, (TAG_LEN as u64 * 8).into())?;
             s.decrypt(&Mechanism::AesGcm(params), key, ciphertext_and_tag)
-                .map(|p| Some(Secret::new(p)))
+                .map(Secret::new)
         })?;
         match out {
             Ok(Some(plain)) => Ok(plain),

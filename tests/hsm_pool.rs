@@ -1,6 +1,7 @@
 //! The PKCS#11 session pool on SoftHSM2, in process: a login lost under
 //! the pool (a token reset) is replaced by one new, logged-in session and
-//! the call that met it succeeds. The module is loaded by this test
+//! the call that met it succeeds; operations use a session-object copy of
+//! each key that is as sensitive and unextractable as the token object. The module is loaded by this test
 //! binary itself, so it holds one test (a module is initialized once per
 //! process, with one SOFTHSM2_CONF).
 
@@ -43,4 +44,53 @@ fn a_lost_login_is_replaced_once_and_the_call_succeeds() {
             .unwrap(),
     );
     assert_eq!(listing.matches("relogin/k").count(), 2, "{listing}");
+    // In the same test: the module is initialized once per process.
+    operations_use_an_unextractable_session_copy_of_the_key(&hsm, &token);
+}
+
+/// Operations use a session-object copy of the key: not a token object,
+/// still sensitive and not extractable, its value unreadable. A copy the
+/// module lost is made again; a destroyed key's copy goes with it.
+fn operations_use_an_unextractable_session_copy_of_the_key(
+    hsm: &SoftHsm,
+    token: &rewrap::hsm::Token,
+) {
+    token.generate_aes_key("copies/k1").unwrap();
+    let iv = [9u8; 12];
+    let sealed = token
+        .encrypt_gcm("copies/k1", iv, b"aad", b"under the copy")
+        .unwrap();
+    let working = token.working_object("copies/k1").unwrap();
+    assert_eq!(
+        working,
+        rewrap::hsm::WorkingObject {
+            is_copy: true,
+            token: false,
+            sensitive: true,
+            extractable: false,
+            value_readable: false,
+        }
+    );
+    // The copy is gone (its session ended): the next call copies again.
+    token.destroy_working_copy("copies/k1").unwrap();
+    let plain = token.decrypt_gcm("copies/k1", iv, b"aad", &sealed).unwrap();
+    assert_eq!(plain.expose(), b"under the copy");
+    assert!(token.working_object("copies/k1").unwrap().is_copy);
+    // The token holds the one token object; the copy is this session's.
+    let listing = support::cli::stdout(
+        &hsm.tool()
+            .args(["--list-objects", "--type", "secrkey"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(listing.matches("copies/k1").count(), 1, "{listing}");
+    // Destroying the key destroys its copy: nothing decrypts under it.
+    assert_eq!(token.destroy_key("copies/k1").unwrap(), 1);
+    assert_eq!(
+        token
+            .decrypt_gcm("copies/k1", iv, b"aad", &sealed)
+            .unwrap_err(),
+        rewrap::hsm::HsmError::KeyNotFound("copies/k1".into())
+    );
+    assert!(!token.has_key("copies/k1").unwrap());
 }
