@@ -619,3 +619,25 @@ fn a_tree_encryption_publishes_no_file_whose_key_use_it_cannot_record() {
         );
     }
 }
+
+/// The first checkpoint is put in place whole (a temporary file linked into
+/// place), so a writer killed while making it never leaves an empty or
+/// short one that the next writer would take for a forgery: after the
+/// first records the checkpoint has its full length and owner-only mode,
+/// and no temporary file is left beside it.
+#[test]
+fn the_first_checkpoint_appears_whole_and_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = busy_env();
+    let meta = std::fs::metadata(env.home.join("audit.checkpoint")).unwrap();
+    assert_eq!(meta.len(), 156);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let leftovers: Vec<String> = std::fs::read_dir(&env.home)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".audit.checkpoint."))
+        .collect();
+    assert_eq!(leftovers, Vec::<String>::new());
+    let o = verify(&env);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}

@@ -15,7 +15,9 @@
 //! ```
 //!
 //! The additional authenticated data is `rewrap audit checkpoint v1`. The
-//! file has a fixed length and is rewritten in place with one `pwrite`.
+//! file has a fixed length: it is first put in place whole (a temporary
+//! file linked to its name, so a writer killed at any instant leaves none or
+//! a whole one), then rewritten in place with one `pwrite`.
 //! The checkpoint itself is never synced, and the trail is synced only by a
 //! durable handle's group commit, after the checkpoint's `pwrite`: after a
 //! power loss the checkpoint can name records the disk lost (records no
@@ -125,7 +127,7 @@ impl Checkpointer {
         })?;
         let file = match &mut self.file {
             Some(f) => f,
-            None => self.file.insert(open_rw(&self.path)?),
+            None => self.file.insert(open_or_create(&self.path, &sealed)?),
         };
         file.write_all_at(&sealed, 0).map_err(io_error(&self.path))
     }
@@ -160,14 +162,35 @@ impl Checkpointer {
     }
 }
 
+/// Opens the checkpoint at `path` for rewriting; if there is none, puts
+/// one holding `sealed` in place whole (written to a temporary file in the
+/// same folder, then linked to `path`), so that a writer killed at any
+/// instant never leaves an empty or short checkpoint, which would read as
+/// a forged one. Rewrites are one `pwrite` of the whole fixed length.
+fn open_or_create(path: &Path, sealed: &[u8]) -> Result<File, AuditError> {
+    use std::io::Write;
+    match open_rw(path) {
+        Err(AuditError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+        other => return other,
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut temp = tempfile::Builder::new()
+        .prefix(".audit.checkpoint.")
+        .tempfile_in(dir)
+        .map_err(io_error(path))?;
+    temp.write_all(sealed).map_err(io_error(path))?;
+    match temp.persist_noclobber(path) {
+        Ok(file) => Ok(file),
+        // Another writer put its own in place meanwhile: rewrite that one.
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => open_rw(path),
+        Err(e) => Err(io_error(path)(e.error)),
+    }
+}
+
 fn open_rw(path: &Path) -> Result<File, AuditError> {
-    use std::os::unix::fs::OpenOptionsExt;
     OpenOptions::new()
         .read(true)
         .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
         .open(path)
         .map_err(io_error(path))
 }
