@@ -73,6 +73,9 @@ pub struct CallerInfo {
     pub access_key_id: Option<String>,
     /// The signed `x-rewrap-object` header: what the key use is for.
     pub object: Option<String>,
+    /// The request id the answer carries (`x-amzn-RequestId`), for the
+    /// audit records.
+    pub request_id: String,
 }
 
 /// What the server needs of a KMS: access keys, operations, automatic rotation.
@@ -119,6 +122,7 @@ impl Backend for ServiceBackend {
             access_key_id: caller.access_key_id,
             request_parameters: None,
             object: caller.object,
+            request_id: Some(caller.request_id),
         });
         session.call(op, body)
     }
@@ -459,7 +463,7 @@ async fn handle<B: Backend>(
     ticket: &Arc<Ticket>,
 ) -> Response<SecretBody> {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let (status, body) = match process(req, peer, shared, ticket).await {
+    let (status, body) = match process(req, peer, shared, ticket, &request_id).await {
         Ok(body) => (StatusCode::OK, body),
         Err(e) => {
             let json = serde_json::json!({ "__type": e.kind, "message": e.message });
@@ -481,14 +485,18 @@ async fn process<B: Backend>(
     peer: SocketAddr,
     shared: &Shared<B>,
     ticket: &Arc<Ticket>,
+    request_id: &str,
 ) -> std::result::Result<Secret, WireError> {
+    let refused = |headers: &hyper::HeaderMap, principal: Option<&str>, error: &str| {
+        audit_rejected_request(shared, peer, headers, principal, error, request_id);
+    };
     if req.method() != Method::POST {
         let e = WireError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::UnsupportedOperation.as_str(),
             "Only POST is supported",
         );
-        audit_rejected_request(shared, peer, req.headers(), None, e.kind);
+        refused(req.headers(), None, e.kind);
         return Err(e);
     }
     let (parts, incoming) = req.into_parts();
@@ -498,10 +506,10 @@ async fn process<B: Backend>(
     .and_then(|(auth, found)| {
         check_region(&auth.region, shared.backend.region()).map(|()| (auth, found))
     })
-    .inspect_err(|e| audit_rejected_request(shared, peer, &parts.headers, None, e.code.as_str()))?;
+    .inspect_err(|e| refused(&parts.headers, None, e.code.as_str()))?;
     let body = read_body(&parts.headers, incoming, &shared.config)
         .await
-        .inspect_err(|e| audit_rejected_request(shared, peer, &parts.headers, None, e.kind))?;
+        .inspect_err(|e| refused(&parts.headers, None, e.kind))?;
     let headers: Vec<(&str, &str)> = parts
         .headers
         .iter()
@@ -522,17 +530,16 @@ async fn process<B: Backend>(
         chrono::Utc::now(),
         |_| Ok(found),
     )
-    .inspect_err(|e| audit_rejected_request(shared, peer, &parts.headers, None, e.code.as_str()))?;
+    .inspect_err(|e| refused(&parts.headers, None, e.code.as_str()))?;
     // A verified request is never shed for a newcomer while it runs.
     let _busy = ticket.busy();
     let known = Some(verified.principal.as_str());
-    let op = operation(&parts.headers)
-        .inspect_err(|e| audit_rejected_request(shared, peer, &parts.headers, known, e.kind))?;
+    let op = operation(&parts.headers).inspect_err(|e| refused(&parts.headers, known, e.kind))?;
     check_content_type(&parts.headers).inspect_err(|e| {
-        audit_rejected_request(shared, peer, &parts.headers, known, e.code.as_str());
+        refused(&parts.headers, known, e.code.as_str());
     })?;
     let object = object_header(&parts.headers).inspect_err(|e| {
-        audit_rejected_request(shared, peer, &parts.headers, known, e.code.as_str());
+        refused(&parts.headers, known, e.code.as_str());
     })?;
     let caller = CallerInfo {
         object,
@@ -544,6 +551,7 @@ async fn process<B: Backend>(
             .get(USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
+        request_id: request_id.to_string(),
     };
     if shared.config.inline_operations && !shared.backend.may_block(op) {
         // Run on this task; the record's fdatasync is awaited without
@@ -574,6 +582,7 @@ fn audit_rejected_request<B: Backend>(
     headers: &hyper::HeaderMap,
     principal: Option<&str>,
     error: &str,
+    request_id: &str,
 ) {
     let text = |name| {
         headers
@@ -603,6 +612,7 @@ fn audit_rejected_request<B: Backend>(
             user_agent: text(USER_AGENT).map(|u| u.chars().take(512).collect()),
             operation,
             error: error.to_string(),
+            request_id: request_id.to_string(),
         });
     });
     if !durability.is_empty() {

@@ -191,6 +191,12 @@ fn boto3_calls_every_operation_with_exact_error_codes() {
 
 /// A raw HTTP exchange; returns (status, `__type`).
 fn raw(addr: &str, headers: &[(String, String)], body: &[u8]) -> (u16, String) {
+    let (status, kind, _) = exchange(addr, headers, body);
+    (status, kind)
+}
+
+/// A raw HTTP exchange; returns (status, `__type`, `x-amzn-RequestId`).
+fn exchange(addr: &str, headers: &[(String, String)], body: &[u8]) -> (u16, String, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     let mut req = format!(
         "POST / HTTP/1.1\r\ncontent-length: {}\r\nconnection: close\r\n",
@@ -205,12 +211,63 @@ fn raw(addr: &str, headers: &[(String, String)], body: &[u8]) -> (u16, String) {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let status = out[9..12].parse().unwrap();
-    let json = out.split("\r\n\r\n").nth(1).unwrap_or("");
+    let (head, json) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
     let kind = serde_json::from_str::<serde_json::Value>(json)
         .ok()
         .and_then(|v| v["__type"].as_str().map(str::to_string))
         .unwrap_or_default();
-    (status, kind)
+    let request_id = head
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .find(|(n, _)| n.eq_ignore_ascii_case("x-amzn-requestid"))
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_default();
+    (status, kind, request_id)
+}
+
+/// The request id a client is answered with (`x-amzn-RequestId`) is the
+/// `request_id` of its audit record, for a request that ran and for one
+/// refused before it ran: an auditor finds a client's request by the id
+/// the client logged.
+#[test]
+fn the_request_id_answered_is_the_audit_records() {
+    let ks = keystore();
+    let server = Server::start(ks.home.path(), &[]);
+    let addr = server.addr().to_string();
+    let h = signed_headers(&addr, &ks.owner, b"{}", chrono::Utc::now());
+    let (status, _, ran) = exchange(&addr, &h, b"{}");
+    assert_eq!(status, 200);
+    let (status, kind, refused) = exchange(&addr, &h, b"{ }");
+    assert_eq!((status, kind.as_str()), (400, "InvalidSignatureException"));
+    assert_eq!((ran.len(), refused.len()), (36, 36), "{ran} {refused}");
+    assert_ne!(ran, refused);
+    let audit = std::fs::read_to_string(ks.home.path().join("audit.log")).unwrap();
+    let records: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let with = |id: &str| -> Vec<(String, String)> {
+        records
+            .iter()
+            .filter(|r| r["request_id"] == id)
+            .map(|r| {
+                (
+                    r["operation"].as_str().unwrap().to_string(),
+                    r["outcome"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        with(&ran),
+        [("ListKeys".into(), "Success".into())],
+        "{audit}"
+    );
+    assert_eq!(
+        with(&refused),
+        [("ListKeys".into(), "InvalidSignatureException".into())],
+        "{audit}"
+    );
 }
 
 fn signed_headers(

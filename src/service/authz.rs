@@ -265,9 +265,11 @@ impl KmsService {
         let result = body(&mut trail);
         let allowed = !trail.decisions.is_empty() && trail.decisions.iter().all(|d| d.allowed);
         let record = AuditRecord {
-            request_id: uuid::Builder::from_random_bytes(rand::random())
-                .into_uuid()
-                .to_string(),
+            request_id: caller.request_id.clone().unwrap_or_else(|| {
+                uuid::Builder::from_random_bytes(rand::random())
+                    .into_uuid()
+                    .to_string()
+            }),
             principal: caller.principal.clone(),
             operation: operation.into(),
             keys: trail.keys,

@@ -114,6 +114,11 @@ pub struct Caller {
     /// `x-rewrap-object` header), for the audit record; a request's own
     /// `object` member wins.
     pub object: Option<String>,
+    /// The request id the server answers this request with
+    /// (`x-amzn-RequestId`): its audit records carry it, so an auditor
+    /// finds a client's request by the id the client was given. `None`
+    /// (the CLI, whose session makes many calls): each record gets a new one.
+    pub request_id: Option<String>,
 }
 
 /// The keystore state as last read, with lookup indexes.

@@ -34,6 +34,8 @@ pub struct RejectedRequest {
     pub operation: Option<String>,
     /// The AWS error name the request was answered with.
     pub error: String,
+    /// The request id it was answered with (`x-amzn-RequestId`).
+    pub request_id: String,
 }
 
 /// What the audit record of an operation on aliases, principals, access
@@ -127,7 +129,7 @@ impl KmsService {
     /// anyway.
     pub fn audit_rejected(&self, r: &RejectedRequest) {
         let record = AuditRecord {
-            request_id: uuid::Uuid::new_v4().to_string(),
+            request_id: r.request_id.clone(),
             principal: r.principal.clone().unwrap_or_default(),
             operation: r.operation.clone().unwrap_or_default(),
             decision: DECISION_DENY.into(),
