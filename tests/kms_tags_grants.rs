@@ -174,6 +174,9 @@ fn aws_cli_tags_and_grants() {
         ],
     ));
     let token = grant["GrantToken"].as_str().unwrap();
+    // A fixed start, never `-`: command lines take the token as a value.
+    assert!(token.starts_with("RWGT"), "{token}");
+    assert_eq!(token.len(), 68, "{token}");
     let listed = json(&aws(&env.owner, &["list-grants", "--key-id", &key]));
     assert_eq!(listed["Grants"][0]["GrantId"], grant["GrantId"]);
     assert_eq!(

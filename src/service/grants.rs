@@ -294,7 +294,7 @@ impl KmsService {
                 trail.param("DryRun", "true".into());
                 return Err(dry_run());
             }
-            let token = random_token(64, TOKEN_ALPHABET);
+            let token = format!("{TOKEN_PREFIX}{}", random_token(64, TOKEN_ALPHABET));
             let id = self.mutate(|state, now| {
                 // Name makes CreateGrant idempotent: the same request again
                 // returns the grant it made, with a new token.
@@ -468,6 +468,10 @@ impl KmsService {
 }
 
 const TOKEN_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+/// The start of every grant token: a token is passed on command lines
+/// (`--grant-tokens T`), and one that began with `-` (one in 64 did) was
+/// taken for an option by the AWS CLI.
+const TOKEN_PREFIX: &str = "RWGT";
 
 /// One page of ListGrants or ListRetirableGrants.
 fn grant_page(
