@@ -71,7 +71,7 @@ pub enum HsmError {
     #[error("the token's user PIN is locked (CKR_PIN_LOCKED)")]
     PinLocked,
     /// The token has no room for another object.
-    #[error("the token is full: no room for another key object ({0})")]
+    #[error("the token cannot store another key object ({0}): it is full, or its storage failed")]
     TokenFull(String),
     /// No key object has that label.
     #[error("no key object labelled {0} in the token")]
@@ -664,16 +664,12 @@ impl Token {
                     AttributeType::Extractable,
                 ],
             )?;
-            let flag = |wanted: fn(&Attribute) -> Option<bool>| flags.iter().find_map(wanted);
             let value = s.get_attribute_info(key.working, &[AttributeType::Value])?;
             Ok(Some(WorkingObject {
                 is_copy: key.working != key.token,
-                token: flag(|a| matches!(a, Attribute::Token(b) if *b).then_some(true))
-                    .unwrap_or(false),
-                sensitive: flag(|a| matches!(a, Attribute::Sensitive(b) if *b).then_some(true))
-                    .unwrap_or(false),
-                extractable: flag(|a| matches!(a, Attribute::Extractable(b) if *b).then_some(true))
-                    .unwrap_or(false),
+                token: flags.contains(&Attribute::Token(true)),
+                sensitive: flags.contains(&Attribute::Sensitive(true)),
+                extractable: flags.contains(&Attribute::Extractable(true)),
                 value_readable: matches!(value.first(), Some(AttributeInfo::Available(_))),
             }))
         })?
@@ -717,9 +713,12 @@ impl Token {
         // Its working copy is made on first use (see the module doc).
         self.with_session(|s| s.generate_key(&Mechanism::AesKeyGen, &template).map(drop))?
             .map_err(|e| match e {
-                CkError::Pkcs11(RvError::DeviceMemory | RvError::HostMemory, _) => {
-                    HsmError::TokenFull(label.to_string())
-                }
+                // SoftHSM2 answers CKR_FUNCTION_FAILED when the disk under
+                // its token folder is full; a hardware token CKR_DEVICE_MEMORY.
+                CkError::Pkcs11(
+                    RvError::DeviceMemory | RvError::HostMemory | RvError::FunctionFailed,
+                    _,
+                ) => HsmError::TokenFull(label.to_string()),
                 other => HsmError::from_ck(other),
             })?;
         Ok(())

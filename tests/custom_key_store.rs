@@ -1334,3 +1334,71 @@ fn a_deleted_hsm_key_leaves_no_object_in_the_token() {
     );
     store_op(&env, &hsm, "delete-custom-key-store", &store);
 }
+
+/// A full token refuses a new key with `LimitExceededException` naming the
+/// cause, leaves no half-made key behind, and its keys keep working. The
+/// token's folder is a small tmpfs; SoftHSM2 answers `CKR_FUNCTION_FAILED`
+/// when it cannot write the new object's file.
+#[test]
+fn a_full_token_refuses_a_new_key_and_keeps_the_old_ones() {
+    let env = Env::new();
+    let hsm = SoftHsm::new_on_small_disk("rewrap-full", 48 * 1024);
+    let store = create_store(&env, &hsm, "small", &hsm.pin_source());
+    store_op(&env, &hsm, "connect-custom-key-store", &store);
+    let first = hsm_key(&env, &hsm, &store)["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let enc = ok(
+        &env,
+        &hsm,
+        &["encrypt", "--key-id", &first, "--plaintext", "kept"],
+    );
+    let blob_path = env.path("kept.enc");
+    std::fs::write(&blob_path, b64(enc["CiphertextBlob"].as_str().unwrap())).unwrap();
+    let keys_before = |env: &Env| {
+        ok(env, &hsm, &["list-keys"])["Keys"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let mut made = 1;
+    let refused = loop {
+        let before = keys_before(&env);
+        let out = run(
+            &env,
+            &hsm,
+            &[
+                "create-key",
+                "--origin",
+                "AWS_CLOUDHSM",
+                "--custom-key-store-id",
+                &store,
+            ],
+        );
+        if !out.status.success() {
+            assert_eq!(keys_before(&env), before, "a refused CreateKey left a key");
+            break out;
+        }
+        made += 1;
+        assert!(made < 64, "a 48 KiB token never filled up");
+    };
+    assert!(made >= 2, "the token was full before its second key");
+    assert_aws_error(&refused, "LimitExceededException", "CreateKey");
+    assert!(
+        stderr(&refused).contains("the token cannot store another key object (rewrap/")
+            && stderr(&refused).contains("): it is full, or its storage failed"),
+        "{}",
+        stderr(&refused)
+    );
+    let dec = ok(
+        &env,
+        &hsm,
+        &[
+            "decrypt",
+            "--ciphertext-blob",
+            &format!("fileb://{}", blob_path.display()),
+        ],
+    );
+    assert_eq!(b64(dec["Plaintext"].as_str().unwrap()), b"kept");
+}

@@ -21,12 +21,32 @@ pub(crate) struct SoftHsm {
     pub label: String,
     /// A file holding the user PIN (mode 0600).
     pub pin_file: PathBuf,
+    /// A tmpfs mounted as the token folder, unmounted on drop.
+    mounted: Option<PathBuf>,
+}
+
+impl Drop for SoftHsm {
+    fn drop(&mut self) {
+        if let Some(tokens) = &self.mounted {
+            let _ = Command::new("umount").arg(tokens).status();
+        }
+    }
 }
 
 impl SoftHsm {
     /// Initializes a token labelled `label`. Panics (never skips) when
     /// SoftHSM2 is not installed.
     pub(crate) fn new(label: &str) -> SoftHsm {
+        SoftHsm::init(label, None)
+    }
+
+    /// A token whose folder is a tmpfs of `bytes` (mounted here: the test
+    /// command runs as root), so that it fills up after a few key objects.
+    pub(crate) fn new_on_small_disk(label: &str, bytes: usize) -> SoftHsm {
+        SoftHsm::init(label, Some(bytes))
+    }
+
+    fn init(label: &str, small_disk: Option<usize>) -> SoftHsm {
         assert!(
             Path::new(MODULE).exists(),
             "{MODULE} is missing: apt-get install softhsm2 opensc (scripts/test installs them)"
@@ -34,6 +54,25 @@ impl SoftHsm {
         let dir = tempfile::tempdir().unwrap();
         let tokens = dir.path().join("tokens");
         std::fs::create_dir(&tokens).unwrap();
+        let mounted = small_disk.map(|bytes| {
+            let out = Command::new("mount")
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={bytes},mode=0700"),
+                    "tmpfs",
+                ])
+                .arg(&tokens)
+                .output()
+                .expect("mount runs");
+            assert!(
+                out.status.success(),
+                "mounting a tmpfs for a full token needs root: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            tokens.clone()
+        });
         let conf = dir.path().join("softhsm2.conf");
         std::fs::write(
             &conf,
@@ -61,6 +100,7 @@ impl SoftHsm {
             conf,
             label: label.into(),
             pin_file,
+            mounted,
         }
     }
 
