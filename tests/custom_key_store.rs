@@ -1402,3 +1402,83 @@ fn a_full_token_refuses_a_new_key_and_keeps_the_old_ones() {
     );
     assert_eq!(b64(dec["Plaintext"].as_str().unwrap()), b"kept");
 }
+
+/// Automatic rotation of an HSM key (beyond AWS, which cannot rotate keys
+/// in CloudHSM key stores): `rewrap serve`'s rotation task, 91 days on
+/// (test-only clock), makes version 2 as a new token object, and a blob
+/// of version 1 still decrypts.
+#[test]
+fn automatic_rotation_of_an_hsm_key_makes_a_token_object_per_version() {
+    let (env, hsm, store) = connected();
+    let key_id = hsm_key(&env, &hsm, &store)["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(
+        &env,
+        &hsm,
+        &[
+            "enable-key-rotation",
+            "--key-id",
+            &key_id,
+            "--rotation-period-in-days",
+            "90",
+        ],
+    );
+    let enc = ok(
+        &env,
+        &hsm,
+        &["encrypt", "--key-id", &key_id, "--plaintext", "v1"],
+    );
+    let blob_path = env.path("v1.enc");
+    std::fs::write(&blob_path, b64(enc["CiphertextBlob"].as_str().unwrap())).unwrap();
+    let rotations = |env: &Env| {
+        ok(env, &hsm, &["list-key-rotations", "--key-id", &key_id])["Rotations"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(rotations(&env).len(), 0);
+    let mut serve = env.command(&env.owner);
+    serve.env("SOFTHSM2_CONF", &hsm.conf);
+    let server = support::cli::Server::from_command(
+        serve,
+        &[
+            "--debug-clock-offset-days",
+            "91",
+            "--rotation-check-interval",
+            "1",
+        ],
+    );
+    let started = std::time::Instant::now();
+    let found = loop {
+        let r = rotations(&env);
+        if !r.is_empty() || started.elapsed() > std::time::Duration::from_secs(15) {
+            break r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    drop(server);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["RotationType"], "AUTOMATIC");
+    let listing = stdout(
+        &hsm.tool()
+            .args(["--list-objects", "--type", "secrkey"])
+            .output()
+            .unwrap(),
+    );
+    for version in ["v1", "v2"] {
+        let label = format!("rewrap/{key_id}/{version}");
+        assert_eq!(listing.matches(&label).count(), 1, "{listing}");
+    }
+    let dec = ok(
+        &env,
+        &hsm,
+        &[
+            "decrypt",
+            "--ciphertext-blob",
+            &format!("fileb://{}", blob_path.display()),
+        ],
+    );
+    assert_eq!(b64(dec["Plaintext"].as_str().unwrap()), b"v1");
+}
