@@ -570,14 +570,16 @@ impl Token {
     /// The token object labelled `label`, if there is one (session
     /// objects, such as this process's working copies, are not looked at).
     fn token_object(session: &Session, label: &str) -> Result<Option<ObjectHandle>, CkError> {
-        Ok(session
-            .find_objects(&[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::Token(true),
-                Attribute::Label(label.as_bytes().to_vec()),
-            ])?
-            .first()
-            .copied())
+        Ok(Self::token_objects(session, label)?.first().copied())
+    }
+
+    /// Every token object labelled `label` (session objects left out).
+    fn token_objects(session: &Session, label: &str) -> Result<Vec<ObjectHandle>, CkError> {
+        session.find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Token(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
     }
 
     /// The handles of the key labelled `label`: from the cache, or found
@@ -739,11 +741,7 @@ impl Token {
                     let _ = s.destroy_object(working);
                 }
             }
-            let found = s.find_objects(&[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::Token(true),
-                Attribute::Label(label.as_bytes().to_vec()),
-            ])?;
+            let found = Self::token_objects(s, label)?;
             for handle in &found {
                 s.destroy_object(*handle)?;
             }
