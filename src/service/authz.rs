@@ -229,7 +229,7 @@ impl KmsService {
         &self,
         caller: &Caller,
         op: Operation,
-        body: impl FnOnce(&mut Trail) -> Result<R>,
+        body: impl Fn(&mut Trail) -> Result<R>,
     ) -> Result<R> {
         self.audited_named(caller, op.name(), Action::bits(op.actions()), body)
     }
@@ -239,9 +239,45 @@ impl KmsService {
         caller: &Caller,
         operation: &str,
         declared: u64,
+        body: impl Fn(&mut Trail) -> Result<R>,
+    ) -> Result<R> {
+        let (mut record, mut result) = self.run_audited(caller, operation, declared, &body);
+        if matches!(&result, Err(e) if e.code == ErrorCode::NotFound) && self.refreshed()? {
+            // The key (or alias) may be one another process just made, in
+            // the moments the snapshot is trusted without a look at the file
+            // (FRESHNESS): asked again on the fresh state, so a job that
+            // creates a key and uses it through the server at once is never
+            // told it does not exist. Only the answer given is recorded.
+            (record, result) = self.run_audited(caller, operation, declared, &body);
+        }
+        self.recorded(record, result)
+    }
+
+    /// [`KmsService::audited_named`] for a body that can run only once (it
+    /// consumes what it was given): never asked again.
+    pub(super) fn audited_named_once<R>(
+        &self,
+        caller: &Caller,
+        operation: &str,
+        declared: u64,
         body: impl FnOnce(&mut Trail) -> Result<R>,
     ) -> Result<R> {
         let (record, result) = self.run_audited(caller, operation, declared, body);
+        self.recorded(record, result)
+    }
+
+    /// [`KmsService::audited`] for a body that can run only once.
+    pub(super) fn audited_once<R>(
+        &self,
+        caller: &Caller,
+        op: Operation,
+        body: impl FnOnce(&mut Trail) -> Result<R>,
+    ) -> Result<R> {
+        self.audited_named_once(caller, op.name(), Action::bits(op.actions()), body)
+    }
+
+    /// `result`, once its audit record is appended.
+    fn recorded<R>(&self, record: AuditRecord, result: Result<R>) -> Result<R> {
         if let Err(e) = self.audit.append(record) {
             // No audit record, no key use: compliance needs every use on record.
             return Err(audit_failed(e));
@@ -402,7 +438,7 @@ impl KmsService {
         };
         let name = action.name();
         let name = name.rsplit(':').next().unwrap_or(name);
-        self.audited_named(&caller, name, action.bit(), |trail| {
+        self.audited_named_once(&caller, name, action.bit(), |trail| {
             self.authorize(trail, &caller, action, &["*".into()], None)?;
             Ok(work())
         })

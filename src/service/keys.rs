@@ -190,6 +190,9 @@ impl KmsService {
         interlock: Option<(bool, &str)>,
         change: impl FnOnce(&mut KeyRecord, f64) -> Result<R>,
     ) -> Result<R> {
+        // Taken by the attempt that reaches the change (the body may be
+        // asked twice: see `audited_named`).
+        let change = std::cell::Cell::new(Some(change));
         self.audited(caller, op, |trail| {
             let snap = self.snapshot()?;
             let id = self
@@ -203,6 +206,7 @@ impl KmsService {
                     .keys
                     .get_mut(&id)
                     .ok_or_else(|| self.key_not_found(&id))?;
+                let change = change.take().ok_or_else(|| self.key_not_found(&id))?;
                 change(key, now)
             })
         })

@@ -387,6 +387,20 @@ impl KmsService {
         Ok(fresh)
     }
 
+    /// Looks at the keystore file now, whatever [`FRESHNESS`] allows, and
+    /// installs its state if another process changed it: whether it did.
+    fn refreshed(&self) -> Result<bool> {
+        *self.checked.lock().expect("check lock") = std::time::Instant::now();
+        let current = Arc::clone(&self.snapshot.read().expect("snapshot lock"));
+        if self.keystore.fingerprint()? == current.fingerprint {
+            return Ok(false);
+        }
+        let (state, fingerprint) = self.keystore.load()?;
+        let fresh = Arc::new(Snapshot::new(state, fingerprint, self.keystore.config()));
+        *self.snapshot.write().expect("snapshot lock") = fresh;
+        Ok(true)
+    }
+
     /// Applies `change` to the keystore (after purging keys whose deletion
     /// date has passed) and installs the result.
     fn mutate<R>(&self, change: impl FnOnce(&mut State, f64) -> Result<R>) -> Result<R> {

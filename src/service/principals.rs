@@ -121,7 +121,7 @@ impl KmsService {
         name: &str,
         change: impl FnOnce(&mut State, f64) -> Result<R>,
     ) -> Result<R> {
-        self.audited(caller, op, |trail| {
+        self.audited_once(caller, op, |trail| {
             let resources = vec![format!("principal/{name}"), "*".into()];
             self.authorize(trail, caller, op.actions()[0], &resources, None)?;
             check_principal_name(name)?;
