@@ -378,13 +378,7 @@ impl KmsService {
             }
             *checked = std::time::Instant::now();
         }
-        if self.keystore.fingerprint()? == current.fingerprint {
-            return Ok(current);
-        }
-        let (state, fingerprint) = self.keystore.load()?;
-        let fresh = Arc::new(Snapshot::new(state, fingerprint, self.keystore.config()));
-        *self.snapshot.write().expect("snapshot lock") = Arc::clone(&fresh);
-        Ok(fresh)
+        Ok(self.reload_if_changed(current)?.0)
     }
 
     /// Looks at the keystore file now, whatever [`FRESHNESS`] allows, and
@@ -392,13 +386,19 @@ impl KmsService {
     fn refreshed(&self) -> Result<bool> {
         *self.checked.lock().expect("check lock") = std::time::Instant::now();
         let current = Arc::clone(&self.snapshot.read().expect("snapshot lock"));
+        Ok(self.reload_if_changed(current)?.1)
+    }
+
+    /// `current`, or the file's state installed in its place if the file
+    /// changed since `current` was read; and whether it had.
+    fn reload_if_changed(&self, current: Arc<Snapshot>) -> Result<(Arc<Snapshot>, bool)> {
         if self.keystore.fingerprint()? == current.fingerprint {
-            return Ok(false);
+            return Ok((current, false));
         }
         let (state, fingerprint) = self.keystore.load()?;
         let fresh = Arc::new(Snapshot::new(state, fingerprint, self.keystore.config()));
-        *self.snapshot.write().expect("snapshot lock") = fresh;
-        Ok(true)
+        *self.snapshot.write().expect("snapshot lock") = Arc::clone(&fresh);
+        Ok((fresh, true))
     }
 
     /// Applies `change` to the keystore (after purging keys whose deletion
