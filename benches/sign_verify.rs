@@ -17,7 +17,11 @@
 //! caller, bound by one fdatasync per call.
 //!
 //! `cargo bench --bench sign_verify` prints one line per operation and
-//! spec: `service N/s  bare M/s  ratio R`. `REWRAP_BENCH_SECONDS` sets the
+//! spec: `service N/s  bare M/s  ratio R`, then the CPU time per call of
+//! each side (the whole process: the audit syncer and sealer threads
+//! included), which says how much of the gap is CPU and how much is
+//! waiting (with the 2 cores busy, the ratio is at most bare CPU / service
+//! CPU). `REWRAP_BENCH_SECONDS` sets the
 //! time per measurement (default 2); `REWRAP_BENCH_ONLY` (say
 //! `Verify RSA_2048`) runs only the lines whose name contains it, for a
 //! profiler.
@@ -76,9 +80,24 @@ fn rate(threads: usize, f: impl Fn() + Sync) -> f64 {
     total as f64 / start.elapsed().as_secs_f64()
 }
 
+/// CPU seconds this process has used so far, all threads (user and
+/// system, from `/proc/self/stat`, in clock ticks of 10 ms).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // The fields after the command name (which may hold spaces) in `(...)`.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+/// CPU microseconds per call of the last [`rate_async`] measurement.
+static CPU_PER_CALL: std::sync::Mutex<f64> = std::sync::Mutex::new(0.0);
+
 /// Operations per second of `f` called back to back by `callers` tasks on
 /// `runtime`, after a warm-up; a call counts once its audit records are
-/// durable (`defer_durability`, then the wait the server makes).
+/// durable (`defer_durability`, then the wait the server makes). Also
+/// notes the CPU time per call (all of the process's threads: the audit
+/// syncer and sealer included) in [`CPU_PER_CALL`].
 fn rate_async(
     runtime: &tokio::runtime::Runtime,
     callers: usize,
@@ -91,7 +110,7 @@ fn rate_async(
             let ((), durable) = defer_durability(|| f());
             durable.wait().await.unwrap();
         }
-        let start = Instant::now();
+        let (start, cpu) = (Instant::now(), cpu_seconds());
         let tasks: Vec<_> = (0..callers)
             .map(|_| {
                 let f = Arc::clone(&f);
@@ -110,7 +129,9 @@ fn rate_async(
         for task in tasks {
             total += task.await.unwrap();
         }
-        total as f64 / start.elapsed().as_secs_f64()
+        let elapsed = start.elapsed().as_secs_f64();
+        *CPU_PER_CALL.lock().unwrap() = (cpu_seconds() - cpu) * 1e6 / total as f64;
+        total as f64 / elapsed
     })
 }
 
@@ -137,11 +158,18 @@ fn wanted(what: &str) -> bool {
     std::env::var("REWRAP_BENCH_ONLY").map_or(true, |only| what.contains(&only))
 }
 
-fn report(what: &str, service: f64, bare: f64) {
+/// Prints a line: both rates, their ratio, and the CPU time per call of
+/// each side (`service_cpu`, then the last measurement's).
+fn report(what: &str, service: f64, bare: f64, service_cpu: f64) {
     println!(
-        "{what:<32} service {service:>9.0}/s  bare {bare:>9.0}/s  ratio {:.2}",
-        service / bare
+        "{what:<32} service {service:>9.0}/s  bare {bare:>9.0}/s  ratio {:.2}  (CPU per call: service {service_cpu:.1} µs, bare {:.1} µs)",
+        service / bare,
+        *CPU_PER_CALL.lock().unwrap()
     );
+}
+
+fn last_cpu() -> f64 {
+    *CPU_PER_CALL.lock().unwrap()
 }
 
 /// A bare signer of the spec: the baseline's key pair, parsed once.
@@ -214,12 +242,18 @@ fn main() {
             let service_sign = rate_async(&runtime, callers, move || {
                 black_box(k.sign(black_box(&req)).unwrap());
             });
+            let service_cpu = last_cpu();
             let bare: Arc<Signer> = Arc::new(bare_signer(spec));
             let (b, m) = (Arc::clone(&bare), message.clone());
             let bare_sign = rate_async(&runtime, callers, move || {
                 black_box(b(black_box(m.expose())));
             });
-            report(&format!("Sign {spec}"), service_sign, bare_sign);
+            report(
+                &format!("Sign {spec}"),
+                service_sign,
+                bare_sign,
+                service_cpu,
+            );
             let blocking = rate(threads, || {
                 black_box(kms.sign(black_box(&sign)).unwrap());
             });
@@ -270,6 +304,7 @@ fn main() {
         let service_verify = rate_async(&runtime, callers, move || {
             black_box(k.verify(black_box(&req)).unwrap());
         });
+        let service_cpu = last_cpu();
         let public = kms
             .get_public_key(&KeyIdRequest {
                 key_id,
@@ -290,6 +325,11 @@ fn main() {
             key.verify_sig(black_box(m.expose()), black_box(&sig))
                 .unwrap();
         });
-        report(&format!("Verify {spec}"), service_verify, bare_verify);
+        report(
+            &format!("Verify {spec}"),
+            service_verify,
+            bare_verify,
+            service_cpu,
+        );
     }
 }
