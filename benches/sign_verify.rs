@@ -164,10 +164,11 @@ fn report(what: &str, service: f64, bare: f64, service_cpu: f64) {
     println!(
         "{what:<32} service {service:>9.0}/s  bare {bare:>9.0}/s  ratio {:.2}  (CPU per call: service {service_cpu:.1} µs, bare {:.1} µs)",
         service / bare,
-        *CPU_PER_CALL.lock().unwrap()
+        last_cpu()
     );
 }
 
+/// CPU microseconds per call of the last [`rate_async`] measurement.
 fn last_cpu() -> f64 {
     *CPU_PER_CALL.lock().unwrap()
 }
